@@ -1,0 +1,36 @@
+# Two commands: `make demo` (the main job) and `make test` (every test). Each bootstraps .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torch is pinned here (a local CPU build exists for it); pyproject.toml keeps a compatible range.
+TORCH  := torch==2.13.0
+export OMP_NUM_THREADS ?= 2
+export SEQDIFF_THREADS ?= 2
+
+.PHONY: demo test test-fast lab bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test,lab]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/seqdiff demo
+
+test: $(STAMP)
+	$(PY) -m pytest -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -ra -m "not slow"
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+
+bench: $(STAMP)
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,223 @@
+"""Data with a known ground truth: Gaussian mixtures (exact density, noised marginal, posterior mean, eps*),
+their 2-D presets, and the shipped 8x8 digits.
+
+For ``p(x0) = sum_i pi_i N(mu_i, S_i)`` and ``x_t = sqrt(a) x0 + sqrt(1 - a) eps`` (``a = alpha_bar_t``),
+the noised marginal is ``p_t = sum_i pi_i N(sqrt(a) mu_i, a S_i + (1 - a) I)``. With ``S_i = U_i diag(l_i) U_i^T``
+the noised covariance is ``U_i diag(a l_i + 1 - a) U_i^T``, so one eigendecomposition per component serves every t.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import einsum, rearrange
+
+from ._validate import check_int, check_tensor
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+class GaussianMixture:
+    """``sum_i weights[i] N(means[i], covariances[i])`` in any dimension D.
+
+    ``covariances`` is [M, D, D] (full) or [M, D] (diagonal). Computations run in float64.
+    """
+
+    def __init__(self, weights, means, covariances, name: str = "mixture"):
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        mu = torch.as_tensor(means, dtype=torch.float64)
+        cov = torch.as_tensor(covariances, dtype=torch.float64)
+        if w.ndim != 1 or w.numel() < 1:
+            raise ValueError(f"weights must be a 1-D list of M >= 1 numbers, got shape {tuple(w.shape)}")
+        M = w.numel()
+        if bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
+            raise ValueError(f"weights must be finite and non-negative, got {w.tolist()}")
+        if abs(float(w.sum()) - 1.0) > 1e-6:
+            raise ValueError(f"weights must sum to 1 (within 1e-6), got a sum of {float(w.sum()):.8g}")
+        if mu.ndim != 2 or mu.shape[0] != M:
+            raise ValueError(f"means must have shape [M, D] with M = {M}, got {tuple(mu.shape)}")
+        D = mu.shape[1]
+        if cov.shape == (M, D):
+            cov = torch.diag_embed(cov)
+        if cov.shape != (M, D, D):
+            raise ValueError(f"covariances must have shape [M, D, D] = [{M}, {D}, {D}] or [M, D], "
+                             f"got {tuple(cov.shape)}")
+        if not torch.allclose(cov, cov.transpose(-1, -2), atol=1e-10):
+            raise ValueError("covariances must be symmetric")
+        evals, evecs = torch.linalg.eigh(cov)
+        if bool((evals <= 0).any()):
+            bad = int(torch.nonzero((evals <= 0).any(-1))[0])
+            raise ValueError(f"covariances must be positive definite; component {bad} has eigenvalues "
+                             f"{evals[bad].tolist()} (all must be > 0)")
+        self.name = name
+        self.weights, self.means, self.covariances = w, mu, cov
+        self._evals, self._evecs = evals, evecs  # S_i = U_i diag(l_i) U_i^T
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.weights.numel()
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture({self.name}, M={self.n_components}, D={self.dim})"
+
+    def mean(self) -> torch.Tensor:
+        """``E[x] = sum_i pi_i mu_i``."""
+        return self.weights @ self.means
+
+    def covariance(self) -> torch.Tensor:
+        """``Cov[x] = sum_i pi_i (S_i + mu_i mu_i^T) - E[x] E[x]^T``."""
+        m = self.mean()
+        second = einsum(self.weights, self.covariances + einsum(self.means, self.means, "m i, m j -> m i j"),
+                        "m, m i j -> i j")
+        return second - torch.outer(m, m)
+
+    def noised(self, alpha_bar: float) -> "GaussianMixture":
+        """The exact marginal of ``x_t``: ``sum_i pi_i N(sqrt(a) mu_i, a S_i + (1 - a) I)``."""
+        a = float(alpha_bar)
+        if not 0.0 <= a <= 1.0:
+            raise ValueError(f"alpha_bar must be in [0, 1], got {a}")
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        return GaussianMixture(self.weights, math.sqrt(a) * self.means, a * self.covariances + (1 - a) * eye,
+                               name=f"{self.name}@alpha_bar={a:.4g}")
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n: int, generator: torch.Generator | None = None, return_labels: bool = False,
+               dtype=torch.float32):
+        """``n`` draws: pick component i with probability pi_i, then ``mu_i + U_i diag(sqrt(l_i)) z``."""
+        n = check_int("n", n, 1)
+        labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        x = self.means[labels] + einsum(self._evecs[labels], self._evals[labels].sqrt() * z, "n i j, n j -> n i")
+        x = x.to(dtype)
+        return (x, labels) if return_labels else x
+
+    # ------------------------------------------------------------------ exact quantities at alpha_bar
+    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, ndim=2)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape [B, {self.dim}] for this {self.dim}-D mixture, got {tuple(x.shape)}")
+        return x
+
+    def _alpha_bar_like(self, alpha_bar, x: torch.Tensor) -> torch.Tensor:
+        a = torch.as_tensor(alpha_bar, dtype=torch.float64, device=x.device)
+        if a.ndim == 0:
+            a = a.expand(x.shape[0])
+        if a.shape != (x.shape[0],):
+            raise ValueError(f"alpha_bar must be a scalar or have shape [B] = [{x.shape[0]}], got {tuple(a.shape)}")
+        if bool((a < 0).any()) or bool((a > 1).any()):
+            raise ValueError("alpha_bar must lie in [0, 1]")
+        return a
+
+    def _components(self, x: torch.Tensor, alpha_bar):
+        """Per-component pieces at noise level a, for x [B, D] (all float64):
+        z = U^T (x - sqrt(a) mu)  [B, M, D], var = a l + 1 - a  [B, M, D], log N_i(x)  [B, M]."""
+        x = self._check_x(x).to(torch.float64)
+        a = self._alpha_bar_like(alpha_bar, x)
+        sa = a.sqrt()[:, None, None]
+        diff = x[:, None, :] - sa * self.means[None]                               # [B, M, D]
+        z = einsum(self._evecs, diff, "m d k, b m d -> b m k")                     # U^T diff
+        var = a[:, None, None] * self._evals[None] + (1 - a)[:, None, None]       # [B, M, D]
+        log_n = -0.5 * ((z**2 / var).sum(-1) + var.log().sum(-1) + self.dim * math.log(2 * math.pi))
+        return x, a, z, var, log_n
+
+    def log_prob(self, x: torch.Tensor, alpha_bar=1.0) -> torch.Tensor:
+        """``log p_t(x) = logsumexp_i (log pi_i + log N(x; sqrt(a) mu_i, a S_i + (1 - a) I))``; [B], float64.
+
+        ``alpha_bar = 1`` (the default) is the clean data density."""
+        _, _, _, _, log_n = self._components(x, alpha_bar)
+        return torch.logsumexp(self._log_weights() + log_n, dim=1)
+
+    def _log_weights(self) -> torch.Tensor:
+        return torch.where(self.weights > 0, self.weights.log(), torch.full_like(self.weights, -math.inf))
+
+    def responsibilities(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """``r_i(x) = p(component i | x_t = x)`` [B, M], a softmax (stable far from every mode)."""
+        _, _, _, _, log_n = self._components(x, alpha_bar)
+        return torch.softmax(self._log_weights() + log_n, dim=1)
+
+    def score(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """``grad_x log p_t(x) = -sum_i r_i (a S_i + (1 - a) I)^{-1} (x - sqrt(a) mu_i)``; [B, D] float64."""
+        _, _, z, var, log_n = self._components(x, alpha_bar)
+        r = torch.softmax(self._log_weights() + log_n, dim=1)
+        per = einsum(self._evecs, z / var, "m d k, b m k -> b m d")
+        return -einsum(r, per, "b m, b m d -> b d")
+
+    def ideal_eps(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """The ideal noise prediction ``eps*(x, t) = E[eps | x_t = x] = -sqrt(1 - a) grad log p_t(x)``; float64."""
+        a = self._alpha_bar_like(alpha_bar, x)
+        return -(1 - a).sqrt()[:, None] * self.score(x, a)
+
+    def posterior_mean(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """``E[x0 | x_t = x] = sum_i r_i (mu_i + sqrt(a) S_i (a S_i + (1 - a) I)^{-1} (x - sqrt(a) mu_i))``.
+
+        Written per component (not through Tweedie's division by sqrt(a)) so it stays finite as a -> 0."""
+        _, a, z, var, log_n = self._components(x, alpha_bar)
+        r = torch.softmax(self._log_weights() + log_n, dim=1)
+        shrink = einsum(self._evecs, self._evals[None] * z / var, "m d k, b m k -> b m d")
+        per = self.means[None] + a.sqrt()[:, None, None] * shrink
+        return einsum(r, per, "b m, b m d -> b d")
+
+
+# ---------------------------------------------------------------------- presets
+def ring8(radius: float = 1.5, std: float = 0.1) -> GaussianMixture:
+    """Eight equal isotropic Gaussians on a circle (the classic mode-coverage toy)."""
+    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+    return GaussianMixture(torch.full((8,), 1 / 8), means, torch.full((8, 2), std**2), name="ring8")
+
+
+def grid25(spacing: float = 0.7, std: float = 0.05) -> GaussianMixture:
+    """A 5x5 grid of equal isotropic Gaussians centred on the origin."""
+    g = (torch.arange(5, dtype=torch.float64) - 2) * spacing
+    means = torch.cartesian_prod(g, g)
+    return GaussianMixture(torch.full((25,), 1 / 25), means, torch.full((25, 2), std**2), name="grid25")
+
+
+def two_moons(n_per_moon: int = 8, std_along: float = 0.18, std_across: float = 0.06) -> GaussianMixture:
+    """A two-moons-like mixture: elongated Gaussians (full covariances) tangent to two interleaved arcs."""
+    n_per_moon = check_int("n_per_moon", n_per_moon, 2)
+    s = torch.linspace(0, math.pi, n_per_moon, dtype=torch.float64)
+    upper = torch.stack([s.cos(), s.sin()], 1)
+    lower = torch.stack([1 - s.cos(), 0.5 - s.sin()], 1)
+    tangent_u = torch.stack([-s.sin(), s.cos()], 1)
+    tangent_l = torch.stack([s.sin(), -s.cos()], 1)
+    means = torch.cat([upper, lower]) - torch.tensor([0.5, 0.25], dtype=torch.float64)
+    tangents = torch.cat([tangent_u, tangent_l])
+    normals = torch.stack([-tangents[:, 1], tangents[:, 0]], 1)
+    covs = (std_along**2 * einsum(tangents, tangents, "m i, m j -> m i j")
+            + std_across**2 * einsum(normals, normals, "m i, m j -> m i j"))
+    M = means.shape[0]
+    return GaussianMixture(torch.full((M,), 1 / M), 1.2 * means, 1.44 * covs, name="two_moons")
+
+
+PRESETS = {"ring8": ring8, "grid25": grid25, "two_moons": two_moons}
+
+
+def preset(name: str) -> GaussianMixture:
+    """One of the 2-D presets by name: ``ring8``, ``grid25`` or ``two_moons``."""
+    if name not in PRESETS:
+        raise ValueError(f"dataset must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]()
+
+
+# ---------------------------------------------------------------------- digits
+def digits(path: str | Path | None = None, dtype=torch.float32):
+    """The 1797 8x8 handwritten digits (UCI, as shipped with scikit-learn), scaled from [0, 16] to [-1, 1].
+
+    Returns ``(images [1797, 1, 8, 8], labels [1797])``. The file is ``data/digits.npz``
+    (regenerate it with ``scripts/make_digits.py``)."""
+    path = Path(path) if path is not None else DATA_DIR / "digits.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"digits file not found at {path}; run scripts/make_digits.py to create it")
+    with np.load(path, allow_pickle=False) as f:
+        images = torch.from_numpy(f["images"].astype(np.float32))
+        labels = torch.from_numpy(f["labels"].astype(np.int64))
+    x = rearrange(images, "n h w -> n 1 h w") / 8.0 - 1.0
+    return x.to(dtype), labels

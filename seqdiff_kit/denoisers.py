@@ -1,0 +1,95 @@
+"""Denoisers: everything is called as ``model(x, t) -> eps`` with ``x`` [B, ...] and ``t`` a LongTensor [B].
+
+- ``IdealDenoiser``: the exact ``eps*(x, t) = E[eps | x_t = x]`` of a Gaussian mixture (no network can beat it).
+- ``MLPDenoiser``: a small MLP for points in any dimension.
+- ``TinyUNet``: a small U-Net for 1x8x8 images.
+Each network records its constructor arguments in ``config`` so a checkpoint can rebuild it from JSON.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._validate import check_int, check_tensor
+from .data import GaussianMixture
+from .schedule import Schedule
+
+
+def _check_call(x: torch.Tensor, t: torch.Tensor, T: int | None = None) -> torch.Tensor:
+    check_tensor("x", x, min_ndim=1)
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must have shape [B] = [{x.shape[0]}], got {tuple(t.shape)}")
+    if t.is_floating_point():
+        raise TypeError(f"t must be a LongTensor of timesteps, got dtype {t.dtype}")
+    if T is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
+        raise ValueError(f"t must be in [0, {T - 1}], got values from {int(t.min())} to {int(t.max())}")
+    return t.long()
+
+
+class IdealDenoiser(nn.Module):
+    """The exact noise predictor of a Gaussian mixture under a schedule:
+    ``eps*(x, t) = -sqrt(1 - alpha_bar_t) grad_x log p_t(x)`` (computed in float64, returned in x's dtype)."""
+
+    def __init__(self, mixture: GaussianMixture, schedule: Schedule):
+        super().__init__()
+        if not isinstance(mixture, GaussianMixture):
+            raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        self.mixture, self.schedule = mixture, schedule
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = _check_call(x, t, self.schedule.T)
+        a = self.schedule.alpha_bar(t.cpu()).to(x.device)
+        return self.mixture.ideal_eps(x, a).to(x.dtype)
+
+    def x0(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The ideal ``E[x0 | x_t = x]``."""
+        t = _check_call(x, t, self.schedule.T)
+        a = self.schedule.alpha_bar(t.cpu()).to(x.device)
+        return self.mixture.posterior_mean(x, a).to(x.dtype)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding: ``[cos(t w_k), sin(t w_k)]`` with ``w_k = max_period^(-k / (dim/2))``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([args.cos(), args.sin()], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class MLPDenoiser(nn.Module):
+    """``eps_theta(x, t)``: an MLP on ``[x, time_mlp(embedding(t))]`` with SiLU activations.
+
+    ``depth`` hidden layers of ``width`` units; the time embedding is added to every hidden layer."""
+
+    def __init__(self, dim: int = 2, width: int = 128, depth: int = 3, time_dim: int = 64, T: int = 1000):
+        super().__init__()
+        self.config = {"dim": check_int("dim", dim, 1), "width": check_int("width", width, 1),
+                       "depth": check_int("depth", depth, 1), "time_dim": check_int("time_dim", time_dim, 2),
+                       "T": check_int("T", T, 1)}
+        self.dim, self.T, self.time_dim = dim, T, time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
+        self.inp = nn.Linear(dim, width)
+        self.hidden = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.out = nn.Linear(width, dim)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = _check_call(x, t, self.T)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape [B, {self.dim}], got {tuple(x.shape)}")
+        temb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        h = self.inp(x)
+        for layer in self.hidden:
+            h = layer(self.act(h + temb))
+        return self.out(self.act(h))

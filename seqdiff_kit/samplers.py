@@ -1,0 +1,204 @@
+"""One generalized DDIM/DDPM sampler that records every step.
+
+A step from ``t`` to ``s < t`` (``s = -1`` is the end, ``alpha_bar_{-1} = 1``), with ``a_t = alpha_bar_t``:
+
+    x0_pred = (x_t - sqrt(1 - a_t) eps_theta) / sqrt(a_t)
+    sigma   = eta sqrt((1 - a_t / a_s) (1 - a_s) / (1 - a_t))
+    x_s     = sqrt(a_s) x0_pred + sqrt(1 - a_s - sigma^2) eps_theta + sigma z
+
+``eta = 0`` is DDIM (deterministic), ``eta = 1`` is DDPM with the posterior variance. ``variance="large"``
+keeps DDPM's posterior mean (eta = 1) but draws the noise with DDPM's larger variance ``1 - a_t / a_s``
+(``beta_t`` for consecutive steps). The last step adds no noise. No clipping unless ``clip_x0`` is given.
+
+``sample_iter`` is a generator (a notebook decides what to plot); ``sample`` collects a ``Trajectory``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from ._validate import check_choice, check_float, check_int, check_tensor
+from .schedule import Schedule
+
+VARIANCES = ("small", "large")
+
+
+@dataclass
+class StepOutput:
+    """What one sampler step saw and produced (diffusers' names)."""
+
+    index: int                          # step number i in 0..N-1
+    t: int                              # current timestep
+    s: int                              # next timestep (-1 at the last step)
+    sample: torch.Tensor                # x_t, the input of the step
+    model_output: torch.Tensor          # eps_theta(x_t, t)
+    pred_original_sample: torch.Tensor  # x0_pred
+    prev_sample: torch.Tensor           # x_s, the output of the step
+
+
+@dataclass
+class Trajectory:
+    """A recorded sampling run.
+
+    ``timesteps`` [N]: every timestep of the run, descending. ``recorded`` [R]: the step indices kept
+    (all of them unless a stride was given; the last step is always kept). ``x`` [R+1, B, ...]: the state
+    at each recorded step (``x[j]`` is x at timestep ``timesteps[recorded[j]]``), then the final sample.
+    ``x0_pred`` and ``eps_pred`` [R, B, ...]: the model's predictions at the recorded steps.
+    """
+
+    timesteps: torch.Tensor
+    recorded: torch.Tensor
+    x: torch.Tensor
+    x0_pred: torch.Tensor
+    eps_pred: torch.Tensor
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The sample the run ends with (``x`` at ``t = -1``)."""
+        return self.x[-1]
+
+    @property
+    def t(self) -> torch.Tensor:
+        """The timestep of each recorded state, with -1 for the final sample; [R+1]."""
+        return torch.cat([self.timesteps[self.recorded], torch.tensor([-1])])
+
+    @property
+    def steps(self) -> int:
+        return self.timesteps.numel()
+
+    def nbytes(self) -> int:
+        return sum(v.element_size() * v.numel() for v in (self.x, self.x0_pred, self.eps_pred))
+
+
+def _abar(schedule: Schedule, t, like: torch.Tensor) -> torch.Tensor:
+    """alpha_bar at integer t (scalar or [B]) shaped to broadcast against ``like`` [B, ...]."""
+    a = schedule.alpha_bar(torch.as_tensor(t)).to(device=like.device, dtype=like.dtype)
+    if a.ndim == 0:
+        return a
+    return a.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def step_sigma(schedule: Schedule, t, s, eta: float = 0.0) -> torch.Tensor:
+    """``sigma = eta sqrt((1 - a_t/a_s)(1 - a_s)/(1 - a_t))`` (float64; zero when ``s = -1``)."""
+    a_t, a_s = schedule.alpha_bar(torch.as_tensor(t)), schedule.alpha_bar(torch.as_tensor(s))
+    return eta * torch.sqrt(((1 - a_t / a_s) * (1 - a_s) / (1 - a_t)).clamp(min=0))
+
+
+def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedule, *, eta: float = 0.0,
+                     variance: str = "small", noise: torch.Tensor | None = None,
+                     clip_x0: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step ``x_t -> x_s``; returns ``(prev_sample, pred_original_sample)``.
+
+    ``t`` and ``s`` are ints or LongTensors [B] (a batch may sit at different timesteps). ``noise`` is the
+    ``z`` of the step (needed when sigma > 0)."""
+    a_t, a_s = _abar(schedule, t, x), _abar(schedule, s, x)
+    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    if clip_x0 is not None:
+        x0 = x0.clamp(-clip_x0, clip_x0)
+        eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # keep eps consistent with the clipped x0
+    sig_mean = eta * ((1 - a_t / a_s) * (1 - a_s) / (1 - a_t)).clamp(min=0).sqrt()
+    if variance == "large":
+        sig_noise = torch.where(a_s < 1, (1 - a_t / a_s).clamp(min=0).sqrt(), torch.zeros_like(a_s))
+    else:
+        sig_noise = sig_mean
+    out = a_s.sqrt() * x0 + (1 - a_s - sig_mean**2).clamp(min=0).sqrt() * eps
+    if bool((sig_noise > 0).any()):
+        if noise is None:
+            raise ValueError("noise must be given for a stochastic step (eta > 0 or variance='large')")
+        out = out + sig_noise * noise
+    return out, x0
+
+
+def make_noise(steps: int, shape, generator: torch.Generator | None = None, dtype=torch.float32,
+               device="cpu") -> torch.Tensor:
+    """Per-step Gaussian noise ``z`` of shape [steps, *shape]: pass it to two samplers to share randomness."""
+    steps = check_int("steps", steps, 1)
+    return torch.randn(steps, *shape, generator=generator, dtype=dtype).to(device)
+
+
+def _resolve_timesteps(schedule, steps, spacing, timesteps) -> torch.Tensor:
+    if timesteps is not None:
+        ts = torch.as_tensor(timesteps).long().flatten()
+        if ts.numel() < 1 or int(ts.min()) < 0 or int(ts.max()) > schedule.T - 1:
+            raise ValueError(f"timesteps must be a non-empty sequence inside [0, {schedule.T - 1}], got {ts.tolist()[:8]}...")
+        if ts.numel() > 1 and not bool((ts[1:] < ts[:-1]).all()):
+            raise ValueError("timesteps must be strictly decreasing")
+        return ts
+    return schedule.timesteps(steps, spacing)
+
+
+def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *,
+                eta: float = 0.0, variance: str = "small", spacing: str = "trailing",
+                timesteps=None, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                clip_x0: float | None = None, check_finite: bool = True) -> Iterator[StepOutput]:
+    """Run the generalized sampler from ``x_T``, yielding a ``StepOutput`` per step.
+
+    ``noise`` [steps, *x_T.shape] gives the ``z`` of every step (so two models can share randomness);
+    otherwise ``z`` is drawn from ``generator`` when a step needs it."""
+    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    eta = check_float("eta", eta, 0.0, 1.0)
+    check_choice("variance", variance, VARIANCES)
+    if variance == "large" and eta != 1.0:
+        raise ValueError(f"variance='large' is DDPM's large-variance option and needs eta=1.0, got eta={eta}")
+    if clip_x0 is not None:
+        clip_x0 = check_float("clip_x0", clip_x0, 0.0, low_open=True)
+    ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
+    n = ts.numel()
+    if noise is not None:
+        check_tensor("noise", noise)
+        if noise.shape[0] < n or noise.shape[1:] != x_T.shape:
+            raise ValueError(f"noise must have shape [steps, *x_T.shape] = [{n}, {', '.join(map(str, x_T.shape))}], "
+                             f"got {tuple(noise.shape)}")
+    stochastic = eta > 0 or variance == "large"
+    x = x_T
+    B = x_T.shape[0]
+    for i in range(n):
+        t = int(ts[i])
+        s = int(ts[i + 1]) if i + 1 < n else -1
+        with torch.no_grad():
+            eps = model(x, torch.full((B,), t, dtype=torch.long, device=x.device))
+        if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
+            got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+            raise ValueError(f"model output must have the shape of x {tuple(x.shape)}, got {got} at step {i} (t={t})")
+        if check_finite and not bool(torch.isfinite(eps).all()):
+            raise ValueError(f"model output is not finite (NaN or inf) at step {i} (t={t})")
+        z = None
+        if stochastic and s >= 0:
+            z = noise[i] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        prev, x0 = generalized_step(x, eps, t, s, schedule, eta=eta, variance=variance, noise=z, clip_x0=clip_x0)
+        yield StepOutput(i, t, s, x, eps, x0, prev)
+        x = prev
+
+
+def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *, eta: float = 0.0,
+           variance: str = "small", spacing: str = "trailing", timesteps=None,
+           noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+           record_every: int = 1, callback: Callable[[dict], None] | None = None,
+           clip_x0: float | None = None, check_finite: bool = True) -> Trajectory:
+    """Sample and record a ``Trajectory`` (see ``sample_iter`` for the arguments).
+
+    ``record_every = k`` keeps every k-th step (and the last) to save memory on long runs.
+    ``callback`` receives a dict per step: ``i, t, s, x, eps, x0_pred, prev_sample``."""
+    record_every = check_int("record_every", record_every, 1)
+    xs, x0s, epss, kept = [], [], [], []
+    last = None
+    it = sample_iter(model, x_T, schedule, steps, eta=eta, variance=variance, spacing=spacing,
+                     timesteps=timesteps, noise=noise, generator=generator, clip_x0=clip_x0,
+                     check_finite=check_finite)
+    for out in it:
+        if out.index % record_every == 0 or out.s == -1:
+            kept.append(out.index)
+            xs.append(out.sample)
+            x0s.append(out.pred_original_sample)
+            epss.append(out.model_output)
+        if callback is not None:
+            callback({"i": out.index, "t": out.t, "s": out.s, "x": out.sample, "eps": out.model_output,
+                      "x0_pred": out.pred_original_sample, "prev_sample": out.prev_sample})
+        last = out
+    ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
+    xs.append(last.prev_sample)
+    return Trajectory(ts, torch.tensor(kept, dtype=torch.long), torch.stack(xs), torch.stack(x0s), torch.stack(epss))

@@ -1,0 +1,235 @@
+"""Noise schedules: betas, alpha_bar, the forward process and the sampling timesteps.
+
+Conventions (DESIGN.md): the time index is ``t`` in {0, ..., T-1}; ``alpha_bar(-1) := 1`` is the clean data.
+The forward process is ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``.
+Everything is stored in float64 (the maths is cheap and the ideal denoiser needs the precision);
+callers get tensors in the dtype of their data.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._validate import check_choice, check_float, check_int, check_tensor
+
+SPACINGS = ("leading", "uniform", "trailing", "linspace", "quad")
+
+
+class Schedule:
+    """A discrete variance schedule ``beta_0, ..., beta_{T-1}``.
+
+    ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{s <= t} alpha_s``.
+    """
+
+    def __init__(self, betas, name: str = "custom"):
+        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        if betas.numel() < 1:
+            raise ValueError(f"T (the number of betas) must be >= 1, got {betas.numel()}")
+        if not bool(torch.isfinite(betas).all()) or bool((betas <= 0).any()) or bool((betas >= 1).any()):
+            raise ValueError(f"betas must all lie in (0, 1), got min {betas.min().item()} and max {betas.max().item()}")
+        self.name = name
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alpha_bars = torch.cumprod(self.alphas, dim=0)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
+        """DDPM's linear schedule: ``beta_t = beta_start + (beta_end - beta_start) t / (T - 1)``."""
+        T = check_int("T", T, 1)
+        beta_start, beta_end = _check_betas(beta_start, beta_end)
+        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear")
+
+    @classmethod
+    def quadratic(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
+        """``beta_t = (sqrt(beta_start) + (sqrt(beta_end) - sqrt(beta_start)) t / (T - 1))^2``."""
+        T = check_int("T", T, 1)
+        beta_start, beta_end = _check_betas(beta_start, beta_end)
+        root = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
+        return cls(root**2, name="quadratic")
+
+    @classmethod
+    def sigmoid(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
+        """``beta_t = beta_start + (beta_end - beta_start) sigmoid(-6 + 12 t / (T - 1))``."""
+        T = check_int("T", T, 1)
+        beta_start, beta_end = _check_betas(beta_start, beta_end)
+        s = torch.sigmoid(torch.linspace(-6.0, 6.0, T, dtype=torch.float64))
+        return cls(beta_start + (beta_end - beta_start) * s, name="sigmoid")
+
+    @classmethod
+    def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "Schedule":
+        """Nichol and Dhariwal: ``alpha_bar(t) = f(t)/f(0)``, ``f(t) = cos(((t/T) + s)/(1 + s) pi/2)^2``,
+        ``beta_t = min(1 - alpha_bar(t+1)/alpha_bar(t), max_beta)``."""
+        T = check_int("T", T, 1)
+        s = check_float("s", s, 0.0)
+        max_beta = check_float("max_beta", max_beta, 0.0, 1.0, low_open=True)
+        if max_beta >= 1.0:
+            raise ValueError(f"max_beta must be in (0, 1), got {max_beta}")
+        u = torch.arange(T + 1, dtype=torch.float64) / T
+        f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+        betas = (1 - f[1:] / f[:-1]).clamp(min=1e-12, max=max_beta)
+        return cls(betas, name="cosine")
+
+    @classmethod
+    def from_name(cls, name: str, T: int = 1000) -> "Schedule":
+        """Build one of the named schedules with its default parameters."""
+        check_choice("schedule", name, ("linear", "cosine", "quadratic", "sigmoid"))
+        return getattr(cls, name)(T)
+
+    def config(self) -> dict:
+        """A JSON-able description that ``from_config`` turns back into an equal schedule."""
+        if self.name in ("linear", "cosine", "quadratic", "sigmoid") and torch.equal(
+                self.betas, Schedule.from_name(self.name, self.T).betas):
+            return {"name": self.name, "T": self.T}
+        return {"name": "custom", "betas": self.betas.tolist()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Schedule":
+        if config.get("name") == "custom":
+            return cls(config["betas"])
+        return cls.from_name(config["name"], config["T"])
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def T(self) -> int:
+        return self.betas.numel()
+
+    def __len__(self) -> int:
+        return self.T
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.name}, T={self.T}, alpha_bar[T-1]={self.alpha_bars[-1].item():.3g})"
+
+    def _check_t(self, t) -> torch.Tensor:
+        t = torch.as_tensor(t)
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"t must hold integers (a LongTensor), got dtype {t.dtype}")
+        if t.numel() and (int(t.min()) < -1 or int(t.max()) > self.T - 1):
+            raise ValueError(f"t must be in [-1, {self.T - 1}] (-1 is the clean data), "
+                             f"got values from {int(t.min())} to {int(t.max())}")
+        return t.long()
+
+    def alpha_bar(self, t) -> torch.Tensor:
+        """``alpha_bar_t`` for integer ``t`` (any shape), with ``alpha_bar_{-1} = 1``. float64."""
+        t = self._check_t(t)
+        padded = torch.cat([self.alpha_bars, torch.ones(1, dtype=torch.float64)])
+        return padded[t.cpu()]  # index -1 reads the appended 1
+
+    def sigma(self, t) -> torch.Tensor:
+        """The equivalent variance-exploding noise level ``sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)``."""
+        a = self.alpha_bar(t)
+        return torch.sqrt((1 - a) / a)
+
+    def log_snr(self, t) -> torch.Tensor:
+        """``lambda_t = log(alpha_bar_t / (1 - alpha_bar_t))`` (``+inf`` at ``t = -1``)."""
+        a = self.alpha_bar(t)
+        return torch.log(a) - torch.log1p(-a)
+
+    @staticmethod
+    def alpha_bar_from_sigma(sigma) -> torch.Tensor:
+        """``alpha_bar = 1 / (1 + sigma^2)``."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        return 1.0 / (1.0 + sigma**2)
+
+    @staticmethod
+    def alpha_bar_from_log_snr(log_snr) -> torch.Tensor:
+        """``alpha_bar = sigmoid(lambda)``."""
+        return torch.sigmoid(torch.as_tensor(log_snr, dtype=torch.float64))
+
+    def t_from_log_snr(self, log_snr) -> torch.Tensor:
+        """Continuous ``t`` whose log-SNR is ``log_snr``, by linear interpolation (clamped to [0, T-1]).
+
+        Round it to get the nearest discrete timestep."""
+        lam = torch.as_tensor(log_snr, dtype=torch.float64)
+        table = self.log_snr(torch.arange(self.T))  # strictly decreasing in t
+        if self.T == 1:
+            return torch.zeros_like(lam)
+        # searchsorted wants an increasing table: flip it
+        inc = table.flip(0)
+        idx = torch.searchsorted(inc, lam.clamp(inc[0], inc[-1]).contiguous()).clamp(1, self.T - 1)
+        lo, hi = inc[idx - 1], inc[idx]
+        frac = ((lam.clamp(inc[0], inc[-1]) - lo) / (hi - lo)).clamp(0, 1)
+        pos = (idx - 1).to(torch.float64) + frac  # position in the flipped table
+        return (self.T - 1) - pos
+
+    def t_from_alpha_bar(self, alpha_bar) -> torch.Tensor:
+        """Continuous ``t`` with the given ``alpha_bar`` (interpolated in log-SNR)."""
+        a = torch.as_tensor(alpha_bar, dtype=torch.float64)
+        return self.t_from_log_snr(torch.log(a) - torch.log1p(-a))
+
+    def t_from_sigma(self, sigma) -> torch.Tensor:
+        """Continuous ``t`` with the given ``sigma`` (``lambda = -2 log sigma``)."""
+        return self.t_from_log_snr(-2 * torch.log(torch.as_tensor(sigma, dtype=torch.float64)))
+
+    # ------------------------------------------------------------------ forward process
+    def add_noise(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
+        """``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise``; ``t`` is a LongTensor [B] (or a scalar)."""
+        check_tensor("x0", x0, min_ndim=1)
+        check_tensor("noise", noise)
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        a = self.alpha_bar(t).to(device=x0.device, dtype=x0.dtype)
+        if a.ndim == 0:
+            a = a.expand(x0.shape[0])
+        if a.shape != (x0.shape[0],):
+            raise ValueError(f"t must be a scalar or have shape [B] = [{x0.shape[0]}], got shape {tuple(a.shape)}")
+        a = a.reshape(-1, *([1] * (x0.ndim - 1)))
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def sample_t(self, batch: int, generator: torch.Generator | None = None, device="cpu",
+                 antithetic: bool = False) -> torch.Tensor:
+        """Uniform training timesteps in {0, ..., T-1}; ``antithetic`` pairs each t with T-1-t."""
+        batch = check_int("batch", batch, 1)
+        if not antithetic:
+            return torch.randint(0, self.T, (batch,), generator=generator).to(device)
+        half = torch.randint(0, self.T, ((batch + 1) // 2,), generator=generator)
+        return torch.cat([half, self.T - 1 - half])[:batch].to(device)
+
+    # ------------------------------------------------------------------ sampling timesteps
+    def timesteps(self, steps: int, spacing: str = "trailing") -> torch.Tensor:
+        """Exactly ``steps`` distinct timesteps in [0, T-1], strictly decreasing.
+
+        - ``leading`` (alias ``uniform``): ``t_i = i * (T // steps)`` (DDIM's choice; never reaches T-1)
+        - ``trailing``: ``t_i = round(T - i T / steps) - 1`` (starts at T-1, ends at ``~T/steps - 1``)
+        - ``linspace``: ``round(linspace(T-1, 0, steps))`` (both ends)
+        - ``quad``: ``round((T-1) u^2)`` for ``u`` uniform in [0, 1], then nudged apart so that the small,
+          crowded timesteps stay distinct (``range(0, T, T // N)`` and naive rounding get the count wrong).
+        """
+        steps = check_int("steps", steps, 1, self.T)
+        check_choice("spacing", spacing, SPACINGS)
+        T = self.T
+        i = torch.arange(steps, dtype=torch.float64)
+        if spacing in ("leading", "uniform"):
+            t = (i * (T // steps)).long()
+        elif spacing == "trailing":
+            t = torch.round(T - i * T / steps).long() - 1
+        elif spacing == "linspace":
+            t = torch.round(torch.linspace(0, T - 1, steps, dtype=torch.float64)).long() if steps > 1 \
+                else torch.tensor([T - 1])
+        else:  # quad
+            u = i / max(steps - 1, 1)
+            t = torch.round((T - 1) * u**2).long() if steps > 1 else torch.tensor([T - 1])
+            t = _make_distinct(t, T)
+        t = torch.sort(t).values
+        return t.flip(0).contiguous()
+
+
+def _make_distinct(t: torch.Tensor, T: int) -> torch.Tensor:
+    """Push an ascending integer sequence apart so it is strictly increasing inside [0, T-1]."""
+    t = t.clone()
+    n = t.numel()
+    for k in range(1, n):
+        if t[k] <= t[k - 1]:
+            t[k] = t[k - 1] + 1
+    for k in range(n - 1, -1, -1):  # then pull the top back under T-1
+        t[k] = min(int(t[k]), T - 1 - (n - 1 - k))
+    return t
+
+
+def _check_betas(beta_start, beta_end):
+    beta_start = check_float("beta_start", beta_start, 0.0, 1.0, low_open=True)
+    beta_end = check_float("beta_end", beta_end, 0.0, 1.0, low_open=True)
+    if beta_end >= 1.0 or beta_start >= 1.0:
+        raise ValueError(f"beta_start and beta_end must be in (0, 1), got {beta_start} and {beta_end}")
+    return beta_start, beta_end
