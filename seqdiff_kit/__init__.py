@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from .schedule import Schedule  # noqa: E402
 from .data import GaussianMixture, digits, grid25, preset, ring8, two_moons  # noqa: E402
-from .denoisers import IdealDenoiser, MLPDenoiser  # noqa: E402
+from .denoisers import IdealDenoiser, MLPDenoiser, TinyUNet  # noqa: E402
 from .samplers import Trajectory, generalized_step, make_noise, sample, sample_iter  # noqa: E402
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from ._validate import check_int, check_tensor
@@ -93,3 +94,74 @@ class MLPDenoiser(nn.Module):
         for layer in self.hidden:
             h = layer(self.act(h + temb))
         return self.out(self.act(h))
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm group count: up to 8 groups that divide ``channels``."""
+    return math.gcd(8, channels)
+
+
+class _ResBlock(nn.Module):
+    """``h = conv(SiLU(GN(x))) + proj(temb)``; ``out = conv(SiLU(GN(h))) + skip(x)``.
+
+    The time embedding enters as a per-channel bias between the two convolutions (DDPM-style)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(c_in), c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.temb = nn.Linear(emb_dim, c_out)
+        self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        # a 1x1 projection only where the channel count changes, identity otherwise
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.act(self.norm1(x)))
+        h = h + rearrange(self.temb(emb), "b c -> b c 1 1")
+        h = self.conv2(self.act(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class TinyUNet(nn.Module):
+    """``eps_theta(x, t)`` for 1-channel images (the 8x8 digits, in [-1, 1]), a two-level U-Net.
+
+    ``emb = MLP(timestep_embedding(t, time_dim))``;
+    ``h8 = Res(conv_in(x), emb)`` at 8x8 (C channels); ``h4 = Res(down(h8), emb)`` at 4x4 (2C channels);
+    ``u = Res(concat[up(h4), h8], emb)`` at 8x8 (C); ``eps = conv_out(SiLU(GN(u)))``.
+    GroupNorm works per sample, so each output depends only on its own input (no batch coupling).
+    Any even height and width work; ``channels`` (default 32) must be even. About 202k parameters at C = 32.
+    """
+
+    def __init__(self, channels: int = 32, time_dim: int = 64, T: int = 1000):
+        super().__init__()
+        channels = check_int("channels", channels, 2)
+        if channels % 2:
+            raise ValueError(f"channels must be an even integer >= 2, got {channels}")
+        self.config = {"channels": channels, "time_dim": check_int("time_dim", time_dim, 2),
+                       "T": check_int("T", T, 1)}
+        C, emb_dim = channels, 4 * channels
+        self.T, self.time_dim = T, time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.conv_in = nn.Conv2d(1, C, 3, padding=1)
+        self.enc = _ResBlock(C, C, emb_dim)
+        self.down = nn.Conv2d(C, 2 * C, 3, stride=2, padding=1)          # 8x8 -> 4x4
+        self.mid = _ResBlock(2 * C, 2 * C, emb_dim)
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                nn.Conv2d(2 * C, C, 3, padding=1))       # 4x4 -> 8x8
+        self.dec = _ResBlock(2 * C, C, emb_dim)                            # input: [up, skip] concatenated
+        self.norm_out = nn.GroupNorm(_groups(C), C)
+        self.conv_out = nn.Conv2d(C, 1, 3, padding=1)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = _check_call(x, t, self.T)
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] % 2 or x.shape[3] % 2:
+            raise ValueError(f"x must have shape [B, 1, H, W] with even H and W (e.g. [B, 1, 8, 8]), "
+                             f"got {tuple(x.shape)}")
+        emb = self.time_mlp(timestep_embedding(t.to(x.device), self.time_dim))
+        h8 = self.enc(self.conv_in(x), emb)
+        h4 = self.mid(self.down(h8), emb)
+        u = self.dec(torch.cat([self.up(h4), h8], dim=1), emb)
+        return self.conv_out(self.act(self.norm_out(u)))
