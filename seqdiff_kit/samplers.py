@@ -184,21 +184,22 @@ def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 
     ``record_every = k`` keeps every k-th step (and the last) to save memory on long runs.
     ``callback`` receives a dict per step: ``i, t, s, x, eps, x0_pred, prev_sample``."""
     record_every = check_int("record_every", record_every, 1)
-    xs, x0s, epss, kept = [], [], [], []
-    last = None
     it = sample_iter(model, x_T, schedule, steps, eta=eta, variance=variance, spacing=spacing,
                      timesteps=timesteps, noise=noise, generator=generator, clip_x0=clip_x0,
                      check_finite=check_finite)
+    ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
+    n = ts.numel()
+    kept = [i for i in range(n) if i % record_every == 0 or i == n - 1]
+    slot = {i: j for j, i in enumerate(kept)}
+    # preallocated buffers: stacking a list at the end would briefly double the memory of a long run
+    xs = x_T.new_empty((len(kept) + 1, *x_T.shape))
+    x0s, epss = x_T.new_empty((len(kept), *x_T.shape)), x_T.new_empty((len(kept), *x_T.shape))
     for out in it:
-        if out.index % record_every == 0 or out.s == -1:
-            kept.append(out.index)
-            xs.append(out.sample)
-            x0s.append(out.pred_original_sample)
-            epss.append(out.model_output)
+        j = slot.get(out.index)
+        if j is not None:
+            xs[j], x0s[j], epss[j] = out.sample, out.pred_original_sample, out.model_output
         if callback is not None:
             callback({"i": out.index, "t": out.t, "s": out.s, "x": out.sample, "eps": out.model_output,
                       "x0_pred": out.pred_original_sample, "prev_sample": out.prev_sample})
-        last = out
-    ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
-    xs.append(last.prev_sample)
-    return Trajectory(ts, torch.tensor(kept, dtype=torch.long), torch.stack(xs), torch.stack(x0s), torch.stack(epss))
+        xs[-1] = out.prev_sample
+    return Trajectory(ts, torch.tensor(kept, dtype=torch.long), xs, x0s, epss)

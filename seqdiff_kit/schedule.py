@@ -217,14 +217,13 @@ class Schedule:
 
 def _make_distinct(t: torch.Tensor, T: int) -> torch.Tensor:
     """Push an ascending integer sequence apart so it is strictly increasing inside [0, T-1]."""
-    t = t.clone()
-    n = t.numel()
+    v = t.tolist()  # plain ints: this runs for every step count in the tests
+    n = len(v)
     for k in range(1, n):
-        if t[k] <= t[k - 1]:
-            t[k] = t[k - 1] + 1
+        v[k] = max(v[k], v[k - 1] + 1)
     for k in range(n - 1, -1, -1):  # then pull the top back under T-1
-        t[k] = min(int(t[k]), T - 1 - (n - 1 - k))
-    return t
+        v[k] = min(v[k], T - 1 - (n - 1 - k))
+    return torch.tensor(v, dtype=torch.long)
 
 
 def _check_betas(beta_start, beta_end):

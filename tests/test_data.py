@@ -1,0 +1,145 @@
+"""Gaussian mixtures: the exact noised marginal, posterior mean and eps* against independent references."""
+import math
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal
+
+from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, digits, grid25, ring8, two_moons
+
+
+def brute_log_prob(mix: GaussianMixture, x: torch.Tensor, a: float) -> torch.Tensor:
+    """log p_t(x) from torch.distributions, one component at a time (an independent reference)."""
+    eye = torch.eye(mix.dim, dtype=torch.float64)
+    logs = [MultivariateNormal(math.sqrt(a) * mix.means[i], a * mix.covariances[i] + (1 - a) * eye).log_prob(x)
+            + mix.weights[i].log() for i in range(mix.n_components)]
+    return torch.logsumexp(torch.stack(logs, 1), 1)
+
+
+def random_full_mixture(dim=3, m=4, seed=0) -> GaussianMixture:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(m, generator=g, dtype=torch.float64) + 0.1
+    A = torch.randn(m, dim, dim, generator=g, dtype=torch.float64) * 0.5
+    cov = A @ A.transpose(1, 2) + 0.05 * torch.eye(dim, dtype=torch.float64)
+    return GaussianMixture(w / w.sum(), 2 * torch.randn(m, dim, generator=g, dtype=torch.float64), cov)
+
+
+MIXTURES = {"ring8": ring8(), "grid25": grid25(), "two_moons": two_moons(), "full3d": random_full_mixture()}
+T_VALUES = [0, 1, 250, 999]
+
+
+@pytest.mark.parametrize("name", MIXTURES)
+def test_log_prob_matches_torch_distributions(name):
+    mix = MIXTURES[name]
+    x = torch.randn(64, mix.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    for a in [1.0, 0.7, 0.01]:
+        assert torch.allclose(mix.log_prob(x, a), brute_log_prob(mix, x, a), atol=1e-9)
+
+
+@pytest.mark.parametrize("name", MIXTURES)
+def test_ideal_eps_is_minus_sqrt_one_minus_abar_times_autograd_score(name):
+    mix, sched = MIXTURES[name], Schedule.linear()
+    g = torch.Generator().manual_seed(2)
+    for t in T_VALUES:
+        a = sched.alpha_bar(t).item()
+        x = (torch.randn(32, mix.dim, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+        (grad,) = torch.autograd.grad(brute_log_prob(mix, x, a).sum(), x)
+        expected = -math.sqrt(1 - a) * grad
+        got = mix.ideal_eps(x.detach(), a)
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-6), (name, t)
+        # the denoiser wraps the same quantity, indexed by t
+        den = IdealDenoiser(mix, sched)(x.detach(), torch.full((32,), t))
+        assert torch.allclose(den, got)
+
+
+@pytest.mark.parametrize("name", MIXTURES)
+def test_posterior_mean_agrees_with_tweedie(name):
+    mix = MIXTURES[name]
+    x = torch.randn(32, mix.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for a in [0.9, 0.3, 0.02]:
+        tweedie = (x - math.sqrt(1 - a) * mix.ideal_eps(x, a)) / math.sqrt(a)
+        assert torch.allclose(mix.posterior_mean(x, a), tweedie, atol=1e-8)
+
+
+def test_posterior_mean_monte_carlo():
+    """E[x0 | x_t in a small ball] estimated by rejection from joint samples matches posterior_mean."""
+    mix, a = ring8(), 0.5
+    g = torch.Generator().manual_seed(4)
+    x0 = mix.sample(400_000, g, dtype=torch.float64)
+    xt = math.sqrt(a) * x0 + math.sqrt(1 - a) * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    point = torch.tensor([[0.6, 0.2]], dtype=torch.float64)
+    near = (xt - point).norm(dim=1) < 0.05
+    est = x0[near].mean(0)
+    se = x0[near].std(0) / math.sqrt(int(near.sum()))
+    assert int(near.sum()) > 200
+    assert bool(((est - mix.posterior_mean(point, a)[0]).abs() < 4 * se + 0.01).all())
+
+
+def test_noised_marginal_moments_match_monte_carlo_add_noise():
+    mix, sched = two_moons(), Schedule.linear()
+    g = torch.Generator().manual_seed(5)
+    n = 200_000
+    for t in [0, 100, 600]:
+        x0 = mix.sample(n, g, dtype=torch.float64)
+        xt = sched.add_noise(x0, torch.full((n,), t), torch.randn(x0.shape, generator=g, dtype=torch.float64))
+        noised = mix.noised(sched.alpha_bar(t).item())
+        mean_se = (noised.covariance().diagonal().sqrt() / math.sqrt(n))
+        assert bool(((xt.mean(0) - noised.mean()).abs() < 4 * mean_se).all()), t
+        assert torch.allclose(torch.cov(xt.T), noised.covariance(), atol=0.01), t
+
+
+def test_stable_at_the_ends_and_far_from_every_mode():
+    mix, sched = grid25(), Schedule.linear()
+    den = IdealDenoiser(mix, sched)
+    far = torch.tensor([[1e4, -1e4], [300.0, 0.0], [0.0, 0.0], [-50.0, 49.0]])
+    for t in [0, 999]:
+        tt = torch.full((4,), t)
+        eps = den(far, tt)
+        assert bool(torch.isfinite(eps).all()), t
+        assert bool(torch.isfinite(den.x0(far, tt)).all()), t
+        assert bool(torch.isfinite(mix.log_prob(far.double(), sched.alpha_bar(t).item())).all())
+    # cosine ends with alpha_bar ~ 0: the posterior mean is the mixture mean, no division by sqrt(alpha_bar)
+    cos = Schedule.cosine()
+    near = torch.tensor([[1.0, -2.0], [0.3, 0.0]])
+    x0 = IdealDenoiser(mix, cos).x0(near, torch.full((2,), 999))
+    assert cos.alpha_bars[-1] < 1e-6
+    assert torch.allclose(x0, mix.mean().float().expand(2, 2), atol=1e-2)
+
+
+def test_sampling_matches_the_mixture_weights_and_moments():
+    mix = random_full_mixture(dim=2, m=3, seed=7)
+    x, labels = mix.sample(100_000, torch.Generator().manual_seed(0), return_labels=True, dtype=torch.float64)
+    share = torch.bincount(labels, minlength=3).double() / 100_000
+    assert torch.allclose(share, mix.weights, atol=4 * math.sqrt(0.25 / 100_000))
+    assert torch.allclose(x.mean(0), mix.mean(), atol=0.03)
+    assert torch.allclose(torch.cov(x.T), mix.covariance(), atol=0.05)
+    # same generator seed, same draws
+    again = mix.sample(100_000, torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(x, again)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weights=[0.5, 0.6], means=[[0.0], [1.0]], covariances=[[1.0], [1.0]]), "weights must sum to 1"),
+    (dict(weights=[0.5, 0.5], means=[[0.0], [1.0]], covariances=[[1.0], [-1.0]]), "positive definite"),
+    (dict(weights=[1.0], means=[[0.0, 0.0]], covariances=[[[1.0, 2.0], [2.0, 1.0]]]), "positive definite"),
+    (dict(weights=[1.0], means=[[0.0, 0.0]], covariances=[[1.0, 1.0, 1.0]]), "covariances must have shape"),
+    (dict(weights=[-0.5, 1.5], means=[[0.0], [1.0]], covariances=[[1.0], [1.0]]), "non-negative"),
+])
+def test_bad_mixture_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(**kwargs)
+
+
+def test_x_of_the_wrong_dimension_is_refused():
+    with pytest.raises(ValueError, match=r"x must have shape \[B, 2\]"):
+        ring8().log_prob(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"x must have shape \[B, 2\]"):
+        IdealDenoiser(ring8(), Schedule.linear())(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+
+
+def test_digits_are_scaled_and_labelled():
+    x, y = digits()
+    assert x.shape == (1797, 1, 8, 8) and y.shape == (1797,)
+    assert x.min().item() == -1.0 and x.max().item() == 1.0
+    assert sorted(y.unique().tolist()) == list(range(10))
+    assert torch.bincount(y).min().item() >= 170

@@ -1,0 +1,159 @@
+"""The generalized DDIM/DDPM sampler: analytic steps, recovery of the data, determinism and recording."""
+import math
+
+import pytest
+import torch
+
+from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, generalized_step, make_noise, ring8, sample
+from seqdiff_kit.samplers import sample_iter
+
+
+@pytest.fixture(scope="module")
+def sched():
+    return Schedule.linear()
+
+
+def test_eta_one_is_the_ddpm_posterior(sched):
+    """For consecutive steps, eta = 1 gives mu_tilde(x_t, x0) plus sqrt(beta_tilde) z (DDPM eq. 6-7)."""
+    g = torch.Generator().manual_seed(0)
+    x, eps, z = (torch.randn(16, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    for t in [1, 10, 500, 999]:
+        ab_t, ab_s = sched.alpha_bars[t], sched.alpha_bars[t - 1]
+        beta, alpha = sched.betas[t], sched.alphas[t]
+        x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
+        mu = ab_s.sqrt() * beta / (1 - ab_t) * x0 + alpha.sqrt() * (1 - ab_s) / (1 - ab_t) * x
+        var = (1 - ab_s) / (1 - ab_t) * beta
+        prev, x0_pred = generalized_step(x, eps, t, t - 1, sched, eta=1.0, noise=z)
+        assert torch.allclose(x0_pred, x0)
+        assert torch.allclose(prev, mu + var.sqrt() * z, atol=1e-10), t
+        large, _ = generalized_step(x, eps, t, t - 1, sched, eta=1.0, variance="large", noise=z)
+        assert torch.allclose(large, mu + beta.sqrt() * z, atol=1e-10), t
+
+
+def test_last_step_returns_x0_pred_without_noise(sched):
+    x, eps = torch.randn(8, 2), torch.randn(8, 2)
+    for variance in ["small", "large"]:
+        prev, x0 = generalized_step(x, eps, 5, -1, sched, eta=1.0, variance=variance, noise=torch.full((8, 2), 1e6))
+        assert torch.allclose(prev, x0)
+
+
+def test_per_sample_timesteps_match_scalar_steps(sched):
+    x, eps, z = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    t, s = torch.tensor([10, 500, 3]), torch.tensor([9, 400, -1])
+    batched, _ = generalized_step(x, eps, t, s, sched, eta=0.5, noise=z)
+    for i in range(3):
+        one, _ = generalized_step(x[i:i + 1], eps[i:i + 1], int(t[i]), int(s[i]), sched, eta=0.5, noise=z[i:i + 1])
+        assert torch.allclose(batched[i], one[0])
+
+
+def test_ddim_with_the_ideal_denoiser_of_a_gaussian_recovers_its_variance(sched):
+    """For N(0, v) the probability-flow ODE is linear; 1000 DDIM steps give std within 1% of sqrt(v)."""
+    v = 0.09
+    mix = GaussianMixture([1.0], [[0.0]], [[v]])
+    x_T = torch.randn(20_000, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = sample(IdealDenoiser(mix, sched), x_T, sched, 1000, eta=0.0, record_every=1000).final
+    assert out.std().item() == pytest.approx(math.sqrt(v), rel=0.01)
+
+
+@pytest.mark.slow
+def test_ddpm_1000_steps_with_ideal_denoiser_recovers_ring8(sched):
+    mix, n = ring8(), 4000
+    g = torch.Generator().manual_seed(2)
+    traj = sample(IdealDenoiser(mix, sched), torch.randn(n, 2, generator=g), sched, 1000, eta=1.0,
+                  generator=g, record_every=100)
+    x = traj.final
+    data_ll = mix.log_prob(mix.sample(200_000, torch.Generator().manual_seed(3))).mean().item()
+    ll = mix.log_prob(x).mean().item()
+    print(f"ring8, 1000 DDPM steps, ideal denoiser: mean log-lik {ll:.4f} vs data {data_ll:.4f}")
+    assert abs(ll - data_ll) < 0.1
+    nearest = torch.cdist(x.double(), mix.means).argmin(1)
+    share = torch.bincount(nearest, minlength=8).double() / n
+    se = math.sqrt(1 / 8 * 7 / 8 / n)
+    assert bool(((share - 1 / 8).abs() < 3 * se).all()), share
+
+
+def test_eta_zero_is_deterministic_and_seeds_reproduce(sched):
+    den = IdealDenoiser(ring8(), sched)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    a = sample(den, x_T, sched, 20, eta=0.0)
+    b = sample(den, x_T, sched, 20, eta=0.0)
+    assert torch.equal(a.x, b.x) and torch.equal(a.eps_pred, b.eps_pred)
+    c = sample(den, x_T, sched, 20, eta=1.0, generator=torch.Generator().manual_seed(5))
+    d = sample(den, x_T, sched, 20, eta=1.0, generator=torch.Generator().manual_seed(5))
+    e = sample(den, x_T, sched, 20, eta=1.0, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(c.x, d.x)
+    assert not torch.equal(c.final, e.final)
+
+
+def test_two_models_with_the_same_given_noise_follow_the_same_path(sched):
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    noise = make_noise(25, x_T.shape, torch.Generator().manual_seed(1))
+    a = sample(IdealDenoiser(ring8(), sched), x_T, sched, 25, eta=1.0, noise=noise)
+    b = sample(IdealDenoiser(ring8(), sched), x_T, sched, 25, eta=1.0, noise=noise,
+               generator=torch.Generator().manual_seed(99))  # the given noise wins over the generator
+    assert torch.equal(a.x, b.x)
+    # with the same noise, a different model gives a different path
+    other = sample(IdealDenoiser(ring8(radius=1.0), sched), x_T, sched, 25, eta=1.0, noise=noise)
+    assert not torch.equal(a.final, other.final)
+
+
+def test_trajectory_records_every_step_and_a_stride(sched):
+    den = IdealDenoiser(ring8(), sched)
+    x_T = torch.randn(10, 2, generator=torch.Generator().manual_seed(0))
+    full = sample(den, x_T, sched, 50)
+    assert full.x.shape == (51, 10, 2) and full.x0_pred.shape == (50, 10, 2) and full.eps_pred.shape == (50, 10, 2)
+    assert torch.equal(full.x[0], x_T)
+    assert full.timesteps.tolist() == sched.timesteps(50, "trailing").tolist()
+    assert full.t[-1].item() == -1
+    strided = sample(den, x_T, sched, 50, record_every=7)
+    assert strided.recorded.tolist() == [0, 7, 14, 21, 28, 35, 42, 49]
+    assert torch.equal(strided.x[:-1], full.x[strided.recorded])
+    assert torch.equal(strided.final, full.final)
+    assert torch.equal(strided.eps_pred, full.eps_pred[strided.recorded])
+    assert strided.nbytes() < full.nbytes()
+
+
+def test_callback_and_generator_see_every_step(sched):
+    den = IdealDenoiser(ring8(), sched)
+    x_T = torch.randn(4, 2)
+    seen = []
+    traj = sample(den, x_T, sched, 12, spacing="quad", callback=lambda d: seen.append((d["i"], d["t"], d["s"])))
+    ts = sched.timesteps(12, "quad").tolist()
+    assert seen == [(i, ts[i], ts[i + 1] if i < 11 else -1) for i in range(12)]
+    outs = list(sample_iter(den, x_T, sched, 12, spacing="quad"))
+    assert torch.equal(outs[-1].prev_sample, traj.final)
+    assert torch.equal(outs[3].prev_sample, outs[4].sample)
+
+
+def test_no_clipping_unless_asked(sched):
+    wide = GaussianMixture([0.5, 0.5], [[-4.0, 0.0], [4.0, 0.0]], [[0.01, 0.01], [0.01, 0.01]])
+    den = IdealDenoiser(wide, sched)
+    x_T = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    free = sample(den, x_T, sched, 20)
+    assert free.final.abs().max().item() > 3.5
+    clipped = sample(den, x_T, sched, 20, clip_x0=1.0)
+    assert clipped.x0_pred.abs().max().item() <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=0), "steps"), (dict(steps=1001), "steps"), (dict(eta=-0.1), "eta"), (dict(eta=1.5), "eta"),
+    (dict(eta=0.0, variance="large"), "needs eta=1.0"), (dict(variance="huge"), "variance"),
+    (dict(spacing="nope"), "spacing"), (dict(noise=torch.zeros(3, 4, 2)), "noise must have shape"),
+    (dict(record_every=0), "record_every"),
+])
+def test_bad_arguments(sched, kwargs, match):
+    den = IdealDenoiser(ring8(), sched)
+    kw = dict(steps=10)
+    kw.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        sample(den, torch.randn(4, 2), sched, **kw)
+
+
+def test_non_finite_or_misshaped_model_output_names_the_step(sched):
+    def bad(x, t):
+        return torch.full_like(x, math.nan) if int(t[0]) < 500 else torch.zeros_like(x)
+
+    with pytest.raises(ValueError, match=r"not finite .* at step 5 \(t=499\)"):
+        sample(bad, torch.randn(4, 2), sched, 10)
+    with pytest.raises(ValueError, match="model output must have the shape"):
+        sample(lambda x, t: x[:, :1], torch.randn(4, 2), sched, 10)
