@@ -1,0 +1,211 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg as sla
+from scipy import stats
+
+from seqdiff_kit.data import GaussianMixture, ring8, two_moons
+from seqdiff_kit.metrics import (frechet_distance, gaussian_frechet_distance, mean_log_likelihood,
+                                 median_bandwidth, mmd, sliced_wasserstein)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------- MMD
+def mmd_brute(x, y, hs):
+    """Direct double loop over pairs (small N only)."""
+    x, y = x.double().reshape(len(x), -1), y.double().reshape(len(y), -1)
+
+    def k(a, b):
+        return sum(math.exp(-float(((a - b) ** 2).sum()) / (2 * h * h)) for h in hs)
+
+    n, m = len(x), len(y)
+    sxx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    syy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    sxy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
+    return sxx + syy - 2 * sxy
+
+
+def test_mmd_matches_brute_force_and_flattens_images():
+    g = gen(0)
+    x, y = torch.randn(9, 1, 2, 3, generator=g), torch.randn(7, 1, 2, 3, generator=g) + 0.3
+    hs = [0.5, 1.0, 3.0]
+    assert mmd(x, y, hs) == pytest.approx(mmd_brute(x, y, hs), rel=1e-10, abs=1e-12)
+    # flattening: the image layout must not matter
+    assert mmd(x, y, hs) == pytest.approx(mmd(x.reshape(9, 6), y.reshape(7, 6), hs), rel=1e-12)
+
+
+def gaussian_mmd2(shift, s1, s2, h, D):
+    """Closed-form population MMD^2 between N(0, s1^2 I) and N(shift, s2^2 I) for one RBF kernel:
+    E exp(-||u||^2/(2h^2)) with u ~ N(m, v I) is (h^2/(h^2+v))^(D/2) exp(-||m||^2/(2(h^2+v)))."""
+    def e(m2, v):
+        return (h * h / (h * h + v)) ** (D / 2) * math.exp(-m2 / (2 * (h * h + v)))
+    return e(0, 2 * s1**2) + e(0, 2 * s2**2) - 2 * e(shift**2, s1**2 + s2**2)
+
+
+def test_mmd_is_unbiased_for_the_gaussian_closed_form():
+    # the unbiased estimator's expectation is the population MMD^2: average independent replicates
+    D, h, shift = 2, 1.0, 0.8
+    g = gen(1)
+    vals = []
+    for _ in range(40):
+        x = torch.randn(150, D, generator=g, dtype=torch.float64)
+        y = 1.3 * torch.randn(150, D, generator=g, dtype=torch.float64)
+        y[:, 0] += shift
+        vals.append(mmd(x, y, h))
+    exact = gaussian_mmd2(shift, 1.0, 1.3, h, D)
+    se = np.std(vals) / math.sqrt(len(vals))
+    assert abs(np.mean(vals) - exact) < 4 * se + 1e-4, (np.mean(vals), exact, se)
+
+
+def test_mmd_near_zero_for_same_distribution_and_grows_with_shift():
+    g = gen(2)
+    x = torch.randn(400, 2, generator=g)
+    same = mmd(x, torch.randn(400, 2, generator=g))
+    shifts = [0.25, 0.5, 1.0, 2.0]
+    values = [mmd(x, torch.randn(400, 2, generator=g) + torch.tensor([s, 0.0])) for s in shifts]
+    assert abs(same) < 0.01
+    assert all(b > a for a, b in zip(values, values[1:]))
+    assert values[0] > abs(same)
+
+
+def test_median_bandwidth():
+    x = torch.tensor([[0.0], [1.0], [3.0]])
+    y = torch.tensor([[6.0]])
+    # pooled pairwise distances: 1, 3, 6, 2, 5, 3 -> median (lower) 3
+    assert median_bandwidth(x, y) == pytest.approx(3.0)
+
+
+def test_mmd_bad_input():
+    x = torch.randn(5, 2)
+    with pytest.raises(ValueError, match="same number of features"):
+        mmd(x, torch.randn(5, 3))
+    with pytest.raises(ValueError, match="bandwidths"):
+        mmd(x, x, [1.0, -1.0])
+    with pytest.raises(TypeError, match="bandwidths"):
+        mmd(x, x, "wide")
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        mmd(x[:1], x)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        mmd(x.numpy(), x)
+    with pytest.raises(ValueError, match="finite"):
+        mmd(torch.full((3, 2), float("nan")), x)
+
+
+# ---------------------------------------------------------------------- sliced Wasserstein
+def mean_abs_projection(D):
+    """E|theta_1| for theta uniform on the unit sphere in R^D: Gamma(D/2) / (sqrt(pi) Gamma((D+1)/2))."""
+    return math.exp(math.lgamma(D / 2) - math.lgamma((D + 1) / 2)) / math.sqrt(math.pi)
+
+
+@pytest.mark.parametrize("D", [2, 5])
+def test_sliced_wasserstein_of_a_pure_shift(D):
+    # y = x + d: every projection's W1 is exactly |theta . d|, so SW1 -> ||d|| E|theta_1|
+    g = gen(3)
+    x = torch.randn(300, D, generator=g)
+    d = torch.zeros(D)
+    d[0] = 1.5
+    sw = sliced_wasserstein(x, x + d, n_projections=20000, generator=gen(4))
+    assert sw == pytest.approx(1.5 * mean_abs_projection(D), rel=0.02)
+
+
+def test_sliced_wasserstein_of_shifted_gaussians_approaches_closed_form():
+    g = gen(5)
+    x = torch.randn(4000, 2, generator=g)
+    y = torch.randn(4000, 2, generator=g) + torch.tensor([2.0, 0.0])
+    sw = sliced_wasserstein(x, y, n_projections=2000, generator=gen(6))
+    assert sw == pytest.approx(2.0 * 2 / math.pi, rel=0.04)
+    # same distribution: only the sampling error remains
+    assert sliced_wasserstein(x, torch.randn(4000, 2, generator=g)) < 0.06
+
+
+def test_sliced_wasserstein_1d_equals_scipy_with_unequal_sizes():
+    g = gen(7)
+    x, y = torch.randn(37, generator=g), 0.5 + 2 * torch.randn(53, generator=g)
+    # in 1-D every direction is +-1, so SW1 is the exact W1
+    expected = stats.wasserstein_distance(x.numpy(), y.numpy())
+    assert sliced_wasserstein(x, y, n_projections=3) == pytest.approx(expected, rel=1e-9)
+    # p = 2 against a brute force of the quantile integral on a fine grid
+    u = (np.arange(200000) + 0.5) / 200000
+    w2 = math.sqrt(np.mean((np.quantile(x.double().numpy(), u, method="inverted_cdf")
+                            - np.quantile(y.double().numpy(), u, method="inverted_cdf")) ** 2))
+    assert sliced_wasserstein(x, y, n_projections=2, p=2) == pytest.approx(w2, rel=1e-3)
+
+
+def test_sliced_wasserstein_reproducible_and_validated():
+    g = gen(8)
+    x, y = torch.randn(50, 2, generator=g), torch.randn(60, 2, generator=g)
+    assert sliced_wasserstein(x, y) == sliced_wasserstein(x, y)
+    assert sliced_wasserstein(x, y, generator=gen(1)) == sliced_wasserstein(x, y, generator=gen(1))
+    with pytest.raises(ValueError, match="n_projections"):
+        sliced_wasserstein(x, y, n_projections=0)
+    with pytest.raises(TypeError, match="n_projections"):
+        sliced_wasserstein(x, y, n_projections=2.5)
+    with pytest.raises(ValueError, match="same number of features"):
+        sliced_wasserstein(x, torch.randn(5, 3))
+
+
+# ---------------------------------------------------------------------- log-likelihood
+@pytest.mark.parametrize("mixture", [ring8(), two_moons()], ids=["ring8", "two_moons"])
+def test_mean_log_likelihood_matches_scipy(mixture):
+    x = mixture.sample(64, generator=gen(9)) + 0.05 * torch.randn(64, 2, generator=gen(10))
+    dens = sum(float(w) * stats.multivariate_normal(m.numpy(), c.numpy()).pdf(x.double().numpy())
+               for w, m, c in zip(mixture.weights, mixture.means, mixture.covariances))
+    assert mean_log_likelihood(x, mixture) == pytest.approx(float(np.mean(np.log(dens))), rel=1e-9)
+
+
+def test_mean_log_likelihood_bad_input():
+    with pytest.raises(ValueError, match="2 features"):
+        mean_log_likelihood(torch.randn(4, 3), ring8())
+    with pytest.raises(TypeError, match="mixture"):
+        mean_log_likelihood(torch.randn(4, 2), "ring8")
+
+
+# ---------------------------------------------------------------------- Frechet distance
+def samples_with_moments(mu, cov, n, g):
+    """n points whose sample mean is exactly mu and unbiased sample covariance exactly cov."""
+    z = torch.randn(n, len(mu), generator=g, dtype=torch.float64)
+    z = z - z.mean(0)
+    L_z = torch.linalg.cholesky(z.T @ z / (n - 1))
+    z = torch.linalg.solve_triangular(L_z, z.T, upper=False).T  # sample covariance I
+    return mu + z @ torch.linalg.cholesky(cov).T
+
+
+def random_spd(F, g):
+    a = torch.randn(F, F, generator=g, dtype=torch.float64)
+    return a @ a.T + 0.1 * torch.eye(F, dtype=torch.float64)
+
+
+def test_frechet_distance_equals_closed_form():
+    g = gen(11)
+    F = 6
+    mu1, mu2 = torch.randn(F, generator=g, dtype=torch.float64), torch.randn(F, generator=g, dtype=torch.float64)
+    c1, c2 = random_spd(F, g), random_spd(F, g)
+    x, y = samples_with_moments(mu1, c1, 50, g), samples_with_moments(mu2, c2, 80, g)
+    # reference: scipy's general (Schur-based) matrix square root of S1 S2
+    ref = float(((mu1 - mu2) ** 2).sum() + torch.trace(c1) + torch.trace(c2)
+                - 2 * np.trace(sla.sqrtm(c1.numpy() @ c2.numpy())).real)
+    assert frechet_distance(x, y) == pytest.approx(ref, rel=1e-8)
+    assert gaussian_frechet_distance(mu1, c1, mu2, c2) == pytest.approx(ref, rel=1e-8)
+
+
+def test_frechet_distance_diagonal_and_identity_cases():
+    # commuting (diagonal) covariances: ||mu1 - mu2||^2 + sum (sqrt(a_i) - sqrt(b_i))^2
+    a, b = torch.tensor([1.0, 4.0, 0.25]), torch.tensor([9.0, 1.0, 0.25])
+    mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
+    expected = 1 + 4 + ((a.sqrt() - b.sqrt()) ** 2).sum().item()
+    assert gaussian_frechet_distance(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(expected, rel=1e-12)
+    x = torch.randn(30, 4, generator=gen(12), dtype=torch.float64)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-7)
+    assert frechet_distance(x, x + 2.0) == pytest.approx(16.0, rel=1e-8)  # a pure shift of 2 in 4 features
+
+
+def test_frechet_distance_bad_input():
+    with pytest.raises(ValueError, match="same number of features"):
+        frechet_distance(torch.randn(5, 3), torch.randn(5, 4))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        frechet_distance(torch.randn(1, 3), torch.randn(5, 3))
