@@ -1,0 +1,256 @@
+"""A small CNN for the 8x8 digits, whose penultimate layer is the feature space of the digit Frechet distance.
+
+- ``DigitClassifier``: ``logits = head(features(x))`` for images [B, 1, 8, 8] in [-1, 1] (as ``data.digits()``).
+- ``digit_split``: the fixed, seeded, label-stratified train / held-out split the shipped weights were trained on.
+- ``train_classifier``: seeded CPU training (random one-pixel shifts as augmentation).
+- ``save_classifier`` / ``load_classifier``: safetensors weights + a JSON config, never pickles.
+- ``digit_features``: features of many images in batches, without gradients.
+
+The shipped weights are ``data/classifier.safetensors`` + ``data/classifier.json``
+(regenerate with ``python scripts/train_classifier.py``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ._validate import check_float, check_int, check_tensor
+from .data import DATA_DIR
+
+DEFAULT_PATH = DATA_DIR / "classifier"
+
+
+class DigitClassifier(nn.Module):
+    """``features(x) = SiLU(W_f flatten(conv_stack(x)) + b_f)`` in R^feature_dim; ``logits = W_c features + b_c``.
+
+    conv_stack: conv3x3(1->c) SiLU conv3x3(c->2c) SiLU maxpool2 (8x8 -> 4x4) conv3x3(2c->4c) SiLU maxpool2 (-> 2x2).
+    ``channels=16, feature_dim=64`` gives about 40k parameters."""
+
+    def __init__(self, channels: int = 16, feature_dim: int = 64, n_classes: int = 10):
+        super().__init__()
+        self.config = {"channels": check_int("channels", channels, 1),
+                       "feature_dim": check_int("feature_dim", feature_dim, 1),
+                       "n_classes": check_int("n_classes", n_classes, 2)}
+        c = channels
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * c, 4 * c, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
+        )
+        self.fc = nn.Linear(4 * c * 2 * 2, feature_dim)
+        self.head = nn.Linear(feature_dim, n_classes)
+        self.act = nn.SiLU()
+        self.info: dict = {}  # filled by load_classifier with the JSON metadata (split, accuracy, versions)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config["feature_dim"]
+
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x)
+        if x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8):
+            raise ValueError(f"x must have shape [B, 1, 8, 8] (digits in [-1, 1]), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor in [-1, 1], got dtype {x.dtype}")
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer: ``SiLU(W_f flatten(conv_stack(x)) + b_f)``, shape [B, feature_dim]."""
+        h = self.conv(self._check(x))
+        return self.act(self.fc(rearrange(h, "b c h w -> b (c h w)")))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``W_c features(x) + b_c``, shape [B, n_classes]."""
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """``argmax_k logits_k``: the predicted digit of each image, LongTensor [B]."""
+        return self(x).argmax(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------- data split
+def digit_split(labels: torch.Tensor, held_out: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stratified split: for each class c with n_c images, ``round(held_out * n_c)`` of them, chosen by a
+    permutation from ``torch.Generator().manual_seed(seed)``, go to the held-out set.
+
+    Returns ``(train_idx, held_out_idx)``, sorted LongTensors that partition ``range(len(labels))``."""
+    check_tensor("labels", labels, ndim=1, nonempty=True)
+    if labels.is_floating_point():
+        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    held_out = check_float("held_out", held_out, 0.0, 1.0, low_open=True)
+    if held_out >= 1.0:
+        raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    seed = check_int("seed", seed, 0)
+    g = torch.Generator().manual_seed(seed)
+    test = []
+    # classes in sorted order so the generator's stream (and thus the split) is fixed by the seed alone
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        perm = idx[torch.randperm(idx.numel(), generator=g)]
+        test.append(perm[: int(round(held_out * idx.numel()))])
+    test_idx = torch.sort(torch.cat(test)).values
+    mask = torch.ones(labels.numel(), dtype=torch.bool)
+    mask[test_idx] = False
+    return torch.nonzero(mask).flatten(), test_idx
+
+
+# -------------------------------------------------------------------------------------------------- training
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator, fill: float = -1.0) -> torch.Tensor:
+    """Translate each image by (dy, dx) drawn uniformly from {-max_shift..max_shift}^2, filling with ``fill``
+    (the digits' background, -1): ``out[b, :, i, j] = x[b, :, i - dy_b, j - dx_b]`` (``fill`` outside)."""
+    if max_shift == 0:
+        return x
+    B, _, H, W = x.shape
+    s = max_shift
+    padded = nn.functional.pad(x, (s, s, s, s), value=fill)
+    # offset o in {0..2s} of the crop window means a shift of s - o
+    oy = torch.randint(0, 2 * s + 1, (B,), generator=generator)
+    ox = torch.randint(0, 2 * s + 1, (B,), generator=generator)
+    rows = oy[:, None] + torch.arange(H)  # [B, H]
+    cols = ox[:, None] + torch.arange(W)  # [B, W]
+    b = torch.arange(B)[:, None, None]
+    out = padded[:, 0][b, rows[:, :, None], cols[:, None, :]]  # [B, H, W]
+    return rearrange(out, "b h w -> b 1 h w")
+
+
+@torch.no_grad()
+def accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of images whose predicted class equals the label: ``mean_i 1[argmax logits(x_i) = y_i]``."""
+    was_training = model.training
+    model.eval()
+    pred = torch.cat([model.predict(chunk) for chunk in images.split(1024)])
+    model.train(was_training)
+    return float((pred == labels.to(pred.device)).float().mean())
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 40, batch_size: int = 64,
+                     lr: float = 3e-3, weight_decay: float = 1e-4, max_shift: int = 1, seed: int = 0,
+                     channels: int = 16, feature_dim: int = 64, device: str | torch.device = "cpu",
+                     log=None) -> tuple[DigitClassifier, list[dict]]:
+    """Minimise the cross-entropy ``-mean_i log softmax(logits(shift(x_i)))_{y_i}`` with AdamW and a cosine
+    learning-rate decay. Initialisation, minibatch order and shifts all come from ``seed``.
+
+    Returns ``(model in eval mode, history)`` where history holds one dict per epoch (epoch, loss, train_acc)."""
+    check_tensor("images", images, ndim=4, nonempty=True, finite=True)
+    check_tensor("labels", labels, ndim=1)
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"labels must have one entry per image ({images.shape[0]}), got {labels.shape[0]}")
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    lr = check_float("lr", lr, 0.0, low_open=True)
+    max_shift = check_int("max_shift", max_shift, 0, 3)
+    seed = check_int("seed", seed, 0)
+    with torch.random.fork_rng(devices=[]):
+        # nn layers initialise from the global RNG: seed it locally without touching the caller's state
+        torch.manual_seed(seed)
+        model = DigitClassifier(channels=channels, feature_dim=feature_dim, n_classes=int(labels.max()) + 1)
+    model.to(device).train()
+    g = torch.Generator().manual_seed(seed + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n = images.shape[0]
+    steps_per_epoch = (n + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    history = []
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        total, correct = 0.0, 0
+        for idx in perm.split(batch_size):
+            x = random_shift(images[idx], max_shift, g).to(device)
+            y = labels[idx].to(device)
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * idx.numel()
+            correct += int((logits.argmax(-1) == y).sum())
+        history.append({"epoch": epoch + 1, "loss": total / n, "train_acc": correct / n})
+        if log is not None:
+            log(history[-1])
+    return model.eval(), history
+
+
+# ------------------------------------------------------------------------------------------------- file I/O
+def _stem(path: str | Path | None) -> Path:
+    path = Path(path) if path is not None else DEFAULT_PATH
+    if path.suffix in (".json", ".safetensors"):
+        return path.with_suffix("")
+    if path.suffix in (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"):
+        raise ValueError(f"path must name a safetensors + JSON pair (stem, .json or .safetensors); "
+                         f"pickled weights are refused, got {str(path)!r}")
+    return path
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; shipped data should be world-readable
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_classifier(model: DigitClassifier, path: str | Path | None = None, info: dict | None = None) -> Path:
+    """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (class, config and ``info``). Returns the stem."""
+    if not isinstance(model, DigitClassifier):
+        raise TypeError(f"model must be a DigitClassifier, got {type(model).__name__}")
+    stem = _stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"class": "DigitClassifier", "config": model.config, **(info or {})}
+    _atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, p))
+
+    def write_json(p):
+        with open(p, "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+            f.write("\n")
+    _atomic_write(stem.with_suffix(".json"), write_json)
+    return stem
+
+
+def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitClassifier:
+    """Load a ``DigitClassifier`` (eval mode) from ``<stem>.safetensors`` + ``<stem>.json``
+    (default: the shipped ``data/classifier``). The JSON metadata is kept in ``model.info``."""
+    stem = _stem(path)
+    js, st = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    for f in (js, st):
+        if not f.is_file():
+            raise FileNotFoundError(f"classifier file not found at {f}; run scripts/train_classifier.py to create it")
+    meta = json.loads(js.read_text())
+    if meta.get("class") != "DigitClassifier":
+        raise ValueError(f"{js} describes class {meta.get('class')!r}, expected 'DigitClassifier'")
+    model = DigitClassifier(**meta["config"])
+    model.load_state_dict(load_file(str(st), device="cpu"), strict=True)
+    model.info = meta
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def digit_features(x: torch.Tensor, classifier: DigitClassifier | None = None, batch_size: int = 1024) -> torch.Tensor:
+    """``classifier.features(x)`` for many images, in batches and without gradients: float64 [N, feature_dim]
+    (float64 because Frechet distances subtract nearly equal covariance traces)."""
+    check_tensor("x", x, nonempty=True, finite=True)
+    if x.ndim == 3:
+        x = rearrange(x, "n h w -> n 1 h w")
+    clf = classifier if classifier is not None else load_classifier()
+    if not isinstance(clf, DigitClassifier):
+        raise TypeError(f"classifier must be a DigitClassifier or None, got {type(clf).__name__}")
+    was_training = clf.training
+    clf.eval()
+    dev = next(clf.parameters()).device
+    feats = torch.cat([clf.features(chunk.to(dev, torch.float32)) for chunk in x.split(batch_size)])
+    clf.train(was_training)
+    return feats.double().cpu()
