@@ -178,3 +178,47 @@ def test_load_refuses_pickles_and_bad_files(tmp_path):
         load_classifier(tmp_path / "c")
     with pytest.raises(TypeError, match="model must be a DigitClassifier"):
         save_classifier(torch.nn.Linear(2, 2), tmp_path / "d")
+
+
+# ------------------------------------------------------------------------------------ digit Frechet distance
+def _blur(x):
+    """3x3 box blur with the background value (-1) outside the image."""
+    w = torch.ones(1, 1, 3, 3) / 9.0
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), value=-1.0), w)
+
+
+def test_digit_frechet_distance_floor_versus_noise_and_blur(data, clf):
+    from seqdiff_kit.metrics import digit_frechet_distance, frechet_distance
+
+    x, y = data
+    a, b = digit_split(y, held_out=0.5, seed=0)  # two disjoint, class-balanced halves
+    floor = digit_frechet_distance(x[a], x[b], clf)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(x[a].shape, generator=g) * 2 - 1
+    fd_noise = digit_frechet_distance(noise, x[b], clf)
+    fd_blur = digit_frechet_distance(_blur(x[a]), x[b], clf)
+    fd_drop = digit_frechet_distance(x[a][y[a] < 5], x[b], clf)  # half the classes missing (mode collapse)
+    print(f"digit FD: halves (floor) {floor:.2f}, uniform noise {fd_noise:.1f}, 3x3 blur {fd_blur:.1f}, "
+          f"classes 0-4 only {fd_drop:.1f}")
+    assert 0 < floor < 0.05 * min(fd_noise, fd_blur, fd_drop)
+    # identical sets: zero (up to round-off); symmetric; the default classifier is the shipped one
+    assert digit_frechet_distance(x[a], x[a], clf) < 1e-6 * fd_noise
+    assert digit_frechet_distance(x[b], x[a], clf) == pytest.approx(floor, rel=1e-6)
+    assert digit_frechet_distance(x[a], x[b]) == pytest.approx(floor, rel=1e-6)
+    # it is frechet_distance on the classifier's penultimate features
+    direct = frechet_distance(clf.features(x[a]).detach(), clf.features(x[b]).detach())
+    assert floor == pytest.approx(direct, rel=1e-4)
+
+
+def test_digit_frechet_distance_bad_arguments(data):
+    from seqdiff_kit.metrics import digit_frechet_distance
+
+    x = data[0][:20]
+    with pytest.raises(ValueError, match=r"samples must have shape \[N, 1, 8, 8\].*\(20, 64\)"):
+        digit_frechet_distance(x.reshape(20, 64), x)
+    with pytest.raises(ValueError, match=r"reference must have shape .*N >= 2.*\(1, 1, 8, 8\)"):
+        digit_frechet_distance(x, x[:1])
+    with pytest.raises(TypeError, match="reference must be a torch.Tensor"):
+        digit_frechet_distance(x, x.numpy())
+    with pytest.raises(ValueError, match="samples must be finite"):
+        digit_frechet_distance(torch.full_like(x, float("nan")), x)
