@@ -1,0 +1,410 @@
+"""Plotly figure builders: densities, sampling paths with a step slider, curves, digit grids, schedules.
+
+Every builder takes library objects or tensors and returns a ``plotly.graph_objects.Figure``; nothing here
+computes a result that the figure alone would hold (the numbers come from the core modules). The core modules
+never import plotly; this one does.
+
+Colours are consistent across figures: a path or curve whose name mentions "ideal" is green, "SA" red,
+"simple" blue (see ``color_for``); other names cycle through a fixed palette.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from einops import rearrange
+from plotly.subplots import make_subplots
+
+from ._validate import check_float, check_int, check_tensor
+from .data import GaussianMixture
+from .samplers import Trajectory
+from .schedule import Schedule
+
+# Colour-blind-friendly (Okabe-Ito) roles, so "simple", "SA" and "ideal" read the same in every figure.
+ROLE_COLORS = {"ideal": "#009E73", "sa": "#D55E00", "simple": "#0072B2", "data": "#555555"}
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+TEMPLATE = "plotly_white"
+FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=13)
+
+
+def color_for(name: str, index: int = 0) -> str:
+    """The colour of a named series: by role ("ideal", "SA", "simple", "data") when the name says it,
+    else ``PALETTE[index % len(PALETTE)]``. "SA" must be a separate word ("samples" is not SA)."""
+    low = str(name).lower()
+    if "ideal" in low:
+        return ROLE_COLORS["ideal"]
+    if re.search(r"(?<![a-z])sa(?![a-z])", low) or "sequence-aware" in low or "sequence aware" in low:
+        return ROLE_COLORS["sa"]
+    if "simple" in low:
+        return ROLE_COLORS["simple"]
+    if low in ("data", "true data", "reference", "target"):
+        return ROLE_COLORS["data"]
+    return PALETTE[index % len(PALETTE)]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _layout(fig: go.Figure, title: str | None, **kw) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, font=FONT, title=dict(text=title, x=0.02, xanchor="left") if title else None,
+                      margin=dict(l=60, r=20, t=60 if title else 30, b=50),
+                      legend=dict(bgcolor="rgba(255,255,255,0.8)"), **kw)
+    return fig
+
+
+def _to_numpy(name: str, value, ndim: int | None = None) -> np.ndarray:
+    """A tensor, array or sequence as a float64 numpy array, with a clear error naming the argument."""
+    if isinstance(value, torch.Tensor):
+        arr = value.detach().cpu().to(torch.float64).numpy()
+    else:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a tensor, array or sequence of numbers, "
+                            f"got {type(value).__name__}") from err
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(arr.shape)}")
+    return arr
+
+
+def _check_mapping(name: str, value, allow_empty: bool = False) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of name -> value, got {type(value).__name__}")
+    if not allow_empty and len(value) == 0:
+        raise ValueError(f"{name} must hold at least one entry, got an empty dict")
+    return value
+
+
+def _subsample_index(n: int, max_points: int) -> np.ndarray:
+    """Evenly spaced indices keeping at most ``max_points`` of ``n``
+    (the same ones for every path, so pairs stay paired)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+
+
+def _mixture_bounds(mixture: GaussianMixture, pad_std: float = 3.5) -> tuple[float, float, float, float]:
+    """A square box holding every component mean +- ``pad_std`` of its widest standard deviation."""
+    mu = mixture.means.numpy()
+    spread = float(np.sqrt(mixture._evals.max().item()))
+    lo = mu.min(0) - pad_std * spread
+    hi = mu.max(0) + pad_std * spread
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2
+    return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
+
+
+def _log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_bar: float = 1.0):
+    """``log p_t`` on a ``grid_size x grid_size`` grid: returns (xs, ys, z [ny, nx])."""
+    xs = np.linspace(bounds[0], bounds[1], grid_size)
+    ys = np.linspace(bounds[2], bounds[3], grid_size)
+    gx, gy = torch.meshgrid(torch.from_numpy(xs), torch.from_numpy(ys), indexing="xy")  # [ny, nx] each
+    pts = rearrange(torch.stack([gx, gy], dim=-1), "ny nx d -> (ny nx) d")
+    z = rearrange(mixture.log_prob(pts, alpha_bar=alpha_bar), "(ny nx) -> ny nx", ny=grid_size)
+    return xs, ys, z.numpy()
+
+
+def _density_trace(xs, ys, z, floor: float, showscale: bool, name: str) -> go.Contour:
+    # Clip the far tails: log p falls like -|x|^2, and a linear colour scale over that range hides the modes.
+    zc = np.maximum(z, z.max() - floor)
+    return go.Contour(x=xs, y=ys, z=zc, name=name, colorscale="Blues", reversescale=False, showscale=showscale,
+                      ncontours=18, line=dict(width=0.4, color="rgba(255,255,255,0.5)"),
+                      colorbar=dict(title=dict(text="log p", side="right"), thickness=12, len=0.8),
+                      hovertemplate="x=%{x:.2f}<br>y=%{y:.2f}<br>log p=%{z:.2f}<extra></extra>", opacity=0.85)
+
+
+# ---------------------------------------------------------------------------------------------- density
+def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] | None = None, *,
+                   alpha_bar: float = 1.0, grid_size: int = 120, bounds=None, max_points: int = 2000,
+                   floor: float = 12.0, title: str | None = None, marker_size: float = 4.0) -> go.Figure:
+    """Contours of the exact 2-D mixture log-density with sample clouds on top.
+
+    The background is ``log p_t(x) = logsumexp_i (log pi_i + log N(x; sqrt(a) mu_i, a S_i + (1 - a) I))``
+    at ``a = alpha_bar`` (1 is the clean data), clipped below at ``max log p - floor`` for contrast.
+    ``samples`` maps a name to an [N, 2] tensor; at most ``max_points`` of each are drawn.
+    Traces: one contour, then one scatter per entry of ``samples`` (in order)."""
+    if not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    if mixture.dim != 2:
+        raise ValueError(f"mixture must be 2-D to draw its density, got dim={mixture.dim}")
+    alpha_bar = check_float("alpha_bar", alpha_bar, 0.0, 1.0, low_open=True)
+    grid_size = check_int("grid_size", grid_size, 8, 1000)
+    max_points = check_int("max_points", max_points, 1)
+    floor = check_float("floor", floor, 0.0, low_open=True)
+    samples = _check_mapping("samples", samples if samples is not None else {}, allow_empty=True)
+    clouds = {}
+    for name, x in samples.items():
+        check_tensor(f"samples[{name!r}]", x, ndim=2)
+        if x.shape[1] != 2:
+            raise ValueError(f"samples[{name!r}] must have shape [N, 2], got {tuple(x.shape)}")
+        clouds[name] = _to_numpy(f"samples[{name!r}]", x)
+    if bounds is None:
+        bounds = _mixture_bounds(mixture.noised(alpha_bar) if alpha_bar < 1 else mixture)
+    else:
+        bounds = tuple(float(b) for b in bounds)
+        if len(bounds) != 4 or bounds[0] >= bounds[1] or bounds[2] >= bounds[3]:
+            raise ValueError(f"bounds must be (x_min, x_max, y_min, y_max) with min < max, got {bounds}")
+    xs, ys, z = _log_density_grid(mixture, bounds, grid_size, alpha_bar)
+    fig = go.Figure([_density_trace(xs, ys, z, floor, True, "log p")])
+    for i, (name, x) in enumerate(clouds.items()):
+        x = x[_subsample_index(len(x), max_points)]
+        fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", name=name,
+                                 marker=dict(size=marker_size, color=color_for(name, i + 1), opacity=0.75,
+                                             line=dict(width=0.3, color="white"))))
+    if title is None:
+        title = f"{mixture.name}: exact log-density" + (f" at alpha_bar={alpha_bar:.3g}" if alpha_bar < 1 else "")
+    _layout(fig, title, width=620, height=560)
+    fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], constrain="domain")
+    fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], scaleanchor="x", scaleratio=1)
+    fig.update_layout(legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top"))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- trajectories
+def _step_label(t: int) -> str:
+    return "end" if t < 0 else f"t={t}"
+
+
+def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points: int = 300, *,
+                             mixture: GaussianMixture | None = None, schedule: Schedule | None = None,
+                             pair_lines: bool = True, grid_size: int = 60, title: str | None = None,
+                             marker_size: float = 5.0) -> go.Figure:
+    """Point clouds of each sampling path at every recorded step, with a slider (and play button) over the step.
+
+    Frame ``j`` shows ``x`` at the ``j``-th recorded state of every path (the last frame is the final sample).
+    With exactly two paths of the same batch (e.g. learned and ideal from the same ``x_T`` and noise), thin
+    segments join paired points: their length is the per-sample drift ``||x_learned - x_ideal||``.
+    ``mixture`` draws its log-density behind the points; with ``schedule`` too, each frame shows the exact
+    noised marginal ``p_t`` at that frame's timestep (the cloud should match it). At most ``max_points``
+    samples (the same indices in every path) are drawn.
+    Traces: [density], [pair segments], one scatter per path; one frame and one slider step per recorded state."""
+    trajectories = _check_mapping("trajectories", trajectories)
+    max_points = check_int("max_points", max_points, 1)
+    grid_size = check_int("grid_size", grid_size, 8, 1000)
+    names = list(trajectories)
+    for name, tr in trajectories.items():
+        if not isinstance(tr, Trajectory):
+            raise TypeError(f"trajectories[{name!r}] must be a samplers.Trajectory, got {type(tr).__name__}")
+        if tr.x.ndim != 3 or tr.x.shape[-1] != 2:
+            raise ValueError(f"trajectories[{name!r}].x must have shape [R+1, B, 2] (2-D points), "
+                             f"got {tuple(tr.x.shape)}")
+    first = trajectories[names[0]]
+    n_states = first.x.shape[0]
+    for name in names[1:]:
+        if trajectories[name].x.shape[0] != n_states:
+            raise ValueError(f"trajectories must all record the same number of states for one slider; "
+                             f"{names[0]!r} has {n_states}, {name!r} has {trajectories[name].x.shape[0]}")
+    if mixture is not None and not isinstance(mixture, GaussianMixture):
+        raise TypeError(f"mixture must be a GaussianMixture or None, got {type(mixture).__name__}")
+    if mixture is not None and mixture.dim != 2:
+        raise ValueError(f"mixture must be 2-D, got dim={mixture.dim}")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule or None, got {type(schedule).__name__}")
+    if schedule is not None and mixture is None:
+        raise ValueError("schedule needs mixture: it is used to draw the noised marginal p_t of the mixture")
+
+    # the same sample indices in every path keep pairs paired
+    B = min(trajectories[n].x.shape[1] for n in names)
+    keep = _subsample_index(B, max_points)
+    paths = {n: _to_numpy(f"trajectories[{n!r}].x", trajectories[n].x[:, keep]) for n in names}  # [R+1, P, 2]
+    pair = pair_lines and len(names) == 2 and all(trajectories[n].x.shape[1] == B for n in names)
+    t_labels = [int(t) for t in first.t]
+
+    allpts = np.concatenate([p.reshape(-1, 2) for p in paths.values()])
+    lo, hi = np.quantile(allpts, 0.005, axis=0), np.quantile(allpts, 0.995, axis=0)
+    if mixture is not None:
+        mb = _mixture_bounds(mixture)
+        lo, hi = np.minimum(lo, [mb[0], mb[2]]), np.maximum(hi, [mb[1], mb[3]])
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.08 + 1e-6
+    bounds = (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
+
+    def density_at(t: int):
+        a = 1.0 if schedule is None else float(schedule.alpha_bar(t))
+        xs, ys, z = _log_density_grid(mixture, bounds, grid_size, a)
+        return _density_trace(xs, ys, z, 12.0, False, "log p" if schedule is None else "log p_t")
+
+    def segments(j: int):
+        a, b = paths[names[0]][j], paths[names[1]][j]
+        nan = np.full((len(a), 1), np.nan)
+        # one trace of x: [a1, b1, nan, a2, b2, nan, ...] draws every segment without a trace per pair
+        seg = rearrange(np.stack([a, b, np.concatenate([nan, nan], 1)], 1), "p k d -> (p k) d")
+        return seg
+
+    def traces_at(j: int, static: bool) -> list:
+        """The traces shown at state j; ``static`` adds a background that never changes (drawn once)."""
+        out = []
+        if mixture is not None and (schedule is not None or static):
+            out.append(density_at(t_labels[j]))
+        if pair:
+            seg = segments(j)
+            out.append(go.Scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", name="pairing",
+                                  line=dict(width=0.7, color="rgba(80,80,80,0.45)"), hoverinfo="skip"))
+        for i, n in enumerate(names):
+            p = paths[n][j]
+            out.append(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
+                                  marker=dict(size=marker_size, color=color_for(n, i), opacity=0.8,
+                                              line=dict(width=0.3, color="white")),
+                                  hovertemplate=f"{n}<br>x=%{{x:.3f}}<br>y=%{{y:.3f}}<extra></extra>"))
+        return out
+
+    fig = go.Figure(traces_at(0, static=True))
+    n_static = 1 if (mixture is not None and schedule is None) else 0  # a static background is never resent
+    animated = list(range(n_static, len(fig.data)))
+    fig.frames = [go.Frame(data=traces_at(j, static=False), traces=animated, name=str(j)) for j in range(n_states)]
+
+    redraw = schedule is not None  # contour changes need a full redraw; scatter-only frames animate cheaply
+    anim = dict(mode="immediate", frame=dict(duration=0, redraw=redraw), transition=dict(duration=0))
+    steps = [dict(method="animate", label=_step_label(t), args=[[str(j)], anim]) for j, t in enumerate(t_labels)]
+    fig.update_layout(
+        sliders=[dict(active=0, steps=steps, x=0.17, len=0.83, y=0, yanchor="top", pad=dict(t=40),
+                      currentvalue=dict(prefix="sampling step: ", font=dict(size=13)))],
+        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=0, xanchor="left", yanchor="top",
+                          pad=dict(t=40, r=8), showactive=False, buttons=[
+                              dict(label="▶", method="animate",
+                                   args=[None, dict(mode="immediate", fromcurrent=True,
+                                                    frame=dict(duration=350, redraw=redraw),
+                                                    transition=dict(duration=150))]),
+                              dict(label="❚❚", method="animate",
+                                   args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False),
+                                                      transition=dict(duration=0))])])])
+    if title is None:
+        title = "Sampling paths" + (" (segments join paired samples)" if pair else "")
+    _layout(fig, title, width=640, height=660)
+    fig.update_layout(margin=dict(b=110, t=90),
+                      legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
+    # fixed axes: frames do not autorange, and a moving frame would hide the contraction of the cloud
+    fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], autorange=False, constrain="domain")
+    fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], autorange=False,
+                     scaleanchor="x", scaleratio=1)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- curves
+def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabel: str = "", ylabel: str = "",
+                  bands: Mapping[str, object] | None = None, *, log_x: bool = False, log_y: bool = False,
+                  reverse_x: bool = False, reference: float | None = None, markers: bool = True) -> go.Figure:
+    """Line plot of several named curves over a shared ``x`` (drift versus step, variance ratio, metric versus steps).
+
+    ``bands[name]`` is either ``(lower, upper)`` arrays or one array ``s`` drawn as ``y +- s`` (e.g. a standard
+    error), as a shaded area in the curve's colour. ``reference`` adds a dashed horizontal line (e.g. a variance
+    ratio of 1). ``reverse_x`` runs the axis from high to low (timesteps T-1 -> 0, as a sampler does).
+    Traces: for each curve, its band (if any) and then its line."""
+    xv = _to_numpy("x", x, ndim=1)
+    curves = _check_mapping("curves", curves)
+    bands = _check_mapping("bands", bands if bands is not None else {}, allow_empty=True)
+    unknown = set(bands) - set(curves)
+    if unknown:
+        raise ValueError(f"bands names must be among the curves {sorted(map(str, curves))}, "
+                         f"got {sorted(map(str, unknown))}")
+    if log_x and bool((xv <= 0).any()):
+        raise ValueError(f"x must be positive for log_x=True, got a minimum of {xv.min()}")
+    fig = go.Figure()
+    for i, (name, y) in enumerate(curves.items()):
+        yv = _to_numpy(f"curves[{name!r}]", y, ndim=1)
+        if len(yv) != len(xv):
+            raise ValueError(f"curves[{name!r}] must have len(x) = {len(xv)} values, got {len(yv)}")
+        color = color_for(name, i)
+        if name in bands:
+            lower, upper = _band(name, bands[name], yv)
+            # one closed polygon: along the upper edge, back along the lower edge
+            fig.add_trace(go.Scatter(x=np.concatenate([xv, xv[::-1]]), y=np.concatenate([upper, lower[::-1]]),
+                                     fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=str(name),
+                                     name=f"{name} band"))
+        fig.add_trace(go.Scatter(x=xv, y=yv, mode="lines+markers" if markers else "lines", name=str(name),
+                                 legendgroup=str(name), line=dict(color=color, width=2.2),
+                                 marker=dict(size=6, color=color)))
+    if reference is not None:
+        reference = check_float("reference", reference)
+        fig.add_hline(y=reference, line=dict(color="#888", dash="dash", width=1))
+    _layout(fig, title or None, width=700, height=430)
+    fig.update_xaxes(title=xlabel, type="log" if log_x else "linear", autorange="reversed" if reverse_x else True)
+    fig.update_yaxes(title=ylabel, type="log" if log_y else "linear")
+    return fig
+
+
+def _band(name, band, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(band, (tuple, list)) and len(band) == 2 and np.ndim(band[0]) == 1:
+        lower = _to_numpy(f"bands[{name!r}][0]", band[0], ndim=1)
+        upper = _to_numpy(f"bands[{name!r}][1]", band[1], ndim=1)
+    else:
+        s = _to_numpy(f"bands[{name!r}]", band, ndim=1)
+        lower, upper = y - s, y + s
+    if len(lower) != len(y) or len(upper) != len(y):
+        raise ValueError(f"bands[{name!r}] must match the curve's length {len(y)}, got {len(lower)} and {len(upper)}")
+    return lower, upper
+
+
+# ---------------------------------------------------------------------------------------------- images
+def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
+    """Tile ``images`` [N, 1, H, W] (or [N, H, W]) into one [rows (H + pad) - pad, nrow (W + pad) - pad] array,
+    row-major (image ``k`` at row ``k // nrow``, column ``k % nrow``); gaps and missing cells are NaN."""
+    check_tensor("images", images)
+    if images.ndim == 4:
+        if images.shape[1] != 1:
+            raise ValueError(f"images must have one channel, shape [N, 1, H, W], got {tuple(images.shape)}")
+        images = rearrange(images, "n 1 h w -> n h w")
+    if images.ndim != 3 or images.shape[0] == 0:
+        raise ValueError(f"images must have shape [N, 1, H, W] or [N, H, W] with N >= 1, got {tuple(images.shape)}")
+    nrow = check_int("nrow", nrow, 1)
+    pad = check_int("pad", pad, 0, 16)
+    n = images.shape[0]
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    x = images.detach().cpu().to(torch.float64)
+    x = torch.cat([x, torch.full((rows * cols - n, *x.shape[1:]), math.nan, dtype=x.dtype)])
+    x = torch.nn.functional.pad(x, (0, pad, 0, pad), value=math.nan)
+    grid = rearrange(x, "(r c) h w -> (r h) (c w)", r=rows, c=cols)
+    return grid[: grid.shape[0] - pad, : grid.shape[1] - pad] if pad else grid
+
+
+def image_grid_figure(images: torch.Tensor, nrow: int = 8, *, pad: int = 1, value_range=(-1.0, 1.0),
+                      title: str | None = None, cell_px: int = 8) -> go.Figure:
+    """A grid of greyscale images (8x8 digits in [-1, 1]) as one heatmap, white ink on black like the data.
+
+    Pixel values map linearly from ``value_range`` to black -> white. Traces: one heatmap."""
+    grid = image_grid(images, nrow, pad).numpy()
+    lo, hi = (float(v) for v in value_range)
+    if not lo < hi:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+    cell_px = check_int("cell_px", cell_px, 1, 64)
+    fig = go.Figure(go.Heatmap(z=grid, zmin=lo, zmax=hi, colorscale="gray", showscale=False,
+                               hovertemplate="row %{y}, col %{x}: %{z:.2f}<extra></extra>"))
+    h, w = grid.shape
+    _layout(fig, title, width=max(220, w * cell_px + 60), height=max(200, h * cell_px + (90 if title else 60)),
+            plot_bgcolor="white")
+    fig.update_layout(margin=dict(l=20, r=20, t=50 if title else 20, b=20))
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+def schedule_figure(schedules: Mapping[str, Schedule], *, title: str | None = "Noise schedules") -> go.Figure:
+    """``alpha_bar_t`` (left) and the log-SNR ``lambda_t = log(alpha_bar_t / (1 - alpha_bar_t))`` (right) against t.
+
+    Traces: two per schedule (alpha_bar, then log-SNR), sharing a legend group."""
+    schedules = _check_mapping("schedules", schedules)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("ᾱ<sub>t</sub> (signal kept)", "log-SNR λ<sub>t</sub>"))
+    for i, (name, sch) in enumerate(schedules.items()):
+        if not isinstance(sch, Schedule):
+            raise TypeError(f"schedules[{name!r}] must be a Schedule, got {type(sch).__name__}")
+        t = np.arange(sch.T)
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=t, y=sch.alpha_bars.numpy(), name=str(name), legendgroup=str(name),
+                                 line=dict(color=color, width=2.2)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=t, y=sch.log_snr(torch.arange(sch.T)).numpy(), name=str(name),
+                                 legendgroup=str(name), showlegend=False, line=dict(color=color, width=2.2)),
+                      row=1, col=2)
+    _layout(fig, title, width=860, height=400)
+    fig.update_xaxes(title="timestep t")
+    fig.update_yaxes(title="ᾱ<sub>t</sub>", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title="λ<sub>t</sub>", row=1, col=2)
+    return fig

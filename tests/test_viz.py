@@ -1,0 +1,255 @@
+"""Figure builders: trace/frame/step counts, and the plotted numbers recomputed from the library's own maths."""
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, make_noise, ring8, sample
+from seqdiff_kit import viz
+
+STEPS = 4  # a trajectory records STEPS + 1 states
+
+
+@pytest.fixture(scope="module")
+def setup():
+    mix, sch = ring8(), Schedule.linear(50)
+    ideal = IdealDenoiser(mix, sch)
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(40, 2, generator=g)
+    noise = make_noise(STEPS, x_T.shape, g)
+    # a "learned" model that under-predicts the noise: a visible, deterministic drift from the ideal path
+    tr_ideal = sample(ideal, x_T, sch, STEPS, eta=1.0, noise=noise)
+    tr_learned = sample(lambda x, t: 0.8 * ideal(x, t), x_T, sch, STEPS, eta=1.0, noise=noise)
+    return mix, sch, tr_ideal, tr_learned
+
+
+def arr(v):
+    return np.asarray(v, dtype=float)
+
+
+# ------------------------------------------------------------------------------------------- colours
+def test_role_colours_are_consistent():
+    assert viz.color_for("SA (K=2, lam=1)") == viz.ROLE_COLORS["sa"]
+    assert viz.color_for("learned (simple)") == viz.ROLE_COLORS["simple"]
+    assert viz.color_for("ideal path") == viz.ROLE_COLORS["ideal"]
+    assert viz.color_for("samples", 3) == viz.PALETTE[3]  # "sa" inside a word is not SA
+    assert len({viz.ROLE_COLORS[k] for k in ("sa", "simple", "ideal")}) == 3
+
+
+# ------------------------------------------------------------------------------------------- density
+def test_density_figure_matches_exact_log_density(setup):
+    mix, _, tr_ideal, tr_learned = setup
+    fig = viz.density_figure(mix, {"ideal": tr_ideal.final, "learned (simple)": tr_learned.final},
+                             grid_size=30, max_points=25, floor=8.0)
+    assert isinstance(fig, go.Figure)
+    assert [d.type for d in fig.data] == ["contour", "scatter", "scatter"]
+    c = fig.data[0]
+    xs, ys, z = arr(c.x), arr(c.y), arr(c.z)
+    assert z.shape == (30, 30)
+    # brute force: z[j, i] is log p at (xs[i], ys[j]), clipped below at max - floor
+    pts = torch.tensor([[xs[i], ys[j]] for j in range(30) for i in range(30)], dtype=torch.float64)
+    logp = mix.log_prob(pts).numpy().reshape(30, 30)
+    np.testing.assert_allclose(z, np.maximum(logp, logp.max() - 8.0), rtol=1e-10)
+    assert z.max() == pytest.approx(logp.max()) and z.min() >= z.max() - 8.0 - 1e-9
+    assert len(fig.data[1].x) == 25 and fig.data[1].name == "ideal"
+    assert fig.data[1].marker.color == viz.ROLE_COLORS["ideal"]
+    assert fig.data[2].marker.color == viz.ROLE_COLORS["simple"]
+
+
+def test_density_figure_noised_marginal(setup):
+    mix, sch, _, _ = setup
+    a = float(sch.alpha_bar(30))
+    fig = viz.density_figure(mix, alpha_bar=a, grid_size=12, bounds=(-2, 2, -1, 1), floor=1e6)
+    c = fig.data[0]
+    assert len(fig.data) == 1
+    i, j = 5, 7
+    want = mix.log_prob(torch.tensor([[arr(c.x)[i], arr(c.y)[j]]], dtype=torch.float64), alpha_bar=a)
+    assert arr(c.z)[j, i] == pytest.approx(float(want), rel=1e-10)
+    assert arr(c.x)[0] == -2 and arr(c.y)[-1] == 1
+
+
+def test_density_figure_rejects_bad_input(setup):
+    mix = setup[0]
+    with pytest.raises(TypeError, match="mixture"):
+        viz.density_figure("ring8")
+    mix3 = GaussianMixture([1.0], [[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]])
+    with pytest.raises(ValueError, match="dim=3"):
+        viz.density_figure(mix3)
+    with pytest.raises(ValueError, match=r"samples\['a'\].*\[N, 2\]"):
+        viz.density_figure(mix, {"a": torch.zeros(5, 3)})
+    with pytest.raises(ValueError, match="bounds"):
+        viz.density_figure(mix, bounds=(1, 0, 0, 1))
+
+
+# ------------------------------------------------------------------------------------------- trajectories
+def _frame_trace(frame, name):
+    return next(d for d in frame.data if d.name == name)
+
+
+def test_trajectory_slider_frames_follow_the_paths(setup):
+    _, _, tr_ideal, tr_learned = setup
+    fig = viz.trajectory_slider_figure({"ideal": tr_ideal, "learned (simple)": tr_learned}, max_points=10)
+    n_states = STEPS + 1
+    assert [d.name for d in fig.data] == ["pairing", "ideal", "learned (simple)"]
+    assert len(fig.frames) == n_states
+    steps = fig.layout.sliders[0].steps
+    assert len(steps) == n_states
+    assert [s.label for s in steps] == [f"t={int(t)}" for t in tr_ideal.timesteps] + ["end"]
+    # each slider step animates to its own, existing frame
+    assert [s.args[0][0] for s in steps] == [f.name for f in fig.frames]
+    keep = np.unique(np.linspace(0, 39, 10).round().astype(int))
+    for j, frame in enumerate(fig.frames):
+        assert list(frame.traces) == [0, 1, 2]
+        for name, tr in (("ideal", tr_ideal), ("learned (simple)", tr_learned)):
+            d = _frame_trace(frame, name)
+            np.testing.assert_allclose(arr(d.x), tr.x[j, keep, 0].double().numpy(), rtol=1e-6)
+            np.testing.assert_allclose(arr(d.y), tr.x[j, keep, 1].double().numpy(), rtol=1e-6)
+        seg = _frame_trace(frame, "pairing")
+        sx = arr(seg.x)
+        assert len(sx) == 3 * len(keep)
+        np.testing.assert_allclose(sx[0::3], tr_ideal.x[j, keep, 0].double().numpy(), rtol=1e-6)
+        np.testing.assert_allclose(sx[1::3], tr_learned.x[j, keep, 0].double().numpy(), rtol=1e-6)
+        assert np.isnan(sx[2::3]).all()
+    # the data differ from one slider step to the next (the paths move)
+    for j in range(n_states - 1):
+        a = arr(_frame_trace(fig.frames[j], "ideal").x)
+        b = arr(_frame_trace(fig.frames[j + 1], "ideal").x)
+        assert np.abs(a - b).max() > 1e-3
+    # and the first frame is what the figure shows before the slider moves
+    np.testing.assert_allclose(arr(fig.data[1].x), arr(_frame_trace(fig.frames[0], "ideal").x))
+    # paired learned/ideal points start together (same x_T) and end apart (the drift)
+    d0 = np.hypot(sx[0::3] - sx[1::3], arr(seg.y)[0::3] - arr(seg.y)[1::3])
+    assert d0.max() > 1e-3
+    first = _frame_trace(fig.frames[0], "pairing")
+    assert np.allclose(arr(first.x)[0::3], arr(first.x)[1::3])
+
+
+def test_trajectory_slider_with_noised_marginal(setup):
+    mix, sch, tr_ideal, tr_learned = setup
+    fig = viz.trajectory_slider_figure({"ideal": tr_ideal, "simple": tr_learned}, mixture=mix, schedule=sch,
+                                       grid_size=16)
+    assert [d.type for d in fig.data] == ["contour", "scatter", "scatter", "scatter"]
+    assert all(len(f.data) == 4 and list(f.traces) == [0, 1, 2, 3] for f in fig.frames)
+    z_first, z_last = arr(fig.frames[0].data[0].z), arr(fig.frames[-1].data[0].z)
+    # frame 0 shows p_t at t = T-1 (nearly N(0, I)), the last the clean data density: check both exactly
+    c = fig.frames[-1].data[0]
+    i, j = 3, 11
+    pt = torch.tensor([[arr(c.x)[i], arr(c.y)[j]]], dtype=torch.float64)
+    want_last = float(mix.log_prob(pt))
+    want_first = float(mix.log_prob(pt, alpha_bar=float(sch.alpha_bar(int(tr_ideal.timesteps[0])))))
+    assert z_last[j, i] == pytest.approx(max(want_last, z_last.max() - 12.0), rel=1e-9)
+    assert z_first[j, i] == pytest.approx(max(want_first, z_first.max() - 12.0), rel=1e-9)
+    assert np.abs(z_first - z_last).max() > 1.0
+
+
+def test_trajectory_slider_static_background_and_no_pairs(setup):
+    mix, _, tr_ideal, tr_learned = setup
+    three = {"ideal": tr_ideal, "simple": tr_learned, "other": tr_learned}
+    fig = viz.trajectory_slider_figure(three, mixture=mix, grid_size=10)
+    assert [d.type for d in fig.data] == ["contour", "scatter", "scatter", "scatter"]
+    assert "pairing" not in [d.name for d in fig.data]  # segments only for exactly two paths
+    assert all(list(f.traces) == [1, 2, 3] and len(f.data) == 3 for f in fig.frames)  # contour never resent
+    one = viz.trajectory_slider_figure({"ideal": tr_ideal}, max_points=1000)
+    assert len(one.data) == 1 and len(one.data[0].x) == 40 and len(one.frames) == STEPS + 1
+
+
+def test_trajectory_slider_rejects_bad_input(setup):
+    mix, sch, tr_ideal, _ = setup
+    short = sample(IdealDenoiser(mix, sch), torch.zeros(3, 2), sch, 2)
+    with pytest.raises(ValueError, match="same number of states"):
+        viz.trajectory_slider_figure({"a": tr_ideal, "b": short})
+    with pytest.raises(TypeError, match=r"trajectories\['a'\]"):
+        viz.trajectory_slider_figure({"a": tr_ideal.x})
+    with pytest.raises(ValueError, match="at least one"):
+        viz.trajectory_slider_figure({})
+    with pytest.raises(ValueError, match="schedule needs mixture"):
+        viz.trajectory_slider_figure({"a": tr_ideal}, schedule=sch)
+    with pytest.raises(ValueError, match="max_points"):
+        viz.trajectory_slider_figure({"a": tr_ideal}, max_points=0)
+
+
+# ------------------------------------------------------------------------------------------- curves
+def test_curves_figure_with_bands_and_log_axis():
+    x = np.array([5, 10, 20, 50, 100])
+    simple, sa = np.array([1.0, 0.6, 0.4, 0.35, 0.3]), np.array([0.7, 0.5, 0.4, 0.38, 0.36])
+    se = np.full(5, 0.05)
+    fig = viz.curves_figure(x, {"simple": simple, "SA": torch.tensor(sa)}, "MMD vs steps", "steps", "MMD",
+                            bands={"simple": se, "SA": (sa - 0.1, sa + 0.2)}, log_x=True, reference=0.0)
+    assert len(fig.data) == 4  # band, line, band, line
+    band, line = fig.data[0], fig.data[1]
+    assert band.fill == "toself" and line.name == "simple"
+    by = arr(band.y)
+    np.testing.assert_allclose(by[:5], simple + se)
+    np.testing.assert_allclose(by[5:], (simple - se)[::-1])
+    np.testing.assert_allclose(arr(fig.data[2].y)[:5], sa + 0.2)
+    np.testing.assert_allclose(arr(fig.data[3].y), sa)
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "linear"
+    assert fig.layout.xaxis.title.text == "steps" and fig.layout.title.text == "MMD vs steps"
+    assert line.line.color == viz.ROLE_COLORS["simple"] and fig.data[3].line.color == viz.ROLE_COLORS["sa"]
+    assert len(fig.layout.shapes) == 1  # the reference line
+
+
+def test_curves_figure_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"curves\['a'\].*3"):
+        viz.curves_figure([1, 2, 3], {"a": [1, 2]})
+    with pytest.raises(ValueError, match="bands names"):
+        viz.curves_figure([1, 2], {"a": [1, 2]}, bands={"b": [0, 0]})
+    with pytest.raises(ValueError, match="log_x"):
+        viz.curves_figure([0, 1], {"a": [1, 2]}, log_x=True)
+    with pytest.raises(TypeError, match="curves"):
+        viz.curves_figure([0, 1], [1, 2])
+    fig = viz.curves_figure(range(3), {"a": [3, 2, 1]}, reverse_x=True)
+    assert len(fig.data) == 1 and fig.layout.xaxis.autorange == "reversed"
+
+
+# ------------------------------------------------------------------------------------------- images
+def test_image_grid_places_every_image():
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(10, 1, 8, 8, generator=g) * 2 - 1
+    grid = viz.image_grid(images, nrow=4, pad=1)
+    assert grid.shape == (3 * 9 - 1, 4 * 9 - 1)
+    for k in range(12):
+        r, c = divmod(k, 4)
+        block = grid[r * 9: r * 9 + 8, c * 9: c * 9 + 8]
+        if k < 10:
+            assert torch.equal(block, images[k, 0].double())
+        else:
+            assert torch.isnan(block).all()  # empty cells
+    assert torch.isnan(grid[8, :]).all() and torch.isnan(grid[:, 17]).all()  # separators
+    fig = viz.image_grid_figure(images, nrow=4, title="digits")
+    assert len(fig.data) == 1 and fig.data[0].type == "heatmap"
+    np.testing.assert_array_equal(arr(fig.data[0].z), grid.numpy())
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (-1.0, 1.0)
+    assert fig.layout.yaxis.autorange == "reversed"  # row 0 at the top, like an image
+    assert viz.image_grid(images[:3, 0], nrow=8, pad=0).shape == (8, 24)
+
+
+def test_image_grid_rejects_bad_input():
+    with pytest.raises(ValueError, match="one channel"):
+        viz.image_grid(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="nrow"):
+        viz.image_grid(torch.zeros(2, 1, 8, 8), nrow=0)
+    with pytest.raises(TypeError, match="images"):
+        viz.image_grid(np.zeros((2, 1, 8, 8)))
+    with pytest.raises(ValueError, match="value_range"):
+        viz.image_grid_figure(torch.zeros(2, 1, 8, 8), value_range=(1, -1))
+
+
+# ------------------------------------------------------------------------------------------- schedules
+def test_schedule_figure_plots_alpha_bar_and_log_snr():
+    schedules = {"linear": Schedule.linear(100), "cosine": Schedule.cosine(100)}
+    fig = viz.schedule_figure(schedules)
+    assert len(fig.data) == 4
+    for k, (name, sch) in enumerate(schedules.items()):
+        a_trace, l_trace = fig.data[2 * k], fig.data[2 * k + 1]
+        assert a_trace.name == l_trace.name == name and a_trace.legendgroup == l_trace.legendgroup
+        # recompute alpha_bar from the betas, independently of Schedule's cumprod
+        abar = np.exp(np.cumsum(np.log1p(-sch.betas.numpy())))
+        np.testing.assert_allclose(arr(a_trace.y), abar, rtol=1e-10)
+        np.testing.assert_allclose(arr(l_trace.y), np.log(abar / (1 - abar)), rtol=1e-8)
+        assert a_trace.xaxis == "x" and l_trace.xaxis == "x2"
+    assert math.isclose(arr(fig.data[0].y)[0], 1 - 1e-4)
+    with pytest.raises(TypeError, match=r"schedules\['x'\]"):
+        viz.schedule_figure({"x": "linear"})
