@@ -1,0 +1,263 @@
+"""One standalone HTML report: sections of prose, plotly figures and tables, readable offline.
+
+plotly.js is embedded exactly once, as a single inline ``<script>`` in the page head, and every figure is written
+with ``include_plotlyjs=False``; the page loads nothing from the network (no CDN, no MathJax). The file is
+written atomically (a temporary file in the same folder, then ``os.replace``), so a reader never sees half a report.
+
+    from seqdiff_kit.report import Section, write_report, table_html
+    write_report("runs/report.html", [
+        Section("Samples", "Eight-mode ring, 10 DDIM steps.", figure=fig),
+        ("Metrics", "Lower is better.", [{"loss": "simple", "mmd": 0.012}, {"loss": "SA", "mmd": 0.008}]),
+    ], settings={"steps": 10, "seed": 0})
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import plotly
+import plotly.graph_objects as go
+import plotly.offline
+import torch
+
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
+                 "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+@dataclass
+class Section:
+    """A report section: a title, prose (plain text; blank lines split paragraphs, `backticks` become code),
+    and any of a plotly figure, a table (list of dicts) and raw HTML, shown in that order."""
+
+    title: str
+    prose: str = ""
+    figure: go.Figure | Sequence[go.Figure] | None = None
+    table: Sequence[Mapping[str, Any]] | None = None
+    html: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def format_value(value: Any, float_format: str = "{:.4g}") -> str:
+    """A table cell as text: floats (and 0-d tensors) through ``float_format``, everything else through ``str``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, Integral):
+        return str(int(value))
+    if isinstance(value, Real):
+        v = float(value)
+        return str(v) if not math.isfinite(v) else float_format.format(v)
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
+               float_format: str = "{:.4g}", caption: str | None = None) -> str:
+    """An HTML ``<table>`` from a list of dicts (one row each). ``columns`` fixes the order (default: keys in order
+    of first appearance); a missing key is an empty cell. Numbers are right-aligned; every cell is HTML-escaped."""
+    if isinstance(rows, Mapping) or not isinstance(rows, Sequence):
+        raise TypeError(f"rows must be a list of dicts, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{i}] must be a dict, got {type(row).__name__}")
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    else:
+        columns = list(columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c, "")
+            cls = ' class="num"' if _is_number(v) else ""
+            cells.append(f"<td{cls}>{html.escape(format_value(v, float_format))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f'<table class="data">{cap}<thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _prose_html(text: str) -> str:
+    """Plain text to paragraphs: escaped, blank lines split paragraphs, `code` spans kept."""
+    paras = [p.strip() for p in re.split(r"\n\s*\n", text or "") if p.strip()]
+    out = []
+    for p in paras:
+        esc = html.escape(p)
+        esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc)
+        out.append(f"<p>{esc}</p>")
+    return "\n".join(out)
+
+
+def _slug(title: str, used: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
+    slug, k = base, 2
+    while slug in used:
+        slug, k = f"{base}-{k}", k + 1
+    used.add(slug)
+    return slug
+
+
+def _coerce_section(i: int, s) -> Section:
+    """Accept a Section, a dict of its fields, or a tuple (title, prose[, content]) whose content is a Figure,
+    a list of Figures, a list of dicts (a table) or an HTML string."""
+    if isinstance(s, Section):
+        sec = s
+    elif isinstance(s, Mapping):
+        unknown = set(s) - {"title", "prose", "figure", "table", "html"}
+        if unknown:
+            raise ValueError(f"sections[{i}] has unknown keys {sorted(unknown)}; "
+                             "allowed: title, prose, figure, table, html")
+        sec = Section(**s)
+    elif isinstance(s, tuple) and 1 <= len(s) <= 3:
+        title, prose = s[0], s[1] if len(s) > 1 else ""
+        sec = Section(title, prose)
+        content = s[2] if len(s) > 2 else None
+        if isinstance(content, go.Figure):
+            sec.figure = content
+        elif isinstance(content, str):
+            sec.html = content
+        elif isinstance(content, Sequence) and content and all(isinstance(c, Mapping) for c in content):
+            sec.table = content
+        elif isinstance(content, Sequence) and content and all(isinstance(c, go.Figure) for c in content):
+            sec.figure = list(content)
+        elif content is not None:
+            raise TypeError(f"sections[{i}][2] must be a plotly Figure, a list of Figures, a list of dicts (a table) "
+                            f"or an HTML string, got {type(content).__name__}")
+    else:
+        raise TypeError(f"sections[{i}] must be a Section, a dict or a tuple (title, prose, content), "
+                        f"got {type(s).__name__}")
+    if not isinstance(sec.title, str) or not sec.title.strip():
+        raise ValueError(f"sections[{i}].title must be a non-empty string, got {sec.title!r}")
+    if not isinstance(sec.prose, str):
+        raise TypeError(f"sections[{i}].prose must be a string, got {type(sec.prose).__name__}")
+    figs = sec.figure if isinstance(sec.figure, (list, tuple)) else ([sec.figure] if sec.figure is not None else [])
+    for f in figs:
+        if not isinstance(f, go.Figure):
+            raise TypeError(f"sections[{i}].figure must be a plotly Figure or a list of them, got {type(f).__name__}")
+    sec.figure = list(figs)
+    return sec
+
+
+CSS = """
+:root { --ink:#1d2430; --muted:#5b6473; --line:#e3e7ee; --accent:#0072B2; --bg:#f6f7f9; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink);
+       font: 16px/1.6 Inter, "Segoe UI", Helvetica, Arial, sans-serif; }
+header { background:#fff; border-bottom:1px solid var(--line); }
+header .wrap, main { max-width: 1000px; margin: 0 auto; padding: 0 28px; }
+header .wrap { padding-top: 28px; padding-bottom: 20px; }
+h1 { font-size: 1.9rem; margin: 0 0 .2rem; letter-spacing: -.01em; }
+.subtitle { color: var(--muted); margin: 0; }
+nav.toc { margin-top: 14px; font-size: .92rem; }
+nav.toc a { color: var(--accent); text-decoration: none; margin-right: 14px; white-space: nowrap; }
+nav.toc a:hover { text-decoration: underline; }
+section { background:#fff; border:1px solid var(--line); border-radius:10px; padding: 8px 26px 22px;
+          margin: 24px 0; }
+h2 { font-size: 1.3rem; margin: 18px 0 8px; }
+h2 .num { color: var(--muted); font-weight: 500; margin-right: .4em; }
+p { margin: .5rem 0 .8rem; max-width: 72ch; }
+code { font: .88em/1 "JetBrains Mono", Menlo, Consolas, monospace; background:#eef1f5; padding: 2px 5px;
+       border-radius: 4px; }
+.figure { margin: 12px 0; overflow-x: auto; }
+table.data { border-collapse: collapse; margin: 12px 0; font-size: .92rem; font-variant-numeric: tabular-nums; }
+table.data caption { caption-side: top; text-align: left; color: var(--muted); padding-bottom: 6px; }
+table.data th, table.data td { padding: 6px 14px; border-bottom: 1px solid var(--line); text-align: left; }
+table.data th { background:#f0f3f7; font-weight: 600; border-bottom: 2px solid #cfd6e0; }
+table.data td.num { text-align: right; }
+table.data tbody tr:nth-child(even) { background: #fafbfc; }
+table.data tbody tr:hover { background: #eef5fb; }
+footer { color: var(--muted); font-size: .85rem; text-align: center; padding: 8px 0 30px; }
+"""
+
+
+# ---------------------------------------------------------------------------------------------- the report
+def render_report(sections: Sequence, *, title: str = "seqdiff_kit report", subtitle: str | None = None,
+                  settings: Mapping[str, Any] | None = None, timestamp: bool = True) -> str:
+    """The report's HTML text (see ``write_report``)."""
+    if isinstance(sections, (str, bytes, Mapping)) or not isinstance(sections, Sequence):
+        raise TypeError(f"sections must be a list of Section / (title, prose, content) tuples, "
+                        f"got {type(sections).__name__}")
+    secs = [_coerce_section(i, s) for i, s in enumerate(sections)]
+    if settings is not None and not isinstance(settings, Mapping):
+        raise TypeError(f"settings must be a dict of name -> value, got {type(settings).__name__}")
+    from . import __version__
+
+    env = {"seqdiff_kit": __version__, "torch": torch.__version__, "plotly": plotly.__version__}
+    if timestamp:
+        env["generated"] = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    rows = [{"setting": k, "value": v} for k, v in (settings or {}).items()]
+    rows += [{"setting": k, "value": v} for k, v in env.items()]
+    secs.append(_coerce_section(len(secs), Section(
+        "Settings", "The run's settings and the library versions that produced this report.", table=rows)))
+
+    used: set[str] = set()
+    slugs = [_slug(s.title, used) for s in secs]
+    n_fig = 0
+    parts = []
+    for k, (sec, slug) in enumerate(zip(secs, slugs), start=1):
+        body = [f'<h2><span class="num">{k}.</span>{html.escape(sec.title)}</h2>', _prose_html(sec.prose)]
+        for fig in sec.figure:
+            # plotly.js sits once in <head>; fixed div ids keep the output reproducible;
+            # auto_play=False: a slider figure opens at its first frame instead of racing through them
+            div = fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False,
+                              div_id=f"fig-{n_fig}", config=PLOTLY_CONFIG, auto_play=False)
+            body.append(f'<div class="figure">{div}</div>')
+            n_fig += 1
+        if sec.table is not None:
+            body.append(table_html(sec.table))
+        if sec.html:
+            body.append(sec.html)
+        parts.append(f'<section id="{slug}">\n' + "\n".join(b for b in body if b) + "\n</section>")
+
+    toc = " ".join(f'<a href="#{s}">{html.escape(sec.title)}</a>' for sec, s in zip(secs, slugs))
+    script = f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>' if n_fig else ""
+    sub = f'<p class="subtitle">{html.escape(subtitle)}</p>' if subtitle else ""
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n{script}\n</head>\n<body>\n"
+            f'<header><div class="wrap"><h1>{html.escape(title)}</h1>{sub}<nav class="toc">{toc}</nav></div></header>\n'
+            f"<main>\n" + "\n".join(parts) + "\n</main>\n"
+            f"<footer>Made with seqdiff_kit {html.escape(__version__)}; works offline.</footer>\n</body>\n</html>\n")
+
+
+def write_report(path, sections: Sequence, *, title: str = "seqdiff_kit report", subtitle: str | None = None,
+                 settings: Mapping[str, Any] | None = None, timestamp: bool = True) -> Path:
+    """Write one standalone HTML report and return its path.
+
+    ``sections``: a list of ``Section`` objects, dicts of their fields, or tuples ``(title, prose, content)``
+    where content is a Figure, a list of Figures, a list of dicts (a table) or an HTML string. A final
+    "Settings" section lists ``settings`` and the library versions. plotly.js (MIT) is inlined once, so the file
+    works offline; the write is atomic (temporary file, then ``os.replace``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"path must end in .html or .htm, got {str(path)!r}")
+    text = render_report(sections, title=title, subtitle=subtitle, settings=settings, timestamp=timestamp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
