@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/seqdiff demo
 
+# every test: unit and analytic tests, the notebooks under strict nbval (fast path), the browser tests
 test: $(STAMP)
-	$(PY) -m pytest -ra
+	SEQDIFF_FAST=1 $(PY) -m pytest -ra --nbval --nbval-current-env --nbval-cell-timeout=120 tests notebooks
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -ra -m "not slow"
