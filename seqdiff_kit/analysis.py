@@ -1,0 +1,137 @@
+"""Closed forms for 1-D Gaussian data: what the SA loss's population optimum is, and what it does to a sampler.
+
+Data ``x0 ~ N(0, var)``; a linear per-timestep denoiser ``eps_theta(x, t) = a_t x``. Write ``ab_s = alpha_bar_s``,
+``q_s = E[x_s^2] = ab_s var + 1 - ab_s`` and ``c_s = E[eps x_s] = sqrt(1 - ab_s)``. With independent ``eps_k`` and a
+shared ``x0``, the residuals ``r_k = eps_k - a_{t-k} x_{t-k}`` have
+
+    E[r_k^2]   = 1 - 2 a_s c_s + a_s^2 q_s                               (s = t - k)
+    E[r_k r_j] = a_s a_u E[x_s x_u] = a_s a_u sqrt(ab_s ab_u) var         (s = t - k, u = t - j, k != j)
+
+so, averaging over t uniform on {0..T-1}, both losses are quadratics ``L(a) = a^T A a - 2 b^T a + c``:
+
+    L_simple: A = diag(q) / T,  b = c / T,  constant 1
+    L_sa:     A = (1 / (K^2 T)) sum_t [ sum_{k <= min(K-1, t)} q_{t-k} e_{t-k} e_{t-k}^T
+                                        + sum_{k != j} sqrt(ab_{t-k} ab_{t-j}) var e_{t-k} e_{t-j}^T ]
+              b = (1 / (K^2 T)) sum_t sum_k c_{t-k} e_{t-k},  constant (1 / (K^2 T)) sum_t min(K, t + 1)
+
+``A`` is banded (bandwidth K - 1), and the minimiser of ``L_simple + lam L_sa`` solves
+``(A_simple + lam A_sa) a = b_simple + lam b_sa``. With lam = 0 it is ``a_t = c_t / q_t``, the exact eps* of
+the Gaussian. The sampler is linear in x for a linear denoiser, so the variance of its output is exact too.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._validate import check_choice, check_float, check_int, check_tensor
+from .losses import LossOutput
+from .schedule import Schedule
+
+
+def _check_schedule(schedule) -> Schedule:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    return schedule
+
+
+def _check_a(a, schedule: Schedule) -> torch.Tensor:
+    a = torch.as_tensor(a, dtype=torch.float64) if not isinstance(a, torch.Tensor) else a.detach()
+    check_tensor("a", a, ndim=1, finite=True)
+    if a.shape != (schedule.T,):
+        raise ValueError(f"a must hold one coefficient per timestep, shape [T] = [{schedule.T}], got {tuple(a.shape)}")
+    return a.to(torch.float64).cpu()
+
+
+def gaussian_quadratics(var: float, K: int, schedule: Schedule):
+    """The exact expected losses as quadratics in ``a`` [T]: returns ``((A_simple, b_simple, c_simple),
+    (A_sa, b_sa, c_sa))`` (float64) with ``L(a) = a^T A a - 2 b^T a + c`` (see the module docstring)."""
+    var = check_float("var", var, 0.0, low_open=True)
+    schedule = _check_schedule(schedule)
+    T = schedule.T
+    K = check_int("K", K, 1, T)
+    ab = schedule.alpha_bars
+    q = ab * var + 1 - ab
+    c = (1 - ab).sqrt()
+    A_simple, b_simple = torch.diag(q) / T, c / T
+    A_sa = torch.zeros(T, T, dtype=torch.float64)
+    b_sa = torch.zeros(T, dtype=torch.float64)
+    t = torch.arange(T)
+    w = 1.0 / (K**2 * T)
+    for k in range(K):
+        s = t[t >= k] - k                                    # s = t - k for every t that keeps term k
+        b_sa.index_add_(0, s, w * c[s])
+        for j in range(K):
+            keep = t >= max(k, j)
+            s_k, s_j = t[keep] - k, t[keep] - j
+            if k == j:
+                vals = w * q[s_k]
+            else:  # independent eps_k, eps_j: only the shared x0 correlates x_{t-k} and x_{t-j}
+                vals = w * var * (ab[s_k] * ab[s_j]).sqrt()
+            A_sa.index_put_((s_k, s_j), vals, accumulate=True)
+    c_sa = w * float(torch.clamp(t + 1, max=K).sum())
+    return (A_simple, b_simple, 1.0), (A_sa, b_sa, c_sa)
+
+
+def gaussian_sa_objective(a, var: float, K: int, lam: float, schedule: Schedule) -> LossOutput:
+    """The exact population losses of ``eps_theta(x, t) = a_t x`` on ``x0 ~ N(0, var)``:
+    ``L_simple(a) = (1/T) sum_t (1 - 2 a_t c_t + a_t^2 q_t)``, ``L_sa(a) = a^T A_sa a - 2 b_sa^T a + c_sa``,
+    ``total = L_simple + lam L_sa`` (float64 scalars)."""
+    lam = check_float("lam", lam, 0.0)
+    schedule = _check_schedule(schedule)
+    a = _check_a(a, schedule)
+    (A1, b1, c1), (A2, b2, c2) = gaussian_quadratics(var, K, schedule)
+    simple = a @ A1 @ a - 2 * b1 @ a + c1
+    sa = a @ A2 @ a - 2 * b2 @ a + c2
+    return LossOutput(total=simple + lam * sa, simple=simple, sa=sa)
+
+
+def gaussian_sa_optimum(var: float, K: int, lam: float, schedule: Schedule) -> torch.Tensor:
+    """``argmin_a L_simple(a) + lam L_sa(a)`` for ``x0 ~ N(0, var)`` and ``eps_theta(x, t) = a_t x``: the solution
+    of ``(A_simple + lam A_sa) a = b_simple + lam b_sa`` (a banded T x T system, solved in float64); [T].
+
+    With ``lam = 0`` this is ``a_t = sqrt(1 - ab_t) / (ab_t var + 1 - ab_t)``."""
+    lam = check_float("lam", lam, 0.0)
+    (A1, b1, _), (A2, b2, _) = gaussian_quadratics(var, K, schedule)
+    return torch.linalg.solve(A1 + lam * A2, b1 + lam * b2)
+
+
+def linear_sampler_variances(a, var: float, schedule: Schedule, steps: int, eta: float = 0.0,
+                             spacing: str = "trailing", variance: str = "small") -> torch.Tensor:
+    """Exact ``Var[x]`` along the generalized sampler driven by ``eps_theta(x, t) = a_t x`` from ``x_T ~ N(0, 1)``.
+
+    A step t -> s is ``x_s = m x_t + sigma z`` with ``g = (1 - sqrt(1 - ab_t) a_t) / sqrt(ab_t)`` (x0_pred = g x_t),
+    ``m = sqrt(ab_s) g + sqrt(1 - ab_s - sigma_eta^2) a_t`` and fresh ``z``, so ``V_s = m^2 V_t + sigma^2``
+    (sigma_eta = eta sqrt((1 - ab_t/ab_s)(1 - ab_s)/(1 - ab_t)); the noise sigma is sqrt(1 - ab_t/ab_s) for
+    ``variance="large"``). Returns [steps + 1] float64: V at every visited timestep, then at the end (ab_{-1} = 1).
+    ``var`` only checks its argument here; it does not enter the propagation."""
+    check_float("var", var, 0.0, low_open=True)
+    schedule = _check_schedule(schedule)
+    a = _check_a(a, schedule)
+    eta = check_float("eta", eta, 0.0, 1.0)
+    check_choice("variance", variance, ("small", "large"))
+    if variance == "large" and eta != 1.0:
+        raise ValueError(f"variance='large' needs eta=1.0, got eta={eta}")
+    ts = schedule.timesteps(steps, spacing).tolist()
+    V = [1.0]
+    for i, t in enumerate(ts):
+        s = ts[i + 1] if i + 1 < len(ts) else -1
+        ab_t, ab_s = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(s))
+        a_t = float(a[t])
+        g = (1 - math.sqrt(1 - ab_t) * a_t) / math.sqrt(ab_t)
+        sig_mean = eta * math.sqrt(max((1 - ab_t / ab_s) * (1 - ab_s) / (1 - ab_t), 0.0))
+        if variance == "large":
+            sig_noise = math.sqrt(max(1 - ab_t / ab_s, 0.0)) if ab_s < 1 else 0.0
+        else:
+            sig_noise = sig_mean
+        m = math.sqrt(ab_s) * g + math.sqrt(max(1 - ab_s - sig_mean**2, 0.0)) * a_t
+        V.append(m**2 * V[-1] + sig_noise**2)
+    return torch.tensor(V, dtype=torch.float64)
+
+
+def linear_sampler_std_ratio(a, var: float, schedule: Schedule, steps: int, eta: float = 0.0,
+                             spacing: str = "trailing", variance: str = "small") -> float:
+    """``std(x_final) / sqrt(var)`` for the sampler driven by ``eps_theta(x, t) = a_t x`` (exact; see
+    ``linear_sampler_variances``). Below 1: the sampler shrinks the distribution; above 1: it over-disperses."""
+    V = linear_sampler_variances(a, var, schedule, steps, eta=eta, spacing=spacing, variance=variance)
+    return math.sqrt(float(V[-1]) / float(var))
