@@ -66,9 +66,10 @@ def _is_number(value: Any) -> bool:
 
 
 def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
-               float_format: str = "{:.4g}", caption: str | None = None) -> str:
+               float_format: str = "{:.4g}", caption: str | None = None, align_numbers: bool = True) -> str:
     """An HTML ``<table>`` from a list of dicts (one row each). ``columns`` fixes the order (default: keys in order
-    of first appearance); a missing key is an empty cell. Numbers are right-aligned; every cell is HTML-escaped."""
+    of first appearance); a missing key is an empty cell. Numbers are right-aligned (unless ``align_numbers`` is
+    False, for mixed key/value columns); every cell is HTML-escaped."""
     if isinstance(rows, Mapping) or not isinstance(rows, Sequence):
         raise TypeError(f"rows must be a list of dicts, got {type(rows).__name__}")
     for i, row in enumerate(rows):
@@ -84,7 +85,7 @@ def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
         cells = []
         for c in columns:
             v = row.get(c, "")
-            cls = ' class="num"' if _is_number(v) else ""
+            cls = ' class="num"' if align_numbers and _is_number(v) else ""
             cells.append(f"<td{cls}>{html.escape(format_value(v, float_format))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
@@ -202,8 +203,9 @@ def render_report(sections: Sequence, *, title: str = "seqdiff_kit report", subt
         env["generated"] = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     rows = [{"setting": k, "value": v} for k, v in (settings or {}).items()]
     rows += [{"setting": k, "value": v} for k, v in env.items()]
-    secs.append(_coerce_section(len(secs), Section(
-        "Settings", "The run's settings and the library versions that produced this report.", table=rows)))
+    settings_sec = _coerce_section(len(secs), Section(
+        "Settings", "The run's settings and the library versions that produced this report.", table=rows))
+    secs.append(settings_sec)
 
     used: set[str] = set()
     slugs = [_slug(s.title, used) for s in secs]
@@ -219,7 +221,8 @@ def render_report(sections: Sequence, *, title: str = "seqdiff_kit report", subt
             body.append(f'<div class="figure">{div}</div>')
             n_fig += 1
         if sec.table is not None:
-            body.append(table_html(sec.table))
+            # the settings' value column mixes text and numbers: keep it left-aligned
+            body.append(table_html(sec.table, align_numbers=sec is not settings_sec))
         if sec.html:
             body.append(sec.html)
         parts.append(f'<section id="{slug}">\n' + "\n".join(b for b in body if b) + "\n</section>")

@@ -27,6 +27,8 @@ from .schedule import Schedule
 # Colour-blind-friendly (Okabe-Ito) roles, so "simple", "SA" and "ideal" read the same in every figure.
 ROLE_COLORS = {"ideal": "#009E73", "sa": "#D55E00", "simple": "#0072B2", "data": "#555555"}
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+# Neutral greys for densities, so the blue/red/green sample clouds stand out on top of them.
+DENSITY_SCALE = [[0.0, "#ffffff"], [0.45, "#e3e6eb"], [0.8, "#a9b0bb"], [1.0, "#6b7280"]]
 TEMPLATE = "plotly_white"
 FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=13)
 
@@ -113,7 +115,7 @@ def _log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_ba
 def _density_trace(xs, ys, z, floor: float, showscale: bool, name: str) -> go.Contour:
     # Clip the far tails: log p falls like -|x|^2, and a linear colour scale over that range hides the modes.
     zc = np.maximum(z, z.max() - floor)
-    return go.Contour(x=xs, y=ys, z=zc, name=name, colorscale="Blues", reversescale=False, showscale=showscale,
+    return go.Contour(x=xs, y=ys, z=zc, name=name, colorscale=DENSITY_SCALE, showscale=showscale,
                       ncontours=18, line=dict(width=0.4, color="rgba(255,255,255,0.5)"),
                       colorbar=dict(title=dict(text="log p", side="right"), thickness=12, len=0.8),
                       hovertemplate="x=%{x:.2f}<br>y=%{y:.2f}<br>log p=%{z:.2f}<extra></extra>", opacity=0.85)
@@ -145,7 +147,14 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
             raise ValueError(f"samples[{name!r}] must have shape [N, 2], got {tuple(x.shape)}")
         clouds[name] = _to_numpy(f"samples[{name!r}]", x)
     if bounds is None:
-        bounds = _mixture_bounds(mixture.noised(alpha_bar) if alpha_bar < 1 else mixture)
+        b = _mixture_bounds(mixture.noised(alpha_bar) if alpha_bar < 1 else mixture)
+        if clouds:  # widen the box to hold (almost) every sample: stray samples are the interesting ones
+            pts = np.concatenate(list(clouds.values()))
+            lo = np.minimum([b[0], b[2]], np.quantile(pts, 0.002, axis=0))
+            hi = np.maximum([b[1], b[3]], np.quantile(pts, 0.998, axis=0))
+            centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2
+            b = (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
+        bounds = b
     else:
         bounds = tuple(float(b) for b in bounds)
         if len(bounds) != 4 or bounds[0] >= bounds[1] or bounds[2] >= bounds[3]:
@@ -162,7 +171,8 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
     _layout(fig, title, width=620, height=560)
     fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], constrain="domain")
     fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], scaleanchor="x", scaleratio=1)
-    fig.update_layout(legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top"))
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"),
+                      margin=dict(t=90))
     return fig
 
 

@@ -63,7 +63,7 @@ def test_report_is_standalone_and_complete(tmp_path, figures):
     for title in ("Sampling paths", "Drift per step", "Metrics table", "Settings"):
         assert f"{title}</h2>" in rest and f">{title}</a>" in rest
     assert "<p>Three DDPM steps.</p>" in rest and "<code>x_T</code>" in rest
-    assert "<td>seed</td>" in rest and '<td class="num">7</td>' in rest and "<td>ring8</td>" in rest
+    assert "<td>seed</td>" in rest and "<td>7</td>" in rest and "<td>ring8</td>" in rest
     assert f"<td>{torch.__version__}</td>" in rest
     # table values, formatted and escaped
     assert '<td class="num">0.01235</td>' in rest and '<td class="num">0.00812</td>' in rest
@@ -87,6 +87,7 @@ def test_table_html_columns_and_cells():
     assert cells[0] == ["simple", "1", "0.01235", "&lt;b&gt;bold?&lt;/b&gt;", ""]
     assert cells[1] == ["SA", "2", "0.00812", "", "True"]
     assert "<caption>runs &lt;1&gt;</caption>" in html
+    assert html.count('class="num"') == 4 and 'class="num"' not in table_html(ROWS, align_numbers=False)
     only = table_html(ROWS, columns=["mmd", "loss"], float_format="{:.2e}")
     assert re.findall(r"<th>(.*?)</th>", only) == ["mmd", "loss"] and "1.23e-02" in only
     with pytest.raises(TypeError, match="rows"):
