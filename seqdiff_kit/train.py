@@ -1,0 +1,366 @@
+"""Training: a loop that yields its state every step (notebooks decide what to plot), ``fit`` to run it through.
+
+One step (``i = 0, 1, ...`` counts the updates done before it):
+
+    lr_i       = lr_at(i)                     linear warm-up, then constant or cosine decay
+    x0         ~ data                         fresh mixture draws, or the next minibatch of a shuffled tensor
+    L          = loss(model, x0, schedule)    t and eps drawn from the same generator
+    g          = clip(grad L, grad_clip)      by the global norm
+    theta     <- Adam(theta, g, lr_i)
+    theta_ema <- d_i theta_ema + (1 - d_i) theta,   d_i = min(ema_decay, (1 + i) / (10 + i))
+
+All randomness (data, timesteps, noise) comes from one ``torch.Generator`` seeded with ``seed``; a checkpoint
+stores the model, the EMA, Adam's moments, the generator state and the data-order state, so that on the CPU a
+resumed run is bit-for-bit the run that was never interrupted.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__, set_threads
+from ._validate import check_float, check_int, check_tensor
+from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, _model_spec, checkpoint_exists,
+                         checkpoint_paths, read_checkpoint, save_checkpoint)
+from .data import GaussianMixture
+from .losses import Loss, LossOutput
+from .schedule import Schedule
+
+# The default 2-D recipe (MLPDenoiser on the ring8/grid25/two_moons presets, linear schedule, T = 1000).
+# Measured on 2 shared CPU cores (see tests/test_train.py::test_quality_ring8): it trains in well under
+# a minute and its 100-step DDIM samples are within 2x of the ideal denoiser's MMD and log-likelihood gap.
+DEFAULT_2D = dict(steps=3000, batch_size=256, lr=2e-3, width=128, depth=3, warmup=100, cosine_decay=True,
+                  ema_decay=0.995, grad_clip=1.0)
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training met a NaN/inf loss or gradient; the weights and the last checkpoint were left untouched."""
+
+
+@dataclass
+class TrainState:
+    """The state after one update. ``step`` counts updates done (1 after the first). ``loss``, ``simple``
+    and ``sa`` are the loss parts of this step's batch, ``lr`` the learning rate it used, ``grad_norm`` the
+    global gradient norm before clipping. ``model`` and ``ema`` are the live modules (not copies)."""
+
+    step: int
+    loss: float
+    simple: float
+    sa: float
+    lr: float
+    grad_norm: float
+    model: nn.Module = field(repr=False)
+    ema: nn.Module = field(repr=False)
+
+    def as_dict(self) -> dict:
+        """The scalars (for a history list or a log)."""
+        return {"step": self.step, "loss": self.loss, "simple": self.simple, "sa": self.sa, "lr": self.lr,
+                "grad_norm": self.grad_norm}
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the trained model and its EMA, one dict per step, and the wall time."""
+
+    model: nn.Module
+    ema: nn.Module
+    history: list
+    seconds: float
+
+
+# ---------------------------------------------------------------------- schedules of lr and EMA decay
+def lr_at(step: int, *, lr: float, steps: int, warmup: int = 0, cosine_decay: bool = False) -> float:
+    """The learning rate of update ``step`` (0-based):
+
+    ``lr (step + 1) / warmup`` while ``step < warmup``; afterwards ``lr`` or, with ``cosine_decay``,
+    ``lr (1 + cos(pi (step - warmup) / (steps - warmup))) / 2`` (from ``lr`` down towards 0 at ``steps``)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if not cosine_decay or steps <= warmup:
+        return lr
+    progress = (step - warmup) / (steps - warmup)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def ema_decay_at(step: int, ema_decay: float) -> float:
+    """``d_i = min(ema_decay, (1 + i) / (10 + i))`` for update ``i`` (0-based): a short warm-up so that the
+    EMA forgets the random initialisation quickly instead of holding ``ema_decay^n`` of it."""
+    return min(ema_decay, (1.0 + step) / (10.0 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``theta_ema <- decay theta_ema + (1 - decay) theta`` for every parameter; buffers are copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+# ---------------------------------------------------------------------- data
+class _Batches:
+    """Draws ``x0`` batches: a GaussianMixture gives fresh samples; a tensor [N, ...] is shuffled each epoch
+    (a permutation from the generator) and cut into consecutive minibatches (wrapping across epochs)."""
+
+    def __init__(self, data, batch_size: int, generator: torch.Generator, device):
+        self.data, self.batch_size, self.generator, self.device = data, batch_size, generator, device
+        self.is_mixture = isinstance(data, GaussianMixture)
+        self.perm: torch.Tensor | None = None  # current epoch's order (tensor data only)
+        self.pos = 0                            # next index into perm
+
+    def next(self) -> torch.Tensor:
+        if self.is_mixture:
+            return self.data.sample(self.batch_size, generator=self.generator).to(self.device)
+        n = self.data.shape[0]
+        parts, need = [], self.batch_size
+        while need > 0:
+            if self.perm is None or self.pos >= n:
+                self.perm, self.pos = torch.randperm(n, generator=self.generator), 0
+            take = self.perm[self.pos:self.pos + need]
+            parts.append(take)
+            self.pos += take.numel()
+            need -= take.numel()
+        return self.data[torch.cat(parts)].to(self.device)
+
+    def state(self) -> tuple[dict, dict]:
+        """(JSON part, tensor part) of the data-order state."""
+        if self.is_mixture or self.perm is None:
+            return {"pos": self.pos, "has_perm": False}, {}
+        return {"pos": self.pos, "has_perm": True}, {"data_perm": self.perm.clone()}
+
+    def load(self, meta: dict, tensors: dict) -> None:
+        self.pos = int(meta.get("pos", 0))
+        self.perm = tensors["data_perm"].long().cpu() if meta.get("has_perm") else None
+
+
+def _dataset_name(data) -> str:
+    if isinstance(data, GaussianMixture):
+        return data.name
+    return f"tensor{list(data.shape)}"
+
+
+# ---------------------------------------------------------------------- optimizer state <-> flat tensors
+def _optim_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Adam's per-parameter state as flat names ``optim.<param index>.<key>``."""
+    out = {}
+    for idx, st in opt.state_dict()["state"].items():
+        for key, val in st.items():
+            if not isinstance(val, torch.Tensor):
+                val = torch.tensor(val)
+            out[f"optim.{idx}.{key}"] = val
+    return out
+
+
+def _load_optim(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict] = {}
+    for name, val in extra.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = val
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def _sub(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------- the loop
+def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_decay, grad_clip, warmup,
+                checkpoint, checkpoint_every, resume):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a seqdiff_kit.losses.Loss (e.g. Loss('simple') or Loss('sa', K=2, lam=1.0)), "
+                        f"got {type(loss).__name__}")
+    if not isinstance(data, GaussianMixture):
+        if not isinstance(data, torch.Tensor):
+            raise TypeError(f"data must be a GaussianMixture or a Tensor [N, ...], got {type(data).__name__}")
+        check_tensor("data", data, min_ndim=1, nonempty=True, finite=True)
+        if not data.is_floating_point():
+            raise TypeError(f"data must be a floating-point tensor, got dtype {data.dtype}")
+    out = dict(steps=check_int("steps", steps, 0), batch_size=check_int("batch_size", batch_size, 1),
+               lr=check_float("lr", lr, 0.0, low_open=True), seed=check_int("seed", seed),
+               ema_decay=check_float("ema_decay", ema_decay, 0.0, 1.0),
+               grad_clip=None if grad_clip is None else check_float("grad_clip", grad_clip, 0.0, low_open=True),
+               warmup=check_int("warmup", warmup, 0))
+    if checkpoint_every is not None:
+        check_int("checkpoint_every", checkpoint_every, 1)
+        if checkpoint is None:
+            raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint path, got checkpoint=None")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path, got checkpoint=None")
+    if checkpoint is not None:
+        checkpoint_paths(checkpoint)  # refuses pickle-style names early
+        _model_spec(model)            # the model must be rebuildable from JSON before we spend time training
+    return out
+
+
+def train_iter(model: nn.Module, data, schedule: Schedule, loss: Loss, *, steps: int, batch_size: int = 256,
+               lr: float = 2e-3, seed: int = 0, ema_decay: float = 0.999, grad_clip: float | None = 1.0,
+               warmup: int = 0, cosine_decay: bool = False, checkpoint=None, checkpoint_every: int | None = None,
+               resume: bool = False, progress: bool = True, threads: int | None = None, device="cpu",
+               dataset_name: str | None = None) -> Iterator[TrainState]:
+    """Train ``model`` (in place) with Adam and yield a ``TrainState`` after every update (see the module
+    docstring for the update equations).
+
+    ``data``: a GaussianMixture (fresh draws each step) or a Tensor [N, ...] (shuffled minibatches).
+    ``checkpoint``: a path stem; written every ``checkpoint_every`` steps and after the last step.
+    ``resume``: continue from ``checkpoint`` when it exists (else start afresh, with a warning); the other
+    arguments must match the checkpointed run. ``threads``: torch's intra-op threads (default
+    ``seqdiff_kit.set_threads()``). A NaN/inf loss or gradient raises ``NonFiniteLossError`` naming the step,
+    before the weights change and without writing a checkpoint."""
+    # validate now, not at the first next(): a generator function would report bad arguments late
+    args = _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_decay, grad_clip, warmup,
+                       checkpoint, checkpoint_every, resume)
+    if threads is not None:
+        check_int("threads", threads, 1)
+    return _loop(model, data, schedule, loss, args, cosine_decay=cosine_decay, checkpoint=checkpoint,
+                 checkpoint_every=checkpoint_every, resume=resume, progress=progress, threads=threads,
+                 device=device, dataset_name=dataset_name)
+
+
+def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkpoint_every, resume, progress,
+          threads, device, dataset_name) -> Iterator[TrainState]:
+    set_threads(threads)
+    steps, batch_size, lr, seed, ema_decay, grad_clip, warmup = (args[k] for k in (
+        "steps", "batch_size", "lr", "seed", "ema_decay", "grad_clip", "warmup"))
+    cosine_decay = bool(cosine_decay)
+    device = torch.device(device)
+    dataset = dataset_name if dataset_name is not None else _dataset_name(data)
+
+    model.to(device).train()
+    if isinstance(data, torch.Tensor):
+        data = data.to(device)
+    generator = torch.Generator().manual_seed(seed)  # CPU generator: the same stream on every device
+    batches = _Batches(data, batch_size, generator, device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    train_cfg = {"batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "grad_clip": grad_clip,
+                 "warmup": warmup, "cosine_decay": cosine_decay, "optimizer": "Adam",
+                 "adam_betas": list(ADAM_BETAS), "adam_eps": ADAM_EPS, "steps": steps}
+    run_cfg = {"dataset": dataset, "schedule": schedule.config(), "loss": loss.config, "seed": seed,
+               "train": train_cfg, "model": _model_spec(model) if checkpoint is not None else None}
+
+    start = 0
+    ema = None
+    if resume and checkpoint_exists(checkpoint):
+        tensors, meta = read_checkpoint(checkpoint, device=device)
+        _check_resume(checkpoint, meta, run_cfg)
+        start = int(meta["step"])
+        if start > steps:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} is at step {start}, beyond steps={steps}")
+        model.load_state_dict(_sub(tensors, MODEL_PREFIX))
+        ema = copy.deepcopy(model)
+        ema.load_state_dict(_sub(tensors, EMA_PREFIX))
+        extra = {k: v.cpu() for k, v in _sub(tensors, EXTRA_PREFIX).items()}
+        _load_optim(opt, {k: v.to(device) for k, v in extra.items() if k.startswith("optim.")})
+        generator.set_state(extra["rng_state"])
+        batches.load(meta.get("data_state", {}), extra)
+    elif resume:
+        warnings.warn(f"resume=True but no checkpoint at {str(checkpoint)!r}; starting from step 0", stacklevel=2)
+    if ema is None:
+        ema = copy.deepcopy(model)
+    ema.requires_grad_(False).eval()
+    last_saved = start if (resume and start > 0) else None
+
+    def save(step: int, state: TrainState) -> None:
+        data_meta, data_tensors = batches.state()
+        extra = {"rng_state": generator.get_state(), **data_tensors, **_optim_tensors(opt)}
+        cfg = {k: v for k, v in run_cfg.items() if k != "model"}
+        cfg.update({"step": step, "data_state": data_meta, "last": state.as_dict()})
+        save_checkpoint(checkpoint, model, cfg, ema=ema, extra_tensors=extra)
+
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    try:
+        for i in range(start, steps):
+            lr_i = lr_at(i, lr=lr, steps=steps, warmup=warmup, cosine_decay=cosine_decay)
+            for group in opt.param_groups:
+                group["lr"] = lr_i
+            x0 = batches.next()
+            out: LossOutput = loss(model, x0, schedule, generator=generator)
+            value = float(out.total.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(_nonfinite_msg(f"loss is {value}", i + 1, out, checkpoint, last_saved))
+            opt.zero_grad(set_to_none=True)
+            out.total.backward()
+            max_norm = grad_clip if grad_clip is not None else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+            if not math.isfinite(grad_norm):
+                raise NonFiniteLossError(_nonfinite_msg(f"gradient norm is {grad_norm}", i + 1, out, checkpoint,
+                                                        last_saved))
+            opt.step()
+            ema_update(ema, model, ema_decay_at(i, ema_decay))
+            state = TrainState(step=i + 1, loss=value, simple=float(out.simple.detach()),
+                               sa=float(out.sa.detach()), lr=lr_i, grad_norm=grad_norm, model=model, ema=ema)
+            if checkpoint is not None and ((checkpoint_every and state.step % checkpoint_every == 0)
+                                           or state.step == steps):
+                save(state.step, state)
+                last_saved = state.step
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr_i:.2e}", refresh=False)
+            yield state
+    finally:
+        bar.close()
+
+
+def _nonfinite_msg(what: str, step: int, out: LossOutput, checkpoint, last_saved) -> str:
+    parts = f"simple={float(out.simple.detach())}, sa={float(out.sa.detach())}"
+    if checkpoint is None:
+        where = "no checkpoint was requested"
+    elif last_saved is None:
+        where = f"no checkpoint has been written yet at {str(checkpoint)!r}"
+    else:
+        where = f"the last good checkpoint ({str(checkpoint)!r}, step {last_saved}) is left intact"
+    return (f"training stopped at step {step}: {what} ({parts}); the weights were not updated and {where}. "
+            f"Try a smaller lr, gradient clipping, or check the data and model for NaNs.")
+
+
+_RESUME_KEYS = ("dataset", "schedule", "loss", "seed", "model")
+
+
+def _check_resume(checkpoint, meta: dict, run_cfg: dict) -> None:
+    """Refuse to resume a checkpoint whose run differs from this one (it would not be the same run)."""
+    bad = [f"{k}: checkpoint {meta.get(k)!r} != now {run_cfg[k]!r}" for k in _RESUME_KEYS if meta.get(k) != run_cfg[k]]
+    old, new = meta.get("train", {}), run_cfg["train"]
+    for k, v in new.items():
+        if k == "steps" and not new["cosine_decay"]:
+            continue  # extending a constant-lr run is fine; a cosine schedule depends on the total
+        if old.get(k) != v:
+            bad.append(f"train.{k}: checkpoint {old.get(k)!r} != now {v!r}")
+    if bad:
+        raise ValueError(f"cannot resume from {str(checkpoint)!r}: the run differs from the checkpointed one ("
+                         + "; ".join(bad) + ")")
+
+
+def fit(model: nn.Module, data, schedule: Schedule, loss: Loss, **kwargs) -> FitResult:
+    """Run ``train_iter`` to the end (same arguments); return the model, its EMA, the per-step history
+    (``TrainState.as_dict()``) and the wall time in seconds."""
+    t0 = time.perf_counter()
+    history, last = [], None
+    for state in train_iter(model, data, schedule, loss, **kwargs):
+        history.append(state.as_dict())
+        last = state
+    if last is not None:
+        ema = last.ema
+    else:  # nothing left to do (steps=0, or resuming a finished run): the EMA is the checkpoint's, if any
+        ema = copy.deepcopy(model).requires_grad_(False).eval()
+        ckpt = kwargs.get("checkpoint")
+        if kwargs.get("resume") and ckpt is not None and checkpoint_exists(ckpt):
+            tensors, _ = read_checkpoint(ckpt, device=kwargs.get("device", "cpu"))
+            model.load_state_dict(_sub(tensors, MODEL_PREFIX))
+            ema.load_state_dict(_sub(tensors, EMA_PREFIX))
+    return FitResult(model=model, ema=ema, history=history, seconds=time.perf_counter() - t0)

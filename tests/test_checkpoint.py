@@ -1,0 +1,228 @@
+"""Checkpoints: safetensors + JSON round trips, atomic writes, and refusal of every pickle in disguise."""
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+import torch
+
+import seqdiff_kit as sk
+from seqdiff_kit import checkpoint as ck
+from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return sk.MLPDenoiser(**{"width": 16, "depth": 2, "time_dim": 8, **kw})
+
+
+def _probe(model):
+    g = torch.Generator().manual_seed(123)
+    x = torch.randn(32, model.dim, generator=g)
+    t = torch.randint(0, model.T, (32,), generator=g)
+    with torch.no_grad():
+        return model(x, t)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model, ema = _model(0), _model(1)  # distinct weights, so model vs EMA loading is told apart
+    cfg = {"dataset": "ring8", "schedule": sk.Schedule.linear().config(), "step": 7, "seed": 3}
+    stem = tmp_path / "run" / "ckpt"
+    save_checkpoint(stem, model, cfg, ema=ema,
+                    extra_tensors={"rng_state": torch.Generator().manual_seed(5).get_state(),
+                                   "scalar": torch.tensor(2.5)})
+    return stem, model, ema, cfg
+
+
+def test_round_trip_same_outputs_from_every_path_form(saved):
+    stem, model, ema, cfg = saved
+    assert stem.with_name("ckpt.safetensors").is_file() and stem.with_name("ckpt.json").is_file()
+    for path in (stem, str(stem) + ".json", str(stem) + ".safetensors"):
+        raw, meta = load_checkpoint(path, use_ema=False)
+        assert type(raw) is sk.MLPDenoiser and not raw.training
+        assert torch.equal(_probe(raw), _probe(model))
+        ema_loaded, _ = load_checkpoint(path)  # use_ema=True is the default
+        assert torch.equal(_probe(ema_loaded), _probe(ema))
+        assert not torch.equal(_probe(ema_loaded), _probe(model))
+    assert meta["model"] == {"class": "MLPDenoiser", "args": model.config}
+    assert meta["dataset"] == "ring8" and meta["step"] == 7 and meta["seed"] == 3
+    assert sk.Schedule.from_config(meta["schedule"]).T == 1000
+    assert meta["torch_version"] == torch.__version__ and meta["library_version"] == sk.__version__
+    assert meta["has_ema"] is True
+
+
+def test_extra_tensors_round_trip_bit_exact(saved):
+    stem, model, ema, _ = saved
+    tensors, meta = read_checkpoint(stem)
+    state = tensors["extra.rng_state"]
+    assert state.dtype == torch.uint8
+    g = torch.Generator()
+    g.set_state(state)
+    assert torch.equal(torch.rand(5, generator=g), torch.rand(5, generator=torch.Generator().manual_seed(5)))
+    assert tensors["extra.scalar"].shape == () and float(tensors["extra.scalar"]) == 2.5
+    for k, v in model.state_dict().items():
+        assert torch.equal(tensors["model." + k], v)
+
+
+def test_no_temp_files_left_and_overwrite(saved):
+    stem, model, ema, cfg = saved
+    save_checkpoint(stem, ema, {**cfg, "step": 8})  # overwrite: now without EMA, other weights
+    assert sorted(p.name for p in stem.parent.iterdir()) == ["ckpt.json", "ckpt.safetensors"]
+    m, meta = load_checkpoint(stem)  # no EMA stored: use_ema falls back to the raw weights
+    assert meta["step"] == 8 and meta["has_ema"] is False
+    assert torch.equal(_probe(m), _probe(ema))
+
+
+def test_interrupted_save_keeps_old_files_and_no_temp(saved, monkeypatch):
+    stem, model, ema, cfg = saved
+    before = {p.name: p.read_bytes() for p in stem.parent.iterdir()}
+
+    def boom(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(ck.os, "replace", boom)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(stem, _model(9), {**cfg, "step": 99})
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in stem.parent.iterdir()} == before
+
+
+def test_torn_pair_falls_back_to_the_complete_tensor_file(saved, monkeypatch):
+    stem, model, ema, cfg = saved
+    real_replace, calls = os.replace, []
+
+    def replace_once(src, dst):  # the tensor file is renamed, then the "crash" hits before the JSON
+        calls.append(dst)
+        if str(dst).endswith(".json"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    new = _model(4)
+    monkeypatch.setattr(ck.os, "replace", replace_once)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(stem, new, {**cfg, "step": 8})
+    monkeypatch.undo()
+    assert json.loads(stem.with_name("ckpt.json").read_text())["step"] == 7  # stale JSON
+    with pytest.warns(UserWarning, match="stale"):
+        m, meta = load_checkpoint(stem, use_ema=False)
+    assert meta["step"] == 8 and torch.equal(_probe(m), _probe(new))
+
+
+def test_corrupt_mismatched_and_missing_files(saved, tmp_path):
+    stem, model, ema, cfg = saved
+    st, js = ck.checkpoint_paths(stem)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_checkpoint(tmp_path / "nowhere")
+    bad = tmp_path / "bad"
+    shutil.copy(js, str(bad) + ".json")
+    shutil.copy(st, str(bad) + ".safetensors")
+    data = st.read_bytes()
+    (tmp_path / "bad.safetensors").write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(ValueError, match="corrupt checkpoint.*bad.safetensors"):
+        load_checkpoint(bad)
+    flipped = bytearray(data)
+    flipped[-3] ^= 0xFF  # a bit flip inside the tensor data: the structure parses, the hash catches it
+    (tmp_path / "bad.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="mismatch"):
+        load_checkpoint(bad)
+    (tmp_path / "bad.safetensors").write_bytes(data)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        load_checkpoint(bad)
+    (tmp_path / "bad.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a seqdiff_kit checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_only_allowlisted_classes_are_rebuilt(saved, tmp_path):
+    stem, *_ = saved
+    meta = json.loads(ck.checkpoint_paths(stem)[1].read_text())
+    meta["model"] = {"class": "os.system", "args": {"command": "echo hi"}}
+    meta.pop("weights_sha256")
+    shutil.copy(ck.checkpoint_paths(stem)[0], tmp_path / "x.safetensors")
+    (tmp_path / "x.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="model class must be one of"):
+        load_checkpoint(tmp_path / "x")
+    with pytest.raises(TypeError, match="model must be one of"):
+        save_checkpoint(tmp_path / "y", torch.nn.Linear(2, 2), {})
+    with pytest.raises(TypeError, match="JSON"):
+        save_checkpoint(tmp_path / "y", _model(), {"bad": object()})
+
+
+# ---------------------------------------------------------------------- malicious pickles
+class _Evil:
+    """Unpickling this runs exec(), which writes a marker file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Make every unpickling entry point fail loudly, so the test also proves none of them is called."""
+    calls = []
+
+    def trap(name):
+        def f(*a, **k):
+            calls.append(name)
+            raise AssertionError(f"{name} was called")
+        return f
+
+    monkeypatch.setattr(torch, "load", trap("torch.load"))
+    monkeypatch.setattr(pickle, "load", trap("pickle.load"))
+    monkeypatch.setattr(pickle, "loads", trap("pickle.loads"))
+    monkeypatch.setattr(pickle, "Unpickler", trap("pickle.Unpickler"))
+    return calls
+
+
+def test_the_payload_is_live(tmp_path):
+    """Control: unpickling the payload really writes its marker (so the refusal tests below mean something)."""
+    control = tmp_path / "control_marker"
+    pickle.loads(pickle.dumps(_Evil(control)))
+    assert control.read_text() == "pwned"
+
+
+def test_malicious_pickles_are_refused_in_every_disguise(saved, tmp_path, no_unpickling):
+    stem, *_ = saved
+    marker = tmp_path / "MARKER"
+    good_st, good_js = ck.checkpoint_paths(stem)
+    raw_pickle = pickle.dumps(_Evil(marker), protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save(_Evil(marker), tmp_path / "evil_zip.pt")  # torch's format: a zip holding data.pkl
+    zip_pickle = (tmp_path / "evil_zip.pt").read_bytes()
+    assert raw_pickle[:1] == b"\x80" and zip_pickle[:2] == b"PK"
+
+    for name, payload in (("raw", raw_pickle), ("zip", zip_pickle)):
+        d = tmp_path / name
+        d.mkdir()
+        for suffix in (".pt", ".pth", ".pkl", ".ckpt"):
+            (d / f"evil{suffix}").write_bytes(payload)
+            with pytest.raises(ValueError, match="pickle"):
+                load_checkpoint(d / f"evil{suffix}")
+        # renamed to .safetensors next to a genuine JSON
+        (d / "a.safetensors").write_bytes(payload)
+        shutil.copy(good_js, d / "a.json")
+        with pytest.raises(ValueError, match=r"refusing .*a\.safetensors.*(pickle|zip)"):
+            load_checkpoint(d / "a.safetensors")
+        # renamed to .json next to genuine weights
+        (d / "b.json").write_bytes(payload)
+        shutil.copy(good_st, d / "b.safetensors")
+        with pytest.raises(ValueError, match=r"refusing .*b\.json.*(pickle|zip)"):
+            load_checkpoint(d / "b")
+        with pytest.raises(ValueError, match="pickle"):
+            read_checkpoint(d / "b.json")
+    zip_msg = pytest.raises(ValueError, match="data.pkl")
+    with zip_msg:
+        load_checkpoint(tmp_path / "zip" / "a")
+    assert not marker.exists(), "a pickle payload ran"
+    assert no_unpickling == []
+
+
+def test_pickle_names_refused_for_saving_too(tmp_path):
+    with pytest.raises(ValueError, match=r"\.pt"):
+        save_checkpoint(tmp_path / "model.pt", _model(), {})
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,226 @@
+"""The training loop: bit-for-bit resume, NaN stops, lr and EMA formulas, progress, and a quality check."""
+import copy
+import math
+import os
+import time
+
+import pytest
+import torch
+
+import seqdiff_kit as sk
+from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint
+from seqdiff_kit.losses import Loss
+from seqdiff_kit.train import (DEFAULT_2D, NonFiniteLossError, TrainState, ema_decay_at, fit, lr_at,
+                               train_iter)
+
+SCHED = sk.Schedule.linear()
+
+
+def _small(seed=0):
+    torch.manual_seed(seed)
+    return sk.MLPDenoiser(width=32, depth=2, time_dim=16)
+
+
+def _all_tensors(model, ema, opt_state=None):
+    out = {f"model.{k}": v for k, v in model.state_dict().items()}
+    out.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    return out
+
+
+# ---------------------------------------------------------------------- resume
+@pytest.mark.parametrize("kind", ["mixture", "tensor"])
+def test_resume_is_bit_for_bit(tmp_path, kind):
+    """40 straight steps == 20 steps, an interruption, a fresh process state, and 20 resumed steps."""
+    if kind == "mixture":
+        data, loss, steps, kw = sk.ring8(), Loss("simple"), 40, dict(batch_size=64, warmup=5, cosine_decay=True)
+    else:  # 100 points, batch 64: minibatches wrap across shuffled epochs, so the data order must resume too
+        data = sk.ring8().sample(100, generator=torch.Generator().manual_seed(9))
+        loss, steps, kw = Loss("sa", K=2, lam=1.0), 40, dict(batch_size=64, warmup=0, cosine_decay=False)
+    common = dict(steps=steps, lr=3e-3, seed=11, ema_decay=0.9, threads=1, progress=False, checkpoint_every=10, **kw)
+
+    straight = fit(_small(0), data, SCHED, loss, checkpoint=tmp_path / "a", **common)
+
+    it = train_iter(_small(0), data, SCHED, loss, checkpoint=tmp_path / "b", **common)
+    for state in it:
+        if state.step == 20:
+            break  # an interruption right after the step-20 checkpoint
+    it.close()
+    # the resumed run starts from a *different* initialisation: every weight must come from the checkpoint
+    resumed = fit(_small(123), data, SCHED, loss, checkpoint=tmp_path / "b", resume=True, **common)
+    assert [h["step"] for h in resumed.history] == list(range(21, 41))
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[20:]]
+
+    a = _all_tensors(straight.model, straight.ema)
+    b = _all_tensors(resumed.model, resumed.ema)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the final checkpoints agree on every tensor: weights, EMA, Adam moments and step, generator state
+    ta, ma = read_checkpoint(tmp_path / "a")
+    tb, mb = read_checkpoint(tmp_path / "b")
+    assert ta.keys() == tb.keys() and any(k.startswith("extra.optim.") for k in ta)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    assert ma["step"] == mb["step"] == steps
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    common = dict(steps=6, batch_size=16, threads=1, progress=False, checkpoint=tmp_path / "c")
+    fit(_small(), sk.ring8(), SCHED, Loss(), lr=1e-3, **common)
+    with pytest.raises(ValueError, match=r"cannot resume.*train\.lr"):
+        fit(_small(), sk.ring8(), SCHED, Loss(), lr=2e-3, resume=True, **common)
+    with pytest.raises(ValueError, match=r"cannot resume.*dataset"):
+        fit(_small(), sk.grid25(), SCHED, Loss(), lr=1e-3, resume=True, **common)
+    # resuming a finished run does nothing and hands back the checkpointed EMA
+    done = fit(_small(5), sk.ring8(), SCHED, Loss(), lr=1e-3, resume=True, **common)
+    ema, _ = load_checkpoint(tmp_path / "c")
+    assert done.history == []
+    for p, q in zip(done.ema.parameters(), ema.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_checkpoint_config_and_reload(tmp_path):
+    res = fit(_small(), sk.ring8(), SCHED, Loss("sa", K=2, lam=0.5), steps=5, batch_size=16, seed=4,
+              threads=1, progress=False, checkpoint=tmp_path / "run")
+    model, cfg = load_checkpoint(tmp_path / "run")
+    assert cfg["model"] == {"class": "MLPDenoiser", "args": res.model.config}
+    assert cfg["schedule"] == SCHED.config() and cfg["loss"] == {"name": "sa", "K": 2, "lam": 0.5}
+    assert cfg["dataset"] == "ring8" and cfg["step"] == 5 and cfg["seed"] == 4
+    assert cfg["torch_version"] == torch.__version__ and cfg["library_version"] == sk.__version__
+    assert Loss.from_config(cfg["loss"]) == Loss("sa", K=2, lam=0.5)
+    x, t = torch.randn(8, 2), torch.arange(8) * 100
+    with torch.no_grad():
+        assert torch.equal(model(x, t), res.ema(x, t))
+
+
+# ---------------------------------------------------------------------- non-finite loss
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    model = _small()
+    calls = {"n": 0}
+
+    def poison(module, inputs, output):  # the forward pass of step 8 returns NaN
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] >= 8 else output
+
+    model.register_forward_hook(poison)
+    snapshots = {}
+    it = train_iter(model, sk.ring8(), SCHED, Loss(), steps=20, batch_size=16, threads=1, progress=False,
+                    checkpoint=tmp_path / "n", checkpoint_every=5)
+    with pytest.raises(NonFiniteLossError, match=r"step 8: loss is nan.*step 5\) is left intact") as err:
+        for state in it:
+            snapshots[state.step] = copy.deepcopy(model.state_dict())
+    assert isinstance(err.value, RuntimeError)
+    assert max(snapshots) == 7
+    for k, v in model.state_dict().items():  # the poisoned step did not touch the weights
+        assert torch.equal(v, snapshots[7][k])
+    tensors, cfg = read_checkpoint(tmp_path / "n")
+    assert cfg["step"] == 5
+    for k, v in snapshots[5].items():
+        assert torch.equal(tensors["model." + k], v)
+        assert bool(torch.isfinite(tensors["model." + k]).all())
+
+
+# ---------------------------------------------------------------------- lr and EMA formulas
+def test_warmup_and_cosine_lr_follow_their_formula():
+    lr, steps, warmup = 4e-3, 30, 6
+
+    def expected(i):
+        if i < warmup:
+            return lr * (i + 1) / warmup
+        return lr * 0.5 * (1 + math.cos(math.pi * (i - warmup) / (steps - warmup)))
+
+    model = _small()
+    seen = []
+    prev = [p.detach().clone() for p in model.parameters()]
+    for state in train_iter(model, sk.ring8(), SCHED, Loss(), steps=steps, lr=lr, warmup=warmup,
+                            cosine_decay=True, grad_clip=None, batch_size=16, threads=1, progress=False):
+        seen.append(state.lr)
+        if state.step == 1:  # Adam's first step is -lr_0 g / (|g| + eps): it shows the lr really applied
+            moves = torch.cat([(p.detach() - q).flatten() for p, q in zip(model.parameters(), prev)])
+            g = torch.cat([p.grad.flatten() for p in model.parameters()])
+            want = -(lr / warmup) * g / (g.abs() + 1e-8)
+            assert torch.allclose(moves, want, rtol=1e-3, atol=2e-7)
+            assert float(moves.abs().max()) == pytest.approx(lr / warmup, rel=1e-3)
+    assert seen == pytest.approx([expected(i) for i in range(steps)], rel=1e-12, abs=0)
+    assert seen[warmup - 1] == pytest.approx(lr) and seen[-1] < lr * 0.01
+    assert [lr_at(i, lr=lr, steps=steps) for i in range(3)] == [lr] * 3
+    assert lr_at(2, lr=1.0, steps=10, warmup=4) == pytest.approx(0.75)
+
+
+def test_ema_update_follows_its_formula():
+    decay = 0.95
+    model = _small()
+    it = train_iter(model, sk.ring8(), SCHED, Loss(), steps=25, ema_decay=decay, batch_size=16, threads=1,
+                    progress=False)
+    ema_prev = None
+    for state in it:
+        i = state.step - 1
+        d = min(decay, (1 + i) / (10 + i))
+        assert ema_decay_at(i, decay) == pytest.approx(d)
+        if ema_prev is None:  # the EMA starts as a copy of the initial weights
+            ema_prev = [p.detach().clone() for p in _small().parameters()]
+        for e_new, e_old, p in zip(state.ema.parameters(), ema_prev, model.parameters()):
+            assert torch.allclose(e_new, d * e_old + (1 - d) * p.detach(), rtol=1e-6, atol=1e-7)
+        ema_prev = [p.detach().clone() for p in state.ema.parameters()]
+        assert not any(p.requires_grad for p in state.ema.parameters())
+    assert ema_decay_at(10_000, decay) == decay
+
+
+# ---------------------------------------------------------------------- progress and arguments
+def test_progress_false_prints_nothing(capfd):
+    fit(_small(), sk.ring8(), SCHED, Loss(), steps=3, batch_size=8, threads=1, progress=False)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    fit(_small(), sk.ring8(), SCHED, Loss(), steps=3, batch_size=8, threads=1, progress=True)
+    out, err = capfd.readouterr()
+    assert "3/3" in err  # the tqdm bar reached the end
+
+
+def test_fit_history_and_threads():
+    before = torch.get_num_threads()
+    res = fit(_small(), sk.ring8(), SCHED, Loss(), steps=4, batch_size=8, threads=1, progress=False)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(before)
+    assert [h["step"] for h in res.history] == [1, 2, 3, 4] and res.seconds > 0
+    assert set(res.history[0]) == {"step", "loss", "simple", "sa", "lr", "grad_norm"}
+    assert all(h["sa"] == 0.0 and h["loss"] == h["simple"] for h in res.history)
+    assert isinstance(res.ema, sk.MLPDenoiser)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(steps=-1), ValueError, "steps"),
+    (dict(steps=5, batch_size=0), ValueError, "batch_size"),
+    (dict(steps=5, lr=0.0), ValueError, "lr"),
+    (dict(steps=5, ema_decay=1.5), ValueError, "ema_decay"),
+    (dict(steps=5, checkpoint_every=2), ValueError, "checkpoint_every"),
+    (dict(steps=5, resume=True), ValueError, "resume"),
+    (dict(steps=5, threads=0), ValueError, "threads"),
+    (dict(steps=5, checkpoint="model.pt"), ValueError, "pickle"),
+])
+def test_bad_arguments_raise_at_call_time(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        train_iter(_small(), sk.ring8(), SCHED, Loss(), **kwargs)  # raises before any next()
+
+
+def test_bad_types():
+    with pytest.raises(TypeError, match="loss"):
+        train_iter(_small(), sk.ring8(), SCHED, lambda *a: None, steps=2)
+    with pytest.raises(TypeError, match="data"):
+        train_iter(_small(), [[0.0, 1.0]], SCHED, Loss(), steps=2)
+    with pytest.raises(ValueError, match="data must be finite"):
+        train_iter(_small(), torch.tensor([[0.0, float("nan")]]), SCHED, Loss(), steps=2)
+
+
+# ---------------------------------------------------------------------- quality
+def _mmd_rbf(x, y, bandwidths=(0.05, 0.1, 0.2, 0.5, 1.0)):
+    """Unbiased squared MMD with a sum of RBF kernels (used until seqdiff_kit.metrics lands)."""
+    x, y = x.double(), y.double()
+
+    def k(a, b):
+        d2 = torch.cdist(a, b).pow(2)
+        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
+
+    n, m = len(x), len(y)
+    kxx, kyy = k(x, x), k(y, y)
+    return float((kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1))
+                 - 2 * k(x, y).mean())
