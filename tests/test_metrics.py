@@ -6,7 +6,7 @@ import torch
 from scipy import linalg as sla
 from scipy import stats
 
-from seqdiff_kit.data import GaussianMixture, ring8, two_moons
+from seqdiff_kit.data import ring8, two_moons
 from seqdiff_kit.metrics import (frechet_distance, gaussian_frechet_distance, mean_log_likelihood,
                                  median_bandwidth, mmd, sliced_wasserstein)
 

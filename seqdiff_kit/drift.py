@@ -1,0 +1,481 @@
+"""How far a sampled path drifts, step by step.
+
+Four views, all returning tensors indexed by step (with the timesteps) so a notebook can plot them directly:
+
+- ``paired_trajectories``: a model and a reference (the ideal denoiser, or any other model) sampled from the
+  same ``x_T`` with the same per-step noise ``z``.
+- ``step_drift``: the distance between the two paths after every step, split into the *local* error (one model
+  step from the reference's state against one reference step, same ``z``) and the *propagated* part (the model
+  step applied to the model's state against the model step applied to the reference state), plus the error of
+  the x0 predictions. The triangle inequality gives ``drift_{i+1} <= propagated_i + local_i`` per point.
+- ``estimation_gap``: the paper's recursion. From ``x_t ~ q(x_t | x0)``, run the model's ancestral chain
+  ``x_hat_{t-1} = mu_tilde(x_hat_t, x0_pred) + sigma_t z`` against the actual posterior chain
+  ``x_{t-1} = mu_tilde(x_t, x0) + sigma_t z`` (same ``z``). Their difference ``e = x_hat - x`` obeys
+
+      e_{t-1} = gamma_t e_t + c_t delta_t,  e_start = 0,
+      gamma_t = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t),  c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)),
+      delta_t = eps_hat_t - eps_theta(x_hat_t, t),  eps_hat_t = (x_hat_t - sqrt(abar_t) x0) / sqrt(1 - abar_t),
+
+  with ``abar_{-1} = 1`` (so ``gamma_0 = 0``). Norms are averaged, never signed errors.
+- ``distribution_drift``: where no ideal denoiser exists (digits), compare the model's ``x_t`` with ``q(x_t)``
+  (noised real data, or the exact noised mixture) at every step: MMD and the ratio of standard deviations.
+
+Distances are Euclidean norms over all features of a sample (``||.||`` of the flattened image for 8x8 digits).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+from einops import rearrange, reduce
+
+from ._validate import check_choice, check_float, check_int, check_tensor
+from .data import GaussianMixture
+from .metrics import mmd
+from .samplers import VARIANCES, Trajectory, _resolve_timesteps, generalized_step, make_noise, sample
+from .schedule import Schedule
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+# ---------------------------------------------------------------------- helpers
+def _norms(v: torch.Tensor) -> torch.Tensor:
+    """Per-sample Euclidean norm: [B, ...] -> [B], or [N, B, ...] -> [N, B]."""
+    if v.ndim == 1:
+        return v.abs()
+    flat = rearrange(v, "b ... -> b (...)")
+    return torch.linalg.vector_norm(flat, dim=-1)
+
+
+def _check_schedule(schedule) -> Schedule:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    return schedule
+
+
+def _check_quantiles(quantiles) -> tuple[float, ...]:
+    q = tuple(float(v) for v in quantiles)
+    if not q or any(not 0.0 <= v <= 1.0 for v in q):
+        raise ValueError(f"quantiles must be a non-empty sequence of numbers in [0, 1], got {list(quantiles)}")
+    return q
+
+
+def _eval(model: Callable, name: str, x: torch.Tensor, t: int, where: str) -> torch.Tensor:
+    """``model(x, t)`` without gradients, checked for shape and finiteness (the step is named on failure)."""
+    with torch.no_grad():
+        eps = model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
+    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
+        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        raise ValueError(f"{name} output must have the shape of x {tuple(x.shape)}, got {got} at {where}")
+    if not bool(torch.isfinite(eps).all()):
+        raise ValueError(f"{name} output is not finite (NaN or inf) at {where}")
+    return eps
+
+
+def _summaries(values: torch.Tensor, quantiles) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean [N] and quantiles [N, Q] over the points of a per-point table [N, B] (NaN entries ignored)."""
+    mean = torch.nanmean(values, dim=1)
+    q = torch.tensor(quantiles, dtype=values.dtype, device=values.device)
+    qs = torch.nanquantile(values, q, dim=1)  # [Q, N]
+    return mean, rearrange(qs, "q n -> n q")
+
+
+# ---------------------------------------------------------------------- paired trajectories
+class PairedTrajectories(NamedTuple):
+    """Two runs from the same ``x_T`` driven by the same per-step ``noise`` (``None`` for a deterministic run)."""
+
+    model: Trajectory
+    reference: Trajectory
+    noise: torch.Tensor | None
+
+
+def _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise):
+    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
+    _check_schedule(schedule)
+    eta = check_float("eta", eta, 0.0, 1.0)
+    check_choice("variance", variance, VARIANCES)
+    if variance == "large" and eta != 1.0:
+        raise ValueError(f"variance='large' is DDPM's large-variance option and needs eta=1.0, got eta={eta}")
+    ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
+    if noise is not None:
+        check_tensor("noise", noise)
+        if noise.shape[0] < ts.numel() or noise.shape[1:] != x_T.shape:
+            raise ValueError(f"noise must have shape [steps, *x_T.shape] = [{ts.numel()}, "
+                             f"{', '.join(map(str, x_T.shape))}], got {tuple(noise.shape)}")
+    return eta, ts
+
+
+def paired_trajectories(model: Callable, reference: Callable, x_T: torch.Tensor, schedule: Schedule,
+                        steps: int = 50, *, eta: float = 0.0, variance: str = "small", spacing: str = "trailing",
+                        timesteps=None, noise: torch.Tensor | None = None,
+                        generator: torch.Generator | None = None, record_every: int = 1,
+                        clip_x0: float | None = None) -> PairedTrajectories:
+    """Sample ``model`` and ``reference`` from the same ``x_T`` with the same per-step noise ``z_i``:
+
+        x_{s} = sqrt(a_s) x0_pred + sqrt(1 - a_s - sigma^2) eps + sigma z_i   for both models.
+
+    ``noise`` [steps, *x_T.shape]; when it is ``None`` and the run is stochastic (``eta > 0`` or
+    ``variance="large"``) it is drawn once with ``make_noise(steps, x_T.shape, generator)`` and shared."""
+    eta, ts = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise)
+    n = ts.numel()
+    if noise is None and (eta > 0 or variance == "large"):
+        noise = make_noise(n, x_T.shape, generator, dtype=x_T.dtype, device=x_T.device)
+    runs = []
+    for name, m in (("model", model), ("reference", reference)):
+        try:
+            runs.append(sample(m, x_T, schedule, n, eta=eta, variance=variance, timesteps=ts, noise=noise,
+                               record_every=record_every, clip_x0=clip_x0))
+        except ValueError as err:  # the arguments were checked above: this is about the named model's output
+            raise ValueError(f"{name}: {err}") from err
+    return PairedTrajectories(runs[0], runs[1], noise)
+
+
+# ---------------------------------------------------------------------- per-step drift
+@dataclass
+class StepDrift:
+    """Per-step drift between a model's path and a reference path (same ``x_T``, same noise).
+
+    Row ``i`` is the sampler step ``t = timesteps[i] -> s = next_timesteps[i]`` (``s = -1``: the end).
+    Per-point tables are [N, B]:
+
+    - ``drift[i] = ||x^model_s - x^ref_s||``: the accumulated distance after step i;
+    - ``local[i] = ||step_model(x^ref_t) - step_ref(x^ref_t)||``: one model step from the reference state;
+    - ``propagated[i] = ||step_model(x^model_t) - step_model(x^ref_t)||``: the earlier drift carried through
+      the model's own step (``drift[i] <= propagated[i] + local[i]``);
+    - ``x0_error[i] = ||x0_pred^model(x^model_t) - x0_pred^ref(x^ref_t)||`` along the two paths;
+    - ``x0_local_error[i] = ||x0_pred^model(x^ref_t) - x0_pred^ref(x^ref_t)||`` at the reference state.
+
+    ``mean(name)`` [N] and ``quantile(name)`` [N, Q] summarise a table over the points; ``curves()`` gives all
+    of them as plain lists (JSON-able).
+    """
+
+    timesteps: torch.Tensor
+    next_timesteps: torch.Tensor
+    drift: torch.Tensor
+    local: torch.Tensor
+    propagated: torch.Tensor
+    x0_error: torch.Tensor
+    x0_local_error: torch.Tensor
+    quantile_levels: tuple
+    paths: PairedTrajectories
+
+    TABLES = ("drift", "local", "propagated", "x0_error", "x0_local_error")
+
+    def _table(self, name: str) -> torch.Tensor:
+        check_choice("name", name, self.TABLES)
+        return getattr(self, name)
+
+    def mean(self, name: str = "drift") -> torch.Tensor:
+        """Mean over points of a per-point table, one value per step: [N]."""
+        return self._table(name).mean(dim=1)
+
+    def quantile(self, name: str = "drift") -> torch.Tensor:
+        """Quantiles (``quantile_levels``) over points of a per-point table: [N, Q]."""
+        return _summaries(self._table(name), self.quantile_levels)[1]
+
+    def curves(self) -> dict:
+        """``{"t": [...], "s": [...], name: {"mean": [...], "quantiles": {q: [...]}}}`` for every table."""
+        out = {"t": self.timesteps.tolist(), "s": self.next_timesteps.tolist()}
+        for name in self.TABLES:
+            mean, qs = _summaries(self._table(name), self.quantile_levels)
+            out[name] = {"mean": mean.tolist(),
+                         "quantiles": {q: qs[:, k].tolist() for k, q in enumerate(self.quantile_levels)}}
+        return out
+
+
+def step_drift(model: Callable, reference: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *,
+               eta: float = 0.0, variance: str = "small", spacing: str = "trailing", timesteps=None,
+               noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               clip_x0: float | None = None, quantiles=QUANTILES) -> StepDrift:
+    """Split the path distance into local and accumulated error at every step (see ``StepDrift``).
+
+    With ``Phi_m``/``Phi_r`` the model's/reference's step ``t -> s`` (same ``z``):
+    ``local = ||Phi_m(x^r_t) - Phi_r(x^r_t)||``, ``drift = ||Phi_m(x^m_t) - Phi_r(x^r_t)||``. For DDIM-type
+    steps and ``eps_m = eps_r + b``, ``Phi_m(x) - Phi_r(x) = (sqrt(1 - a_s - sigma^2) - sqrt(a_s) sqrt(1 - a_t)
+    / sqrt(a_t)) b`` exactly."""
+    quantiles = _check_quantiles(quantiles)
+    paths = paired_trajectories(model, reference, x_T, schedule, steps, eta=eta, variance=variance,
+                                spacing=spacing, timesteps=timesteps, noise=noise, generator=generator,
+                                record_every=1, clip_x0=clip_x0)
+    tm, tr = paths.model, paths.reference
+    ts = tr.timesteps
+    n = ts.numel()
+    nxt = torch.cat([ts[1:], torch.tensor([-1])])
+    local, propagated, x0_local = [], [], []
+    for i in range(n):
+        t, s = int(ts[i]), int(nxt[i])
+        x_ref = tr.x[i]
+        eps_m = _eval(model, "model", x_ref, t, f"step {i} (t={t}) from the reference state")
+        z = paths.noise[i] if paths.noise is not None and s >= 0 else None
+        step_m_from_ref, x0_m = generalized_step(x_ref, eps_m, t, s, schedule, eta=float(eta), variance=variance,
+                                                 noise=z, clip_x0=clip_x0)
+        local.append(_norms(step_m_from_ref - tr.x[i + 1]))
+        propagated.append(_norms(tm.x[i + 1] - step_m_from_ref))
+        x0_local.append(_norms(x0_m - tr.x0_pred[i]))
+    return StepDrift(
+        timesteps=ts, next_timesteps=nxt,
+        drift=_norms(rearrange(tm.x[1:] - tr.x[1:], "n b ... -> (n b) ...")).reshape(n, -1),
+        local=torch.stack(local), propagated=torch.stack(propagated),
+        x0_error=_norms(rearrange(tm.x0_pred - tr.x0_pred, "n b ... -> (n b) ...")).reshape(n, -1),
+        x0_local_error=torch.stack(x0_local), quantile_levels=quantiles, paths=paths)
+
+
+# ---------------------------------------------------------------------- estimation gap
+def gap_coefficients(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gamma, c)`` [T] in float64, indexed by t = 0..T-1:
+
+        gamma_t = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t),   c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)),
+
+    with ``abar_{-1} = 1``: ``gamma`` is the posterior mean's coefficient on ``x_t`` (uses abar_{t-1}, not
+    abar_t), and ``c_t`` turns an eps error into the x0 error ``sqrt(1 - abar_t)/sqrt(abar_t) delta`` times the
+    posterior mean's coefficient on ``x0``, ``sqrt(abar_{t-1}) beta_t / (1 - abar_t)``."""
+    _check_schedule(schedule)
+    abar = schedule.alpha_bars
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    gamma = schedule.alphas.sqrt() * (1 - abar_prev) / (1 - abar)
+    c = schedule.betas / (schedule.alphas.sqrt() * (1 - abar).sqrt())
+    return gamma, c
+
+
+@dataclass
+class EstimationGap:
+    """The estimation gap along DDPM's ancestral chain, one row per timestep.
+
+    Row ``j`` is the step ``t -> t-1`` with ``t = timesteps[j]`` (descending from ``max(start_t)`` to 0).
+    Per-point tables [L, B] hold NaN where a point's chain has not started yet (``t > start_t[b]``):
+
+    - ``delta[j] = ||delta_t|| = ||eps_hat_t - eps_theta(x_hat_t, t)||``
+    - ``e[j] = ||e_{t-1}||`` from the recursion ``e_{t-1} = gamma_t e_t + c_t delta_t``
+    - ``e_direct[j] = ||x_hat_{t-1} - x_{t-1}||`` from the two chains (equal to ``e`` up to round-off)
+
+    ``gamma``/``c`` [L] are the coefficients of each row; ``x_pred`` [B, ...] the predicted chain's end
+    ``x_hat_{-1}`` (the actual chain ends at ``x0``); ``e_final`` [B, ...] the signed vector ``e_{-1}``.
+    """
+
+    timesteps: torch.Tensor
+    start_t: torch.Tensor
+    delta: torch.Tensor
+    e: torch.Tensor
+    e_direct: torch.Tensor
+    gamma: torch.Tensor
+    c: torch.Tensor
+    x_pred: torch.Tensor
+    e_final: torch.Tensor
+
+    @property
+    def levels(self) -> torch.Tensor:
+        """The time level of ``e`` on each row: ``t - 1`` (so -1 is the end)."""
+        return self.timesteps - 1
+
+    @property
+    def active(self) -> torch.Tensor:
+        """[L, B] bool: whether point b's chain takes the step of row j."""
+        return self.timesteps[:, None] <= self.start_t[None, :].to(self.timesteps.device)
+
+    def mean(self, name: str = "e") -> torch.Tensor:
+        """Mean over the active points of ``delta``, ``e`` or ``e_direct``: [L]."""
+        check_choice("name", name, ("delta", "e", "e_direct"))
+        return torch.nanmean(getattr(self, name), dim=1)
+
+    def quantile(self, name: str = "e", quantiles=QUANTILES) -> torch.Tensor:
+        """Quantiles over the active points: [L, Q]."""
+        check_choice("name", name, ("delta", "e", "e_direct"))
+        return _summaries(getattr(self, name), _check_quantiles(quantiles))[1]
+
+
+def _check_start_t(start_t, B: int, T: int) -> torch.Tensor:
+    if isinstance(start_t, bool):
+        raise TypeError(f"start_t must be an int or a LongTensor [B], got {start_t!r}")
+    if isinstance(start_t, int):
+        start_t = torch.full((B,), start_t, dtype=torch.long)
+    if not isinstance(start_t, torch.Tensor):
+        raise TypeError(f"start_t must be an int or a LongTensor [B], got {type(start_t).__name__}")
+    if start_t.is_floating_point() or start_t.dtype == torch.bool:
+        raise TypeError(f"start_t must hold integers (a LongTensor), got dtype {start_t.dtype}")
+    if start_t.ndim == 0:
+        start_t = start_t.expand(B)
+    if start_t.shape != (B,):
+        raise ValueError(f"start_t must be an int or have shape [B] = [{B}], got shape {tuple(start_t.shape)}")
+    lo, hi = int(start_t.min()), int(start_t.max())
+    if lo < 0 or hi > T - 1:
+        raise ValueError(f"start_t must be in [0, {T - 1}], got values from {lo} to {hi}")
+    return start_t.long().cpu()
+
+
+def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_t=None, *,
+                   eps: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> EstimationGap:
+    """Run the model's ancestral chain against the actual posterior chain from ``x_start ~ q(x_start | x0)``.
+
+    ``x_start = sqrt(abar) x0 + sqrt(1 - abar) eps`` at ``start_t`` (an int or a LongTensor [B], default T-1).
+    For each ``t`` from ``max(start_t)`` down to 0 (a point joins when ``t <= start_t[b]``), with
+    ``mu_tilde(x, y) = sqrt(abar_{t-1}) beta_t / (1 - abar_t) y + gamma_t x`` and
+    ``sigma_t^2 = (1 - abar_{t-1}) beta_t / (1 - abar_t)``:
+
+        actual     x_{t-1}     = mu_tilde(x_t, x0) + sigma_t z_t
+        predicted  x_hat_{t-1} = mu_tilde(x_hat_t, x0_pred) + sigma_t z_t,
+                   x0_pred = (x_hat_t - sqrt(1 - abar_t) eps_theta(x_hat_t, t)) / sqrt(abar_t),
+
+    and ``e_{t-1} = gamma_t e_t + c_t delta_t`` (see ``gap_coefficients``). ``eps`` [B, ...] is the start noise;
+    ``noise`` [L, B, ...] (L = max(start_t) + 1) the ``z`` of row j (t = max(start_t) - j). Either is drawn
+    from ``generator`` when missing (``eps`` first). Computations run in ``x0``'s dtype (use float64 to check
+    the recursion to round-off)."""
+    check_tensor("x0", x0, min_ndim=1, nonempty=True, finite=True)
+    _check_schedule(schedule)
+    if not x0.is_floating_point():
+        raise TypeError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    B, T = x0.shape[0], schedule.T
+    start_t = _check_start_t(T - 1 if start_t is None else start_t, B, T)
+    t_max = int(start_t.max())
+    L = t_max + 1
+    if eps is None:
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    check_tensor("eps", eps, finite=True)
+    if eps.shape != x0.shape:
+        raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
+    if noise is None:
+        noise = torch.randn((L, *x0.shape), generator=generator, dtype=x0.dtype).to(x0.device)
+    check_tensor("noise", noise, finite=True)
+    if noise.shape[0] < L or noise.shape[1:] != x0.shape:
+        raise ValueError(f"noise must have shape [max(start_t) + 1, *x0.shape] = [{L}, "
+                         f"{', '.join(map(str, x0.shape))}], got {tuple(noise.shape)}")
+
+    gamma_all, c_all = gap_coefficients(schedule)
+    x_hat = schedule.add_noise(x0, start_t.to(x0.device), eps.to(x0.dtype))
+    x_act = x_hat.clone()
+    e_vec = torch.zeros_like(x0)
+    rows = torch.arange(t_max, -1, -1)
+    nan = torch.full((L, B), math.nan, dtype=torch.float64)
+    delta_n, e_n, e_direct_n = nan.clone(), nan.clone(), nan.clone()
+    for j, t in enumerate(rows.tolist()):
+        idx = torch.nonzero(start_t >= t).squeeze(1).to(x0.device)
+        if idx.numel() == 0:
+            continue
+        a_t = float(schedule.alpha_bars[t])
+        a_prev = float(schedule.alpha_bar(t - 1))
+        beta = float(schedule.betas[t])
+        gamma, c = float(gamma_all[t]), float(c_all[t])
+        coef_x0 = math.sqrt(a_prev) * beta / (1 - a_t)  # posterior mean's coefficient on x0
+        sigma = math.sqrt((1 - a_prev) * beta / (1 - a_t))
+        xh, xa, x0b = x_hat[idx], x_act[idx], x0[idx]
+        eps_theta = _eval(model, "model", xh, t, f"row {j} (t={t})")
+        eps_hat = (xh - math.sqrt(a_t) * x0b) / math.sqrt(1 - a_t)
+        delta = eps_hat - eps_theta
+        x0_pred = (xh - math.sqrt(1 - a_t) * eps_theta) / math.sqrt(a_t)
+        z = noise[j][idx]
+        xh_next = coef_x0 * x0_pred + gamma * xh + sigma * z
+        xa_next = coef_x0 * x0b + gamma * xa + sigma * z
+        e_next = gamma * e_vec[idx] + c * delta
+        if not bool(torch.isfinite(xh_next).all()):
+            raise ValueError(f"the predicted chain is not finite (NaN or inf) at row {j} (t={t})")
+        x_hat[idx], x_act[idx], e_vec[idx] = xh_next, xa_next, e_next
+        cpu_idx = idx.cpu()
+        delta_n[j, cpu_idx] = _norms(delta).double().cpu()
+        e_n[j, cpu_idx] = _norms(e_next).double().cpu()
+        e_direct_n[j, cpu_idx] = _norms(xh_next - xa_next).double().cpu()
+    return EstimationGap(timesteps=rows, start_t=start_t, delta=delta_n, e=e_n, e_direct=e_direct_n,
+                         gamma=gamma_all[rows], c=c_all[rows], x_pred=x_hat, e_final=e_vec)
+
+
+# ---------------------------------------------------------------------- distribution drift
+@dataclass
+class DistributionDrift:
+    """The model's marginal at every recorded step against ``q(x_t)``.
+
+    Entry ``j`` is the state at timestep ``t[j]`` (``t = -1``: the final samples against the data):
+    ``mmd[j]`` (unbiased MMD^2, ``metrics.mmd``), ``std_model[j]`` and ``std_data[j]`` (root mean per-feature
+    variance, ``sqrt(tr Cov / D)``), ``variance_ratio[j] = std_model[j] / std_data[j]`` (1 is right, < 1
+    shrinks, > 1 over-disperses). ``trajectory`` is the model's run.
+    """
+
+    t: torch.Tensor
+    mmd: torch.Tensor
+    std_model: torch.Tensor
+    std_data: torch.Tensor
+    variance_ratio: torch.Tensor
+    trajectory: Trajectory
+
+
+def total_std(x: torch.Tensor) -> float:
+    """``sqrt(tr Cov(x) / D)`` over samples ``x`` [N, ...] (unbiased per-feature variances; float64)."""
+    check_tensor("x", x, min_ndim=1)
+    if x.shape[0] < 2:
+        raise ValueError(f"x must hold at least 2 samples, got shape {tuple(x.shape)}")
+    flat = rearrange(x.detach().double(), "n ... -> n (...)") if x.ndim > 1 else x.detach().double()[:, None]
+    return math.sqrt(float(reduce(flat.var(dim=0), "d -> ", "mean")))
+
+
+def variance_ratio(x: torch.Tensor, y: torch.Tensor) -> float:
+    """``sqrt(tr Cov(x) / tr Cov(y))``: the spread of ``x`` relative to ``y`` (same feature count)."""
+    if x[0].numel() != y[0].numel():
+        raise ValueError(f"x and y must have the same number of features, got shapes {tuple(x.shape)} "
+                         f"and {tuple(y.shape)}")
+    return total_std(x) / total_std(y)
+
+
+def distribution_drift(model: Callable, data, schedule: Schedule, steps: int = 50, *, n_samples: int = 512,
+                       x_T: torch.Tensor | None = None, eta: float = 0.0, variance: str = "small",
+                       spacing: str = "trailing", timesteps=None, noise: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None, record_every: int = 1,
+                       n_reference: int | None = None, bandwidths=None, with_mmd: bool = True,
+                       clip_x0: float | None = None, device="cpu") -> DistributionDrift:
+    """Per-step distance between the law of the model's ``x_t`` and ``q(x_t)``.
+
+    ``data``: a ``GaussianMixture`` (reference draws from the exact noised mixture
+    ``sum_i pi_i N(sqrt(abar) mu_i, abar S_i + (1 - abar) I)``; exact ``std_data``) or a tensor of clean data
+    [N, ...] (reference draws ``sqrt(abar) x0 + sqrt(1 - abar) eps`` with fresh ``eps``; ``std_data`` exact for
+    the empirical distribution: ``tr Cov(x_t) = abar tr Cov(x0) + (1 - abar) D``).
+    ``x_T`` defaults to ``n_samples`` standard normal draws. ``n_reference`` reference draws per step
+    (default: ``n_samples`` for a mixture, all N rows for a tensor). Randomness, in order: ``x_T``, the
+    sampler's noise, the reference draws, all from ``generator``."""
+    _check_schedule(schedule)
+    if isinstance(data, GaussianMixture):
+        shape, D = (data.dim,), data.dim
+        tr_cov0 = float(torch.trace(data.covariance()))
+    elif isinstance(data, torch.Tensor):
+        check_tensor("data", data, min_ndim=1, finite=True)
+        if data.shape[0] < 2:
+            raise ValueError(f"data must hold at least 2 samples, got shape {tuple(data.shape)}")
+        shape, D = tuple(data.shape[1:]), data[0].numel()
+        flat = rearrange(data.detach().double(), "n ... -> n (...)") if data.ndim > 1 else data.double()[:, None]
+        tr_cov0 = float(flat.var(dim=0, unbiased=False).sum())  # population covariance of the data set
+    else:
+        raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples [N, ...], "
+                        f"got {type(data).__name__}")
+    n_samples = check_int("n_samples", n_samples, 2)
+    if x_T is None:
+        x_T = torch.randn((n_samples, *shape), generator=generator).to(device)
+    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
+    if tuple(x_T.shape[1:]) != shape:
+        raise ValueError(f"x_T must have the sample shape of data [B, {', '.join(map(str, shape))}], "
+                         f"got {tuple(x_T.shape)}")
+    eta, ts = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise)
+    if noise is None and (eta > 0 or variance == "large"):
+        noise = make_noise(ts.numel(), x_T.shape, generator, dtype=x_T.dtype, device=x_T.device)
+    if n_reference is not None:
+        n_reference = check_int("n_reference", n_reference, 2)
+    traj = sample(model, x_T, schedule, ts.numel(), eta=eta, variance=variance, timesteps=ts, noise=noise,
+                  record_every=record_every, clip_x0=clip_x0)
+    t_states = traj.t
+    mmds, std_m, std_d = [], [], []
+    for j, t in enumerate(t_states.tolist()):
+        a = float(schedule.alpha_bar(t))
+        x_model = traj.x[j]
+        std_m.append(total_std(x_model))
+        std_d.append(math.sqrt((a * tr_cov0 + (1 - a) * D) / D))
+        if not with_mmd:
+            mmds.append(math.nan)
+            continue
+        if isinstance(data, GaussianMixture):
+            ref = data.noised(a).sample(n_reference or x_T.shape[0], generator=generator, dtype=x_T.dtype)
+        else:
+            x0 = data if n_reference is None else data[torch.randint(0, data.shape[0], (n_reference,),
+                                                                     generator=generator)]
+            e = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+            ref = math.sqrt(a) * x0 + math.sqrt(1 - a) * e
+        mmds.append(mmd(x_model, ref.to(x_model.device), bandwidths))
+    std_m_t, std_d_t = torch.tensor(std_m, dtype=torch.float64), torch.tensor(std_d, dtype=torch.float64)
+    return DistributionDrift(t=t_states, mmd=torch.tensor(mmds, dtype=torch.float64), std_model=std_m_t,
+                             std_data=std_d_t, variance_ratio=std_m_t / std_d_t, trajectory=traj)
