@@ -3,7 +3,7 @@ the simple loss at the same batch, and the batched K*B model call versus one mod
 
 MLPDenoiser on ring8 (batch 512) and TinyUNet on the 8x8 digits (batch 128). Every configuration is timed in
 each repeat round (interleaved, so drifting load hits all of them alike); medians over rounds are printed with
-the machine load. Usage: python benchmarks/bench_losses.py [--repeats 5] [--iters 10] [--threads 1]
+the machine load. Usage: python benchmarks/bench_losses.py [--repeats 5] [--iters 5] [--threads 1]
 """
 from __future__ import annotations
 
