@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from .schedule import Schedule  # noqa: E402
 from .data import GaussianMixture, digits, grid25, preset, ring8, two_moons  # noqa: E402
 from .denoisers import IdealDenoiser, MLPDenoiser, TinyUNet  # noqa: E402
+from .losses import Loss, LossOutput, sequence_aware_loss, simple_loss  # noqa: E402
 from .samplers import Trajectory, generalized_step, make_noise, sample, sample_iter  # noqa: E402
 
 

@@ -89,7 +89,7 @@ class MLPDenoiser(nn.Module):
         t = _check_call(x, t, self.T)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape [B, {self.dim}], got {tuple(x.shape)}")
-        temb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        temb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x.dtype))
         h = self.inp(x)
         for layer in self.hidden:
             h = layer(self.act(h + temb))
@@ -160,7 +160,7 @@ class TinyUNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] % 2 or x.shape[3] % 2:
             raise ValueError(f"x must have shape [B, 1, H, W] with even H and W (e.g. [B, 1, 8, 8]), "
                              f"got {tuple(x.shape)}")
-        emb = self.time_mlp(timestep_embedding(t.to(x.device), self.time_dim))
+        emb = self.time_mlp(timestep_embedding(t.to(x.device), self.time_dim).to(x.dtype))
         h8 = self.enc(self.conv_in(x), emb)
         h4 = self.mid(self.down(h8), emb)
         u = self.dec(torch.cat([self.up(h4), h8], dim=1), emb)

@@ -157,3 +157,11 @@ def test_non_finite_or_misshaped_model_output_names_the_step(sched):
         sample(bad, torch.randn(4, 2), sched, 10)
     with pytest.raises(ValueError, match="model output must have the shape"):
         sample(lambda x, t: x[:, :1], torch.randn(4, 2), sched, 10)
+
+
+def test_networks_follow_the_input_dtype():
+    from seqdiff_kit import MLPDenoiser, TinyUNet
+
+    t = torch.tensor([0, 5, 999])
+    assert MLPDenoiser().double()(torch.zeros(3, 2, dtype=torch.float64), t).dtype == torch.float64
+    assert TinyUNet().double()(torch.zeros(3, 1, 8, 8, dtype=torch.float64), t).dtype == torch.float64
