@@ -1,0 +1,250 @@
+"""The ``seqdiff`` command: help on every subcommand, demo/train/sample/compare end to end (small), and bad input
+ending in one line on stderr with a non-zero status and no traceback."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import seqdiff_kit as sk
+from seqdiff_kit import cli
+from seqdiff_kit.checkpoint import load_checkpoint
+from seqdiff_kit.samplers import sample
+
+SUBCOMMANDS = ("demo", "train", "sample", "compare")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(argv, capsys):
+    """``main(argv)`` as the console script runs it: (exit status, stdout, stderr)."""
+    try:
+        rc = cli.main(argv)
+    except SystemExit as exc:  # argparse's --help and usage errors
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, *needles):
+    assert rc not in (0, None)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("seqdiff: error: ")
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two tiny ring8 runs (a few steps each) written by `seqdiff train`."""
+    root = tmp_path_factory.mktemp("runs")
+    for name, extra in (("a", ["--loss", "simple"]), ("b", ["--loss", "sa", "--K", "2", "--lam", "1"])):
+        rc = cli.main(["train", "--dataset", "ring8", "--model", "mlp", *extra, "--steps", "4", "--seed", "0",
+                       "--batch-size", "32", "--out", str(root / name), "--quiet", "--threads", "1"])
+        assert rc == 0
+    return root
+
+
+# ---------------------------------------------------------------------- help
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    rc, out, err = run([command, "--help"], capsys)
+    assert rc == 0 and err == ""
+    assert out.startswith(f"usage: seqdiff {command}")
+    assert "--out" in out
+
+
+def test_top_level_help_lists_the_commands(capsys):
+    rc, out, _ = run(["--help"], capsys)
+    assert rc == 0
+    for c in SUBCOMMANDS:
+        assert c in out
+    rc, out, _ = run(["--version"], capsys)
+    assert rc == 0 and out.strip() == f"seqdiff_kit {sk.__version__}"
+
+
+def test_console_entry_point_runs_as_a_process():
+    """The installed `seqdiff` script (or `python -m seqdiff_kit.cli`) exits with main's status."""
+    exe = os.path.join(os.path.dirname(sys.executable), "seqdiff")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "seqdiff_kit.cli"]
+    ok = subprocess.run(cmd + ["sample", "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "usage: seqdiff sample" in ok.stdout
+    bad = subprocess.run(cmd + ["train", "--dataset", "moons", "--steps", "1"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        "seqdiff: error: dataset must be one of ['grid25', 'ring8', 'two_moons', 'digits'], got 'moons'"]
+
+
+# ---------------------------------------------------------------------- demo
+def test_demo_writes_report_and_prints_table(tmp_path, capsys):
+    rc, out, err = run(["demo", "--out", str(tmp_path / "demo"), "--points", "40", "--quiet", "--threads", "1"],
+                       capsys)
+    assert rc == 0, err
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert html.count("<script type=\"text/javascript\">") == 1  # plotly.js once, no per-figure copies
+    assert '"sliders"' in html
+    rows = json.loads((tmp_path / "demo" / "metrics.json").read_text())["rows"]
+    header = out.splitlines()[0].split()
+    assert header[:2] == ["model", "steps"] and "MMD^2" in header
+    from seqdiff_kit.demo import format_number
+    for r in rows:
+        assert format_number(r["sw"]) in out and f">{format_number(r['sw'])}<" in html
+
+
+# ---------------------------------------------------------------------- train
+def test_train_writes_a_loadable_checkpoint(trained):
+    model, meta = load_checkpoint(trained / "b" / "model")
+    assert isinstance(model, sk.MLPDenoiser)
+    assert meta["dataset"] == "ring8" and meta["step"] == 4 and meta["seed"] == 0
+    assert meta["loss"] == {"name": "sa", "K": 2, "lam": 1.0}
+    assert meta["train"]["batch_size"] == 32
+    hist = json.loads((trained / "b" / "history.json").read_text())["history"]
+    assert [h["step"] for h in hist] == [1, 2, 3, 4]
+    assert all(h["sa"] > 0 for h in hist)
+    simple = json.loads((trained / "a" / "history.json").read_text())["history"]
+    assert all(h["sa"] == 0 and h["loss"] == h["simple"] for h in simple)
+
+
+def test_train_is_reproducible_from_its_seed(trained, tmp_path, capsys):
+    rc, _, err = run(["train", "--dataset", "ring8", "--loss", "simple", "--steps", "4", "--seed", "0",
+                      "--batch-size", "32", "--out", str(tmp_path / "again"), "--quiet", "--threads", "1"], capsys)
+    assert rc == 0, err
+    a, _ = load_checkpoint(trained / "a" / "model")
+    b, _ = load_checkpoint(tmp_path / "again" / "model")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# ---------------------------------------------------------------------- sample
+def test_sample_writes_npz_of_the_right_shape_and_values(trained, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    rc, stdout, err = run(["sample", "--checkpoint", str(trained / "a"), "--steps", "7", "--eta", "0", "--n", "33",
+                           "--seed", "5", "--out", str(out)], capsys)
+    assert rc == 0, err
+    with np.load(out, allow_pickle=False) as f:
+        samples, x_T, ts = f["samples"], f["x_T"], f["timesteps"]
+        config = json.loads(str(f["config"]))
+    assert samples.shape == (33, 2) and samples.dtype == np.float32 and x_T.shape == (33, 2)
+    assert ts.tolist() == sk.Schedule.linear().timesteps(7).tolist()
+    assert config["steps"] == 7 and config["dataset"] == "ring8"
+    # brute force: the same x_T from the seed, the same sampler, the same result
+    model, _ = load_checkpoint(trained / "a" / "model")
+    x_T_again = torch.randn(33, 2, generator=torch.Generator().manual_seed(5))
+    assert np.array_equal(x_T, x_T_again.numpy())
+    again = sample(model, x_T_again, sk.Schedule.linear(), 7).final
+    assert np.allclose(samples, again.numpy(), atol=1e-6)
+
+
+def test_sample_with_eta_is_seeded(trained, tmp_path, capsys):
+    paths = [tmp_path / f"{k}.npz" for k in "xyz"]
+    for p, seed in zip(paths, (1, 1, 2)):
+        rc, _, err = run(["sample", "--checkpoint", str(trained / "b" / "model.json"), "--steps", "4", "--eta", "1",
+                          "--n", "8", "--seed", str(seed), "--out", str(p)], capsys)
+        assert rc == 0, err
+    x, y, z = (np.load(p, allow_pickle=False)["samples"] for p in paths)
+    assert np.array_equal(x, y) and not np.array_equal(x, z)
+
+
+# ---------------------------------------------------------------------- compare
+def test_compare_two_checkpoints(trained, tmp_path, capsys):
+    rc, out, err = run(["compare", str(trained / "a"), str(trained / "b"), "--steps", "2", "4", "--points", "24",
+                        "--out", str(tmp_path / "cmp")], capsys)
+    assert rc == 0, err
+    rows = json.loads((tmp_path / "cmp" / "metrics.json").read_text())["rows"]
+    models = [r["model"] for r in rows]
+    assert models[0] == "data (own)" and len(rows) == 1 + 3 * 2
+    assert {"model [simple]", "model [SA K=2, lam=1.0]", "ideal"} == set(models[1:])
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert "Drift from the ideal path" in html and "model [SA K=2, lam=1.0]" in html
+    assert "model [simple]" in out
+
+
+def test_compare_refuses_checkpoints_of_different_datasets(trained, tmp_path, capsys):
+    rc, _, err = run(["train", "--dataset", "grid25", "--steps", "1", "--batch-size", "8", "--out",
+                      str(tmp_path / "g"), "--quiet", "--threads", "1"], capsys)
+    assert rc == 0, err
+    rc, _, err = run(["compare", str(trained / "a"), str(tmp_path / "g"), "--steps", "2", "--points", "8",
+                      "--out", str(tmp_path / "c")], capsys)
+    assert_one_line_error(rc, err, "one dataset", "grid25", "ring8")
+
+
+# ---------------------------------------------------------------------- bad input
+def test_unknown_dataset(tmp_path, capsys):
+    rc, _, err = run(["train", "--dataset", "moons", "--out", str(tmp_path / "x")], capsys)
+    assert_one_line_error(rc, err, "dataset must be one of", "'moons'")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["train", "--loss", "sa", "--K", "0", "--steps", "1"], ["K must be in [1", "got 0"]),
+    (["train", "--loss", "sa", "--K", "-3", "--steps", "1"], ["K must be in [1", "got -3"]),
+    (["train", "--loss", "sa", "--lam", "-0.5", "--steps", "1"], ["lam must be in [0.0", "got -0.5"]),
+    (["train", "--steps", "-5"], ["steps must be", "got -5"]),
+    (["train", "--loss", "simple", "--K", "2", "--steps", "1"], ["simple loss takes no K or lam"]),
+    (["train", "--dataset", "digits", "--model", "mlp", "--steps", "1"], ["model must be 'unet' for digits"]),
+    (["train", "--model", "cnn"], ["invalid choice", "'cnn'"]),
+    (["train", "--steps", "many"], ["invalid int value", "'many'"]),
+    (["demo", "--points", "0"], ["--points must be an integer >= 1", "got 0"]),
+    (["demo", "--points", "-10"], ["--points must be an integer >= 1", "got -10"]),
+    (["frobnicate"], ["invalid choice", "'frobnicate'"]),
+])
+def test_bad_arguments_give_one_line(argv, needles, tmp_path, capsys):
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "t"), "--quiet", "--threads", "1"]
+    rc, _, err = run(argv, capsys)
+    assert_one_line_error(rc, err, *needles)
+
+
+@pytest.mark.parametrize("steps", ["-1", "0"])
+def test_bad_step_counts_for_sample_and_compare(trained, tmp_path, steps, capsys):
+    rc, _, err = run(["sample", "--checkpoint", str(trained / "a"), "--steps", steps, "--out",
+                      str(tmp_path / "s.npz")], capsys)
+    assert_one_line_error(rc, err, "steps must be a positive step count", f"got {steps}")
+    rc, _, err = run(["compare", str(trained / "a"), "--steps", "5", steps, "--out", str(tmp_path / "c")], capsys)
+    assert_one_line_error(rc, err, "steps must be a positive step count", f"got {steps}")
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    rc, _, err = run(["sample", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s.npz")], capsys)
+    assert_one_line_error(rc, err, "checkpoint not found", "nowhere")
+    rc, _, err = run(["compare", str(tmp_path / "nowhere"), str(tmp_path / "nor_here"), "--out",
+                      str(tmp_path / "c")], capsys)
+    assert_one_line_error(rc, err, "checkpoint not found")
+
+
+@pytest.mark.parametrize("damage", ["garbage_weights", "truncated_weights", "bad_json", "pickle"])
+def test_corrupt_checkpoint(trained, tmp_path, damage, capsys):
+    import shutil
+
+    stem = tmp_path / "model"
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(trained / "a" / f"model{suffix}", stem.with_suffix(suffix))
+    st, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if damage == "garbage_weights":
+        st.write_bytes(b"this is not a safetensors file at all")
+    elif damage == "truncated_weights":
+        st.write_bytes(st.read_bytes()[:1000])
+    elif damage == "bad_json":
+        js.write_text("{not json")
+    else:
+        st.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)  # a pickle's protocol marker
+    rc, _, err = run(["sample", "--checkpoint", str(stem), "--out", str(tmp_path / "s.npz")], capsys)
+    assert_one_line_error(rc, err)
+    assert any(w in err for w in ("corrupt", "refusing", "mismatch", "not valid")), err
+
+
+def test_sample_out_must_be_npz(trained, tmp_path, capsys):
+    rc, _, err = run(["sample", "--checkpoint", str(trained / "a"), "--out", str(tmp_path / "s.pkl")], capsys)
+    assert_one_line_error(rc, err, "out must be a .npz file")
