@@ -185,12 +185,15 @@ def _read_bytes(path: Path) -> bytes:
 
 def _parse_safetensors(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], dict | None]:
     """(tensors, embedded config or None) of a safetensors file, checked before safetensors reads it."""
-    _refuse_if_pickle(path, data)
-    # safetensors layout: u64 little-endian header length N, N bytes of JSON header, then raw tensor bytes
-    if len(data) < 8:
-        raise ValueError(f"corrupt checkpoint {str(path)!r}: {len(data)} bytes is too short for a safetensors file")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or 8 + n > len(data) or data[8:9] != b"{":
+    # safetensors layout: u64 little-endian header length N, N bytes of JSON header, then raw tensor bytes.
+    # The structure is checked first: the first byte is the low byte of N, so a genuine file may start with
+    # 0x80 (N = 128 + 256 k) and must not be mistaken for a pickle.
+    n = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else None
+    if n is None or n > _MAX_HEADER or 8 + n > len(data) or data[8:9] != b"{":
+        _refuse_if_pickle(path, data)
+        if n is None:
+            raise ValueError(f"corrupt checkpoint {str(path)!r}: {len(data)} bytes is too short for a "
+                             f"safetensors file")
         raise ValueError(f"corrupt checkpoint {str(path)!r}: not a safetensors file (bad header length {n} "
                          f"for a file of {len(data)} bytes)")
     try:

@@ -222,6 +222,19 @@ def test_malicious_pickles_are_refused_in_every_disguise(saved, tmp_path, no_unp
     assert no_unpickling == []
 
 
+def test_genuine_file_starting_with_0x80_is_not_mistaken_for_a_pickle(tmp_path):
+    """The first byte of a safetensors file is the low byte of its header length: 0x80 happens (N = 128 + 256k)."""
+    model = _model()
+    for pad in range(0, 300):
+        save_checkpoint(tmp_path / "c", model, {"pad": "x" * pad})
+        if ck.checkpoint_paths(tmp_path / "c")[0].read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a header length with low byte 0x80")
+    loaded, meta = load_checkpoint(tmp_path / "c")
+    assert meta["pad"] == "x" * pad and torch.equal(_probe(loaded), _probe(model))
+
+
 def test_pickle_names_refused_for_saving_too(tmp_path):
     with pytest.raises(ValueError, match=r"\.pt"):
         save_checkpoint(tmp_path / "model.pt", _model(), {})
