@@ -1,0 +1,250 @@
+"""The experiment runner: exact Student-t intervals, the grid (equal steps / equal compute), paired comparisons,
+the fast preset end to end (CSV, HTML, interval arithmetic against scipy), and resumption without recomputing."""
+import argparse
+import csv
+import json
+import math
+import random
+
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from seqdiff_kit import IdealDenoiser, Schedule, ring8
+from seqdiff_kit import experiments as ex
+from seqdiff_kit.analysis import gaussian_sa_optimum, linear_sampler_std_ratio
+from seqdiff_kit.checkpoint import checkpoint_paths
+
+
+# ---------------------------------------------------------------------- Student-t
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 7, 10, 29, 30, 101])
+def test_student_t_ppf_matches_scipy(df):
+    for q in (0.001, 0.05, 0.3, 0.5, 0.6, 0.9, 0.975, 0.995, 0.9999):
+        assert ex.student_t_ppf(q, df) == pytest.approx(stats.t.ppf(q, df), rel=1e-10, abs=1e-12)
+
+
+def test_mean_ci_matches_scipy_interval():
+    rng = random.Random(0)
+    for n in (2, 3, 5, 12):
+        vals = [rng.gauss(1.0, 2.0) for _ in range(n)]
+        ci = ex.mean_ci(vals, 0.95)
+        sem = stats.sem(vals)
+        low, high = stats.t.interval(0.95, n - 1, loc=sum(vals) / n, scale=sem)
+        assert ci["n"] == n and ci["sem"] == pytest.approx(sem, rel=1e-12)
+        assert (ci["low"], ci["high"]) == (pytest.approx(low, rel=1e-10), pytest.approx(high, rel=1e-10))
+    # non-finite entries are dropped (a diverged run), a single value has no interval
+    ci = ex.mean_ci([1.0, math.nan, 3.0, math.inf])
+    assert ci["n"] == 2 and ci["mean"] == 2.0
+    assert math.isnan(ex.mean_ci([4.0])["low"]) and ex.mean_ci([4.0])["mean"] == 4.0
+
+
+def test_t_interval_covers_95_percent_with_three_seeds():
+    """Monte Carlo: 3 normal draws per experiment, 4000 experiments; coverage 0.95 +- 3 binomial sd."""
+    g = torch.Generator().manual_seed(1)
+    x = 0.7 + 1.3 * torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    hits = 0
+    for row in x.tolist():
+        ci = ex.mean_ci(row)
+        hits += ci["low"] <= 0.7 <= ci["high"]
+    assert abs(hits / 4000 - 0.95) < 3 * math.sqrt(0.95 * 0.05 / 4000)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"df must be in \[1, inf\], got 0"):
+        ex.student_t_ppf(0.9, 0)
+    with pytest.raises(ValueError, match="open interval"):
+        ex.student_t_ppf(1.0, 3)
+    with pytest.raises(ValueError, match="level must be in"):
+        ex.mean_ci([1.0, 2.0], level=1.0)
+    with pytest.raises(ValueError, match="dataset name must be one of .* got 'mnist'"):
+        ex.DatasetSpec("mnist", {"class": "MLPDenoiser"}, {"steps": 3}, [{"name": "simple"}], (5,))
+    with pytest.raises(ValueError, match="losses must start with the simple loss"):
+        ex.DatasetSpec("ring8", {"class": "MLPDenoiser"}, {"steps": 3}, [{"name": "sa", "K": 2, "lam": 1.0}], (5,))
+    spec = ex.DatasetSpec("ring8", {"class": "MLPDenoiser"}, {"steps": 3}, [{"name": "simple"}], (5,))
+    with pytest.raises(ValueError, match=r"seeds must hold at least 2 distinct seeds .* got \[0\]"):
+        ex.ExperimentConfig([spec], seeds=(0,))
+    with pytest.raises(ValueError, match="preset must be one of .* got 'huge'"):
+        ex.preset_config("huge")
+    with pytest.raises(ValueError, match=r"workers must be in \[1, inf\], got 0"):
+        ex.run_experiment("fast", "/tmp/never-written", workers=0)
+
+
+# ---------------------------------------------------------------------- the grid and comparisons
+def test_equal_compute_gives_the_simple_loss_K_times_the_updates():
+    spec = ex.DatasetSpec("ring8", {"class": "MLPDenoiser", "args": {}}, {"steps": 100},
+                          [{"name": "simple"}, {"name": "sa", "K": 2, "lam": 1.0}, {"name": "sa", "K": 3, "lam": 0.5},
+                           {"name": "sa", "K": 2, "lam": 0.5}], (5,))
+    cells = ex.train_cells(ex.ExperimentConfig([spec], seeds=(0, 1, 2)))
+    simple = sorted({c.train_steps for c in cells if c.loss_config["name"] == "simple"})
+    assert simple == [100, 200, 300]
+    assert len(cells) == 3 * (3 + 3)      # 3 SA models + simple at 100, 200, 300; K=2 twice gives one 200
+    assert {ex.evals_per_sample(c.loss_config) * c.train_steps for c in cells if c.train_steps == 100} == {100, 200, 300}
+    spec.equal_compute = False
+    assert {c.train_steps for c in ex.train_cells(ex.ExperimentConfig([spec]))} == {100}
+
+
+def _row(loss, K, n, seed, steps, mmd, std_ratio):
+    return {"key": f"{loss}{n}{seed}{steps}", "dataset": "ring8", "loss": loss, "loss_name": "simple" if K == 1 else "sa",
+            "K": K, "lam": 0.0 if K == 1 else 1.0, "seed": seed, "train_steps": n, "compute": n * K, "steps": steps,
+            "eta": 0.0, "n_eval": 10, "mmd": mmd, "std_ratio": std_ratio}
+
+
+def test_compare_pairs_by_seed_with_both_budgets():
+    sa = "SA(K=2,lam=1)"
+    rows = []
+    for s, (base, noise) in enumerate([(0.10, 0.001), (0.30, -0.002), (0.20, 0.0005)]):
+        rows.append(_row("simple", 1, 10, s, 5, base, 0.8))
+        rows.append(_row("simple", 1, 20, s, 5, base - 0.02 + noise, 1.0 + 0.01 * s))
+        rows.append(_row(sa, 2, 10, s, 5, base - 0.05 + noise, 0.9 + 0.01 * s))
+    comp = {(r["budget"], r["metric"]): r for r in ex.compare(rows)}
+    eq = comp[("equal_steps", "mmd")]
+    diffs = [-0.05 + n for n in (0.001, -0.002, 0.0005)]
+    ci = ex.mean_ci(diffs)
+    # seeds differ a lot (0.1 .. 0.3) but the pairing removes that: a clear, tight improvement
+    assert (eq["diff_mean"], eq["diff_low"], eq["diff_high"]) == (pytest.approx(ci["mean"]), pytest.approx(ci["low"]),
+                                                                  pytest.approx(ci["high"]))
+    assert eq["verdict"] == "SA better" and eq["simple_train_steps"] == 10
+    ec = comp[("equal_compute", "mmd")]
+    assert ec["simple_train_steps"] == 20 and ec["diff_mean"] == pytest.approx(-0.03)
+    # std_dev = |std_ratio - 1|: SA 0.9.. is closer to 1 than 0.8 (better), farther than 1.0.. (worse)
+    assert comp[("equal_steps", "std_dev")]["verdict"] == "SA better"
+    assert comp[("equal_compute", "std_dev")]["verdict"] == "SA worse"
+    # unpaired noise of either sign: no verdict
+    rows2 = [_row("simple", 1, 10, s, 5, 0.1, 1.0) for s in range(3)]
+    rows2 += [_row(sa, 2, 10, s, 5, 0.1 + d, 1.0) for s, d in enumerate((0.01, -0.012, 0.004))]
+    assert {r["verdict"] for r in ex.compare(rows2) if r["metric"] == "mmd"} == {"no clear difference"}
+
+
+# ---------------------------------------------------------------------- evaluation
+class _Linear(nn.Module):
+    def __init__(self, a):
+        super().__init__()
+        self.register_buffer("a", torch.as_tensor(a, dtype=torch.float32))
+
+    def forward(self, x, t):
+        return self.a[t][:, None] * x
+
+
+@pytest.mark.parametrize("steps, eta", [(5, 0.0), (50, 0.0), (10, 1.0)])
+def test_gauss1d_measured_std_ratio_of_the_optimum_matches_its_closed_form(steps, eta):
+    """The SA population optimum, run through the real sampler by ``evaluate_model``: its Monte-Carlo std ratio
+    agrees with the exact one that the same call reports (within 3 sd of a std estimated from 20000 draws)."""
+    torch.set_num_threads(1)
+    sched = Schedule.linear(1000)
+    ds = {"name": "gauss1d", "var": 0.25, "n_eval": 20000, "schedule": sched.config()}
+    a = gaussian_sa_optimum(0.25, 2, 1.0, sched)
+    out = ex.evaluate_model(_Linear(a), ds, ex._data(ds), sched, 0, steps, eta, {"name": "sa", "K": 2, "lam": 1.0})
+    exact = linear_sampler_std_ratio(a, 0.25, sched, steps, eta=eta)
+    assert out["std_ratio_closed_form"] == pytest.approx(exact, rel=1e-12)
+    assert abs(out["std_ratio"] / exact - 1) < 3 / math.sqrt(2 * 20000)
+    assert len(out["path_std_ratio"]) == steps + 1 and out["path_std_ratio"][0] == pytest.approx(1.0, abs=0.03)
+
+
+def test_ring8_ideal_denoiser_scores_near_perfect_and_is_reproducible():
+    torch.set_num_threads(1)
+    sched = Schedule.linear(1000)
+    ds = {"name": "ring8", "n_eval": 800, "schedule": sched.config()}
+    ideal = IdealDenoiser(ring8(), sched)
+    out = ex.evaluate_model(ideal, ds, ring8(), sched, 0, 100, 0.0)
+    assert abs(out["std_ratio"] - 1) < 0.05 and out["mmd"] < 0.01
+    # deterministic steps concentrate each mode a little, so the samples score at least as well as data
+    assert out["loglik"] > float(ring8().log_prob(ring8().sample(20000)).mean()) - 0.05
+    assert ex.evaluate_model(ideal, ds, ring8(), sched, 0, 100, 0.0) == out
+    few = ex.evaluate_model(ideal, ds, ring8(), sched, 0, 2, 0.0)   # 2 DDIM steps: shrinks and scores worse
+    assert few["std_ratio"] < out["std_ratio"] and few["mmd"] > out["mmd"]
+
+
+# ---------------------------------------------------------------------- the fast preset end to end
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fast")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    ex.add_experiment_parser(sub)
+    args = parser.parse_args(["experiment", "--preset", "fast", "--out", str(out), "--workers", "2", "--quiet"])
+    assert args.func(args) == 0
+    return out
+
+
+@pytest.mark.slow  # the fast preset: ~15 s alone, longer on a busy machine
+def test_fast_preset_writes_csv_and_html(fast_run):
+    cfg = ex.preset_config("fast")
+    rows = _read_csv(fast_run / "rows.csv")
+    n_cells = len(ex.train_cells(cfg))
+    assert n_cells == 3 * 3 + 3 * 3 + 2 * 3        # ring8 and digits: simple, SA, simple x2; gauss1d: simple, SA
+    assert len(rows) == sum(len(ex.train_cells(ex.ExperimentConfig([d], cfg.seeds))) * len(d.sampling_steps)
+                            * len(d.etas) for d in cfg.datasets)
+    assert {r["seed"] for r in rows} == {"0", "1", "2"} and {r["steps"] for r in rows} == {"5", "20"}
+    assert {r["train_steps"] for r in rows if r["dataset"] == "ring8" and r["loss"] == "simple"} == {"60", "120"}
+    stats_ = json.loads((fast_run / "stats.json").read_text())
+    assert stats_["trained"] == n_cells and stats_["errors"] == []
+    html = (fast_run / "report.html").read_text()
+    for text in ("ring8: mmd vs sampling steps", "digits: fd vs sampling steps", "1-D Gaussian: measured std ratio",
+                 "closed form", "equal_compute", "Plotly"):
+        assert text in html
+    assert html.count('class="figure"') >= 10
+    comp = _read_csv(fast_run / "comparison.csv")
+    assert {r["budget"] for r in comp if r["dataset"] == "ring8"} == {"equal_steps", "equal_compute"}
+    assert {r["budget"] for r in comp if r["dataset"] == "gauss1d"} == {"equal_steps"}
+
+
+@pytest.mark.slow  # the fast preset: ~15 s alone, longer on a busy machine
+def test_fast_preset_intervals_recomputed_with_scipy(fast_run):
+    rows = _read_csv(fast_run / "rows.csv")
+    summary = _read_csv(fast_run / "summary.csv")
+    assert len(summary) > 20
+    for s in summary:
+        vals = [float(r[s["metric"]]) for r in rows
+                if all(r[k] == s[k] for k in ("dataset", "loss", "train_steps", "steps", "eta"))]
+        vals = [v for v in vals if math.isfinite(v)]
+        assert int(s["n"]) == len(vals) == 3
+        mean = sum(vals) / 3
+        if stats.sem(vals) == 0:  # the closed form is the same for every seed
+            continue
+        low, high = stats.t.interval(0.95, 2, loc=mean, scale=stats.sem(vals))
+        assert float(s["mean"]) == pytest.approx(mean, rel=1e-4, abs=1e-9)
+        assert float(s["ci_low"]) == pytest.approx(low, rel=1e-4, abs=1e-6 * abs(mean) + 1e-9)
+        assert float(s["ci_high"]) == pytest.approx(high, rel=1e-4, abs=1e-6 * abs(mean) + 1e-9)
+
+
+@pytest.mark.slow  # the fast preset: ~15 s alone, longer on a busy machine
+def test_second_run_trains_and_evaluates_nothing(fast_run, monkeypatch):
+    calls = {"fit": 0, "eval": 0}
+    real_fit, real_eval = ex.fit, ex.evaluate_model
+
+    def counting_fit(*a, **k):
+        calls["fit"] += 1
+        return real_fit(*a, **k)
+
+    def counting_eval(*a, **k):
+        calls["eval"] += 1
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(ex, "fit", counting_fit)
+    monkeypatch.setattr(ex, "evaluate_model", counting_eval)
+    before = (fast_run / "rows.csv").read_text()
+    res = ex.run_experiment("fast", fast_run, workers=1, progress=False, report=False)
+    assert calls == {"fit": 0, "eval": 0} and res.stats["jobs"] == 0
+    assert (fast_run / "rows.csv").read_text() == before
+
+    # drop one metric row: exactly that eval cell is recomputed, from the stored model, to the same numbers
+    lines = (fast_run / "rows.jsonl").read_text().splitlines()
+    dropped = json.loads(lines[5])
+    (fast_run / "rows.jsonl").write_text("\n".join(lines[:5] + lines[6:]) + "\n{\"torn")
+    res = ex.run_experiment("fast", fast_run, workers=1, progress=False, report=False)
+    assert calls == {"fit": 0, "eval": 1} and res.stats["loaded"] == 1
+    again = next(r for r in res.rows if r["key"] == dropped["key"])
+    assert {k: again[k] for k in dropped} == dropped
+
+    # drop one checkpoint: exactly that model is retrained (its metric rows are kept)
+    cell = next(c for c in ex.train_cells(ex.preset_config("fast")) if c.dataset == "ring8")
+    for p in checkpoint_paths(cell.stem(fast_run)):
+        p.unlink()
+    ex.run_experiment("fast", fast_run, workers=1, progress=False, report=False)
+    assert calls == {"fit": 1, "eval": 1}
