@@ -1,0 +1,240 @@
+"""Train TinyUNet on the 8x8 digits with the simple or the sequence-aware (SA) loss; sweep lam; ship checkpoints.
+
+The recipe (the defaults): linear schedule T = 1000, TinyUNet(channels=32), Adam lr 2e-3 with 200 warm-up
+steps then constant, batch 128, gradient clipping at 1, EMA 0.999, seed 0, all 1797 digits in [-1, 1].
+The learning rate is constant after warm-up so that an EMA snapshot at step N *is* the N-step run: one long
+run answers "how many steps are enough".
+
+Modes:
+  train   one run; writes EMA snapshots (seqdiff checkpoints holding the EMA weights only) and, with --eval,
+          a JSON of digit Frechet distance / confidence share per snapshot and step count.
+            python scripts/train_digits.py train --loss sa --lam 0.5 --steps 6000 --snapshots 3000,6000 \
+                --out runs/digits/sa0.5 --eval [--device cuda] [--threads 2]
+  time    per-step wall time of the recipe (simple and SA) on the CPU at --threads threads.
+  sweep   simple + SA for each lam in --lams (and extra seeds), as parallel `train` processes; gathers a
+          results JSON and one tar of snapshots per seed-0 run into --out-dir.
+  export  copy a snapshot into data/checkpoints/digits_<name> with the recipe, what trained it and the
+          measured tables recorded in its JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import seqdiff_kit  # noqa: E402
+from seqdiff_kit import Schedule, TinyUNet, digits  # noqa: E402
+from seqdiff_kit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from seqdiff_kit.losses import Loss  # noqa: E402
+from seqdiff_kit.train import train_iter  # noqa: E402
+
+RECIPE = dict(channels=32, time_dim=64, T=1000, schedule="linear", batch_size=128, lr=2e-3, warmup=200,
+              grad_clip=1.0, ema_decay=0.999, seed=0, K=2)
+
+
+def _loss(name: str, K: int, lam: float) -> Loss:
+    return Loss("simple") if name == "simple" else Loss("sa", K=K, lam=lam)
+
+
+def _model(seed: int, channels: int, time_dim: int, T: int) -> TinyUNet:
+    with torch.random.fork_rng(devices=[]):  # layers initialise from the global RNG: seed it locally
+        torch.manual_seed(seed)
+        return TinyUNet(channels=channels, time_dim=time_dim, T=T)
+
+
+def _device_info(device: str) -> dict:
+    info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+# ---------------------------------------------------------------------- train
+def cmd_train(a) -> dict:
+    seqdiff_kit.set_threads(a.threads)
+    x, _ = digits()
+    schedule = Schedule.from_name(a.schedule, a.T)
+    loss = _loss(a.loss, a.K, a.lam)
+    model = _model(a.seed, a.channels, a.time_dim, a.T)
+    snapshots = sorted({int(s) for s in a.snapshots.split(",") if s} | {a.steps})
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup": a.warmup, "cosine_decay": False,
+              "grad_clip": a.grad_clip, "ema_decay": a.ema_decay, "seed": a.seed, "optimizer": "Adam"}
+    base_cfg = {"dataset": "digits8x8", "schedule": schedule.config(), "loss": loss.config, "seed": a.seed,
+                "train": recipe, "weights": "ema", "trained_by": _device_info(a.device),
+                "script": "scripts/train_digits.py"}
+    t0 = time.perf_counter()
+    history = []
+    for state in train_iter(model, x, schedule, loss, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+                            seed=a.seed, ema_decay=a.ema_decay, grad_clip=a.grad_clip, warmup=a.warmup,
+                            progress=False, threads=a.threads, device=a.device, dataset_name="digits8x8"):
+        if state.step % 100 == 0:
+            history.append({"step": state.step, "loss": state.loss, "simple": state.simple, "sa": state.sa})
+        if state.step in snapshots:
+            seconds = time.perf_counter() - t0
+            cfg = dict(base_cfg, step=state.step, train_seconds=round(seconds, 2))
+            # the EMA weights only (saved as the model): a small file without optimizer state
+            save_checkpoint(out / f"step{state.step}", state.ema, cfg)
+            print(f"[{out.name}] step {state.step}  loss {state.loss:.4f}  {seconds:.1f}s", flush=True)
+    result = {"run": out.name, "loss": loss.config, "seed": a.seed, "steps": a.steps, "snapshots": snapshots,
+              "train_seconds": time.perf_counter() - t0, "history": history, "trained_by": _device_info(a.device)}
+    if a.eval:
+        from seqdiff_kit.digits_eval import steps_table
+
+        result["tables"] = {}
+        for s in snapshots:
+            ema, _ = load_checkpoint(out / f"step{s}", device=a.device)
+            table = steps_table({out.name: ema}, schedule, n=a.eval_n, seed=a.eval_seed, device=a.device)
+            result["tables"][str(s)] = table.as_dict()
+            print(f"[{out.name}] step {s}  FD {['%.2f' % v for v in table.fd[out.name]]}  "
+                  f"conf {['%.3f' % v for v in table.confident[out.name]]}", flush=True)
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+# ---------------------------------------------------------------------- time
+def cmd_time(a) -> dict:
+    seqdiff_kit.set_threads(a.threads)
+    x, _ = digits()
+    schedule = Schedule.from_name(a.schedule, a.T)
+    out = {"threads": torch.get_num_threads(), "batch_size": a.batch_size, **_device_info("cpu")}
+    for name, loss in (("simple", Loss("simple")), ("sa", Loss("sa", K=a.K, lam=0.5))):
+        model = _model(0, a.channels, a.time_dim, a.T)
+        stamps = []
+        for _ in train_iter(model, x, schedule, loss, steps=a.warm + a.steps, batch_size=a.batch_size,
+                            progress=False, threads=a.threads):
+            stamps.append(time.perf_counter())
+        out[f"{name}_seconds_per_step"] = (stamps[-1] - stamps[a.warm - 1]) / a.steps
+    print(json.dumps(out), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------------- sweep
+def cmd_sweep(a) -> None:
+    out_dir = Path(a.out_dir)
+    work = Path(a.work_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    runs = [("simple", 0.0, 0)] + [("sa", float(lam), 0) for lam in a.lams.split(",")]
+    for seed in (int(s) for s in a.extra_seeds.split(",") if s):
+        runs += [("simple", 0.0, seed), ("sa", float(a.extra_seed_lam), seed)]
+    common = ["--steps", str(a.steps), "--snapshots", a.snapshots, "--device", a.device, "--threads", "1",
+              "--eval", "--eval-n", str(a.eval_n)]
+    procs = []
+    t0 = time.perf_counter()
+    for name, lam, seed in runs:
+        tag = f"{name}{'' if name == 'simple' else lam}_s{seed}"
+        cmd = [sys.executable, __file__, "train", "--loss", name, "--lam", str(lam), "--seed", str(seed),
+               "--out", str(work / tag), *common]
+        procs.append((tag, seed, subprocess.Popen(cmd, stdout=open(work / f"{tag}.log", "w"), stderr=subprocess.STDOUT)))
+    timer = None
+    if a.time_cpu:
+        timer = subprocess.Popen([sys.executable, __file__, "time", "--threads", "2", "--json",
+                                  str(work / "cpu_time.json")], stdout=open(work / "cpu_time.log", "w"),
+                                 stderr=subprocess.STDOUT)
+    results = {"runs": {}, "sweep_seconds": None}
+    for tag, seed, p in procs:
+        rc = p.wait()
+        log = (work / f"{tag}.log").read_text()
+        print(f"== {tag} rc={rc}\n{log[-3000:]}", flush=True)
+        if rc == 0:
+            results["runs"][tag] = json.loads((work / tag / "result.json").read_text())
+            if seed == 0:  # ship the seed-0 snapshots back (EMA weights only, ~0.8 MB each)
+                with tarfile.open(out_dir / f"{tag}.tar", "w") as tar:
+                    tar.add(work / tag, arcname=tag)
+    if timer is not None:
+        timer.wait()
+        print((work / "cpu_time.log").read_text()[-2000:], flush=True)
+        if (work / "cpu_time.json").exists():
+            results["cpu_time"] = json.loads((work / "cpu_time.json").read_text())
+    results["sweep_seconds"] = time.perf_counter() - t0
+    (out_dir / "sweep_results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"sweep done in {results['sweep_seconds']:.1f}s", flush=True)
+
+
+# ---------------------------------------------------------------------- export
+def cmd_export(a) -> None:
+    model, cfg = load_checkpoint(a.snapshot)
+    extra = json.loads(Path(a.info).read_text()) if a.info else {}
+    cfg = {k: v for k, v in cfg.items() if k not in ("model", "format", "format_version", "has_ema", "library",
+                                                     "library_version", "torch_version", "weights_file",
+                                                     "weights_sha256")}
+    cfg.update(extra)
+    save_checkpoint(a.to, model, cfg)
+    print(f"wrote {a.to}.safetensors/.json from {a.snapshot}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="mode", required=True)
+
+    def recipe_args(q):
+        q.add_argument("--channels", type=int, default=RECIPE["channels"])
+        q.add_argument("--time-dim", type=int, default=RECIPE["time_dim"])
+        q.add_argument("--T", type=int, default=RECIPE["T"])
+        q.add_argument("--schedule", default=RECIPE["schedule"])
+        q.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
+        q.add_argument("--K", type=int, default=RECIPE["K"])
+
+    t = sub.add_parser("train")
+    recipe_args(t)
+    t.add_argument("--loss", choices=("simple", "sa"), default="simple")
+    t.add_argument("--lam", type=float, default=0.5)
+    t.add_argument("--steps", type=int, default=6000)
+    t.add_argument("--snapshots", default="")
+    t.add_argument("--lr", type=float, default=RECIPE["lr"])
+    t.add_argument("--warmup", type=int, default=RECIPE["warmup"])
+    t.add_argument("--grad-clip", type=float, default=RECIPE["grad_clip"])
+    t.add_argument("--ema-decay", type=float, default=RECIPE["ema_decay"])
+    t.add_argument("--seed", type=int, default=RECIPE["seed"])
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--out", required=True)
+    t.add_argument("--eval", action="store_true")
+    t.add_argument("--eval-n", type=int, default=1000)
+    t.add_argument("--eval-seed", type=int, default=0)
+
+    m = sub.add_parser("time")
+    recipe_args(m)
+    m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--warm", type=int, default=5)
+    m.add_argument("--steps", type=int, default=30)
+    m.add_argument("--json", default=None)
+
+    s = sub.add_parser("sweep")
+    s.add_argument("--lams", default="0.25,0.5,1.0")
+    s.add_argument("--extra-seeds", default="1")
+    s.add_argument("--extra-seed-lam", type=float, default=0.5)
+    s.add_argument("--steps", type=int, default=8000)
+    s.add_argument("--snapshots", default="2000,3000,4000,6000,8000")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--eval-n", type=int, default=1000)
+    s.add_argument("--time-cpu", action="store_true")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--work-dir", default="/tmp/digits_sweep")
+
+    e = sub.add_parser("export")
+    e.add_argument("--snapshot", required=True)
+    e.add_argument("--to", required=True)
+    e.add_argument("--info", default=None, help="a JSON file whose keys are added to the config")
+
+    a = p.parse_args(argv)
+    {"train": cmd_train, "time": cmd_time, "sweep": cmd_sweep, "export": cmd_export}[a.mode](a)
+
+
+if __name__ == "__main__":
+    main()

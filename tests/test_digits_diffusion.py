@@ -1,0 +1,230 @@
+"""Diffusion on the 8x8 digits: evaluation helpers (against brute-force recomputation), the training script,
+and the shipped checkpoints (recognisable samples, recorded recipe)."""
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqdiff_kit import Schedule, TinyUNet, digits
+from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint
+from seqdiff_kit.classifier import load_classifier
+from seqdiff_kit.digits_eval import (DIGIT_MODELS, checkpoint_path, class_counts, class_probabilities,
+                                     confidence_share, digit_noise, frechet_floor, image_drift, load_digit_model,
+                                     real_halves, sample_digits, sample_grids, steps_table)
+from seqdiff_kit.drift import total_std
+from seqdiff_kit.losses import Loss
+from seqdiff_kit.metrics import digit_frechet_distance
+from seqdiff_kit.samplers import make_noise, sample
+from seqdiff_kit.train import train_iter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import train_digits  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return load_classifier()
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return Schedule.linear(1000)
+
+
+def tiny_unet(seed=0):
+    torch.manual_seed(seed)
+    return TinyUNet(channels=4, time_dim=8).eval()
+
+
+# ---------------------------------------------------------------------- classifier scores
+def test_confidence_share_matches_per_image_loop(clf):
+    x, _ = digits()
+    g = torch.Generator().manual_seed(3)
+    noise = torch.rand(40, 1, 8, 8, generator=g) * 2 - 1
+    images = torch.cat([x[:60], noise])
+    share = confidence_share(images, clf, threshold=0.9)
+    hits = 0
+    with torch.no_grad():
+        for img in images:  # one image at a time, softmax written out
+            logits = clf(img[None])[0]
+            p = torch.exp(logits - logits.max())
+            p = p / p.sum()
+            hits += int(p.max() >= 0.9)
+    assert share == pytest.approx(hits / len(images), abs=1e-12)
+    counts = class_counts(images, clf)
+    assert int(counts.sum()) == len(images) and counts.shape == (10,)
+    assert torch.allclose(class_probabilities(images, clf).sum(-1), torch.ones(len(images), dtype=torch.float32))
+    # real digits are recognisable; the held-out accuracy of the classifier is ~99%
+    assert confidence_share(x[:300], clf) >= 0.95
+    assert confidence_share(images, clf, threshold=0.0) == 1.0
+
+
+def test_real_halves_partition_and_floor(clf):
+    x, _ = digits()
+    a, b = real_halves(0)
+    assert a.shape[0] + b.shape[0] == x.shape[0] and abs(a.shape[0] - b.shape[0]) <= 1
+    key = torch.arange(64, dtype=torch.float64) * 1.7 + 1  # a fixed projection orders the images
+
+    def proj(v):
+        return torch.sort(v.double().reshape(len(v), -1) @ key).values
+
+    assert torch.equal(proj(torch.cat([a, b])), proj(x))  # together the halves are exactly the data
+    floor = frechet_floor(0, clf)
+    assert floor == pytest.approx(digit_frechet_distance(b, a, clf))
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(900, 1, 8, 8, generator=g) * 2 - 1
+    assert 0 < floor < 15 < 10 * floor < digit_frechet_distance(noise, a, clf)
+
+
+# ---------------------------------------------------------------------- sampling
+def test_sample_digits_is_the_sampler_from_seeded_noise(schedule):
+    model = tiny_unet()
+    x = sample_digits(model, schedule, n=6, steps=3, seed=5, clamp=False)
+    x_T = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(digit_noise(6, 5), x_T)
+    ref = sample(model, x_T, schedule, 3).final
+    assert torch.allclose(x, ref, atol=1e-6)
+    # chunking and clamping
+    assert torch.allclose(sample_digits(model, schedule, n=6, steps=3, seed=5, clamp=False, batch_size=4), ref,
+                          atol=1e-6)
+    assert torch.equal(sample_digits(model, schedule, n=6, steps=3, seed=5), ref.clamp(-1, 1))
+    # stochastic steps: noise from seed + 1, the same for every chunking
+    z = make_noise(3, (6, 1, 8, 8), torch.Generator().manual_seed(6))
+    ref1 = sample(model, x_T, schedule, 3, eta=1.0, noise=z).final
+    got = sample_digits(model, schedule, n=6, steps=3, seed=5, eta=1.0, clamp=False, batch_size=4)
+    assert torch.allclose(got, ref1, atol=1e-6)
+
+
+def test_steps_table_recomputes(clf, schedule):
+    models = {"a": tiny_unet(0), "b": tiny_unet(1)}
+    table = steps_table(models, schedule, steps=(2, 3), n=24, seed=1, classifier=clf)
+    ref, other = real_halves(0)
+    for name, m in models.items():
+        for j, s in enumerate((2, 3)):
+            x = sample_digits(m, schedule, 24, s, seed=1)
+            assert table.fd[name][j] == pytest.approx(digit_frechet_distance(x, ref, clf), rel=1e-9)
+            assert table.confident[name][j] == pytest.approx(confidence_share(x, clf))
+    assert table.floor == pytest.approx(digit_frechet_distance(other, ref, clf))
+    md = table.markdown()
+    assert md.count("\n| 2 |") == 1 and "FD a" in md and "Floor" in md
+    again = type(table).from_dict(json.loads(json.dumps(table.as_dict())))
+    assert again.fd == table.fd and again.steps == table.steps
+
+
+def test_sample_grids_and_image_drift(schedule):
+    models = {"a": tiny_unet(0), "b": tiny_unet(1)}
+    grids = sample_grids(models, schedule, steps=(1, 2), n=5, seed=2)
+    assert grids["a"].shape == (2, 5, 1, 8, 8)
+    assert torch.equal(grids["b"][1], sample_digits(models["b"], schedule, 5, 2, seed=2))
+    drift = image_drift(models, schedule, steps=3, n=32, seed=4, n_reference=64)
+    data, _ = digits()
+    D = 64
+    tr0 = float(data.double().reshape(len(data), -1).var(dim=0, unbiased=False).sum())
+    for name, d in drift.items():
+        assert torch.equal(d.trajectory.x[0], digit_noise(32, 4))  # every model starts from the same x_T
+        assert d.t.tolist() == [999, 666, 332, -1]
+        final = d.trajectory.final
+        assert d.variance_ratio[-1].item() == pytest.approx(total_std(final) / math.sqrt(tr0 / D), rel=1e-9)
+        assert torch.isfinite(d.mmd).all()
+
+
+def test_bad_arguments(clf, schedule):
+    model = tiny_unet()
+    with pytest.raises(ValueError, match="steps"):
+        sample_digits(model, schedule, n=2, steps=0)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        sample_digits(model, schedule, n=2.5, steps=2)
+    with pytest.raises(ValueError, match="name must be one of"):
+        checkpoint_path("large")
+    with pytest.raises(ValueError, match="threshold"):
+        confidence_share(digits()[0][:4], clf, threshold=1.5)
+    with pytest.raises(ValueError, match=r"\[N, 1, 8, 8\]"):
+        class_probabilities(torch.zeros(3, 1, 4, 4), clf)
+    with pytest.raises(TypeError, match="models"):
+        steps_table({}, schedule)
+
+
+# ---------------------------------------------------------------------- the training script
+def test_train_script_writes_ema_snapshots(tmp_path):
+    threads = torch.get_num_threads()  # the script sets the thread count; give it back afterwards
+    try:
+        _check_train_script(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_train_script(tmp_path):
+    out = tmp_path / "run"
+    args = ["--loss", "sa", "--lam", "0.5", "--steps", "3", "--snapshots", "2", "--batch-size", "8",
+            "--channels", "4", "--time-dim", "8", "--seed", "7", "--threads", "1", "--out", str(out)]
+    result = train_digits.main(["train", *args]) or json.loads((out / "result.json").read_text())
+    assert result["snapshots"] == [2, 3]
+    model, cfg = load_checkpoint(out / "step3")
+    assert isinstance(model, TinyUNet) and model.config["channels"] == 4
+    assert cfg["loss"] == {"name": "sa", "K": 2, "lam": 0.5} and cfg["weights"] == "ema"
+    assert cfg["trained_by"]["device"] == "cpu" and cfg["step"] == 3 and cfg["train"]["batch_size"] == 8
+    tensors, _ = read_checkpoint(out / "step3")
+    assert all(k.startswith("model.") for k in tensors)  # the EMA only: no optimizer state, no raw weights
+    # brute force: the same run through train_iter; its EMA at step 3 is what the snapshot holds
+    x, _ = digits()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        ref = TinyUNet(channels=4, time_dim=8)
+    last = None
+    for last in train_iter(ref, x, Schedule.linear(1000), Loss("sa", K=2, lam=0.5), steps=3, batch_size=8,
+                           lr=2e-3, seed=7, ema_decay=0.999, grad_clip=1.0, warmup=200, progress=False,
+                           threads=1):
+        pass
+    for k, v in last.ema.state_dict().items():
+        assert torch.allclose(model.state_dict()[k], v, atol=1e-7), k
+    # export adds what the JSON should record
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps({"evaluation": {"floor": 1.0}}))
+    train_digits.main(["export", "--snapshot", str(out / "step3"), "--to", str(tmp_path / "digits_x"),
+                       "--info", str(info)])
+    m2, cfg2 = load_checkpoint(tmp_path / "digits_x")
+    assert cfg2["evaluation"] == {"floor": 1.0} and cfg2["loss"] == cfg["loss"]
+    assert all(torch.equal(m2.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------------- the shipped checkpoints
+@pytest.mark.parametrize("name", DIGIT_MODELS)
+def test_shipped_checkpoint_records_recipe(name):
+    st = checkpoint_path(name).with_suffix(".safetensors")
+    assert st.stat().st_size < 1_500_000  # small: EMA weights only
+    tensors, _ = read_checkpoint(checkpoint_path(name))
+    assert all(k.startswith("model.") for k in tensors)
+    model, sched, cfg = load_digit_model(name)
+    assert isinstance(model, TinyUNet) and not model.training and sched.T == 1000
+    assert cfg["dataset"] == "digits8x8" and cfg["weights"] == "ema" and cfg["step"] == 6000
+    assert cfg["trained_on"]["device"] in ("cpu", "cuda")
+    cpu = cfg["recipe_cpu_time"]
+    assert cpu["sa_minutes"] <= 10 and cpu["simple_minutes"] <= 10
+    if name == "sa":
+        assert cfg["loss"]["name"] == "sa" and cfg["loss"]["K"] == 2
+        # lam was the sweep's winner under its recorded criterion (lowest mean FD)
+        sweep = {r["loss"]["lam"]: r["mean_fd"] for r in cfg["lam_sweep"]["runs"].values()
+                 if r["loss"]["name"] == "sa" and r["seed"] == 0}
+        assert set(sweep) == {0.25, 0.5, 1.0} and cfg["loss"]["lam"] == min(sweep, key=sweep.get)
+    else:
+        assert cfg["loss"] == {"name": "simple", "K": 1, "lam": 0.0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DIGIT_MODELS)
+def test_shipped_samples_are_recognisable(name, clf):
+    """At 50 DDIM steps the classifier assigns >= 80% of 1000 samples a class with confidence >= 0.9."""
+    model, sched, _ = load_digit_model(name)
+    t0 = time.perf_counter()
+    x = sample_digits(model, sched, n=1000, steps=50, seed=0)
+    print(f"{name}: 1000 samples x 50 steps in {time.perf_counter() - t0:.1f}s")
+    assert confidence_share(x, clf, threshold=0.9) >= 0.8
+    a, _ = real_halves(0)
+    assert digit_frechet_distance(x, a, clf) < 3 * frechet_floor(0, clf)
+    # every digit appears (no mode collapse): each class holds at least 4% of the samples
+    assert int(class_counts(x, clf).min()) >= 40
