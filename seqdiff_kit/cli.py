@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of x_T, the data draws (and the training with --retrain)")
     p.add_argument("--train-steps", type=_pos_int("--train-steps"), default=None,
                    help="training steps with --retrain (default: the DEFAULT_2D recipe's 3000)")
-    p.add_argument("--threads", type=_pos_int("--threads"), default=None, help="torch threads (default: 2)")
+    p.add_argument("--threads", type=_pos_int("--threads"), default=None,
+                   help="torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 2 to retrain)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 
     p = sub.add_parser("train", formatter_class=fmt, help="train a denoiser and write a checkpoint",
@@ -141,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
-    p.add_argument("--threads", type=_pos_int("--threads"), default=None, help="torch threads (default: 2)")
+    p.add_argument("--threads", type=_pos_int("--threads"), default=1, help="torch threads (default: 1)")
+
+    from .experiments import add_experiment_parser  # `seqdiff experiment` (seqdiff_kit/experiments.py)
+    add_experiment_parser(sub)
     return parser
 
 
@@ -273,7 +277,8 @@ def cmd_compare(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "compare": cmd_compare}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "compare": cmd_compare,
+            "experiment": lambda args: args.func(args)}
 
 
 def main(argv=None) -> int:

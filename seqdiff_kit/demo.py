@@ -51,6 +51,9 @@ DEMO_MODELS = {"simple": ("ring8_simple", Loss("simple")),
 DATASETS = tuple(sorted(PRESETS)) + ("digits",)
 IDEAL = "ideal"
 DATA_ROW = "data (own)"
+# The evaluation's tensors are small (1000 x 128 activations, 1000 x 1000 kernels): a second thread gains little,
+# and on a busy 2-core machine it made the demo 10x slower (177 s against 16 s, measured). Training keeps 2.
+EVAL_THREADS = 1
 
 
 # ---------------------------------------------------------------------- models
@@ -456,11 +459,10 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
              threads: int | None = None, echo: Callable[[str], None] | None = print) -> DemoResult:
     """The ``seqdiff demo`` job: models (shipped, or retrained with ``retrain``; then saved to ``out/checkpoints``),
     ``evaluate`` on ring8 at ``DEMO_STEPS``, a printed table, ``out/report.html`` and ``out/metrics.json``.
-    ``threads``: torch's thread count for everything (default ``SEQDIFF_THREADS`` or 2)."""
+    ``threads``: torch's thread count (``None``: ``EVAL_THREADS`` to evaluate, ``SEQDIFF_THREADS`` or 2 to train)."""
     t0 = time.perf_counter()
     points = check_int("points", points, 2)
     seed = check_int("seed", seed)
-    set_threads(threads)  # deliberate: oversubscribing a busy 2-core machine slows everything badly
     say = echo or (lambda msg: None)
     out = Path(out)
     if retrain:
@@ -474,6 +476,7 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
     else:
         models = load_demo_models(checkpoint_dir)
         source = f"shipped checkpoints in {checkpoint_dir}"
+    set_threads(threads or EVAL_THREADS)  # deliberate: oversubscribing a busy 2-core machine slows everything badly
     mixture, schedule = preset(DEMO_DATASET), Schedule.linear()
     ev = evaluate(models, mixture, schedule, DEMO_STEPS, n_points=points, seed=seed, dataset=DEMO_DATASET,
                   log=say if progress else None)
@@ -481,7 +484,8 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
     say(table)
     report = build_report(ev, out / "report.html", title="seqdiff demo: simple versus sequence-aware loss on ring8",
                           subtitle="Nguyen et al., On Inference Stability for Diffusion Models (AAAI 2024)",
-                          intro=DEMO_INTRO, extra_settings={"models from": source})
+                          intro=DEMO_INTRO, extra_settings={"models from": source,
+                                                            "torch threads": torch.get_num_threads()})
     metrics = write_metrics_json(out / "metrics.json", ev)
     seconds = time.perf_counter() - t0
     say(f"wrote {report} and {metrics} in {seconds:.1f} s")
@@ -489,7 +493,7 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
 
 
 def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out="runs/compare", *,
-                        points: int = 1000, seed: int = 0, eta: float = 0.0, threads: int | None = None,
+                        points: int = 1000, seed: int = 0, eta: float = 0.0, threads: int | None = EVAL_THREADS,
                         echo: Callable | None = print):
     """Compare checkpoints of one dataset: ``evaluate`` them (plus the ideal path on 2-D data), print the table,
     write ``out/report.html`` and ``out/metrics.json``. Names are the checkpoint stems (made unique)."""
