@@ -159,6 +159,15 @@ def _wait_changed(page, i: int, before: str, how: str, name: str) -> str:
     return page.evaluate(JS_PLOT_DATA, i)
 
 
+def _wait_back(page, i: int, expected: str, how: str, name: str) -> None:
+    try:
+        page.wait_for_function(f"(e) => ({JS_PLOT_DATA})({i}) === e", arg=expected, timeout=UPDATE_TIMEOUT_S * 1000,
+                               polling=100)
+    except Exception as err:
+        raise AssertionError(f"{name}: after {how} slider {i} (value {page.evaluate(JS_SLIDER_VALUE, i)!r}) does not "
+                             f"show the same figure data as before at that value") from err
+
+
 def _exercise_slider(page, i: int, name: str) -> dict:
     box = page.locator(f'[data-seqdiff-box="{i}"]')
     box.scroll_into_view_if_needed()
@@ -172,6 +181,12 @@ def _exercise_slider(page, i: int, name: str) -> dict:
     data1 = _wait_changed(page, i, data0, "keyboard (ArrowRight)", name)
     value1 = page.evaluate(JS_SLIDER_VALUE, i)
     assert value1 != value0, f"{name}: slider {i} value did not move by keyboard ({value0!r})"
+    # and back: the figure is a function of the slider value (its callback indexes precomputed frames)
+    page.keyboard.press("ArrowLeft")
+    _wait_back(page, i, data0, "ArrowLeft", name)
+    assert page.evaluate(JS_SLIDER_VALUE, i) == value0
+    page.keyboard.press("ArrowRight")
+    _wait_back(page, i, data1, "ArrowRight again", name)
 
     # mouse: press on the handle, drag it a third of the rail to the right, release
     hb = handle.bounding_box()
