@@ -4,6 +4,7 @@
     seqdiff train --dataset ring8 --model mlp --loss sa --K 2 --lam 1 --steps 3000 --seed 0 --out runs/x
     seqdiff sample --checkpoint runs/x --steps 50 --eta 0 --n 1000 --out samples.npz
     seqdiff compare CKPT CKPT [...] --steps 5 10 20 50 100 --out runs/compare
+    seqdiff experiment --preset paper-toy   (registered by seqdiff_kit.experiments)
 
 Bad input (an unknown dataset, a missing or corrupt checkpoint, K < 1, a negative step count, lam < 0) ends with
 one line ``seqdiff: error: ...`` on stderr and exit status 2 (usage) or 1 (anything the library refused).

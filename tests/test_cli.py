@@ -14,7 +14,7 @@ from seqdiff_kit import cli
 from seqdiff_kit.checkpoint import load_checkpoint
 from seqdiff_kit.samplers import sample
 
-SUBCOMMANDS = ("demo", "train", "sample", "compare")
+SUBCOMMANDS = ("demo", "train", "sample", "compare", "experiment")
 
 
 @pytest.fixture(autouse=True, scope="module")
