@@ -203,3 +203,24 @@ def test_format_table_lines_up():
     assert len(text) == 4 and len({len(line) for line in text}) == 1
     assert "0.1235" in text[3] and text[2].split()[2] == "-"
     assert not math.isnan(float(text[3].split()[-1]))
+
+
+# ---------------------------------------------------------------------- the README
+def test_readme_starts_with_the_two_commands_and_its_snippet_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    head = text.split("## ", 1)[0]
+    assert "make demo" in head and "make test" in head
+    for heading in ("## Results: digits", "## Results: where the SA loss helps and hurts", "## How to cite",
+                    "## Binder", "## The notebooks", "## Command-line usage", "## Library tour"):
+        assert heading in text.replace("### Binder", "## Binder"), heading
+    assert "arXiv:2312.12431" in text and "(docs/report.png)" in text
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    code = code.replace("steps=3000", "steps=2").replace("seed=0)", "seed=0, progress=False, threads=1)")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["path"].x.shape == (11, 1000, 2)
+    assert scope["drift"].mean("drift").shape == (10,)
+    assert len(scope["result"].history) == 2
