@@ -29,11 +29,11 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import __version__, set_threads
+from . import set_threads
 from ._validate import check_float, check_int
 from .checkpoint import checkpoint_exists, checkpoint_paths, load_checkpoint, save_checkpoint
 from .data import DATA_DIR, GaussianMixture, PRESETS, digits, preset
-from .denoisers import IdealDenoiser, MLPDenoiser, TinyUNet
+from .denoisers import IdealDenoiser, MLPDenoiser
 from .drift import StepDrift, distribution_drift, step_drift, total_std
 from .losses import Loss
 from .metrics import MEDIAN_MULTIPLIERS, median_bandwidth, mmd, mean_log_likelihood, sliced_wasserstein
@@ -152,9 +152,10 @@ class Evaluation:
     """Everything ``evaluate`` measured.
 
     ``rows``: one dict per (model, steps) plus the ``data`` row (the table). ``trajectories[name][steps]``:
-    the sampled paths (``x`` [steps+1, N, ...]). ``reference`` and ``own``: the two data draws every row and
-    the data row are scored against; ``bandwidths``: the MMD kernel widths used throughout. ``drift[name][steps]``: ``StepDrift`` against the ideal
-    path (2-D only). ``std_ratio[name][steps]``: the per-step ``sqrt(tr Cov(x_t) / tr Cov(q(x_t)))`` [steps+1].
+    the sampled paths (``x`` [steps+1, N, ...]). ``reference``: the data draw every row is scored against;
+    ``own``: a second data draw (the data row); ``bandwidths``: the MMD kernel widths used throughout.
+    ``drift[name][steps]``: ``StepDrift`` against the ideal path (2-D only). ``std_ratio[name][steps]``: the
+    per-step ``sqrt(tr Cov(x_t) / tr Cov(q(x_t)))`` [steps+1].
     """
 
     dataset: str
@@ -285,8 +286,8 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
                 "sampler": f"DDIM (eta={eta})" if eta == 0 else f"generalized DDIM (eta={eta})",
                 "timestep spacing": spacing, "steps": ", ".join(map(str, steps)), "points": n_points,
                 "seed": seed, "schedule": f"{schedule.name}, T={schedule.T}",
-                "MMD bandwidths": ", ".join(f"{b:.3g}" for b in bandwidths), "drift steps": ", ".join(map(str, drift_steps)),
-                "slider steps": slider_steps}
+                "MMD bandwidths": ", ".join(f"{b:.3g}" for b in bandwidths),
+                "drift steps": ", ".join(map(str, drift_steps)), "slider steps": slider_steps}
     return Evaluation(dataset=settings["dataset"], data=data, schedule=schedule, steps=steps, x_T=x_T,
                       reference=ref, own=own, bandwidths=bandwidths, rows=rows,
                       trajectories=trajectories, drift=drift, std_ratio=std_ratio, drift_steps=drift_steps,
@@ -517,7 +518,8 @@ def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out=
         datasets.add(meta.get("dataset"))
         schedules.append(schedule)
     if len(datasets) != 1:
-        raise ValueError(f"checkpoints must all be trained on one dataset to be compared, got {sorted(map(str, datasets))}")
+        raise ValueError(f"checkpoints must all be trained on one dataset to be compared, "
+                         f"got {sorted(map(str, datasets))}")
     dataset = datasets.pop()
     if any(s.config() != schedules[0].config() for s in schedules[1:]):
         raise ValueError("checkpoints must share one noise schedule to be compared from the same x_T")
