@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"samples per model and step count (default: {DEMO_POINTS})")
     p.add_argument("--seed", type=int, default=0, help="seed of x_T, the data draws (and the training with --retrain)")
     p.add_argument("--train-steps", type=_pos_int("--train-steps"), default=None,
-                   help="training steps with --retrain (default: the DEFAULT_2D recipe's 3000)")
+                   help="training steps with --retrain (default: the DEFAULT_2D recipe's)")
     p.add_argument("--threads", type=_pos_int("--threads"), default=None,
                    help="torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 2 to retrain)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
@@ -188,9 +188,8 @@ def cmd_train(args) -> int:
     if model_kind == "mlp":
         recipe = dict(train_mod.DEFAULT_2D)
     else:
-        recipe = dict(getattr(train_mod, "DEFAULT_DIGITS",
-                              dict(steps=4000, batch_size=128, lr=1e-3, warmup=100, cosine_decay=True,
-                                   ema_decay=0.999, grad_clip=1.0)))
+        from .digits_eval import DIGITS_RECIPE  # the shipped digits models' recipe (scripts/train_digits.py)
+        recipe = dict(DIGITS_RECIPE)
     if args.steps is not None:
         recipe["steps"] = _check_steps_arg("steps", args.steps, 0)
     for key in ("batch_size", "lr"):
@@ -201,7 +200,7 @@ def cmd_train(args) -> int:
         model = seeded_model(MLPDenoiser, args.seed, dim=data.dim, width=recipe.get("width", 128),
                              depth=recipe.get("depth", 3))
     else:
-        model = seeded_model(TinyUNet, args.seed, channels=recipe.get("channels", 32))
+        model = seeded_model(TinyUNet, args.seed, channels=recipe["channels"], time_dim=recipe["time_dim"])
     schedule = Schedule.linear()
     out = Path(args.out)
     stem = out / "model"

@@ -248,3 +248,16 @@ def test_corrupt_checkpoint(trained, tmp_path, damage, capsys):
 def test_sample_out_must_be_npz(trained, tmp_path, capsys):
     rc, _, err = run(["sample", "--checkpoint", str(trained / "a"), "--out", str(tmp_path / "s.pkl")], capsys)
     assert_one_line_error(rc, err, "out must be a .npz file")
+
+
+def test_train_and_sample_digits_with_the_tinyunet(tmp_path, capsys):
+    rc, _, err = run(["train", "--dataset", "digits", "--steps", "1", "--batch-size", "4", "--out",
+                      str(tmp_path / "d"), "--quiet", "--threads", "1"], capsys)
+    assert rc == 0, err
+    model, meta = load_checkpoint(tmp_path / "d" / "model")
+    assert isinstance(model, sk.TinyUNet) and meta["dataset"] == "digits"
+    assert meta["train"]["lr"] == 2e-3 and meta["train"]["warmup"] == 200  # the shipped digits recipe
+    rc, _, err = run(["sample", "--checkpoint", str(tmp_path / "d"), "--steps", "2", "--n", "3", "--out",
+                      str(tmp_path / "d.npz")], capsys)
+    assert rc == 0, err
+    assert np.load(tmp_path / "d.npz", allow_pickle=False)["samples"].shape == (3, 1, 8, 8)
