@@ -38,8 +38,9 @@ from seqdiff_kit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E40
 from seqdiff_kit.losses import Loss  # noqa: E402
 from seqdiff_kit.train import train_iter  # noqa: E402
 
-RECIPE = dict(channels=32, time_dim=64, T=1000, schedule="linear", batch_size=128, lr=2e-3, warmup=200,
-              grad_clip=1.0, ema_decay=0.999, seed=0, K=2)
+from seqdiff_kit.digits_eval import DIGITS_RECIPE  # noqa: E402
+
+RECIPE = dict(DIGITS_RECIPE, K=2)
 
 
 def _loss(name: str, K: int, lam: float) -> Loss:
@@ -194,7 +195,7 @@ def main(argv=None):
     recipe_args(t)
     t.add_argument("--loss", choices=("simple", "sa"), default="simple")
     t.add_argument("--lam", type=float, default=0.5)
-    t.add_argument("--steps", type=int, default=6000)
+    t.add_argument("--steps", type=int, default=RECIPE["steps"])
     t.add_argument("--snapshots", default="")
     t.add_argument("--lr", type=float, default=RECIPE["lr"])
     t.add_argument("--warmup", type=int, default=RECIPE["warmup"])

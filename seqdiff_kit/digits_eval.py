@@ -29,6 +29,9 @@ CHECKPOINT_DIR = DATA_DIR / "checkpoints"
 DIGIT_MODELS = ("simple", "sa")
 TABLE_STEPS = (5, 10, 20, 50, 100)
 IMAGE_SHAPE = (1, 8, 8)
+# The shipped recipe (scripts/train_digits.py): constant lr after warm-up, so the N-step EMA is the N-step run.
+DIGITS_RECIPE = dict(channels=32, time_dim=64, T=1000, schedule="linear", steps=6000, batch_size=128, lr=2e-3,
+                     warmup=200, grad_clip=1.0, ema_decay=0.999, seed=0)
 
 
 # ---------------------------------------------------------------------- models
@@ -44,6 +47,26 @@ def load_digit_model(name: str = "simple", device="cpu") -> tuple[nn.Module, Sch
 
     model, cfg = load_checkpoint(checkpoint_path(name), device=device)
     return model, Schedule.from_config(cfg["schedule"]), cfg
+
+
+def train_digit_model(loss, *, steps: int = DIGITS_RECIPE["steps"], seed: int = DIGITS_RECIPE["seed"],
+                      progress: bool = True, threads: int | None = None, device="cpu"):
+    """Train a TinyUNet on all 1797 digits with the shipped recipe (``DIGITS_RECIPE``) and ``loss`` (a
+    ``losses.Loss``); returns ``(EMA model in eval mode, schedule, FitResult)``. Minimises
+    ``E || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) ||^2`` (+ lam L_sa) with Adam + EMA."""
+    from .train import fit  # lazy: train pulls in tqdm and the checkpoint module
+
+    r = DIGITS_RECIPE
+    schedule = Schedule.from_name(r["schedule"], r["T"])
+    with torch.random.fork_rng(devices=[]):  # layers initialise from the global RNG: seed it locally
+        torch.manual_seed(check_int("seed", seed))
+        from .denoisers import TinyUNet
+        model = TinyUNet(channels=r["channels"], time_dim=r["time_dim"], T=r["T"])
+    x, _ = digits()
+    res = fit(model, x, schedule, loss, steps=check_int("steps", steps, 1), batch_size=r["batch_size"], lr=r["lr"],
+              seed=seed, ema_decay=r["ema_decay"], grad_clip=r["grad_clip"], warmup=r["warmup"],
+              progress=progress, threads=threads, device=device, dataset_name="digits8x8")
+    return res.ema.eval(), schedule, res
 
 
 # ---------------------------------------------------------------------- sampling
@@ -166,6 +189,24 @@ class StepsTable:
         foot = (f"\nFloor (two disjoint halves of the real digits): FD = {self.floor:.2f}. "
                 f"{self.n} samples per cell, seed {self.seed}, eta = {self.eta}.")
         return "\n".join([head, rule, *rows]) + "\n" + foot
+
+
+def shipped_table(names=DIGIT_MODELS) -> StepsTable:
+    """The table measured when the shipped checkpoints were made (1000 samples per cell), read from their JSON
+    (``config["evaluation"]``); columns are named after the checkpoints (``simple``, ``sa``)."""
+    from .checkpoint import read_checkpoint
+
+    table = None
+    for name in names:
+        _, cfg = read_checkpoint(checkpoint_path(name))
+        ev = StepsTable.from_dict(cfg["evaluation"])
+        if table is None:
+            table = StepsTable(steps=ev.steps, floor=ev.floor, n=ev.n, seed=ev.seed, eta=ev.eta)
+        if ev.steps != table.steps:
+            raise ValueError(f"checkpoint {name!r} was evaluated at steps {ev.steps}, others at {table.steps}")
+        table.fd[name] = next(iter(ev.fd.values()))
+        table.confident[name] = next(iter(ev.confident.values()))
+    return table
 
 
 def steps_table(models: dict, schedule: Schedule, steps=TABLE_STEPS, *, n: int = 1000, seed: int = 0,

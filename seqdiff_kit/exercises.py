@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .data import ring8
+from .data import digits, ring8
 from .denoisers import IdealDenoiser
 from .schedule import Schedule
 
@@ -34,6 +34,13 @@ class Exercise:
 
 
 # ---------------------------------------------------------------------------------------------- answers
+def _probs_06() -> dict:
+    """Eight fixed rows of class probabilities: softmax of seeded logits of varying sharpness."""
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(8, 10, generator=g, dtype=torch.float64) * torch.linspace(1.0, 8.0, 8)[:, None]
+    return {"probs": torch.softmax(logits, dim=-1)}
+
+
 def _first_t_below(schedule: Schedule, level: float) -> int:
     """The first t with ``alpha_bar_t < level``."""
     return int(torch.nonzero(schedule.alpha_bars < level)[0])
@@ -207,6 +214,24 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "The simple loss's optimum is the exact eps*, yet 10 DDIM steps shrink the samples (ratio < 1). "
              "The SA optimum changes eps_theta so that consecutive errors cancel, which pushes this ratio "
              "towards (and with many steps past) 1.", rtol=1e-3, inputs=_inputs_05_gauss),
+    Exercise("06-zero-model-loss-digits",
+             "A network that always predicts eps = 0 on the 8x8 digits: what simple loss E||eps - eps_theta||^2 "
+             "does it get, on average?",
+             lambda: float(digits()[0][0].numel()),
+             "E||eps||^2 sums E[eps_i^2] = 1 over the 64 pixels: the loss starts near 64 and the shipped "
+             "networks end near 5, so they predict most of the noise.", rtol=0.01),
+    Exercise("06-confidence-share",
+             "problem('06-confidence-share')['probs'] holds class probabilities [8, 10] of eight images. What "
+             "share of the images does the classifier label with confidence >= 0.9 (max probability)?",
+             lambda: float((_probs_06()["probs"].max(dim=-1).values >= 0.9).double().mean()),
+             "An image counts as recognisable when its largest class probability reaches 0.9; the share is "
+             "the fraction of rows whose maximum passes that bar.", rtol=1e-9, inputs=_probs_06),
+    Exercise("06-trailing-5",
+             "Linear schedule, T = 1000: which 5 timesteps does a 5-step sampler with 'trailing' spacing visit? "
+             "(a tensor of 5 integers, descending)",
+             lambda: Schedule.linear().timesteps(5, "trailing").double(),
+             "Trailing spacing starts at T-1 = 999 and takes jumps of T/5 = 200: each DDIM step there bridges "
+             "200 training timesteps, which is where errors per step are largest.", kind="tensor", rtol=0, atol=0),
 ]}
 
 

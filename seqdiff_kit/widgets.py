@@ -15,6 +15,7 @@ which copies row ``j`` of those arrays into the figure's traces: no model call, 
 - ``LiveLossPlot``: a loss curve fed from ``train.train_iter`` while it runs (notebook 03).
 - ``StepCountDashboard``: final samples of several models for a slider over the number of sampling steps (05).
 - ``SAControls``: K and lam widgets and a button that calls back to (re)train (05).
+- ``DigitGridDashboard``: digit sample grids of several models for a slider over the number of steps (06).
 
 This module imports plotly and ipywidgets; the core modules never do.
 """
@@ -37,7 +38,7 @@ from .schedule import Schedule
 from . import viz
 
 __all__ = ["NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLossPlot", "StepCountDashboard",
-           "SAControls", "segments_xy"]
+           "SAControls", "DigitGridDashboard", "segments_xy"]
 
 
 def _np(x) -> np.ndarray:
@@ -472,3 +473,47 @@ class SAControls:
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+
+# ---------------------------------------------------------------------------------------------- 06: digits
+class DigitGridDashboard(_SliderDashboard):
+    """Grids of digit samples from several models side by side, one frame per number of sampling steps.
+
+    ``grids[name]`` is [S, N, 1, 8, 8] (``digits_eval.sample_grids``): model ``name`` run with ``steps[k]``
+    steps from the same ``x_T``. Each frame is tiled once here (``viz.image_grid``); moving the slider only
+    swaps the precomputed arrays into the heatmaps."""
+
+    def __init__(self, steps: Sequence[int], grids: Mapping[str, torch.Tensor], *, nrow: int = 6,
+                 title: str | None = "Samples against the number of sampling steps (same x_T)"):
+        self.steps = [int(s) for s in steps]
+        if not isinstance(grids, Mapping) or not grids:
+            raise TypeError(f"grids must be a non-empty dict of name -> [S, N, 1, 8, 8] images, got {grids!r}")
+        self.names, self.n_frames = list(grids), len(self.steps)
+        self.tiles = {}
+        for n, g in grids.items():
+            check_tensor(f"grids[{n!r}]", g, ndim=5)
+            if g.shape[0] != self.n_frames:
+                raise ValueError(f"grids[{n!r}] must hold one grid per step count ({self.n_frames}), "
+                                 f"got {g.shape[0]}")
+            self.tiles[n] = np.stack([viz.image_grid(g[k], nrow=nrow).numpy() for k in range(self.n_frames)])
+        fig = make_subplots(rows=1, cols=len(self.names), subplot_titles=self.names, horizontal_spacing=0.04)
+        for i, n in enumerate(self.names):
+            fig.add_trace(go.Heatmap(z=self.tiles[n][0], zmin=-1, zmax=1, colorscale="gray", showscale=False,
+                                     hoverinfo="skip"), row=1, col=i + 1)
+        h, w = self.tiles[self.names[0]].shape[1:]
+        _style(fig, title, width=min(1000, 80 + len(self.names) * (w * 7 + 20)), height=h * 7 + 110,
+               plot_bgcolor="white")
+        fig.update_xaxes(visible=False, constrain="domain")
+        fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
+        self.fig = go.FigureWidget(fig)
+        self._wire("steps index")
+
+    def caption(self, j: int) -> str:
+        return f"<b>{self.steps[j]} sampling steps</b>"
+
+    def update(self, j: int) -> None:
+        j = self._check_frame(j)
+        with self.fig.batch_update():
+            for k, n in enumerate(self.names):
+                self.fig.data[k].z = self.tiles[n][j]
+        self.label.value = self.caption(j)

@@ -6,15 +6,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from seqdiff_kit import Schedule, TinyUNet, digits
 from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint
 from seqdiff_kit.classifier import load_classifier
-from seqdiff_kit.digits_eval import (DIGIT_MODELS, checkpoint_path, class_counts, class_probabilities,
+from seqdiff_kit.digits_eval import (DIGIT_MODELS, DIGITS_RECIPE, checkpoint_path, class_counts, class_probabilities,
                                      confidence_share, digit_noise, frechet_floor, image_drift, load_digit_model,
-                                     real_halves, sample_digits, sample_grids, steps_table)
+                                     real_halves, sample_digits, sample_grids, shipped_table, steps_table,
+                                     train_digit_model)
 from seqdiff_kit.drift import total_std
 from seqdiff_kit.losses import Loss
 from seqdiff_kit.metrics import digit_frechet_distance
@@ -228,3 +230,40 @@ def test_shipped_samples_are_recognisable(name, clf):
     assert digit_frechet_distance(x, a, clf) < 3 * frechet_floor(0, clf)
     # every digit appears (no mode collapse): each class holds at least 4% of the samples
     assert int(class_counts(x, clf).min()) >= 40
+
+
+def test_shipped_table_reads_the_checkpoint_json():
+    table = shipped_table()
+    assert list(table.fd) == list(DIGIT_MODELS) and table.steps == (5, 10, 20, 50, 100) and table.n == 1000
+    for name in DIGIT_MODELS:
+        _, cfg = read_checkpoint(checkpoint_path(name))
+        assert table.fd[name] == next(iter(cfg["evaluation"]["fd"].values()))
+        # the recorded 50-step share is the one the slow test re-measures on the CPU
+        assert table.confident[name][table.steps.index(50)] >= 0.8
+
+
+def test_train_digit_model_is_the_recipe():
+    threads = torch.get_num_threads()
+    try:
+        ema, sched, res = train_digit_model(Loss("simple"), steps=2, progress=False, threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert isinstance(ema, TinyUNet) and ema.config["channels"] == DIGITS_RECIPE["channels"]
+    assert len(res.history) == 2 and sched.T == DIGITS_RECIPE["T"]
+    assert res.history[0]["lr"] == pytest.approx(DIGITS_RECIPE["lr"] / DIGITS_RECIPE["warmup"])
+
+
+def test_digit_grid_dashboard_indexes_precomputed_tiles():
+    from seqdiff_kit import viz, widgets
+
+    g = torch.Generator().manual_seed(0)
+    grids = {"a": torch.rand(3, 12, 1, 8, 8, generator=g), "b": torch.rand(3, 12, 1, 8, 8, generator=g)}
+    dash = widgets.DigitGridDashboard([5, 10, 20], grids, nrow=4)
+    dash.slider.value = 2  # the slider drives update()
+    for k, name in enumerate(grids):
+        want = viz.image_grid(grids[name][2], nrow=4).numpy()
+        got = np.asarray(dash.fig.data[k].z, dtype=np.float64)
+        assert np.array_equal(got, want, equal_nan=True)
+    assert "20 sampling steps" in dash.label.value
+    with pytest.raises(ValueError, match="one grid per step count"):
+        widgets.DigitGridDashboard([5, 10], grids)
