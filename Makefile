@@ -5,8 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # torch is pinned here (a local CPU build exists for it); pyproject.toml keeps a compatible range.
 TORCH  := torch==2.13.0
-export OMP_NUM_THREADS ?= 2
-export SEQDIFF_THREADS ?= 2
+export OMP_NUM_THREADS ?= 1
+export SEQDIFF_THREADS ?= 1
 
 .PHONY: demo test test-fast lab bench clean-venv
 

@@ -17,10 +17,11 @@ from .samplers import Trajectory, generalized_step, make_noise, sample, sample_i
 
 
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op thread count deliberately (default: ``SEQDIFF_THREADS`` or min(2, cores)).
+    """Set torch's intra-op thread count deliberately (default: ``SEQDIFF_THREADS``, else 1).
 
-    Oversubscribing a busy 2-core machine slows small-model training by an order of magnitude."""
+    The models here are tiny: a second thread buys little, while oversubscribing a busy 2-core machine
+    (measured while four processes shared it) slowed training and sampling 20 to 40 times."""
     if n is None:
-        n = int(_os.environ.get("SEQDIFF_THREADS", min(2, _os.cpu_count() or 1)))
+        n = int(_os.environ.get("SEQDIFF_THREADS", 1))
     _torch.set_num_threads(max(1, int(n)))
     return _torch.get_num_threads()

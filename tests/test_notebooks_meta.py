@@ -16,7 +16,7 @@ from seqdiff_kit import IdealDenoiser, Schedule, exercises, ring8
 
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
-LESSONS = ["01_forward_process", "02_ideal_denoiser", "03_training", "04_trajectory_drift",
+LESSONS = ["01_forward_process", "02_ideal_denoiser", "03_training", "04_trajectory_drift", "06_digits",
            "05_sequence_aware_loss"]
 ALL = sorted(NB_DIR.glob("*.ipynb"))
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -191,7 +191,7 @@ class LabServer:
             "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(self.dirs["workspaces"]),
             "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         })
-        self.env.setdefault("SEQDIFF_THREADS", "2")
+        self.env.setdefault("SEQDIFF_THREADS", "1")
         self.log_path = self.root / "jupyterlab.log"
         self.proc: subprocess.Popen | None = None
         self._known: dict[int, object] = {}  # pid -> psutil.Process (keeps the create time: no pid reuse)
