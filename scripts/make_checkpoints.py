@@ -1,11 +1,12 @@
 """Regenerate the shipped demo checkpoints: data/checkpoints/ring8_simple.* and ring8_sa.*.
 
-Two MLPDenoisers (width 128, depth 3) on ring8 with the DEFAULT_2D recipe (3000 Adam steps, batch 256,
-lr 2e-3 with 100 warm-up steps and cosine decay, EMA 0.995, gradient clipping at 1), seed 0 for the weights,
-the data, the timesteps and the noise: one with the simple loss, one with the SA loss (K = 2, lam = 1).
-Only the EMA weights are stored (safetensors + JSON), so the files stay small.
+Two MLPDenoisers (width 128, depth 3) on ring8 with the DEFAULT_2D recipe of seqdiff_kit.train (Adam, batch
+256, lr 2e-3 with warm-up and cosine decay, EMA, gradient clipping; the step count and the rest are recorded in
+each JSON), seed 0 for the weights, the data, the timesteps and the noise: one with the simple loss, one with
+the SA loss (K = 2, lam = 1). Only the EMA weights are stored (safetensors + JSON), so the files stay small, and
+the same seed and thread count give the same bytes.
 
-    .venv/bin/python scripts/make_checkpoints.py [--seed 0] [--steps 3000] [--threads 2] [--out data/checkpoints]
+    .venv/bin/python scripts/make_checkpoints.py [--seed 0] [--steps N] [--threads 1] [--out data/checkpoints]
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from seqdiff_kit.demo import CHECKPOINT_DIR, DEMO_MODELS, save_ema_checkpoint, t
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: DEFAULT_2D's 3000)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: DEFAULT_2D's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: SEQDIFF_THREADS or 2)")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR)
     args = parser.parse_args(argv)

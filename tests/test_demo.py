@@ -12,6 +12,7 @@ from seqdiff_kit.checkpoint import checkpoint_paths, load_checkpoint, read_check
 from seqdiff_kit.drift import total_std
 from seqdiff_kit.metrics import mean_log_likelihood, mmd, sliced_wasserstein
 from seqdiff_kit.samplers import sample
+from seqdiff_kit.train import DEFAULT_2D
 
 SCHED = sk.Schedule.linear()
 
@@ -46,7 +47,8 @@ def test_shipped_checkpoints_are_small_ema_only_and_describe_their_training():
         assert meta["dataset"] == "ring8" and meta["weights"] == "ema"
         assert meta["loss"] == loss.config
         assert meta["schedule"] == SCHED.config()
-        assert meta["step"] == 3000 and meta["seed"] == 0 and meta["train"]["recipe"] == "DEFAULT_2D"
+        assert meta["step"] == DEFAULT_2D["steps"] and meta["seed"] == 0
+        assert meta["train"] == {"recipe": "DEFAULT_2D", **DEFAULT_2D}, "shipped models follow the current recipe"
         assert meta["model"] == {"class": "MLPDenoiser", "args": {"dim": 2, "width": 128, "depth": 3,
                                                                   "time_dim": 64, "T": 1000}}
     assert demo.DEMO_MODELS["SA (K=2, lam=1)"][1].config == {"name": "sa", "K": 2, "lam": 1.0}
