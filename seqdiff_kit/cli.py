@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=_pos_int("--train-steps"), default=None,
                    help="training steps with --retrain (default: the DEFAULT_2D recipe's)")
     p.add_argument("--threads", type=_pos_int("--threads"), default=None,
-                   help="torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 2 to retrain)")
+                   help="torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 1 to retrain)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 
     p = sub.add_parser("train", formatter_class=fmt, help="train a denoiser and write a checkpoint",
@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/model if it exists")
     p.add_argument("--checkpoint-every", type=_pos_int("--checkpoint-every"), default=None)
-    p.add_argument("--threads", type=_pos_int("--threads"), default=None)
+    p.add_argument("--threads", type=_pos_int("--threads"), default=None,
+                   help="torch threads (default: SEQDIFF_THREADS or 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", formatter_class=fmt, help="sample a checkpoint into an .npz file",
@@ -130,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spacing", default="trailing", choices=("trailing", "leading", "linspace", "quad"))
     p.add_argument("--out", default="samples.npz", help="output .npz file (default: samples.npz)")
-    p.add_argument("--threads", type=_pos_int("--threads"), default=None, help="torch threads (default: 2)")
+    p.add_argument("--threads", type=_pos_int("--threads"), default=None,
+                   help="torch threads (default: SEQDIFF_THREADS or 1)")
 
     p = sub.add_parser("compare", formatter_class=fmt, help="compare checkpoints: a table and a report",
                        description="Sample two or more checkpoints of one dataset from the same x_T at each step "

@@ -52,7 +52,8 @@ DATASETS = tuple(sorted(PRESETS)) + ("digits",)
 IDEAL = "ideal"
 DATA_ROW = "data (own)"
 # The evaluation's tensors are small (1000 x 128 activations, 1000 x 1000 kernels): a second thread gains little,
-# and on a busy 2-core machine it made the demo 10x slower (177 s against 16 s, measured). Training keeps 2.
+# and on a busy 2-core machine two threads made the demo 10x slower (177 s against 16 s, measured). So the
+# evaluation uses one thread whatever SEQDIFF_THREADS says, unless a thread count is passed explicitly.
 EVAL_THREADS = 1
 
 
@@ -461,7 +462,7 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
              threads: int | None = None, echo: Callable[[str], None] | None = print) -> DemoResult:
     """The ``seqdiff demo`` job: models (shipped, or retrained with ``retrain``; then saved to ``out/checkpoints``),
     ``evaluate`` on ring8 at ``DEMO_STEPS``, a printed table, ``out/report.html`` and ``out/metrics.json``.
-    ``threads``: torch's thread count (``None``: ``EVAL_THREADS`` to evaluate, ``SEQDIFF_THREADS`` or 2 to train)."""
+    ``threads``: torch's thread count (``None``: ``EVAL_THREADS`` to evaluate, ``SEQDIFF_THREADS`` or 1 to train)."""
     t0 = time.perf_counter()
     points = check_int("points", points, 2)
     seed = check_int("seed", seed)
