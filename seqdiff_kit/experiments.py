@@ -567,6 +567,10 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, pro
     summary, comparison = summarize(rows, level), compare(rows, config, level)
     paths = {"rows": write_csv(out / "rows.csv", rows), "summary": write_csv(out / "summary.csv", summary),
              "comparison": write_csv(out / "comparison.csv", comparison)}
+    md = out / "results.md"
+    md.write_text(f"# {config.name}: SA vs simple (seeds {', '.join(map(str, config.seeds))})\n\n"
+                  + comparison_markdown(comparison) + "\n" + closed_form_markdown(summary))
+    paths["markdown"] = md
     result = ExperimentResult(rows=rows, summary=summary, comparison=comparison, stats=stats, paths=paths)
     if report:
         paths["report"] = write_experiment_report(out / "report.html", result, config)
@@ -680,6 +684,48 @@ def write_csv(path, rows: Sequence[dict]) -> Path:
     return path
 
 
+def _fmt(v: float) -> str:
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "n/a"
+    return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
+def comparison_markdown(comparison: Sequence[dict], metrics=("mmd", "fd", "std_dev")) -> str:
+    """A Markdown table of the paired comparisons, both budgets side by side: per dataset, eta, sampling steps
+    and metric, the simple and SA means, ``SA - simple`` with its t-interval and the verdict."""
+    rows = [r for r in comparison if r["metric"] in metrics]
+    by = {}
+    for r in rows:
+        by.setdefault((r["dataset"], r["sa_loss"], r["eta"], r["metric"], r["steps"]), {})[r["budget"]] = r
+    head = ("| dataset | SA loss | eta | steps | metric | simple, n updates | SA | SA - simple [95% CI] | verdict "
+            "| simple, K n updates | SA - simple [95% CI] | verdict |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for (ds, loss, eta, metric, steps), b in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
+                                                                                 kv[0][3], kv[0][4])):
+        e, c = b.get("equal_steps"), b.get("equal_compute")
+        cells = [ds, loss, f"{eta:g}", str(steps), metric]
+        cells += [_fmt(e["simple_mean"]), _fmt(e["sa_mean"]),
+                  f"{_fmt(e['diff_mean'])} [{_fmt(e['diff_low'])}, {_fmt(e['diff_high'])}]", e["verdict"]] if e else ["", "", "", ""]
+        cells += [_fmt(c["simple_mean"]), f"{_fmt(c['diff_mean'])} [{_fmt(c['diff_low'])}, {_fmt(c['diff_high'])}]",
+                  c["verdict"]] if c else ["-", "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def closed_form_markdown(summary: Sequence[dict]) -> str:
+    """The 1-D study as Markdown: measured std ratio (mean [95% CI] over seeds) against the closed form."""
+    meas = {(r["loss"], r["eta"], r["steps"]): r for r in summary
+            if r["dataset"] == "gauss1d" and r["metric"] == "std_ratio"}
+    exact = {(r["loss"], r["eta"], r["steps"]): r["mean"] for r in summary
+             if r["dataset"] == "gauss1d" and r["metric"] == "std_ratio_closed_form"}
+    lines = ["| loss | eta | steps | measured std ratio [95% CI] | closed form |", "|---|---|---|---|---|"]
+    for key in sorted(meas, key=lambda k: (k[0] != "simple", k[0], k[1], k[2])):
+        m = meas[key]
+        lines.append(f"| {key[0]} | {key[1]:g} | {key[2]} | {_fmt(m['mean'])} [{_fmt(m['ci_low'])}, "
+                     f"{_fmt(m['ci_high'])}] | {_fmt(exact.get(key, math.nan))} |")
+    return "\n".join(lines) + "\n"
+
+
 # ====================================================================== the HTML report (plotly, lazily)
 _LABELS = {"mmd": "MMD^2 (lower is better)", "sw": "sliced W1 (lower is better)",
            "loglik": "mean log-likelihood (higher is better)", "fd": "digit Frechet distance (lower is better)",
@@ -713,13 +759,13 @@ def _path_figure(rows, dataset: str, eta: float, steps: int):
     sel = [r for r in rows if r["dataset"] == dataset and r["eta"] == eta and r["steps"] == steps and "path_t" in r]
     if not sel:
         return None
-    t = [max(v, 0) for v in sel[0]["path_t"]]
+    t = sel[0]["path_t"]
     curves = {}
     for name in sorted({_series_name(r) for r in sel}, key=lambda s: (not s.startswith("simple"), s)):
         paths = [r["path_std_ratio"] for r in sel if _series_name(r) == name]
         curves[name] = [sum(p[j] for p in paths) / len(paths) for j in range(len(t))]
     return curves_figure(t, curves, title=f"{dataset}: std ratio along the path ({steps} steps, eta={eta:g})",
-                         xlabel="timestep t (the sampler runs right to left; 0 is the end)",
+                         xlabel="timestep t (the sampler runs right to left; -1: the final samples)",
                          ylabel="std(x_t) / std under q(x_t)", reverse_x=True, reference=1.0)
 
 

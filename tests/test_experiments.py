@@ -189,6 +189,8 @@ def test_fast_preset_writes_csv_and_html(fast_run):
                  "closed form", "equal_compute", "Plotly"):
         assert text in html
     assert html.count('class="figure"') >= 10
+    md = (fast_run / "results.md").read_text()
+    assert md.count("| ring8 | SA(K=2,lam=1) | 0 |") == 2 * 2 and "| simple | 0 | 5 |" in md   # 2 steps x 2 metrics
     comp = _read_csv(fast_run / "comparison.csv")
     assert {r["budget"] for r in comp if r["dataset"] == "ring8"} == {"equal_steps", "equal_compute"}
     assert {r["budget"] for r in comp if r["dataset"] == "gauss1d"} == {"equal_steps"}
