@@ -8,6 +8,9 @@ import os as _os
 import torch as _torch
 
 __version__ = "0.1.0"
+__all__ = ["Schedule", "GaussianMixture", "digits", "grid25", "preset", "ring8", "two_moons", "IdealDenoiser",
+           "MLPDenoiser", "TinyUNet", "Loss", "LossOutput", "sequence_aware_loss", "simple_loss", "Trajectory",
+           "generalized_step", "make_noise", "sample", "sample_iter", "set_threads"]
 
 from .schedule import Schedule  # noqa: E402
 from .data import GaussianMixture, digits, grid25, preset, ring8, two_moons  # noqa: E402

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import warnings
 import zipfile
 from io import BytesIO
@@ -31,6 +30,7 @@ from safetensors.torch import save as _st_save
 from torch import nn
 
 from . import __version__
+from ._io import atomic_write
 
 FORMAT = "seqdiff_kit-checkpoint"
 FORMAT_VERSION = 1
@@ -65,33 +65,7 @@ def checkpoint_exists(path) -> bool:
 
 
 # ---------------------------------------------------------------------- atomic writes
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` so that readers see either the old file or the new one, never a torn one:
-    temp file in the same folder (same filesystem, so ``os.replace`` is atomic), fsync, replace, fsync folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not every platform can open a folder
-        dfd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+
 
 
 def _jsonable(value, where: str = "config"):
@@ -156,8 +130,8 @@ def save_checkpoint(path, model: nn.Module, config: dict, ema: nn.Module | None 
     blob = _st_save(tensors, metadata={"format": FORMAT, "config": json.dumps(meta, sort_keys=True)})
     meta.update({"weights_file": st_path.name, "weights_sha256": hashlib.sha256(blob).hexdigest()})
     text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _atomic_write(st_path, blob)
-    _atomic_write(js_path, text.encode("utf-8"))
+    atomic_write(st_path, blob)
+    atomic_write(js_path, text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------- safe reading

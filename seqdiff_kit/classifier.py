@@ -12,15 +12,14 @@ The shipped weights are ``data/classifier.safetensors`` + ``data/classifier.json
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from ._io import atomic_write
 from ._validate import check_float, check_int, check_tensor
 from .data import DATA_DIR
 
@@ -190,19 +189,6 @@ def _stem(path: str | Path | None) -> Path:
     return path
 
 
-def _atomic_write(target: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; shipped data should be world-readable
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_classifier(model: DigitClassifier, path: str | Path | None = None, info: dict | None = None) -> Path:
     """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (class, config and ``info``). Returns the stem."""
     if not isinstance(model, DigitClassifier):
@@ -211,13 +197,9 @@ def save_classifier(model: DigitClassifier, path: str | Path | None = None, info
     stem.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"class": "DigitClassifier", "config": model.config, **(info or {})}
-    _atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, p))
+    atomic_write(stem.with_suffix(".safetensors"), save(tensors))
 
-    def write_json(p):
-        with open(p, "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-            f.write("\n")
-    _atomic_write(stem.with_suffix(".json"), write_json)
+    atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return stem
 
 

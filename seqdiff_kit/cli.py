@@ -12,10 +12,9 @@ one line ``seqdiff: error: ...`` on stderr and exit status 2 (usage) or 1 (anyth
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,19 +35,8 @@ def _one_line(message) -> str:
     return " ".join(str(message).split())
 
 
-def _nonneg_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer, got {value}")
-        return value
-    return parse
-
-
 def _pos_int(name: str):
+    """An argparse type: an integer >= 1, with a one-line message naming the option."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -233,6 +221,7 @@ def cmd_sample(args) -> int:
     import numpy as np
     import torch
 
+    from ._io import atomic_write
     from .demo import load_for_sampling
     from .samplers import sample
 
@@ -256,16 +245,10 @@ def cmd_sample(args) -> int:
               "spacing": args.spacing, "dataset": meta.get("dataset"), "loss": meta.get("loss"),
               "schedule": meta.get("schedule")}
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".npz", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, samples=traj.final.numpy().astype(np.float32), x_T=x_T.numpy().astype(np.float32),
-                     timesteps=traj.timesteps.numpy().astype(np.int64), config=np.array(json.dumps(config)))
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, samples=traj.final.numpy().astype(np.float32), x_T=x_T.numpy().astype(np.float32),
+             timesteps=traj.timesteps.numpy().astype(np.int64), config=np.array(json.dumps(config)))
+    atomic_write(out, buf.getvalue())
     print(f"wrote {out}: samples {tuple(traj.final.shape)} after {steps} steps (eta={args.eta})")
     return 0
 

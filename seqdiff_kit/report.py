@@ -17,7 +17,6 @@ import html
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
@@ -27,6 +26,8 @@ import plotly
 import plotly.graph_objects as go
 import plotly.offline
 import torch
+
+from ._io import atomic_write
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -253,14 +254,5 @@ def write_report(path, sections: Sequence, *, title: str = "seqdiff_kit report",
         raise ValueError(f"path must end in .html or .htm, got {str(path)!r}")
     text = render_report(sections, title=title, subtitle=subtitle, settings=settings, timestamp=timestamp)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text)
     return path

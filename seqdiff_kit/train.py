@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__, set_threads
+from . import set_threads
 from ._validate import check_float, check_int, check_tensor
 from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, _model_spec, checkpoint_exists,
                          checkpoint_paths, read_checkpoint, save_checkpoint)
