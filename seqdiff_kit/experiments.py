@@ -25,6 +25,7 @@ import argparse
 import csv
 import functools
 import hashlib
+import io
 import json
 import math
 import multiprocessing as mp
@@ -39,6 +40,7 @@ from typing import Sequence
 
 import torch
 
+from ._io import atomic_write
 from ._validate import check_choice, check_float, check_int
 from .checkpoint import build_model, checkpoint_exists, checkpoint_paths, load_checkpoint
 from .data import PRESETS as MIXTURE_PRESETS
@@ -674,14 +676,12 @@ def write_csv(path, rows: Sequence[dict]) -> Path:
     keys = {k for r in rows for k, v in r.items() if not isinstance(v, (list, dict))}
     # a fixed column order (known columns first, then the rest sorted): the same rows give the same file
     cols = [k for k in _COLUMN_ORDER if k in keys] + sorted(keys - set(_COLUMN_ORDER))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in cols})
-    os.replace(tmp, path)
-    return path
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in cols})
+    return atomic_write(path, buf.getvalue())
 
 
 def _fmt(v: float) -> str:
