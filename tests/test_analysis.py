@@ -121,17 +121,8 @@ def test_gradient_descent_on_the_real_loss_converges_to_the_optimum(sched, K, la
     torch.testing.assert_close(model.a.detach(), target, rtol=1e-6, atol=1e-8)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: extra threads only add contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("K, lam", [(2, 0.5), (3, 1.0)])
-def test_stochastic_training_converges_to_the_optimum(sched, K, lam, one_thread):
+def test_stochastic_training_converges_to_the_optimum(sched, K, lam):
     """Plain minibatch training (fresh Gaussian data, ``Loss`` draws t and eps) gets within a few percent,
     far closer to the SA optimum than to the simple one. (a_0 is barely identifiable: x_0 is almost x0, so
     it is judged in the L2 norm over all t.)"""

@@ -9,7 +9,6 @@ from seqdiff_kit import digits
 from seqdiff_kit.classifier import (DigitClassifier, accuracy, digit_features, digit_split, load_classifier,
                                     random_shift, save_classifier, train_classifier)
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,6 @@ from seqdiff_kit.samplers import sample
 SUBCOMMANDS = ("demo", "train", "sample", "compare", "experiment")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run(argv, capsys):
     """``main(argv)`` as the console script runs it: (exit status, stdout, stderr)."""
     try:

@@ -17,15 +17,6 @@ from seqdiff_kit.train import DEFAULT_2D
 SCHED = sk.Schedule.linear()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread here: the suite shares 2 busy cores, where 2 threads per process thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def shipped():
     return demo.load_demo_models()

@@ -130,7 +130,6 @@ class _Linear(nn.Module):
 def test_gauss1d_measured_std_ratio_of_the_optimum_matches_its_closed_form(steps, eta):
     """The SA population optimum, run through the real sampler by ``evaluate_model``: its Monte-Carlo std ratio
     agrees with the exact one that the same call reports (within 3 sd of a std estimated from 20000 draws)."""
-    torch.set_num_threads(1)
     sched = Schedule.linear(1000)
     ds = {"name": "gauss1d", "var": 0.25, "n_eval": 20000, "schedule": sched.config()}
     a = gaussian_sa_optimum(0.25, 2, 1.0, sched)
@@ -142,7 +141,6 @@ def test_gauss1d_measured_std_ratio_of_the_optimum_matches_its_closed_form(steps
 
 
 def test_ring8_ideal_denoiser_scores_near_perfect_and_is_reproducible():
-    torch.set_num_threads(1)
     sched = Schedule.linear(1000)
     ds = {"name": "ring8", "n_eval": 800, "schedule": sched.config()}
     ideal = IdealDenoiser(ring8(), sched)

@@ -8,8 +8,9 @@ import plotly.offline
 import pytest
 import torch
 
-from seqdiff_kit import IdealDenoiser, Schedule, make_noise, ring8, sample
+from seqdiff_kit import IdealDenoiser, Schedule, ring8
 from seqdiff_kit import viz
+from seqdiff_kit.drift import paired_trajectories
 from seqdiff_kit.report import Section, render_report, table_html, write_report
 
 PLOTLYJS = plotly.offline.get_plotlyjs()
@@ -21,9 +22,8 @@ def figures():
     ideal = IdealDenoiser(mix, sch)
     g = torch.Generator().manual_seed(3)
     x_T = torch.randn(30, 2, generator=g)
-    noise = make_noise(3, x_T.shape, g)
-    tr_i = sample(ideal, x_T, sch, 3, eta=1.0, noise=noise)
-    tr_l = sample(lambda x, t: 0.9 * ideal(x, t), x_T, sch, 3, eta=1.0, noise=noise)
+    pair = paired_trajectories(lambda x, t: 0.9 * ideal(x, t), ideal, x_T, sch, 3, eta=1.0, generator=g)
+    tr_i, tr_l = pair.reference, pair.model
     slider = viz.trajectory_slider_figure({"ideal": tr_i, "learned (simple)": tr_l}, mixture=mix, grid_size=12)
     drift = (tr_i.x - tr_l.x).norm(dim=-1).mean(1)
     curves = viz.curves_figure(np.arange(len(drift)), {"simple": drift}, "Drift", "step", "distance")

@@ -6,7 +6,6 @@ import torch
 from seqdiff_kit import Schedule, TinyUNet, digits
 from seqdiff_kit.denoisers import timestep_embedding
 
-torch.set_num_threads(1)
 
 
 def _model(seed=0, **kw):

@@ -6,8 +6,9 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, make_noise, ring8, sample
+from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, ring8, sample
 from seqdiff_kit import viz
+from seqdiff_kit.drift import paired_trajectories
 
 STEPS = 4  # a trajectory records STEPS + 1 states
 
@@ -18,11 +19,9 @@ def setup():
     ideal = IdealDenoiser(mix, sch)
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(40, 2, generator=g)
-    noise = make_noise(STEPS, x_T.shape, g)
     # a "learned" model that under-predicts the noise: a visible, deterministic drift from the ideal path
-    tr_ideal = sample(ideal, x_T, sch, STEPS, eta=1.0, noise=noise)
-    tr_learned = sample(lambda x, t: 0.8 * ideal(x, t), x_T, sch, STEPS, eta=1.0, noise=noise)
-    return mix, sch, tr_ideal, tr_learned
+    pair = paired_trajectories(lambda x, t: 0.8 * ideal(x, t), ideal, x_T, sch, STEPS, eta=1.0, generator=g)
+    return mix, sch, pair.reference, pair.model
 
 
 def arr(v):

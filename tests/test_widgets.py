@@ -7,8 +7,9 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from seqdiff_kit import IdealDenoiser, Schedule, make_noise, ring8, sample
+from seqdiff_kit import IdealDenoiser, Schedule, ring8, sample
 from seqdiff_kit import widgets
+from seqdiff_kit.drift import paired_trajectories
 
 T = 60
 
@@ -19,10 +20,8 @@ def setup():
     ideal = IdealDenoiser(mix, sch)
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(30, 2, generator=g)
-    noise = make_noise(5, x_T.shape, g)
-    a = sample(ideal, x_T, sch, 5, eta=1.0, noise=noise)
-    b = sample(lambda x, t: 0.8 * ideal(x, t), x_T, sch, 5, eta=1.0, noise=noise)
-    return mix, sch, a, b
+    pair = paired_trajectories(lambda x, t: 0.8 * ideal(x, t), ideal, x_T, sch, 5, eta=1.0, generator=g)
+    return mix, sch, pair.reference, pair.model
 
 
 def arr(v):
