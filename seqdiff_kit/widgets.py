@@ -101,6 +101,19 @@ class _SliderDashboard:
         display(self.widget)
 
 
+class _StepCountDashboard(_SliderDashboard):
+    """A dashboard with one frame per number of sampling steps."""
+
+    def _set_steps(self, steps: Sequence[int], names) -> None:
+        self.steps = [int(s) for s in steps]
+        if not self.steps:
+            raise ValueError("steps must hold at least one step count")
+        self.names, self.n_frames = list(names), len(self.steps)
+
+    def caption(self, j: int) -> str:
+        return f"<b>{self.steps[j]} sampling steps</b>"
+
+
 # ---------------------------------------------------------------------------------------------- 01: noising
 class NoisingDashboard(_SliderDashboard):
     """The forward process on 2-D points and on images, one frame per timestep in ``ts``:
@@ -385,7 +398,7 @@ class LiveLossPlot:
 
 
 # ---------------------------------------------------------------------------------------------- 05
-class StepCountDashboard(_SliderDashboard):
+class StepCountDashboard(_StepCountDashboard):
     """Final samples of several models, one frame per number of sampling steps.
 
     ``finals[name][k]`` is the [N, 2] final sample of model ``name`` run with ``steps[k]`` steps (all from the
@@ -394,13 +407,10 @@ class StepCountDashboard(_SliderDashboard):
     def __init__(self, steps: Sequence[int], finals: Mapping[str, Sequence[torch.Tensor]], *,
                  mixture: GaussianMixture | None = None, max_points: int = 400,
                  title: str | None = "Final samples against the number of sampling steps"):
-        self.steps = [int(s) for s in steps]
-        if not self.steps:
-            raise ValueError("steps must hold at least one step count")
         if not isinstance(finals, Mapping) or not finals:
             raise TypeError(f"finals must be a non-empty dict of name -> list of [N, 2] samples, got {finals!r}")
+        self._set_steps(steps, finals)
         max_points = check_int("max_points", max_points, 1)
-        self.names, self.n_frames = list(finals), len(self.steps)
         self.clouds = {}
         for n, lst in finals.items():
             if len(lst) != len(self.steps):
@@ -424,9 +434,6 @@ class StepCountDashboard(_SliderDashboard):
         fig.update_layout(legend=dict(orientation="h", x=0, y=1.0, xanchor="left", yanchor="bottom"))
         self.fig = go.FigureWidget(fig)
         self._wire("steps index")
-
-    def caption(self, j: int) -> str:
-        return f"<b>{self.steps[j]} sampling steps</b>"
 
     def update(self, j: int) -> None:
         j = self._check_frame(j)
@@ -476,7 +483,7 @@ class SAControls:
 
 
 # ---------------------------------------------------------------------------------------------- 06: digits
-class DigitGridDashboard(_SliderDashboard):
+class DigitGridDashboard(_StepCountDashboard):
     """Grids of digit samples from several models side by side, one frame per number of sampling steps.
 
     ``grids[name]`` is [S, N, 1, 8, 8] (``digits_eval.sample_grids``): model ``name`` run with ``steps[k]``
@@ -485,10 +492,9 @@ class DigitGridDashboard(_SliderDashboard):
 
     def __init__(self, steps: Sequence[int], grids: Mapping[str, torch.Tensor], *, nrow: int = 6,
                  title: str | None = "Samples against the number of sampling steps (same x_T)"):
-        self.steps = [int(s) for s in steps]
         if not isinstance(grids, Mapping) or not grids:
             raise TypeError(f"grids must be a non-empty dict of name -> [S, N, 1, 8, 8] images, got {grids!r}")
-        self.names, self.n_frames = list(grids), len(self.steps)
+        self._set_steps(steps, grids)
         self.tiles = {}
         for n, g in grids.items():
             check_tensor(f"grids[{n!r}]", g, ndim=5)
@@ -507,9 +513,6 @@ class DigitGridDashboard(_SliderDashboard):
         fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
         self.fig = go.FigureWidget(fig)
         self._wire("steps index")
-
-    def caption(self, j: int) -> str:
-        return f"<b>{self.steps[j]} sampling steps</b>"
 
     def update(self, j: int) -> None:
         j = self._check_frame(j)
