@@ -149,23 +149,24 @@ def _run_all(page, name: str) -> float:
     return seconds
 
 
-def _wait_changed(page, i: int, before: str, how: str, name: str) -> str:
+def _wait_plot(page, i: int, relation: str, reference: str, failure: str) -> str:
+    """Wait until slider ``i``'s figure data is ``relation`` ("!==" or "===") ``reference``; return the data."""
     try:
-        page.wait_for_function(f"(b) => ({JS_PLOT_DATA})({i}) !== b", arg=before, timeout=UPDATE_TIMEOUT_S * 1000,
-                               polling=100)
+        page.wait_for_function(f"(r) => ({JS_PLOT_DATA})({i}) {relation} r", arg=reference,
+                               timeout=UPDATE_TIMEOUT_S * 1000, polling=100)
     except Exception as err:
-        raise AssertionError(f"{name}: moving slider {i} by {how} did not change its figure within "
-                             f"{UPDATE_TIMEOUT_S} s (slider value {page.evaluate(JS_SLIDER_VALUE, i)!r})") from err
+        raise AssertionError(f"{failure} (slider value {page.evaluate(JS_SLIDER_VALUE, i)!r})") from err
     return page.evaluate(JS_PLOT_DATA, i)
 
 
+def _wait_changed(page, i: int, before: str, how: str, name: str) -> str:
+    return _wait_plot(page, i, "!==", before, f"{name}: moving slider {i} by {how} did not change its figure "
+                                              f"within {UPDATE_TIMEOUT_S} s")
+
+
 def _wait_back(page, i: int, expected: str, how: str, name: str) -> None:
-    try:
-        page.wait_for_function(f"(e) => ({JS_PLOT_DATA})({i}) === e", arg=expected, timeout=UPDATE_TIMEOUT_S * 1000,
-                               polling=100)
-    except Exception as err:
-        raise AssertionError(f"{name}: after {how} slider {i} (value {page.evaluate(JS_SLIDER_VALUE, i)!r}) does not "
-                             f"show the same figure data as before at that value") from err
+    _wait_plot(page, i, "===", expected, f"{name}: after {how} slider {i} does not show the same figure data as "
+                                         f"before at that value")
 
 
 def _exercise_slider(page, i: int, name: str) -> dict:
