@@ -19,18 +19,28 @@ def check_int(name: str, value, low: int | None = None, high: int | None = None)
 
 
 def check_float(name: str, value, low: float | None = None, high: float | None = None,
-                low_open: bool = False) -> float:
-    """Return ``value`` as a finite float inside the given bounds, or raise naming the argument."""
+                low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a finite float inside the given bounds, or raise naming the argument.
+
+    ``low_open`` / ``high_open`` exclude the bound itself."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high if high is not None else 'inf'}], got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be in [{low if low is not None else '-inf'}, {high}], got {value}")
+    below = low is not None and (value < low or (low_open and value == low))
+    above = high is not None and (value > high or (high_open and value == high))
+    if below or above:
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low if low is not None else '-inf'}, "
+                         f"{high if high is not None else 'inf'}{')' if high_open else ']'}, got {value}")
+    return value
+
+
+def check_type(name: str, value, cls):
+    """Return ``value``, or raise TypeError unless it is an instance of ``cls`` (a class or a tuple of them)."""
+    if not isinstance(value, cls):
+        allowed = " or ".join(c.__name__ for c in cls) if isinstance(cls, tuple) else cls.__name__
+        raise TypeError(f"{name} must be a {allowed}, got {type(value).__name__}")
     return value
 
 
