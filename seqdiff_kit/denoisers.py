@@ -165,3 +165,12 @@ class TinyUNet(nn.Module):
         h4 = self.mid(self.down(h8), emb)
         u = self.dec(torch.cat([self.up(h4), h8], dim=1), emb)
         return self.conv_out(self.act(self.norm_out(u)))
+
+
+def seeded_model(build, seed: int, **kwargs) -> nn.Module:
+    """``build(**kwargs)`` with its initial weights drawn from ``torch.manual_seed(seed)``, leaving the global
+    random state as it was (so building a model never changes what other code draws)."""
+    seed = check_int("seed", seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(**kwargs)
