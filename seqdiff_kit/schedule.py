@@ -63,9 +63,7 @@ class Schedule:
         ``beta_t = min(1 - alpha_bar(t+1)/alpha_bar(t), max_beta)``."""
         T = check_int("T", T, 1)
         s = check_float("s", s, 0.0)
-        max_beta = check_float("max_beta", max_beta, 0.0, 1.0, low_open=True)
-        if max_beta >= 1.0:
-            raise ValueError(f"max_beta must be in (0, 1), got {max_beta}")
+        max_beta = check_float("max_beta", max_beta, 0.0, 1.0, low_open=True, high_open=True)
         u = torch.arange(T + 1, dtype=torch.float64) / T
         f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - f[1:] / f[:-1]).clamp(min=1e-12, max=max_beta)
@@ -227,8 +225,5 @@ def _make_distinct(t: torch.Tensor, T: int) -> torch.Tensor:
 
 
 def _check_betas(beta_start, beta_end):
-    beta_start = check_float("beta_start", beta_start, 0.0, 1.0, low_open=True)
-    beta_end = check_float("beta_end", beta_end, 0.0, 1.0, low_open=True)
-    if beta_end >= 1.0 or beta_start >= 1.0:
-        raise ValueError(f"beta_start and beta_end must be in (0, 1), got {beta_start} and {beta_end}")
-    return beta_start, beta_end
+    return (check_float("beta_start", beta_start, 0.0, 1.0, low_open=True, high_open=True),
+            check_float("beta_end", beta_end, 0.0, 1.0, low_open=True, high_open=True))
