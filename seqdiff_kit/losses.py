@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from einops import rearrange, reduce, repeat
 
-from ._validate import check_choice, check_float, check_int, check_tensor
+from ._validate import check_choice, check_float, check_int, check_tensor, check_type
 from .schedule import Schedule
 
 LOSS_NAMES = ("simple", "sa")
@@ -42,12 +42,10 @@ class LossOutput:
 def _check_common(model, x0, schedule) -> None:
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t) -> eps, got {type(model).__name__}")
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
-    check_tensor("x0", x0, min_ndim=1, nonempty=True)
+    check_type("schedule", schedule, Schedule)
+    check_tensor("x0", x0, min_ndim=1, nonempty=True, finite=True)  # the finite check skips integer dtypes
     if not x0.is_floating_point():
         raise TypeError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
-    check_tensor("x0", x0, finite=True)
 
 
 def _resolve_t(t, x0: torch.Tensor, schedule: Schedule, generator, antithetic: bool) -> torch.Tensor:
