@@ -13,7 +13,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ._validate import check_int, check_tensor
+from ._validate import check_int, check_tensor, check_type
 from .data import GaussianMixture
 from .schedule import Schedule
 
@@ -39,11 +39,8 @@ class IdealDenoiser(nn.Module):
 
     def __init__(self, mixture: GaussianMixture, schedule: Schedule):
         super().__init__()
-        if not isinstance(mixture, GaussianMixture):
-            raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
-        self.mixture, self.schedule = mixture, schedule
+        self.mixture = check_type("mixture", mixture, GaussianMixture)
+        self.schedule = check_type("schedule", schedule, Schedule)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = _check_call(x, t, self.schedule.T)
