@@ -137,29 +137,34 @@ class GaussianMixture:
     def _log_weights(self) -> torch.Tensor:
         return torch.where(self.weights > 0, self.weights.log(), torch.full_like(self.weights, -math.inf))
 
+    def _posterior(self, x: torch.Tensor, alpha_bar):
+        """``(a, z, var, r)``: the pieces of ``_components`` and the responsibilities ``r`` [B, M]."""
+        _, a, z, var, log_n = self._components(x, alpha_bar)
+        return a, z, var, torch.softmax(self._log_weights() + log_n, dim=1)
+
     def responsibilities(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
         """``r_i(x) = p(component i | x_t = x)`` [B, M], a softmax (stable far from every mode)."""
-        _, _, _, _, log_n = self._components(x, alpha_bar)
-        return torch.softmax(self._log_weights() + log_n, dim=1)
+        return self._posterior(x, alpha_bar)[3]
 
-    def score(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
-        """``grad_x log p_t(x) = -sum_i r_i (a S_i + (1 - a) I)^{-1} (x - sqrt(a) mu_i)``; [B, D] float64."""
-        _, _, z, var, log_n = self._components(x, alpha_bar)
-        r = torch.softmax(self._log_weights() + log_n, dim=1)
+    def _score(self, z: torch.Tensor, var: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         per = einsum(self._evecs, z / var, "m d k, b m k -> b m d")
         return -einsum(r, per, "b m, b m d -> b d")
 
+    def score(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """``grad_x log p_t(x) = -sum_i r_i (a S_i + (1 - a) I)^{-1} (x - sqrt(a) mu_i)``; [B, D] float64."""
+        _, z, var, r = self._posterior(x, alpha_bar)
+        return self._score(z, var, r)
+
     def ideal_eps(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
         """The ideal noise prediction ``eps*(x, t) = E[eps | x_t = x] = -sqrt(1 - a) grad log p_t(x)``; float64."""
-        a = self._alpha_bar_like(alpha_bar, x)
-        return -(1 - a).sqrt()[:, None] * self.score(x, a)
+        a, z, var, r = self._posterior(x, alpha_bar)
+        return -(1 - a).sqrt()[:, None] * self._score(z, var, r)
 
     def posterior_mean(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
         """``E[x0 | x_t = x] = sum_i r_i (mu_i + sqrt(a) S_i (a S_i + (1 - a) I)^{-1} (x - sqrt(a) mu_i))``.
 
         Written per component (not through Tweedie's division by sqrt(a)) so it stays finite as a -> 0."""
-        _, a, z, var, log_n = self._components(x, alpha_bar)
-        r = torch.softmax(self._log_weights() + log_n, dim=1)
+        a, z, var, r = self._posterior(x, alpha_bar)
         shrink = einsum(self._evecs, self._evals[None] * z / var, "m d k, b m k -> b m d")
         per = self.means[None] + a.sqrt()[:, None, None] * shrink
         return einsum(r, per, "b m, b m d -> b d")
