@@ -253,6 +253,5 @@ def write_report(path, sections: Sequence, *, title: str = "seqdiff_kit report",
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"path must end in .html or .htm, got {str(path)!r}")
     text = render_report(sections, title=title, subtitle=subtitle, settings=settings, timestamp=timestamp)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, text)
+    atomic_write(path, text)  # creates the folder
     return path
