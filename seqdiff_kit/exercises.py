@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ._validate import check_choice, check_type
 from .data import digits, ring8
 from .denoisers import IdealDenoiser
 from .schedule import Schedule
@@ -242,11 +243,8 @@ def problem(exercise_id: str) -> dict:
 
 
 def _get(exercise_id) -> Exercise:
-    if not isinstance(exercise_id, str):
-        raise TypeError(f"exercise_id must be a str, got {type(exercise_id).__name__}")
-    if exercise_id not in EXERCISES:
-        raise ValueError(f"exercise_id must be one of {sorted(EXERCISES)}, got {exercise_id!r}")
-    return EXERCISES[exercise_id]
+    check_type("exercise_id", exercise_id, str)  # first, so a non-str gets a TypeError, not a lookup error
+    return EXERCISES[check_choice("exercise_id", exercise_id, EXERCISES)]
 
 
 def _as_tensor(answer) -> torch.Tensor:
