@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -54,10 +54,14 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _layout(fig: go.Figure, title: str | None, **kw) -> go.Figure:
+def _layout(fig: go.Figure, title: str | None, *, margin: dict | None = None, legend_bg: bool = True,
+            **kw) -> go.Figure:
+    """The shared look: template, font, title top left; ``margin`` overrides some of the default margins,
+    ``legend_bg`` gives the legend a translucent white background."""
+    if legend_bg:
+        kw["legend"] = dict(bgcolor="rgba(255,255,255,0.8)")
     fig.update_layout(template=TEMPLATE, font=FONT, title=dict(text=title, x=0.02, xanchor="left") if title else None,
-                      margin=dict(l=60, r=20, t=60 if title else 30, b=50),
-                      legend=dict(bgcolor="rgba(255,255,255,0.8)"), **kw)
+                      margin={**dict(l=60, r=20, t=60 if title else 30, b=50), **(margin or {})}, **kw)
     return fig
 
 
@@ -92,14 +96,30 @@ def _subsample_index(n: int, max_points: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
 
 
+def _square_box(lo, hi, pad: float = 1.0, eps: float = 0.0) -> tuple[float, float, float, float]:
+    """The square (x_min, x_max, y_min, y_max) centred on the box ``lo``..``hi`` (2 numbers each) whose half
+    side is half the box's longer side times ``pad``, plus ``eps``."""
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * pad + eps
+    return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
+
+
+def square_bounds(points: np.ndarray, q: float = 0.005, pad: float = 1.08,
+                  include=None) -> tuple[float, float, float, float]:
+    """A square box holding the central ``1 - 2q`` of the finite ``points`` [..., 2] in each coordinate
+    (and the box ``include`` = (x_min, x_max, y_min, y_max) if given), its side widened by ``pad``."""
+    flat = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    flat = flat[np.isfinite(flat).all(1)]
+    lo, hi = np.quantile(flat, q, axis=0), np.quantile(flat, 1 - q, axis=0)
+    if include is not None:
+        lo, hi = np.minimum(lo, [include[0], include[2]]), np.maximum(hi, [include[1], include[3]])
+    return _square_box(lo, hi, pad, 1e-6)
+
+
 def _mixture_bounds(mixture: GaussianMixture, pad_std: float = 3.5) -> tuple[float, float, float, float]:
     """A square box holding every component mean +- ``pad_std`` of its widest standard deviation."""
     mu = mixture.means.numpy()
     spread = float(np.sqrt(mixture._evals.max().item()))
-    lo = mu.min(0) - pad_std * spread
-    hi = mu.max(0) + pad_std * spread
-    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2
-    return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
+    return _square_box(mu.min(0) - pad_std * spread, mu.max(0) + pad_std * spread)
 
 
 def _log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_bar: float = 1.0):
@@ -112,10 +132,14 @@ def _log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_ba
     return xs, ys, z.numpy()
 
 
+def _clip_tails(z: np.ndarray, floor: float = 12.0) -> np.ndarray:
+    """``max(z, z.max() - floor)``: log p falls like -|x|^2, and a linear colour scale over that whole range
+    hides the modes, so the far tails are clipped."""
+    return np.maximum(z, z.max() - floor)
+
+
 def _density_trace(xs, ys, z, floor: float, showscale: bool, name: str) -> go.Contour:
-    # Clip the far tails: log p falls like -|x|^2, and a linear colour scale over that range hides the modes.
-    zc = np.maximum(z, z.max() - floor)
-    return go.Contour(x=xs, y=ys, z=zc, name=name, colorscale=DENSITY_SCALE, showscale=showscale,
+    return go.Contour(x=xs, y=ys, z=_clip_tails(z, floor), name=name, colorscale=DENSITY_SCALE, showscale=showscale,
                       ncontours=18, line=dict(width=0.4, color="rgba(255,255,255,0.5)"),
                       colorbar=dict(title=dict(text="log p", side="right"), thickness=12, len=0.8),
                       hovertemplate="x=%{x:.2f}<br>y=%{y:.2f}<br>log p=%{z:.2f}<extra></extra>", opacity=0.85)
@@ -152,8 +176,7 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
             pts = np.concatenate(list(clouds.values()))
             lo = np.minimum([b[0], b[2]], np.quantile(pts, 0.002, axis=0))
             hi = np.maximum([b[1], b[3]], np.quantile(pts, 0.998, axis=0))
-            centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2
-            b = (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
+            b = _square_box(lo, hi)
         bounds = b
     else:
         bounds = tuple(float(b) for b in bounds)
@@ -168,17 +191,58 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
                                              line=dict(width=0.3, color="white"))))
     if title is None:
         title = f"{mixture.name}: exact log-density" + (f" at alpha_bar={alpha_bar:.3g}" if alpha_bar < 1 else "")
-    _layout(fig, title, width=620, height=560)
+    _layout(fig, title, margin=dict(t=90), width=620, height=560)
     fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], constrain="domain")
     fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], scaleanchor="x", scaleratio=1)
-    fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"),
-                      margin=dict(t=90))
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
     return fig
 
 
 # ---------------------------------------------------------------------------------------------- trajectories
 def _step_label(t: int) -> str:
     return "end" if t < 0 else f"t={t}"
+
+
+def segments_xy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Segments joining ``a[i]`` to ``b[i]`` ([P, 2] each) as one polyline ``[a1, b1, nan, a2, b2, nan, ...]``
+    of shape [3P, 2], so a single trace draws them all. Works on stacks [S, P, 2] -> [S, 3P, 2] too."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.shape[-1] != 2:
+        raise ValueError(f"a and b must have the same shape [..., P, 2], got {a.shape} and {b.shape}")
+    gap = np.full_like(a, np.nan)
+    return rearrange(np.stack([a, b, gap], axis=-2), "... p k d -> ... (p k) d")
+
+
+class _Paths(NamedTuple):
+    names: list            # the paths' names, in order
+    keep: np.ndarray       # the sample indices drawn (the same in every path, so pairs stay paired)
+    paths: dict            # name -> [R+1, P, 2] float64 numpy array of the kept samples
+    pair: bool             # exactly two paths of the same batch, and pair lines asked for
+    t: list                # the recorded timestep of each state (-1: the final sample)
+
+
+def _prepare_paths(trajectories: Mapping[str, Trajectory], max_points: int, pair_lines: bool) -> _Paths:
+    """Check a non-empty dict of 2-D ``Trajectory`` recording the same number of states and keep at most
+    ``max_points`` evenly spaced samples of each (the same indices in every path)."""
+    names = list(trajectories)
+    for name, tr in trajectories.items():
+        if not isinstance(tr, Trajectory):
+            raise TypeError(f"trajectories[{name!r}] must be a Trajectory (samplers.Trajectory), "
+                            f"got {type(tr).__name__}")
+        if tr.x.ndim != 3 or tr.x.shape[-1] != 2:
+            raise ValueError(f"trajectories[{name!r}].x must have shape [R+1, B, 2] (2-D points), "
+                             f"got {tuple(tr.x.shape)}")
+    first = trajectories[names[0]]
+    n_states = first.x.shape[0]
+    for name in names[1:]:
+        if trajectories[name].x.shape[0] != n_states:
+            raise ValueError(f"trajectories must all record the same number of states for one slider; "
+                             f"{names[0]!r} has {n_states}, {name!r} has {trajectories[name].x.shape[0]}")
+    B = min(trajectories[n].x.shape[1] for n in names)
+    keep = _subsample_index(B, max_points)
+    paths = {n: _to_numpy(f"trajectories[{n!r}].x", trajectories[n].x[:, keep]) for n in names}  # [R+1, P, 2]
+    pair = pair_lines and len(names) == 2 and all(trajectories[n].x.shape[1] == B for n in names)
+    return _Paths(names, keep, paths, pair, [int(t) for t in first.t])
 
 
 def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points: int = 300, *,
@@ -197,19 +261,8 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
     trajectories = _check_mapping("trajectories", trajectories)
     max_points = check_int("max_points", max_points, 1)
     grid_size = check_int("grid_size", grid_size, 8, 1000)
-    names = list(trajectories)
-    for name, tr in trajectories.items():
-        if not isinstance(tr, Trajectory):
-            raise TypeError(f"trajectories[{name!r}] must be a samplers.Trajectory, got {type(tr).__name__}")
-        if tr.x.ndim != 3 or tr.x.shape[-1] != 2:
-            raise ValueError(f"trajectories[{name!r}].x must have shape [R+1, B, 2] (2-D points), "
-                             f"got {tuple(tr.x.shape)}")
-    first = trajectories[names[0]]
-    n_states = first.x.shape[0]
-    for name in names[1:]:
-        if trajectories[name].x.shape[0] != n_states:
-            raise ValueError(f"trajectories must all record the same number of states for one slider; "
-                             f"{names[0]!r} has {n_states}, {name!r} has {trajectories[name].x.shape[0]}")
+    names, _, paths, pair, t_labels = _prepare_paths(trajectories, max_points, pair_lines)
+    n_states = len(t_labels)
     if mixture is not None and not isinstance(mixture, GaussianMixture):
         raise TypeError(f"mixture must be a GaussianMixture or None, got {type(mixture).__name__}")
     if mixture is not None and mixture.dim != 2:
@@ -219,32 +272,14 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
     if schedule is not None and mixture is None:
         raise ValueError("schedule needs mixture: it is used to draw the noised marginal p_t of the mixture")
 
-    # the same sample indices in every path keep pairs paired
-    B = min(trajectories[n].x.shape[1] for n in names)
-    keep = _subsample_index(B, max_points)
-    paths = {n: _to_numpy(f"trajectories[{n!r}].x", trajectories[n].x[:, keep]) for n in names}  # [R+1, P, 2]
-    pair = pair_lines and len(names) == 2 and all(trajectories[n].x.shape[1] == B for n in names)
-    t_labels = [int(t) for t in first.t]
-
-    allpts = np.concatenate([p.reshape(-1, 2) for p in paths.values()])
-    lo, hi = np.quantile(allpts, 0.005, axis=0), np.quantile(allpts, 0.995, axis=0)
-    if mixture is not None:
-        mb = _mixture_bounds(mixture)
-        lo, hi = np.minimum(lo, [mb[0], mb[2]]), np.maximum(hi, [mb[1], mb[3]])
-    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.08 + 1e-6
-    bounds = (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
+    bounds = square_bounds(np.concatenate([p.reshape(-1, 2) for p in paths.values()]),
+                           include=_mixture_bounds(mixture) if mixture is not None else None)
+    segs = segments_xy(paths[names[0]], paths[names[1]]) if pair else None  # [R+1, 3P, 2]
 
     def density_at(t: int):
         a = 1.0 if schedule is None else float(schedule.alpha_bar(t))
         xs, ys, z = _log_density_grid(mixture, bounds, grid_size, a)
         return _density_trace(xs, ys, z, 12.0, False, "log p" if schedule is None else "log p_t")
-
-    def segments(j: int):
-        a, b = paths[names[0]][j], paths[names[1]][j]
-        nan = np.full((len(a), 1), np.nan)
-        # one trace of x: [a1, b1, nan, a2, b2, nan, ...] draws every segment without a trace per pair
-        seg = rearrange(np.stack([a, b, np.concatenate([nan, nan], 1)], 1), "p k d -> (p k) d")
-        return seg
 
     def traces_at(j: int, static: bool) -> list:
         """The traces shown at state j; ``static`` adds a background that never changes (drawn once)."""
@@ -252,7 +287,7 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
         if mixture is not None and (schedule is not None or static):
             out.append(density_at(t_labels[j]))
         if pair:
-            seg = segments(j)
+            seg = segs[j]  # one trace of x: [a1, b1, nan, a2, b2, nan, ...] draws every segment
             out.append(go.Scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", name="pairing",
                                   line=dict(width=0.7, color="rgba(80,80,80,0.45)"), hoverinfo="skip"))
         for i, n in enumerate(names):
@@ -285,9 +320,8 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
                                                       transition=dict(duration=0))])])])
     if title is None:
         title = "Sampling paths" + (" (segments join paired samples)" if pair else "")
-    _layout(fig, title, width=640, height=660)
-    fig.update_layout(margin=dict(b=110, t=90),
-                      legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
+    _layout(fig, title, margin=dict(b=110, t=90), width=640, height=660)
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
     # fixed axes: frames do not autorange, and a moving frame would hide the contraction of the cloud
     fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], autorange=False, constrain="domain")
     fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], autorange=False,
@@ -387,9 +421,8 @@ def image_grid_figure(images: torch.Tensor, nrow: int = 8, *, pad: int = 1, valu
     fig = go.Figure(go.Heatmap(z=grid, zmin=lo, zmax=hi, colorscale="gray", showscale=False,
                                hovertemplate="row %{y}, col %{x}: %{z:.2f}<extra></extra>"))
     h, w = grid.shape
-    _layout(fig, title, width=max(220, w * cell_px + 60), height=max(200, h * cell_px + (90 if title else 60)),
-            plot_bgcolor="white")
-    fig.update_layout(margin=dict(l=20, r=20, t=50 if title else 20, b=20))
+    _layout(fig, title, margin=dict(l=20, r=20, t=50 if title else 20, b=20), width=max(220, w * cell_px + 60),
+            height=max(200, h * cell_px + (90 if title else 60)), plot_bgcolor="white")
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
     return fig

@@ -36,50 +36,47 @@ from .data import GaussianMixture
 from .samplers import Trajectory
 from .schedule import Schedule
 from . import viz
+from .viz import segments_xy
 
 __all__ = ["NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLossPlot", "StepCountDashboard",
            "SAControls", "DigitGridDashboard", "segments_xy"]
 
 
-def _np(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().to(torch.float64).numpy()
-    return np.asarray(x, dtype=np.float64)
+# viz._layout options of the dashboards: narrower margins than viz's figures, no legend background
+_LOOK = dict(margin=dict(l=50, b=40), legend_bg=False)
 
 
-def _style(fig, title: str | None, **kw):
-    fig.update_layout(template=viz.TEMPLATE, font=viz.FONT,
-                      title=dict(text=title, x=0.02, xanchor="left") if title else None,
-                      margin=dict(l=50, r=20, t=60 if title else 30, b=40), **kw)
+def _cloud_figure(mixture: GaussianMixture | None, bounds, title: str | None) -> go.Figure:
+    """The base of a 2-D point-cloud dashboard: the mixture's density (or an empty figure) on fixed square axes
+    ``bounds``, with a horizontal legend on top. The caller adds its scatter traces after the background."""
+    if mixture is not None:
+        fig = viz.density_figure(mixture, grid_size=60, bounds=bounds, title=title)
+        fig.data[0].showscale = False
+    else:
+        fig = viz._layout(go.Figure(), title, **_LOOK, width=620, height=560)
+    fig.update_xaxes(range=[bounds[0], bounds[1]], autorange=False)
+    fig.update_yaxes(range=[bounds[2], bounds[3]], autorange=False, scaleanchor="x")
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.0, xanchor="left", yanchor="bottom"))
     return fig
 
 
-def _square_bounds(points: np.ndarray, q: float = 0.005, pad: float = 1.08) -> tuple[float, float, float, float]:
-    """A square box holding the central ``1 - 2q`` of ``points`` [..., 2] in each coordinate."""
-    flat = points.reshape(-1, 2)
-    flat = flat[np.isfinite(flat).all(1)]
-    lo, hi = np.quantile(flat, q, axis=0), np.quantile(flat, 1 - q, axis=0)
-    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * pad + 1e-6
-    return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
-
-
-def segments_xy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Segments joining ``a[i]`` to ``b[i]`` ([P, 2] each) as one polyline ``[a1, b1, nan, a2, b2, nan, ...]``
-    of shape [3P, 2], so a single trace draws them all. Works on stacks [S, P, 2] -> [S, 3P, 2] too."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.shape[-1] != 2:
-        raise ValueError(f"a and b must have the same shape [..., P, 2], got {a.shape} and {b.shape}")
-    gap = np.full_like(a, np.nan)
-    return rearrange(np.stack([a, b, gap], axis=-2), "... p k d -> ... (p k) d")
-
-
-def _slider(n: int, description: str, readout: bool = True) -> W.IntSlider:
-    return W.IntSlider(value=0, min=0, max=max(n - 1, 0), step=1, description=description, readout=readout,
+def _slider(n: int, description: str) -> W.IntSlider:
+    return W.IntSlider(value=0, min=0, max=max(n - 1, 0), step=1, description=description,
                        continuous_update=True, layout=W.Layout(width="560px"),
                        style={"description_width": "initial"})
 
 
-class _SliderDashboard:
+class _ShowsWidget:
+    """Mixin: a bare object at the end of a notebook cell displays its ``widget``."""
+
+    widget: W.Widget
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
+
+
+class _SliderDashboard(_ShowsWidget):
     """Shared plumbing: an IntSlider over ``n`` precomputed frames wired to ``update``."""
 
     n_frames: int
@@ -95,10 +92,6 @@ class _SliderDashboard:
 
     def _check_frame(self, j) -> int:
         return check_int("j", j, 0, self.n_frames - 1)
-
-    def _ipython_display_(self):  # so that a bare dashboard at the end of a cell shows its widget
-        from IPython.display import display
-        display(self.widget)
 
 
 class _StepCountDashboard(_SliderDashboard):
@@ -134,24 +127,25 @@ class NoisingDashboard(_SliderDashboard):
             raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
         max_points = check_int("max_points", max_points, 1)
         if ts is None:
-            ts = [-1] + np.unique(np.linspace(0, schedule.T - 1, 41).round().astype(int)).tolist()
+            ts = [-1] + viz._subsample_index(schedule.T, 41).tolist()
         ts = [int(t) for t in ts]
         if not ts or min(ts) < -1 or max(ts) > schedule.T - 1:
             raise ValueError(f"ts must be a non-empty list of timesteps in [-1, {schedule.T - 1}], got {ts[:6]}...")
         self.schedule, self.ts, self.n_frames = schedule, ts, len(ts)
-        x0 = points[:max_points].double()
-        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-        abar = schedule.alpha_bar(torch.tensor(ts))                                         # [S]
-        # every frame at once: [S, N, 2] by broadcasting sqrt(abar) over the points
-        xt = abar.sqrt()[:, None, None] * x0[None] + (1 - abar).sqrt()[:, None, None] * eps[None]
-        self.xy = xt.numpy()
-        self.abar = abar.numpy()
+        t = torch.tensor(ts)                                                                 # [S]
+        S = len(ts)
+
+        def noised(x0: torch.Tensor) -> torch.Tensor:
+            """Every frame at once, [S, *x0.shape]: one eps (drawn here) for all t, so a point moves smoothly."""
+            eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+            return schedule.add_noise(x0.expand(S, *x0.shape), t, eps.expand(S, *x0.shape))
+
+        self.xy = noised(points[:max_points].double()).numpy()                              # [S, N, 2]
+        self.abar = schedule.alpha_bar(t).numpy()
         self.images = None
         if images is not None:
             check_tensor("images", images, ndim=4, nonempty=True, finite=True)
-            im = images.double()
-            e_im = torch.randn(im.shape, generator=generator, dtype=torch.float64)
-            frames = abar.sqrt()[:, None, None, None, None] * im[None] + (1 - abar).sqrt()[:, None, None, None, None] * e_im[None]
+            frames = noised(images.double())                                                # [S, M, 1, H, W]
             # one image row per frame: [S, M, 1, H, W] -> [S, H, M*W] (NaN-free so the heatmap stays simple)
             self.images = rearrange(frames, "s m 1 h w -> s h (m w)").numpy()
         cols = 2 if self.images is not None else 1
@@ -167,7 +161,7 @@ class NoisingDashboard(_SliderDashboard):
         lim = 3.6
         base.update_xaxes(range=[-lim, lim], row=1, col=1, title="x<sub>1</sub>")
         base.update_yaxes(range=[-lim, lim], row=1, col=1, scaleanchor="x", title="x<sub>2</sub>")
-        _style(base, title, width=900 if cols == 2 else 520, height=470, showlegend=False)
+        viz._layout(base, title, **_LOOK, width=900 if cols == 2 else 520, height=470, showlegend=False)
         self.fig = go.FigureWidget(base)
         self._wire("timestep index")
 
@@ -214,31 +208,28 @@ class ScoreFieldDashboard(_SliderDashboard):
         self.ts, self.n_frames = ts, len(ts)
         g = torch.linspace(-bound, bound, grid_size, dtype=torch.float64)
         pts = rearrange(torch.stack(torch.meshgrid(g, g, indexing="xy"), -1), "a b d -> (a b) d")
-        gd = torch.linspace(-bound, bound, density_grid, dtype=torch.float64)
-        dpts = rearrange(torch.stack(torch.meshgrid(gd, gd, indexing="xy"), -1), "a b d -> (a b) d")
         cell = 2 * bound / (grid_size - 1)
+        self.abar = schedule.alpha_bar(torch.tensor(ts)).numpy()
         arrows, dens, peak = [], [], []
-        for t in ts:
-            a = float(schedule.alpha_bar(t))
+        for a in self.abar.tolist():
             score = mixture.score(pts, a)                                   # = -eps*/sqrt(1 - abar)
             norm = torch.linalg.vector_norm(score, dim=1)
             top = float(norm.max())
             tip = pts + arrow_scale * cell * score / max(top, 1e-12)
             arrows.append(segments_xy(pts.numpy(), tip.numpy()))
-            logp = mixture.log_prob(dpts, alpha_bar=a).reshape(density_grid, density_grid).numpy()
-            dens.append(np.maximum(logp, logp.max() - 12.0))              # clip the tails for contrast
+            xs, ys, logp = viz._log_density_grid(mixture, (-bound, bound, -bound, bound), density_grid, a)
+            dens.append(viz._clip_tails(logp))                              # clip the tails for contrast
             peak.append(top)
         self.arrows, self.density, self.peak = np.stack(arrows), np.stack(dens), np.array(peak)
         self.tails = pts.numpy()
-        self.abar = schedule.alpha_bar(torch.tensor(ts)).numpy()
         fig = go.Figure([
-            go.Contour(x=gd.numpy(), y=gd.numpy(), z=self.density[0], colorscale="Blues", showscale=False,
+            go.Contour(x=xs, y=ys, z=self.density[0], colorscale="Blues", showscale=False,
                        ncontours=16, line=dict(width=0.3), name="log p_t", hoverinfo="skip"),
             go.Scatter(x=self.arrows[0, :, 0], y=self.arrows[0, :, 1], mode="lines", name="score",
                        line=dict(color="#222", width=1.2), hoverinfo="skip"),
             go.Scatter(x=self.tails[:, 0], y=self.tails[:, 1], mode="markers", name="grid",
                        marker=dict(size=3, color="#222"), hoverinfo="skip")])
-        _style(fig, title, width=560, height=560, showlegend=False)
+        viz._layout(fig, title, **_LOOK, width=560, height=560, showlegend=False)
         fig.update_xaxes(range=[-bound * 1.05, bound * 1.05], title="x<sub>1</sub>")
         fig.update_yaxes(range=[-bound * 1.05, bound * 1.05], scaleanchor="x", title="x<sub>2</sub>")
         self.fig = go.FigureWidget(fig)
@@ -272,36 +263,17 @@ class PathDashboard(_SliderDashboard):
         if not isinstance(trajectories, Mapping) or len(trajectories) == 0:
             raise TypeError(f"trajectories must be a non-empty dict of name -> Trajectory, got {trajectories!r}")
         max_points = check_int("max_points", max_points, 1)
-        names = list(trajectories)
-        for n, tr in trajectories.items():
-            if not isinstance(tr, Trajectory):
-                raise TypeError(f"trajectories[{n!r}] must be a Trajectory, got {type(tr).__name__}")
-            if tr.x.ndim != 3 or tr.x.shape[-1] != 2:
-                raise ValueError(f"trajectories[{n!r}].x must have shape [R+1, B, 2], got {tuple(tr.x.shape)}")
-        S = trajectories[names[0]].x.shape[0]
-        for n in names[1:]:
-            if trajectories[n].x.shape[0] != S:
-                raise ValueError(f"trajectories must record the same number of states; {names[0]!r} has {S}, "
-                                 f"{n!r} has {trajectories[n].x.shape[0]}")
-        B = min(trajectories[n].x.shape[1] for n in names)
-        keep = np.unique(np.linspace(0, B - 1, min(B, max_points)).round().astype(int))
-        self.names, self.n_frames = names, S
-        self.t = [int(v) for v in trajectories[names[0]].t]
-        self.paths = {n: _np(trajectories[n].x[:, keep]) for n in names}                  # [S, P, 2]
-        self.pair = pair_lines and len(names) == 2 and len({trajectories[n].x.shape[1] for n in names}) == 1
+        names, _, self.paths, self.pair, self.t = viz._prepare_paths(trajectories, max_points, pair_lines)
+        self.names, self.n_frames = names, len(self.t)                                      # paths: [S, P, 2]
         if self.pair:
             a, b = self.paths[names[0]], self.paths[names[1]]
             self.segments = segments_xy(a, b)                                               # [S, 3P, 2]
             # the caption's mean distance uses every point, not only the drawn ones
             full = trajectories[names[0]].x - trajectories[names[1]].x
-            self.mean_distance = _np(torch.linalg.vector_norm(full.double(), dim=-1).mean(dim=1))
-        bounds = _square_bounds(np.concatenate([p for p in self.paths.values()], axis=1))
-        if mixture is not None:
-            fig = viz.density_figure(mixture, grid_size=60, bounds=bounds, title=title or "Sampling paths")
-            fig.data[0].showscale = False
-        else:
-            fig = go.Figure()
-            _style(fig, title or "Sampling paths", width=620, height=560)
+            self.mean_distance = viz._to_numpy("mean_distance",
+                                               torch.linalg.vector_norm(full.double(), dim=-1).mean(dim=1))
+        bounds = viz.square_bounds(np.concatenate(list(self.paths.values()), axis=1))
+        fig = _cloud_figure(mixture, bounds, title or "Sampling paths")
         self._first = len(fig.data)
         if self.pair:
             fig.add_trace(go.Scatter(x=self.segments[0, :, 0], y=self.segments[0, :, 1], mode="lines",
@@ -312,9 +284,6 @@ class PathDashboard(_SliderDashboard):
             fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
                                      marker=dict(size=5, color=viz.color_for(n, i), opacity=0.8,
                                                  line=dict(width=0.3, color="white"))))
-        fig.update_xaxes(range=[bounds[0], bounds[1]], autorange=False)
-        fig.update_yaxes(range=[bounds[2], bounds[3]], autorange=False, scaleanchor="x")
-        fig.update_layout(legend=dict(orientation="h", x=0, y=1.0, xanchor="left", yanchor="bottom"))
         self.fig = go.FigureWidget(fig)
         self._wire("sampling step")
 
@@ -341,7 +310,7 @@ class PathDashboard(_SliderDashboard):
 
 
 # ---------------------------------------------------------------------------------------------- 03: live loss
-class LiveLossPlot:
+class LiveLossPlot(_ShowsWidget):
     """A loss curve that grows while a training loop runs.
 
     ``append(step, **values)`` stores numbers (e.g. ``loss=state.loss``); ``flush()`` pushes them into the
@@ -363,7 +332,7 @@ class LiveLossPlot:
                                      line=dict(color=color, width=1), opacity=0.3))
             fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{n} (mean of {self.window})",
                                      line=dict(color=color, width=2.5)))
-        _style(fig, title, width=700, height=380)
+        viz._layout(fig, title, **_LOOK, width=700, height=380)
         fig.update_xaxes(title="training step")
         fig.update_yaxes(title="loss", type="log" if log_y else "linear")
         self.fig = go.FigureWidget(fig)
@@ -392,10 +361,6 @@ class LiveLossPlot:
                 self.fig.data[2 * k].x, self.fig.data[2 * k].y = steps, np.asarray(self.values[n])
                 self.fig.data[2 * k + 1].x, self.fig.data[2 * k + 1].y = steps, self.running_mean(n)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.fig)
-
 
 # ---------------------------------------------------------------------------------------------- 05
 class StepCountDashboard(_StepCountDashboard):
@@ -416,22 +381,14 @@ class StepCountDashboard(_StepCountDashboard):
             if len(lst) != len(self.steps):
                 raise ValueError(f"finals[{n!r}] must hold one sample per step count ({len(self.steps)}), "
                                  f"got {len(lst)}")
-            self.clouds[n] = np.stack([_np(x[:max_points]) for x in lst])                   # [S, P, 2]
-        bounds = _square_bounds(np.concatenate(list(self.clouds.values()), axis=1), q=0.002)
-        if mixture is not None:
-            fig = viz.density_figure(mixture, grid_size=60, bounds=bounds, title=title)
-            fig.data[0].showscale = False
-        else:
-            fig = go.Figure()
-            _style(fig, title, width=620, height=560)
+            self.clouds[n] = np.stack([viz._to_numpy(f"finals[{n!r}]", x[:max_points]) for x in lst])  # [S, P, 2]
+        bounds = viz.square_bounds(np.concatenate(list(self.clouds.values()), axis=1), q=0.002)
+        fig = _cloud_figure(mixture, bounds, title)
         self._first = len(fig.data)
         for i, n in enumerate(self.names):
             p = self.clouds[n][0]
             fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
                                      marker=dict(size=4, color=viz.color_for(n, i), opacity=0.7)))
-        fig.update_xaxes(range=[bounds[0], bounds[1]], autorange=False)
-        fig.update_yaxes(range=[bounds[2], bounds[3]], autorange=False, scaleanchor="x")
-        fig.update_layout(legend=dict(orientation="h", x=0, y=1.0, xanchor="left", yanchor="bottom"))
         self.fig = go.FigureWidget(fig)
         self._wire("steps index")
 
@@ -444,7 +401,7 @@ class StepCountDashboard(_StepCountDashboard):
         self.label.value = self.caption(j)
 
 
-class SAControls:
+class SAControls(_ShowsWidget):
     """K and lam controls for the sequence-aware loss and a button that calls ``on_train(K, lam)``.
 
     The callback does the (slow) work, e.g. retrain and redraw; whatever it prints or displays goes into
@@ -477,10 +434,6 @@ class SAControls:
             self.output.clear_output(wait=True)
             return self.on_train(*self.values)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
-
 
 # ---------------------------------------------------------------------------------------------- 06: digits
 class DigitGridDashboard(_StepCountDashboard):
@@ -507,8 +460,8 @@ class DigitGridDashboard(_StepCountDashboard):
             fig.add_trace(go.Heatmap(z=self.tiles[n][0], zmin=-1, zmax=1, colorscale="gray", showscale=False,
                                      hoverinfo="skip"), row=1, col=i + 1)
         h, w = self.tiles[self.names[0]].shape[1:]
-        _style(fig, title, width=min(1000, 80 + len(self.names) * (w * 7 + 20)), height=h * 7 + 110,
-               plot_bgcolor="white")
+        viz._layout(fig, title, **_LOOK, width=min(1000, 80 + len(self.names) * (w * 7 + 20)),
+                    height=h * 7 + 110, plot_bgcolor="white")
         fig.update_xaxes(visible=False, constrain="domain")
         fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
         self.fig = go.FigureWidget(fig)
