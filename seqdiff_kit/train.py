@@ -20,15 +20,15 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Generator, Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import set_threads
-from ._validate import check_float, check_int, check_tensor
-from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, _model_spec, checkpoint_exists,
+from ._validate import check_float, check_int, check_tensor, check_type
+from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, _model_spec, _sub_state, checkpoint_exists,
                          checkpoint_paths, read_checkpoint, save_checkpoint)
 from .data import GaussianMixture
 from .losses import Loss, LossOutput
@@ -176,17 +176,12 @@ def _load_optim(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor]) -> N
     opt.load_state_dict(sd)
 
 
-def _sub(tensors: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
 # ---------------------------------------------------------------------- the loop
 def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_decay, grad_clip, warmup,
                 checkpoint, checkpoint_every, resume):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    check_type("schedule", schedule, Schedule)
     if not isinstance(loss, Loss):
         raise TypeError(f"loss must be a seqdiff_kit.losses.Loss (e.g. Loss('simple') or Loss('sa', K=2, lam=1.0)), "
                         f"got {type(loss).__name__}")
@@ -238,7 +233,8 @@ def train_iter(model: nn.Module, data, schedule: Schedule, loss: Loss, *, steps:
 
 
 def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkpoint_every, resume, progress,
-          threads, device, dataset_name) -> Iterator[TrainState]:
+          threads, device, dataset_name) -> Generator[TrainState, None, nn.Module]:
+    """The training generator behind ``train_iter``; it returns the EMA model when it ends."""
     set_threads(threads)
     steps, batch_size, lr, seed, ema_decay, grad_clip, warmup = (args[k] for k in (
         "steps", "batch_size", "lr", "seed", "ema_decay", "grad_clip", "warmup"))
@@ -266,10 +262,10 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
         start = int(meta["step"])
         if start > steps:
             raise ValueError(f"checkpoint {str(checkpoint)!r} is at step {start}, beyond steps={steps}")
-        model.load_state_dict(_sub(tensors, MODEL_PREFIX))
+        model.load_state_dict(_sub_state(tensors, MODEL_PREFIX))
         ema = copy.deepcopy(model)
-        ema.load_state_dict(_sub(tensors, EMA_PREFIX))
-        extra = {k: v.cpu() for k, v in _sub(tensors, EXTRA_PREFIX).items()}
+        ema.load_state_dict(_sub_state(tensors, EMA_PREFIX))
+        extra = {k: v.cpu() for k, v in _sub_state(tensors, EXTRA_PREFIX).items()}
         _load_optim(opt, {k: v.to(device) for k, v in extra.items() if k.startswith("optim.")})
         generator.set_state(extra["rng_state"])
         batches.load(meta.get("data_state", {}), extra)
@@ -318,6 +314,7 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
             yield state
     finally:
         bar.close()
+    return ema
 
 
 def _nonfinite_msg(what: str, step: int, out: LossOutput, checkpoint, last_saved) -> str:
@@ -353,17 +350,11 @@ def fit(model: nn.Module, data, schedule: Schedule, loss: Loss, **kwargs) -> Fit
     """Run ``train_iter`` to the end (same arguments); return the model, its EMA, the per-step history
     (``TrainState.as_dict()``) and the wall time in seconds."""
     t0 = time.perf_counter()
-    history, last = [], None
-    for state in train_iter(model, data, schedule, loss, **kwargs):
-        history.append(state.as_dict())
-        last = state
-    if last is not None:
-        ema = last.ema
-    else:  # nothing left to do (steps=0, or resuming a finished run): the EMA is the checkpoint's, if any
-        ema = copy.deepcopy(model).requires_grad_(False).eval()
-        ckpt = kwargs.get("checkpoint")
-        if kwargs.get("resume") and ckpt is not None and checkpoint_exists(ckpt):
-            tensors, _ = read_checkpoint(ckpt, device=kwargs.get("device", "cpu"))
-            model.load_state_dict(_sub(tensors, MODEL_PREFIX))
-            ema.load_state_dict(_sub(tensors, EMA_PREFIX))
+    history, states = [], train_iter(model, data, schedule, loss, **kwargs)
+    while True:
+        try:
+            history.append(next(states).as_dict())
+        except StopIteration as stop:  # the loop returns its EMA (the checkpoint's when a finished run resumes)
+            ema = stop.value
+            break
     return FitResult(model=model, ema=ema, history=history, seconds=time.perf_counter() - t0)
