@@ -64,10 +64,7 @@ def checkpoint_exists(path) -> bool:
     return st.is_file() and js.is_file()
 
 
-# ---------------------------------------------------------------------- atomic writes
-
-
-
+# ---------------------------------------------------------------------- writing
 def _jsonable(value, where: str = "config"):
     """Check that ``value`` survives a JSON round trip (tuples become lists); raise naming the bad key."""
     try:
