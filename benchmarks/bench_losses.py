@@ -109,18 +109,9 @@ def main():
     torch.manual_seed(0)  # model initialisation only
     x_mlp = sk.ring8().sample(512, torch.Generator().manual_seed(1))
     bench_model("MLPDenoiser (2-D ring8)", sk.MLPDenoiser(dim=2, T=1000), x_mlp, schedule, args.repeats, args.iters)
-    TinyUNet = getattr(sk.denoisers, "TinyUNet", None)
-    if TinyUNet is None:
-        print("\nTinyUNet: not available in seqdiff_kit.denoisers yet; skipped")
-    else:
-        try:
-            images, _ = sk.digits()
-            x_img = images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(2))[:128]]
-            source = "digits"
-        except FileNotFoundError:  # the timing does not depend on pixel values
-            x_img = torch.randn(128, 1, 8, 8, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
-            source = "random images (digits file missing)"
-        bench_model(f"TinyUNet (8x8 {source})", TinyUNet(T=1000), x_img, schedule, args.repeats, args.iters)
+    images, _ = sk.digits()
+    x_img = images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(2))[:128]]
+    bench_model("TinyUNet (8x8 digits)", sk.TinyUNet(T=1000), x_img, schedule, args.repeats, args.iters)
     print(f"\nload average after: {os.getloadavg()}")
 
 
