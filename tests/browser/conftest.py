@@ -13,6 +13,7 @@ child processes and as the processes holding one of its connection files (``kern
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -27,9 +28,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _shared import NOTEBOOKS, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-NOTEBOOKS = REPO / "notebooks"
 ARTIFACTS = REPO / "artifacts" / "browser"
 # the flags the project allows: no sandbox (containers), no GPU, and nothing that talks to the network
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -60,11 +60,11 @@ def browser_required() -> bool:
     return os.environ.get(REQUIRE_ENV, "0") not in ("", "0")
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip with ``reason`` (and how to install), or fail when ``SEQDIFF_REQUIRE_BROWSER=1`` (CI)."""
+def skip_or_fail(reason: str, hint: str = INSTALL_HINT) -> None:
+    """Skip with ``reason`` and ``hint`` (how to install), or fail when ``SEQDIFF_REQUIRE_BROWSER=1`` (CI)."""
     if browser_required():
-        pytest.fail(f"{reason}; {REQUIRE_ENV}=1 requires the browser tests to run: {INSTALL_HINT}", pytrace=False)
-    pytest.skip(f"{reason}: {INSTALL_HINT}")
+        pytest.fail(f"{reason}; {REQUIRE_ENV}=1 requires the browser tests to run: {hint}", pytrace=False)
+    pytest.skip(f"{reason}: {hint}")
 
 
 def find_chromium() -> str | None:
@@ -134,17 +134,9 @@ def artifacts(request):
             return p
 
     capman = request.config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled() if capman else _nullcontext():
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
         print(f"\n[browser] screenshots go to {ARTIFACTS}", flush=True)
     return Artifacts
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- JupyterLab
@@ -291,9 +283,6 @@ class LabServer:
                 self._remember(p.info["pid"])
         return sorted(self._known)
 
-    def kernel_pids(self) -> list[int]:
-        return [pid for pid in self.pids() if self.proc is None or pid != self.proc.pid]
-
     def shutdown_kernels(self) -> None:
         """Shut down every running kernel through the REST API (frees the memory between notebooks)."""
         self.pids()
@@ -352,10 +341,7 @@ def require_lab() -> None:
         except ImportError:
             missing.append(mod)
     if missing:
-        reason = f"{', '.join(missing)} not installed (pip install -e '.[lab]')"
-        if browser_required():
-            pytest.fail(f"{reason}; {REQUIRE_ENV}=1 requires the browser tests to run", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(f"{', '.join(missing)} not installed", hint="pip install -e '.[lab]'")
 
 
 @pytest.fixture(scope="module")
@@ -370,9 +356,7 @@ def lab_server(chromium, tmp_path_factory):
     for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
         shutil.copy2(nb, nb_dir / nb.name)
     server = LabServer(root / "jupyter", nb_dir)
-    t0 = time.monotonic()
     server.start()
-    server.start_seconds = time.monotonic() - t0
     try:
         yield server
     finally:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
-
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+from _shared import JS_NORM_AND_HASH, NOTEBOOKS
 
 pytestmark = pytest.mark.browser
 
@@ -79,22 +77,12 @@ JS_MARK_DASHBOARDS = """() => {
 
 # a fingerprint of what the figure shows: every trace's coordinates, colours and visibility (plain, typed or
 # base64-encoded {dtype, bdata} arrays alike), hashed so that only a short string crosses to Python
-JS_PLOT_DATA = """(i) => {
-    const gd = document.querySelector(`[data-seqdiff-plot="${i}"]`);
-    if (!gd || !gd.data || !gd.data.length) return null;
-    const norm = (u) => {
-        if (u === undefined || u === null) return null;
-        if (ArrayBuffer.isView(u)) return Array.from(u);
-        if (Array.isArray(u)) return u.map(norm);
-        if (typeof u === 'object' && 'bdata' in u) return [u.dtype, String(u.shape), u.bdata];
-        return u;
-    };
-    const s = JSON.stringify(gd.data.map(t => [t.type, t.visible, t.text, t.marker && t.marker.color]
-        .concat(['x', 'y', 'z', 'u', 'v'].map(k => norm(t[k])))));
-    let h = 2166136261;
-    for (let k = 0; k < s.length; k++) { h ^= s.charCodeAt(k); h = Math.imul(h, 16777619); }
-    return (h >>> 0).toString(16) + ':' + s.length;
-}"""
+JS_PLOT_DATA = f"""(i) => {{
+    const gd = document.querySelector(`[data-seqdiff-plot="${{i}}"]`);
+    if (!gd || !gd.data || !gd.data.length) return null;{JS_NORM_AND_HASH}
+    return hash(JSON.stringify(gd.data.map(t => [t.type, t.visible, t.text, t.marker && t.marker.color]
+        .concat(['x', 'y', 'z', 'u', 'v'].map(k => norm(t[k]))))));
+}}"""
 
 JS_SLIDER_VALUE = """(i) => {
     const s = document.querySelector(`[data-seqdiff-slider="${i}"]`);

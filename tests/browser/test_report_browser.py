@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _shared import JS_NORM_AND_HASH
 
 pytestmark = pytest.mark.browser
 
@@ -32,33 +33,19 @@ JS_MARK = """() => {
             n_frames: (gd._transitionData && gd._transitionData._frames || []).length};
 }"""
 
-# plotly.py sends arrays base64-encoded ({dtype, bdata, shape}); plotly.js decodes the traces it draws in place
-# (adding _inputArray) but keeps the frames as sent: compare the encoded payloads, or the plain arrays
-JS_NORM = """(v) => {
-    const norm = (u) => {
-        if (u === undefined || u === null) return null;
-        if (ArrayBuffer.isView(u)) return Array.from(u);
-        if (Array.isArray(u)) return u.map(norm);
-        if (typeof u === 'object' && 'bdata' in u) return [u.dtype, u.shape === undefined ? null : String(u.shape), u.bdata];
-        return u;
-    };
-    return JSON.stringify(norm(v));
-}"""
-
 # what the figure shows now: the slider's active step, whether each animated trace holds exactly the data of
-# that step's frame, and a short fingerprint of all traces
-JS_STATE = f"""() => {{
-    const norm = {JS_NORM};
-    const hash = (s) => {{ let h = 2166136261; for (let i = 0; i < s.length; i++) {{ h ^= s.charCodeAt(i); h = Math.imul(h, 16777619); }} return (h >>> 0).toString(16) + ':' + s.length; }};
+# that step's frame (compared as JSON of norm), and a short fingerprint of all traces
+JS_STATE = f"""() => {{{JS_NORM_AND_HASH}
+    const json = (v) => JSON.stringify(norm(v));
     const gd = document.querySelector('[data-seqdiff-slider-plot]');
     const active = gd.layout.sliders[0].active;
     const step = gd.layout.sliders[0].steps[active];
     const name = step.args[0][0];
     const frame = gd._transitionData._frames.find(f => f.name === name);
     const traces = frame.traces || frame.data.map((_, k) => k);
-    const matches = traces.map((ti, k) => ['x', 'y', 'z'].every(key => norm(gd.data[ti][key]) === norm(frame.data[k][key])));
+    const matches = traces.map((ti, k) => ['x', 'y', 'z'].every(key => json(gd.data[ti][key]) === json(frame.data[k][key])));
     return {{active: active, label: step.label, frame: name, matches: matches,
-             data: hash(gd.data.map(t => ['x', 'y', 'z'].map(key => norm(t[key])).join('|')).join('#'))}};
+             data: hash(gd.data.map(t => ['x', 'y', 'z'].map(key => json(t[key])).join('|')).join('#'))}};
 }}"""
 
 
