@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ._validate import check_choice, check_float, check_int, check_tensor
+from ._validate import check_choice, check_float, check_int, check_tensor, check_type
 from .schedule import Schedule
 
 VARIANCES = ("small", "large")
@@ -80,10 +80,19 @@ def _abar(schedule: Schedule, t, like: torch.Tensor) -> torch.Tensor:
     return a.reshape(-1, *([1] * (like.ndim - 1)))
 
 
+def _sigmas(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str = "small"):
+    """``(sigma_mean, sigma_noise)`` of a step from alpha_bar tensors: ``sigma_mean = eta sqrt((1 - a_t/a_s)
+    (1 - a_s)/(1 - a_t))`` enters the mean; the noise uses it too, or ``sqrt(1 - a_t/a_s)`` (0 at the end) for
+    ``variance="large"``."""
+    sig_mean = eta * ((1 - a_t / a_s) * (1 - a_s) / (1 - a_t)).clamp(min=0).sqrt()
+    if variance != "large":
+        return sig_mean, sig_mean
+    return sig_mean, torch.where(a_s < 1, (1 - a_t / a_s).clamp(min=0).sqrt(), torch.zeros_like(a_s))
+
+
 def step_sigma(schedule: Schedule, t, s, eta: float = 0.0) -> torch.Tensor:
     """``sigma = eta sqrt((1 - a_t/a_s)(1 - a_s)/(1 - a_t))`` (float64; zero when ``s = -1``)."""
-    a_t, a_s = schedule.alpha_bar(torch.as_tensor(t)), schedule.alpha_bar(torch.as_tensor(s))
-    return eta * torch.sqrt(((1 - a_t / a_s) * (1 - a_s) / (1 - a_t)).clamp(min=0))
+    return _sigmas(schedule.alpha_bar(torch.as_tensor(t)), schedule.alpha_bar(torch.as_tensor(s)), eta)[0]
 
 
 def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedule, *, eta: float = 0.0,
@@ -98,11 +107,7 @@ def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedul
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
         eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # keep eps consistent with the clipped x0
-    sig_mean = eta * ((1 - a_t / a_s) * (1 - a_s) / (1 - a_t)).clamp(min=0).sqrt()
-    if variance == "large":
-        sig_noise = torch.where(a_s < 1, (1 - a_t / a_s).clamp(min=0).sqrt(), torch.zeros_like(a_s))
-    else:
-        sig_noise = sig_mean
+    sig_mean, sig_noise = _sigmas(a_t, a_s, eta, variance)
     out = a_s.sqrt() * x0 + (1 - a_s - sig_mean**2).clamp(min=0).sqrt() * eps
     if bool((sig_noise > 0).any()):
         if noise is None:
@@ -129,43 +134,54 @@ def _resolve_timesteps(schedule, steps, spacing, timesteps) -> torch.Tensor:
     return schedule.timesteps(steps, spacing)
 
 
-def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *,
-                eta: float = 0.0, variance: str = "small", spacing: str = "trailing",
-                timesteps=None, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                clip_x0: float | None = None, check_finite: bool = True) -> Iterator[StepOutput]:
-    """Run the generalized sampler from ``x_T``, yielding a ``StepOutput`` per step.
-
-    ``noise`` [steps, *x_T.shape] gives the ``z`` of every step (so two models can share randomness);
-    otherwise ``z`` is drawn from ``generator`` when a step needs it."""
-    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+def _check_step_args(eta, variance: str, clip_x0=None) -> tuple[float, float | None]:
+    """The settings of a step: ``eta`` in [0, 1], a known ``variance`` (``"large"`` only with ``eta = 1``) and
+    ``clip_x0`` (None or > 0); returns ``(eta, clip_x0)`` as floats."""
     eta = check_float("eta", eta, 0.0, 1.0)
     check_choice("variance", variance, VARIANCES)
     if variance == "large" and eta != 1.0:
-        raise ValueError(f"variance='large' is DDPM's large-variance option and needs eta=1.0, got eta={eta}")
+        raise ValueError(f"variance='large' needs eta=1.0 (it is DDPM's large-variance option), got eta={eta}")
     if clip_x0 is not None:
         clip_x0 = check_float("clip_x0", clip_x0, 0.0, low_open=True)
+    return eta, clip_x0
+
+
+def _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise,
+                        clip_x0) -> tuple[float, torch.Tensor, float | None]:
+    """The sampler's argument checks; returns ``(eta, timesteps, clip_x0)``."""
+    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
+    check_type("schedule", schedule, Schedule)
+    eta, clip_x0 = _check_step_args(eta, variance, clip_x0)
     ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
-    n = ts.numel()
     if noise is not None:
         check_tensor("noise", noise)
-        if noise.shape[0] < n or noise.shape[1:] != x_T.shape:
-            raise ValueError(f"noise must have shape [steps, *x_T.shape] = [{n}, {', '.join(map(str, x_T.shape))}], "
-                             f"got {tuple(noise.shape)}")
+        if noise.shape[0] < ts.numel() or noise.shape[1:] != x_T.shape:
+            raise ValueError(f"noise must have shape [steps, *x_T.shape] = [{ts.numel()}, "
+                             f"{', '.join(map(str, x_T.shape))}], got {tuple(noise.shape)}")
+    return eta, ts, clip_x0
+
+
+def _call_model(model: Callable, x: torch.Tensor, t: int, where: str) -> torch.Tensor:
+    """``model(x, t)`` without gradients, checked for shape and finiteness (``where`` names the step on failure)."""
+    with torch.no_grad():
+        eps = model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
+    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
+        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        raise ValueError(f"model output must have the shape of x {tuple(x.shape)}, got {got} at {where}")
+    if not bool(torch.isfinite(eps).all()):
+        raise ValueError(f"model output is not finite (NaN or inf) at {where}")
+    return eps
+
+
+def _run(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0) -> Iterator[StepOutput]:
+    """The sampler loop over checked arguments (see ``sample_iter``)."""
     stochastic = eta > 0 or variance == "large"
+    n = ts.numel()
     x = x_T
-    B = x_T.shape[0]
     for i in range(n):
         t = int(ts[i])
         s = int(ts[i + 1]) if i + 1 < n else -1
-        with torch.no_grad():
-            eps = model(x, torch.full((B,), t, dtype=torch.long, device=x.device))
-        if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
-            got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
-            raise ValueError(f"model output must have the shape of x {tuple(x.shape)}, got {got} at step {i} (t={t})")
-        if check_finite and not bool(torch.isfinite(eps).all()):
-            raise ValueError(f"model output is not finite (NaN or inf) at step {i} (t={t})")
+        eps = _call_model(model, x, t, f"step {i} (t={t})")
         z = None
         if stochastic and s >= 0:
             z = noise[i] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
@@ -174,27 +190,37 @@ def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: i
         x = prev
 
 
+def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *,
+                eta: float = 0.0, variance: str = "small", spacing: str = "trailing",
+                timesteps=None, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                clip_x0: float | None = None) -> Iterator[StepOutput]:
+    """Run the generalized sampler from ``x_T``, yielding a ``StepOutput`` per step.
+
+    ``noise`` [steps, *x_T.shape] gives the ``z`` of every step (so two models can share randomness);
+    otherwise ``z`` is drawn from ``generator`` when a step needs it. The arguments are checked at the call,
+    before the first step."""
+    eta, ts, clip_x0 = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
+    return _run(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0)
+
+
 def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *, eta: float = 0.0,
            variance: str = "small", spacing: str = "trailing", timesteps=None,
            noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
            record_every: int = 1, callback: Callable[[dict], None] | None = None,
-           clip_x0: float | None = None, check_finite: bool = True) -> Trajectory:
+           clip_x0: float | None = None) -> Trajectory:
     """Sample and record a ``Trajectory`` (see ``sample_iter`` for the arguments).
 
     ``record_every = k`` keeps every k-th step (and the last) to save memory on long runs.
     ``callback`` receives a dict per step: ``i, t, s, x, eps, x0_pred, prev_sample``."""
     record_every = check_int("record_every", record_every, 1)
-    it = sample_iter(model, x_T, schedule, steps, eta=eta, variance=variance, spacing=spacing,
-                     timesteps=timesteps, noise=noise, generator=generator, clip_x0=clip_x0,
-                     check_finite=check_finite)
-    ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
+    eta, ts, clip_x0 = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
     n = ts.numel()
     kept = [i for i in range(n) if i % record_every == 0 or i == n - 1]
     slot = {i: j for j, i in enumerate(kept)}
     # preallocated buffers: stacking a list at the end would briefly double the memory of a long run
     xs = x_T.new_empty((len(kept) + 1, *x_T.shape))
     x0s, epss = x_T.new_empty((len(kept), *x_T.shape)), x_T.new_empty((len(kept), *x_T.shape))
-    for out in it:
+    for out in _run(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0):
         j = slot.get(out.index)
         if j is not None:
             xs[j], x0s[j], epss[j] = out.sample, out.pred_original_sample, out.model_output
