@@ -8,6 +8,7 @@ Four views, all returning tensors indexed by step (with the timesteps) so a note
   step from the reference's state against one reference step, same ``z``) and the *propagated* part (the model
   step applied to the model's state against the model step applied to the reference state), plus the error of
   the x0 predictions. The triangle inequality gives ``drift_{i+1} <= propagated_i + local_i`` per point.
+  ``paths_drift`` does the same for paths already sampled.
 - ``estimation_gap``: the paper's recursion. From ``x_t ~ q(x_t | x0)``, run the model's ancestral chain
   ``x_hat_{t-1} = mu_tilde(x_hat_t, x0_pred) + sigma_t z`` against the actual posterior chain
   ``x_{t-1} = mu_tilde(x_t, x0) + sigma_t z`` (same ``z``). Their difference ``e = x_hat - x`` obeys
@@ -19,6 +20,7 @@ Four views, all returning tensors indexed by step (with the timesteps) so a note
   with ``abar_{-1} = 1`` (so ``gamma_0 = 0``). Norms are averaged, never signed errors.
 - ``distribution_drift``: where no ideal denoiser exists (digits), compare the model's ``x_t`` with ``q(x_t)``
   (noised real data, or the exact noised mixture) at every step: MMD and the ratio of standard deviations.
+  ``trajectory_drift`` does the same for a run already sampled.
 
 Distances are Euclidean norms over all features of a sample (``||.||`` of the flattened image for 8x8 digits).
 """
@@ -31,28 +33,23 @@ from typing import Callable, NamedTuple
 import torch
 from einops import rearrange, reduce
 
-from ._validate import check_choice, check_float, check_int, check_tensor
+from ._validate import check_choice, check_int, check_tensor, check_type
 from .data import GaussianMixture
 from .metrics import mmd
-from .samplers import VARIANCES, Trajectory, _resolve_timesteps, generalized_step, make_noise, sample
+from .samplers import (Trajectory, _call_model, _check_sampler_args, _check_step_args, generalized_step, make_noise,
+                       sample)
 from .schedule import Schedule
 
 QUANTILES = (0.1, 0.5, 0.9)
 
 
 # ---------------------------------------------------------------------- helpers
-def _norms(v: torch.Tensor) -> torch.Tensor:
-    """Per-sample Euclidean norm: [B, ...] -> [B], or [N, B, ...] -> [N, B]."""
-    if v.ndim == 1:
+def _norms(v: torch.Tensor, batch_dims: int = 1) -> torch.Tensor:
+    """Per-sample Euclidean norm over the features after the first ``batch_dims`` dimensions:
+    [B, ...] -> [B], or with ``batch_dims=2`` [N, B, ...] -> [N, B]."""
+    if v.ndim == batch_dims:
         return v.abs()
-    flat = rearrange(v, "b ... -> b (...)")
-    return torch.linalg.vector_norm(flat, dim=-1)
-
-
-def _check_schedule(schedule) -> Schedule:
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
-    return schedule
+    return torch.linalg.vector_norm(v.flatten(start_dim=batch_dims), dim=-1)
 
 
 def _check_quantiles(quantiles) -> tuple[float, ...]:
@@ -60,18 +57,6 @@ def _check_quantiles(quantiles) -> tuple[float, ...]:
     if not q or any(not 0.0 <= v <= 1.0 for v in q):
         raise ValueError(f"quantiles must be a non-empty sequence of numbers in [0, 1], got {list(quantiles)}")
     return q
-
-
-def _eval(model: Callable, name: str, x: torch.Tensor, t: int, where: str) -> torch.Tensor:
-    """``model(x, t)`` without gradients, checked for shape and finiteness (the step is named on failure)."""
-    with torch.no_grad():
-        eps = model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
-    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
-        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
-        raise ValueError(f"{name} output must have the shape of x {tuple(x.shape)}, got {got} at {where}")
-    if not bool(torch.isfinite(eps).all()):
-        raise ValueError(f"{name} output is not finite (NaN or inf) at {where}")
-    return eps
 
 
 def _summaries(values: torch.Tensor, quantiles) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,20 +76,12 @@ class PairedTrajectories(NamedTuple):
     noise: torch.Tensor | None
 
 
-def _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise):
-    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
-    _check_schedule(schedule)
-    eta = check_float("eta", eta, 0.0, 1.0)
-    check_choice("variance", variance, VARIANCES)
-    if variance == "large" and eta != 1.0:
-        raise ValueError(f"variance='large' is DDPM's large-variance option and needs eta=1.0, got eta={eta}")
-    ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
-    if noise is not None:
-        check_tensor("noise", noise)
-        if noise.shape[0] < ts.numel() or noise.shape[1:] != x_T.shape:
-            raise ValueError(f"noise must have shape [steps, *x_T.shape] = [{ts.numel()}, "
-                             f"{', '.join(map(str, x_T.shape))}], got {tuple(noise.shape)}")
-    return eta, ts
+def _shared_noise(noise, eta: float, variance: str, steps: int, x_T: torch.Tensor, generator):
+    """``noise`` as given, or for a stochastic run (``eta > 0`` or ``variance="large"``) drawn once with
+    ``make_noise(steps, x_T.shape, generator)`` so that every run it drives shares it."""
+    if noise is None and (eta > 0 or variance == "large"):
+        noise = make_noise(steps, x_T.shape, generator, dtype=x_T.dtype, device=x_T.device)
+    return noise
 
 
 def paired_trajectories(model: Callable, reference: Callable, x_T: torch.Tensor, schedule: Schedule,
@@ -118,10 +95,9 @@ def paired_trajectories(model: Callable, reference: Callable, x_T: torch.Tensor,
 
     ``noise`` [steps, *x_T.shape]; when it is ``None`` and the run is stochastic (``eta > 0`` or
     ``variance="large"``) it is drawn once with ``make_noise(steps, x_T.shape, generator)`` and shared."""
-    eta, ts = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise)
+    eta, ts, clip_x0 = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
     n = ts.numel()
-    if noise is None and (eta > 0 or variance == "large"):
-        noise = make_noise(n, x_T.shape, generator, dtype=x_T.dtype, device=x_T.device)
+    noise = _shared_noise(noise, eta, variance, n, x_T, generator)
     runs = []
     for name, m in (("model", model), ("reference", reference)):
         try:
@@ -189,7 +165,8 @@ def step_drift(model: Callable, reference: Callable, x_T: torch.Tensor, schedule
                eta: float = 0.0, variance: str = "small", spacing: str = "trailing", timesteps=None,
                noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                clip_x0: float | None = None, quantiles=QUANTILES) -> StepDrift:
-    """Split the path distance into local and accumulated error at every step (see ``StepDrift``).
+    """Split the path distance into local and accumulated error at every step (see ``StepDrift``):
+    ``paired_trajectories`` then ``paths_drift``.
 
     With ``Phi_m``/``Phi_r`` the model's/reference's step ``t -> s`` (same ``z``):
     ``local = ||Phi_m(x^r_t) - Phi_r(x^r_t)||``, ``drift = ||Phi_m(x^m_t) - Phi_r(x^r_t)||``. For DDIM-type
@@ -199,26 +176,38 @@ def step_drift(model: Callable, reference: Callable, x_T: torch.Tensor, schedule
     paths = paired_trajectories(model, reference, x_T, schedule, steps, eta=eta, variance=variance,
                                 spacing=spacing, timesteps=timesteps, noise=noise, generator=generator,
                                 record_every=1, clip_x0=clip_x0)
+    return paths_drift(model, paths, schedule, eta=eta, variance=variance, clip_x0=clip_x0, quantiles=quantiles)
+
+
+def paths_drift(model: Callable, paths: PairedTrajectories, schedule: Schedule, *, eta: float = 0.0,
+                variance: str = "small", clip_x0: float | None = None, quantiles=QUANTILES) -> StepDrift:
+    """``StepDrift`` of ready paths: ``paths`` sampled (every step recorded) with ``model``, the same sampler
+    settings (``eta``, ``variance``, ``clip_x0``) and ``paths.noise``; ``model`` takes the one-step
+    ``Phi_m(x^r_t)`` from each reference state (see ``step_drift``)."""
+    quantiles = _check_quantiles(quantiles)
+    check_type("schedule", schedule, Schedule)
+    eta, clip_x0 = _check_step_args(eta, variance, clip_x0)
     tm, tr = paths.model, paths.reference
     ts = tr.timesteps
     n = ts.numel()
+    if not torch.equal(tm.timesteps, ts) or tm.recorded.numel() != n or tr.recorded.numel() != n:
+        raise ValueError("paths must be two runs over the same timesteps with every step recorded (record_every=1)")
     nxt = torch.cat([ts[1:], torch.tensor([-1])])
     local, propagated, x0_local = [], [], []
     for i in range(n):
         t, s = int(ts[i]), int(nxt[i])
         x_ref = tr.x[i]
-        eps_m = _eval(model, "model", x_ref, t, f"step {i} (t={t}) from the reference state")
+        eps_m = _call_model(model, x_ref, t, f"step {i} (t={t}) from the reference state")
         z = paths.noise[i] if paths.noise is not None and s >= 0 else None
-        step_m_from_ref, x0_m = generalized_step(x_ref, eps_m, t, s, schedule, eta=float(eta), variance=variance,
+        step_m_from_ref, x0_m = generalized_step(x_ref, eps_m, t, s, schedule, eta=eta, variance=variance,
                                                  noise=z, clip_x0=clip_x0)
         local.append(_norms(step_m_from_ref - tr.x[i + 1]))
         propagated.append(_norms(tm.x[i + 1] - step_m_from_ref))
         x0_local.append(_norms(x0_m - tr.x0_pred[i]))
     return StepDrift(
-        timesteps=ts, next_timesteps=nxt,
-        drift=_norms(rearrange(tm.x[1:] - tr.x[1:], "n b ... -> (n b) ...")).reshape(n, -1),
+        timesteps=ts, next_timesteps=nxt, drift=_norms(tm.x[1:] - tr.x[1:], batch_dims=2),
         local=torch.stack(local), propagated=torch.stack(propagated),
-        x0_error=_norms(rearrange(tm.x0_pred - tr.x0_pred, "n b ... -> (n b) ...")).reshape(n, -1),
+        x0_error=_norms(tm.x0_pred - tr.x0_pred, batch_dims=2),
         x0_local_error=torch.stack(x0_local), quantile_levels=quantiles, paths=paths)
 
 
@@ -231,7 +220,7 @@ def gap_coefficients(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
     with ``abar_{-1} = 1``: ``gamma`` is the posterior mean's coefficient on ``x_t`` (uses abar_{t-1}, not
     abar_t), and ``c_t`` turns an eps error into the x0 error ``sqrt(1 - abar_t)/sqrt(abar_t) delta`` times the
     posterior mean's coefficient on ``x0``, ``sqrt(abar_{t-1}) beta_t / (1 - abar_t)``."""
-    _check_schedule(schedule)
+    check_type("schedule", schedule, Schedule)
     abar = schedule.alpha_bars
     abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
     gamma = schedule.alphas.sqrt() * (1 - abar_prev) / (1 - abar)
@@ -323,7 +312,7 @@ def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_
     from ``generator`` when missing (``eps`` first). Computations run in ``x0``'s dtype (use float64 to check
     the recursion to round-off)."""
     check_tensor("x0", x0, min_ndim=1, nonempty=True, finite=True)
-    _check_schedule(schedule)
+    check_type("schedule", schedule, Schedule)
     if not x0.is_floating_point():
         raise TypeError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
     B, T = x0.shape[0], schedule.T
@@ -336,7 +325,7 @@ def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_
     if eps.shape != x0.shape:
         raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
     if noise is None:
-        noise = torch.randn((L, *x0.shape), generator=generator, dtype=x0.dtype).to(x0.device)
+        noise = make_noise(L, x0.shape, generator, dtype=x0.dtype, device=x0.device)
     check_tensor("noise", noise, finite=True)
     if noise.shape[0] < L or noise.shape[1:] != x0.shape:
         raise ValueError(f"noise must have shape [max(start_t) + 1, *x0.shape] = [{L}, "
@@ -360,7 +349,7 @@ def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_
         coef_x0 = math.sqrt(a_prev) * beta / (1 - a_t)  # posterior mean's coefficient on x0
         sigma = math.sqrt((1 - a_prev) * beta / (1 - a_t))
         xh, xa, x0b = x_hat[idx], x_act[idx], x0[idx]
-        eps_theta = _eval(model, "model", xh, t, f"row {j} (t={t})")
+        eps_theta = _call_model(model, xh, t, f"row {j} (t={t})")
         eps_hat = (xh - math.sqrt(a_t) * x0b) / math.sqrt(1 - a_t)
         delta = eps_hat - eps_theta
         x0_pred = (xh - math.sqrt(1 - a_t) * eps_theta) / math.sqrt(a_t)
@@ -415,35 +404,32 @@ def variance_ratio(x: torch.Tensor, y: torch.Tensor) -> float:
     return total_std(x) / total_std(y)
 
 
+def _data_shape(data) -> tuple[int, ...]:
+    """The sample shape of ``data`` (a ``GaussianMixture`` or clean samples [N, ...]), checked."""
+    if isinstance(data, GaussianMixture):
+        return (data.dim,)
+    if isinstance(data, torch.Tensor):
+        check_tensor("data", data, min_ndim=1, finite=True)
+        if data.shape[0] < 2:
+            raise ValueError(f"data must hold at least 2 samples, got shape {tuple(data.shape)}")
+        return tuple(data.shape[1:])
+    raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples [N, ...], "
+                    f"got {type(data).__name__}")
+
+
 def distribution_drift(model: Callable, data, schedule: Schedule, steps: int = 50, *, n_samples: int = 512,
                        x_T: torch.Tensor | None = None, eta: float = 0.0, variance: str = "small",
                        spacing: str = "trailing", timesteps=None, noise: torch.Tensor | None = None,
                        generator: torch.Generator | None = None, record_every: int = 1,
                        n_reference: int | None = None, bandwidths=None, with_mmd: bool = True,
                        clip_x0: float | None = None, device="cpu") -> DistributionDrift:
-    """Per-step distance between the law of the model's ``x_t`` and ``q(x_t)``.
+    """Per-step distance between the law of the model's ``x_t`` and ``q(x_t)``: sample the model, then
+    ``trajectory_drift`` (which describes ``data``, ``n_reference``, ``bandwidths`` and ``with_mmd``).
 
-    ``data``: a ``GaussianMixture`` (reference draws from the exact noised mixture
-    ``sum_i pi_i N(sqrt(abar) mu_i, abar S_i + (1 - abar) I)``; exact ``std_data``) or a tensor of clean data
-    [N, ...] (reference draws ``sqrt(abar) x0 + sqrt(1 - abar) eps`` with fresh ``eps``; ``std_data`` exact for
-    the empirical distribution: ``tr Cov(x_t) = abar tr Cov(x0) + (1 - abar) D``).
-    ``x_T`` defaults to ``n_samples`` standard normal draws. ``n_reference`` reference draws per step
-    (default: ``n_samples`` for a mixture, all N rows for a tensor). Randomness, in order: ``x_T``, the
-    sampler's noise, the reference draws, all from ``generator``."""
-    _check_schedule(schedule)
-    if isinstance(data, GaussianMixture):
-        shape, D = (data.dim,), data.dim
-        tr_cov0 = float(torch.trace(data.covariance()))
-    elif isinstance(data, torch.Tensor):
-        check_tensor("data", data, min_ndim=1, finite=True)
-        if data.shape[0] < 2:
-            raise ValueError(f"data must hold at least 2 samples, got shape {tuple(data.shape)}")
-        shape, D = tuple(data.shape[1:]), data[0].numel()
-        flat = rearrange(data.detach().double(), "n ... -> n (...)") if data.ndim > 1 else data.double()[:, None]
-        tr_cov0 = float(flat.var(dim=0, unbiased=False).sum())  # population covariance of the data set
-    else:
-        raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples [N, ...], "
-                        f"got {type(data).__name__}")
+    ``x_T`` defaults to ``n_samples`` standard normal draws. Randomness, in order: ``x_T``, the sampler's
+    noise, the reference draws, all from ``generator``."""
+    check_type("schedule", schedule, Schedule)
+    shape = _data_shape(data)
     n_samples = check_int("n_samples", n_samples, 2)
     if x_T is None:
         x_T = torch.randn((n_samples, *shape), generator=generator).to(device)
@@ -451,13 +437,41 @@ def distribution_drift(model: Callable, data, schedule: Schedule, steps: int = 5
     if tuple(x_T.shape[1:]) != shape:
         raise ValueError(f"x_T must have the sample shape of data [B, {', '.join(map(str, shape))}], "
                          f"got {tuple(x_T.shape)}")
-    eta, ts = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise)
-    if noise is None and (eta > 0 or variance == "large"):
-        noise = make_noise(ts.numel(), x_T.shape, generator, dtype=x_T.dtype, device=x_T.device)
+    eta, ts, clip_x0 = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
+    noise = _shared_noise(noise, eta, variance, ts.numel(), x_T, generator)
     if n_reference is not None:
         n_reference = check_int("n_reference", n_reference, 2)
     traj = sample(model, x_T, schedule, ts.numel(), eta=eta, variance=variance, timesteps=ts, noise=noise,
                   record_every=record_every, clip_x0=clip_x0)
+    return trajectory_drift(traj, data, schedule, generator=generator, n_reference=n_reference,
+                            bandwidths=bandwidths, with_mmd=with_mmd)
+
+
+def trajectory_drift(traj: Trajectory, data, schedule: Schedule, *, generator: torch.Generator | None = None,
+                     n_reference: int | None = None, bandwidths=None, with_mmd: bool = True) -> DistributionDrift:
+    """``DistributionDrift`` of a ready run ``traj`` (any ``record_every``): its state at every recorded step
+    against ``q(x_t)``.
+
+    ``data``: a ``GaussianMixture`` (reference draws from the exact noised mixture
+    ``sum_i pi_i N(sqrt(abar) mu_i, abar S_i + (1 - abar) I)``; exact ``std_data``) or a tensor of clean data
+    [N, ...] (reference draws ``sqrt(abar) x0 + sqrt(1 - abar) eps`` with fresh ``eps``; ``std_data`` exact for
+    the empirical distribution: ``tr Cov(x_t) = abar tr Cov(x0) + (1 - abar) D``). ``n_reference`` reference
+    draws per step (default: the run's batch size for a mixture, all N rows for a tensor), from ``generator``.
+    ``with_mmd=False`` skips the MMD (NaN) and draws nothing."""
+    check_type("traj", traj, Trajectory)
+    check_type("schedule", schedule, Schedule)
+    shape = _data_shape(data)
+    if tuple(traj.x.shape[2:]) != shape:
+        raise ValueError(f"traj must hold samples of the shape of data [B, {', '.join(map(str, shape))}], "
+                         f"got states of shape {tuple(traj.x.shape[1:])}")
+    if n_reference is not None:
+        n_reference = check_int("n_reference", n_reference, 2)
+    D = math.prod(shape)
+    if isinstance(data, GaussianMixture):
+        tr_cov0 = float(torch.trace(data.covariance()))
+    else:
+        flat = rearrange(data.detach().double(), "n ... -> n (...)") if data.ndim > 1 else data.double()[:, None]
+        tr_cov0 = float(flat.var(dim=0, unbiased=False).sum())  # population covariance of the data set
     t_states = traj.t
     mmds, std_m, std_d = [], [], []
     for j, t in enumerate(t_states.tolist()):
@@ -469,7 +483,7 @@ def distribution_drift(model: Callable, data, schedule: Schedule, steps: int = 5
             mmds.append(math.nan)
             continue
         if isinstance(data, GaussianMixture):
-            ref = data.noised(a).sample(n_reference or x_T.shape[0], generator=generator, dtype=x_T.dtype)
+            ref = data.noised(a).sample(n_reference or x_model.shape[0], generator=generator, dtype=x_model.dtype)
         else:
             x0 = data if n_reference is None else data[torch.randint(0, data.shape[0], (n_reference,),
                                                                      generator=generator)]
