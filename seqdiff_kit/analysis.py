@@ -24,15 +24,10 @@ import math
 
 import torch
 
-from ._validate import check_choice, check_float, check_int, check_tensor
+from ._validate import check_float, check_int, check_tensor, check_type
 from .losses import LossOutput
+from .samplers import _check_step_args, _sigmas
 from .schedule import Schedule
-
-
-def _check_schedule(schedule) -> Schedule:
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
-    return schedule
 
 
 def _check_a(a, schedule: Schedule) -> torch.Tensor:
@@ -47,7 +42,7 @@ def gaussian_quadratics(var: float, K: int, schedule: Schedule):
     """The exact expected losses as quadratics in ``a`` [T]: returns ``((A_simple, b_simple, c_simple),
     (A_sa, b_sa, c_sa))`` (float64) with ``L(a) = a^T A a - 2 b^T a + c`` (see the module docstring)."""
     var = check_float("var", var, 0.0, low_open=True)
-    schedule = _check_schedule(schedule)
+    schedule = check_type("schedule", schedule, Schedule)
     T = schedule.T
     K = check_int("K", K, 1, T)
     ab = schedule.alpha_bars
@@ -78,7 +73,7 @@ def gaussian_sa_objective(a, var: float, K: int, lam: float, schedule: Schedule)
     ``L_simple(a) = (1/T) sum_t (1 - 2 a_t c_t + a_t^2 q_t)``, ``L_sa(a) = a^T A_sa a - 2 b_sa^T a + c_sa``,
     ``total = L_simple + lam L_sa`` (float64 scalars)."""
     lam = check_float("lam", lam, 0.0)
-    schedule = _check_schedule(schedule)
+    schedule = check_type("schedule", schedule, Schedule)
     a = _check_a(a, schedule)
     (A1, b1, c1), (A2, b2, c2) = gaussian_quadratics(var, K, schedule)
     simple = a @ A1 @ a - 2 * b1 @ a + c1
@@ -106,26 +101,19 @@ def linear_sampler_variances(a, var: float, schedule: Schedule, steps: int, eta:
     ``variance="large"``). Returns [steps + 1] float64: V at every visited timestep, then at the end (ab_{-1} = 1).
     ``var`` only checks its argument here; it does not enter the propagation."""
     check_float("var", var, 0.0, low_open=True)
-    schedule = _check_schedule(schedule)
+    schedule = check_type("schedule", schedule, Schedule)
     a = _check_a(a, schedule)
-    eta = check_float("eta", eta, 0.0, 1.0)
-    check_choice("variance", variance, ("small", "large"))
-    if variance == "large" and eta != 1.0:
-        raise ValueError(f"variance='large' needs eta=1.0, got eta={eta}")
+    eta, _ = _check_step_args(eta, variance)
     ts = schedule.timesteps(steps, spacing).tolist()
+    abar = schedule.alpha_bar(torch.tensor(ts + [-1]))  # float64; the step i goes from abar[i] to abar[i + 1]
+    sig_mean, sig_noise = _sigmas(abar[:-1], abar[1:], eta, variance)  # the sampler's sigmas, per step
     V = [1.0]
     for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else -1
-        ab_t, ab_s = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(s))
+        ab_t, ab_s = float(abar[i]), float(abar[i + 1])
         a_t = float(a[t])
         g = (1 - math.sqrt(1 - ab_t) * a_t) / math.sqrt(ab_t)
-        sig_mean = eta * math.sqrt(max((1 - ab_t / ab_s) * (1 - ab_s) / (1 - ab_t), 0.0))
-        if variance == "large":
-            sig_noise = math.sqrt(max(1 - ab_t / ab_s, 0.0)) if ab_s < 1 else 0.0
-        else:
-            sig_noise = sig_mean
-        m = math.sqrt(ab_s) * g + math.sqrt(max(1 - ab_s - sig_mean**2, 0.0)) * a_t
-        V.append(m**2 * V[-1] + sig_noise**2)
+        m = math.sqrt(ab_s) * g + math.sqrt(max(1 - ab_s - float(sig_mean[i])**2, 0.0)) * a_t
+        V.append(m**2 * V[-1] + float(sig_noise[i])**2)
     return torch.tensor(V, dtype=torch.float64)
 
 
