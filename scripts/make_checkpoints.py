@@ -14,7 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
-from seqdiff_kit.demo import CHECKPOINT_DIR, DEMO_MODELS, save_ema_checkpoint, train_demo_model
+from seqdiff_kit.checkpoint import save_checkpoint
+from seqdiff_kit.demo import CHECKPOINT_DIR, DEMO_MODELS, train_demo_model
 
 
 def main(argv=None) -> int:
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         model, config = train_demo_model(loss, seed=args.seed, steps=args.steps, threads=args.threads)
         config["script"] = "scripts/make_checkpoints.py"
-        save_ema_checkpoint(args.out / stem, model, config)
+        save_checkpoint(args.out / stem, model, config)  # the EMA model only: small files
         print(f"{name}: {args.out / stem}.safetensors/.json, final loss {config['last']['loss']:.4f}, "
               f"{time.perf_counter() - t0:.0f} s")
     return 0

@@ -30,11 +30,12 @@ import torch
 from torch import nn
 
 from . import set_threads
-from ._validate import check_float, check_int
+from ._io import atomic_write
+from ._validate import check_float, check_int, check_type
 from .checkpoint import checkpoint_exists, checkpoint_paths, load_checkpoint, save_checkpoint
 from .data import DATA_DIR, GaussianMixture, PRESETS, digits, preset
-from .denoisers import IdealDenoiser, MLPDenoiser
-from .drift import StepDrift, distribution_drift, step_drift, total_std
+from .denoisers import IdealDenoiser, MLPDenoiser, seeded_model
+from .drift import PairedTrajectories, StepDrift, paths_drift, trajectory_drift, variance_ratio
 from .losses import Loss
 from .metrics import MEDIAN_MULTIPLIERS, median_bandwidth, mmd, mean_log_likelihood, sliced_wasserstein
 from .samplers import Trajectory, make_noise, sample
@@ -68,15 +69,6 @@ def _train_kwargs(recipe: dict) -> dict:
     return {k: recipe[k] for k in keys if k in recipe}
 
 
-def seeded_model(cls, seed: int, **kwargs) -> nn.Module:
-    """``cls(**kwargs)`` with its initial weights drawn from ``torch.manual_seed(seed)``, leaving the global
-    random state as it was (so building a model never changes what other code draws)."""
-    seed = check_int("seed", seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return cls(**kwargs)
-
-
 def train_demo_model(loss: Loss, *, seed: int = 0, steps: int | None = None, progress: bool = True,
                      threads: int | None = None, dataset: str = DEMO_DATASET) -> tuple[nn.Module, dict]:
     """Train one 2-D MLP with the ``DEFAULT_2D`` recipe on a preset and return ``(EMA model, config)``.
@@ -95,11 +87,6 @@ def train_demo_model(loss: Loss, *, seed: int = 0, steps: int | None = None, pro
               "step": recipe["steps"], "weights": "ema", "train": {"recipe": "DEFAULT_2D", **recipe},
               "last": {k: last[k] for k in ("loss", "simple", "sa")}}  # no wall time: the files stay reproducible
     return res.ema.eval(), config
-
-
-def save_ema_checkpoint(path, model: nn.Module, config: dict) -> None:
-    """Save only the (EMA) weights of ``model`` with ``config``: a small ``<stem>.safetensors`` + ``<stem>.json``."""
-    save_checkpoint(path, model, config)
 
 
 def load_demo_models(checkpoint_dir=CHECKPOINT_DIR, device="cpu") -> dict[str, nn.Module]:
@@ -210,7 +197,7 @@ def _score(x: torch.Tensor, ref: torch.Tensor, data, bandwidths, seed: int) -> d
     else:
         from .metrics import digit_frechet_distance
         row["fd"] = digit_frechet_distance(x, ref)
-    row["std_ratio"] = total_std(x) / total_std(ref)
+    row["std_ratio"] = variance_ratio(x, ref)
     return row
 
 
@@ -229,8 +216,7 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
     n_points = check_int("n_points", n_points, 2)
     seed = check_int("seed", seed)
     eta = check_float("eta", eta, 0.0, 1.0)
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    check_type("schedule", schedule, Schedule)
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> model")
     steps = _check_steps(steps, schedule.T)
@@ -275,13 +261,13 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
 
     drift: dict[str, dict[int, StepDrift]] = {}
     std_ratio: dict[str, dict[int, torch.Tensor]] = {}
-    for s in drift_steps:
+    for s in drift_steps:  # from the paths sampled above (same x_T, same noise): nothing is sampled again
         for name, model in all_models.items():
             if is_mixture and IDEAL in all_models and name != IDEAL:
-                drift.setdefault(name, {})[s] = step_drift(model, all_models[IDEAL], x_T, schedule, s, eta=eta,
-                                                           spacing=spacing, noise=noises[s])
-            dd = distribution_drift(model, data if is_mixture else data.to(device), schedule, s, x_T=x_T, eta=eta,
-                                    spacing=spacing, noise=noises[s], with_mmd=False, device=device)
+                paths = PairedTrajectories(trajectories[name][s], trajectories[IDEAL][s], noises[s])
+                drift.setdefault(name, {})[s] = paths_drift(model, paths, schedule, eta=eta)
+            dd = trajectory_drift(trajectories[name][s], data if is_mixture else data.to(device), schedule,
+                                  with_mmd=False)
             std_ratio.setdefault(name, {})[s] = dd.variance_ratio
     settings = {"dataset": dataset or getattr(data, "name", "data"), "models": ", ".join(all_models),
                 "sampler": f"DDIM (eta={eta})" if eta == 0 else f"generalized DDIM (eta={eta})",
@@ -338,11 +324,8 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def write_metrics_json(path, evaluation: Evaluation) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": evaluation.rows, "settings": evaluation.settings}, indent=2,
-                               default=str) + "\n")
-    return path
+    return atomic_write(path, json.dumps({"rows": evaluation.rows, "settings": evaluation.settings}, indent=2,
+                                         default=str) + "\n")
 
 
 # ---------------------------------------------------------------------- the report
@@ -457,6 +440,19 @@ class DemoResult:
     seconds: float
 
 
+def _publish(ev: Evaluation, out: Path, say: Callable[[str], None], t0: float | None, **report_args) -> DemoResult:
+    """Print the table, write ``out/report.html`` (``build_report(ev, ..., **report_args)``) and
+    ``out/metrics.json``. ``t0``: the job's start (``perf_counter``) to time it; ``None`` reports the evaluation's
+    seconds and prints no time."""
+    table = format_table(ev.rows)
+    say(table)
+    report = build_report(ev, out / "report.html", **report_args)
+    metrics = write_metrics_json(out / "metrics.json", ev)
+    seconds = ev.seconds if t0 is None else time.perf_counter() - t0
+    say(f"wrote {report} and {metrics}" + ("" if t0 is None else f" in {seconds:.1f} s"))
+    return DemoResult(evaluation=ev, report=report, metrics=metrics, table=table, seconds=seconds)
+
+
 def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINTS, seed: int = 0,
              progress: bool = True, train_steps: int | None = None, checkpoint_dir=CHECKPOINT_DIR,
              threads: int | None = None, echo: Callable[[str], None] | None = print) -> DemoResult:
@@ -473,7 +469,7 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
         for name, (stem, loss) in DEMO_MODELS.items():
             say(f"training {name} ({loss!r}) from scratch")
             model, config = train_demo_model(loss, seed=seed, steps=train_steps, progress=progress, threads=threads)
-            save_ema_checkpoint(out / "checkpoints" / stem, model, config)
+            save_checkpoint(out / "checkpoints" / stem, model, config)  # the EMA weights only: small files
             models[name] = model
         source = f"retrained (seed {seed}), saved in {out / 'checkpoints'}"
     else:
@@ -483,16 +479,10 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
     mixture, schedule = preset(DEMO_DATASET), Schedule.linear()
     ev = evaluate(models, mixture, schedule, DEMO_STEPS, n_points=points, seed=seed, dataset=DEMO_DATASET,
                   log=say if progress else None)
-    table = format_table(ev.rows)
-    say(table)
-    report = build_report(ev, out / "report.html", title="seqdiff demo: simple versus sequence-aware loss on ring8",
-                          subtitle="Nguyen et al., On Inference Stability for Diffusion Models (AAAI 2024)",
-                          intro=DEMO_INTRO, extra_settings={"models from": source,
-                                                            "torch threads": torch.get_num_threads()})
-    metrics = write_metrics_json(out / "metrics.json", ev)
-    seconds = time.perf_counter() - t0
-    say(f"wrote {report} and {metrics} in {seconds:.1f} s")
-    return DemoResult(evaluation=ev, report=report, metrics=metrics, table=table, seconds=seconds)
+    return _publish(ev, out, say, t0, title="seqdiff demo: simple versus sequence-aware loss on ring8",
+                    subtitle="Nguyen et al., On Inference Stability for Diffusion Models (AAAI 2024)",
+                    intro=DEMO_INTRO, extra_settings={"models from": source,
+                                                      "torch threads": torch.get_num_threads()})
 
 
 def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out="runs/compare", *,
@@ -527,11 +517,5 @@ def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out=
         raise ValueError("checkpoints must share one noise schedule to be compared from the same x_T")
     data = dataset_for(dataset)
     ev = evaluate(models, data, schedules[0], steps, n_points=points, seed=seed, eta=eta, dataset=dataset)
-    table = format_table(ev.rows)
-    say(table)
-    out = Path(out)
-    report = build_report(ev, out / "report.html", title=f"seqdiff compare: {dataset}",
-                          extra_settings={"checkpoints": ", ".join(map(str, paths))})
-    metrics = write_metrics_json(out / "metrics.json", ev)
-    say(f"wrote {report} and {metrics}")
-    return DemoResult(evaluation=ev, report=report, metrics=metrics, table=table, seconds=ev.seconds)
+    return _publish(ev, Path(out), say, None, title=f"seqdiff compare: {dataset}",
+                    extra_settings={"checkpoints": ", ".join(map(str, paths))})
