@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._io import atomic_write
+
 PROG = "seqdiff"
 
 
@@ -157,14 +159,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .demo import DATASETS, dataset_for, seeded_model
-    from .denoisers import MLPDenoiser, TinyUNet
+    from .demo import _train_kwargs, dataset_for
+    from .denoisers import MLPDenoiser, TinyUNet, seeded_model
     from .losses import Loss
     from .schedule import Schedule
     from . import train as train_mod
 
-    if args.dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {args.dataset!r}")
+    data = dataset_for(args.dataset)  # refuses an unknown dataset first
     model_kind = args.model or ("unet" if args.dataset == "digits" else "mlp")
     if (args.dataset == "digits") != (model_kind == "unet"):
         raise ValueError(f"model must be 'unet' for digits and 'mlp' for the 2-D datasets, got --model {model_kind} "
@@ -185,7 +186,6 @@ def cmd_train(args) -> int:
     for key in ("batch_size", "lr"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
-    data = dataset_for(args.dataset)
     if model_kind == "mlp":
         model = seeded_model(MLPDenoiser, args.seed, dim=data.dim, width=recipe.get("width", 128),
                              depth=recipe.get("depth", 3))
@@ -194,34 +194,27 @@ def cmd_train(args) -> int:
     schedule = Schedule.linear()
     out = Path(args.out)
     stem = out / "model"
-    keys = ("steps", "batch_size", "lr", "warmup", "cosine_decay", "ema_decay", "grad_clip")
-    kwargs = {k: recipe[k] for k in keys if k in recipe}
     t0 = time.perf_counter()
     history = []
     for state in train_mod.train_iter(model, data, schedule, loss, seed=args.seed, checkpoint=stem,
                                       checkpoint_every=args.checkpoint_every, resume=args.resume,
                                       progress=not args.quiet, threads=args.threads,
-                                      dataset_name=args.dataset, **kwargs):
+                                      dataset_name=args.dataset, **_train_kwargs(recipe)):
         history.append(state.as_dict())
     if not history and not (args.resume and stem.with_suffix(".json").exists()):
         raise ValueError("steps must be >= 1 for a new run (0 steps writes no checkpoint)")
-    _write_json(out / "history.json", {"loss": loss.config, "dataset": args.dataset, "history": history})
+    atomic_write(out / "history.json",
+                 json.dumps({"loss": loss.config, "dataset": args.dataset, "history": history}, indent=1) + "\n")
     last = f", final loss {history[-1]['loss']:.4f}" if history else ""
     print(f"wrote {stem}.safetensors and {stem}.json ({len(history)} steps in "
           f"{time.perf_counter() - t0:.1f} s{last})")
     return 0
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1) + "\n")
-
-
 def cmd_sample(args) -> int:
     import numpy as np
     import torch
 
-    from ._io import atomic_write
     from .demo import load_for_sampling
     from .samplers import sample
 
@@ -244,7 +237,6 @@ def cmd_sample(args) -> int:
     config = {"checkpoint": str(args.checkpoint), "steps": steps, "eta": args.eta, "n": args.n, "seed": args.seed,
               "spacing": args.spacing, "dataset": meta.get("dataset"), "loss": meta.get("loss"),
               "schedule": meta.get("schedule")}
-    out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, samples=traj.final.numpy().astype(np.float32), x_T=x_T.numpy().astype(np.float32),
              timesteps=traj.timesteps.numpy().astype(np.int64), config=np.array(json.dumps(config)))
