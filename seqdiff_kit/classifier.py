@@ -3,7 +3,8 @@
 - ``DigitClassifier``: ``logits = head(features(x))`` for images [B, 1, 8, 8] in [-1, 1] (as ``data.digits()``).
 - ``digit_split``: the fixed, seeded, label-stratified train / held-out split the shipped weights were trained on.
 - ``train_classifier``: seeded CPU training (random one-pixel shifts as augmentation).
-- ``save_classifier`` / ``load_classifier``: safetensors weights + a JSON config, never pickles.
+- ``save_classifier`` / ``load_classifier``: safetensors weights + a JSON config, never pickles;
+  ``get_classifier``: the shipped classifier, loaded once per process (what ``classifier=None`` means).
 - ``digit_features``: features of many images in batches, without gradients.
 
 The shipped weights are ``data/classifier.safetensors`` + ``data/classifier.json``
@@ -11,6 +12,7 @@ The shipped weights are ``data/classifier.safetensors`` + ``data/classifier.json
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -21,7 +23,9 @@ from torch import nn
 
 from ._io import atomic_write
 from ._validate import check_float, check_int, check_tensor
+from .checkpoint import PICKLE_SUFFIXES, checkpoint_paths
 from .data import DATA_DIR
+from .denoisers import seeded_model
 
 DEFAULT_PATH = DATA_DIR / "classifier"
 
@@ -84,9 +88,7 @@ def digit_split(labels: torch.Tensor, held_out: float = 0.2, seed: int = 0) -> t
     check_tensor("labels", labels, ndim=1, nonempty=True)
     if labels.is_floating_point():
         raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-    held_out = check_float("held_out", held_out, 0.0, 1.0, low_open=True)
-    if held_out >= 1.0:
-        raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    held_out = check_float("held_out", held_out, 0.0, 1.0, low_open=True, high_open=True)
     seed = check_int("seed", seed, 0)
     g = torch.Generator().manual_seed(seed)
     test = []
@@ -147,10 +149,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
     lr = check_float("lr", lr, 0.0, low_open=True)
     max_shift = check_int("max_shift", max_shift, 0, 3)
     seed = check_int("seed", seed, 0)
-    with torch.random.fork_rng(devices=[]):
-        # nn layers initialise from the global RNG: seed it locally without touching the caller's state
-        torch.manual_seed(seed)
-        model = DigitClassifier(channels=channels, feature_dim=feature_dim, n_classes=int(labels.max()) + 1)
+    model = seeded_model(DigitClassifier, seed, channels=channels, feature_dim=feature_dim,
+                         n_classes=int(labels.max()) + 1)
     model.to(device).train()
     g = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -179,35 +179,32 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
 
 
 # ------------------------------------------------------------------------------------------------- file I/O
-def _stem(path: str | Path | None) -> Path:
-    path = Path(path) if path is not None else DEFAULT_PATH
-    if path.suffix in (".json", ".safetensors"):
-        return path.with_suffix("")
-    if path.suffix in (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"):
+def _paths(path: str | Path | None) -> tuple[Path, Path]:
+    """``(<stem>.safetensors, <stem>.json)`` as ``checkpoint.checkpoint_paths`` names them (the shipped
+    ``data/classifier`` when ``path`` is None); pickle-style names are refused."""
+    path = DEFAULT_PATH if path is None else path
+    if Path(path).suffix.lower() in PICKLE_SUFFIXES:
         raise ValueError(f"path must name a safetensors + JSON pair (stem, .json or .safetensors); "
                          f"pickled weights are refused, got {str(path)!r}")
-    return path
+    return checkpoint_paths(path)
 
 
 def save_classifier(model: DigitClassifier, path: str | Path | None = None, info: dict | None = None) -> Path:
     """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (class, config and ``info``). Returns the stem."""
     if not isinstance(model, DigitClassifier):
         raise TypeError(f"model must be a DigitClassifier, got {type(model).__name__}")
-    stem = _stem(path)
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    st, js = _paths(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"class": "DigitClassifier", "config": model.config, **(info or {})}
-    atomic_write(stem.with_suffix(".safetensors"), save(tensors))
-
-    atomic_write(stem.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return stem
+    atomic_write(st, save(tensors))
+    atomic_write(js, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return st.with_suffix("")
 
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> DigitClassifier:
     """Load a ``DigitClassifier`` (eval mode) from ``<stem>.safetensors`` + ``<stem>.json``
     (default: the shipped ``data/classifier``). The JSON metadata is kept in ``model.info``."""
-    stem = _stem(path)
-    js, st = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    st, js = _paths(path)
     for f in (js, st):
         if not f.is_file():
             raise FileNotFoundError(f"classifier file not found at {f}; run scripts/train_classifier.py to create it")
@@ -220,6 +217,17 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
     return model.to(device).eval()
 
 
+@functools.lru_cache(maxsize=None)
+def _shipped(device: str) -> DigitClassifier:
+    return load_classifier(device=device)
+
+
+def get_classifier(classifier: DigitClassifier | None = None, device: str | torch.device = "cpu") -> DigitClassifier:
+    """``classifier`` itself, or (None) the shipped ``data/classifier`` on ``device``, read from disk once per
+    process and device and then shared: callers must not train, move or modify it."""
+    return _shipped(str(device)) if classifier is None else classifier
+
+
 @torch.no_grad()
 def digit_features(x: torch.Tensor, classifier: DigitClassifier | None = None, batch_size: int = 1024) -> torch.Tensor:
     """``classifier.features(x)`` for many images, in batches and without gradients: float64 [N, feature_dim]
@@ -227,7 +235,7 @@ def digit_features(x: torch.Tensor, classifier: DigitClassifier | None = None, b
     check_tensor("x", x, nonempty=True, finite=True)
     if x.ndim == 3:
         x = rearrange(x, "n h w -> n 1 h w")
-    clf = classifier if classifier is not None else load_classifier()
+    clf = get_classifier(classifier)
     if not isinstance(clf, DigitClassifier):
         raise TypeError(f"classifier must be a DigitClassifier or None, got {type(clf).__name__}")
     was_training = clf.training
