@@ -16,7 +16,7 @@ from numbers import Real
 import torch
 from einops import rearrange
 
-from ._validate import check_int, check_tensor
+from ._validate import check_int, check_tensor, check_type
 from .data import GaussianMixture
 
 # Multiples of the median pairwise distance used when ``mmd`` is given no bandwidths: a spread of scales
@@ -27,18 +27,17 @@ MEDIAN_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 def _flat(name: str, x, min_n: int = 1) -> torch.Tensor:
     """``x`` [N, ...] as a float64 matrix [N, D] (images flattened)."""
     check_tensor(name, x, min_ndim=1, finite=True)
-    if not x.is_floating_point():
-        x = x.to(torch.float64)
     if x.shape[0] < min_n:
         raise ValueError(f"{name} must hold at least {min_n} samples, got {x.shape[0]} (shape {tuple(x.shape)})")
     x = x.detach().to(torch.float64)
     return rearrange(x, "n ... -> n (...)") if x.ndim > 1 else rearrange(x, "n -> n 1")
 
 
-def _pair(x, y, min_n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    xf, yf = _flat("x", x, min_n), _flat("y", y, min_n)
+def _pair(x, y, min_n: int = 1, names: tuple[str, str] = ("x", "y")) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` and ``y`` as float64 matrices (``_flat``) with the same number of features, on ``x``'s device."""
+    xf, yf = _flat(names[0], x, min_n), _flat(names[1], y, min_n)
     if xf.shape[1] != yf.shape[1]:
-        raise ValueError(f"x and y must have the same number of features per sample, got shapes "
+        raise ValueError(f"{names[0]} and {names[1]} must have the same number of features per sample, got shapes "
                          f"{tuple(x.shape)} and {tuple(y.shape)}")
     return xf, yf.to(xf.device)
 
@@ -139,8 +138,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
 
 def mean_log_likelihood(x: torch.Tensor, mixture: GaussianMixture) -> float:
     """``(1/N) sum_i log p(x_i)`` with ``p`` the exact density of the true ``mixture`` (``x`` [N, D])."""
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    check_type("mixture", mixture, GaussianMixture)
     xf = _flat("x", x)
     if xf.shape[1] != mixture.dim:
         raise ValueError(f"x must have {mixture.dim} features per sample for this {mixture.dim}-D mixture, "
@@ -173,39 +171,60 @@ def gaussian_frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return max(float(d), 0.0)  # the true value is >= 0; clip round-off
 
 
+def _gaussian_fit(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample mean and unbiased covariance ``(mu, (f - mu)^T (f - mu) / (N - 1))`` of a float64 matrix [N, F]."""
+    mu = f.mean(0)
+    c = f - mu
+    return mu, (c.T @ c) / (f.shape[0] - 1)
+
+
 def frechet_distance(feat_x: torch.Tensor, feat_y: torch.Tensor) -> float:
     """Squared Frechet distance between Gaussians fitted to ``feat_x`` [N, F] and ``feat_y`` [M, F]
     (sample means and unbiased covariances, float64); see ``gaussian_frechet_distance`` for the formula."""
-    fx, fy = _flat("feat_x", feat_x, min_n=2), _flat("feat_y", feat_y, min_n=2)
-    if fx.shape[1] != fy.shape[1]:
-        raise ValueError(f"feat_x and feat_y must have the same number of features, got shapes "
-                         f"{tuple(feat_x.shape)} and {tuple(feat_y.shape)}")
-    fy = fy.to(fx.device)
-
-    def fit(f):
-        mu = f.mean(0)
-        c = f - mu
-        return mu, (c.T @ c) / (f.shape[0] - 1)
-
-    return gaussian_frechet_distance(*fit(fx), *fit(fy))
+    fx, fy = _pair(feat_x, feat_y, min_n=2, names=("feat_x", "feat_y"))
+    return gaussian_frechet_distance(*_gaussian_fit(fx), *_gaussian_fit(fy))
 
 
-def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor, classifier=None) -> float:
+def _check_digits(name: str, x) -> None:
+    check_tensor(name, x, finite=True)
+    if tuple(x.shape[1:]) not in ((1, 8, 8), (8, 8)) or x.shape[0] < 2:
+        raise ValueError(f"{name} must have shape [N, 1, 8, 8] or [N, 8, 8] with N >= 2, got {tuple(x.shape)}")
+
+
+def _digit_stats(name: str, images: torch.Tensor, classifier) -> tuple[torch.Tensor, torch.Tensor]:
+    # lazy import: the classifier (and its weights) are only needed by image users
+    from .classifier import digit_features
+
+    return _gaussian_fit(_flat(f"features of {name}", digit_features(images, classifier), min_n=2))
+
+
+def digit_feature_stats(images: torch.Tensor, classifier=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mu, S)``: the mean [F] and unbiased covariance [F, F] (float64) of ``classifier.features(x)`` over
+    ``images`` [N, 1, 8, 8] or [N, 8, 8] in [-1, 1], N >= 2 (the shipped classifier when ``classifier`` is
+    None). Compute a fixed reference's statistics once and pass them to ``digit_frechet_distance`` as
+    ``reference_stats``."""
+    _check_digits("images", images)
+    return _digit_stats("images", images, classifier)
+
+
+def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None = None, classifier=None, *,
+                           reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """Squared Frechet distance between Gaussians fitted to digit-classifier features of two image sets:
 
         FD = ||mu_s - mu_r||^2 + tr(S_s) + tr(S_r) - 2 tr((S_s^(1/2) S_r S_s^(1/2))^(1/2)),
 
     with ``(mu, S)`` the mean and covariance of ``classifier.features(x)`` (the 64-D penultimate layer of the
     shipped ``data/classifier`` when ``classifier`` is None). ``samples`` and ``reference`` are [N, 1, 8, 8]
-    (or [N, 8, 8]) images in [-1, 1]. The estimate is biased upwards at small N: compare models at the same N.
+    (or [N, 8, 8]) images in [-1, 1]. Give either ``reference`` or ``reference_stats``, the reference's
+    ``digit_feature_stats`` under the same classifier (the same number, without recomputing them).
+    The estimate is biased upwards at small N: compare models at the same N.
     Two disjoint halves of the real digits (~900 each) score about 4.6 to 6.1 (seeds 0-2 of a random halving); uniform noise scores about 500.
     """
-    # lazy import: the classifier (and its weights) are only needed by image users
-    from .classifier import digit_features, load_classifier
-
-    for name, x in (("samples", samples), ("reference", reference)):
-        check_tensor(name, x, finite=True)
-        if tuple(x.shape[1:]) not in ((1, 8, 8), (8, 8)) or x.shape[0] < 2:
-            raise ValueError(f"{name} must have shape [N, 1, 8, 8] or [N, 8, 8] with N >= 2, got {tuple(x.shape)}")
-    clf = load_classifier() if classifier is None else classifier
-    return frechet_distance(digit_features(samples, clf), digit_features(reference, clf))
+    if (reference is None) == (reference_stats is None):
+        raise ValueError("give exactly one of reference (images) and reference_stats (digit_feature_stats), got "
+                         + ("both" if reference is not None else "neither"))
+    _check_digits("samples", samples)
+    if reference is not None:
+        _check_digits("reference", reference)
+        reference_stats = _digit_stats("reference", reference, classifier)
+    return gaussian_frechet_distance(*_digit_stats("samples", samples, classifier), *reference_stats)
