@@ -21,6 +21,7 @@ from torch import nn
 
 from ._validate import check_choice, check_float, check_int, check_tensor
 from .data import DATA_DIR, digits
+from .denoisers import TinyUNet, seeded_model
 from .drift import DistributionDrift, distribution_drift
 from .samplers import make_noise, sample
 from .schedule import Schedule
@@ -58,10 +59,7 @@ def train_digit_model(loss, *, steps: int = DIGITS_RECIPE["steps"], seed: int = 
 
     r = DIGITS_RECIPE
     schedule = Schedule.from_name(r["schedule"], r["T"])
-    with torch.random.fork_rng(devices=[]):  # layers initialise from the global RNG: seed it locally
-        torch.manual_seed(check_int("seed", seed))
-        from .denoisers import TinyUNet
-        model = TinyUNet(channels=r["channels"], time_dim=r["time_dim"], T=r["T"])
+    model = seeded_model(TinyUNet, seed, channels=r["channels"], time_dim=r["time_dim"], T=r["T"])
     x, _ = digits()
     res = fit(model, x, schedule, loss, steps=check_int("steps", steps, 1), batch_size=r["batch_size"], lr=r["lr"],
               seed=seed, ema_decay=r["ema_decay"], grad_clip=r["grad_clip"], warmup=r["warmup"],
@@ -108,12 +106,12 @@ def sample_digits(model, schedule: Schedule, n: int = 1000, steps: int = 50, *, 
 @torch.no_grad()
 def class_probabilities(images: torch.Tensor, classifier=None, batch_size: int = 1024) -> torch.Tensor:
     """``softmax(classifier(x))`` [N, 10] for images [N, 1, 8, 8] in [-1, 1] (shipped classifier by default)."""
-    from .classifier import load_classifier
+    from .classifier import get_classifier
 
     check_tensor("images", images, ndim=4, nonempty=True, finite=True)
     if tuple(images.shape[1:]) != IMAGE_SHAPE:
         raise ValueError(f"images must have shape [N, 1, 8, 8], got {tuple(images.shape)}")
-    clf = load_classifier() if classifier is None else classifier
+    clf = get_classifier(classifier)
     dev = next(clf.parameters()).device
     clf.eval()
     probs = [torch.softmax(clf(chunk.to(dev, torch.float32)), dim=-1) for chunk in images.split(batch_size)]
@@ -209,26 +207,31 @@ def shipped_table(names=DIGIT_MODELS) -> StepsTable:
     return table
 
 
+def _check_models(models) -> None:
+    if not isinstance(models, dict) or not models:
+        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+
+
 def steps_table(models: dict, schedule: Schedule, steps=TABLE_STEPS, *, n: int = 1000, seed: int = 0,
                 eta: float = 0.0, classifier=None, split_seed: int = 0, device="cpu") -> StepsTable:
     """For each model and step count S: ``x = sample_digits(model, n, S, seed)``, then
     ``FD(x, real half A)`` (``metrics.digit_frechet_distance``) and ``confidence_share(x)``; plus the floor
     ``FD(real half B, real half A)``. All models start from the same ``x_T`` (paired)."""
-    from .classifier import load_classifier
-    from .metrics import digit_frechet_distance
+    from .classifier import get_classifier
+    from .metrics import digit_feature_stats, digit_frechet_distance
 
-    if not isinstance(models, dict) or not models:
-        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+    _check_models(models)
     steps = tuple(check_int("steps", s, 1, schedule.T) for s in steps)
-    clf = load_classifier(device=device) if classifier is None else classifier
+    clf = get_classifier(classifier, device)
     ref, other = real_halves(split_seed)
+    ref_stats = digit_feature_stats(ref, clf)  # the reference of every cell: its features once
     table = StepsTable(steps=steps, n=n, seed=seed, eta=float(eta),
-                       floor=digit_frechet_distance(other, ref, clf))
+                       floor=digit_frechet_distance(other, classifier=clf, reference_stats=ref_stats))
     for name, model in models.items():
         table.fd[name], table.confident[name] = [], []
         for s in steps:
             x = sample_digits(model, schedule, n, s, seed=seed, eta=eta, device=device)
-            table.fd[name].append(digit_frechet_distance(x, ref, clf))
+            table.fd[name].append(digit_frechet_distance(x, classifier=clf, reference_stats=ref_stats))
             table.confident[name].append(confidence_share(x, clf))
     return table
 
@@ -238,8 +241,7 @@ def sample_grids(models: dict, schedule: Schedule, steps=TABLE_STEPS, *, n: int 
                  eta: float = 0.0, device="cpu") -> dict[str, torch.Tensor]:
     """``{name: images [len(steps), n, 1, 8, 8]}``: the same ``x_T`` sampled by every model at every step
     count (a slider over steps then only indexes this array)."""
-    if not isinstance(models, dict) or not models:
-        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+    _check_models(models)
     return {name: torch.stack([sample_digits(m, schedule, n, s, seed=seed, eta=eta, device=device).cpu()
                                for s in steps]) for name, m in models.items()}
 
@@ -251,8 +253,7 @@ def image_drift(models: dict, schedule: Schedule, steps: int = 20, *, n: int = 2
     (``drift.distribution_drift``: MMD and ``variance_ratio = sqrt(tr Cov(x_t^model) / tr Cov(q(x_t)))``),
     every model from the same ``x_T = digit_noise(n, seed)`` and the same reference draws (``n_reference``
     real digits per step, default all 1797)."""
-    if not isinstance(models, dict) or not models:
-        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+    _check_models(models)
     data, _ = digits()
     x_T = digit_noise(n, seed, device)
     return {name: distribution_drift(m, data.to(device), schedule, steps, x_T=x_T, eta=eta, with_mmd=with_mmd,
