@@ -45,6 +45,7 @@ from ._validate import check_choice, check_float, check_int
 from .checkpoint import build_model, checkpoint_exists, checkpoint_paths, load_checkpoint
 from .data import PRESETS as MIXTURE_PRESETS
 from .data import GaussianMixture, digits, preset
+from .denoisers import seeded_model
 from .losses import Loss
 from .schedule import Schedule
 from .train import fit
@@ -54,8 +55,6 @@ LEVEL = 0.95
 
 # metric -> +1 (higher is better) or -1 (lower is better); "std_dev" = |std_ratio - 1|
 DIRECTIONS = {"mmd": -1, "sw": -1, "loglik": +1, "fd": -1, "std_dev": -1}
-METRICS = {"mixture": ("mmd", "sw", "loglik", "std_ratio"), "digits": ("fd", "std_ratio"),
-           "gauss1d": ("std_ratio", "std_ratio_closed_form")}
 
 
 # ====================================================================== Student-t intervals
@@ -115,9 +114,7 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
 
     ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)``, ``s^2 = sum (v - mean)^2 / (n - 1)``.
     Returns ``n, mean, sd, sem, t, half_width, low, high`` (interval entries NaN when n < 2)."""
-    level = check_float("level", level, 0.0, 1.0, low_open=True)
-    if level >= 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    level = check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
     n = len(v)
     nan = math.nan
@@ -193,10 +190,6 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentConfig":
-        return cls(**d)
 
 
 def _fit_kwargs(**kw) -> dict:
@@ -350,14 +343,15 @@ def _closed_form_a(var: float, K: int, lam: float, schedule_json: str) -> torch.
 
 
 def evaluate_model(model, ds: dict, data, schedule: Schedule, seed: int, steps: int, eta: float,
-                   loss_cfg: dict | None = None) -> dict:
+                   loss_cfg: dict | None = None, reference_stats=None) -> dict:
     """Sample ``ds["n_eval"]`` points with ``steps`` sampler steps and ``eta`` (x_T and noise from
     ``_eval_seed(dataset, seed, steps, eta)``) and score them against the true data:
 
     mixtures: ``mmd`` (unbiased MMD^2 against as many fresh true draws), ``sw`` (sliced W1), ``loglik``
     (exact mean log p); digits: ``fd`` (classifier Frechet distance against all 1797 digits); all:
     ``std_ratio = sqrt(tr Cov(samples) / tr Cov(data))`` and its value at every sampler step ``path_std_ratio``;
-    gauss1d also ``std_ratio_closed_form``, the exact ratio of the SA population optimum's linear sampler."""
+    gauss1d also ``std_ratio_closed_form``, the exact ratio of the SA population optimum's linear sampler.
+    ``reference_stats``: digits only, ``metrics.digit_feature_stats(data)`` when the caller already has it."""
     from .drift import distribution_drift
     from .metrics import mean_log_likelihood, mmd, sliced_wasserstein
 
@@ -380,9 +374,11 @@ def evaluate_model(model, ds: dict, data, schedule: Schedule, seed: int, steps: 
         out["sw"] = sliced_wasserstein(x, ref, generator=g_ref)
         out["loglik"] = mean_log_likelihood(x, data)
     elif ds["name"] == "digits":
-        from .metrics import digit_frechet_distance
+        from .metrics import digit_feature_stats, digit_frechet_distance
 
-        out["fd"] = digit_frechet_distance(x, data)
+        if reference_stats is None:
+            reference_stats = digit_feature_stats(data)
+        out["fd"] = digit_frechet_distance(x, reference_stats=reference_stats)
     else:
         from .analysis import linear_sampler_std_ratio
 
@@ -415,10 +411,7 @@ def _run_job(job: dict) -> dict:
     if _checkpoint_done(stem, cell["train_steps"]):
         model, _ = load_checkpoint(stem, use_ema=True)
     else:
-        # the initial weights come from the seed too (fork_rng: the caller's global RNG is left alone)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cell["seed"])
-            net = build_model(ds["model"])
+        net = seeded_model(build_model, cell["seed"], spec=ds["model"])  # the initial weights come from the seed too
         kw = dict(ds["train"])
         kw["steps"] = cell["train_steps"]
         res = fit(net, data, schedule, Loss.from_config(loss_cfg), seed=cell["seed"], checkpoint=stem,
@@ -428,8 +421,14 @@ def _run_job(job: dict) -> dict:
     model.eval()
     rows = []
     t0 = time.perf_counter()
+    ref_stats = None
+    if ds["name"] == "digits" and job["evals"]:  # every eval cell scores against all real digits: their features once
+        from .metrics import digit_feature_stats
+
+        ref_stats = digit_feature_stats(data)
     for steps, eta, key in job["evals"]:
-        metrics = evaluate_model(model, ds, data, schedule, cell["seed"], steps, eta, loss_cfg)
+        metrics = evaluate_model(model, ds, data, schedule, cell["seed"], steps, eta, loss_cfg,
+                                 reference_stats=ref_stats)
         rows.append({"key": key, "dataset": ds["name"], "loss": loss_label(loss_cfg), "loss_name": loss_cfg["name"],
                      "K": int(loss_cfg.get("K", 1)), "lam": float(loss_cfg.get("lam", 0.0)), "seed": cell["seed"],
                      "train_steps": cell["train_steps"],
@@ -437,11 +436,6 @@ def _run_job(job: dict) -> dict:
                      "steps": steps, "eta": eta, "n_eval": ds["n_eval"], **metrics})
     return {"key": cell["key"], "trained": trained, "train_seconds": t_train, "rows": rows,
             "eval_seconds": time.perf_counter() - t0}
-
-
-def _init_worker() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
 
 
 # ====================================================================== the runner
@@ -493,10 +487,11 @@ def plan_jobs(config: ExperimentConfig, out: Path, done_keys) -> list[dict]:
         evals = [(s, e, eval_key(cell, s, e, ds.n_eval)) for s in ds.sampling_steps for e in ds.etas]
         missing = [ev for ev in evals if ev[2] not in done_keys]
         stem = cell.stem(out)
-        if not missing and _checkpoint_done(stem, cell.train_steps):
+        trained = _checkpoint_done(stem, cell.train_steps)
+        if not missing and trained:
             continue
         ds_dict = {**asdict(ds), "schedule": config.schedule}
-        cost = cell.train_steps * evals_per_sample(cell.loss_config) * (0 if _checkpoint_done(stem, cell.train_steps) else 1)
+        cost = cell.train_steps * evals_per_sample(cell.loss_config) * (0 if trained else 1)
         jobs.append({"dataset": ds_dict, "cell": {**asdict(cell), "key": cell.key}, "stem": str(stem),
                      "evals": missing, "cost": cost * (20 if ds.name == "digits" else 1)})
     # longest first: a long job started last would leave the other worker idle at the end
@@ -520,7 +515,7 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, pro
     workers = check_int("workers", workers, 1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     store = out / "rows.jsonl"
     done = _read_rows(store)
     jobs = plan_jobs(config, out, set(done))
@@ -552,8 +547,8 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, pro
             torch.set_num_threads(before)
     elif jobs:
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                                 initializer=_init_worker) as pool:
+        # each job sets its own torch thread count (_run_job)
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
             futures = {pool.submit(_run_job, job): job for job in jobs}
             for i, fut in enumerate(as_completed(futures), 1):
                 try:
@@ -569,14 +564,13 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, pro
     summary, comparison = summarize(rows, level), compare(rows, config, level)
     paths = {"rows": write_csv(out / "rows.csv", rows), "summary": write_csv(out / "summary.csv", summary),
              "comparison": write_csv(out / "comparison.csv", comparison)}
-    md = out / "results.md"
-    md.write_text(f"# {config.name}: SA vs simple (seeds {', '.join(map(str, config.seeds))})\n\n"
-                  + comparison_markdown(comparison) + "\n" + closed_form_markdown(summary))
-    paths["markdown"] = md
+    paths["markdown"] = atomic_write(out / "results.md",
+                                     f"# {config.name}: SA vs simple (seeds {', '.join(map(str, config.seeds))})\n\n"
+                                     + comparison_markdown(comparison) + "\n" + closed_form_markdown(summary))
     result = ExperimentResult(rows=rows, summary=summary, comparison=comparison, stats=stats, paths=paths)
     if report:
         paths["report"] = write_experiment_report(out / "report.html", result, config)
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    atomic_write(out / "stats.json", json.dumps(stats, indent=2) + "\n")
     if stats["errors"]:
         raise RuntimeError(f"{len(stats['errors'])} job(s) failed (the others are saved in {str(out)!r}; rerun to "
                            f"retry only the missing cells): " + "; ".join(stats["errors"][:3]))
