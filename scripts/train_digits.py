@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 import seqdiff_kit  # noqa: E402
 from seqdiff_kit import Schedule, TinyUNet, digits  # noqa: E402
 from seqdiff_kit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from seqdiff_kit.denoisers import seeded_model  # noqa: E402
 from seqdiff_kit.losses import Loss  # noqa: E402
 from seqdiff_kit.train import train_iter  # noqa: E402
 
@@ -45,12 +46,6 @@ RECIPE = dict(DIGITS_RECIPE, K=2)
 
 def _loss(name: str, K: int, lam: float) -> Loss:
     return Loss("simple") if name == "simple" else Loss("sa", K=K, lam=lam)
-
-
-def _model(seed: int, channels: int, time_dim: int, T: int) -> TinyUNet:
-    with torch.random.fork_rng(devices=[]):  # layers initialise from the global RNG: seed it locally
-        torch.manual_seed(seed)
-        return TinyUNet(channels=channels, time_dim=time_dim, T=T)
 
 
 def _device_info(device: str) -> dict:
@@ -67,7 +62,7 @@ def cmd_train(a) -> dict:
     x, _ = digits()
     schedule = Schedule.from_name(a.schedule, a.T)
     loss = _loss(a.loss, a.K, a.lam)
-    model = _model(a.seed, a.channels, a.time_dim, a.T)
+    model = seeded_model(TinyUNet, a.seed, channels=a.channels, time_dim=a.time_dim, T=a.T)
     snapshots = sorted({int(s) for s in a.snapshots.split(",") if s} | {a.steps})
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +107,7 @@ def cmd_time(a) -> dict:
     schedule = Schedule.from_name(a.schedule, a.T)
     out = {"threads": torch.get_num_threads(), "batch_size": a.batch_size, **_device_info("cpu")}
     for name, loss in (("simple", Loss("simple")), ("sa", Loss("sa", K=a.K, lam=0.5))):
-        model = _model(0, a.channels, a.time_dim, a.T)
+        model = seeded_model(TinyUNet, 0, channels=a.channels, time_dim=a.time_dim, T=a.T)
         stamps = []
         for _ in train_iter(model, x, schedule, loss, steps=a.warm + a.steps, batch_size=a.batch_size,
                             progress=False, threads=a.threads):
