@@ -19,7 +19,7 @@ import torch
 from einops import rearrange
 from plotly.subplots import make_subplots
 
-from ._validate import check_float, check_int, check_tensor
+from ._validate import check_float, check_int, check_tensor, check_type
 from .data import GaussianMixture
 from .samplers import Trajectory
 from .schedule import Schedule
@@ -437,8 +437,7 @@ def schedule_figure(schedules: Mapping[str, Schedule], *, title: str | None = "N
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("ᾱ<sub>t</sub> (signal kept)", "log-SNR λ<sub>t</sub>"))
     for i, (name, sch) in enumerate(schedules.items()):
-        if not isinstance(sch, Schedule):
-            raise TypeError(f"schedules[{name!r}] must be a Schedule, got {type(sch).__name__}")
+        check_type(f"schedules[{name!r}]", sch, Schedule)
         t = np.arange(sch.T)
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=t, y=sch.alpha_bars.numpy(), name=str(name), legendgroup=str(name),

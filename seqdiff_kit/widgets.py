@@ -31,7 +31,7 @@ import torch
 from einops import rearrange
 from plotly.subplots import make_subplots
 
-from ._validate import check_float, check_int, check_tensor
+from ._validate import check_float, check_int, check_tensor, check_type
 from .data import GaussianMixture
 from .samplers import Trajectory
 from .schedule import Schedule
@@ -123,8 +123,7 @@ class NoisingDashboard(_SliderDashboard):
         check_tensor("points", points, ndim=2, nonempty=True, finite=True)
         if points.shape[1] != 2:
             raise ValueError(f"points must have shape [N, 2], got {tuple(points.shape)}")
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        check_type("schedule", schedule, Schedule)
         max_points = check_int("max_points", max_points, 1)
         if ts is None:
             ts = [-1] + viz._subsample_index(schedule.T, 41).tolist()
@@ -194,8 +193,7 @@ class ScoreFieldDashboard(_SliderDashboard):
                  title: str | None = "The score field grad log p_t (arrows) over log p_t"):
         if not isinstance(mixture, GaussianMixture) or mixture.dim != 2:
             raise TypeError(f"mixture must be a 2-D GaussianMixture, got {mixture!r}")
-        if not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+        check_type("schedule", schedule, Schedule)
         grid_size = check_int("grid_size", grid_size, 2, 100)
         density_grid = check_int("density_grid", density_grid, 8, 300)
         bound = check_float("bound", bound, 0.0, low_open=True)
