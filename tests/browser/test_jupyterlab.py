@@ -243,9 +243,14 @@ def test_lab_server_stops_its_kernels_by_pid_even_after_a_crash(make_lab_server)
     kernel_proc = found[0]
     assert kernel_proc.pid != server.proc.pid
 
+    # A hung kernel, which is the case where ending it by pid matters. Were it to keep running, ipykernel's
+    # parent poller would exit it about a second after the server dies, and whether stop() sees it first
+    # would be a race.
+    os.kill(kernel_proc.pid, signal.SIGSTOP)
     os.kill(server.proc.pid, signal.SIGKILL)  # a crashed server: nobody will shut the kernel down politely
     server.proc.wait(timeout=10)
-    assert kernel_proc.is_running(), "the kernel should outlive a killed server (it has its own session)"
+    assert kernel_proc.is_running() and kernel_proc.status() != psutil.STATUS_ZOMBIE, \
+        "the hung kernel should outlive a killed server (it has its own session)"
 
     survivors = server.stop()
     assert survivors == []
