@@ -26,7 +26,7 @@ import torch
 
 from ._validate import check_float, check_int, check_tensor, check_type
 from .losses import LossOutput
-from .samplers import _check_step_args, _sigmas
+from .samplers import check_step_args, sigmas
 from .schedule import Schedule
 
 
@@ -103,10 +103,10 @@ def linear_sampler_variances(a, var: float, schedule: Schedule, steps: int, eta:
     check_float("var", var, 0.0, low_open=True)
     schedule = check_type("schedule", schedule, Schedule)
     a = _check_a(a, schedule)
-    eta, _ = _check_step_args(eta, variance)
+    eta, _ = check_step_args(eta, variance)
     ts = schedule.timesteps(steps, spacing).tolist()
     abar = schedule.alpha_bar(torch.tensor(ts + [-1]))  # float64; the step i goes from abar[i] to abar[i + 1]
-    sig_mean, sig_noise = _sigmas(abar[:-1], abar[1:], eta, variance)  # the sampler's sigmas, per step
+    sig_mean, sig_noise = sigmas(abar[:-1], abar[1:], eta, variance)  # the sampler's sigmas, per step
     V = [1.0]
     for i, t in enumerate(ts):
         ab_t, ab_s = float(abar[i]), float(abar[i + 1])

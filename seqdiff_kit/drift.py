@@ -36,8 +36,8 @@ from einops import rearrange, reduce
 from ._validate import check_choice, check_int, check_tensor, check_type
 from .data import GaussianMixture
 from .metrics import mmd
-from .samplers import (Trajectory, _call_model, _check_sampler_args, _check_step_args, generalized_step, make_noise,
-                       sample)
+from .samplers import (Trajectory, call_model, check_sampler_args, check_step_args, generalized_step, make_noise,
+                       record, run_steps)
 from .schedule import Schedule
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -95,15 +95,21 @@ def paired_trajectories(model: Callable, reference: Callable, x_T: torch.Tensor,
 
     ``noise`` [steps, *x_T.shape]; when it is ``None`` and the run is stochastic (``eta > 0`` or
     ``variance="large"``) it is drawn once with ``make_noise(steps, x_T.shape, generator)`` and shared."""
-    eta, ts, clip_x0 = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
-    n = ts.numel()
-    noise = _shared_noise(noise, eta, variance, n, x_T, generator)
+    record_every = check_int("record_every", record_every, 1)
+    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
+    return _paired(model, reference, x_T, schedule, ts, eta, variance, noise, generator, record_every, clip_x0)
+
+
+def _paired(model, reference, x_T, schedule, ts, eta, variance, noise, generator, record_every,
+            clip_x0) -> PairedTrajectories:
+    """``paired_trajectories`` over checked arguments."""
+    noise = _shared_noise(noise, eta, variance, ts.numel(), x_T, generator)
     runs = []
     for name, m in (("model", model), ("reference", reference)):
         try:
-            runs.append(sample(m, x_T, schedule, n, eta=eta, variance=variance, timesteps=ts, noise=noise,
-                               record_every=record_every, clip_x0=clip_x0))
-        except ValueError as err:  # the arguments were checked above: this is about the named model's output
+            runs.append(record(run_steps(m, x_T, schedule, ts, eta, variance, noise, None, clip_x0), x_T, ts,
+                               record_every))
+        except ValueError as err:  # the arguments were checked: this is about the named model's output
             raise ValueError(f"{name}: {err}") from err
     return PairedTrajectories(runs[0], runs[1], noise)
 
@@ -173,10 +179,9 @@ def step_drift(model: Callable, reference: Callable, x_T: torch.Tensor, schedule
     steps and ``eps_m = eps_r + b``, ``Phi_m(x) - Phi_r(x) = (sqrt(1 - a_s - sigma^2) - sqrt(a_s) sqrt(1 - a_t)
     / sqrt(a_t)) b`` exactly."""
     quantiles = _check_quantiles(quantiles)
-    paths = paired_trajectories(model, reference, x_T, schedule, steps, eta=eta, variance=variance,
-                                spacing=spacing, timesteps=timesteps, noise=noise, generator=generator,
-                                record_every=1, clip_x0=clip_x0)
-    return paths_drift(model, paths, schedule, eta=eta, variance=variance, clip_x0=clip_x0, quantiles=quantiles)
+    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
+    paths = _paired(model, reference, x_T, schedule, ts, eta, variance, noise, generator, 1, clip_x0)
+    return _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles)
 
 
 def paths_drift(model: Callable, paths: PairedTrajectories, schedule: Schedule, *, eta: float = 0.0,
@@ -186,7 +191,12 @@ def paths_drift(model: Callable, paths: PairedTrajectories, schedule: Schedule, 
     ``Phi_m(x^r_t)`` from each reference state (see ``step_drift``)."""
     quantiles = _check_quantiles(quantiles)
     check_type("schedule", schedule, Schedule)
-    eta, clip_x0 = _check_step_args(eta, variance, clip_x0)
+    eta, clip_x0 = check_step_args(eta, variance, clip_x0)
+    return _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles)
+
+
+def _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles) -> StepDrift:
+    """``paths_drift`` over checked arguments."""
     tm, tr = paths.model, paths.reference
     ts = tr.timesteps
     n = ts.numel()
@@ -197,7 +207,7 @@ def paths_drift(model: Callable, paths: PairedTrajectories, schedule: Schedule, 
     for i in range(n):
         t, s = int(ts[i]), int(nxt[i])
         x_ref = tr.x[i]
-        eps_m = _call_model(model, x_ref, t, f"step {i} (t={t}) from the reference state")
+        eps_m = call_model(model, x_ref, t, f"step {i} (t={t}) from the reference state")
         z = paths.noise[i] if paths.noise is not None and s >= 0 else None
         step_m_from_ref, x0_m = generalized_step(x_ref, eps_m, t, s, schedule, eta=eta, variance=variance,
                                                  noise=z, clip_x0=clip_x0)
@@ -349,7 +359,7 @@ def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_
         coef_x0 = math.sqrt(a_prev) * beta / (1 - a_t)  # posterior mean's coefficient on x0
         sigma = math.sqrt((1 - a_prev) * beta / (1 - a_t))
         xh, xa, x0b = x_hat[idx], x_act[idx], x0[idx]
-        eps_theta = _call_model(model, xh, t, f"row {j} (t={t})")
+        eps_theta = call_model(model, xh, t, f"row {j} (t={t})")
         eps_hat = (xh - math.sqrt(a_t) * x0b) / math.sqrt(1 - a_t)
         delta = eps_hat - eps_theta
         x0_pred = (xh - math.sqrt(1 - a_t) * eps_theta) / math.sqrt(a_t)
@@ -437,12 +447,13 @@ def distribution_drift(model: Callable, data, schedule: Schedule, steps: int = 5
     if tuple(x_T.shape[1:]) != shape:
         raise ValueError(f"x_T must have the sample shape of data [B, {', '.join(map(str, shape))}], "
                          f"got {tuple(x_T.shape)}")
-    eta, ts, clip_x0 = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
+    record_every = check_int("record_every", record_every, 1)
+    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
     noise = _shared_noise(noise, eta, variance, ts.numel(), x_T, generator)
     if n_reference is not None:
         n_reference = check_int("n_reference", n_reference, 2)
-    traj = sample(model, x_T, schedule, ts.numel(), eta=eta, variance=variance, timesteps=ts, noise=noise,
-                  record_every=record_every, clip_x0=clip_x0)
+    traj = record(run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0), x_T, ts,
+                  record_every)
     return trajectory_drift(traj, data, schedule, generator=generator, n_reference=n_reference,
                             bandwidths=bandwidths, with_mmd=with_mmd)
 

@@ -27,15 +27,21 @@ VARIANCES = ("small", "large")
 
 @dataclass
 class StepOutput:
-    """What one sampler step saw and produced (diffusers' names)."""
+    """What one sampler step ``x_t -> x_s`` saw and produced, in the equations' names (the same names as the
+    ``Trajectory`` fields and the callback dict)."""
 
-    index: int                          # step number i in 0..N-1
-    t: int                              # current timestep
-    s: int                              # next timestep (-1 at the last step)
-    sample: torch.Tensor                # x_t, the input of the step
-    model_output: torch.Tensor          # eps_theta(x_t, t)
-    pred_original_sample: torch.Tensor  # x0_pred
-    prev_sample: torch.Tensor           # x_s, the output of the step
+    i: int                   # step number in 0..N-1
+    t: int                   # current timestep
+    s: int                   # next timestep (-1 at the last step)
+    x_t: torch.Tensor        # the input of the step
+    eps_pred: torch.Tensor   # eps_theta(x_t, t)
+    x0_pred: torch.Tensor    # (x_t - sqrt(1 - a_t) eps_pred) / sqrt(a_t)
+    x_s: torch.Tensor        # the output of the step
+
+    def as_dict(self) -> dict:
+        """The callback's dict: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
+        return {"i": self.i, "t": self.t, "s": self.s, "x_t": self.x_t, "eps_pred": self.eps_pred,
+                "x0_pred": self.x0_pred, "x_s": self.x_s}
 
 
 @dataclass
@@ -80,7 +86,7 @@ def _abar(schedule: Schedule, t, like: torch.Tensor) -> torch.Tensor:
     return a.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def _sigmas(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str = "small"):
+def sigmas(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str = "small"):
     """``(sigma_mean, sigma_noise)`` of a step from alpha_bar tensors: ``sigma_mean = eta sqrt((1 - a_t/a_s)
     (1 - a_s)/(1 - a_t))`` enters the mean; the noise uses it too, or ``sqrt(1 - a_t/a_s)`` (0 at the end) for
     ``variance="large"``."""
@@ -92,13 +98,13 @@ def _sigmas(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str = "s
 
 def step_sigma(schedule: Schedule, t, s, eta: float = 0.0) -> torch.Tensor:
     """``sigma = eta sqrt((1 - a_t/a_s)(1 - a_s)/(1 - a_t))`` (float64; zero when ``s = -1``)."""
-    return _sigmas(schedule.alpha_bar(torch.as_tensor(t)), schedule.alpha_bar(torch.as_tensor(s)), eta)[0]
+    return sigmas(schedule.alpha_bar(torch.as_tensor(t)), schedule.alpha_bar(torch.as_tensor(s)), eta)[0]
 
 
 def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedule, *, eta: float = 0.0,
                      variance: str = "small", noise: torch.Tensor | None = None,
                      clip_x0: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step ``x_t -> x_s``; returns ``(prev_sample, pred_original_sample)``.
+    """One step ``x_t -> x_s``; returns ``(x_s, x0_pred)``.
 
     ``t`` and ``s`` are ints or LongTensors [B] (a batch may sit at different timesteps). ``noise`` is the
     ``z`` of the step (needed when sigma > 0)."""
@@ -107,7 +113,7 @@ def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedul
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
         eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # keep eps consistent with the clipped x0
-    sig_mean, sig_noise = _sigmas(a_t, a_s, eta, variance)
+    sig_mean, sig_noise = sigmas(a_t, a_s, eta, variance)
     out = a_s.sqrt() * x0 + (1 - a_s - sig_mean**2).clamp(min=0).sqrt() * eps
     if bool((sig_noise > 0).any()):
         if noise is None:
@@ -123,7 +129,7 @@ def make_noise(steps: int, shape, generator: torch.Generator | None = None, dtyp
     return torch.randn(steps, *shape, generator=generator, dtype=dtype).to(device)
 
 
-def _resolve_timesteps(schedule, steps, spacing, timesteps) -> torch.Tensor:
+def resolve_timesteps(schedule, steps, spacing, timesteps) -> torch.Tensor:
     if timesteps is not None:
         ts = torch.as_tensor(timesteps).long().flatten()
         if ts.numel() < 1 or int(ts.min()) < 0 or int(ts.max()) > schedule.T - 1:
@@ -134,7 +140,7 @@ def _resolve_timesteps(schedule, steps, spacing, timesteps) -> torch.Tensor:
     return schedule.timesteps(steps, spacing)
 
 
-def _check_step_args(eta, variance: str, clip_x0=None) -> tuple[float, float | None]:
+def check_step_args(eta, variance: str, clip_x0=None) -> tuple[float, float | None]:
     """The settings of a step: ``eta`` in [0, 1], a known ``variance`` (``"large"`` only with ``eta = 1``) and
     ``clip_x0`` (None or > 0); returns ``(eta, clip_x0)`` as floats."""
     eta = check_float("eta", eta, 0.0, 1.0)
@@ -146,13 +152,13 @@ def _check_step_args(eta, variance: str, clip_x0=None) -> tuple[float, float | N
     return eta, clip_x0
 
 
-def _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise,
+def check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise,
                         clip_x0) -> tuple[float, torch.Tensor, float | None]:
     """The sampler's argument checks; returns ``(eta, timesteps, clip_x0)``."""
     check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
     check_type("schedule", schedule, Schedule)
-    eta, clip_x0 = _check_step_args(eta, variance, clip_x0)
-    ts = _resolve_timesteps(schedule, steps, spacing, timesteps)
+    eta, clip_x0 = check_step_args(eta, variance, clip_x0)
+    ts = resolve_timesteps(schedule, steps, spacing, timesteps)
     if noise is not None:
         check_tensor("noise", noise)
         if noise.shape[0] < ts.numel() or noise.shape[1:] != x_T.shape:
@@ -161,7 +167,7 @@ def _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps,
     return eta, ts, clip_x0
 
 
-def _call_model(model: Callable, x: torch.Tensor, t: int, where: str) -> torch.Tensor:
+def call_model(model: Callable, x: torch.Tensor, t: int, where: str) -> torch.Tensor:
     """``model(x, t)`` without gradients, checked for shape and finiteness (``where`` names the step on failure)."""
     with torch.no_grad():
         eps = model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
@@ -173,15 +179,16 @@ def _call_model(model: Callable, x: torch.Tensor, t: int, where: str) -> torch.T
     return eps
 
 
-def _run(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0) -> Iterator[StepOutput]:
-    """The sampler loop over checked arguments (see ``sample_iter``)."""
+def run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0) -> Iterator[StepOutput]:
+    """The sampler loop over arguments already checked by ``check_sampler_args`` (see ``sample_iter``); for
+    callers that check once and sample several times."""
     stochastic = eta > 0 or variance == "large"
     n = ts.numel()
     x = x_T
     for i in range(n):
         t = int(ts[i])
         s = int(ts[i + 1]) if i + 1 < n else -1
-        eps = _call_model(model, x, t, f"step {i} (t={t})")
+        eps = call_model(model, x, t, f"step {i} (t={t})")
         z = None
         if stochastic and s >= 0:
             z = noise[i] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
@@ -199,8 +206,8 @@ def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: i
     ``noise`` [steps, *x_T.shape] gives the ``z`` of every step (so two models can share randomness);
     otherwise ``z`` is drawn from ``generator`` when a step needs it. The arguments are checked at the call,
     before the first step."""
-    eta, ts, clip_x0 = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
-    return _run(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0)
+    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
+    return run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0)
 
 
 def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *, eta: float = 0.0,
@@ -211,21 +218,28 @@ def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 
     """Sample and record a ``Trajectory`` (see ``sample_iter`` for the arguments).
 
     ``record_every = k`` keeps every k-th step (and the last) to save memory on long runs.
-    ``callback`` receives a dict per step: ``i, t, s, x, eps, x0_pred, prev_sample``."""
+    ``callback`` receives ``StepOutput.as_dict()`` per step: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
     record_every = check_int("record_every", record_every, 1)
-    eta, ts, clip_x0 = _check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
-    n = ts.numel()
+    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
+    return record(run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0), x_T, ts,
+                  record_every, callback)
+
+
+def record(steps: Iterator[StepOutput], x_T: torch.Tensor, timesteps: torch.Tensor, record_every: int = 1,
+           callback: Callable[[dict], None] | None = None) -> Trajectory:
+    """Collect the ``StepOutput``s of a run over ``timesteps`` into a ``Trajectory``, keeping every
+    ``record_every``-th step and the last."""
+    n = timesteps.numel()
     kept = [i for i in range(n) if i % record_every == 0 or i == n - 1]
     slot = {i: j for j, i in enumerate(kept)}
     # preallocated buffers: stacking a list at the end would briefly double the memory of a long run
     xs = x_T.new_empty((len(kept) + 1, *x_T.shape))
     x0s, epss = x_T.new_empty((len(kept), *x_T.shape)), x_T.new_empty((len(kept), *x_T.shape))
-    for out in _run(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0):
-        j = slot.get(out.index)
+    for out in steps:
+        j = slot.get(out.i)
         if j is not None:
-            xs[j], x0s[j], epss[j] = out.sample, out.pred_original_sample, out.model_output
+            xs[j], x0s[j], epss[j] = out.x_t, out.x0_pred, out.eps_pred
         if callback is not None:
-            callback({"i": out.index, "t": out.t, "s": out.s, "x": out.sample, "eps": out.model_output,
-                      "x0_pred": out.pred_original_sample, "prev_sample": out.prev_sample})
-        xs[-1] = out.prev_sample
-    return Trajectory(ts, torch.tensor(kept, dtype=torch.long), xs, x0s, epss)
+            callback(out.as_dict())
+        xs[-1] = out.x_s
+    return Trajectory(timesteps, torch.tensor(kept, dtype=torch.long), xs, x0s, epss)

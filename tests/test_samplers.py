@@ -121,8 +121,8 @@ def test_callback_and_generator_see_every_step(sched):
     ts = sched.timesteps(12, "quad").tolist()
     assert seen == [(i, ts[i], ts[i + 1] if i < 11 else -1) for i in range(12)]
     outs = list(sample_iter(den, x_T, sched, 12, spacing="quad"))
-    assert torch.equal(outs[-1].prev_sample, traj.final)
-    assert torch.equal(outs[3].prev_sample, outs[4].sample)
+    assert torch.equal(outs[-1].x_s, traj.final)
+    assert torch.equal(outs[3].x_s, outs[4].x_t)
 
 
 def test_no_clipping_unless_asked(sched):
