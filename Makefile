@@ -8,7 +8,7 @@ TORCH  := torch==2.13.0
 export OMP_NUM_THREADS ?= 1
 export SEQDIFF_THREADS ?= 1
 
-.PHONY: demo test test-fast lab bench clean-venv
+.PHONY: demo test test-fast test-portable lab bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -ra -m "not slow"
+
+# the fast suite on ATen's plain (non-SIMD) kernels: catches tests that hold only on one instruction set
+test-portable: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m "not slow" -p no:cacheprovider tests --ignore=tests/browser
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks

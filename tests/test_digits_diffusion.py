@@ -70,12 +70,13 @@ def test_real_halves_partition_and_floor(clf):
     x, _ = digits()
     a, b = real_halves(0)
     assert a.shape[0] + b.shape[0] == x.shape[0] and abs(a.shape[0] - b.shape[0]) <= 1
-    key = torch.arange(64, dtype=torch.float64) * 1.7 + 1  # a fixed projection orders the images
 
-    def proj(v):
-        return torch.sort(v.double().reshape(len(v), -1) @ key).values
+    def rows(v):
+        # the distinct images with their counts: exact (no arithmetic), independent of order and CPU kernels
+        return torch.unique(v.reshape(len(v), -1), dim=0, return_counts=True)
 
-    assert torch.equal(proj(torch.cat([a, b])), proj(x))  # together the halves are exactly the data
+    (ua, ca), (ux, cx) = rows(torch.cat([a, b])), rows(x)
+    assert torch.equal(ua, ux) and torch.equal(ca, cx)  # together the halves are exactly the data
     floor = frechet_floor(0, clf)
     assert floor == pytest.approx(digit_frechet_distance(b, a, clf))
     g = torch.Generator().manual_seed(0)
@@ -91,15 +92,18 @@ def test_sample_digits_is_the_sampler_from_seeded_noise(schedule):
     assert torch.equal(digit_noise(6, 5), x_T)
     ref = sample(model, x_T, schedule, 3).final
     assert torch.allclose(x, ref, atol=1e-6)
-    # chunking and clamping
+    # Chunking changes the batch shape, so the convolution kernels and their rounding may differ by CPU: the
+    # model's float32 rounding (about 1e-6 relative after its sums of a few hundred terms) is amplified by the
+    # first step's 1 / sqrt(alpha_bar_T) (about 160 on this schedule), so compare to 1e-3 of the output's scale.
+    tol = 1e-3 * float(ref.abs().max())
     assert torch.allclose(sample_digits(model, schedule, n=6, steps=3, seed=5, clamp=False, batch_size=4), ref,
-                          atol=1e-6)
+                          rtol=0, atol=tol)
     assert torch.equal(sample_digits(model, schedule, n=6, steps=3, seed=5), ref.clamp(-1, 1))
     # stochastic steps: noise from seed + 1, the same for every chunking
     z = make_noise(3, (6, 1, 8, 8), torch.Generator().manual_seed(6))
     ref1 = sample(model, x_T, schedule, 3, eta=1.0, noise=z).final
     got = sample_digits(model, schedule, n=6, steps=3, seed=5, eta=1.0, clamp=False, batch_size=4)
-    assert torch.allclose(got, ref1, atol=1e-6)
+    assert torch.allclose(got, ref1, rtol=0, atol=1e-3 * float(ref1.abs().max()))
 
 
 def test_steps_table_recomputes(clf, schedule):

@@ -103,7 +103,9 @@ def test_generator_draws_t_then_eps0_then_the_rest(sched, x0, K):
     torch.testing.assert_close(out.total, ref_total, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.sa, ref_sa, rtol=1e-5, atol=1e-6)
     simple = simple_loss(model, x0, sched, generator=torch.Generator().manual_seed(11))
-    torch.testing.assert_close(out.simple, simple.simple)
+    # the SA loss evaluates a batch of K*B, simple_loss one of B: the matmul kernels may round differently
+    # (a few float32 ulps per output), so compare to float32 precision, not bit for bit
+    torch.testing.assert_close(out.simple, simple.simple, rtol=1e-5, atol=1e-6)
 
 
 def test_terms_with_t_below_k_drop_out(sched, x0):
