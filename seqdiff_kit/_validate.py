@@ -66,3 +66,26 @@ def check_tensor(name: str, value, *, ndim: int | None = None, min_ndim: int | N
         bad = int((~torch.isfinite(value)).sum())
         raise ValueError(f"{name} must be finite, got {bad} non-finite value(s) (NaN or inf)")
     return value
+
+
+def check_timesteps(name: str, t, T: int, *, batch: int | None = None, allow_clean: bool = False) -> torch.Tensor:
+    """``t`` as a LongTensor of integer timesteps in ``[0, T-1]`` (``[-1, T-1]`` with ``allow_clean``: ``-1``
+    is the clean data), or raise naming the argument.
+
+    With ``batch``, a scalar is broadcast to ``[batch]`` and any other shape than ``[batch]`` is refused; without
+    it any shape passes. The one check of "t is an integer tensor [B] in range" for schedules, losses and
+    networks."""
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be a LongTensor of integer timesteps, got dtype {t.dtype}")
+    if batch is not None:
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"{name} must be a scalar or have shape [B] = [{batch}], got shape {tuple(t.shape)}")
+    low = -1 if allow_clean else 0
+    if t.numel() and (int(t.min()) < low or int(t.max()) > T - 1):
+        clean = " (-1 is the clean data)" if allow_clean else ""
+        raise ValueError(f"{name} must be in [{low}, {T - 1}]{clean}, got values from {int(t.min())} to {int(t.max())}")
+    return t.long()

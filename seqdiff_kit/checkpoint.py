@@ -29,7 +29,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 from torch import nn
 
-from . import __version__
+from ._runtime import __version__
 from ._io import atomic_write
 
 FORMAT = "seqdiff_kit-checkpoint"
@@ -74,7 +74,8 @@ def _jsonable(value, where: str = "config"):
                         f"no NaN): {err}") from None
 
 
-def _model_spec(model: nn.Module) -> dict:
+def model_spec(model: nn.Module) -> dict:
+    """``{"class": name, "args": {...}}`` of a network the checkpoint can rebuild (``build_model``'s input)."""
     cls = type(model).__name__
     if cls not in ALLOWED_MODELS:
         raise TypeError(f"model must be one of {list(ALLOWED_MODELS)} (classes a checkpoint can rebuild), "
@@ -110,7 +111,7 @@ def save_checkpoint(path, model: nn.Module, config: dict, ema: nn.Module | None 
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
     st_path, js_path = checkpoint_paths(path)
     meta = _jsonable(dict(config), "config")
-    meta["model"] = _model_spec(model)
+    meta["model"] = model_spec(model)
     tensors = _cpu_tensors(MODEL_PREFIX, model.state_dict())
     if ema is not None:
         if type(ema) is not type(model):
@@ -233,7 +234,8 @@ def build_model(spec: dict) -> nn.Module:
     return cls(**spec.get("args", {}))
 
 
-def _sub_state(tensors: dict, prefix: str) -> dict[str, torch.Tensor]:
+def sub_state(tensors: dict, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with ``prefix`` (``MODEL_PREFIX``, ``EMA_PREFIX``, ...), prefix removed."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
@@ -246,7 +248,7 @@ def load_checkpoint(path, device="cpu", use_ema: bool = True) -> tuple[nn.Module
     tensors, meta = read_checkpoint(path, device="cpu")
     model = build_model(meta.get("model"))
     prefix = EMA_PREFIX if use_ema and any(k.startswith(EMA_PREFIX) for k in tensors) else MODEL_PREFIX
-    state = _sub_state(tensors, prefix)
+    state = sub_state(tensors, prefix)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -222,7 +222,7 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".npz":
         raise ValueError(f"out must be a .npz file, got {str(out)!r}")
-    from . import set_threads
+    from ._runtime import set_threads
 
     set_threads(args.threads)
     model, meta, schedule = load_for_sampling(args.checkpoint)
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__
+        from ._runtime import __version__
         print(f"seqdiff_kit {__version__}")
         return 0
     if args.command is None:

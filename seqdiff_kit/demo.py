@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import set_threads
+from ._runtime import set_threads
 from ._io import atomic_write
 from ._validate import check_float, check_int, check_type
 from .checkpoint import checkpoint_exists, checkpoint_paths, load_checkpoint, save_checkpoint

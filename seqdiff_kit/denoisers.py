@@ -13,24 +13,15 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ._validate import check_int, check_tensor, check_type
+from ._validate import check_int, check_tensor, check_timesteps, check_type
 from .data import GaussianMixture
 from .schedule import Schedule
 
 
-def _check_call(x: torch.Tensor, t: torch.Tensor, T: int | None = None) -> torch.Tensor:
+def _check_call(x: torch.Tensor, t, T: int) -> torch.Tensor:
+    """The arguments of ``model(x, t)``: ``x`` a tensor [B, ...], ``t`` integer timesteps (a scalar or [B])."""
     check_tensor("x", x, min_ndim=1)
-    if not isinstance(t, torch.Tensor):
-        t = torch.as_tensor(t)
-    if t.ndim == 0:
-        t = t.expand(x.shape[0])
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must have shape [B] = [{x.shape[0]}], got {tuple(t.shape)}")
-    if t.is_floating_point():
-        raise TypeError(f"t must be a LongTensor of timesteps, got dtype {t.dtype}")
-    if T is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) > T - 1):
-        raise ValueError(f"t must be in [0, {T - 1}], got values from {int(t.min())} to {int(t.max())}")
-    return t.long()
+    return check_timesteps("t", t, T, batch=x.shape[0])
 
 
 class IdealDenoiser(nn.Module):

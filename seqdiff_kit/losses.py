@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from einops import rearrange, reduce, repeat
 
-from ._validate import check_choice, check_float, check_int, check_tensor, check_type
+from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps, check_type
 from .schedule import Schedule
 
 LOSS_NAMES = ("simple", "sa")
@@ -53,17 +53,8 @@ def _resolve_t(t, x0: torch.Tensor, schedule: Schedule, generator, antithetic: b
     B = x0.shape[0]
     if t is None:
         return schedule.sample_t(B, generator=generator, antithetic=bool(antithetic)).to(x0.device)
-    if not isinstance(t, torch.Tensor):
-        t = torch.as_tensor(t)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"t must hold integer timesteps (a LongTensor), got dtype {t.dtype}")
-    if t.ndim == 0:
-        t = t.expand(B)
-    if t.shape != (B,):
-        raise ValueError(f"t must be a scalar or have shape [B] = [{B}], got shape {tuple(t.shape)}")
-    if int(t.min()) < 0 or int(t.max()) > schedule.T - 1:
-        raise ValueError(f"t must be in [0, {schedule.T - 1}], got values from {int(t.min())} to {int(t.max())}")
-    return t.long().to(x0.device)
+    t = check_timesteps("t", t, schedule.T, batch=B)
+    return t.to(x0.device)
 
 
 def _resolve_noise(noise, x0: torch.Tensor, K: int, generator) -> torch.Tensor:

@@ -197,7 +197,7 @@ def render_report(sections: Sequence, *, title: str = "seqdiff_kit report", subt
     secs = [_coerce_section(i, s) for i, s in enumerate(sections)]
     if settings is not None and not isinstance(settings, Mapping):
         raise TypeError(f"settings must be a dict of name -> value, got {type(settings).__name__}")
-    from . import __version__
+    from ._runtime import __version__
 
     env = {"seqdiff_kit": __version__, "torch": torch.__version__, "plotly": plotly.__version__}
     if timestamp:

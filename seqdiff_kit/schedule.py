@@ -1,6 +1,6 @@
 """Noise schedules: betas, alpha_bar, the forward process and the sampling timesteps.
 
-Conventions (DESIGN.md): the time index is ``t`` in {0, ..., T-1}; ``alpha_bar(-1) := 1`` is the clean data.
+Conventions (docs/architecture.md, "Notation"): the time index is ``t`` in {0, ..., T-1}; ``alpha_bar(-1) := 1`` is the clean data.
 The forward process is ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``.
 Everything is stored in float64 (the maths is cheap and the ideal denoiser needs the precision);
 callers get tensors in the dtype of their data.
@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ._validate import check_choice, check_float, check_int, check_tensor
+from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps
 
 SPACINGS = ("leading", "uniform", "trailing", "linspace", "quad")
 
@@ -99,18 +99,9 @@ class Schedule:
     def __repr__(self) -> str:
         return f"Schedule({self.name}, T={self.T}, alpha_bar[T-1]={self.alpha_bars[-1].item():.3g})"
 
-    def _check_t(self, t) -> torch.Tensor:
-        t = torch.as_tensor(t)
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise TypeError(f"t must hold integers (a LongTensor), got dtype {t.dtype}")
-        if t.numel() and (int(t.min()) < -1 or int(t.max()) > self.T - 1):
-            raise ValueError(f"t must be in [-1, {self.T - 1}] (-1 is the clean data), "
-                             f"got values from {int(t.min())} to {int(t.max())}")
-        return t.long()
-
     def alpha_bar(self, t) -> torch.Tensor:
         """``alpha_bar_t`` for integer ``t`` (any shape), with ``alpha_bar_{-1} = 1``. float64."""
-        t = self._check_t(t)
+        t = check_timesteps("t", t, self.T, allow_clean=True)
         padded = torch.cat([self.alpha_bars, torch.ones(1, dtype=torch.float64)])
         return padded[t.cpu()]  # index -1 reads the appended 1
 

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import set_threads
+from ._runtime import set_threads
 from ._validate import check_float, check_int, check_tensor, check_type
-from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, _model_spec, _sub_state, checkpoint_exists,
-                         checkpoint_paths, read_checkpoint, save_checkpoint)
+from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, checkpoint_exists, checkpoint_paths, model_spec,
+                         read_checkpoint, save_checkpoint, sub_state)
 from .data import GaussianMixture
 from .losses import Loss, LossOutput
 from .schedule import Schedule
@@ -204,7 +204,7 @@ def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_de
         raise ValueError("resume=True needs a checkpoint path, got checkpoint=None")
     if checkpoint is not None:
         checkpoint_paths(checkpoint)  # refuses pickle-style names early
-        _model_spec(model)            # the model must be rebuildable from JSON before we spend time training
+        model_spec(model)             # the model must be rebuildable from JSON before we spend time training
     return out
 
 
@@ -252,7 +252,7 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
                  "warmup": warmup, "cosine_decay": cosine_decay, "optimizer": "Adam",
                  "adam_betas": list(ADAM_BETAS), "adam_eps": ADAM_EPS, "steps": steps}
     run_cfg = {"dataset": dataset, "schedule": schedule.config(), "loss": loss.config, "seed": seed,
-               "train": train_cfg, "model": _model_spec(model) if checkpoint is not None else None}
+               "train": train_cfg, "model": model_spec(model) if checkpoint is not None else None}
 
     start = 0
     ema = None
@@ -262,10 +262,10 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
         start = int(meta["step"])
         if start > steps:
             raise ValueError(f"checkpoint {str(checkpoint)!r} is at step {start}, beyond steps={steps}")
-        model.load_state_dict(_sub_state(tensors, MODEL_PREFIX))
+        model.load_state_dict(sub_state(tensors, MODEL_PREFIX))
         ema = copy.deepcopy(model)
-        ema.load_state_dict(_sub_state(tensors, EMA_PREFIX))
-        extra = {k: v.cpu() for k, v in _sub_state(tensors, EXTRA_PREFIX).items()}
+        ema.load_state_dict(sub_state(tensors, EMA_PREFIX))
+        extra = {k: v.cpu() for k, v in sub_state(tensors, EXTRA_PREFIX).items()}
         _load_optim(opt, {k: v.to(device) for k, v in extra.items() if k.startswith("optim.")})
         generator.set_state(extra["rng_state"])
         batches.load(meta.get("data_state", {}), extra)

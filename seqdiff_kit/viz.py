@@ -54,8 +54,8 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _layout(fig: go.Figure, title: str | None, *, margin: dict | None = None, legend_bg: bool = True,
-            **kw) -> go.Figure:
+def style_layout(fig: go.Figure, title: str | None, *, margin: dict | None = None, legend_bg: bool = True,
+                 **kw) -> go.Figure:
     """The shared look: template, font, title top left; ``margin`` overrides some of the default margins,
     ``legend_bg`` gives the legend a translucent white background."""
     if legend_bg:
@@ -65,7 +65,7 @@ def _layout(fig: go.Figure, title: str | None, *, margin: dict | None = None, le
     return fig
 
 
-def _to_numpy(name: str, value, ndim: int | None = None) -> np.ndarray:
+def to_numpy(name: str, value, ndim: int | None = None) -> np.ndarray:
     """A tensor, array or sequence as a float64 numpy array, with a clear error naming the argument."""
     if isinstance(value, torch.Tensor):
         arr = value.detach().cpu().to(torch.float64).numpy()
@@ -88,7 +88,7 @@ def _check_mapping(name: str, value, allow_empty: bool = False) -> Mapping:
     return value
 
 
-def _subsample_index(n: int, max_points: int) -> np.ndarray:
+def subsample_index(n: int, max_points: int) -> np.ndarray:
     """Evenly spaced indices keeping at most ``max_points`` of ``n``
     (the same ones for every path, so pairs stay paired)."""
     if n <= max_points:
@@ -122,7 +122,7 @@ def _mixture_bounds(mixture: GaussianMixture, pad_std: float = 3.5) -> tuple[flo
     return _square_box(mu.min(0) - pad_std * spread, mu.max(0) + pad_std * spread)
 
 
-def _log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_bar: float = 1.0):
+def log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_bar: float = 1.0):
     """``log p_t`` on a ``grid_size x grid_size`` grid: returns (xs, ys, z [ny, nx])."""
     xs = np.linspace(bounds[0], bounds[1], grid_size)
     ys = np.linspace(bounds[2], bounds[3], grid_size)
@@ -132,14 +132,14 @@ def _log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_ba
     return xs, ys, z.numpy()
 
 
-def _clip_tails(z: np.ndarray, floor: float = 12.0) -> np.ndarray:
+def clip_tails(z: np.ndarray, floor: float = 12.0) -> np.ndarray:
     """``max(z, z.max() - floor)``: log p falls like -|x|^2, and a linear colour scale over that whole range
     hides the modes, so the far tails are clipped."""
     return np.maximum(z, z.max() - floor)
 
 
 def _density_trace(xs, ys, z, floor: float, showscale: bool, name: str) -> go.Contour:
-    return go.Contour(x=xs, y=ys, z=_clip_tails(z, floor), name=name, colorscale=DENSITY_SCALE, showscale=showscale,
+    return go.Contour(x=xs, y=ys, z=clip_tails(z, floor), name=name, colorscale=DENSITY_SCALE, showscale=showscale,
                       ncontours=18, line=dict(width=0.4, color="rgba(255,255,255,0.5)"),
                       colorbar=dict(title=dict(text="log p", side="right"), thickness=12, len=0.8),
                       hovertemplate="x=%{x:.2f}<br>y=%{y:.2f}<br>log p=%{z:.2f}<extra></extra>", opacity=0.85)
@@ -169,7 +169,7 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
         check_tensor(f"samples[{name!r}]", x, ndim=2)
         if x.shape[1] != 2:
             raise ValueError(f"samples[{name!r}] must have shape [N, 2], got {tuple(x.shape)}")
-        clouds[name] = _to_numpy(f"samples[{name!r}]", x)
+        clouds[name] = to_numpy(f"samples[{name!r}]", x)
     if bounds is None:
         b = _mixture_bounds(mixture.noised(alpha_bar) if alpha_bar < 1 else mixture)
         if clouds:  # widen the box to hold (almost) every sample: stray samples are the interesting ones
@@ -182,16 +182,16 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
         bounds = tuple(float(b) for b in bounds)
         if len(bounds) != 4 or bounds[0] >= bounds[1] or bounds[2] >= bounds[3]:
             raise ValueError(f"bounds must be (x_min, x_max, y_min, y_max) with min < max, got {bounds}")
-    xs, ys, z = _log_density_grid(mixture, bounds, grid_size, alpha_bar)
+    xs, ys, z = log_density_grid(mixture, bounds, grid_size, alpha_bar)
     fig = go.Figure([_density_trace(xs, ys, z, floor, True, "log p")])
     for i, (name, x) in enumerate(clouds.items()):
-        x = x[_subsample_index(len(x), max_points)]
+        x = x[subsample_index(len(x), max_points)]
         fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", name=name,
                                  marker=dict(size=marker_size, color=color_for(name, i + 1), opacity=0.75,
                                              line=dict(width=0.3, color="white"))))
     if title is None:
         title = f"{mixture.name}: exact log-density" + (f" at alpha_bar={alpha_bar:.3g}" if alpha_bar < 1 else "")
-    _layout(fig, title, margin=dict(t=90), width=620, height=560)
+    style_layout(fig, title, margin=dict(t=90), width=620, height=560)
     fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], constrain="domain")
     fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], scaleanchor="x", scaleratio=1)
     fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
@@ -213,7 +213,7 @@ def segments_xy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return rearrange(np.stack([a, b, gap], axis=-2), "... p k d -> ... (p k) d")
 
 
-class _Paths(NamedTuple):
+class PreparedPaths(NamedTuple):
     names: list            # the paths' names, in order
     keep: np.ndarray       # the sample indices drawn (the same in every path, so pairs stay paired)
     paths: dict            # name -> [R+1, P, 2] float64 numpy array of the kept samples
@@ -221,7 +221,7 @@ class _Paths(NamedTuple):
     t: list                # the recorded timestep of each state (-1: the final sample)
 
 
-def _prepare_paths(trajectories: Mapping[str, Trajectory], max_points: int, pair_lines: bool) -> _Paths:
+def prepare_paths(trajectories: Mapping[str, Trajectory], max_points: int, pair_lines: bool) -> PreparedPaths:
     """Check a non-empty dict of 2-D ``Trajectory`` recording the same number of states and keep at most
     ``max_points`` evenly spaced samples of each (the same indices in every path)."""
     names = list(trajectories)
@@ -239,10 +239,10 @@ def _prepare_paths(trajectories: Mapping[str, Trajectory], max_points: int, pair
             raise ValueError(f"trajectories must all record the same number of states for one slider; "
                              f"{names[0]!r} has {n_states}, {name!r} has {trajectories[name].x.shape[0]}")
     B = min(trajectories[n].x.shape[1] for n in names)
-    keep = _subsample_index(B, max_points)
-    paths = {n: _to_numpy(f"trajectories[{n!r}].x", trajectories[n].x[:, keep]) for n in names}  # [R+1, P, 2]
+    keep = subsample_index(B, max_points)
+    paths = {n: to_numpy(f"trajectories[{n!r}].x", trajectories[n].x[:, keep]) for n in names}  # [R+1, P, 2]
     pair = pair_lines and len(names) == 2 and all(trajectories[n].x.shape[1] == B for n in names)
-    return _Paths(names, keep, paths, pair, [int(t) for t in first.t])
+    return PreparedPaths(names, keep, paths, pair, [int(t) for t in first.t])
 
 
 def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points: int = 300, *,
@@ -261,7 +261,7 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
     trajectories = _check_mapping("trajectories", trajectories)
     max_points = check_int("max_points", max_points, 1)
     grid_size = check_int("grid_size", grid_size, 8, 1000)
-    names, _, paths, pair, t_labels = _prepare_paths(trajectories, max_points, pair_lines)
+    names, _, paths, pair, t_labels = prepare_paths(trajectories, max_points, pair_lines)
     n_states = len(t_labels)
     if mixture is not None and not isinstance(mixture, GaussianMixture):
         raise TypeError(f"mixture must be a GaussianMixture or None, got {type(mixture).__name__}")
@@ -278,7 +278,7 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
 
     def density_at(t: int):
         a = 1.0 if schedule is None else float(schedule.alpha_bar(t))
-        xs, ys, z = _log_density_grid(mixture, bounds, grid_size, a)
+        xs, ys, z = log_density_grid(mixture, bounds, grid_size, a)
         return _density_trace(xs, ys, z, 12.0, False, "log p" if schedule is None else "log p_t")
 
     def traces_at(j: int, static: bool) -> list:
@@ -320,7 +320,7 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
                                                       transition=dict(duration=0))])])])
     if title is None:
         title = "Sampling paths" + (" (segments join paired samples)" if pair else "")
-    _layout(fig, title, margin=dict(b=110, t=90), width=640, height=660)
+    style_layout(fig, title, margin=dict(b=110, t=90), width=640, height=660)
     fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
     # fixed axes: frames do not autorange, and a moving frame would hide the contraction of the cloud
     fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], autorange=False, constrain="domain")
@@ -339,7 +339,7 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
     error), as a shaded area in the curve's colour. ``reference`` adds a dashed horizontal line (e.g. a variance
     ratio of 1). ``reverse_x`` runs the axis from high to low (timesteps T-1 -> 0, as a sampler does).
     Traces: for each curve, its band (if any) and then its line."""
-    xv = _to_numpy("x", x, ndim=1)
+    xv = to_numpy("x", x, ndim=1)
     curves = _check_mapping("curves", curves)
     bands = _check_mapping("bands", bands if bands is not None else {}, allow_empty=True)
     unknown = set(bands) - set(curves)
@@ -350,7 +350,7 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
         raise ValueError(f"x must be positive for log_x=True, got a minimum of {xv.min()}")
     fig = go.Figure()
     for i, (name, y) in enumerate(curves.items()):
-        yv = _to_numpy(f"curves[{name!r}]", y, ndim=1)
+        yv = to_numpy(f"curves[{name!r}]", y, ndim=1)
         if len(yv) != len(xv):
             raise ValueError(f"curves[{name!r}] must have len(x) = {len(xv)} values, got {len(yv)}")
         color = color_for(name, i)
@@ -367,7 +367,7 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
     if reference is not None:
         reference = check_float("reference", reference)
         fig.add_hline(y=reference, line=dict(color="#888", dash="dash", width=1))
-    _layout(fig, title or None, width=700, height=430)
+    style_layout(fig, title or None, width=700, height=430)
     fig.update_xaxes(title=xlabel, type="log" if log_x else "linear", autorange="reversed" if reverse_x else True)
     fig.update_yaxes(title=ylabel, type="log" if log_y else "linear")
     return fig
@@ -375,10 +375,10 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
 
 def _band(name, band, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(band, (tuple, list)) and len(band) == 2 and np.ndim(band[0]) == 1:
-        lower = _to_numpy(f"bands[{name!r}][0]", band[0], ndim=1)
-        upper = _to_numpy(f"bands[{name!r}][1]", band[1], ndim=1)
+        lower = to_numpy(f"bands[{name!r}][0]", band[0], ndim=1)
+        upper = to_numpy(f"bands[{name!r}][1]", band[1], ndim=1)
     else:
-        s = _to_numpy(f"bands[{name!r}]", band, ndim=1)
+        s = to_numpy(f"bands[{name!r}]", band, ndim=1)
         lower, upper = y - s, y + s
     if len(lower) != len(y) or len(upper) != len(y):
         raise ValueError(f"bands[{name!r}] must match the curve's length {len(y)}, got {len(lower)} and {len(upper)}")
@@ -421,8 +421,8 @@ def image_grid_figure(images: torch.Tensor, nrow: int = 8, *, pad: int = 1, valu
     fig = go.Figure(go.Heatmap(z=grid, zmin=lo, zmax=hi, colorscale="gray", showscale=False,
                                hovertemplate="row %{y}, col %{x}: %{z:.2f}<extra></extra>"))
     h, w = grid.shape
-    _layout(fig, title, margin=dict(l=20, r=20, t=50 if title else 20, b=20), width=max(220, w * cell_px + 60),
-            height=max(200, h * cell_px + (90 if title else 60)), plot_bgcolor="white")
+    style_layout(fig, title, margin=dict(l=20, r=20, t=50 if title else 20, b=20), width=max(220, w * cell_px + 60),
+                 height=max(200, h * cell_px + (90 if title else 60)), plot_bgcolor="white")
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
     return fig
@@ -445,7 +445,7 @@ def schedule_figure(schedules: Mapping[str, Schedule], *, title: str | None = "N
         fig.add_trace(go.Scatter(x=t, y=sch.log_snr(torch.arange(sch.T)).numpy(), name=str(name),
                                  legendgroup=str(name), showlegend=False, line=dict(color=color, width=2.2)),
                       row=1, col=2)
-    _layout(fig, title, width=860, height=400)
+    style_layout(fig, title, width=860, height=400)
     fig.update_xaxes(title="timestep t")
     fig.update_yaxes(title="ᾱ<sub>t</sub>", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title="λ<sub>t</sub>", row=1, col=2)

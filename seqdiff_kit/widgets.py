@@ -42,7 +42,7 @@ __all__ = ["NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLoss
            "SAControls", "DigitGridDashboard", "segments_xy"]
 
 
-# viz._layout options of the dashboards: narrower margins than viz's figures, no legend background
+# viz.style_layout options of the dashboards: narrower margins than viz's figures, no legend background
 _LOOK = dict(margin=dict(l=50, b=40), legend_bg=False)
 
 
@@ -53,7 +53,7 @@ def _cloud_figure(mixture: GaussianMixture | None, bounds, title: str | None) ->
         fig = viz.density_figure(mixture, grid_size=60, bounds=bounds, title=title)
         fig.data[0].showscale = False
     else:
-        fig = viz._layout(go.Figure(), title, **_LOOK, width=620, height=560)
+        fig = viz.style_layout(go.Figure(), title, **_LOOK, width=620, height=560)
     fig.update_xaxes(range=[bounds[0], bounds[1]], autorange=False)
     fig.update_yaxes(range=[bounds[2], bounds[3]], autorange=False, scaleanchor="x")
     fig.update_layout(legend=dict(orientation="h", x=0, y=1.0, xanchor="left", yanchor="bottom"))
@@ -126,7 +126,7 @@ class NoisingDashboard(_SliderDashboard):
         check_type("schedule", schedule, Schedule)
         max_points = check_int("max_points", max_points, 1)
         if ts is None:
-            ts = [-1] + viz._subsample_index(schedule.T, 41).tolist()
+            ts = [-1] + viz.subsample_index(schedule.T, 41).tolist()
         ts = [int(t) for t in ts]
         if not ts or min(ts) < -1 or max(ts) > schedule.T - 1:
             raise ValueError(f"ts must be a non-empty list of timesteps in [-1, {schedule.T - 1}], got {ts[:6]}...")
@@ -160,7 +160,7 @@ class NoisingDashboard(_SliderDashboard):
         lim = 3.6
         base.update_xaxes(range=[-lim, lim], row=1, col=1, title="x<sub>1</sub>")
         base.update_yaxes(range=[-lim, lim], row=1, col=1, scaleanchor="x", title="x<sub>2</sub>")
-        viz._layout(base, title, **_LOOK, width=900 if cols == 2 else 520, height=470, showlegend=False)
+        viz.style_layout(base, title, **_LOOK, width=900 if cols == 2 else 520, height=470, showlegend=False)
         self.fig = go.FigureWidget(base)
         self._wire("timestep index")
 
@@ -215,8 +215,8 @@ class ScoreFieldDashboard(_SliderDashboard):
             top = float(norm.max())
             tip = pts + arrow_scale * cell * score / max(top, 1e-12)
             arrows.append(segments_xy(pts.numpy(), tip.numpy()))
-            xs, ys, logp = viz._log_density_grid(mixture, (-bound, bound, -bound, bound), density_grid, a)
-            dens.append(viz._clip_tails(logp))                              # clip the tails for contrast
+            xs, ys, logp = viz.log_density_grid(mixture, (-bound, bound, -bound, bound), density_grid, a)
+            dens.append(viz.clip_tails(logp))                              # clip the tails for contrast
             peak.append(top)
         self.arrows, self.density, self.peak = np.stack(arrows), np.stack(dens), np.array(peak)
         self.tails = pts.numpy()
@@ -227,7 +227,7 @@ class ScoreFieldDashboard(_SliderDashboard):
                        line=dict(color="#222", width=1.2), hoverinfo="skip"),
             go.Scatter(x=self.tails[:, 0], y=self.tails[:, 1], mode="markers", name="grid",
                        marker=dict(size=3, color="#222"), hoverinfo="skip")])
-        viz._layout(fig, title, **_LOOK, width=560, height=560, showlegend=False)
+        viz.style_layout(fig, title, **_LOOK, width=560, height=560, showlegend=False)
         fig.update_xaxes(range=[-bound * 1.05, bound * 1.05], title="x<sub>1</sub>")
         fig.update_yaxes(range=[-bound * 1.05, bound * 1.05], scaleanchor="x", title="x<sub>2</sub>")
         self.fig = go.FigureWidget(fig)
@@ -261,14 +261,14 @@ class PathDashboard(_SliderDashboard):
         if not isinstance(trajectories, Mapping) or len(trajectories) == 0:
             raise TypeError(f"trajectories must be a non-empty dict of name -> Trajectory, got {trajectories!r}")
         max_points = check_int("max_points", max_points, 1)
-        names, _, self.paths, self.pair, self.t = viz._prepare_paths(trajectories, max_points, pair_lines)
+        names, _, self.paths, self.pair, self.t = viz.prepare_paths(trajectories, max_points, pair_lines)
         self.names, self.n_frames = names, len(self.t)                                      # paths: [S, P, 2]
         if self.pair:
             a, b = self.paths[names[0]], self.paths[names[1]]
             self.segments = segments_xy(a, b)                                               # [S, 3P, 2]
             # the caption's mean distance uses every point, not only the drawn ones
             full = trajectories[names[0]].x - trajectories[names[1]].x
-            self.mean_distance = viz._to_numpy("mean_distance",
+            self.mean_distance = viz.to_numpy("mean_distance",
                                                torch.linalg.vector_norm(full.double(), dim=-1).mean(dim=1))
         bounds = viz.square_bounds(np.concatenate(list(self.paths.values()), axis=1))
         fig = _cloud_figure(mixture, bounds, title or "Sampling paths")
@@ -330,7 +330,7 @@ class LiveLossPlot(_ShowsWidget):
                                      line=dict(color=color, width=1), opacity=0.3))
             fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{n} (mean of {self.window})",
                                      line=dict(color=color, width=2.5)))
-        viz._layout(fig, title, **_LOOK, width=700, height=380)
+        viz.style_layout(fig, title, **_LOOK, width=700, height=380)
         fig.update_xaxes(title="training step")
         fig.update_yaxes(title="loss", type="log" if log_y else "linear")
         self.fig = go.FigureWidget(fig)
@@ -379,7 +379,7 @@ class StepCountDashboard(_StepCountDashboard):
             if len(lst) != len(self.steps):
                 raise ValueError(f"finals[{n!r}] must hold one sample per step count ({len(self.steps)}), "
                                  f"got {len(lst)}")
-            self.clouds[n] = np.stack([viz._to_numpy(f"finals[{n!r}]", x[:max_points]) for x in lst])  # [S, P, 2]
+            self.clouds[n] = np.stack([viz.to_numpy(f"finals[{n!r}]", x[:max_points]) for x in lst])  # [S, P, 2]
         bounds = viz.square_bounds(np.concatenate(list(self.clouds.values()), axis=1), q=0.002)
         fig = _cloud_figure(mixture, bounds, title)
         self._first = len(fig.data)
@@ -458,7 +458,7 @@ class DigitGridDashboard(_StepCountDashboard):
             fig.add_trace(go.Heatmap(z=self.tiles[n][0], zmin=-1, zmax=1, colorscale="gray", showscale=False,
                                      hoverinfo="skip"), row=1, col=i + 1)
         h, w = self.tiles[self.names[0]].shape[1:]
-        viz._layout(fig, title, **_LOOK, width=min(1000, 80 + len(self.names) * (w * 7 + 20)),
+        viz.style_layout(fig, title, **_LOOK, width=min(1000, 80 + len(self.names) * (w * 7 + 20)),
                     height=h * 7 + 110, plot_bgcolor="white")
         fig.update_xaxes(visible=False, constrain="domain")
         fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)

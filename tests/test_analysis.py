@@ -194,8 +194,8 @@ def test_ideal_coefficients_with_1000_ddpm_steps_recover_the_variance():
 
 
 def test_sa_optimum_inflates_the_sampled_spread():
-    """What the SA loss does at the population optimum (DESIGN.md): it counters few-step shrinkage and
-    over-disperses at many deterministic steps."""
+    """What the SA loss does at the population optimum (docs/sa_results.md, "The 1-D closed form"): it counters
+    few-step shrinkage and over-disperses at many deterministic steps."""
     long = Schedule.linear(1000)
     ideal = gaussian_sa_optimum(1.0, 1, 0.0, long)
     sa = gaussian_sa_optimum(1.0, 3, 1.0, long)

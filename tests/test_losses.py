@@ -258,7 +258,7 @@ def test_loss_config_roundtrip_and_call(sched, x0):
     ({"lam": float("nan")}, ValueError, "lam must be finite"),
     ({"t": torch.tensor([0, 1])}, ValueError, r"t must be a scalar or have shape \[B\]"),
     ({"t": torch.full((8,), T)}, ValueError, r"t must be in \[0, 49\], got values from 50"),
-    ({"t": torch.zeros(8)}, TypeError, "t must hold integer timesteps"),
+    ({"t": torch.zeros(8)}, TypeError, "t must be a LongTensor of integer timesteps"),
     ({"noise": torch.zeros(3, 8, 2)}, ValueError, r"noise must have shape \[K, \*x0.shape\]"),
     ({"noise": torch.full((2, 8, 2), float("inf"))}, ValueError, "noise must be finite"),
 ])

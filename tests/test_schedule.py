@@ -94,5 +94,5 @@ def test_bad_input_names_the_argument(call, match):
 
 
 def test_t_must_be_integer():
-    with pytest.raises(TypeError, match="t must hold integers"):
+    with pytest.raises(TypeError, match="t must be a LongTensor of integer timesteps"):
         Schedule.linear().alpha_bar(torch.tensor([0.5]))

@@ -125,7 +125,7 @@ def test_bad_call_arguments():
         m(x, torch.tensor([0, 100]))
     with pytest.raises(TypeError, match="t must be a LongTensor"):
         m(x, torch.tensor([0.5, 1.0]))
-    with pytest.raises(ValueError, match=r"t must have shape \[B\]"):
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \[B\]"):
         m(x, torch.tensor([0, 1, 2]))
 
 
