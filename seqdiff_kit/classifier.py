@@ -244,3 +244,33 @@ def digit_features(x: torch.Tensor, classifier: DigitClassifier | None = None, b
     feats = torch.cat([clf.features(chunk.to(dev, torch.float32)) for chunk in x.split(batch_size)])
     clf.train(was_training)
     return feats.double().cpu()
+
+
+# ---------------------------------------------------------------------- scores of generated digits
+@torch.no_grad()
+def class_probabilities(images: torch.Tensor, classifier: DigitClassifier | None = None,
+                        batch_size: int = 1024) -> torch.Tensor:
+    """``softmax(classifier(x))`` [N, 10] for images [N, 1, 8, 8] in [-1, 1] (shipped classifier by default)."""
+    check_tensor("images", images, ndim=4, nonempty=True, finite=True)
+    if tuple(images.shape[1:]) != (1, 8, 8):
+        raise ValueError(f"images must have shape [N, 1, 8, 8], got {tuple(images.shape)}")
+    clf = get_classifier(classifier)
+    dev = next(clf.parameters()).device
+    clf.eval()
+    probs = [torch.softmax(clf(chunk.to(dev, torch.float32)), dim=-1) for chunk in images.split(batch_size)]
+    return torch.cat(probs).cpu()
+
+
+def confidence_share(images: torch.Tensor, classifier: DigitClassifier | None = None,
+                     threshold: float = 0.9) -> float:
+    """``(1/N) sum_i 1[max_k softmax(logits(x_i))_k >= threshold]``: the share of images the classifier
+    assigns a class with confidence at least ``threshold`` (recognisable digits)."""
+    threshold = check_float("threshold", threshold, 0.0, 1.0)
+    p = class_probabilities(images, classifier)
+    return float((p.max(dim=-1).values >= threshold).double().mean())
+
+
+def class_counts(images: torch.Tensor, classifier: DigitClassifier | None = None) -> torch.Tensor:
+    """How many images the classifier assigns to each digit: ``bincount(argmax softmax)`` [10]."""
+    p = class_probabilities(images, classifier)
+    return torch.bincount(p.argmax(dim=-1), minlength=p.shape[1])

@@ -1,5 +1,5 @@
 """Data with a known ground truth: Gaussian mixtures (exact density, noised marginal, posterior mean, eps*),
-their 2-D presets, and the shipped 8x8 digits.
+their 2-D presets, the 1-D Gaussian, the shipped 8x8 digits, and ``DATASETS``: every dataset by name.
 
 For ``p(x0) = sum_i pi_i N(mu_i, S_i)`` and ``x_t = sqrt(a) x0 + sqrt(1 - a) eps`` (``a = alpha_bar_t``),
 the noised marginal is ``p_t = sum_i pi_i N(sqrt(a) mu_i, a S_i + (1 - a) I)``. With ``S_i = U_i diag(l_i) U_i^T``
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from einops import einsum, rearrange
 
-from ._validate import check_int, check_tensor
+from ._validate import check_float, check_int, check_tensor
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -212,6 +212,13 @@ def preset(name: str) -> GaussianMixture:
     return PRESETS[name]()
 
 
+def gauss1d(var: float = 0.25) -> GaussianMixture:
+    """The 1-D Gaussian ``N(0, var)``: one component, where the SA loss's optimum has a closed form
+    (``analysis.gaussian_sa_optimum``)."""
+    var = check_float("var", var, 0.0, low_open=True)
+    return GaussianMixture(torch.ones(1), torch.zeros(1, 1), torch.full((1, 1), var), name="gauss1d")
+
+
 # ---------------------------------------------------------------------- digits
 def digits(path: str | Path | None = None, dtype=torch.float32):
     """The 1797 8x8 handwritten digits (UCI, as shipped with scikit-learn), scaled from [0, 16] to [-1, 1].
@@ -226,3 +233,23 @@ def digits(path: str | Path | None = None, dtype=torch.float32):
         labels = torch.from_numpy(f["labels"].astype(np.int64))
     x = rearrange(images, "n h w -> n 1 h w") / 8.0 - 1.0
     return x.to(dtype), labels
+
+
+# ---------------------------------------------------------------------- every dataset by name
+# name -> the training data: a GaussianMixture (fresh draws) or a tensor of clean samples [N, ...]
+DATASETS = {**{name: PRESETS[name] for name in sorted(PRESETS)}, "digits": lambda: digits()[0], "gauss1d": gauss1d}
+# older names still found in checkpoints: the shipped digits models record "digits8x8"
+DATASET_ALIASES = {"digits8x8": "digits"}
+
+
+def dataset(name: str):
+    """The data of a dataset name (``DATASETS``, or an alias recorded in older checkpoints)."""
+    name = DATASET_ALIASES.get(name, name)
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
+    return DATASETS[name]()
+
+
+def sample_shape(data) -> tuple[int, ...]:
+    """The shape of one sample of ``data`` (a ``GaussianMixture`` or a tensor [N, ...])."""
+    return (data.dim,) if isinstance(data, GaussianMixture) else tuple(data.shape[1:])

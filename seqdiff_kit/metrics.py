@@ -217,8 +217,8 @@ def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None
     shipped ``data/classifier`` when ``classifier`` is None). ``samples`` and ``reference`` are [N, 1, 8, 8]
     (or [N, 8, 8]) images in [-1, 1]. Give either ``reference`` or ``reference_stats``, the reference's
     ``digit_feature_stats`` under the same classifier (the same number, without recomputing them).
-    The estimate is biased upwards at small N: compare models at the same N.
-    Two disjoint halves of the real digits (~900 each) score about 4.6 to 6.1 (seeds 0-2 of a random halving); uniform noise scores about 500.
+    The estimate is biased upwards at small N: compare models at the same N (docs/digits_results.md gives the
+    scale: the score of real digits against real digits, and of noise).
     """
     if (reference is None) == (reference_stats is None):
         raise ValueError("give exactly one of reference (images) and reference_stats (digit_feature_stats), got "

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import math
 import os
 import re
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +26,7 @@ import plotly.graph_objects as go
 import plotly.offline
 import torch
 
+from ._format import format_number
 from ._io import atomic_write
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
@@ -46,20 +46,6 @@ class Section:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def format_value(value: Any, float_format: str = "{:.4g}") -> str:
-    """A table cell as text: floats (and 0-d tensors) through ``float_format``, everything else through ``str``."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, Integral):
-        return str(int(value))
-    if isinstance(value, Real):
-        v = float(value)
-        return str(v) if not math.isfinite(v) else float_format.format(v)
-    return str(value)
-
-
 def _is_number(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return value.numel() == 1
@@ -87,7 +73,7 @@ def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
         for c in columns:
             v = row.get(c, "")
             cls = ' class="num"' if align_numbers and _is_number(v) else ""
-            cells.append(f"<td{cls}>{html.escape(format_value(v, float_format))}</td>")
+            cells.append(f"<td{cls}>{html.escape(format_number(v, float_format))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return (f'<table class="data">{cap}<thead><tr>{head}</tr></thead>'

@@ -34,15 +34,6 @@ from .data import GaussianMixture
 from .losses import Loss, LossOutput
 from .schedule import Schedule
 
-# The default 2-D recipe (MLPDenoiser on the ring8/grid25/two_moons presets, linear schedule, T = 1000).
-# Measured on ring8 with 2 CPU cores shared with other jobs (tests/test_train.py::test_quality_ring8...):
-# 1 thread: 10000 steps took 30 s at load 2.3; 8000 took 37 s at load 6 and 57 s at load 7.9. At 100
-# DDIM steps the EMA model is within 2x of the ideal denoiser (MMD 0.0023 vs 0.0014, log-likelihood gap
-# 0.14 vs -0.16 nats). 3000 steps are ~3x cheaper but the gap is ~1.7 nats: the std-0.1 modes need the long
-# cosine tail. 6000 steps at lr 3e-3 missed the MMD bound (0.0035). Use threads=1 on a busy 2-core machine.
-DEFAULT_2D = dict(steps=8000, batch_size=256, lr=2e-3, width=128, depth=3, warmup=100, cosine_decay=True,
-                  ema_decay=0.999, grad_clip=1.0)
-
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 

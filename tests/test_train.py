@@ -9,8 +9,8 @@ import torch
 import seqdiff_kit as sk
 from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint
 from seqdiff_kit.losses import Loss
-from seqdiff_kit.train import (DEFAULT_2D, NonFiniteLossError, TrainState, ema_decay_at, fit, lr_at,
-                               train_iter)
+from seqdiff_kit.recipes import RING8
+from seqdiff_kit.train import NonFiniteLossError, TrainState, ema_decay_at, fit, lr_at, train_iter
 
 SCHED = sk.Schedule.linear()
 
@@ -213,7 +213,7 @@ def test_bad_types():
 # ---------------------------------------------------------------------- quality
 @pytest.mark.slow
 def test_quality_ring8_default_recipe_within_2x_of_ideal():
-    """MLPDenoiser + simple loss + DEFAULT_2D on ring8, 100 DDIM steps (trailing), N = 4000 samples from a
+    """MLPDenoiser + simple loss + the RING8 recipe on ring8, 100 DDIM steps (trailing), N = 4000 samples from a
     shared x_T. Both yardsticks compare with the ideal denoiser eps* at the same 100 steps:
 
     - log-likelihood gap ``E_data log p - (1/N) sum log p(x_i)`` (E_data from 200k exact draws): the learned
@@ -224,9 +224,9 @@ def test_quality_ring8_default_recipe_within_2x_of_ideal():
     from seqdiff_kit.metrics import mean_log_likelihood, mmd
 
     mix, n = sk.ring8(), 4000
-    recipe = dict(DEFAULT_2D)
+    recipe = dict(RING8.fit)
     torch.manual_seed(0)
-    model = sk.MLPDenoiser(dim=2, width=recipe.pop("width"), depth=recipe.pop("depth"))
+    model = sk.MLPDenoiser(dim=2, width=RING8.model_args["width"], depth=RING8.model_args["depth"])
     load = os.getloadavg()[0]
     threads_before = torch.get_num_threads()
     # one thread: on a shared 2-core machine, 2 threads of a small MLP spin against each other (10x slower)
@@ -245,8 +245,8 @@ def test_quality_ring8_default_recipe_within_2x_of_ideal():
         figures[f"{name}_mmd"] = mmd(x, ref, bw)
         figures[f"{name}_ll_gap"] = ll_data - mean_log_likelihood(x, mix)
     msg = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
-    print("\nquality (ring8, DEFAULT_2D, 100 DDIM steps):", msg)
+    print("\nquality (ring8, the RING8 recipe, 100 DDIM steps):", msg)
     torch.set_num_threads(threads_before)
     assert abs(figures["learned_ll_gap"]) <= 2 * abs(figures["ideal_ll_gap"]), msg
     assert figures["learned_mmd"] <= 2 * max(figures["ideal_mmd"], floor), msg
-    assert res.history[-1]["step"] == DEFAULT_2D["steps"]
+    assert res.history[-1]["step"] == RING8.steps
