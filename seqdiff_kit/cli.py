@@ -1,10 +1,10 @@
-"""The ``seqdiff`` command: ``demo``, ``train``, ``sample`` and ``compare``.
+"""The ``seqdiff`` command: ``demo``, ``train``, ``sample``, ``compare`` and ``experiment``.
 
     seqdiff demo [--out runs/demo] [--retrain] [--points N] [--seed S]
     seqdiff train --dataset ring8 --model mlp --loss sa --K 2 --lam 1 --steps 3000 --seed 0 --out runs/x
     seqdiff sample --checkpoint runs/x --steps 50 --eta 0 --n 1000 --out samples.npz
     seqdiff compare CKPT CKPT [...] --steps 5 10 20 50 100 --out runs/compare
-    seqdiff experiment --preset paper-toy   (registered by seqdiff_kit.experiments)
+    seqdiff experiment --preset paper-toy [--out runs/paper-toy] [--workers 2]
 
 Bad input (an unknown dataset, a missing or corrupt checkpoint, K < 1, a negative step count, lam < 0) ends with
 one line ``seqdiff: error: ...`` on stderr and exit status 2 (usage) or 1 (anything the library refused).
@@ -65,7 +65,8 @@ def _float(name: str, low: float | None = None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .demo import DATASETS, DEMO_POINTS, DEMO_STEPS
+    from .data import DATASETS
+    from .demo import DEMO_POINTS, DEMO_STEPS
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog=PROG, formatter_class=fmt,
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"samples per model and step count (default: {DEMO_POINTS})")
     p.add_argument("--seed", type=int, default=0, help="seed of x_T, the data draws (and the training with --retrain)")
     p.add_argument("--train-steps", type=_pos_int("--train-steps"), default=None,
-                   help="training steps with --retrain (default: the DEFAULT_2D recipe's)")
+                   help="training steps with --retrain (default: the shipped recipe's)")
     p.add_argument("--threads", type=_pos_int("--threads"), default=None,
                    help="torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 1 to retrain)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
@@ -137,9 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
     p.add_argument("--threads", type=_pos_int("--threads"), default=1, help="torch threads (default: 1)")
 
-    from .experiments import add_experiment_parser  # `seqdiff experiment` (seqdiff_kit/experiments.py)
     add_experiment_parser(sub)
     return parser
+
+
+def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``experiment`` on an argparse ``subparsers`` object (``seqdiff experiment ...``)."""
+    from .experiments import GRIDS
+
+    p = subparsers.add_parser("experiment", help="run the simple-vs-SA grid (seeds, steps, eta, budgets)",
+                              description="Run (or resume) the simple-vs-SA comparison and write CSV + HTML.")
+    p.add_argument("--preset", default="paper-toy", choices=sorted(GRIDS))
+    p.add_argument("--out", default=None, help="output folder (default runs/<preset>)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
 
 
 # ---------------------------------------------------------------------- commands
@@ -159,13 +172,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .demo import _train_kwargs, dataset_for
-    from .denoisers import MLPDenoiser, TinyUNet, seeded_model
     from .losses import Loss
-    from .schedule import Schedule
+    from .recipes import recipe_for
     from . import train as train_mod
 
-    data = dataset_for(args.dataset)  # refuses an unknown dataset first
+    recipe = recipe_for(args.dataset)  # refuses an unknown dataset first
+    data = recipe.data()
     model_kind = args.model or ("unet" if args.dataset == "digits" else "mlp")
     if (args.dataset == "digits") != (model_kind == "unet"):
         raise ValueError(f"model must be 'unet' for digits and 'mlp' for the 2-D datasets, got --model {model_kind} "
@@ -176,22 +188,11 @@ def cmd_train(args) -> int:
         loss = Loss("simple")
     else:
         loss = Loss("sa", K=2 if args.K is None else args.K, lam=1.0 if args.lam is None else args.lam)
-    if model_kind == "mlp":
-        recipe = dict(train_mod.DEFAULT_2D)
-    else:
-        from .digits_eval import DIGITS_RECIPE  # the shipped digits models' recipe (scripts/train_digits.py)
-        recipe = dict(DIGITS_RECIPE)
-    if args.steps is not None:
-        recipe["steps"] = _check_steps_arg("steps", args.steps, 0)
-    for key in ("batch_size", "lr"):
-        if getattr(args, key) is not None:
-            recipe[key] = getattr(args, key)
-    if model_kind == "mlp":
-        model = seeded_model(MLPDenoiser, args.seed, dim=data.dim, width=recipe.get("width", 128),
-                             depth=recipe.get("depth", 3))
-    else:
-        model = seeded_model(TinyUNet, args.seed, channels=recipe["channels"], time_dim=recipe["time_dim"])
-    schedule = Schedule.linear()
+    changes = {"steps": _check_steps_arg("steps", args.steps, 0)} if args.steps is not None else {}
+    changes.update({key: getattr(args, key) for key in ("batch_size", "lr") if getattr(args, key) is not None})
+    recipe = recipe.replace(loss=loss, seed=args.seed, **changes)
+    model = recipe.build_model()
+    schedule = recipe.make_schedule()
     out = Path(args.out)
     stem = out / "model"
     t0 = time.perf_counter()
@@ -199,7 +200,7 @@ def cmd_train(args) -> int:
     for state in train_mod.train_iter(model, data, schedule, loss, seed=args.seed, checkpoint=stem,
                                       checkpoint_every=args.checkpoint_every, resume=args.resume,
                                       progress=not args.quiet, threads=args.threads,
-                                      dataset_name=args.dataset, **_train_kwargs(recipe)):
+                                      dataset_name=args.dataset, **recipe.fit):
         history.append(state.as_dict())
     if not history and not (args.resume and stem.with_suffix(".json").exists()):
         raise ValueError("steps must be >= 1 for a new run (0 steps writes no checkpoint)")
@@ -215,7 +216,7 @@ def cmd_sample(args) -> int:
     import numpy as np
     import torch
 
-    from .demo import load_for_sampling
+    from .recipes import load_for_sampling
     from .samplers import sample
 
     steps = _check_steps_arg("steps", args.steps)
@@ -225,7 +226,8 @@ def cmd_sample(args) -> int:
     from ._runtime import set_threads
 
     set_threads(args.threads)
-    model, meta, schedule = load_for_sampling(args.checkpoint)
+    loaded = load_for_sampling(args.checkpoint)
+    model, meta, schedule = loaded.model, loaded.config, loaded.schedule
     if steps > schedule.T:
         raise ValueError(f"steps must be in [1, {schedule.T}] for this schedule, got {steps}")
     spec = meta.get("model", {}).get("args", {})
@@ -254,8 +256,22 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    import os
+
+    from .experiments import run_experiment
+
+    out = args.out or os.path.join("runs", args.preset)
+    res = run_experiment(args.preset, out, workers=args.workers, progress=not args.quiet)
+    print(f"{len(res.rows)} rows; trained {res.stats['trained']} models, evaluated {res.stats['evaluated']} cells "
+          f"in {res.stats['seconds']:.0f} s")
+    for name, p in res.paths.items():
+        print(f"{name}: {p}")
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "compare": cmd_compare,
-            "experiment": lambda args: args.func(args)}
+            "experiment": cmd_experiment}
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ from einops import einsum, rearrange
 from ._validate import check_float, check_int, check_tensor
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+CHECKPOINT_DIR = DATA_DIR / "checkpoints"  # the shipped networks (recipes.SHIPPED names them)
 
 
 class GaussianMixture:

@@ -9,19 +9,23 @@ Budgets. SA(K) evaluates the network K times per training sample, so besides *eq
 ``n`` updates) the grid trains the simple loss for ``K n`` updates: *equal compute* (model evaluations).
 
 Intervals. Over the ``n`` seeds, ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` with the sample standard deviation
-``s`` (Student's t; ``student_t_ppf`` computes the quantile exactly, without scipy). Comparisons pair the
-two losses by seed: ``d_i = m_SA,i - m_simple,i`` and the same interval on the ``d_i``.
+``s`` (Student's t quantile from ``scipy.stats``). Comparisons pair the two losses by seed:
+``d_i = m_SA,i - m_simple,i`` and the same interval on the ``d_i``.
+
+Each model is trained by ``recipes.train`` from its dataset's ``Recipe`` (loss, seed and number of updates set
+per cell) and scored by ``evaluate.evaluate`` (``evaluate_model``).
 
 On disk (``out/``): ``models/.../*.safetensors + .json`` (checkpoint.py), ``rows.jsonl`` (one JSON line per
 eval cell; read back on the next run, so finished cells are never recomputed), ``rows.csv``,
 ``summary.csv``, ``comparison.csv`` and ``report.html``. Work runs in a process pool (spawn context) with one
 torch thread per worker.
 
-The core of this module never imports plotly: the HTML report imports ``viz``/``report`` lazily.
+The grid and the runner never import plotly: the HTML report (``write_experiment_report``) imports
+``viz``/``report`` when it is written, so worker processes start without them. ``seqdiff experiment`` (cli.py)
+runs a grid from the command line.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import hashlib
@@ -34,23 +38,22 @@ import sys
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from scipy import stats
 
+from ._format import format_number
 from ._io import atomic_write
-from ._validate import check_choice, check_float, check_int
-from .checkpoint import build_model, checkpoint_exists, checkpoint_paths, load_checkpoint
-from .data import PRESETS as MIXTURE_PRESETS
-from .data import GaussianMixture, digits, preset
-from .denoisers import seeded_model
+from ._validate import check_choice, check_float, check_int, check_type
+from .checkpoint import checkpoint_exists, checkpoint_paths, load_checkpoint
+from .evaluate import evaluate
 from .losses import Loss
+from .recipes import RING8, Recipe, train
 from .schedule import Schedule
-from .train import fit
 
-DATASETS = tuple(MIXTURE_PRESETS) + ("digits", "gauss1d")
 LEVEL = 0.95
 
 # metric -> +1 (higher is better) or -1 (lower is better); "std_dev" = |std_ratio - 1|
@@ -58,57 +61,6 @@ DIRECTIONS = {"mmd": -1, "sw": -1, "loglik": +1, "fd": -1, "std_dev": -1}
 
 
 # ====================================================================== Student-t intervals
-def _t_two_sided(x: float, df: int) -> float:
-    """``A(x | df) = P(|T| <= x)`` for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3-4):
-    with ``theta = atan(x / sqrt(df))``,
-    odd df:  ``A = (2/pi) [theta + sin(theta) (cos(theta) + 2/3 cos^3 + ... + (2.4...(df-3))/(1.3...(df-2)) cos^(df-2))]``
-    even df: ``A = sin(theta) [1 + 1/2 cos^2 + (1.3)/(2.4) cos^4 + ... + (1.3...(df-3))/(2.4...(df-2)) cos^(df-2)]``."""
-    theta = math.atan(x / math.sqrt(df))
-    s, c = math.sin(theta), math.cos(theta)
-    c2 = c * c
-    if df % 2:
-        if df == 1:
-            return 2 * theta / math.pi
-        term, total = c, c
-        for k in range(1, (df - 1) // 2):
-            term *= (2 * k) / (2 * k + 1) * c2
-            total += term
-        return 2 / math.pi * (theta + s * total)
-    term, total = 1.0, 1.0
-    for k in range(0, df // 2 - 1):
-        term *= (2 * k + 1) / (2 * k + 2) * c2
-        total += term
-    return s * total
-
-
-def student_t_ppf(q: float, df: int) -> float:
-    """The quantile ``x`` with ``P(T <= x) = q`` for Student's t with ``df`` degrees of freedom (integer).
-
-    Solves ``A(x | df) = 2 q - 1`` (``A`` the two-sided probability, A&S 26.7.3-4) by bisection to float64
-    precision; ``q < 1/2`` uses the symmetry ``x(q) = -x(1 - q)``."""
-    q = check_float("q", q, 0.0, 1.0)
-    df = check_int("df", df, 1)
-    if q in (0.0, 1.0):
-        raise ValueError(f"q must be in the open interval (0, 1), got {q}")
-    if q == 0.5:
-        return 0.0
-    if q < 0.5:
-        return -student_t_ppf(1.0 - q, df)
-    target = 2 * q - 1
-    lo, hi = 0.0, 1.0
-    while _t_two_sided(hi, df) < target:
-        lo, hi = hi, 2 * hi
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_two_sided(mid, df) < target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-15 * hi:
-            break
-    return 0.5 * (lo + hi)
-
-
 def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
     """Mean and two-sided ``level`` t-interval of the finite entries of ``values``:
 
@@ -125,37 +77,34 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
         return dict(n=1, mean=mean, sd=nan, sem=nan, t=nan, half_width=nan, low=nan, high=nan)
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     sem = sd / math.sqrt(n)
-    t = student_t_ppf(0.5 + level / 2, n - 1)
+    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
     return dict(n=n, mean=mean, sd=sd, sem=sem, t=t, half_width=t * sem, low=mean - t * sem, high=mean + t * sem)
 
 
 # ====================================================================== configuration
+# the metrics of an eval cell besides std_ratio: the 1-D Gaussian is judged by its spread (and the closed form)
+ROW_METRICS = {"digits": ("fd",), "gauss1d": ()}
+MIXTURE_METRICS = ("mmd", "sw", "loglik")
+
+
 @dataclass
 class DatasetSpec:
-    """One dataset of the grid: its network, training recipe, losses and evaluation settings.
+    """One dataset of the grid: the ``Recipe`` of its models (dataset, network, schedule, fit settings; the
+    loss, the seed and the number of updates are set per cell), the losses and the evaluation settings.
 
-    ``model``: ``{"class": "MLPDenoiser" | "TinyUNet", "args": {...}}``. ``train``: keyword arguments of
-    ``train.fit`` (``steps``, ``batch_size``, ``lr``, ``warmup``, ``cosine_decay``, ``ema_decay``, ``grad_clip``).
     ``losses``: ``Loss.config`` dicts; the first must be the simple loss. ``equal_compute``: also train the
-    simple loss for ``K * steps`` for each SA(K). ``var``: the data variance of ``gauss1d`` (x0 ~ N(0, var))."""
+    simple loss for ``K * steps`` for each SA(K)."""
 
-    name: str
-    model: dict
-    train: dict
+    recipe: Recipe
     losses: list
     sampling_steps: tuple
     etas: tuple = (0.0,)
     n_eval: int = 1000
     equal_compute: bool = True
-    var: float = 0.25
 
     def __post_init__(self):
-        check_choice("dataset name", self.name, DATASETS)
-        if not isinstance(self.model, dict) or "class" not in self.model:
-            raise ValueError(f"model must be a dict {{'class': ..., 'args': {{...}}}}, got {self.model!r}")
-        if not isinstance(self.train, dict) or "steps" not in self.train:
-            raise ValueError(f"train must be a dict of fit() arguments with 'steps', got {self.train!r}")
-        check_int("train['steps']", self.train["steps"], 1)
+        check_type("recipe", self.recipe, Recipe)
+        check_int("recipe.fit['steps']", self.recipe.steps, 1)
         self.losses = [Loss.from_config(d).config for d in self.losses]
         if not self.losses or self.losses[0]["name"] != "simple":
             raise ValueError(f"losses must start with the simple loss (the baseline), got {self.losses!r}")
@@ -164,20 +113,32 @@ class DatasetSpec:
         if not self.sampling_steps or not self.etas:
             raise ValueError(f"sampling_steps and etas must be non-empty, got {self.sampling_steps} and {self.etas}")
         check_int("n_eval", self.n_eval, 2)
-        check_float("var", self.var, 0.0, low_open=True)
+
+    @property
+    def name(self) -> str:
+        return self.recipe.dataset
+
+    @property
+    def metrics(self) -> tuple:
+        return ROW_METRICS.get(self.name, MIXTURE_METRICS)
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.recipe.config(), "losses": self.losses, "sampling_steps": list(self.sampling_steps),
+                "etas": list(self.etas), "n_eval": self.n_eval, "equal_compute": self.equal_compute}
 
 
 @dataclass
 class ExperimentConfig:
-    """The whole grid: datasets, seeds (at least 2; the presets use 3) and the noise schedule."""
+    """The whole grid: datasets (each with its own recipe and schedule) and seeds (at least 2; the grids of
+    ``GRIDS`` use 3)."""
 
     datasets: list
     seeds: tuple = (0, 1, 2)
-    schedule: dict = field(default_factory=lambda: Schedule.linear(1000).config())
     name: str = "custom"
 
     def __post_init__(self):
-        self.datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(**d) for d in self.datasets]
+        for i, d in enumerate(self.datasets):
+            check_type(f"datasets[{i}]", d, DatasetSpec)
         if not self.datasets:
             raise ValueError("datasets must hold at least one DatasetSpec, got an empty list")
         names = [d.name for d in self.datasets]
@@ -186,66 +147,64 @@ class ExperimentConfig:
         self.seeds = tuple(check_int("seeds[i]", s, 0) for s in self.seeds)
         if len(set(self.seeds)) < 2:
             raise ValueError(f"seeds must hold at least 2 distinct seeds for an interval, got {list(self.seeds)}")
-        Schedule.from_config(self.schedule)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "seeds": list(self.seeds), "datasets": [d.to_dict() for d in self.datasets]}
 
 
-def _fit_kwargs(**kw) -> dict:
+def _fit(**kw) -> dict:
     base = dict(batch_size=256, lr=2e-3, warmup=0, cosine_decay=False, ema_decay=0.995, grad_clip=1.0)
     base.update(kw)
     return base
 
 
-def preset_config(name: str) -> ExperimentConfig:
+def _mlp(name: str, dataset: str, fit: dict, **args) -> Recipe:
+    return Recipe(name, dataset, "MLPDenoiser", args, fit)
+
+
+def grid_config(name: str) -> ExperimentConfig:
     """The named grids. ``fast``: tiny networks and a few dozen updates (a smoke test of the machinery, far
-    too small to show an effect; about a minute on 2 busy cores). ``paper-toy``: ring8 (the default 2-D recipe),
-    8x8 digits (a 16-channel TinyUNet) and the 1-D Gaussian study, 3 seeds; sized for ~15-20 minutes with 2
-    workers on 2 cores."""
-    check_choice("preset", name, tuple(PRESETS))
-    return PRESETS[name]()
+    too small to show an effect). ``paper-toy``: ring8 (the ring8 network with fewer updates), 8x8 digits (a
+    16-channel TinyUNet) and the 1-D Gaussian study, 3 seeds; docs/sa_results.md reports a run."""
+    check_choice("preset", name, tuple(GRIDS))
+    return GRIDS[name]()
 
 
 def _fast() -> ExperimentConfig:
     sa = {"name": "sa", "K": 2, "lam": 1.0}
     return ExperimentConfig(name="fast", seeds=(0, 1, 2), datasets=[
-        DatasetSpec("ring8", {"class": "MLPDenoiser", "args": dict(dim=2, width=32, depth=2, time_dim=16)},
-                    _fit_kwargs(steps=60, batch_size=128, lr=3e-3), [{"name": "simple"}, sa],
-                    sampling_steps=(5, 20), etas=(0.0,), n_eval=256),
-        DatasetSpec("digits", {"class": "TinyUNet", "args": dict(channels=8, time_dim=16)},
-                    _fit_kwargs(steps=8, batch_size=32, lr=2e-3), [{"name": "simple"}, sa],
-                    sampling_steps=(5, 20), etas=(0.0,), n_eval=64),
-        DatasetSpec("gauss1d", {"class": "MLPDenoiser", "args": dict(dim=1, width=16, depth=2, time_dim=16)},
-                    _fit_kwargs(steps=60, batch_size=256, lr=3e-3), [{"name": "simple"}, sa],
-                    sampling_steps=(5, 20), etas=(0.0,), n_eval=1000, equal_compute=False, var=0.25),
+        DatasetSpec(_mlp("fast", "ring8", _fit(steps=60, batch_size=128, lr=3e-3), dim=2, width=32, depth=2,
+                         time_dim=16), [{"name": "simple"}, sa], sampling_steps=(5, 20), etas=(0.0,), n_eval=256),
+        DatasetSpec(Recipe("fast", "digits", "TinyUNet", dict(channels=8, time_dim=16),
+                           _fit(steps=8, batch_size=32, lr=2e-3)),
+                    [{"name": "simple"}, sa], sampling_steps=(5, 20), etas=(0.0,), n_eval=64),
+        DatasetSpec(_mlp("fast", "gauss1d", _fit(steps=60, batch_size=256, lr=3e-3), dim=1, width=16, depth=2,
+                         time_dim=16), [{"name": "simple"}, sa], sampling_steps=(5, 20), etas=(0.0,), n_eval=1000,
+                    equal_compute=False),
     ])
 
 
 def _paper_toy() -> ExperimentConfig:
+    lr_schedule = dict(warmup=100, cosine_decay=True, ema_decay=0.995)
     return ExperimentConfig(name="paper-toy", seeds=(0, 1, 2), datasets=[
-        # a shorter budget than train.DEFAULT_2D (8000 updates) so that 3 seeds x 3 budgets fit on 2 cores: 3000 updates, MLP 128 x 3
-        DatasetSpec("ring8", {"class": "MLPDenoiser", "args": dict(dim=2, width=128, depth=3, time_dim=64)},
-                    _fit_kwargs(steps=3000, batch_size=256, lr=2e-3, warmup=100, cosine_decay=True,
-                                ema_decay=0.995),
+        # the ring8 network with 3000 updates instead of RING8's 8000, so that 3 seeds x 3 budgets fit on 2 cores
+        DatasetSpec(RING8.replace(name="paper-toy", fit=_fit(steps=3000, batch_size=256, **lr_schedule)),
                     [{"name": "simple"}, {"name": "sa", "K": 2, "lam": 1.0}],
                     sampling_steps=(5, 10, 20, 50, 100, 200), etas=(0.0, 1.0), n_eval=2000),
-        DatasetSpec("digits", {"class": "TinyUNet", "args": dict(channels=16, time_dim=32)},
-                    _fit_kwargs(steps=1200, batch_size=128, lr=2e-3, warmup=100, cosine_decay=True,
-                                ema_decay=0.995),
+        DatasetSpec(Recipe("paper-toy", "digits", "TinyUNet", dict(channels=16, time_dim=32),
+                           _fit(steps=1200, batch_size=128, **lr_schedule)),
                     [{"name": "simple"}, {"name": "sa", "K": 2, "lam": 1.0}],
                     sampling_steps=(5, 10, 20, 50, 100), etas=(0.0, 1.0), n_eval=500),
-        DatasetSpec("gauss1d", {"class": "MLPDenoiser", "args": dict(dim=1, width=64, depth=2, time_dim=32)},
-                    _fit_kwargs(steps=2000, batch_size=512, lr=2e-3, warmup=100, cosine_decay=True,
-                                ema_decay=0.995),
+        DatasetSpec(_mlp("paper-toy", "gauss1d", _fit(steps=2000, batch_size=512, **lr_schedule), dim=1, width=64,
+                         depth=2, time_dim=32),
                     [{"name": "simple"}, {"name": "sa", "K": 2, "lam": 0.5}, {"name": "sa", "K": 2, "lam": 1.0},
                      {"name": "sa", "K": 3, "lam": 1.0}],
                     sampling_steps=(5, 10, 20, 50, 100, 200, 1000), etas=(0.0, 1.0), n_eval=10000,
-                    equal_compute=False, var=0.25),
+                    equal_compute=False),
     ])
 
 
-PRESETS = {"fast": _fast, "paper-toy": _paper_toy}
+GRIDS = {"fast": _fast, "paper-toy": _paper_toy}
 
 
 # ====================================================================== cells
@@ -290,10 +249,11 @@ class TrainCell:
         return out / "models" / self.dataset / f"{label}_n{self.train_steps}_s{self.seed}_{self.recipe}"
 
 
-def _recipe(ds: DatasetSpec, schedule: dict) -> str:
-    train = {k: v for k, v in ds.train.items() if k != "steps"}
-    extra = {"var": ds.var} if ds.name == "gauss1d" else {}
-    return _digest({"model": ds.model, "train": train, "schedule": schedule, **extra})
+def _recipe(ds: DatasetSpec) -> str:
+    """The digest of what shapes a cell's weights besides its loss, seed and number of updates."""
+    cfg = ds.recipe.config()
+    return _digest({"dataset": cfg["dataset"], "model": cfg["model"], "schedule": cfg["schedule"],
+                    "train": {k: v for k, v in cfg["fit"].items() if k != "steps"}})
 
 
 def train_cells(config: ExperimentConfig) -> list[TrainCell]:
@@ -301,8 +261,8 @@ def train_cells(config: ExperimentConfig) -> list[TrainCell]:
     at ``K * steps`` for every SA(K) (duplicates removed), for every seed."""
     cells = []
     for ds in config.datasets:
-        n = int(ds.train["steps"])
-        recipe = _recipe(ds, config.schedule)
+        n = ds.recipe.steps
+        recipe = _recipe(ds)
         budgets = [(cfg, n) for cfg in ds.losses]
         if ds.equal_compute:
             budgets += [(ds.losses[0], n * evals_per_sample(cfg)) for cfg in ds.losses if cfg["name"] == "sa"]
@@ -327,14 +287,6 @@ def _eval_seed(dataset: str, seed: int, steps: int, eta: float, tag: str = "") -
 
 
 # ====================================================================== worker side
-def _data(ds: dict):
-    if ds["name"] == "digits":
-        return digits()[0]
-    if ds["name"] == "gauss1d":
-        return GaussianMixture(torch.ones(1), torch.zeros(1, 1), torch.full((1, 1), float(ds["var"])), name="gauss1d")
-    return preset(ds["name"])
-
-
 @functools.lru_cache(maxsize=None)
 def _closed_form_a(var: float, K: int, lam: float, schedule_json: str) -> torch.Tensor:
     from .analysis import gaussian_sa_optimum
@@ -342,49 +294,35 @@ def _closed_form_a(var: float, K: int, lam: float, schedule_json: str) -> torch.
     return gaussian_sa_optimum(var, K, lam, Schedule.from_config(json.loads(schedule_json)))
 
 
-def evaluate_model(model, ds: dict, data, schedule: Schedule, seed: int, steps: int, eta: float,
-                   loss_cfg: dict | None = None, reference_stats=None) -> dict:
-    """Sample ``ds["n_eval"]`` points with ``steps`` sampler steps and ``eta`` (x_T and noise from
-    ``_eval_seed(dataset, seed, steps, eta)``) and score them against the true data:
+def evaluate_model(model, ds: DatasetSpec, data, schedule: Schedule, seed: int, steps: int, eta: float,
+                   loss_cfg: dict | None = None) -> dict:
+    """One eval cell: ``evaluate`` the model alone (``ds.n_eval`` samples, ``steps`` sampler steps, ``eta``;
+    ``x_T`` and noise from ``_eval_seed(dataset, seed, steps, eta)``, so every loss of one seed sees the same
+    randomness) and keep the metrics of ``ds.metrics``; plus:
 
-    mixtures: ``mmd`` (unbiased MMD^2 against as many fresh true draws), ``sw`` (sliced W1), ``loglik``
-    (exact mean log p); digits: ``fd`` (classifier Frechet distance against all 1797 digits); all:
-    ``std_ratio = sqrt(tr Cov(samples) / tr Cov(data))`` and its value at every sampler step ``path_std_ratio``;
-    gauss1d also ``std_ratio_closed_form``, the exact ratio of the SA population optimum's linear sampler.
-    ``reference_stats``: digits only, ``metrics.digit_feature_stats(data)`` when the caller already has it."""
-    from .drift import distribution_drift
-    from .metrics import mean_log_likelihood, mmd, sliced_wasserstein
+    ``std_ratio = sqrt(tr Cov(samples) / tr Cov(data))`` against the exact law of the data, and its value at
+    every sampler step ``path_std_ratio`` (at the timesteps ``path_t``); gauss1d also
+    ``std_ratio_closed_form``, the exact ratio of the SA population optimum's linear sampler."""
+    from .analysis import linear_sampler_std_ratio
 
-    n_eval = int(ds["n_eval"])
-    g = torch.Generator().manual_seed(_eval_seed(ds["name"], seed, steps, eta))
-    out: dict = {}
+    name = "model"
     try:
-        dd = distribution_drift(model, data, schedule, steps, n_samples=n_eval, eta=eta, generator=g, with_mmd=False)
+        ev = evaluate({name: model}, data, schedule, (steps,), n_points=ds.n_eval,
+                      seed=_eval_seed(ds.name, seed, steps, eta), ideal=False, eta=eta, drift_steps=(steps,),
+                      metrics=ds.metrics, dataset=ds.name)
     except ValueError as err:  # a diverged sampler (non-finite eps) is a result, not a crash of the grid
-        out["error"] = str(err)[:300]
-        return out
-    x = dd.trajectory.final
-    out["std_ratio"] = float(dd.variance_ratio[-1])
-    out["path_t"] = dd.t.tolist()
-    out["path_std_ratio"] = [round(float(v), 6) for v in dd.variance_ratio]
-    if isinstance(data, GaussianMixture) and ds["name"] != "gauss1d":
-        g_ref = torch.Generator().manual_seed(_eval_seed(ds["name"], seed, steps, eta, "ref"))
-        ref = data.sample(n_eval, generator=g_ref).to(x.dtype)
-        out["mmd"] = mmd(x, ref)
-        out["sw"] = sliced_wasserstein(x, ref, generator=g_ref)
-        out["loglik"] = mean_log_likelihood(x, data)
-    elif ds["name"] == "digits":
-        from .metrics import digit_feature_stats, digit_frechet_distance
-
-        if reference_stats is None:
-            reference_stats = digit_feature_stats(data)
-        out["fd"] = digit_frechet_distance(x, reference_stats=reference_stats)
-    else:
-        from .analysis import linear_sampler_std_ratio
-
+        return {"error": str(err)[:300]}
+    row = next(r for r in ev.rows if r["model"] == name)
+    ratio = ev.std_ratio[name][steps]
+    out = {k: row[k] for k in ds.metrics}
+    out["std_ratio"] = float(ratio[-1])
+    out["path_t"] = ev.trajectories[name][steps].t.tolist()
+    out["path_std_ratio"] = [round(float(v), 6) for v in ratio]
+    if ds.name == "gauss1d":
+        var = float(data.covariance()[0, 0])
         cfg = loss_cfg or {"name": "simple", "K": 1, "lam": 0.0}
-        a = _closed_form_a(float(ds["var"]), int(cfg["K"]), float(cfg["lam"]), json.dumps(ds["schedule"], sort_keys=True))
-        out["std_ratio_closed_form"] = linear_sampler_std_ratio(a, float(ds["var"]), schedule, steps, eta=eta)
+        a = _closed_form_a(var, int(cfg["K"]), float(cfg["lam"]), json.dumps(schedule.config(), sort_keys=True))
+        out["std_ratio_closed_form"] = linear_sampler_std_ratio(a, var, schedule, steps, eta=eta)
     return out
 
 
@@ -403,37 +341,27 @@ def _run_job(job: dict) -> dict:
     eval cells. Returns ``{"key", "trained", "train_seconds", "rows", "eval_seconds"}``."""
     torch.set_num_threads(int(job.get("threads", 1)))
     ds, cell = job["dataset"], job["cell"]
-    schedule = Schedule.from_config(ds["schedule"])
-    data = _data(ds)
     loss_cfg = json.loads(cell["loss"])
+    recipe = ds.recipe.replace(loss=Loss.from_config(loss_cfg), seed=cell["seed"], steps=cell["train_steps"])
+    data, schedule = recipe.data(), recipe.make_schedule()
     stem = Path(job["stem"])
     trained, t_train = False, 0.0
     if _checkpoint_done(stem, cell["train_steps"]):
         model, _ = load_checkpoint(stem, use_ema=True)
     else:
-        net = seeded_model(build_model, cell["seed"], spec=ds["model"])  # the initial weights come from the seed too
-        kw = dict(ds["train"])
-        kw["steps"] = cell["train_steps"]
-        res = fit(net, data, schedule, Loss.from_config(loss_cfg), seed=cell["seed"], checkpoint=stem,
-                  checkpoint_every=max(1, cell["train_steps"] // 4), resume=checkpoint_exists(stem), progress=False, threads=1,
-                  dataset_name=ds["name"], **kw)
-        model, trained, t_train = res.ema, True, res.seconds
+        res = train(recipe, checkpoint=stem, checkpoint_every=max(1, cell["train_steps"] // 4),
+                    resume=checkpoint_exists(stem), progress=False, threads=1)
+        model, trained, t_train = res.model, True, res.seconds
     model.eval()
     rows = []
     t0 = time.perf_counter()
-    ref_stats = None
-    if ds["name"] == "digits" and job["evals"]:  # every eval cell scores against all real digits: their features once
-        from .metrics import digit_feature_stats
-
-        ref_stats = digit_feature_stats(data)
     for steps, eta, key in job["evals"]:
-        metrics = evaluate_model(model, ds, data, schedule, cell["seed"], steps, eta, loss_cfg,
-                                 reference_stats=ref_stats)
-        rows.append({"key": key, "dataset": ds["name"], "loss": loss_label(loss_cfg), "loss_name": loss_cfg["name"],
+        metrics = evaluate_model(model, ds, data, schedule, cell["seed"], steps, eta, loss_cfg)
+        rows.append({"key": key, "dataset": ds.name, "loss": loss_label(loss_cfg), "loss_name": loss_cfg["name"],
                      "K": int(loss_cfg.get("K", 1)), "lam": float(loss_cfg.get("lam", 0.0)), "seed": cell["seed"],
                      "train_steps": cell["train_steps"],
                      "compute": cell["train_steps"] * evals_per_sample(loss_cfg),
-                     "steps": steps, "eta": eta, "n_eval": ds["n_eval"], **metrics})
+                     "steps": steps, "eta": eta, "n_eval": ds.n_eval, **metrics})
     return {"key": cell["key"], "trained": trained, "train_seconds": t_train, "rows": rows,
             "eval_seconds": time.perf_counter() - t0}
 
@@ -490,9 +418,8 @@ def plan_jobs(config: ExperimentConfig, out: Path, done_keys) -> list[dict]:
         trained = _checkpoint_done(stem, cell.train_steps)
         if not missing and trained:
             continue
-        ds_dict = {**asdict(ds), "schedule": config.schedule}
         cost = cell.train_steps * evals_per_sample(cell.loss_config) * (0 if trained else 1)
-        jobs.append({"dataset": ds_dict, "cell": {**asdict(cell), "key": cell.key}, "stem": str(stem),
+        jobs.append({"dataset": ds, "cell": {**asdict(cell), "key": cell.key}, "stem": str(stem),
                      "evals": missing, "cost": cost * (20 if ds.name == "digits" else 1)})
     # longest first: a long job started last would leave the other worker idle at the end
     jobs.sort(key=lambda j: -j["cost"])
@@ -508,9 +435,9 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, pro
     and eval cells (a line in ``rows.jsonl``) are read back, not recomputed. ``workers > 1`` runs the jobs in
     a spawn-context process pool with one torch thread each; ``workers = 1`` runs them in this process."""
     if isinstance(config, str):
-        config = preset_config(config)
+        config = grid_config(config)
     if not isinstance(config, ExperimentConfig):
-        raise TypeError(f"config must be an ExperimentConfig or a preset name {sorted(PRESETS)}, "
+        raise TypeError(f"config must be an ExperimentConfig or a grid name {sorted(GRIDS)}, "
                         f"got {type(config).__name__}")
     workers = check_int("workers", workers, 1)
     out = Path(out)
@@ -678,10 +605,7 @@ def write_csv(path, rows: Sequence[dict]) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
-def _fmt(v: float) -> str:
-    if not isinstance(v, (int, float)) or not math.isfinite(v):
-        return "n/a"
-    return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+_fmt = functools.partial(format_number, float_format="{:.3g}", nonfinite="n/a")  # the tables' precision
 
 
 def comparison_markdown(comparison: Sequence[dict], metrics=("mmd", "fd", "std_dev")) -> str:
@@ -699,7 +623,8 @@ def comparison_markdown(comparison: Sequence[dict], metrics=("mmd", "fd", "std_d
         e, c = b.get("equal_steps"), b.get("equal_compute")
         cells = [ds, loss, f"{eta:g}", str(steps), metric]
         cells += [_fmt(e["simple_mean"]), _fmt(e["sa_mean"]),
-                  f"{_fmt(e['diff_mean'])} [{_fmt(e['diff_low'])}, {_fmt(e['diff_high'])}]", e["verdict"]] if e else ["", "", "", ""]
+                  f"{_fmt(e['diff_mean'])} [{_fmt(e['diff_low'])}, {_fmt(e['diff_high'])}]",
+                  e["verdict"]] if e else ["", "", "", ""]
         cells += [_fmt(c["simple_mean"]), f"{_fmt(c['diff_mean'])} [{_fmt(c['diff_low'])}, {_fmt(c['diff_high'])}]",
                   c["verdict"]] if c else ["-", "-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -721,71 +646,12 @@ def closed_form_markdown(summary: Sequence[dict]) -> str:
 
 
 # ====================================================================== the HTML report (plotly, lazily)
-_LABELS = {"mmd": "MMD^2 (lower is better)", "sw": "sliced W1 (lower is better)",
-           "loglik": "mean log-likelihood (higher is better)", "fd": "digit Frechet distance (lower is better)",
-           "std_ratio": "std ratio, samples / data (1 is right)"}
-
-
-def _series_name(row: dict) -> str:
-    return f"{row['loss']}, {row['train_steps']} updates"
-
-
-def _metric_figure(summary, dataset: str, metric: str, eta: float, title: str):
-    from .viz import curves_figure
-
-    sel = [r for r in summary if r["dataset"] == dataset and r["metric"] == metric and r["eta"] == eta]
-    steps = sorted({r["steps"] for r in sel})
-    names = sorted({_series_name(r) for r in sel}, key=lambda s: (not s.startswith("simple"), s))
-    curves, bands = {}, {}
-    for name in names:
-        by_steps = {r["steps"]: r for r in sel if _series_name(r) == name}
-        curves[name] = [by_steps[s]["mean"] if s in by_steps else math.nan for s in steps]
-        bands[name] = ([by_steps[s]["ci_low"] if s in by_steps else math.nan for s in steps],
-                       [by_steps[s]["ci_high"] if s in by_steps else math.nan for s in steps])
-    return curves_figure(steps, curves, title=title, xlabel="sampling steps", ylabel=_LABELS.get(metric, metric),
-                         bands=bands, log_x=True, reference=1.0 if metric == "std_ratio" else None)
-
-
-def _path_figure(rows, dataset: str, eta: float, steps: int):
-    """The std ratio at every sampler step (mean over seeds), one curve per model."""
-    from .viz import curves_figure
-
-    sel = [r for r in rows if r["dataset"] == dataset and r["eta"] == eta and r["steps"] == steps and "path_t" in r]
-    if not sel:
-        return None
-    t = sel[0]["path_t"]
-    curves = {}
-    for name in sorted({_series_name(r) for r in sel}, key=lambda s: (not s.startswith("simple"), s)):
-        paths = [r["path_std_ratio"] for r in sel if _series_name(r) == name]
-        curves[name] = [sum(p[j] for p in paths) / len(paths) for j in range(len(t))]
-    return curves_figure(t, curves, title=f"{dataset}: std ratio along the path ({steps} steps, eta={eta:g})",
-                         xlabel="timestep t (the sampler runs right to left; -1: the final samples)",
-                         ylabel="std(x_t) / std under q(x_t)", reverse_x=True, reference=1.0)
-
-
-def _closed_form_figure(summary, eta: float):
-    """gauss1d: measured std ratio (mean and t-interval over seeds) with the closed form as dashed lines."""
-    import plotly.graph_objects as go
-
-    from .viz import color_for
-
-    fig = _metric_figure(summary, "gauss1d", "std_ratio", eta,
-                         f"1-D Gaussian: measured std ratio (bands: 95% t-interval) vs closed form (dashed), eta={eta:g}")
-    sel = [r for r in summary if r["dataset"] == "gauss1d" and r["metric"] == "std_ratio_closed_form"
-           and r["eta"] == eta]
-    for i, loss in enumerate(sorted({r["loss"] for r in sel}, key=lambda s: (s != "simple", s))):
-        pts = sorted((r["steps"], r["mean"]) for r in sel if r["loss"] == loss)
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
-                                 name=f"{loss}, closed form", line=dict(dash="dash", width=1.6,
-                                                                        color=color_for(loss, i))))
-    return fig
-
-
 def write_experiment_report(path, result: ExperimentResult, config: ExperimentConfig) -> Path:
     """The HTML report: per dataset, each metric against sampling steps (mean over seeds with the 95%
     t-interval as a band) for every eta, the std ratio along the path, the 1-D closed form overlaid on the
     measured std ratios, and the comparison table."""
     from .report import Section, write_report
+    from .viz import closed_form_figure, seeds_path_figure, seeds_summary_figure
 
     summary, rows = result.summary, result.rows
     secs = []
@@ -799,64 +665,31 @@ def write_experiment_report(path, result: ExperimentResult, config: ExperimentCo
         metrics = [m for m in _metric_names([r for r in rows if r["dataset"] == ds.name])
                    if m != "std_ratio_closed_form"]
         if ds.name == "gauss1d":
-            figs = [_closed_form_figure(summary, eta) for eta in ds.etas]
-            prose = (f"x0 ~ N(0, {ds.var:g}). The networks are trained through the real losses; the dashed lines "
+            figs = [closed_form_figure(summary, eta) for eta in ds.etas]
+            var = float(ds.recipe.data().covariance()[0, 0])
+            prose = (f"x0 ~ N(0, {var:g}). The networks are trained through the real losses; the dashed lines "
                      "are the exact std ratio of the linear sampler at the population optimum of "
                      "L_simple + lam L_sa (`analysis.gaussian_sa_optimum`). Below 1 the sampler shrinks the "
                      "distribution, above 1 it over-disperses.")
         else:
             for metric in metrics:
                 for eta in ds.etas:
-                    figs.append(_metric_figure(summary, ds.name, metric, eta,
-                                               f"{ds.name}: {metric} vs sampling steps (eta={eta:g})"))
+                    figs.append(seeds_summary_figure(summary, ds.name, metric, eta,
+                                                     f"{ds.name}: {metric} vs sampling steps (eta={eta:g})"))
             for eta in ds.etas:
                 for steps in (min(ds.sampling_steps), max(ds.sampling_steps)):
-                    fig = _path_figure(rows, ds.name, eta, steps)
+                    fig = seeds_path_figure(rows, ds.name, eta, steps)
                     if fig is not None:
                         figs.append(fig)
-            prose = (f"{ds.name}: {ds.model['class']} {ds.model.get('args', {})}, {ds.train['steps']} updates "
-                     f"(batch {ds.train.get('batch_size')}), {ds.n_eval} samples per evaluation.")
+            r = ds.recipe
+            prose = (f"{ds.name}: {r.model} {r.model_args}, {r.steps} updates (batch {r.fit.get('batch_size')}), "
+                     f"{ds.n_eval} samples per evaluation.")
         table = [r for r in result.comparison if r["dataset"] == ds.name]
         secs.append(Section(ds.name, prose, figure=figs, table=table or None))
     return write_report(path, secs, title=f"SA vs simple loss: {config.name}",
                         subtitle="seqdiff_kit experiment runner",
                         settings={"preset": config.name, "seeds": list(config.seeds),
-                                  "schedule": json.dumps(config.schedule), "jobs run": result.stats.get("jobs"),
+                                  "schedules": ", ".join(sorted({json.dumps(d.recipe.schedule)
+                                                                 for d in config.datasets})),
+                                  "jobs run": result.stats.get("jobs"),
                                   "models trained this run": result.stats.get("trained")})
-
-
-# ====================================================================== command line
-def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``experiment`` on an argparse ``subparsers`` object (``seqdiff experiment ...``)."""
-    p = subparsers.add_parser("experiment", help="run the simple-vs-SA grid (seeds, steps, eta, budgets)",
-                              description="Run (or resume) the simple-vs-SA comparison and write CSV + HTML.")
-    p.add_argument("--preset", default="paper-toy", choices=sorted(PRESETS))
-    p.add_argument("--out", default=None, help="output folder (default runs/<preset>)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=run_experiment_cli)
-    return p
-
-
-def run_experiment_cli(args) -> int:
-    out = args.out or os.path.join("runs", args.preset)
-    res = run_experiment(args.preset, out, workers=args.workers, progress=not args.quiet)
-    print(f"{len(res.rows)} rows; trained {res.stats['trained']} models, evaluated {res.stats['evaluated']} cells "
-          f"in {res.stats['seconds']:.0f} s")
-    for name, p in res.paths.items():
-        print(f"{name}: {p}")
-    return 0
-
-
-def main(argv=None) -> int:
-    """``python -m seqdiff_kit.experiments [--preset ...] [--out ...] [--workers ...]`` (the ``seqdiff
-    experiment`` subcommand without the CLI module)."""
-    parser = argparse.ArgumentParser(prog="python -m seqdiff_kit.experiments")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_experiment_parser(sub)
-    args = parser.parse_args(["experiment", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,13 +20,12 @@ from torch import nn
 
 from ._validate import check_choice, check_int, check_type
 from .checkpoint import ALLOWED_MODELS, build_model, checkpoint_exists, checkpoint_paths, load_checkpoint
-from .data import DATA_DIR, DATASET_ALIASES, DATASETS, dataset, sample_shape
+from .data import CHECKPOINT_DIR, DATASET_ALIASES, DATASETS, dataset, sample_shape
 from .denoisers import seeded_model
 from .losses import Loss
 from .schedule import Schedule
 from .train import fit
 
-CHECKPOINT_DIR = DATA_DIR / "checkpoints"
 FIT_KEYS = ("steps", "batch_size", "lr", "warmup", "cosine_decay", "ema_decay", "grad_clip")
 
 
@@ -61,7 +60,7 @@ class Recipe:
         check_int("fit['steps']", self.fit["steps"], 0)
         check_type("loss", self.loss, Loss)
         Schedule.from_config(self.schedule)
-        check_int("seed", self.seed, 0)
+        check_int("seed", self.seed)
 
     def replace(self, **changes) -> "Recipe":
         """A copy with some parts changed; ``FIT_KEYS`` (``steps=500``, ``lr=1e-3``) change ``fit``."""

@@ -1,7 +1,7 @@
 """Noise schedules: betas, alpha_bar, the forward process and the sampling timesteps.
 
-Conventions (docs/architecture.md, "Notation"): the time index is ``t`` in {0, ..., T-1}; ``alpha_bar(-1) := 1`` is the clean data.
-The forward process is ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``.
+Conventions (docs/architecture.md, "Notation"): the time index is ``t`` in {0, ..., T-1}; ``alpha_bar(-1) := 1``
+is the clean data. The forward process is ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``.
 Everything is stored in float64 (the maths is cheap and the ideal denoiser needs the precision);
 callers get tensors in the dtype of their data.
 """

@@ -450,3 +450,65 @@ def schedule_figure(schedules: Mapping[str, Schedule], *, title: str | None = "N
     fig.update_yaxes(title="ᾱ<sub>t</sub>", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title="λ<sub>t</sub>", row=1, col=2)
     return fig
+
+
+# ---------------------------------------------------------------------- experiment summaries over seeds
+SUMMARY_LABELS = {"mmd": "MMD^2 (lower is better)", "sw": "sliced W1 (lower is better)",
+                  "loglik": "mean log-likelihood (higher is better)",
+                  "fd": "digit Frechet distance (lower is better)",
+                  "std_ratio": "std ratio, samples / data (1 is right)"}
+
+
+def _series_name(row: Mapping) -> str:
+    return f"{row['loss']}, {row['train_steps']} updates"
+
+
+def _series_order(name: str):
+    return (not name.startswith("simple"), name)
+
+
+def seeds_summary_figure(summary: Sequence[Mapping], dataset: str, metric: str, eta: float, title: str) -> go.Figure:
+    """One metric against the sampling steps from experiment summary rows (``experiments.summarize``): the mean
+    over seeds per loss and budget, the t-interval ``[ci_low, ci_high]`` as a band."""
+    sel = [r for r in summary if r["dataset"] == dataset and r["metric"] == metric and r["eta"] == eta]
+    steps = sorted({r["steps"] for r in sel})
+    curves, bands = {}, {}
+    for name in sorted({_series_name(r) for r in sel}, key=_series_order):
+        by_steps = {r["steps"]: r for r in sel if _series_name(r) == name}
+        curves[name] = [by_steps[s]["mean"] if s in by_steps else math.nan for s in steps]
+        bands[name] = ([by_steps[s]["ci_low"] if s in by_steps else math.nan for s in steps],
+                       [by_steps[s]["ci_high"] if s in by_steps else math.nan for s in steps])
+    return curves_figure(steps, curves, title=title, xlabel="sampling steps",
+                         ylabel=SUMMARY_LABELS.get(metric, metric), bands=bands, log_x=True,
+                         reference=1.0 if metric == "std_ratio" else None)
+
+
+def seeds_path_figure(rows: Sequence[Mapping], dataset: str, eta: float, steps: int) -> go.Figure | None:
+    """The std ratio at every sampler step (mean over seeds), one curve per loss and budget, from experiment
+    rows holding ``path_t`` and ``path_std_ratio``; None when no row has them."""
+    sel = [r for r in rows if r["dataset"] == dataset and r["eta"] == eta and r["steps"] == steps and "path_t" in r]
+    if not sel:
+        return None
+    t = sel[0]["path_t"]
+    curves = {}
+    for name in sorted({_series_name(r) for r in sel}, key=_series_order):
+        paths = [r["path_std_ratio"] for r in sel if _series_name(r) == name]
+        curves[name] = [sum(p[j] for p in paths) / len(paths) for j in range(len(t))]
+    return curves_figure(t, curves, title=f"{dataset}: std ratio along the path ({steps} steps, eta={eta:g})",
+                         xlabel="timestep t (the sampler runs right to left; -1: the final samples)",
+                         ylabel="std(x_t) / std under q(x_t)", reverse_x=True, reference=1.0)
+
+
+def closed_form_figure(summary: Sequence[Mapping], eta: float) -> go.Figure:
+    """gauss1d: the measured std ratio (mean and t-interval over seeds) with the closed form as dashed lines
+    (summary rows of metric ``std_ratio_closed_form``)."""
+    fig = seeds_summary_figure(summary, "gauss1d", "std_ratio", eta, "1-D Gaussian: measured std ratio (bands: "
+                               f"95% t-interval) vs closed form (dashed), eta={eta:g}")
+    sel = [r for r in summary if r["dataset"] == "gauss1d" and r["metric"] == "std_ratio_closed_form"
+           and r["eta"] == eta]
+    for i, loss in enumerate(sorted({r["loss"] for r in sel}, key=lambda s: (s != "simple", s))):
+        pts = sorted((r["steps"], r["mean"]) for r in sel if r["loss"] == loss)
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
+                                 name=f"{loss}, closed form", line=dict(dash="dash", width=1.6,
+                                                                        color=color_for(loss, i))))
+    return fig
