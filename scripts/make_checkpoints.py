@@ -1,6 +1,6 @@
 """Regenerate the shipped demo checkpoints: data/checkpoints/ring8_simple.* and ring8_sa.*.
 
-Two MLPDenoisers (width 128, depth 3) on ring8 with the DEFAULT_2D recipe of seqdiff_kit.train (Adam, batch
+Two MLPDenoisers (width 128, depth 3) on ring8 with the RING8 recipe of seqdiff_kit.recipes (Adam, batch
 256, lr 2e-3 with warm-up and cosine decay, EMA, gradient clipping; the step count and the rest are recorded in
 each JSON), seed 0 for the weights, the data, the timesteps and the noise: one with the simple loss, one with
 the SA loss (K = 2, lam = 1). Only the EMA weights are stored (safetensors + JSON), so the files stay small, and
@@ -15,21 +15,24 @@ import time
 from pathlib import Path
 
 from seqdiff_kit.checkpoint import save_checkpoint
-from seqdiff_kit.demo import CHECKPOINT_DIR, DEMO_MODELS, train_demo_model
+from seqdiff_kit.data import CHECKPOINT_DIR
+from seqdiff_kit.demo import DEMO_MODELS
+from seqdiff_kit.recipes import SHIPPED, train
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: DEFAULT_2D's)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: SEQDIFF_THREADS or 2)")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR)
     args = parser.parse_args(argv)
-    for name, (stem, loss) in DEMO_MODELS.items():
+    for name, stem in DEMO_MODELS.items():
         t0 = time.perf_counter()
-        model, config = train_demo_model(loss, seed=args.seed, steps=args.steps, threads=args.threads)
-        config["script"] = "scripts/make_checkpoints.py"
-        save_checkpoint(args.out / stem, model, config)  # the EMA model only: small files
+        recipe = SHIPPED[stem].replace(seed=args.seed, **({} if args.steps is None else {"steps": args.steps}))
+        trained = train(recipe, threads=args.threads)
+        config = dict(trained.config, script="scripts/make_checkpoints.py")
+        save_checkpoint(args.out / stem, trained.model, config)  # the EMA model only: small files
         print(f"{name}: {args.out / stem}.safetensors/.json, final loss {config['last']['loss']:.4f}, "
               f"{time.perf_counter() - t0:.0f} s")
     return 0

@@ -39,9 +39,10 @@ from seqdiff_kit.denoisers import seeded_model  # noqa: E402
 from seqdiff_kit.losses import Loss  # noqa: E402
 from seqdiff_kit.train import train_iter  # noqa: E402
 
-from seqdiff_kit.digits_eval import DIGITS_RECIPE  # noqa: E402
+from seqdiff_kit.recipes import DIGITS  # noqa: E402
 
-RECIPE = dict(DIGITS_RECIPE, K=2)
+# the shipped recipe (seqdiff_kit.recipes.DIGITS) as this script's defaults
+RECIPE = dict(DIGITS.model_args, schedule=DIGITS.schedule["name"], **DIGITS.fit, seed=DIGITS.seed, K=2)
 
 
 def _loss(name: str, K: int, lam: float) -> Loss:
@@ -87,7 +88,7 @@ def cmd_train(a) -> dict:
     result = {"run": out.name, "loss": loss.config, "seed": a.seed, "steps": a.steps, "snapshots": snapshots,
               "train_seconds": time.perf_counter() - t0, "history": history, "trained_by": _device_info(a.device)}
     if a.eval:
-        from seqdiff_kit.digits_eval import steps_table
+        from seqdiff_kit.evaluate import steps_table
 
         result["tables"] = {}
         for s in snapshots:

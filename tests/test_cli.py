@@ -76,7 +76,7 @@ def test_console_entry_point_runs_as_a_process():
                          timeout=120)
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [
-        "seqdiff: error: dataset must be one of ['grid25', 'ring8', 'two_moons', 'digits'], got 'moons'"]
+        "seqdiff: error: dataset must be one of ['grid25', 'ring8', 'two_moons', 'digits', 'gauss1d'], got 'moons'"]
 
 
 # ---------------------------------------------------------------------- demo
@@ -90,7 +90,7 @@ def test_demo_writes_report_and_prints_table(tmp_path, capsys):
     rows = json.loads((tmp_path / "demo" / "metrics.json").read_text())["rows"]
     header = out.splitlines()[0].split()
     assert header[:2] == ["model", "steps"] and "MMD^2" in header
-    from seqdiff_kit.demo import format_number
+    from seqdiff_kit._format import format_number
     for r in rows:
         assert format_number(r["sw"]) in out and f">{format_number(r['sw'])}<" in html
 

@@ -1,4 +1,5 @@
-"""The demo computation: shipped checkpoints, shared x_T, metrics recomputed by hand, the report's content."""
+"""The demo and its evaluation: shipped checkpoints and their recipes, shared x_T, metrics recomputed by hand,
+the report's content."""
 import json
 import math
 
@@ -8,48 +9,55 @@ import torch
 
 import seqdiff_kit as sk
 from seqdiff_kit import demo
+from seqdiff_kit._format import format_number
 from seqdiff_kit.checkpoint import checkpoint_paths, load_checkpoint, read_checkpoint
+from seqdiff_kit.data import CHECKPOINT_DIR, dataset
+from seqdiff_kit.denoisers import seeded_model
 from seqdiff_kit.drift import total_std
+from seqdiff_kit.evaluate import DATA_ROW, evaluate, format_table
 from seqdiff_kit.metrics import mean_log_likelihood, mmd, sliced_wasserstein
+from seqdiff_kit.recipes import SHIPPED, load_shipped
 from seqdiff_kit.samplers import sample
-from seqdiff_kit.train import DEFAULT_2D
 
 SCHED = sk.Schedule.linear()
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    return demo.load_demo_models()
+    return {name: load_shipped(stem).model for name, stem in demo.DEMO_MODELS.items()}
 
 
 @pytest.fixture(scope="module")
 def small_eval(shipped):
-    return demo.evaluate(shipped, sk.ring8(), SCHED, (2, 5, 20), n_points=96, seed=3, drift_steps=(2, 5),
-                         slider_steps=5)
+    return evaluate(shipped, sk.ring8(), SCHED, (2, 5, 20), n_points=96, seed=3, drift_steps=(2, 5),
+                    slider_steps=5)
 
 
 # ---------------------------------------------------------------------- shipped checkpoints
 def test_shipped_checkpoints_are_small_ema_only_and_describe_their_training():
-    for name, (stem, loss) in demo.DEMO_MODELS.items():
-        st, js = checkpoint_paths(demo.CHECKPOINT_DIR / stem)
+    for name, stem in demo.DEMO_MODELS.items():
+        recipe = SHIPPED[stem]
+        st, js = checkpoint_paths(CHECKPOINT_DIR / stem)
         assert st.stat().st_size < 400_000, f"{st} should hold the EMA weights only"
-        tensors, meta = read_checkpoint(demo.CHECKPOINT_DIR / stem)
+        tensors, meta = read_checkpoint(CHECKPOINT_DIR / stem)
         assert all(k.startswith("model.") for k in tensors), "no raw weights, optimizer or RNG state shipped"
-        assert meta["dataset"] == "ring8" and meta["weights"] == "ema"
-        assert meta["loss"] == loss.config
-        assert meta["schedule"] == SCHED.config()
-        assert meta["step"] == DEFAULT_2D["steps"] and meta["seed"] == 0
-        assert meta["train"] == {"recipe": "DEFAULT_2D", **DEFAULT_2D}, "shipped models follow the current recipe"
+        assert meta["dataset"] == "ring8" == recipe.dataset and meta["weights"] == "ema"
+        assert meta["loss"] == recipe.loss.config
+        assert meta["schedule"] == SCHED.config() == recipe.schedule
+        assert meta["step"] == recipe.steps and meta["seed"] == 0 == recipe.seed
+        # shipped models follow the current recipe (their JSON predates Recipe: the MLP's size sits in "train")
+        assert {k: meta["train"][k] for k in recipe.fit} == recipe.fit, "shipped models follow the current recipe"
         assert meta["model"] == {"class": "MLPDenoiser", "args": {"dim": 2, "width": 128, "depth": 3,
                                                                   "time_dim": 64, "T": 1000}}
-    assert demo.DEMO_MODELS["SA (K=2, lam=1)"][1].config == {"name": "sa", "K": 2, "lam": 1.0}
+        assert recipe.build_model().config == meta["model"]["args"]
+    assert SHIPPED[demo.DEMO_MODELS["SA (K=2, lam=1)"]].loss.config == {"name": "sa", "K": 2, "lam": 1.0}
 
 
 def test_shipped_models_learned_the_ring(shipped):
     """100 DDIM steps: most samples lie near a ring mode (std 0.1); an untrained network puts none there."""
     mixture = sk.ring8()
     x_T = torch.randn(400, 2, generator=torch.Generator().manual_seed(1))
-    untrained = demo.seeded_model(sk.MLPDenoiser, 0)
+    untrained = seeded_model(sk.MLPDenoiser, 0)
     for name, model in {**shipped, "untrained": untrained}.items():
         x = sample(model, x_T, SCHED, 100).final
         d = torch.cdist(x.double(), mixture.means).min(dim=1).values
@@ -78,10 +86,10 @@ def test_seeded_model_is_reproducible_and_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
-    a = demo.seeded_model(sk.MLPDenoiser, 7, width=16, depth=1)
+    a = seeded_model(sk.MLPDenoiser, 7, width=16, depth=1)
     after = torch.rand(3)
-    b = demo.seeded_model(sk.MLPDenoiser, 7, width=16, depth=1)
-    c = demo.seeded_model(sk.MLPDenoiser, 8, width=16, depth=1)
+    b = seeded_model(sk.MLPDenoiser, 7, width=16, depth=1)
+    c = seeded_model(sk.MLPDenoiser, 8, width=16, depth=1)
     assert torch.equal(before, after)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not torch.equal(a.inp.weight, c.inp.weight)
@@ -137,21 +145,21 @@ def test_drift_and_spread_are_against_the_ideal_path(small_eval):
 
 def test_evaluate_rejects_bad_arguments(shipped):
     with pytest.raises(ValueError, match="steps must be in"):
-        demo.evaluate(shipped, sk.ring8(), SCHED, (0, 5), n_points=8)
+        evaluate(shipped, sk.ring8(), SCHED, (0, 5), n_points=8)
     with pytest.raises(ValueError, match="drift_steps and slider_steps must be among steps"):
-        demo.evaluate(shipped, sk.ring8(), SCHED, (5,), n_points=8, drift_steps=(10,))
+        evaluate(shipped, sk.ring8(), SCHED, (5,), n_points=8, drift_steps=(10,))
     with pytest.raises(ValueError, match="n_points must be in"):
-        demo.evaluate(shipped, sk.ring8(), SCHED, (5,), n_points=1)
+        evaluate(shipped, sk.ring8(), SCHED, (5,), n_points=1)
     with pytest.raises(TypeError, match="data must be"):
-        demo.evaluate(shipped, "ring8", SCHED, (5,), n_points=8)
+        evaluate(shipped, "ring8", SCHED, (5,), n_points=8)
     with pytest.raises(ValueError, match="dataset must be one of"):
-        demo.dataset_for("moons")
+        dataset("moons")
 
 
 def test_digits_evaluation_has_no_ideal_path_and_scores_frechet_distance(tmp_path):
     images = sk.digits()[0]
-    model = demo.seeded_model(sk.TinyUNet, 0, channels=8, time_dim=16)
-    ev = demo.evaluate({"untrained": model}, images, SCHED, (2,), n_points=24, seed=0, dataset="digits")
+    model = seeded_model(sk.TinyUNet, 0, channels=8, time_dim=16)
+    ev = evaluate({"untrained": model}, images, SCHED, (2,), n_points=24, seed=0, dataset="digits")
     assert ev.names == ["untrained"] and not ev.drift
     assert {"fd", "mmd", "sw", "std_ratio"} <= set(ev.rows[1]) and "loglik" not in ev.rows[1]
     assert ev.data_row()["fd"] < ev.rows[1]["fd"]  # real digits beat an untrained network's noise
@@ -169,7 +177,7 @@ def test_run_demo_writes_report_with_plotly_once_slider_and_table(tmp_path):
     assert '"sliders"' in html and "sampling step: " in html
     for r in res.evaluation.rows:
         for key in ("mmd", "sw", "loglik", "std_ratio"):
-            assert f"<td class=\"num\">{demo.format_number(r[key])}</td>" in html
+            assert f"<td class=\"num\">{format_number(r[key])}</td>" in html
     for title in ("Data and samples", "Sampling paths", "Drift from the ideal path", "Spread: variance ratio",
                   "Metrics versus the number of steps", "Table", "Settings"):
         assert title in html
@@ -177,22 +185,22 @@ def test_run_demo_writes_report_with_plotly_once_slider_and_table(tmp_path):
     saved = json.loads(res.metrics.read_text())
     assert len(saved["rows"]) == 1 + 3 * len(demo.DEMO_STEPS) and saved["settings"]["points"] == 64
     # the printed table holds the same numbers
-    assert demo.format_number(res.evaluation.rows[1]["mmd"]) in res.table
+    assert format_number(res.evaluation.rows[1]["mmd"]) in res.table
 
 
 def test_run_demo_retrain_trains_and_saves_both(tmp_path):
     res = demo.run_demo(tmp_path / "d", retrain=True, train_steps=3, points=16, progress=False, echo=None,
                         threads=1)
-    for stem, loss in demo.DEMO_MODELS.values():
+    for stem in demo.DEMO_MODELS.values():
         model, meta = load_checkpoint(tmp_path / "d" / "checkpoints" / stem)
-        assert meta["loss"] == loss.config and meta["step"] == 3
+        assert meta["loss"] == SHIPPED[stem].loss.config and meta["step"] == 3
     assert res.report.is_file()
 
 
 def test_format_table_lines_up():
-    rows = [{"model": demo.DATA_ROW, "steps": 0, "mmd": 1e-4, "sw": 0.03, "loglik": -0.3, "std_ratio": 1.0},
+    rows = [{"model": DATA_ROW, "steps": 0, "mmd": 1e-4, "sw": 0.03, "loglik": -0.3, "std_ratio": 1.0},
             {"model": "simple", "steps": 5, "mmd": 0.123456, "sw": 0.2, "loglik": -10.0, "std_ratio": 0.81}]
-    text = demo.format_table(rows).splitlines()
+    text = format_table(rows).splitlines()
     assert len(text) == 4 and len({len(line) for line in text}) == 1
     assert "0.1235" in text[3] and text[2].split()[2] == "-"
     assert not math.isnan(float(text[3].split()[-1]))

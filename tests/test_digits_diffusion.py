@@ -12,17 +12,18 @@ import torch
 
 from seqdiff_kit import Schedule, TinyUNet, digits
 from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint
-from seqdiff_kit.classifier import load_classifier
-from seqdiff_kit.digits_eval import (DIGIT_MODELS, DIGITS_RECIPE, checkpoint_path, class_counts, class_probabilities,
-                                     confidence_share, digit_noise, frechet_floor, image_drift, load_digit_model,
-                                     real_halves, sample_digits, sample_grids, shipped_table, steps_table,
-                                     train_digit_model)
+from seqdiff_kit.classifier import class_counts, class_probabilities, confidence_share, load_classifier
+from seqdiff_kit.data import CHECKPOINT_DIR
 from seqdiff_kit.drift import total_std
+from seqdiff_kit.evaluate import (frechet_floor, image_drift, real_halves, sample_grids, sample_images,
+                                  shipped_table, start_noise, steps_table)
 from seqdiff_kit.losses import Loss
 from seqdiff_kit.metrics import digit_frechet_distance
+from seqdiff_kit.recipes import DIGITS, SHIPPED, load_shipped, train
 from seqdiff_kit.samplers import make_noise, sample
 from seqdiff_kit.train import train_iter
 
+DIGIT_MODELS = ("simple", "sa")  # the shipped checkpoints digits_<name>
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_digits  # noqa: E402
@@ -85,24 +86,24 @@ def test_real_halves_partition_and_floor(clf):
 
 
 # ---------------------------------------------------------------------- sampling
-def test_sample_digits_is_the_sampler_from_seeded_noise(schedule):
+def test_sample_images_is_the_sampler_from_seeded_noise(schedule):
     model = tiny_unet()
-    x = sample_digits(model, schedule, n=6, steps=3, seed=5, clamp=False)
+    x = sample_images(model, schedule, n=6, steps=3, seed=5, clamp=False)
     x_T = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(digit_noise(6, 5), x_T)
+    assert torch.equal(start_noise((1, 8, 8), 6, 5), x_T)
     ref = sample(model, x_T, schedule, 3).final
     assert torch.allclose(x, ref, atol=1e-6)
     # Chunking changes the batch shape, so the convolution kernels and their rounding may differ by CPU: the
     # model's float32 rounding (about 1e-6 relative after its sums of a few hundred terms) is amplified by the
     # first step's 1 / sqrt(alpha_bar_T) (about 160 on this schedule), so compare to 1e-3 of the output's scale.
     tol = 1e-3 * float(ref.abs().max())
-    assert torch.allclose(sample_digits(model, schedule, n=6, steps=3, seed=5, clamp=False, batch_size=4), ref,
+    assert torch.allclose(sample_images(model, schedule, n=6, steps=3, seed=5, clamp=False, batch_size=4), ref,
                           rtol=0, atol=tol)
-    assert torch.equal(sample_digits(model, schedule, n=6, steps=3, seed=5), ref.clamp(-1, 1))
+    assert torch.equal(sample_images(model, schedule, n=6, steps=3, seed=5), ref.clamp(-1, 1))
     # stochastic steps: noise from seed + 1, the same for every chunking
     z = make_noise(3, (6, 1, 8, 8), torch.Generator().manual_seed(6))
     ref1 = sample(model, x_T, schedule, 3, eta=1.0, noise=z).final
-    got = sample_digits(model, schedule, n=6, steps=3, seed=5, eta=1.0, clamp=False, batch_size=4)
+    got = sample_images(model, schedule, n=6, steps=3, seed=5, eta=1.0, clamp=False, batch_size=4)
     assert torch.allclose(got, ref1, rtol=0, atol=1e-3 * float(ref1.abs().max()))
 
 
@@ -112,7 +113,7 @@ def test_steps_table_recomputes(clf, schedule):
     ref, other = real_halves(0)
     for name, m in models.items():
         for j, s in enumerate((2, 3)):
-            x = sample_digits(m, schedule, 24, s, seed=1)
+            x = sample_images(m, schedule, 24, s, seed=1)
             assert table.fd[name][j] == pytest.approx(digit_frechet_distance(x, ref, clf), rel=1e-9)
             assert table.confident[name][j] == pytest.approx(confidence_share(x, clf))
     assert table.floor == pytest.approx(digit_frechet_distance(other, ref, clf))
@@ -126,13 +127,13 @@ def test_sample_grids_and_image_drift(schedule):
     models = {"a": tiny_unet(0), "b": tiny_unet(1)}
     grids = sample_grids(models, schedule, steps=(1, 2), n=5, seed=2)
     assert grids["a"].shape == (2, 5, 1, 8, 8)
-    assert torch.equal(grids["b"][1], sample_digits(models["b"], schedule, 5, 2, seed=2))
+    assert torch.equal(grids["b"][1], sample_images(models["b"], schedule, 5, 2, seed=2))
     drift = image_drift(models, schedule, steps=3, n=32, seed=4, n_reference=64)
     data, _ = digits()
     D = 64
     tr0 = float(data.double().reshape(len(data), -1).var(dim=0, unbiased=False).sum())
     for name, d in drift.items():
-        assert torch.equal(d.trajectory.x[0], digit_noise(32, 4))  # every model starts from the same x_T
+        assert torch.equal(d.trajectory.x[0], start_noise((1, 8, 8), 32, 4))  # every model starts from the same x_T
         assert d.t.tolist() == [999, 666, 332, -1]
         final = d.trajectory.final
         assert d.variance_ratio[-1].item() == pytest.approx(total_std(final) / math.sqrt(tr0 / D), rel=1e-9)
@@ -142,11 +143,11 @@ def test_sample_grids_and_image_drift(schedule):
 def test_bad_arguments(clf, schedule):
     model = tiny_unet()
     with pytest.raises(ValueError, match="steps"):
-        sample_digits(model, schedule, n=2, steps=0)
+        sample_images(model, schedule, n=2, steps=0)
     with pytest.raises(TypeError, match="n must be an integer"):
-        sample_digits(model, schedule, n=2.5, steps=2)
+        sample_images(model, schedule, n=2.5, steps=2)
     with pytest.raises(ValueError, match="name must be one of"):
-        checkpoint_path("large")
+        load_shipped("digits_large")
     with pytest.raises(ValueError, match="threshold"):
         confidence_share(digits()[0][:4], clf, threshold=1.5)
     with pytest.raises(ValueError, match=r"\[N, 1, 8, 8\]"):
@@ -201,11 +202,12 @@ def _check_train_script(tmp_path):
 # ---------------------------------------------------------------------- the shipped checkpoints
 @pytest.mark.parametrize("name", DIGIT_MODELS)
 def test_shipped_checkpoint_records_recipe(name):
-    st = checkpoint_path(name).with_suffix(".safetensors")
+    st = (CHECKPOINT_DIR / f"digits_{name}").with_suffix(".safetensors")
     assert st.stat().st_size < 1_500_000  # small: EMA weights only
-    tensors, _ = read_checkpoint(checkpoint_path(name))
+    tensors, _ = read_checkpoint(CHECKPOINT_DIR / f"digits_{name}")
     assert all(k.startswith("model.") for k in tensors)
-    model, sched, cfg = load_digit_model(name)
+    shipped = load_shipped(f"digits_{name}")
+    model, sched, cfg = shipped.model, shipped.schedule, shipped.config
     assert isinstance(model, TinyUNet) and not model.training and sched.T == 1000
     assert cfg["dataset"] == "digits8x8" and cfg["weights"] == "ema" and cfg["step"] == 6000
     assert cfg["trained_on"]["device"] in ("cpu", "cuda")
@@ -225,9 +227,10 @@ def test_shipped_checkpoint_records_recipe(name):
 @pytest.mark.parametrize("name", DIGIT_MODELS)
 def test_shipped_samples_are_recognisable(name, clf):
     """At 50 DDIM steps the classifier assigns >= 80% of 1000 samples a class with confidence >= 0.9."""
-    model, sched, _ = load_digit_model(name)
+    shipped = load_shipped(f"digits_{name}")
+    model, sched = shipped.model, shipped.schedule
     t0 = time.perf_counter()
-    x = sample_digits(model, sched, n=1000, steps=50, seed=0)
+    x = sample_images(model, sched, n=1000, steps=50, seed=0)
     print(f"{name}: 1000 samples x 50 steps in {time.perf_counter() - t0:.1f}s")
     assert confidence_share(x, clf, threshold=0.9) >= 0.8
     a, _ = real_halves(0)
@@ -240,21 +243,30 @@ def test_shipped_table_reads_the_checkpoint_json():
     table = shipped_table()
     assert list(table.fd) == list(DIGIT_MODELS) and table.steps == (5, 10, 20, 50, 100) and table.n == 1000
     for name in DIGIT_MODELS:
-        _, cfg = read_checkpoint(checkpoint_path(name))
+        _, cfg = read_checkpoint(CHECKPOINT_DIR / f"digits_{name}")
         assert table.fd[name] == next(iter(cfg["evaluation"]["fd"].values()))
         # the recorded 50-step share is the one the slow test re-measures on the CPU
         assert table.confident[name][table.steps.index(50)] >= 0.8
 
 
-def test_train_digit_model_is_the_recipe():
+def test_training_the_digits_recipe():
     threads = torch.get_num_threads()
     try:
-        ema, sched, res = train_digit_model(Loss("simple"), steps=2, progress=False, threads=1)
+        res = train(SHIPPED["digits_simple"].replace(steps=2), progress=False, threads=1)
     finally:
         torch.set_num_threads(threads)
-    assert isinstance(ema, TinyUNet) and ema.config["channels"] == DIGITS_RECIPE["channels"]
-    assert len(res.history) == 2 and sched.T == DIGITS_RECIPE["T"]
-    assert res.history[0]["lr"] == pytest.approx(DIGITS_RECIPE["lr"] / DIGITS_RECIPE["warmup"])
+    ema, sched = res.model, res.schedule
+    assert isinstance(ema, TinyUNet) and ema.config["channels"] == DIGITS.model_args["channels"]
+    assert len(res.history) == 2 and sched.T == DIGITS.model_args["T"] == DIGITS.make_schedule().T
+    assert res.history[0]["lr"] == pytest.approx(DIGITS.fit["lr"] / DIGITS.fit["warmup"])
+    # the shipped digits checkpoints record this recipe (their JSON predates Recipe; train.steps was the
+    # length of the constant-lr run the 6000-step EMA snapshot was taken from)
+    for name in DIGIT_MODELS:
+        cfg = load_shipped(f"digits_{name}").config
+        assert cfg["model"] == SHIPPED[f"digits_{name}"].model_spec() and cfg["step"] == DIGITS.steps
+        assert cfg["loss"] == SHIPPED[f"digits_{name}"].loss.config and cfg["schedule"] == DIGITS.schedule
+        assert {k: cfg["train"][k] for k in DIGITS.fit if k != "steps"} == \
+            {k: v for k, v in DIGITS.fit.items() if k != "steps"}
 
 
 def test_digit_grid_dashboard_indexes_precomputed_tiles():
