@@ -1,7 +1,8 @@
 """seqdiff_kit: teach and explore how diffusion models sample, and why their paths drift.
 
-Modules follow one chain (imports flow one way):
-schedule -> data -> denoisers -> losses -> samplers -> drift -> train / metrics -> viz, widgets, report, cli.
+The package root re-exports the core (schedule, data, denoisers, losses, samplers). Its modules sit in layers
+whose imports flow one way, foundation -> core -> tools -> presentation -> application -> interface
+(docs/architecture.md); no module below the root imports the root.
 """
 from ._runtime import __version__, set_threads
 

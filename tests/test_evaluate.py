@@ -1,0 +1,137 @@
+"""The one evaluation: shared x_T, metrics recomputed by hand, fixed bandwidths, drift against the ideal path,
+the digits reference, pivots and the plain-text table."""
+import math
+
+import pytest
+import torch
+
+import seqdiff_kit as sk
+from seqdiff_kit import demo
+from seqdiff_kit.data import dataset, digits
+from seqdiff_kit.denoisers import seeded_model
+from seqdiff_kit.drift import total_std
+from seqdiff_kit.evaluate import DATA_ROW, evaluate, format_table, real_halves
+from seqdiff_kit.metrics import mean_log_likelihood, mmd, sliced_wasserstein
+from seqdiff_kit.recipes import load_shipped
+from seqdiff_kit.samplers import sample
+
+SCHED = sk.Schedule.linear()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return {"simple": load_shipped("ring8_simple").model, "SA (K=2, lam=1)": load_shipped("ring8_sa").model}
+
+
+@pytest.fixture(scope="module")
+def small_eval(shipped):
+    return evaluate(shipped, sk.ring8(), SCHED, (2, 5, 20), n_points=96, seed=3, drift_steps=(2, 5),
+                    slider_steps=5)
+
+
+# ---------------------------------------------------------------------- evaluate
+def test_every_model_starts_from_the_same_x_T_and_rows_recompute(small_eval, shipped):
+    ev = small_eval
+    assert ev.names == ["simple", "SA (K=2, lam=1)", "ideal"]
+    assert len(ev.rows) == 1 + 3 * 3
+    for name in ev.names:
+        for s in ev.steps:
+            tr = ev.trajectories[name][s]
+            assert torch.equal(tr.x[0], ev.x_T) and tr.steps == s
+    # brute force: sample again from x_T and score by hand
+    again = sample(shipped["simple"], ev.x_T, SCHED, 5).final
+    assert torch.allclose(again, ev.samples("simple", 5))
+    row = next(r for r in ev.rows if r["model"] == "simple" and r["steps"] == 5)
+    assert row["mmd"] == pytest.approx(mmd(again, ev.reference, ev.bandwidths), rel=1e-6, abs=1e-9)
+    assert row["sw"] == pytest.approx(sliced_wasserstein(again, ev.reference,
+                                                         generator=torch.Generator().manual_seed(3)), rel=1e-6)
+    assert row["loglik"] == pytest.approx(mean_log_likelihood(again, sk.ring8()), rel=1e-6)
+    assert row["std_ratio"] == pytest.approx(total_std(again) / total_std(ev.reference), rel=1e-9)
+    # the data row scores a second, independent draw of the data against the reference
+    own = ev.data_row()
+    assert own["mmd"] == pytest.approx(mmd(ev.own, ev.reference, ev.bandwidths), rel=1e-6, abs=1e-9)
+    assert not torch.equal(ev.own, ev.reference)
+    assert ev.column("ideal", "steps") == [2, 5, 20]
+
+
+def test_bandwidths_come_from_the_data_and_mmd_orders_sensibly(small_eval):
+    ev = small_eval
+    h0 = ev.bandwidths[2]  # the median multiplier 1
+    assert [b / h0 for b in ev.bandwidths] == pytest.approx([0.25, 0.5, 1.0, 2.0, 4.0])
+    # 2 DDIM steps from pure noise are far from the data; 20 ideal steps are close to it
+    worst = max(ev.column(n, "mmd")[0] for n in ev.names)
+    assert ev.column("ideal", "mmd")[-1] < 0.2 * worst
+    assert abs(ev.data_row()["mmd"]) < ev.column("ideal", "mmd")[0]
+
+
+def test_drift_and_spread_are_against_the_ideal_path(small_eval):
+    ev = small_eval
+    assert set(ev.drift) == {"simple", "SA (K=2, lam=1)"} and set(ev.std_ratio) == set(ev.names)
+    for name in ev.drift:
+        d = ev.drift[name][5]
+        final = torch.linalg.vector_norm(ev.samples(name, 5) - ev.samples("ideal", 5), dim=1)
+        assert torch.allclose(d.drift[-1].double(), final.double(), atol=1e-5)
+        r = ev.std_ratio[name][5]
+        assert r.shape == (6,)
+        assert float(r[-1]) == pytest.approx(total_std(ev.samples(name, 5)) / total_std(sk.ring8().sample(
+            200000, generator=torch.Generator().manual_seed(0))), rel=0.02)
+
+
+def test_evaluate_rejects_bad_arguments(shipped):
+    with pytest.raises(ValueError, match="steps must be in"):
+        evaluate(shipped, sk.ring8(), SCHED, (0, 5), n_points=8)
+    with pytest.raises(ValueError, match="drift_steps and slider_steps must be among steps"):
+        evaluate(shipped, sk.ring8(), SCHED, (5,), n_points=8, drift_steps=(10,))
+    with pytest.raises(ValueError, match="n_points must be in"):
+        evaluate(shipped, sk.ring8(), SCHED, (5,), n_points=1)
+    with pytest.raises(TypeError, match="data must be"):
+        evaluate(shipped, "ring8", SCHED, (5,), n_points=8)
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        dataset("moons")
+
+
+def test_digits_evaluation_has_no_ideal_path_and_scores_frechet_distance(tmp_path):
+    images = sk.digits()[0]
+    model = seeded_model(sk.TinyUNet, 0, channels=8, time_dim=16)
+    ev = evaluate({"untrained": model}, images, SCHED, (2,), n_points=24, seed=0, dataset="digits")
+    assert ev.names == ["untrained"] and not ev.drift
+    assert {"fd", "mmd", "sw", "std_ratio"} <= set(ev.rows[1]) and "loglik" not in ev.rows[1]
+    assert ev.data_row()["fd"] < ev.rows[1]["fd"]  # real digits beat an untrained network's noise
+    path = demo.build_report(ev, tmp_path / "digits.html")
+    assert "untrained, 2 steps" in path.read_text()
+
+
+def test_format_table_lines_up():
+    rows = [{"model": DATA_ROW, "steps": 0, "mmd": 1e-4, "sw": 0.03, "loglik": -0.3, "std_ratio": 1.0},
+            {"model": "simple", "steps": 5, "mmd": 0.123456, "sw": 0.2, "loglik": -10.0, "std_ratio": 0.81}]
+    text = format_table(rows).splitlines()
+    assert len(text) == 4 and len({len(line) for line in text}) == 1
+    assert "0.1235" in text[3] and text[2].split()[2] == "-"
+    assert not math.isnan(float(text[3].split()[-1]))
+
+
+def test_table_pivots_a_metric_by_model_and_steps(small_eval):
+    ev = small_eval
+    table = ev.table("mmd")
+    assert list(table) == ev.names and all(list(by) == [2, 5, 20] for by in table.values())
+    for r in ev.rows:
+        if r["model"] != DATA_ROW:
+            assert table[r["model"]][r["steps"]] == r["mmd"]
+
+
+def test_digits_reference_is_the_shipped_tables_reference():
+    """Images are scored against half A of the fixed split of the real digits, whatever the seed; the data row
+    scores half B, which is the floor the shipped digits checkpoints recorded (measured on a GPU: the CPU's
+    classifier features agree to ~1e-5)."""
+    images = digits()[0]
+    model = seeded_model(sk.TinyUNet, 0, channels=8, time_dim=16)
+    a, b = real_halves(0)
+    for seed in (0, 5):
+        ev = evaluate({"untrained": model}, images, SCHED, (1,), n_points=4, seed=seed, drift_steps=(),
+                      metrics=("fd", "confident"))
+        assert torch.equal(ev.reference, a) and torch.equal(ev.own, b)
+        assert ev.data_row()["fd"] == pytest.approx(load_shipped("digits_simple").config["evaluation"]["floor"],
+                                                    rel=1e-4)
+        assert set(ev.rows[1]) == {"model", "steps", "fd", "confident"} and not ev.std_ratio
+        # samples are clamped to the pixel range before they are scored
+        assert float(ev.samples("untrained", 1).abs().max()) <= 1.0
