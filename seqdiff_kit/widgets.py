@@ -437,7 +437,7 @@ class SAControls(_ShowsWidget):
 class DigitGridDashboard(_StepCountDashboard):
     """Grids of digit samples from several models side by side, one frame per number of sampling steps.
 
-    ``grids[name]`` is [S, N, 1, 8, 8] (``digits_eval.sample_grids``): model ``name`` run with ``steps[k]``
+    ``grids[name]`` is [S, N, 1, 8, 8] (``evaluate.sample_grids``): model ``name`` run with ``steps[k]``
     steps from the same ``x_T``. Each frame is tiled once here (``viz.image_grid``); moving the slider only
     swaps the precomputed arrays into the heatmaps."""
 
