@@ -1,21 +1,44 @@
-"""Atomic file writes shared by checkpoints, reports, samples and tables: nothing is lost on failure."""
+"""Files written so that nothing is lost: atomic writes (with the litter of killed writes swept up) and a lock
+that gives one output folder to one writer at a time."""
 from __future__ import annotations
 
 import os
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+    import msvcrt
+
+TMP_SUFFIX = ".tmp"
+# what a temporary name adds to the target's: "." + name + "." + pid + "." + 8 random characters + ".tmp"
+TMP_EXTRA = 1 + 1 + 10 + 1 + 8 + len(TMP_SUFFIX)
+# a temporary file whose writer cannot be identified is left alone this long: no save takes an hour
+STALE_SECONDS = 3600.0
+LOCK_NAME = ".seqdiff.lock"
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the folder's lock: it is writing there now."""
 
 
 def atomic_write(target, data: bytes | str, mode: int = 0o644) -> Path:
     """Write ``data`` to ``target`` so that readers see the old file or the new one, never a torn one.
 
     A temporary file in the same folder (same filesystem, so ``os.replace`` is atomic), fsync, chmod
-    (``mkstemp`` makes owner-only files; what we write is meant to be shared), replace, then fsync the folder."""
+    (``mkstemp`` makes owner-only files; what we write is meant to be shared), replace, then fsync the folder.
+    The temporary name carries the writer's pid, so that the temporary files of killed writers are removed the
+    next time the same target is written (``remove_stale_temp_files``)."""
     target = Path(target)
     if isinstance(data, str):
         data = data.encode("utf-8")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temp_files(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -40,3 +63,91 @@ def atomic_write(target, data: bytes | str, mode: int = 0o644) -> Path:
     finally:
         os.close(dfd)
     return target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid we can ask about: assume alive
+    return True
+
+
+def remove_stale_temp_files(target) -> list[Path]:
+    """Remove the temporary files that writes of ``target`` left behind when their process died.
+
+    A name ``.<target>.<pid>.<random>.tmp`` is stale once that pid is no longer running; a temporary name
+    without a pid (older versions) once it is ``STALE_SECONDS`` old. Returns what was removed."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(TMP_SUFFIX)) or len(name) <= len(prefix) + len(TMP_SUFFIX):
+            continue
+        middle = name[len(prefix):-len(TMP_SUFFIX)].split(".")
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if len(middle) == 2 and middle[0].isdigit():
+            pid = int(middle[0])
+            stale = (pid != os.getpid() and not _pid_alive(pid)) or age > STALE_SECONDS
+        elif len(middle) == 1:
+            stale = age > STALE_SECONDS
+        else:
+            continue  # not one of ours
+        if stale:
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+@contextmanager
+def locked_folder(folder):
+    """Hold an exclusive lock on ``folder`` (created if needed) while the block runs.
+
+    The lock is the operating system's (``flock`` on ``<folder>/.seqdiff.lock``), so it is released when the
+    process ends however it ends, kill -9 included: a lock file left behind is never stale, only reused.
+    A second holder, in this process or another, gets ``FolderLockedError`` at once instead of waiting."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)  # someone else's lock file: locking needs no write access
+    try:
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:  # pragma: no cover - Windows
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise FolderLockedError(f"{str(folder)!r} is being written by another seqdiff process{who}; wait for "
+                                    f"it to finish or choose another folder") from None
+        try:  # who holds it, for the message above; the lock itself is the flock, not this text
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        except OSError:
+            pass
+        yield path
+    finally:
+        os.close(fd)  # releases the lock

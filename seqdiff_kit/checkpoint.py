@@ -2,8 +2,12 @@
 
 A checkpoint is a pair ``<stem>.safetensors`` + ``<stem>.json``. The JSON holds the model's class name and
 constructor arguments (every network has a ``.config`` dict), the schedule, the loss, the dataset, the step,
-the seed and the library/torch versions, plus the SHA-256 of the ``.safetensors`` bytes so that a torn or
-mismatched pair is detected instead of silently loaded.
+the seed and the library/torch versions. The two files are bound both ways: the JSON records the SHA-256 of
+the ``.safetensors`` bytes, and the ``.safetensors`` metadata embeds the whole config. A pair whose files come
+from different runs, or whose JSON was edited, is refused instead of silently loaded; the one mismatch that is
+accepted (with a warning) is a save interrupted between its two renames, where the tensor file holds a later
+step of the same run. The JSON is checked against its schema (``check_config``) before anything is built from
+it, and sizes that cannot fit in memory are refused before they are allocated.
 
 Pickle is never used: ``torch.load`` and ``pickle`` are never called, files named ``.pt``/``.pkl``/``.pth``/
 ``.ckpt`` are refused, and so is any file whose bytes look like a pickle (a ``0x80`` protocol marker) or a zip
@@ -15,7 +19,9 @@ Both files are written atomically: a temporary file in the same folder, ``fsync`
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 import os
 import struct
 import warnings
@@ -31,6 +37,7 @@ from torch import nn
 
 from ._runtime import __version__
 from ._io import atomic_write
+from . import _limits
 
 FORMAT = "seqdiff_kit-checkpoint"
 FORMAT_VERSION = 1
@@ -38,6 +45,15 @@ ALLOWED_MODELS = ("MLPDenoiser", "TinyUNet")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 MODEL_PREFIX, EMA_PREFIX, EXTRA_PREFIX = "model.", "ema.", "extra."
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+MAX_JSON_BYTES = 256 * 1024 * 1024  # a custom schedule of MAX_T betas is about 25 MB of JSON
+MAX_T = 1_000_000
+SCHEDULE_NAMES = ("linear", "cosine", "quadratic", "sigmoid")  # the named schedules Schedule.from_config builds
+# Upper bounds on the integer constructor arguments a checkpoint may ask for (depth bounds the time it takes to
+# build the network on the meta device and count its parameters; the parameter count is then checked against
+# the memory available).
+MODEL_ARG_LIMITS = {"dim": 65536, "width": 16384, "depth": 256, "time_dim": 16384, "channels": 4096, "T": MAX_T}
+_UNBOUND_KEYS = ("weights_file", "weights_sha256")  # the JSON's own keys, not part of the config bound to the weights
+_RUN_KEYS = ("dataset", "schedule", "loss", "seed", "model", "train")  # what makes two checkpoints one run
 
 
 # ---------------------------------------------------------------------- paths
@@ -123,9 +139,12 @@ def save_checkpoint(path, model: nn.Module, config: dict, ema: nn.Module | None 
         tensors.update(_cpu_tensors(EXTRA_PREFIX, extra_tensors))
     meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "has_ema": ema is not None,
                  "library": "seqdiff_kit", "library_version": __version__, "torch_version": torch.__version__})
-    # the tensor file carries its own copy of the config, so it is a complete checkpoint by itself: a crash
-    # between the two os.replace calls leaves a stale JSON that load_checkpoint detects and steps around
-    blob = _st_save(tensors, metadata={"format": FORMAT, "config": json.dumps(meta, sort_keys=True)})
+    check_config(meta, str(js_path))  # what cannot be loaded back is refused now, not at the next load
+    # the tensor file carries its own copy of the config: it binds the JSON to the weights, and it makes the
+    # tensor file a complete checkpoint by itself (a crash between the two os.replace calls leaves a stale
+    # JSON that read_checkpoint recognises). One metadata key only: safetensors writes the metadata map in hash
+    # order, so two keys would make the bytes, and weights_sha256, differ between identical saves.
+    blob = _st_save(tensors, metadata={"config": json.dumps(meta, sort_keys=True)})
     meta.update({"weights_file": st_path.name, "weights_sha256": hashlib.sha256(blob).hexdigest()})
     text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
     atomic_write(st_path, blob)
@@ -149,10 +168,28 @@ def _refuse_if_pickle(path: Path, data: bytes) -> None:
                          f"pickles can run arbitrary code and are never loaded")
 
 
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint file not found: {str(path)!r}")
+    if not path.is_file():
+        raise ValueError(f"checkpoint file {str(path)!r} is not a regular file (a folder?)")
+    size = path.stat().st_size
+    if limit is not None and size > limit:
+        raise ValueError(f"checkpoint file {str(path)!r} is {size} bytes, more than a checkpoint config can be "
+                         f"({limit} bytes)")
+    avail = _limits.available_memory()
+    if 2 * size > avail:  # the bytes and the tensors parsed from them
+        raise ValueError(f"checkpoint file {str(path)!r} is {_limits.format_bytes(size)}, too large to read in the "
+                         f"{_limits.format_bytes(avail)} of memory available")
     return path.read_bytes()
+
+
+def _loads(text, what: str):
+    """``json.loads`` whose failures (including nesting deep enough to exhaust the stack) are a ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"corrupt checkpoint {what}: JSON nested too deeply to be a checkpoint config") from None
 
 
 def _parse_safetensors(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -170,68 +207,179 @@ def _parse_safetensors(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor]
                          f"for a file of {len(data)} bytes)")
     try:
         tensors = _st_load(data)
-        header = json.loads(data[8:8 + n].decode("utf-8"))
+        header = _loads(data[8:8 + n].decode("utf-8"), repr(str(path)))
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise ValueError(f"corrupt checkpoint {str(path)!r}: safetensors could not read it ({err})") from None
-    embedded = (header.get("__metadata__") or {}).get("config")
+    embedded = (header.get("__metadata__") or {}).get("config") if isinstance(header, dict) else None
     try:
-        embedded = json.loads(embedded) if embedded is not None else None
-    except json.JSONDecodeError:
+        embedded = _loads(embedded, repr(str(path))) if isinstance(embedded, str) else None
+    except ValueError:
         embedded = None
-    return tensors, embedded
+    return tensors, embedded if isinstance(embedded, dict) else None
 
 
 def _parse_json(path: Path, data: bytes) -> dict:
     _refuse_if_pickle(path, data)
     try:
-        meta = json.loads(data.decode("utf-8"))
+        meta = _loads(data.decode("utf-8"), f"config {str(path)!r}")
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"corrupt checkpoint config {str(path)!r}: not valid UTF-8 JSON ({err})") from None
+    return check_config(meta, str(path))
+
+
+# ---------------------------------------------------------------------- the schema
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _bad(where: str, key: str, message: str) -> ValueError:
+    return ValueError(f"checkpoint config {where}: key {key!r} {message}")
+
+
+def check_model_spec(spec, where: str = "model spec") -> dict:
+    """Raise ValueError naming the key unless ``spec`` is ``{"class": <allowed class>, "args": {...}}`` whose
+    arguments are integers the class takes, within ``MODEL_ARG_LIMITS``, and whose parameters fit in memory."""
+    from . import denoisers  # the module, so that classes added later (TinyUNet) are found
+
+    if not isinstance(spec, dict):
+        raise _bad(where, "model", f"must be a dict {{'class': str, 'args': dict}}, got {spec!r:.80}")
+    name = spec.get("class")
+    if name not in ALLOWED_MODELS:
+        raise ValueError(f"model class must be one of {list(ALLOWED_MODELS)}, got {name!r:.80} (key 'model.class' "
+                         f"in {where})")
+    cls = getattr(denoisers, name, None)
+    if cls is None:
+        raise ValueError(f"model class {name!r} is allowed but not defined in seqdiff_kit.denoisers "
+                         f"in this version ({__version__})")
+    args = spec.get("args")
+    if not isinstance(args, dict):
+        raise _bad(where, "model.args", f"must be a dict of {name}'s constructor arguments, got {args!r:.80}")
+    allowed = [p for p in inspect.signature(cls).parameters]
+    for key, value in args.items():
+        if key not in allowed:
+            raise _bad(where, f"model.args.{key}", f"is not an argument of {name} (allowed: {allowed})")
+        high = MODEL_ARG_LIMITS.get(key, 2**31 - 1)
+        if not _is_int(value) or not 1 <= value <= high:
+            raise _bad(where, f"model.args.{key}", f"must be an integer in [1, {high}], got {value!r:.80}")
+    try:
+        with torch.device("meta"):  # count the parameters without allocating them
+            n_params = sum(p.numel() for p in cls(**args).parameters())
+    except (TypeError, ValueError) as err:
+        raise _bad(where, "model.args", f"does not build a {name}: {err}") from None
+    # the weights, their EMA, and the state dict they are loaded from, in float32
+    _limits.check_memory(f"checkpoint {where}: model.args", args, 3 * 4 * n_params, f"{n_params} parameters")
+    return spec
+
+
+def check_schedule_config(config, where: str = "schedule config") -> dict:
+    """Raise ValueError naming the key unless ``config`` is ``{"name": <named schedule>, "T": int}`` or
+    ``{"name": "custom", "betas": [numbers in (0, 1)]}`` with ``T`` (or the number of betas) in [1, MAX_T]."""
+    if not isinstance(config, dict):
+        raise _bad(where, "schedule", f"must be a dict such as {{'name': 'linear', 'T': 1000}}, got {config!r:.80}")
+    name = config.get("name")
+    if name not in (*SCHEDULE_NAMES, "custom"):
+        raise _bad(where, "schedule.name", f"must be one of {[*SCHEDULE_NAMES, 'custom']}, got {name!r:.80}")
+    if name == "custom":
+        betas = config.get("betas")
+        if not isinstance(betas, list) or not 1 <= len(betas) <= MAX_T:
+            raise _bad(where, "schedule.betas", f"must be a list of 1 to {MAX_T} numbers for a custom schedule, "
+                                                f"got {type(betas).__name__}")
+        if not all(_is_real(b) and 0.0 < b < 1.0 for b in betas):
+            raise _bad(where, "schedule.betas", "must hold numbers in (0, 1) only")
+    else:
+        T = config.get("T")
+        if not _is_int(T) or not 1 <= T <= MAX_T:
+            raise _bad(where, "schedule.T", f"must be an integer in [1, {MAX_T}], got {T!r:.80}")
+    return config
+
+
+def check_config(meta, where: str = "config") -> dict:
+    """Check a checkpoint config (the JSON) against its schema and return it; a ValueError names the key.
+
+    Required: ``format``, ``format_version`` (at most ``FORMAT_VERSION``), ``model`` (``check_model_spec``).
+    When present: ``schedule`` (``check_schedule_config``), ``step`` (an integer >= 0), ``has_ema`` (a bool),
+    ``seed`` (an integer), ``weights_sha256`` (64 hex digits). Other keys are free."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} is not a seqdiff_kit checkpoint config (expected \"format\": "
-                         f"{FORMAT!r}, got {meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r})")
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{where!r} is not a seqdiff_kit checkpoint config (expected \"format\": "
+                         f"{FORMAT!r}, got {got!r:.80})")
+    version = meta.get("format_version")
+    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
+        raise _bad(where, "format_version", f"must be an integer in [1, {FORMAT_VERSION}] (this version of "
+                                            f"seqdiff_kit reads up to {FORMAT_VERSION}), got {version!r:.80}")
+    if "model" not in meta:
+        raise _bad(where, "model", "is missing: the model's class and constructor arguments")
+    check_model_spec(meta["model"], where)
+    if "schedule" in meta:
+        check_schedule_config(meta["schedule"], where)
+    if "step" in meta and (not _is_int(meta["step"]) or meta["step"] < 0):
+        raise _bad(where, "step", f"must be an integer >= 0, got {meta['step']!r:.80}")
+    if "seed" in meta and not _is_int(meta["seed"]):
+        raise _bad(where, "seed", f"must be an integer, got {meta['seed']!r:.80}")
+    if "has_ema" in meta and not isinstance(meta["has_ema"], bool):
+        raise _bad(where, "has_ema", f"must be true or false, got {meta['has_ema']!r:.80}")
+    sha = meta.get("weights_sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64
+                                and all(c in "0123456789abcdef" for c in sha)):
+        raise _bad(where, "weights_sha256", f"must be 64 lowercase hex digits, got {sha!r:.80}")
     return meta
+
+
+# ---------------------------------------------------------------------- reading
+def _same_run(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in _RUN_KEYS)
 
 
 def read_checkpoint(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint pair safely: ``(tensors, config)`` with every stored tensor by its full name
     (``model.*``, ``ema.*``, ``extra.*``) on ``device``.
 
-    The JSON's ``weights_sha256`` must match the tensor file. If it does not and the tensor file's embedded
-    config differs from the JSON, the JSON is stale (a save interrupted between its two renames): the tensor
-    file is complete and its embedded config is used, with a warning. Otherwise the pair is refused."""
+    The JSON is checked against its schema first (``check_config``). Then the pair must be bound: the JSON's
+    ``weights_sha256`` is the SHA-256 of the tensor file and the config embedded in the tensor file equals the
+    JSON (less ``weights_file`` and ``weights_sha256``). One mismatch is recovered from, with a warning: a save
+    interrupted between its two renames, where the tensor file holds a later step of the same run (same
+    dataset, schedule, loss, seed, model and training settings); its embedded config is then used. Any other
+    mismatch (files of different runs, an edited JSON, corrupted weights) raises ValueError."""
     st_path, js_path = checkpoint_paths(path)
-    js_bytes = _read_bytes(js_path)
+    meta = _parse_json(js_path, _read_bytes(js_path, MAX_JSON_BYTES))
     st_bytes = _read_bytes(st_path)
-    meta = _parse_json(js_path, js_bytes)
     tensors, embedded = _parse_safetensors(st_path, st_bytes)
-    want = meta.get("weights_sha256")
-    if want is not None and hashlib.sha256(st_bytes).hexdigest() != want:
-        stripped = {k: v for k, v in meta.items() if k not in ("weights_file", "weights_sha256")}
-        if isinstance(embedded, dict) and embedded.get("format") == FORMAT and embedded != stripped:
-            warnings.warn(f"{str(js_path)!r} is stale (it does not describe {str(st_path)!r}, probably an "
-                          f"interrupted save); using the config embedded in the tensor file", stacklevel=2)
-            meta = embedded
-        else:
-            raise ValueError(f"checkpoint pair mismatch: the bytes of {str(st_path)!r} do not match the SHA-256 "
-                             f"recorded in {str(js_path)!r} (corrupted weights or files from different runs)")
+    stripped = {k: v for k, v in meta.items() if k not in _UNBOUND_KEYS}
+    if meta.get("weights_sha256") == hashlib.sha256(st_bytes).hexdigest():
+        if embedded != stripped:
+            if embedded is None:
+                why = "the tensor file carries no config to check it against"
+            else:
+                keys = sorted(k for k in set(embedded) | set(stripped) if embedded.get(k) != stripped.get(k))
+                why = f"key(s) {', '.join(map(repr, keys))} differ from the config saved inside the tensor file"
+            raise ValueError(f"{str(js_path)!r} was edited after it was saved: {why}; restore it or save the "
+                             f"checkpoint again")
+    else:
+        stale = (isinstance(embedded, dict) and embedded != stripped and _same_run(embedded, stripped)
+                 and _is_int(embedded.get("step", 0)) and embedded.get("step", 0) >= stripped.get("step", 0))
+        if not stale:
+            why = ("has no weights_sha256" if meta.get("weights_sha256") is None
+                   else "records another SHA-256 than the bytes of the tensor file")
+            raise ValueError(f"checkpoint pair mismatch: {str(js_path)!r} {why} (corrupted weights, files from "
+                             f"different runs, or an edited file); refusing to load {str(st_path)!r}")
+        warnings.warn(f"{str(js_path)!r} is stale (step {stripped.get('step')}) and {str(st_path)!r} holds step "
+                      f"{embedded.get('step')} of the same run: a save was interrupted; using the config embedded "
+                      f"in the tensor file", stacklevel=2)
+        meta = check_config(embedded, f"{st_path} (embedded config)")
     return {k: v.to(device) for k, v in tensors.items()}, meta
 
 
 def build_model(spec: dict) -> nn.Module:
-    """Rebuild a network from ``{"class": name, "args": {...}}``; only classes in the allowlist."""
-    from . import denoisers  # the module, so that classes added later (TinyUNet) are found
+    """Rebuild a network from ``{"class": name, "args": {...}}``; only classes in the allowlist, with arguments
+    checked by ``check_model_spec``."""
+    from . import denoisers
 
-    if not isinstance(spec, dict) or not isinstance(spec.get("args", {}), dict):
-        raise ValueError(f"model spec must be a dict {{'class': str, 'args': dict}}, got {spec!r}")
-    name = spec.get("class")
-    if name not in ALLOWED_MODELS:
-        raise ValueError(f"model class must be one of {list(ALLOWED_MODELS)}, got {name!r}")
-    cls = getattr(denoisers, name, None)
-    if cls is None:
-        raise ValueError(f"model class {name!r} is allowed but not defined in seqdiff_kit.denoisers "
-                         f"in this version ({__version__})")
-    return cls(**spec.get("args", {}))
+    check_model_spec(spec)
+    return getattr(denoisers, spec["class"])(**spec["args"])
 
 
 def sub_state(tensors: dict, prefix: str) -> dict[str, torch.Tensor]:

@@ -239,3 +239,134 @@ def test_pickle_names_refused_for_saving_too(tmp_path):
     with pytest.raises(ValueError, match=r"\.pt"):
         save_checkpoint(tmp_path / "model.pt", _model(), {})
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- deterministic bytes, binding, schema
+def test_identical_saves_give_identical_bytes(tmp_path):
+    """The metadata is one key, so safetensors' hash-ordered map cannot reorder it: weights_sha256 is a
+    function of the checkpoint's content (before, two metadata keys came out in either order)."""
+    model, ema = _model(0), _model(1)
+    cfg = {"dataset": "ring8", "schedule": sk.Schedule.linear().config(), "step": 3, "seed": 0}
+    blobs, shas = set(), set()
+    for i in range(12):
+        save_checkpoint(tmp_path / f"c{i}", model, cfg, ema=ema, extra_tensors={"s": torch.arange(3)})
+        st, js = ck.checkpoint_paths(tmp_path / f"c{i}")
+        blobs.add(st.read_bytes())
+        shas.add(json.loads(js.read_text())["weights_sha256"])
+    assert len(blobs) == 1 and len(shas) == 1
+
+
+def _rewrite_json(stem, edit):
+    js = ck.checkpoint_paths(stem)[1]
+    meta = json.loads(js.read_text())
+    edit(meta)
+    js.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("edit, keys", [
+    (lambda m: m.update(step=100), "'step'"),
+    (lambda m: m["schedule"].update(T=500), "'schedule'"),
+    (lambda m: m.update(dataset="grid25", note="x"), "'dataset', 'note'"),
+])
+def test_an_edited_json_is_refused_naming_the_keys(saved, edit, keys):
+    stem, *_ = saved
+    _rewrite_json(stem, edit)
+    with pytest.raises(ValueError, match=f"edited after it was saved: key\\(s\\) {keys} differ"):
+        load_checkpoint(stem)
+
+
+def test_a_json_beside_another_runs_weights_is_refused(saved, tmp_path):
+    stem, model, ema, cfg = saved
+    other = tmp_path / "other"
+    save_checkpoint(other, _model(5), {**cfg, "seed": 4, "step": 9})
+    st, _ = ck.checkpoint_paths(stem)
+    shutil.copy(ck.checkpoint_paths(other)[0], st)  # later step, but another run (seed 4): not a torn save
+    with pytest.raises(ValueError, match="pair mismatch"):
+        load_checkpoint(stem)
+    save_checkpoint(other, _model(5), {**cfg, "step": 5})  # the same run, an EARLIER step: not a torn save either
+    shutil.copy(ck.checkpoint_paths(other)[0], st)
+    with pytest.raises(ValueError, match="pair mismatch"):
+        load_checkpoint(stem)
+    _rewrite_json(stem, lambda m: m.pop("weights_sha256"))
+    with pytest.raises(ValueError, match="no weights_sha256"):
+        load_checkpoint(stem)
+
+
+def _craft(stem, edit):
+    """Rewrite a pair consistently (embedded config and SHA-256 agree) after ``edit(meta)``: only the schema
+    can refuse it."""
+    from safetensors.torch import load, save
+
+    st, js = ck.checkpoint_paths(stem)
+    tensors, meta = load(st.read_bytes()), json.loads(js.read_text())
+    meta = {k: v for k, v in meta.items() if k not in ("weights_file", "weights_sha256")}
+    edit(meta)
+    blob = save(tensors, metadata={"config": json.dumps(meta, sort_keys=True)})
+    st.write_bytes(blob)
+    import hashlib
+    js.write_text(json.dumps({**meta, "weights_sha256": hashlib.sha256(blob).hexdigest()}))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.update(schedule={}), r"key 'schedule.name' must be one of"),
+    (lambda m: m.update(schedule=[1000]), r"key 'schedule' must be a dict"),
+    (lambda m: m["schedule"].pop("T"), r"key 'schedule.T' must be an integer in \[1, 1000000\], got None"),
+    (lambda m: m["schedule"].update(T=10**12), r"key 'schedule.T' .* got 1000000000000"),
+    (lambda m: m["schedule"].update(T="1000"), r"key 'schedule.T'"),
+    (lambda m: m.update(schedule={"name": "custom"}), r"key 'schedule.betas' must be a list"),
+    (lambda m: m.update(schedule={"name": "custom", "betas": [0.5, 1.0]}), r"key 'schedule.betas' .* \(0, 1\)"),
+    (lambda m: m.pop("model"), r"key 'model' is missing"),
+    (lambda m: m["model"].pop("args"), r"key 'model.args' must be a dict"),
+    (lambda m: m["model"]["args"].update(width=60000), r"key 'model.args.width' must be an integer in \[1, 16384\]"),
+    (lambda m: m["model"]["args"].update(depth=True), r"key 'model.args.depth'"),
+    (lambda m: m["model"]["args"].update(command="rm -rf"), r"key 'model.args.command' is not an argument"),
+    (lambda m: m.update(step=-1), r"key 'step' must be an integer >= 0"),
+    (lambda m: m.update(step="7"), r"key 'step'"),
+    (lambda m: m.update(format_version=2), r"key 'format_version' must be an integer in \[1, 1\]"),
+    (lambda m: m.update(has_ema="yes"), r"key 'has_ema'"),
+])
+def test_the_schema_names_the_bad_key(saved, edit, match):
+    stem, *_ = saved
+    _craft(stem, edit)
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(stem)
+
+
+def test_schedule_names_are_the_ones_schedule_builds():
+    for name in ck.SCHEDULE_NAMES:
+        assert sk.Schedule.from_config({"name": name, "T": 10}).T == 10
+        assert ck.check_schedule_config({"name": name, "T": 10})
+
+
+def test_deep_nesting_is_a_value_error(saved):
+    stem, *_ = saved
+    depth = 200_000
+    ck.checkpoint_paths(stem)[1].write_text('{"format": "seqdiff_kit-checkpoint", "x": ' + "[" * depth
+                                            + "]" * depth + "}")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        load_checkpoint(stem)
+
+
+def test_sizes_that_cannot_fit_are_refused_before_allocation(saved, monkeypatch):
+    """The parameter count comes from the meta device (nothing allocated); the budget is patched so the test
+    does not depend on this machine's memory."""
+    import seqdiff_kit._limits as limits
+
+    stem, model, *_ = saved
+    n_params = sum(p.numel() for p in model.parameters())
+    monkeypatch.setattr(limits, "available_memory", lambda: 3 * 4 * n_params - 1)
+    with pytest.raises(ValueError, match=r"model.args .* needs about .* more than the .* available"):
+        load_checkpoint(stem)
+    size = ck.checkpoint_paths(stem)[0].stat().st_size
+    assert 2 * size - 1 >= 3 * 4 * n_params  # the file holds the model, its EMA and extras: more than one model
+    monkeypatch.setattr(limits, "available_memory", lambda: 2 * size - 1)  # the model fits, reading the file not
+    with pytest.raises(ValueError, match="too large to read"):
+        load_checkpoint(stem)
+    monkeypatch.setattr(limits, "available_memory", lambda: 10**12)
+    assert load_checkpoint(stem)[1]["step"] == 7
+
+
+def test_save_refuses_a_config_that_could_not_be_loaded(tmp_path):
+    with pytest.raises(ValueError, match="key 'schedule.T'"):
+        save_checkpoint(tmp_path / "c", _model(), {"schedule": {"name": "linear", "T": 0}})
+    assert not any(tmp_path.iterdir())
