@@ -1,0 +1,115 @@
+"""Atomic writes that sweep up what killed writers left, and the output-folder lock (an OS lock, so a killed
+holder never leaves it stale)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import seqdiff_kit._io as io_mod
+from seqdiff_kit._io import (LOCK_NAME, STALE_SECONDS, FolderLockedError, atomic_write, locked_folder,
+                             remove_stale_temp_files)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _age(path: Path, seconds: float) -> None:
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_atomic_write_leaves_only_the_target(tmp_path):
+    atomic_write(tmp_path / "sub" / "a.json", "one")
+    atomic_write(tmp_path / "sub" / "a.json", b"two")
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.json"]
+    assert (tmp_path / "sub" / "a.json").read_bytes() == b"two"
+
+
+def test_a_failed_write_keeps_the_old_file_and_names_its_temp_by_pid(tmp_path, monkeypatch):
+    target = tmp_path / "a.json"
+    atomic_write(target, "old")
+    seen = []
+
+    def boom(src, dst):
+        seen.append(Path(src).name)
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(io_mod.os, "replace", boom)
+    with pytest.raises(OSError, match="simulated"):
+        atomic_write(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert seen[0].startswith(f".a.json.{os.getpid()}.") and seen[0].endswith(".tmp")
+
+
+def test_stale_temp_files_are_swept_on_the_next_write(tmp_path):
+    dead, alive = _dead_pid(), os.getppid()
+    names = {
+        f".model.safetensors.{dead}.abcd1234.tmp": True,    # its writer is gone
+        f".model.safetensors.{alive}.abcd1234.tmp": False,  # a live writer's, still being written
+        ".model.safetensors.q1w2e3r4.tmp": False,           # no pid (an older version): recent, left alone
+        ".model.safetensors.z9x8c7v6.tmp": True,            # no pid, older than STALE_SECONDS
+        f".model.json.{dead}.abcd1234.tmp": False,          # another target's: swept when that one is written
+        "notes.tmp": False,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"half")
+    _age(tmp_path / ".model.safetensors.z9x8c7v6.tmp", STALE_SECONDS + 60)
+    atomic_write(tmp_path / "model.safetensors", b"whole")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"model.safetensors"} | {n for n, gone in names.items() if not gone}
+    atomic_write(tmp_path / "model.json", b"{}")
+    assert f".model.json.{dead}.abcd1234.tmp" not in {p.name for p in tmp_path.iterdir()}
+    assert remove_stale_temp_files(tmp_path / "model.safetensors") == []
+
+
+def test_a_second_holder_is_refused_at_once_and_the_lock_is_released(tmp_path):
+    with locked_folder(tmp_path / "out") as path:
+        assert path == tmp_path / "out" / LOCK_NAME and path.read_text() == f"{os.getpid()}\n"
+        t0 = time.perf_counter()
+        with pytest.raises(FolderLockedError, match=rf"being written by another seqdiff process \(pid {os.getpid()}\)"):
+            with locked_folder(tmp_path / "out"):
+                pass
+        assert time.perf_counter() - t0 < 1.0
+    with locked_folder(tmp_path / "out"):  # released on exit
+        pass
+    with pytest.raises(RuntimeError):  # and on an exception
+        with locked_folder(tmp_path / "out"):
+            raise RuntimeError("crash")
+    with locked_folder(tmp_path / "out"):
+        pass
+
+
+HOLDER = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("io_mod", sys.argv[1])
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+with m.locked_folder(sys.argv[2]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
+    """The lock is flock(2): the kernel drops it with the process. The module is loaded on its own (no torch
+    import), so the holder starts in a fraction of a second."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, io_mod.__file__, str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderLockedError, match=f"pid {proc.pid}"):
+            with locked_folder(tmp_path / "out"):
+                pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (tmp_path / "out" / LOCK_NAME).read_text().strip() == str(proc.pid)  # the file stays behind...
+    with locked_folder(tmp_path / "out"):  # ...and does not block anyone
+        pass
