@@ -11,7 +11,8 @@ One step (``i = 0, 1, ...`` counts the updates done before it):
 
 All randomness (data, timesteps, noise) comes from one ``torch.Generator`` seeded with ``seed``; a checkpoint
 stores the model, the EMA, Adam's moments, the generator state and the data-order state, so that on the CPU a
-resumed run is bit-for-bit the run that was never interrupted.
+resumed run is bit-for-bit the run that was never interrupted. It also stores the history of every step so
+far (``extra.history``, one row of ``HISTORY_KEYS`` per step), so a resumed run's history is whole.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from .schedule import Schedule
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+HISTORY_KEYS = ("step", "loss", "simple", "sa", "lr", "grad_norm")  # the columns of extra.history
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,7 +49,9 @@ class NonFiniteLossError(RuntimeError):
 class TrainState:
     """The state after one update. ``step`` counts updates done (1 after the first). ``loss``, ``simple``
     and ``sa`` are the loss parts of this step's batch, ``lr`` the learning rate it used, ``grad_norm`` the
-    global gradient norm before clipping. ``model`` and ``ema`` are the live modules (not copies)."""
+    global gradient norm before clipping. ``model`` and ``ema`` are the live modules (not copies).
+    ``history`` is the live list of ``as_dict()`` of every step so far, those before a resume included;
+    ``checkpointed`` says whether a checkpoint was written after this step."""
 
     step: int
     loss: float
@@ -56,6 +61,8 @@ class TrainState:
     grad_norm: float
     model: nn.Module = field(repr=False)
     ema: nn.Module = field(repr=False)
+    history: list = field(default_factory=list, repr=False)
+    checkpointed: bool = False
 
     def as_dict(self) -> dict:
         """The scalars (for a history list or a log)."""
@@ -167,6 +174,45 @@ def _load_optim(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor]) -> N
     opt.load_state_dict(sd)
 
 
+# ---------------------------------------------------------------------- history <-> a tensor
+def history_tensor(history: list[dict]) -> torch.Tensor:
+    """The history as a float64 tensor [steps, len(HISTORY_KEYS)] (exact for Python floats and step counts)."""
+    return torch.tensor([[float(h[k]) for k in HISTORY_KEYS] for h in history],
+                        dtype=torch.float64).reshape(len(history), len(HISTORY_KEYS))
+
+
+def history_from_tensor(table: torch.Tensor, step: int, where: str = "checkpoint") -> list[dict]:
+    """The list of dicts of a history tensor, checked: one row per step, consecutive, ending at ``step``."""
+    if table.dtype != torch.float64 or table.ndim != 2 or table.shape[1] != len(HISTORY_KEYS):
+        raise ValueError(f"{where}: extra.history must be float64 [steps, {len(HISTORY_KEYS)}], got "
+                         f"{table.dtype} {list(table.shape)}")
+    rows = [dict(zip(HISTORY_KEYS, r)) for r in table.tolist()]
+    for r in rows:
+        r["step"] = int(r["step"])
+    steps = [r["step"] for r in rows]
+    if rows and steps != list(range(step - len(rows) + 1, step + 1)):
+        raise ValueError(f"{where}: extra.history must hold consecutive steps ending at step {step}, got steps "
+                         f"{steps[0]}..{steps[-1]} ({len(steps)} rows)")
+    return rows
+
+
+def read_history(checkpoint) -> list[dict]:
+    """The per-step history stored in a training checkpoint (empty for checkpoints saved without one)."""
+    tensors, meta = read_checkpoint(checkpoint)
+    table = tensors.get(EXTRA_PREFIX + "history")
+    if table is None:
+        return []
+    return history_from_tensor(table, _resume_step(checkpoint, meta), repr(str(checkpoint)))
+
+
+def _resume_step(checkpoint, meta: dict) -> int:
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"cannot resume from {str(checkpoint)!r}: key 'step' must be the number of updates done "
+                         f"(an integer >= 0), got {step!r:.40}")
+    return step
+
+
 # ---------------------------------------------------------------------- the loop
 def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_decay, grad_clip, warmup,
                 checkpoint, checkpoint_every, resume):
@@ -183,7 +229,7 @@ def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_de
         if not data.is_floating_point():
             raise TypeError(f"data must be a floating-point tensor, got dtype {data.dtype}")
     out = dict(steps=check_int("steps", steps, 0), batch_size=check_int("batch_size", batch_size, 1),
-               lr=check_float("lr", lr, 0.0, low_open=True), seed=check_int("seed", seed),
+               lr=check_float("lr", lr, 0.0, low_open=True), seed=check_int("seed", seed, 0, MAX_SEED),
                ema_decay=check_float("ema_decay", ema_decay, 0.0, 1.0),
                grad_clip=None if grad_clip is None else check_float("grad_clip", grad_clip, 0.0, low_open=True),
                warmup=check_int("warmup", warmup, 0))
@@ -247,19 +293,27 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
 
     start = 0
     ema = None
+    history: list[dict] = []
     if resume and checkpoint_exists(checkpoint):
         tensors, meta = read_checkpoint(checkpoint, device=device)
+        start = _resume_step(checkpoint, meta)
         _check_resume(checkpoint, meta, run_cfg)
-        start = int(meta["step"])
         if start > steps:
             raise ValueError(f"checkpoint {str(checkpoint)!r} is at step {start}, beyond steps={steps}")
-        model.load_state_dict(sub_state(tensors, MODEL_PREFIX))
-        ema = copy.deepcopy(model)
-        ema.load_state_dict(sub_state(tensors, EMA_PREFIX))
         extra = {k: v.cpu() for k, v in sub_state(tensors, EXTRA_PREFIX).items()}
-        _load_optim(opt, {k: v.to(device) for k, v in extra.items() if k.startswith("optim.")})
-        generator.set_state(extra["rng_state"])
-        batches.load(meta.get("data_state", {}), extra)
+        if "history" in extra:
+            history = history_from_tensor(extra["history"], start, repr(str(checkpoint)))
+        try:  # a checkpoint that passed the schema and the hash can still lack what a resume needs
+            model.load_state_dict(sub_state(tensors, MODEL_PREFIX))
+            ema = copy.deepcopy(model)
+            ema.load_state_dict(sub_state(tensors, EMA_PREFIX))
+            _load_optim(opt, {k: v.to(device) for k, v in extra.items() if k.startswith("optim.")})
+            generator.set_state(extra["rng_state"])
+            batches.load(meta.get("data_state", {}), extra)
+        except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as err:
+            what = f"no tensor {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+            raise ValueError(f"cannot resume from {str(checkpoint)!r}: its training state is incomplete or "
+                             f"damaged ({what})") from None
     elif resume:
         warnings.warn(f"resume=True but no checkpoint at {str(checkpoint)!r}; starting from step 0", stacklevel=2)
     if ema is None:
@@ -269,7 +323,8 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
 
     def save(step: int, state: TrainState) -> None:
         data_meta, data_tensors = batches.state()
-        extra = {"rng_state": generator.get_state(), **data_tensors, **_optim_tensors(opt)}
+        extra = {"rng_state": generator.get_state(), **data_tensors, **_optim_tensors(opt),
+                 "history": history_tensor(history)}
         cfg = {k: v for k, v in run_cfg.items() if k != "model"}
         cfg.update({"step": step, "data_state": data_meta, "last": state.as_dict()})
         save_checkpoint(checkpoint, model, cfg, ema=ema, extra_tensors=extra)
@@ -295,11 +350,14 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
             opt.step()
             ema_update(ema, model, ema_decay_at(i, ema_decay))
             state = TrainState(step=i + 1, loss=value, simple=float(out.simple.detach()),
-                               sa=float(out.sa.detach()), lr=lr_i, grad_norm=grad_norm, model=model, ema=ema)
+                               sa=float(out.sa.detach()), lr=lr_i, grad_norm=grad_norm, model=model, ema=ema,
+                               history=history)
+            history.append(state.as_dict())
             if checkpoint is not None and ((checkpoint_every and state.step % checkpoint_every == 0)
                                            or state.step == steps):
                 save(state.step, state)
                 last_saved = state.step
+                state.checkpointed = True
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr_i:.2e}", refresh=False)
             yield state
@@ -326,7 +384,8 @@ _RESUME_KEYS = ("dataset", "schedule", "loss", "seed", "model")
 def _check_resume(checkpoint, meta: dict, run_cfg: dict) -> None:
     """Refuse to resume a checkpoint whose run differs from this one (it would not be the same run)."""
     bad = [f"{k}: checkpoint {meta.get(k)!r} != now {run_cfg[k]!r}" for k in _RESUME_KEYS if meta.get(k) != run_cfg[k]]
-    old, new = meta.get("train", {}), run_cfg["train"]
+    old, new = meta.get("train"), run_cfg["train"]
+    old = old if isinstance(old, dict) else {}
     for k, v in new.items():
         if k == "steps" and not new["cosine_decay"]:
             continue  # extending a constant-lr run is fine; a cosine schedule depends on the total

@@ -10,7 +10,8 @@ import seqdiff_kit as sk
 from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint
 from seqdiff_kit.losses import Loss
 from seqdiff_kit.recipes import RING8
-from seqdiff_kit.train import NonFiniteLossError, TrainState, ema_decay_at, fit, lr_at, train_iter
+from seqdiff_kit.train import (HISTORY_KEYS, NonFiniteLossError, TrainState, ema_decay_at, fit, lr_at,
+                               read_history, train_iter)
 
 SCHED = sk.Schedule.linear()
 
@@ -61,6 +62,8 @@ def test_resume_is_bit_for_bit(tmp_path, kind):
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
     assert ma["step"] == mb["step"] == steps
+    # the history survives the interruption: all 40 steps, the same numbers as the straight run's
+    assert read_history(tmp_path / "b") == read_history(tmp_path / "a") == straight.history
 
 
 def test_resume_refuses_a_different_run(tmp_path):
@@ -117,6 +120,50 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     for k, v in snapshots[5].items():
         assert torch.equal(tensors["model." + k], v)
         assert bool(torch.isfinite(tensors["model." + k]).all())
+
+
+def test_states_carry_the_whole_history_and_say_when_a_checkpoint_was_written(tmp_path):
+    common = dict(steps=6, batch_size=8, threads=1, progress=False, checkpoint=tmp_path / "h", checkpoint_every=4)
+    states = list(train_iter(_small(), sk.ring8(), SCHED, Loss(), **common))
+    assert [s.checkpointed for s in states] == [False, False, False, True, False, True]
+    assert states[-1].history == [s.as_dict() for s in states] and states[0].history is states[-1].history
+    assert set(HISTORY_KEYS) == set(states[0].as_dict())
+    resumed = list(train_iter(_small(), sk.ring8(), SCHED, Loss(), resume=True, **common))
+    assert resumed == []  # a finished run: nothing to do, and the stored history is kept
+    assert read_history(tmp_path / "h") == states[-1].history
+
+
+def _craft(stem, edit):
+    """Rewrite a checkpoint pair consistently (embedded config, SHA-256) after ``edit(meta, tensors)``."""
+    import hashlib
+    import json
+
+    from safetensors.torch import load, save
+
+    st, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    tensors, meta = load(st.read_bytes()), json.loads(js.read_text())
+    meta = {k: v for k, v in meta.items() if k not in ("weights_file", "weights_sha256")}
+    edit(meta, tensors)
+    blob = save(tensors, metadata={"config": json.dumps(meta, sort_keys=True)})
+    st.write_bytes(blob)
+    js.write_text(json.dumps({**meta, "weights_sha256": hashlib.sha256(blob).hexdigest()}))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m, t: m.pop("step"), "key 'step' must be the number of updates done"),
+    (lambda m, t: t.pop("extra.rng_state"), "incomplete or damaged .*rng_state"),
+    (lambda m, t: t.pop("ema.out.bias"), "incomplete or damaged .*out.bias"),
+    (lambda m, t: t.update({"extra.rng_state": torch.zeros(3, dtype=torch.uint8)}), "incomplete or damaged"),
+    (lambda m, t: t.update({"extra.history": t["extra.history"][:-1]}), "consecutive steps ending at step 4"),
+    (lambda m, t: t.update({"extra.history": t["extra.history"].float()}), "float64"),
+    (lambda m, t: m.update(train=5), "train.batch_size"),
+])
+def test_resume_refuses_a_damaged_training_state(tmp_path, edit, match):
+    common = dict(steps=4, batch_size=8, threads=1, progress=False, checkpoint=tmp_path / "d")
+    fit(_small(), sk.ring8(), SCHED, Loss(), **common)
+    _craft(tmp_path / "d", edit)
+    with pytest.raises(ValueError, match=match):
+        fit(_small(), sk.ring8(), SCHED, Loss(), resume=True, **common)
 
 
 # ---------------------------------------------------------------------- lr and EMA formulas
@@ -195,6 +242,8 @@ def test_fit_history_and_threads():
     (dict(steps=5, resume=True), ValueError, "resume"),
     (dict(steps=5, threads=0), ValueError, "threads"),
     (dict(steps=5, checkpoint="model.pt"), ValueError, "pickle"),
+    (dict(steps=5, seed=-1), ValueError, "seed"),
+    (dict(steps=5, seed=2**70), ValueError, "seed"),
 ])
 def test_bad_arguments_raise_at_call_time(kwargs, exc, match):
     with pytest.raises(exc, match=match):
