@@ -6,21 +6,37 @@
     seqdiff compare CKPT CKPT [...] --steps 5 10 20 50 100 --out runs/compare
     seqdiff experiment --preset paper-toy [--out runs/paper-toy] [--workers 2]
 
-Bad input (an unknown dataset, a missing or corrupt checkpoint, K < 1, a negative step count, lam < 0) ends with
-one line ``seqdiff: error: ...`` on stderr and exit status 2 (usage) or 1 (anything the library refused).
+Bad input (an unknown dataset, a missing or corrupt checkpoint, K < 1, a negative step count, lam < 0, an output
+path that cannot be written, a size that cannot fit in memory) ends with one line ``seqdiff: error: ...`` on
+stderr and exit status 2 (usage) or 1 (anything the library refused), before any work starts.
+
+Nothing is lost: ``train`` refuses to replace a run in ``--out`` unless given ``--resume`` or ``--overwrite``;
+one process at a time writes an output folder (an OS lock on ``OUT/.seqdiff.lock``, released however the
+process ends); ``history.json`` is rewritten with every checkpoint, from the history the checkpoint stores.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from ._io import atomic_write
+from ._io import TMP_EXTRA, FolderLockedError, atomic_write, locked_folder, remove_stale_temp_files
 
 PROG = "seqdiff"
+MAX_SEED = 2**63 - 1      # torch.Generator.manual_seed takes a signed 64-bit seed
+MAX_THREADS = 1024
+TRAIN_FILES = ("model.safetensors", "model.json", "history.json")
+REPORT_FILES = ("report.html", "metrics.json")
+# Rough memory per unit of each size option, in bytes (see _limits: the point is to refuse the hopeless, not to
+# predict the peak): a history row is a dict of six floats in the list, a row of the stored tensor and of the
+# JSON; an evaluation holds a few [points, points] kernel matrices.
+HISTORY_ROW_BYTES = 600
+KERNEL_BYTES = 40
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,20 +53,35 @@ def _one_line(message) -> str:
     return " ".join(str(message).split())
 
 
-def _pos_int(name: str):
-    """An argparse type: an integer >= 1, with a one-line message naming the option."""
+def _short(text, limit: int = 60) -> str:
+    """``repr`` of a path or value, cut in the middle when long (a 5000-character path stays one readable line)."""
+    r = repr(str(text))
+    return r if len(r) <= limit else f"{r[:limit // 2]}...{r[-limit // 4:]} ({len(str(text))} characters)"
+
+
+def _int_in(name: str, low: int, high: int | None = None):
+    """An argparse type: an integer in ``[low, high]``, with a one-line message naming the option."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {_short(text, 40)}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+            digits = str(value)
+            shown = digits if len(digits) <= 24 else f"{digits[:12]}... ({len(digits)} digits)"
+            raise argparse.ArgumentTypeError(f"{name} must be an integer {allowed}, got {shown}")
         return value
     return parse
 
 
-def _float(name: str, low: float | None = None):
+def _pos_int(name: str):
+    """An argparse type: an integer >= 1, with a one-line message naming the option."""
+    return _int_in(name, 1)
+
+
+def _float(name: str, low: float | None = None, high: float | None = None, why: str = ""):
+    """An argparse type: a finite number in ``[low, high]``, with a one-line message naming the option."""
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -60,6 +91,8 @@ def _float(name: str, low: float | None = None):
             raise argparse.ArgumentTypeError(f"{name} must be finite, got {text!r}")
         if low is not None and value < low:
             raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {high}{why}, got {value}")
         return value
     return parse
 
@@ -69,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import DEMO_POINTS, DEMO_STEPS
 
     fmt = argparse.RawDescriptionHelpFormatter
+    seed, threads = _int_in("--seed", 0, MAX_SEED), _int_in("--threads", 1, MAX_THREADS)
     parser = _Parser(prog=PROG, formatter_class=fmt,
                      description="seqdiff_kit: diffusion sampling, the ideal path, drift and the sequence-aware loss.",
                      epilog="Run `seqdiff COMMAND --help` for the options of a command.")
@@ -83,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train both models from scratch (a few minutes on a CPU)")
     p.add_argument("--points", type=_pos_int("--points"), default=DEMO_POINTS,
                    help=f"samples per model and step count (default: {DEMO_POINTS})")
-    p.add_argument("--seed", type=int, default=0, help="seed of x_T, the data draws (and the training with --retrain)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of x_T, the data draws (and the training with --retrain)")
     p.add_argument("--train-steps", type=_pos_int("--train-steps"), default=None,
                    help="training steps with --retrain (default: the shipped recipe's)")
-    p.add_argument("--threads", type=_pos_int("--threads"), default=None,
+    p.add_argument("--threads", type=threads, default=None,
                    help="torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 1 to retrain)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 
@@ -99,16 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, choices=("mlp", "unet"),
                    help="mlp for the 2-D presets, unet (TinyUNet) for digits (default: by dataset)")
     p.add_argument("--loss", default="simple", choices=("simple", "sa"), help="training loss (default: simple)")
-    p.add_argument("--K", type=int, default=None, help="SA loss: consecutive steps, >= 1 (default: 2)")
+    p.add_argument("--K", type=_int_in("--K", 1), default=None, help="SA loss: consecutive steps, >= 1 (default: 2)")
     p.add_argument("--lam", type=_float("--lam"), default=None, help="SA loss: weight, >= 0 (default: 1.0)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    p.add_argument("--steps", type=_int_in("--steps", 0), default=None, help="training steps (default: the recipe's)")
     p.add_argument("--batch-size", type=_pos_int("--batch-size"), default=None)
-    p.add_argument("--lr", type=_float("--lr"), default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=_float("--lr", high=1.0, why=" (Adam moves every weight by about lr per step: "
+                                                            "more than 1 overwrites the weights)"), default=None)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/model if it exists")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT (its history is kept)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in OUT (without --resume or --overwrite, an existing run is refused)")
     p.add_argument("--checkpoint-every", type=_pos_int("--checkpoint-every"), default=None)
-    p.add_argument("--threads", type=_pos_int("--threads"), default=None,
+    p.add_argument("--threads", type=threads, default=None,
                    help="torch threads (default: SEQDIFF_THREADS or 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -119,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="sampling steps, >= 1 (default: 50)")
     p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0, help="0 = DDIM, 1 = DDPM (default: 0)")
     p.add_argument("--n", type=_pos_int("--n"), default=1000, help="number of samples (default: 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--spacing", default="trailing", choices=("trailing", "leading", "linspace", "quad"))
     p.add_argument("--out", default="samples.npz", help="output .npz file (default: samples.npz)")
-    p.add_argument("--threads", type=_pos_int("--threads"), default=None,
+    p.add_argument("--threads", type=threads, default=None,
                    help="torch threads (default: SEQDIFF_THREADS or 1)")
 
     p = sub.add_parser("compare", formatter_class=fmt, help="compare checkpoints: a table and a report",
@@ -134,9 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step counts (default: 5 10 20 50 100)")
     p.add_argument("--points", type=_pos_int("--points"), default=1000, help="samples per run (default: 1000)")
     p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
-    p.add_argument("--threads", type=_pos_int("--threads"), default=1, help="torch threads (default: 1)")
+    p.add_argument("--threads", type=threads, default=1, help="torch threads (default: 1)")
 
     add_experiment_parser(sub)
     return parser
@@ -155,6 +192,104 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+# ---------------------------------------------------------------------- output paths, locks, sizes
+def _exists(p) -> bool:
+    return os.path.lexists(p)  # False for names the OS refuses (too long), instead of raising
+
+
+def _fs_limits(p: Path) -> tuple[int, int]:
+    """(longest name, longest path) in bytes on the file system of ``p``'s nearest existing ancestor."""
+    anc = p
+    while not os.path.isdir(anc) and anc != anc.parent:
+        anc = anc.parent
+    limits = []
+    for key, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(int(os.pathconf(anc if os.path.isdir(anc) else ".", key)))
+        except (OSError, ValueError, AttributeError):
+            limits.append(default)
+    return limits[0], limits[1]
+
+
+def check_out_path(option: str, path, *, folder: bool, files=()) -> Path:
+    """Refuse, before any work, an output path that cannot be written: empty, a name or path too long for the
+    file system (counting the temporary file written first and, for a folder, the ``files`` written in it),
+    under an existing file, a file where a folder is wanted or the reverse, or one of ``files`` a folder."""
+    what = "folder" if folder else "file"
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{option} must name an output {what}, got {text!r}")
+    p = Path(text)
+    name_max, path_max = _fs_limits(p)
+    for part in p.parts:
+        n = len(os.fsencode(part))
+        if n > name_max:
+            raise ValueError(f"{option} {_short(text)} is too long: the name {_short(part, 30)} is {n} bytes, more "
+                             f"than the {name_max} this file system allows")
+    inner = max((len(os.fsencode(f)) for f in files), default=0) if folder else len(os.fsencode(p.name))
+    if inner + TMP_EXTRA > name_max:
+        raise ValueError(f"{option} {_short(text)} is too long: the temporary file written before it needs "
+                         f"{inner + TMP_EXTRA} bytes of name, more than the {name_max} this file system allows")
+    total = len(os.fsencode(text)) + ((1 + inner + TMP_EXTRA) if folder else TMP_EXTRA)
+    if total > path_max:
+        raise ValueError(f"{option} {_short(text)} is too long: {total} bytes with the files written in it, more "
+                         f"than the {path_max} this file system allows")
+    anc = p
+    while not _exists(anc) and anc != anc.parent:
+        anc = anc.parent
+    if _exists(anc) and anc != p and not os.path.isdir(anc):
+        raise ValueError(f"{option} {_short(text)}: {_short(anc)} is a file, so nothing can be created under it")
+    if _exists(p) and os.path.isdir(p) != folder:
+        raise ValueError(f"{option} {_short(text)} is a {'file' if folder else 'folder'}; give a {what}")
+    for f in files if folder else ():
+        if os.path.isdir(p / f):
+            raise ValueError(f"{option} {_short(text)}: {f} there is a folder, where seqdiff writes the file {f}")
+    return p
+
+
+def _make_folder(option: str, folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{option} {_short(folder)}: cannot create the folder ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{option} {_short(folder)}: no permission to write in this folder")
+
+
+@contextmanager
+def _writing(option: str, folder: Path):
+    """Create ``folder`` and hold its lock while the block runs (a second writer gets a one-line error)."""
+    _make_folder(option, folder)
+    try:
+        with locked_folder(folder):
+            yield folder
+    except FolderLockedError as err:
+        raise ValueError(f"{option} {err}") from None
+
+
+def _check_memory(option: str, value, nbytes: float, what: str) -> None:
+    from ._limits import check_memory
+
+    check_memory(option, value, nbytes, what)
+
+
+def _per_sample_floats(spec: dict, train: bool = False) -> int:
+    """Rough float32 count one sample keeps alive through the network (``train``: the activations kept for the
+    backward pass too)."""
+    args = spec.get("args", {}) if isinstance(spec, dict) else {}
+    layers = 6 if train else 2
+    if isinstance(spec, dict) and spec.get("class") == "TinyUNet":
+        return 64 * (4 + 4 * layers * args.get("channels", 32))  # 8x8 feature maps of C and 2C channels
+    return 10 * args.get("dim", 2) + layers * args.get("width", 128) * (args.get("depth", 3) + 2)
+
+
+def _check_evaluation_memory(points: int, steps, n_models: int, dim: int) -> None:
+    paths = 4 * points * dim * (sum(steps) + len(steps)) * (n_models + 1)  # every sampled path is kept
+    _check_memory("--points", points, KERNEL_BYTES * points**2 + paths,
+                  "the MMD kernel matrices and the sampled paths")
+
+
+
 # ---------------------------------------------------------------------- commands
 def _check_steps_arg(name: str, value: int, low: int = 1) -> int:
     if value < low:
@@ -163,15 +298,52 @@ def _check_steps_arg(name: str, value: int, low: int = 1) -> int:
     return value
 
 
+# ---------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import DEMO_MODELS, DEMO_STEPS, run_demo
 
-    run_demo(args.out, retrain=args.retrain, points=args.points, seed=args.seed, progress=not args.quiet,
-             train_steps=args.train_steps, threads=args.threads)
+    _check_evaluation_memory(args.points, DEMO_STEPS, len(DEMO_MODELS) + 1, 2)
+    if args.retrain and args.train_steps is not None:
+        _check_memory("--train-steps", args.train_steps, HISTORY_ROW_BYTES * args.train_steps, "its history")
+    out = check_out_path("--out", args.out, folder=True, files=REPORT_FILES)
+    if args.retrain:
+        check_out_path("--out", out / "checkpoints", folder=True,
+                       files=[f"{stem}{suffix}" for stem, _ in DEMO_MODELS.values()
+                              for suffix in (".json", ".safetensors")])
+    with _writing("--out", out):
+        run_demo(out, retrain=args.retrain, points=args.points, seed=args.seed, progress=not args.quiet,
+                 train_steps=args.train_steps, threads=args.threads)
     return 0
 
 
+def _describe_run(out: Path) -> str:
+    try:
+        meta = json.loads((out / "model.json").read_text())
+        return f"step {meta['step']} of {meta['train']['steps']}, dataset {meta['dataset']}"
+    except Exception:  # noqa: BLE001 - only a description for the refusal below
+        return "a checkpoint"
+
+
+def _write_history(out: Path, loss, dataset: str, history: list) -> None:
+    atomic_write(out / "history.json",
+                 json.dumps({"loss": loss.config, "dataset": dataset, "history": history}, indent=1) + "\n")
+
+
+def _older_history(out: Path, first_step: int) -> list:
+    """The rows before ``first_step`` from an existing history.json (checkpoints of older versions stored no
+    history of their own); empty when there is none or it is unreadable."""
+    if first_step <= 1:
+        return []
+    try:
+        rows = json.loads((out / "history.json").read_text())["history"]
+        rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] < first_step]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return rows if [r["step"] for r in rows] == list(range(1, first_step)) else []
+
+
 def cmd_train(args) -> int:
+    from .checkpoint import checkpoint_exists
     from .losses import Loss
     from .recipes import recipe_for
     from . import train as train_mod
@@ -182,34 +354,66 @@ def cmd_train(args) -> int:
     if (args.dataset == "digits") != (model_kind == "unet"):
         raise ValueError(f"model must be 'unet' for digits and 'mlp' for the 2-D datasets, got --model {model_kind} "
                          f"with --dataset {args.dataset}")
+    schedule = recipe.make_schedule()
     if args.loss == "simple":
         if (args.K not in (None, 1)) or (args.lam not in (None, 0.0)):
             raise ValueError(f"the simple loss takes no K or lam (got K={args.K}, lam={args.lam}); use --loss sa")
         loss = Loss("simple")
     else:
+        if args.K is not None and args.K > schedule.T:
+            raise ValueError(f"--K must be in [1, {schedule.T}] (at most the schedule's T), got {args.K}")
         loss = Loss("sa", K=2 if args.K is None else args.K, lam=1.0 if args.lam is None else args.lam)
     changes = {"steps": _check_steps_arg("steps", args.steps, 0)} if args.steps is not None else {}
     changes.update({key: getattr(args, key) for key in ("batch_size", "lr") if getattr(args, key) is not None})
     recipe = recipe.replace(loss=loss, seed=args.seed, **changes)
-    model = recipe.build_model()
-    schedule = recipe.make_schedule()
-    out = Path(args.out)
+    spec = recipe.model_spec()
+    steps, batch_size = recipe.fit["steps"], recipe.fit.get("batch_size", 256)
+    _check_memory("--steps", steps, HISTORY_ROW_BYTES * steps, "its per-step history")
+    _check_memory("--batch-size", batch_size, 4 * (loss.K + 1) * batch_size * _per_sample_floats(spec, train=True),
+                  "the activations of a batch" + (f" for K={loss.K}" if loss.K > 1 else ""))
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+                         "--overwrite replaces it; give one")
+    out = check_out_path("--out", args.out, folder=True, files=TRAIN_FILES)
     stem = out / "model"
-    t0 = time.perf_counter()
-    history = []
-    for state in train_mod.train_iter(model, data, schedule, loss, seed=args.seed, checkpoint=stem,
-                                      checkpoint_every=args.checkpoint_every, resume=args.resume,
-                                      progress=not args.quiet, threads=args.threads,
-                                      dataset_name=args.dataset, **recipe.fit):
-        history.append(state.as_dict())
-    if not history and not (args.resume and stem.with_suffix(".json").exists()):
-        raise ValueError("steps must be >= 1 for a new run (0 steps writes no checkpoint)")
-    atomic_write(out / "history.json",
-                 json.dumps({"loss": loss.config, "dataset": args.dataset, "history": history}, indent=1) + "\n")
-    last = f", final loss {history[-1]['loss']:.4f}" if history else ""
-    print(f"wrote {stem}.safetensors and {stem}.json ({len(history)} steps in "
-          f"{time.perf_counter() - t0:.1f} s{last})")
+    with _writing("--out", out):
+        for name in TRAIN_FILES:  # what writers killed mid-save left (nobody else writes here: we hold the lock)
+            remove_stale_temp_files(out / name)
+        present = [name for name in TRAIN_FILES[:2] if (out / name).exists()]
+        if present and not (args.resume or args.overwrite):
+            raise ValueError(f"--out {_short(out)} already holds a run ({_describe_run(out)}); pass --resume to "
+                             f"continue it or --overwrite to replace it")
+        resume = args.resume and checkpoint_exists(stem)
+        if args.resume and present and not resume:
+            raise ValueError(f"--out {_short(out)} holds only {present[0]} of the checkpoint pair, so there is "
+                             f"nothing to resume; pass --overwrite to start a new run there")
+        if args.resume and not resume:
+            sys.stderr.write(f"{PROG}: no run in {_short(out)} to resume; starting a new one\n")
+        model = recipe.build_model()
+        t0 = time.perf_counter()
+        history, last, n_new = None, None, 0
+        for state in train_mod.train_iter(model, data, schedule, loss, seed=args.seed, checkpoint=stem,
+                                          checkpoint_every=args.checkpoint_every, resume=resume,
+                                          progress=not args.quiet, threads=args.threads,
+                                          dataset_name=args.dataset, **recipe.fit):
+            history, last, n_new = state.history, state, n_new + 1
+            if state.checkpointed:
+                _write_history(out, loss, args.dataset, _older_history(out, history[0]["step"]) + history)
+        if last is None:
+            if not resume:
+                raise ValueError("steps must be >= 1 for a new run (0 steps writes no checkpoint)")
+            history = train_mod.read_history(stem)  # a finished run resumed: its stored history, kept whole
+            first = history[0]["step"] if history else _resume_step_of(stem) + 1
+            _write_history(out, loss, args.dataset, _older_history(out, first) + history)
+    tail = f", final loss {last.loss:.4f}" if last is not None else ""
+    print(f"wrote {stem}.safetensors and {stem}.json ({n_new} steps in {time.perf_counter() - t0:.1f} s{tail})")
     return 0
+
+
+def _resume_step_of(stem: Path) -> int:
+    from .checkpoint import read_checkpoint
+
+    return int(read_checkpoint(stem)[1]["step"])
 
 
 def cmd_sample(args) -> int:
@@ -220,9 +424,10 @@ def cmd_sample(args) -> int:
     from .samplers import sample
 
     steps = _check_steps_arg("steps", args.steps)
-    out = Path(args.out)
+    out = check_out_path("--out", args.out, folder=False)
     if out.suffix.lower() != ".npz":
-        raise ValueError(f"out must be a .npz file, got {str(out)!r}")
+        raise ValueError(f"--out must be a .npz file, got {_short(out)}")
+    _make_folder("--out", out.parent)
     from ._runtime import set_threads
 
     set_threads(args.threads)
@@ -232,6 +437,8 @@ def cmd_sample(args) -> int:
         raise ValueError(f"steps must be in [1, {schedule.T}] for this schedule, got {steps}")
     spec = meta.get("model", {}).get("args", {})
     shape = (spec["dim"],) if "dim" in spec else (1, 8, 8)
+    _check_memory("--n", args.n, 4 * args.n * _per_sample_floats(meta.get("model", {})), "the samples and the "
+                  "network's activations")
     gen = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn((args.n, *shape), generator=gen)
     traj = sample(model, x_T, schedule, steps, eta=args.eta, spacing=args.spacing, generator=gen,
@@ -251,8 +458,11 @@ def cmd_compare(args) -> int:
     from .demo import compare_checkpoints
 
     steps = [_check_steps_arg("steps", s) for s in args.steps]
-    compare_checkpoints(args.checkpoints, steps, args.out, points=args.points, seed=args.seed, eta=args.eta,
-                        threads=args.threads)
+    _check_evaluation_memory(args.points, steps, len(args.checkpoints) + 1, 64)
+    out = check_out_path("--out", args.out, folder=True, files=REPORT_FILES)
+    with _writing("--out", out):
+        compare_checkpoints(args.checkpoints, steps, out, points=args.points, seed=args.seed, eta=args.eta,
+                            threads=args.threads)
     return 0
 
 
@@ -262,6 +472,7 @@ def cmd_experiment(args) -> int:
     from .experiments import run_experiment
 
     out = args.out or os.path.join("runs", args.preset)
+    check_out_path("--out", out, folder=True)
     res = run_experiment(args.preset, out, workers=args.workers, progress=not args.quiet)
     print(f"{len(res.rows)} rows; trained {res.stats['trained']} models, evaluated {res.stats['evaluated']} cells "
           f"in {res.stats['seconds']:.0f} s")
@@ -272,6 +483,11 @@ def cmd_experiment(args) -> int:
 
 COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "compare": cmd_compare,
             "experiment": cmd_experiment}
+
+
+def _os_error_line(err: OSError) -> str:
+    where = f": {_short(err.filename)}" if getattr(err, "filename", None) else ""
+    return f"{err.strerror or err}{where}"
 
 
 def main(argv=None) -> int:
@@ -292,6 +508,12 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as err:
         sys.stderr.write(f"{PROG}: error: {_one_line(err)}\n")
+        return 1
+    except OSError as err:  # the disk filled up, permissions changed under us: the OS's words, one line
+        sys.stderr.write(f"{PROG}: error: {_one_line(_os_error_line(err))}\n")
+        return 1
+    except MemoryError:
+        sys.stderr.write(f"{PROG}: error: out of memory; try smaller sizes (--n, --points, --batch-size)\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")

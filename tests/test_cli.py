@@ -179,14 +179,15 @@ def test_unknown_dataset(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needles", [
-    (["train", "--loss", "sa", "--K", "0", "--steps", "1"], ["K must be in [1", "got 0"]),
-    (["train", "--loss", "sa", "--K", "-3", "--steps", "1"], ["K must be in [1", "got -3"]),
+    (["train", "--loss", "sa", "--K", "0", "--steps", "1"], ["--K must be an integer >= 1", "got 0"]),
+    (["train", "--loss", "sa", "--K", "-3", "--steps", "1"], ["--K must be an integer >= 1", "got -3"]),
+    (["train", "--loss", "sa", "--K", "1001", "--steps", "1"], ["--K must be in [1, 1000]", "got 1001"]),
     (["train", "--loss", "sa", "--lam", "-0.5", "--steps", "1"], ["lam must be in [0.0", "got -0.5"]),
     (["train", "--steps", "-5"], ["steps must be", "got -5"]),
     (["train", "--loss", "simple", "--K", "2", "--steps", "1"], ["simple loss takes no K or lam"]),
     (["train", "--dataset", "digits", "--model", "mlp", "--steps", "1"], ["model must be 'unet' for digits"]),
     (["train", "--model", "cnn"], ["invalid choice", "'cnn'"]),
-    (["train", "--steps", "many"], ["invalid int value", "'many'"]),
+    (["train", "--steps", "many"], ["--steps must be an integer", "'many'"]),
     (["demo", "--points", "0"], ["--points must be an integer >= 1", "got 0"]),
     (["demo", "--points", "-10"], ["--points must be an integer >= 1", "got -10"]),
     (["frobnicate"], ["invalid choice", "'frobnicate'"]),
