@@ -31,8 +31,18 @@ test-fast: $(STAMP)
 test-portable: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m "not slow" -p no:cacheprovider tests --ignore=tests/browser
 
+# JupyterLab refuses to start as root unless told --allow-root. In a container or a classroom image root is the
+# usual (often the only) user, so `make lab` adds the flag exactly when it runs as root (LAB_UID 0).
+# LAB_IP stays 127.0.0.1 (this machine only); in a container whose port is published to the host
+# (`docker run -p 8888:8888 ...`), `make lab LAB_IP=0.0.0.0` makes it reachable; the token still guards it.
+LAB_UID  ?= $(shell id -u)
+LAB_IP   ?= 127.0.0.1
+LAB_PORT ?= 8888
+LAB_ARGS ?=
+LAB_ROOT := $(if $(filter 0,$(LAB_UID)),--allow-root)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --ip=$(LAB_IP) --port=$(LAB_PORT) --notebook-dir=notebooks $(LAB_ROOT) $(LAB_ARGS)
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
