@@ -28,7 +28,6 @@ from pathlib import Path
 from ._io import TMP_EXTRA, FolderLockedError, atomic_write, locked_folder, remove_stale_temp_files
 
 PROG = "seqdiff"
-MAX_SEED = 2**63 - 1      # torch.Generator.manual_seed takes a signed 64-bit seed
 MAX_THREADS = 1024
 TRAIN_FILES = ("model.safetensors", "model.json", "history.json")
 REPORT_FILES = ("report.html", "metrics.json")
@@ -100,6 +99,7 @@ def _float(name: str, low: float | None = None, high: float | None = None, why: 
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
     from .demo import DEMO_POINTS, DEMO_STEPS
+    from .train import MAX_SEED
 
     fmt = argparse.RawDescriptionHelpFormatter
     seed, threads = _int_in("--seed", 0, MAX_SEED), _int_in("--threads", 1, MAX_THREADS)
