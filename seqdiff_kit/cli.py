@@ -471,7 +471,7 @@ def cmd_experiment(args) -> int:
 
     from .experiments import run_experiment
 
-    out = args.out or os.path.join("runs", args.preset)
+    out = os.path.join("runs", args.preset) if args.out is None else args.out
     check_out_path("--out", out, folder=True)
     res = run_experiment(args.preset, out, workers=args.workers, progress=not args.quiet)
     print(f"{len(res.rows)} rows; trained {res.stats['trained']} models, evaluated {res.stats['evaluated']} cells "
