@@ -4,19 +4,26 @@
 - ``sliced_wasserstein``: the 1-D Wasserstein distance averaged over random projections.
 - ``mean_log_likelihood``: the exact mean log-density of samples under the true Gaussian mixture.
 - ``frechet_distance``: the Frechet (2-Wasserstein) distance between Gaussians fitted to two feature sets.
+- ``std_ratio``: the samples' total standard deviation over the data's.
+- ``mode_coverage``, ``within_mode_spread``, ``loglik_gap``: for mixtures, what goes wrong: modes missed or
+  over-filled, modes too tight or too wide (along each component's axes), samples too tight or too diffuse.
+- ``TARGETS``, ``target_distance``, ``verdict``, ``reading``: the one rule that judges a scored quantity, by
+  its distance to its target (two-sided: a std ratio of 1, a log-likelihood gap of 0), never "higher is better".
 
 Images ``[N, C, H, W]`` (or any ``[N, ...]``) are flattened to ``[N, D]``. Everything is computed in float64
 and returned as a Python float.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Real
 
 import torch
 from einops import rearrange
 
-from ._validate import check_int, check_tensor, check_type
+from ._validate import check_choice, check_float, check_int, check_tensor, check_type
 from .data import GaussianMixture
 
 # Multiples of the median pairwise distance used when ``mmd`` is given no bandwidths: a spread of scales
@@ -228,3 +235,249 @@ def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None
         _check_digits("reference", reference)
         reference_stats = _digit_stats("reference", reference, classifier)
     return gaussian_frechet_distance(*_digit_stats("samples", samples, classifier), *reference_stats)
+
+
+# ---------------------------------------------------------------------- spread, modes and the two-sided verdicts
+def _reference_trace(name: str, reference, d: int) -> float:
+    """``tr Cov`` of the reference: exact for a ``GaussianMixture``, the unbiased sample value for a tensor."""
+    if isinstance(reference, GaussianMixture):
+        if reference.dim != d:
+            raise ValueError(f"{name} is a {reference.dim}-D mixture but the samples have {d} features")
+        return float(torch.trace(reference.covariance()))
+    rf = _flat(name, reference, min_n=2)
+    if rf.shape[1] != d:
+        raise ValueError(f"x and {name} must have the same number of features per sample, got {d} and {rf.shape[1]}")
+    return float(rf.var(dim=0).sum())
+
+
+def std_ratio(x: torch.Tensor, reference) -> float:
+    """``sqrt(tr Cov(x) / tr Cov(reference))``: the spread of samples ``x`` [N, ...] over the spread of the
+    reference (data draws [M, ...], or a ``GaussianMixture`` for its exact covariance). A ratio of standard
+    deviations (not of variances): 1 is right, below 1 the samples are too tight, above 1 too diffuse.
+    Unbiased covariances, float64."""
+    xf = _flat("x", x, min_n=2)
+    return math.sqrt(float(xf.var(dim=0).sum()) / _reference_trace("reference", reference, xf.shape[1]))
+
+
+def _mixture_samples(x, mixture: GaussianMixture, min_n: int = 1) -> torch.Tensor:
+    check_type("mixture", mixture, GaussianMixture)
+    xf = _flat("x", x, min_n=min_n)
+    if xf.shape[1] != mixture.dim:
+        raise ValueError(f"x must have {mixture.dim} features per sample for this {mixture.dim}-D mixture, "
+                         f"got shape {tuple(x.shape)}")
+    return xf.cpu()
+
+
+@dataclass(frozen=True)
+class ModeCoverage:
+    """Which component each sample belongs to (the most responsible one under the true mixture).
+
+    ``counts`` [M] samples per component, ``shares = counts / n`` [M], the mixture's ``weights`` [M] and the
+    total variation distance ``tv = (1/2) sum_i |shares_i - weights_i|``: 0 when every mode gets its weight,
+    ``1 - w_i`` when all samples fall in mode i. ``tv_noise`` is what exact samples of this size score on
+    average (``coverage_noise``): a smaller difference than that is sampling noise."""
+
+    counts: torch.Tensor
+    shares: torch.Tensor
+    weights: torch.Tensor
+    tv: float
+    tv_noise: float
+    n: int
+
+    @property
+    def empty_modes(self) -> int:
+        """How many components received no sample at all."""
+        return int((self.counts == 0).sum())
+
+
+def coverage_noise(weights, n: int) -> float:
+    """The mean total variation distance between the shares of ``n`` exact draws and the ``weights``:
+    ``(1/2) sum_i sqrt(2 w_i (1 - w_i) / (pi n))`` (each count binomial, in its normal approximation,
+    ``E|Z| = sigma sqrt(2 / pi)``)."""
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    n = check_int("n", n, 1)
+    return float(0.5 * torch.sqrt(2 * w * (1 - w) / (math.pi * n)).sum())
+
+
+def mode_coverage(x: torch.Tensor, mixture: GaussianMixture) -> ModeCoverage:
+    """Assign each sample ``x_n`` [N, D] to ``argmax_i r_i(x_n)`` (``r_i``: the responsibilities of the true
+    ``mixture``) and compare the shares of the components with their weights (``ModeCoverage``).
+
+    A hard assignment: for well-separated components (ring8, grid25) exact samples score ``tv`` near 0 (within
+    ``tv_noise``); where components overlap, part of one mode's samples is counted in its neighbour, so even
+    exact samples score above ``tv_noise`` (score a second data draw the same way for the floor)."""
+    xf = _mixture_samples(x, mixture)
+    labels = mixture.responsibilities(xf, 1.0).argmax(dim=1)
+    counts = torch.bincount(labels, minlength=mixture.n_components)
+    shares = counts.double() / xf.shape[0]
+    tv = 0.5 * float((shares - mixture.weights).abs().sum())
+    return ModeCoverage(counts=counts, shares=shares, weights=mixture.weights.clone(), tv=tv,
+                        tv_noise=coverage_noise(mixture.weights, xf.shape[0]), n=xf.shape[0])
+
+
+SPREAD_AXES = ("principal", "radial")
+
+
+@dataclass(frozen=True)
+class ModeSpread:
+    """Within-mode spread of samples against the true components, along chosen axes of each component.
+
+    ``axes`` [M, D, A]: unit vectors (columns) per component; ``axis_names`` [A]. Per component i and axis u:
+
+    - ``ratio[i, a] = sqrt(u^T C_i u / u^T S_i u)``: the std ratio within mode i (1 is right, below 1 too tight,
+      above 1 too wide), ``C_i`` the responsibility-weighted sample covariance, ``S_i`` the true covariance;
+    - ``offset[i, a] = u^T (m_i - mu_i)``: where the mode's samples sit against the true mean (data units);
+    - ``se[i, a]``: the ratio's standard error, ``ratio / sqrt(2 (n_eff - 1))`` (Gaussian samples), with
+      ``n_eff = (sum_n r_in)^2 / sum_n r_in^2``.
+
+    ``mass[i] = sum_n r_in``. ``pooled[a] = sqrt(sum_i mass_i u^T C_i u / sum_i mass_i u^T S_i u)`` pools the
+    modes (one number per axis) and ``pooled_offset[a]`` is the mass-weighted mean offset; ``pooled_se[a]`` uses
+    the summed ``n_eff``. A component with ``n_eff < 2`` has NaN entries (and is left out of the pools)."""
+
+    axes: torch.Tensor
+    axis_names: tuple
+    ratio: torch.Tensor
+    se: torch.Tensor
+    offset: torch.Tensor
+    mass: torch.Tensor
+    pooled: torch.Tensor
+    pooled_se: torch.Tensor
+    pooled_offset: torch.Tensor
+
+    def as_dict(self) -> dict:
+        """``{axis name: {"ratio", "se", "offset"}}`` of the pooled values, as plain floats (JSON-able)."""
+        return {name: {"ratio": float(self.pooled[a]), "se": float(self.pooled_se[a]),
+                       "offset": float(self.pooled_offset[a])} for a, name in enumerate(self.axis_names)}
+
+
+def _spread_axes(mixture: GaussianMixture, axes: str) -> tuple[torch.Tensor, tuple]:
+    check_choice("axes", axes, SPREAD_AXES)
+    if axes == "principal":  # eigh: ascending variances, so axis 0 is each component's narrowest direction
+        return torch.linalg.eigh(mixture.covariances)[1], tuple(f"axis {a}" for a in range(mixture.dim))
+    if mixture.dim != 2:
+        raise ValueError(f"axes='radial' needs a 2-D mixture, got a {mixture.dim}-D one")
+    out = mixture.means - mixture.mean()
+    norm = torch.linalg.vector_norm(out, dim=1, keepdim=True)
+    if bool((norm < 1e-12).any()):
+        raise ValueError("axes='radial' needs every component mean away from the mixture's mean (a ring); "
+                         "a component sits at the centre")
+    radial = out / norm
+    tangential = torch.stack([-radial[:, 1], radial[:, 0]], dim=1)
+    return torch.stack([radial, tangential], dim=2), ("radial", "tangential")
+
+
+def within_mode_spread(x: torch.Tensor, mixture: GaussianMixture, axes: str = "principal") -> ModeSpread:
+    """Per component i of the true ``mixture``, the responsibility-weighted mean and covariance of samples
+    ``x`` [N, D] (``r_in = p(component i | x_n)``):
+
+        m_i = sum_n r_in x_n / sum_n r_in,
+        C_i = sum_n r_in (x_n - m_i)(x_n - m_i)^T / (V1 - V2 / V1),   V1 = sum_n r_in, V2 = sum_n r_in^2,
+
+    compared with the component's ``N(mu_i, S_i)`` along ``axes``: ``"principal"`` (the eigenvectors of each
+    ``S_i``, narrowest first) or ``"radial"`` (2-D: from the mixture's mean out through ``mu_i``, and the
+    tangent; for ring8 the radial and tangential spread). See ``ModeSpread``.
+
+    The samples' total std ratio mixes the spread between modes with the spread within them (for ring8 the
+    radius dominates it); this separates them. Meant for well-separated components: where components overlap
+    the soft weighting trims each mode's tails, so compare with a data draw scored the same way."""
+    xf = _mixture_samples(x, mixture, min_n=2)
+    U, names = _spread_axes(mixture, axes)
+    r = mixture.responsibilities(xf, 1.0)                                  # [N, M]
+    v1, v2 = r.sum(0), (r**2).sum(0)                                       # [M]
+    n_eff = torch.where(v2 > 0, v1**2 / v2.clamp(min=1e-300), torch.zeros_like(v1))
+    ok = n_eff >= 2
+    m = (r.T @ xf) / v1.clamp(min=1e-300)[:, None]                        # [M, D]
+    c = xf[None] - m[:, None]                                              # [M, N, D]
+    C = torch.einsum("nm,mni,mnj->mij", r, c, c) / (v1 - v2 / v1.clamp(min=1e-300)).clamp(min=1e-300)[:, None, None]
+    var_s = torch.einsum("mda,mde,mea->ma", U, C, U)                       # u^T C u  [M, A]
+    var_t = torch.einsum("mda,mde,mea->ma", U, mixture.covariances, U)   # u^T S u  [M, A]
+    nan = torch.full_like(var_s, math.nan)
+    ratio = torch.where(ok[:, None], (var_s / var_t).sqrt(), nan)
+    se = torch.where(ok[:, None], ratio / torch.sqrt(2 * (n_eff[:, None] - 1).clamp(min=1)), nan)
+    offset = torch.where(ok[:, None], torch.einsum("mda,md->ma", U, m - mixture.means), nan)
+    w = torch.where(ok, v1, torch.zeros_like(v1))[:, None]                 # the pools' weights [M, 1]
+    vs, vt = torch.where(ok[:, None], var_s, torch.zeros_like(var_s)), var_t
+    pooled = ((w * vs).sum(0) / (w * vt).sum(0)).sqrt()
+    pooled_se = pooled / math.sqrt(2 * max(float(n_eff[ok].sum()) - 1, 1.0))
+    pooled_offset = (w * torch.nan_to_num(offset)).sum(0) / w.sum(0)
+    return ModeSpread(axes=U, axis_names=names, ratio=ratio, se=se, offset=offset, mass=v1, pooled=pooled,
+                      pooled_se=pooled_se, pooled_offset=pooled_offset)
+
+
+@dataclass(frozen=True)
+class LogLikGap:
+    """``gap = mean log p(samples) - mean log p(data)`` under the true density, with its standard error
+    ``se = sqrt(Var log p(x) / N + Var log p(y) / M)``. The target is 0: a positive gap means the samples sit
+    closer to the modes than data does (too tight), a negative one that they are too diffuse or off the modes.
+    A higher log-likelihood is NOT better beyond the data's own value."""
+
+    gap: float
+    se: float
+    samples: float
+    data: float
+
+    def reading(self, z: float = 2.0) -> str:
+        """``"too tight"``, ``"too diffuse"``, or ``"on target"`` when ``|gap| <= z se``."""
+        return reading("loglik_gap", self.gap, z * self.se)
+
+
+def loglik_gap(x: torch.Tensor, reference: torch.Tensor, mixture: GaussianMixture) -> LogLikGap:
+    """The signed gap between the mean exact log-density of samples ``x`` [N, D] and of data draws
+    ``reference`` [M, D] under the true ``mixture`` (see ``LogLikGap``)."""
+    lx = mixture.log_prob(_mixture_samples(x, mixture, min_n=2))
+    ry = _flat("reference", reference, min_n=2)
+    if ry.shape[1] != mixture.dim:
+        raise ValueError(f"reference must have {mixture.dim} features per sample for this {mixture.dim}-D "
+                         f"mixture, got shape {tuple(reference.shape)}")
+    ly = mixture.log_prob(ry.cpu())
+    se = math.sqrt(float(lx.var()) / lx.numel() + float(ly.var()) / ly.numel())
+    return LogLikGap(gap=float(lx.mean() - ly.mean()), se=se, samples=float(lx.mean()), data=float(ly.mean()))
+
+
+# The value each scored quantity should have. A comparison judges a quantity by its distance to this target,
+# |value - target|: being too low and being too high both count. For the distances to the data (MMD^2, sliced
+# W1, FD, coverage TV) the target is 0 and the distance is the value itself (lower is better). The raw mean
+# log-likelihood has no fixed target (the data's own value depends on the data): judge ``loglik_gap``.
+TARGETS = {"mmd": 0.0, "sw": 0.0, "fd": 0.0, "coverage_tv": 0.0, "std_ratio": 1.0, "loglik_gap": 0.0,
+           "spread_radial": 1.0, "spread_tangential": 1.0}
+# a ratio below its target, or a log-likelihood gap above it, means samples packed too tightly
+_TIGHT_BELOW = {"std_ratio": True, "spread_radial": True, "spread_tangential": True, "loglik_gap": False}
+VERDICTS = ("better", "worse", "no clear difference", "undetermined")
+
+
+def _check_metric(metric: str) -> str:
+    if metric == "loglik":
+        raise ValueError("metric 'loglik' has no fixed target (a too-tight sampler beats the data's own value); "
+                         "judge 'loglik_gap' = mean log p(samples) - mean log p(data) instead")
+    return check_choice("metric", metric, TARGETS)
+
+
+def target_distance(metric: str, value: float) -> float:
+    """``|value - TARGETS[metric]|``: how far a scored quantity is from what it should be (two-sided)."""
+    return abs(float(value) - TARGETS[_check_metric(metric)])
+
+
+def verdict(diff_low: float, diff_high: float) -> str:
+    """The verdict of an interval ``[diff_low, diff_high]`` on ``target_distance(A) - target_distance(B)``:
+    ``"better"`` (A closer to the target: the interval lies below 0), ``"worse"`` (above 0),
+    ``"no clear difference"`` (it holds 0) or ``"undetermined"`` (no interval, e.g. a single seed)."""
+    lo, hi = float(diff_low), float(diff_high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "undetermined"
+    if hi < 0:
+        return "better"
+    if lo > 0:
+        return "worse"
+    return "no clear difference"
+
+
+def reading(metric: str, value: float, tolerance: float = 0.0) -> str:
+    """A one-sided quantity's direction in words: ``"too tight"`` / ``"too diffuse"`` for the spread ratios
+    (below / above 1) and the log-likelihood gap (above / below 0), ``"on target"`` within ``tolerance``."""
+    if _check_metric(metric) not in _TIGHT_BELOW:
+        raise ValueError(f"metric must be one of {sorted(_TIGHT_BELOW)} for a reading, got {metric!r}")
+    tolerance = check_float("tolerance", tolerance, 0.0)
+    d = float(value) - TARGETS[metric]
+    if abs(d) <= tolerance:
+        return "on target"
+    return "too tight" if (d < 0) == _TIGHT_BELOW[metric] else "too diffuse"
