@@ -31,14 +31,14 @@ import torch
 from ._format import format_number
 from ._io import atomic_write
 from ._validate import check_choice, check_float, check_int, check_type
-from .classifier import confidence_share, get_classifier
+from .classifier import confidence_share, digit_features, get_classifier
 from .checkpoint import read_checkpoint
 from .data import CHECKPOINT_DIR, GaussianMixture, digits, sample_shape
 from .denoisers import IdealDenoiser
 from .drift import (DistributionDrift, PairedTrajectories, StepDrift, distribution_drift, paths_drift,
                     trajectory_drift, variance_ratio)
-from .metrics import (MEDIAN_MULTIPLIERS, digit_feature_stats, digit_frechet_distance, mean_log_likelihood,
-                      median_bandwidth, mmd, sliced_wasserstein)
+from .metrics import (MEDIAN_MULTIPLIERS, digit_feature_stats, digit_frechet_distance, frechet_distance,
+                      mean_log_likelihood, median_bandwidth, mmd, sliced_wasserstein)
 from .samplers import Trajectory, make_noise, sample
 from .schedule import Schedule
 
@@ -67,6 +67,37 @@ def frechet_floor(seed: int = 0, classifier=None) -> float:
     No model scores reliably below it at this sample size (the estimate's own noise and bias)."""
     a, b = real_halves(seed)
     return digit_frechet_distance(b, a, classifier)
+
+
+@dataclass(frozen=True)
+class FloorSpread:
+    """``frechet_floor`` over several random halvings: ``values[j]`` for ``seeds[j]``, their mean, sample
+    standard deviation, minimum and maximum. The spread is the digit FD's own noise at this sample size:
+    differences between models smaller than it are not effects."""
+
+    seeds: tuple
+    values: tuple
+    mean: float
+    sd: float
+    low: float
+    high: float
+
+
+def frechet_floor_spread(seeds=tuple(range(8)), classifier=None) -> FloorSpread:
+    """``frechet_floor(seed)`` for every seed in ``seeds`` (at least 5 for a spread): the classifier features
+    of the 1797 real digits are computed once and re-split by each seed's ``real_halves`` permutation."""
+    seeds = tuple(check_int("seeds[i]", s, 0) for s in seeds)
+    if len(set(seeds)) < 5:
+        raise ValueError(f"seeds must hold at least 5 distinct seeds for a spread, got {list(seeds)}")
+    x = digits()[0]
+    feats = digit_features(x, classifier)
+    values = []
+    for seed in seeds:
+        a, b = real_halves(seed, feats)  # the same permutation as the images' halves
+        values.append(frechet_distance(b, a))
+    v = torch.tensor(values, dtype=torch.float64)
+    return FloorSpread(seeds=seeds, values=tuple(values), mean=float(v.mean()), sd=float(v.std()),
+                       low=float(v.min()), high=float(v.max()))
 
 
 # ---------------------------------------------------------------------- one row

@@ -6,7 +6,8 @@
 - ``frechet_distance``: the Frechet (2-Wasserstein) distance between Gaussians fitted to two feature sets.
 - ``std_ratio``: the samples' total standard deviation over the data's.
 - ``mode_coverage``, ``within_mode_spread``, ``loglik_gap``: for mixtures, what goes wrong: modes missed or
-  over-filled, modes too tight or too wide (along each component's axes), samples too tight or too diffuse.
+  over-filled, modes too tight or too wide (along each component's axes), samples too tight or too diffuse;
+  ``digit_class_coverage``: the digits' counterpart of mode coverage (through the digit classifier).
 - ``TARGETS``, ``target_distance``, ``verdict``, ``reading``: the one rule that judges a scored quantity, by
   its distance to its target (two-sided: a std ratio of 1, a log-likelihood gap of 0), never "higher is better".
 
@@ -212,6 +213,25 @@ def digit_feature_stats(images: torch.Tensor, classifier=None) -> tuple[torch.Te
     ``reference_stats``."""
     _check_digits("images", images)
     return _digit_stats("images", images, classifier)
+
+
+def digit_class_coverage(images: torch.Tensor, classifier=None) -> "ModeCoverage":
+    """Digit coverage, the image counterpart of ``mode_coverage``: each image [N, 1, 8, 8] in [-1, 1] to the
+    classifier's most likely digit (the shipped classifier when ``classifier`` is None), the shares of the ten
+    digits against their shares among the 1797 real digits, and the total variation distance
+    ``(1/2) sum_k |share_k - weight_k|``. The classifier's own errors (about 1% on held-out digits) count too:
+    score real digits the same way for the floor."""
+    from .classifier import class_counts  # lazy, as for the features: only image users need the classifier
+    from .data import digits
+
+    _check_digits("images", images)
+    counts = class_counts(images.reshape(-1, 1, 8, 8), classifier)
+    _, labels = digits()
+    weights = torch.bincount(labels, minlength=counts.numel()).double() / labels.numel()
+    n = int(counts.sum())
+    shares = counts.double() / n
+    return ModeCoverage(counts=counts, shares=shares, weights=weights, tv=0.5 * float((shares - weights).abs().sum()),
+                        tv_noise=coverage_noise(weights, n), n=n)
 
 
 def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None = None, classifier=None, *,
