@@ -103,7 +103,8 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
 
     metric_specs = [("mmd", "MMD^2 to the data (lower is better)", True),
                     ("sw", "sliced Wasserstein to the data (lower is better)", True)]
-    metric_specs.append(("loglik", "mean log-likelihood (higher is better)", False) if is_mixture
+    metric_specs.append(("loglik", "mean log-likelihood (dashed: the data's own value, the target; higher is "
+                                    "not better)", False) if is_mixture
                         else ("fd", "digit Frechet distance (lower is better)", True))
     data_row = ev.data_row()
     figs = []

@@ -51,13 +51,16 @@ from ._validate import check_choice, check_float, check_int, check_type
 from .checkpoint import checkpoint_exists, checkpoint_paths, load_checkpoint
 from .evaluate import evaluate
 from .losses import Loss
+from .metrics import target_distance, verdict
 from .recipes import RING8, Recipe, train
 from .schedule import Schedule
 
 LEVEL = 0.95
 
-# metric -> +1 (higher is better) or -1 (lower is better); "std_dev" = |std_ratio - 1|
-DIRECTIONS = {"mmd": -1, "sw": -1, "loglik": +1, "fd": -1, "std_dev": -1}
+# The quantities a comparison judges, each by its distance to its target (``metrics.target_distance``: two-sided,
+# so a std ratio above 1 counts as much as one below). "std_dev" = |std_ratio - 1|. The raw log-likelihood is
+# reported but not judged: a too-tight sampler beats the data's own value; its signed gap to the data is judged.
+JUDGED = ("mmd", "sw", "loglik_gap", "fd", "std_dev")
 
 
 # ====================================================================== Student-t intervals
@@ -84,7 +87,7 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
 # ====================================================================== configuration
 # the metrics of an eval cell besides std_ratio: the 1-D Gaussian is judged by its spread (and the closed form)
 ROW_METRICS = {"digits": ("fd",), "gauss1d": ()}
-MIXTURE_METRICS = ("mmd", "sw", "loglik")
+MIXTURE_METRICS = ("mmd", "sw", "loglik", "loglik_gap")
 
 
 @dataclass
@@ -508,7 +511,7 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, pro
 def _metric_names(rows) -> list:
     names = []
     for row in rows:
-        for k in ("mmd", "sw", "loglik", "fd", "std_ratio", "std_ratio_closed_form"):
+        for k in ("mmd", "sw", "loglik", "loglik_gap", "fd", "std_ratio", "std_ratio_closed_form"):
             if k in row and k not in names:
                 names.append(k)
     return names
@@ -536,17 +539,17 @@ def summarize(rows: Sequence[dict], level: float = LEVEL) -> list[dict]:
 
 
 def _score(row: dict, metric: str) -> float:
-    if metric == "std_dev":
-        return abs(row.get("std_ratio", math.nan) - 1.0)
-    return row.get(metric, math.nan)
+    """The judged quantity of a row: its distance to the target (``std_dev``: the std ratio's)."""
+    name = "std_ratio" if metric == "std_dev" else metric
+    return target_distance(name, row.get(name, math.nan))
 
 
 def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level: float = LEVEL) -> list[dict]:
     """SA against simple, paired by seed: for each SA loss, budget (``equal_steps``: the simple model with as
     many updates; ``equal_compute``: the one with K times as many), steps, eta and metric, the differences
-    ``d_i = m_SA,i - m_simple,i`` with their mean and t-interval, and a verdict: ``SA better`` / ``SA worse``
-    when the interval excludes 0 (in the metric's good direction; ``std_dev = |std_ratio - 1|``), else
-    ``no clear difference``."""
+    ``d_i = m_SA,i - m_simple,i`` of the distances to the target (``JUDGED``; ``metrics.target_distance``) with
+    their mean and t-interval, and a verdict (``metrics.verdict``): ``SA better`` / ``SA worse`` when the
+    interval excludes 0, else ``no clear difference``."""
     by = {}
     for row in rows:
         by[(row["dataset"], row["loss"], row["train_steps"], row["steps"], row["eta"], row["seed"])] = row
@@ -562,32 +565,26 @@ def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level:
             pairs = [(a, b) for a, b in pairs if b is not None]
             if not pairs:
                 continue
-            metrics = [m for m in ("mmd", "sw", "loglik", "fd") if m in pairs[0][0]] + ["std_dev"]
+            metrics = [m for m in JUDGED if m in pairs[0][0] or m == "std_dev"]
             for metric in metrics:
                 sa_v = [_score(a, metric) for a, _ in pairs]
                 simple_v = [_score(b, metric) for _, b in pairs]
                 ci = mean_ci([x - y for x, y in zip(sa_v, simple_v)], level)
-                sign = DIRECTIONS[metric]
-                if not math.isfinite(ci["low"]):
-                    verdict = "undetermined"
-                elif (sign > 0 and ci["low"] > 0) or (sign < 0 and ci["high"] < 0):
-                    verdict = "SA better"
-                elif (sign > 0 and ci["high"] < 0) or (sign < 0 and ci["low"] > 0):
-                    verdict = "SA worse"
-                else:
-                    verdict = "no clear difference"
+                word = verdict(ci["low"], ci["high"])
                 out.append({"dataset": dataset, "sa_loss": loss, "budget": budget, "sa_train_steps": n,
                             "simple_train_steps": n_simple, "steps": steps, "eta": eta, "metric": metric,
                             "simple_mean": mean_ci(simple_v, level)["mean"], "sa_mean": mean_ci(sa_v, level)["mean"],
                             "diff_mean": ci["mean"], "diff_low": ci["low"], "diff_high": ci["high"], "n": ci["n"],
-                            "seeds": " ".join(str(a["seed"]) for a, _ in pairs), "verdict": verdict})
+                            "seeds": " ".join(str(a["seed"]) for a, _ in pairs),
+                            "verdict": {"better": "SA better", "worse": "SA worse"}.get(word, word)})
     return out
 
 
 _COLUMN_ORDER = ("dataset", "loss", "sa_loss", "loss_name", "K", "lam", "budget", "seed", "train_steps", "compute",
                  "sa_train_steps", "simple_train_steps", "steps", "eta", "n_eval", "metric", "n", "mean", "sd",
                  "ci_low", "ci_high", "level", "simple_mean", "sa_mean", "diff_mean", "diff_low", "diff_high",
-                 "verdict", "seeds", "mmd", "sw", "loglik", "fd", "std_ratio", "std_ratio_closed_form", "error", "key")
+                 "verdict", "seeds", "mmd", "sw", "loglik", "loglik_gap", "fd", "std_ratio", "std_ratio_closed_form",
+                 "error", "key")
 
 
 def write_csv(path, rows: Sequence[dict]) -> Path:

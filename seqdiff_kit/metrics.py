@@ -245,7 +245,9 @@ def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None
     (or [N, 8, 8]) images in [-1, 1]. Give either ``reference`` or ``reference_stats``, the reference's
     ``digit_feature_stats`` under the same classifier (the same number, without recomputing them).
     The estimate is biased upwards at small N: compare models at the same N (docs/digits_results.md gives the
-    scale: the score of real digits against real digits, and of noise).
+    scale: the score of real digits against real digits, and of noise). Two disjoint halves of the real digits
+    do not score 0, and their score depends on the halving: ``evaluate.frechet_floor_spread`` gives that
+    floor's mean and spread, the noise of any comparison of digit FDs.
     """
     if (reference is None) == (reference_stats is None):
         raise ValueError("give exactly one of reference (images) and reference_stats (digit_feature_stats), got "

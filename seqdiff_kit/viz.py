@@ -454,7 +454,8 @@ def schedule_figure(schedules: Mapping[str, Schedule], *, title: str | None = "N
 
 # ---------------------------------------------------------------------- experiment summaries over seeds
 SUMMARY_LABELS = {"mmd": "MMD^2 (lower is better)", "sw": "sliced W1 (lower is better)",
-                  "loglik": "mean log-likelihood (higher is better)",
+                  "loglik": "mean log-likelihood (the data's own value is right; higher is not better)",
+                  "loglik_gap": "log-likelihood gap to the data (0 is right; above: too tight)",
                   "fd": "digit Frechet distance (lower is better)",
                   "std_ratio": "std ratio, samples / data (1 is right)"}
 
@@ -480,7 +481,7 @@ def seeds_summary_figure(summary: Sequence[Mapping], dataset: str, metric: str, 
                        [by_steps[s]["ci_high"] if s in by_steps else math.nan for s in steps])
     return curves_figure(steps, curves, title=title, xlabel="sampling steps",
                          ylabel=SUMMARY_LABELS.get(metric, metric), bands=bands, log_x=True,
-                         reference=1.0 if metric == "std_ratio" else None)
+                         reference={"std_ratio": 1.0, "loglik_gap": 0.0}.get(metric))
 
 
 def seeds_path_figure(rows: Sequence[Mapping], dataset: str, eta: float, steps: int) -> go.Figure | None:

@@ -112,6 +112,23 @@ def test_compare_pairs_by_seed_with_both_budgets():
     assert {r["verdict"] for r in ex.compare(rows2) if r["metric"] == "mmd"} == {"no clear difference"}
 
 
+def test_compare_judges_the_loglik_gap_two_sided_and_never_the_raw_loglik():
+    """A too-tight SA (gap +0.3, a higher raw log-likelihood) against a too-diffuse simple (gap -0.6): SA is
+    closer to the data's value, so better; against a simple model at gap -0.1 it is worse, although its raw
+    log-likelihood is the higher one. The raw log-likelihood gets no verdict at all."""
+    sa = "SA(K=2,lam=1)"
+    rows = []
+    for s, noise in enumerate((0.01, -0.02, 0.005)):
+        for loss, K, n, gap in (("simple", 1, 10, -0.6), ("simple", 1, 20, -0.1), (sa, 2, 10, 0.3)):
+            row = _row(loss, K, n, s, 5, 0.1, 1.0)
+            row.update(loglik_gap=gap + noise, loglik=-0.3 + gap + noise)
+            rows.append(row)
+    comp = {(r["budget"], r["metric"]): r for r in ex.compare(rows)}
+    assert comp[("equal_steps", "loglik_gap")]["verdict"] == "SA better"
+    assert comp[("equal_compute", "loglik_gap")]["verdict"] == "SA worse"
+    assert "loglik" not in {r["metric"] for r in comp.values()}
+
+
 # ---------------------------------------------------------------------- evaluation
 class _Linear(nn.Module):
     def __init__(self, a):
@@ -143,8 +160,10 @@ def test_ring8_ideal_denoiser_scores_near_perfect_and_is_reproducible():
     ideal = IdealDenoiser(ring8(), sched)
     out = ex.evaluate_model(ideal, ds, ring8(), sched, 0, 100, 0.0)
     assert abs(out["std_ratio"] - 1) < 0.05 and out["mmd"] < 0.01
-    # deterministic steps concentrate each mode a little, so the samples score at least as well as data
+    # deterministic steps concentrate each mode a little: the samples score at least as well as data, which
+    # the signed gap reports as a positive (too tight) value rather than as a better score
     assert out["loglik"] > float(ring8().log_prob(ring8().sample(20000)).mean()) - 0.05
+    assert out["loglik_gap"] > -0.05
     assert ex.evaluate_model(ideal, ds, ring8(), sched, 0, 100, 0.0) == out
     few = ex.evaluate_model(ideal, ds, ring8(), sched, 0, 2, 0.0)   # 2 DDIM steps: shrinks and scores worse
     assert few["std_ratio"] < out["std_ratio"] and few["mmd"] > out["mmd"]
