@@ -1,0 +1,265 @@
+"""The lessons' multi-seed study on ring8: the simple loss, the SA loss and the ideal denoiser over several
+training seeds, with intervals, stored as JSON next to the shipped checkpoints.
+
+One seed ``s``: train an MLP with each loss (``train.fit``, the ``DEFAULT_2D`` recipe with a shorter step count,
+weights and data drawn from ``s``), then from ``x_T``, reference and second data draws of ``Generator(s)``:
+
+- per model (and the ideal denoiser) and DDIM step count, the sample metrics of ``measure_samples``: MMD^2,
+  the mean log-likelihood and the signed ``loglik_gap`` against the reference draws, the std ratio, the mode
+  coverage's total variation distance, the within-mode radial and tangential spread and the mean radial offset;
+- per learned model and step count, against the ideal path from the same ``x_T`` (``drift.step_drift``): the
+  final mean distance ``drift_final`` and the sum of the per-step local errors ``local_sum``;
+- per model, the paper's estimation gap from ``t = 100`` (``drift.estimation_gap``, same ``x0``, ``eps`` and
+  noise for every model): ``gap_from_100``, the mean final ``|e|``;
+- a second data draw scored like a model (``data``): the data's own noise level.
+
+``SeedStudy`` reads the stored JSON and gives per-cell means with t-intervals over seeds and paired differences
+between two models, judged by ``metrics.target_distance`` / ``metrics.verdict`` where the quantity has a target.
+``scripts/measure_seed_study.py`` runs it; the notebooks and the README load the stored file (the fast path).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from scipy import stats
+
+from ._io import atomic_write
+from ._validate import check_choice, check_float, check_int
+from .data import DATA_DIR, GaussianMixture, ring8
+from .denoisers import IdealDenoiser, MLPDenoiser, seeded_model
+from .drift import estimation_gap, step_drift
+from .losses import Loss
+from .metrics import (MEDIAN_MULTIPLIERS, TARGETS, loglik_gap, mean_log_likelihood, median_bandwidth, mmd,
+                      mode_coverage, std_ratio, target_distance, verdict, within_mode_spread)
+from .samplers import sample
+from .schedule import Schedule
+
+STUDY_PATH = DATA_DIR / "checkpoints" / "ring8_seeds.json"
+STUDY_STEPS = (5, 10, 20, 50, 100)
+STUDY_MODELS = {"simple": Loss("simple"), "SA": Loss("sa", K=2, lam=1.0)}
+IDEAL, DATA = "ideal", "data"
+SAMPLE_METRICS = ("mmd", "loglik", "loglik_gap", "std_ratio", "coverage_tv", "spread_radial", "spread_tangential",
+                  "radial_offset")
+PATH_METRICS = ("drift_final", "local_sum")
+GAP_START = 100
+LEVEL = 0.95
+
+
+# ---------------------------------------------------------------------- measuring
+def measure_samples(x: torch.Tensor, reference: torch.Tensor, mixture: GaussianMixture, bandwidths) -> dict:
+    """The sample metrics (``SAMPLE_METRICS``) of samples ``x`` [N, 2] against data draws ``reference``."""
+    spread = within_mode_spread(x, mixture, "radial")
+    gap = loglik_gap(x, reference, mixture)
+    return {"mmd": mmd(x, reference, bandwidths), "loglik": mean_log_likelihood(x, mixture), "loglik_gap": gap.gap,
+            "std_ratio": std_ratio(x, reference), "coverage_tv": mode_coverage(x, mixture).tv,
+            "spread_radial": float(spread.pooled[0]), "spread_tangential": float(spread.pooled[1]),
+            "radial_offset": float(spread.pooled_offset[0])}
+
+
+def measure_seed(models: dict, mixture: GaussianMixture, schedule: Schedule, seed: int,
+                 steps: Sequence[int] = STUDY_STEPS, n_points: int = 1000) -> dict:
+    """Everything one seed contributes: ``{name: {"steps": {S: metrics}, "gap_from_100": float}}`` for each
+    model in ``models`` and the ideal denoiser, and ``{"data": metrics}`` for a second data draw.
+
+    Randomness from ``Generator(seed)``, in order: ``x_T`` [n_points, 2], the reference draws, the second data
+    draw, the estimation gap's ``x0``; the gap's ``eps`` and noise from ``Generator(seed)`` afresh per model."""
+    gen = torch.Generator().manual_seed(seed)
+    x_T = torch.randn(n_points, 2, generator=gen)
+    ref = mixture.sample(n_points, generator=gen)
+    own = mixture.sample(n_points, generator=gen)
+    x0 = mixture.sample(n_points, generator=gen)
+    bandwidths = [m * median_bandwidth(ref, own) for m in MEDIAN_MULTIPLIERS]  # fixed by the data alone
+    ideal = IdealDenoiser(mixture, schedule)
+    out: dict = {DATA: measure_samples(own, ref, mixture, bandwidths)}
+    for name, model in {**models, IDEAL: ideal}.items():
+        cells = {}
+        for s in steps:
+            if name == IDEAL:
+                cells[str(s)] = measure_samples(sample(ideal, x_T, schedule, s).final, ref, mixture, bandwidths)
+                continue
+            d = step_drift(model, ideal, x_T, schedule, s)
+            cells[str(s)] = {**measure_samples(d.paths.model.final, ref, mixture, bandwidths),
+                             "drift_final": float(d.mean("drift")[-1]), "local_sum": float(d.mean("local").sum())}
+        g = estimation_gap(model, x0, schedule, start_t=GAP_START, generator=torch.Generator().manual_seed(seed))
+        out[name] = {"steps": cells, "gap_from_100": float(g.mean("e")[-1])}
+    return out
+
+
+def train_study_model(loss: Loss, seed: int, train_steps: int, mixture: GaussianMixture, schedule: Schedule,
+                      threads: int = 1):
+    """An ``MLPDenoiser`` trained with the ``DEFAULT_2D`` recipe for ``train_steps`` updates (the cosine decay
+    spans them), weights and data from ``seed``; returns the EMA model in eval mode."""
+    from .train import DEFAULT_2D, fit  # lazy: the study's readers never train
+
+    r = dict(DEFAULT_2D)
+    model = seeded_model(MLPDenoiser, seed, dim=2, width=r.pop("width"), depth=r.pop("depth"))
+    r["steps"] = train_steps
+    return fit(model, mixture, schedule, loss, seed=seed, progress=False, threads=threads, **r).ema.eval()
+
+
+def run_study(seeds: Sequence[int] = (0, 1, 2, 3, 4), train_steps: int = 3000, *, n_points: int = 1000,
+              steps: Sequence[int] = STUDY_STEPS, threads: int = 1, log: Callable | None = None) -> dict:
+    """Train and measure every seed (``measure_seed``); returns the JSON-able study (settings + per-seed
+    results + the wall time)."""
+    seeds = [check_int("seeds[i]", s, 0) for s in seeds]
+    if len(set(seeds)) < 3:
+        raise ValueError(f"seeds must hold at least 3 distinct seeds for an interval, got {seeds}")
+    train_steps = check_int("train_steps", train_steps, 1)
+    say = log or (lambda msg: None)
+    mixture, schedule = ring8(), Schedule.linear()
+    t0 = time.perf_counter()
+    per_seed = {}
+    for seed in seeds:
+        models = {name: train_study_model(loss, seed, train_steps, mixture, schedule, threads)
+                  for name, loss in STUDY_MODELS.items()}
+        per_seed[str(seed)] = measure_seed(models, mixture, schedule, seed, steps, n_points)
+        say(f"seed {seed} done after {time.perf_counter() - t0:.0f} s")
+    from .train import DEFAULT_2D
+
+    return {"dataset": "ring8", "schedule": schedule.config(), "sampler": "DDIM (eta = 0), trailing spacing",
+            "models": {n: loss.config for n, loss in STUDY_MODELS.items()},
+            "recipe": {**DEFAULT_2D, "steps": train_steps}, "seeds": seeds, "n_points": n_points,
+            "steps": list(steps), "gap_start": GAP_START, "seconds": round(time.perf_counter() - t0, 1),
+            "torch_threads": threads, "results": per_seed}
+
+
+def save_study(study: dict, path=STUDY_PATH) -> Path:
+    return atomic_write(path, json.dumps(study, indent=1, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------- reading
+def t_interval(values: Sequence[float], level: float = LEVEL) -> dict:
+    """``mean +- t_{(1+level)/2, n-1} sd / sqrt(n)`` (Student's t, scipy) of ``values``: ``n, mean, sd, low, high``."""
+    level = check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
+    v = torch.tensor([float(x) for x in values], dtype=torch.float64)
+    n = v.numel()
+    if n == 0:
+        raise ValueError("values must hold at least one number")
+    mean = float(v.mean())
+    if n < 2:
+        return {"n": 1, "mean": mean, "sd": math.nan, "low": math.nan, "high": math.nan}
+    sd = float(v.std())
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
+
+
+@dataclass
+class SeedStudy:
+    """A stored study (``run_study``'s dict): per-seed values, intervals and paired differences."""
+
+    data: dict
+
+    @classmethod
+    def load(cls, path=STUDY_PATH) -> "SeedStudy":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"seed study not found at {str(path)!r}; run scripts/measure_seed_study.py")
+        return cls(json.loads(path.read_text(encoding="utf-8")))
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.data["seeds"])
+
+    @property
+    def steps(self) -> list[int]:
+        return list(self.data["steps"])
+
+    @property
+    def models(self) -> list[str]:
+        return [*self.data["models"], IDEAL]
+
+    def values(self, model: str, metric: str, steps: int | None = None) -> list[float]:
+        """One number per seed: ``metric`` of ``model`` at ``steps`` (``model="data"``: the second data draw,
+        no steps; ``metric="gap_from_100"``: no steps)."""
+        check_choice("model", model, [*self.models, DATA])
+        res = [self.data["results"][str(s)] for s in self.seeds]
+        if model == DATA:
+            check_choice("metric", metric, SAMPLE_METRICS)
+            return [r[DATA][metric] for r in res]
+        if metric == "gap_from_100":
+            return [r[model]["gap_from_100"] for r in res]
+        check_choice("metric", metric, SAMPLE_METRICS + (PATH_METRICS if model != IDEAL else ()))
+        check_choice("steps", steps, self.steps)
+        return [r[model]["steps"][str(steps)][metric] for r in res]
+
+    def interval(self, model: str, metric: str, steps: int | None = None, level: float = LEVEL) -> dict:
+        """Mean and t-interval over seeds (``t_interval``) of ``values(model, metric, steps)``."""
+        return t_interval(self.values(model, metric, steps), level)
+
+    def paired(self, metric: str, steps: int | None = None, a: str = "SA", b: str = "simple",
+               level: float = LEVEL) -> dict:
+        """``a`` against ``b``, paired by seed. ``diff``: the t-interval of ``m_a - m_b``. For a quantity with a
+        target (``metrics.TARGETS``) also ``distance``: the interval of ``|m_a - target| - |m_b - target|``,
+        and ``verdict`` (``metrics.verdict``: "better" means ``a`` is closer to the target); otherwise the
+        verdict says whether ``a`` is ``"larger"`` or ``"smaller"``."""
+        va, vb = self.values(a, metric, steps), self.values(b, metric, steps)
+        out = {"diff": t_interval([x - y for x, y in zip(va, vb)], level)}
+        if metric in TARGETS:
+            d = t_interval([target_distance(metric, x) - target_distance(metric, y) for x, y in zip(va, vb)], level)
+            out["distance"], out["verdict"] = d, verdict(d["low"], d["high"])
+        else:
+            v = verdict(out["diff"]["low"], out["diff"]["high"])
+            out["verdict"] = {"better": "smaller", "worse": "larger"}.get(v, v)
+        return out
+
+
+# ---------------------------------------------------------------------- tables (the README's, generated)
+METRIC_TITLES = {"mmd": "MMD^2", "loglik": "log-lik", "loglik_gap": "log-lik gap", "std_ratio": "std ratio",
+                 "coverage_tv": "coverage TV", "spread_radial": "radial spread", "spread_tangential":
+                 "tangential spread", "radial_offset": "radial offset", "drift_final": "distance from ideal path",
+                 "local_sum": "summed local errors", "gap_from_100": "estimation gap from t = 100"}
+
+
+def format_number(v: float) -> str:
+    """Three significant digits (four decimals at most for small numbers), or ``n/a``."""
+    if not math.isfinite(v):
+        return "n/a"
+    if v != 0 and abs(v) < 0.01:
+        return f"{v:.4f}"
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def format_interval(ci: dict) -> str:
+    """``mean [low, high]``."""
+    return f"{format_number(ci['mean'])} [{format_number(ci['low'])}, {format_number(ci['high'])}]"
+
+
+def summary_markdown(study: SeedStudy, metrics: Sequence[str] = ("mmd", "std_ratio", "spread_radial",
+                                                                  "spread_tangential", "loglik_gap", "coverage_tv"),
+                     models: Sequence[str] | None = None) -> str:
+    """A Markdown table: one row per (steps, model) plus the data row, each cell the mean [95% interval] over
+    seeds."""
+    models = list(models or study.models)
+    head = "| model | steps | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
+    lines = [head, "|---|---:|" + "---:|" * len(metrics)]
+    lines.append("| data (a second draw) | - | "
+                 + " | ".join(format_interval(study.interval(DATA, m)) for m in metrics) + " |")
+    for s in study.steps:
+        for name in models:
+            lines.append(f"| {name} | {s} | "
+                         + " | ".join(format_interval(study.interval(name, m, s)) for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_markdown(study: SeedStudy, metrics: Sequence[str] = ("mmd", "std_ratio", "spread_radial", "loglik_gap",
+                                                                "drift_final", "local_sum"),
+                    a: str = "SA", b: str = "simple") -> str:
+    """A Markdown table of ``a - b`` paired by seed per step count: for a quantity with a target the difference
+    of the distances to it (``|m_a - target| - |m_b - target|``) and the verdict, otherwise the raw difference
+    and whether ``a`` is larger; plus the estimation gap from t = 100 (one row, no step count)."""
+    head = "| steps | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
+    lines = [head, "|---:|" + "---|" * len(metrics)]
+
+    def cell(p: dict) -> str:
+        ci = p.get("distance", p["diff"])
+        return f"{format_interval(ci)} {p['verdict']}"
+
+    for s in study.steps:
+        lines.append(f"| {s} | " + " | ".join(cell(study.paired(m, s, a, b)) for m in metrics) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,94 @@
+"""The multi-seed study behind the lessons: t-intervals against scipy, paired comparisons judged two-sided,
+the measurement of one seed (the ideal denoiser against itself has zero drift), the generated tables and the
+stored file's shape."""
+import math
+
+import pytest
+import torch
+from scipy import stats
+
+from seqdiff_kit import IdealDenoiser, Schedule, ring8
+from seqdiff_kit import seed_study as ss
+
+
+def fake_study(values: dict, seeds=(0, 1, 2), steps=(5,)):
+    """A study dict whose sample metrics are all 0 except ``values[(model, metric)] = [one per seed]``."""
+    def cell(model, s, i, path):
+        base = {m: 0.0 for m in ss.SAMPLE_METRICS + (ss.PATH_METRICS if path else ())}
+        base.update({m: v[i] for (mod, m), v in values.items() if mod == model})
+        return base
+    results = {}
+    for i, seed in enumerate(seeds):
+        r = {ss.DATA: cell(ss.DATA, None, i, False)}
+        for model in ("simple", "SA", ss.IDEAL):
+            r[model] = {"steps": {str(s): cell(model, s, i, model != ss.IDEAL) for s in steps},
+                        "gap_from_100": values.get((model, "gap_from_100"), [0.0] * len(seeds))[i]}
+        results[str(seed)] = r
+    return ss.SeedStudy({"seeds": list(seeds), "steps": list(steps), "models": {"simple": {}, "SA": {}},
+                         "results": results})
+
+
+def test_t_interval_matches_scipy():
+    vals = [0.3, 0.1, 0.25, 0.4]
+    ci = ss.t_interval(vals)
+    low, high = stats.t.interval(0.95, 3, loc=sum(vals) / 4, scale=stats.sem(vals))
+    assert (ci["low"], ci["high"]) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+    assert ci["n"] == 4 and math.isnan(ss.t_interval([1.0])["low"])
+    with pytest.raises(ValueError, match="level"):
+        ss.t_interval(vals, level=1.0)
+
+
+def test_paired_judges_quantities_with_a_target_by_their_distance_to_it():
+    study = fake_study({("SA", "std_ratio"): [1.05, 1.06, 1.04], ("simple", "std_ratio"): [0.90, 0.88, 0.91],
+                        ("SA", "drift_final"): [0.15, 0.17, 0.16], ("simple", "drift_final"): [0.09, 0.08, 0.1],
+                        ("SA", "loglik_gap"): [0.5, 0.6, 0.55], ("simple", "loglik_gap"): [-0.1, -0.2, -0.15]})
+    p = study.paired("std_ratio", 5)
+    # SA is above 1 by about 0.05, simple below by about 0.1: SA is closer, although "higher" is not the point
+    assert p["verdict"] == "better" and p["distance"]["mean"] == pytest.approx(0.05 - (0.10 + 0.12 + 0.09) / 3, abs=1e-12)
+    assert p["diff"]["mean"] == pytest.approx(1.05 - (0.90 + 0.88 + 0.91) / 3, abs=1e-12)
+    assert study.paired("loglik_gap", 5)["verdict"] == "worse"     # a higher log-likelihood, farther from data
+    assert study.paired("drift_final", 5)["verdict"] == "larger"
+    assert study.paired("drift_final", 5, a="simple", b="SA")["verdict"] == "smaller"
+    assert study.paired("mmd", 5)["verdict"] == "no clear difference"  # identical zeros: the interval is [0, 0]
+
+
+def test_values_refuse_unknown_cells():
+    study = fake_study({})
+    with pytest.raises(ValueError, match="model must be one of"):
+        study.values("nope", "mmd", 5)
+    with pytest.raises(ValueError, match="steps must be one of"):
+        study.values("SA", "mmd", 7)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        study.values(ss.IDEAL, "drift_final", 5)
+    assert study.values(ss.DATA, "mmd") == [0.0, 0.0, 0.0]
+
+
+def test_measure_seed_of_the_ideal_denoiser_against_itself():
+    mixture, schedule = ring8(), Schedule.linear()
+    ideal = IdealDenoiser(mixture, schedule)
+    out = ss.measure_seed({"copy": ideal}, mixture, schedule, seed=3, steps=(5, 10), n_points=200)
+    for s in ("5", "10"):
+        assert out["copy"]["steps"][s]["drift_final"] == 0.0 and out["copy"]["steps"][s]["local_sum"] == 0.0
+        same = {k: v for k, v in out["copy"]["steps"][s].items() if k not in ss.PATH_METRICS}
+        assert same == out[ss.IDEAL]["steps"][s]
+    assert out["copy"]["gap_from_100"] == out[ss.IDEAL]["gap_from_100"]
+    assert set(out[ss.DATA]) == set(ss.SAMPLE_METRICS)
+
+
+def test_tables_have_a_row_per_cell():
+    study = fake_study({("SA", "mmd"): [0.01, 0.02, 0.015]}, steps=(5, 10))
+    summary = ss.summary_markdown(study).splitlines()
+    assert len(summary) == 2 + 1 + 2 * 3 and summary[2].startswith("| data")
+    assert "| SA | 5 | 0.015 [" in ss.summary_markdown(study)
+    paired = ss.paired_markdown(study).splitlines()
+    assert len(paired) == 2 + 2 and "worse" in paired[2]   # MMD^2 0.015 against simple's 0: farther from 0
+
+
+def test_the_stored_study_is_complete():
+    study = ss.SeedStudy.load()
+    assert len(set(study.seeds)) >= 5 and study.steps == list(ss.STUDY_STEPS)
+    assert study.data["recipe"]["steps"] < 8000  # the short recipe the script documents
+    for model in ("simple", "SA", ss.IDEAL):
+        for s in study.steps:
+            assert all(math.isfinite(v) for v in study.values(model, "mmd", s))
+    assert torch.isfinite(torch.tensor(study.values(ss.DATA, "loglik_gap"))).all()
