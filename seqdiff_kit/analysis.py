@@ -21,11 +21,14 @@ the Gaussian. The sampler is linear in x for a linear denoiser, so the variance 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from ._validate import check_float, check_int, check_tensor, check_type
-from .losses import LossOutput
+from ._validate import check_choice, check_float, check_int, check_tensor, check_type
+from .data import GaussianMixture
+from .denoisers import IdealDenoiser
+from .losses import LossOutput, sequence_aware_loss
 from .samplers import check_step_args, sigmas
 from .schedule import Schedule
 
@@ -123,3 +126,81 @@ def linear_sampler_std_ratio(a, var: float, schedule: Schedule, steps: int, eta:
     ``linear_sampler_variances``). Below 1: the sampler shrinks the distribution; above 1: it over-disperses."""
     V = linear_sampler_variances(a, var, schedule, steps, eta=eta, spacing=spacing, variance=variance)
     return math.sqrt(float(V[-1]) / float(var))
+
+
+def optimum_ratio(var: float, K: int, lam: float, schedule: Schedule) -> torch.Tensor:
+    """``a_t / a*_t`` [T]: the SA loss's population optimum (``gaussian_sa_optimum(var, K, lam)``) over the
+    exact ``a*_t = sqrt(1 - ab_t) / (ab_t var + 1 - ab_t)`` (lam = 0). Below 1 the optimum predicts a smaller
+    noise than eps*, so its ``x0_pred = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)`` lies farther out: wider samples."""
+    return gaussian_sa_optimum(var, K, lam, schedule) / gaussian_sa_optimum(var, 1, 0.0, schedule)
+
+
+@dataclass(frozen=True)
+class ScaledIdealLosses:
+    """The losses of the scaled ideal denoiser ``eps_c = c eps*`` as exact quadratics per batch of draws:
+    ``L_b(c) = A_b c^2 - 2 B_b c + C_b`` for the simple term (``simple``) and the SA term (``sa``), each [3, R]
+    holding (A, B, C) of R independent batches. ``K``, ``lam`` as in the loss.
+
+    ``total(c)`` = ``simple(c) + lam sa(c)`` averaged over batches; ``argmin(part)`` the minimiser ``B / A`` of
+    the batch-averaged quadratic and ``argmin_se(part)`` its standard error from the spread of the R per-batch
+    minimisers; ``difference(c1, c2)`` the mean and standard error of ``total(c1) - total(c2)`` over batches."""
+
+    simple: torch.Tensor
+    sa: torch.Tensor
+    K: int
+    lam: float
+
+    def _coef(self, part: str) -> torch.Tensor:
+        check_choice("part", part, ("simple", "sa", "total"))
+        return self.simple + self.lam * self.sa if part == "total" else getattr(self, part)
+
+    def per_batch(self, c, part: str = "total") -> torch.Tensor:
+        """``L_b(c)`` [len(c), R] (``c`` a number or a sequence)."""
+        A, B, C = self._coef(part)
+        c = torch.as_tensor(c, dtype=torch.float64).reshape(-1, 1)
+        return A * c**2 - 2 * B * c + C
+
+    def loss(self, c, part: str = "total") -> torch.Tensor:
+        """The batch-averaged ``L(c)`` [len(c)]."""
+        return self.per_batch(c, part).mean(dim=1)
+
+    def argmin(self, part: str = "total") -> float:
+        A, B, _ = self._coef(part).mean(dim=1)
+        return float(B / A)
+
+    def argmin_se(self, part: str = "total") -> float:
+        A, B, _ = self._coef(part)
+        return float((B / A).std() / math.sqrt(A.numel()))
+
+    def difference(self, c1: float, c2: float, part: str = "total") -> tuple[float, float]:
+        d = self.per_batch([c1], part)[0] - self.per_batch([c2], part)[0]
+        return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
+
+
+def scaled_ideal_losses(mixture, schedule: Schedule, K: int = 2, lam: float = 1.0, *, n: int = 4096,
+                        batches: int = 8, generator: torch.Generator | None = None) -> ScaledIdealLosses:
+    """Is eps* the minimiser of ``L_simple + lam L_sa``? Evaluate the real losses (``losses.sequence_aware_loss``)
+    of ``eps_c(x, t) = c eps*(x, t)`` on ``batches`` batches of ``n`` draws ``x0 ~ mixture``, with ``t`` and the
+    K independent noises drawn once per batch and shared by every c. Each loss is a quadratic in c, so its three
+    coefficients per batch follow exactly from c = 0, 1 and -1: ``A = (L(1) + L(-1)) / 2 - L(0)``,
+    ``B = (L(-1) - L(1)) / 4``, ``C = L(0)``. ``L_simple`` is minimised by c = 1 (eps* = E[eps | x_t]); with
+    independent eps_k, ``L_sa`` is not (see ``ScaledIdealLosses``)."""
+    check_type("mixture", mixture, GaussianMixture)
+    schedule = check_type("schedule", schedule, Schedule)
+    K = check_int("K", K, 1, schedule.T)
+    lam = check_float("lam", lam, 0.0)
+    n, batches = check_int("n", n, 1), check_int("batches", batches, 2)
+    ideal = IdealDenoiser(mixture, schedule)
+    coef = torch.zeros(2, 3, batches, dtype=torch.float64)  # [simple/sa, A/B/C, batch]
+    for b in range(batches):
+        x0 = mixture.sample(n, generator=generator, dtype=torch.float64)
+        t = schedule.sample_t(n, generator=generator)
+        noise = torch.randn((K, *x0.shape), generator=generator, dtype=torch.float64)
+        L = {}
+        for c in (0.0, 1.0, -1.0):
+            out = sequence_aware_loss(lambda x, s, c=c: c * ideal(x, s), x0, schedule, K, lam, t=t, noise=noise)
+            L[c] = torch.stack([out.simple, out.sa]).double()
+        coef[:, 0, b] = (L[1.0] + L[-1.0]) / 2 - L[0.0]
+        coef[:, 1, b] = (L[-1.0] - L[1.0]) / 4
+        coef[:, 2, b] = L[0.0]
+    return ScaledIdealLosses(simple=coef[0], sa=coef[1], K=K, lam=lam)

@@ -238,6 +238,23 @@ def gap_coefficients(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
     return gamma, c
 
 
+def gap_survival(schedule: Schedule, to: int = 0) -> torch.Tensor:
+    """How much of an error made at step t is left in the estimation gap at step ``to``: [T] float64,
+
+        w_t = prod_{s = to+1}^{t-1} gamma_s   for t > to   (1 for t = to + 1),   0 for t <= to,
+
+    so that, unrolling ``e_{t-1} = gamma_t e_t + c_t delta_t`` from ``e_{T-1} = 0``,
+    ``e_to = sum_{t > to} w_t c_t delta_t``. With ``to = 0`` it is the weight, in the gap before the last step,
+    of the error made at t (the last step itself has ``gamma_0 = 0``: its x0 prediction replaces the state)."""
+    check_type("schedule", schedule, Schedule)
+    to = check_int("to", to, 0, schedule.T - 1)
+    gamma, _ = gap_coefficients(schedule)
+    w = torch.zeros(schedule.T, dtype=torch.float64)
+    # w_{to+1} = 1, w_{t+1} = w_t gamma_t: a running product of gamma upwards from to + 1
+    w[to + 1:] = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.float64), gamma[to + 1:-1]]), dim=0)
+    return w
+
+
 @dataclass
 class EstimationGap:
     """The estimation gap along DDPM's ancestral chain, one row per timestep.
