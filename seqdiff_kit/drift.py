@@ -27,6 +27,7 @@ Distances are Euclidean norms over all features of a sample (``||.||`` of the fl
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -35,7 +36,7 @@ from einops import rearrange, reduce
 
 from ._validate import check_choice, check_int, check_tensor, check_type
 from .data import GaussianMixture
-from .metrics import mmd
+from .metrics import mmd, std_ratio
 from .samplers import (Trajectory, call_model, check_sampler_args, check_step_args, generalized_step, make_noise,
                        record, run_steps)
 from .schedule import Schedule
@@ -402,7 +403,7 @@ class DistributionDrift:
 
     Entry ``j`` is the state at timestep ``t[j]`` (``t = -1``: the final samples against the data):
     ``mmd[j]`` (unbiased MMD^2, ``metrics.mmd``), ``std_model[j]`` and ``std_data[j]`` (root mean per-feature
-    variance, ``sqrt(tr Cov / D)``), ``variance_ratio[j] = std_model[j] / std_data[j]`` (1 is right, < 1
+    variance, ``sqrt(tr Cov / D)``), ``std_ratio[j] = std_model[j] / std_data[j]`` (1 is right, < 1
     shrinks, > 1 over-disperses). ``trajectory`` is the model's run.
     """
 
@@ -410,8 +411,15 @@ class DistributionDrift:
     mmd: torch.Tensor
     std_model: torch.Tensor
     std_data: torch.Tensor
-    variance_ratio: torch.Tensor
+    std_ratio: torch.Tensor
     trajectory: Trajectory
+
+    @property
+    def variance_ratio(self) -> torch.Tensor:
+        """Deprecated name of ``std_ratio`` (it always was a ratio of standard deviations)."""
+        warnings.warn("DistributionDrift.variance_ratio is deprecated: it is a ratio of standard deviations, "
+                      "use .std_ratio", DeprecationWarning, stacklevel=2)
+        return self.std_ratio
 
 
 def total_std(x: torch.Tensor) -> float:
@@ -424,11 +432,11 @@ def total_std(x: torch.Tensor) -> float:
 
 
 def variance_ratio(x: torch.Tensor, y: torch.Tensor) -> float:
-    """``sqrt(tr Cov(x) / tr Cov(y))``: the spread of ``x`` relative to ``y`` (same feature count)."""
-    if x[0].numel() != y[0].numel():
-        raise ValueError(f"x and y must have the same number of features, got shapes {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
-    return total_std(x) / total_std(y)
+    """Deprecated alias of ``metrics.std_ratio``: ``sqrt(tr Cov(x) / tr Cov(y))``, a ratio of standard
+    deviations despite the name."""
+    warnings.warn("drift.variance_ratio is deprecated: it returns a ratio of standard deviations, use "
+                  "metrics.std_ratio", DeprecationWarning, stacklevel=2)
+    return std_ratio(x, y)
 
 
 def _data_shape(data) -> tuple[int, ...]:
@@ -520,4 +528,4 @@ def trajectory_drift(traj: Trajectory, data, schedule: Schedule, *, generator: t
         mmds.append(mmd(x_model, ref.to(x_model.device), bandwidths))
     std_m_t, std_d_t = torch.tensor(std_m, dtype=torch.float64), torch.tensor(std_d, dtype=torch.float64)
     return DistributionDrift(t=t_states, mmd=torch.tensor(mmds, dtype=torch.float64), std_model=std_m_t,
-                             std_data=std_d_t, variance_ratio=std_m_t / std_d_t, trajectory=traj)
+                             std_data=std_d_t, std_ratio=std_m_t / std_d_t, trajectory=traj)

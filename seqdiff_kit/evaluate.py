@@ -271,7 +271,7 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
                 drift.setdefault(name, {})[s] = paths_drift(model, paths, schedule, eta=eta)
             dd = trajectory_drift(trajectories[name][s], data if is_mixture else data.to(device), schedule,
                                   with_mmd=False)
-            std_ratio.setdefault(name, {})[s] = dd.variance_ratio
+            std_ratio.setdefault(name, {})[s] = dd.std_ratio
     settings = {"dataset": dataset or getattr(data, "name", "data"), "models": ", ".join(all_models),
                 "sampler": f"DDIM (eta={eta})" if eta == 0 else f"generalized DDIM (eta={eta})",
                 "timestep spacing": spacing, "steps": ", ".join(map(str, steps)), "points": n_points,
@@ -449,7 +449,7 @@ def image_drift(models: dict, schedule: Schedule, steps: int = 20, *, n: int = 2
                 eta: float = 0.0, with_mmd: bool = True, n_reference: int | None = None,
                 device="cpu") -> dict[str, DistributionDrift]:
     """Per-step distribution drift of each model's ``x_t`` against ``q(x_t)`` of the real digits
-    (``drift.distribution_drift``: MMD and ``variance_ratio = sqrt(tr Cov(x_t^model) / tr Cov(q(x_t)))``),
+    (``drift.distribution_drift``: MMD and ``std_ratio = sqrt(tr Cov(x_t^model) / tr Cov(q(x_t)))``),
     every model from the same ``x_T = start_noise((1, 8, 8), n, seed)`` and the same reference draws
     (``n_reference`` real digits per step, default all 1797)."""
     if not isinstance(models, dict) or not models:

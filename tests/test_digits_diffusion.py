@@ -136,7 +136,7 @@ def test_sample_grids_and_image_drift(schedule):
         assert torch.equal(d.trajectory.x[0], start_noise((1, 8, 8), 32, 4))  # every model starts from the same x_T
         assert d.t.tolist() == [999, 666, 332, -1]
         final = d.trajectory.final
-        assert d.variance_ratio[-1].item() == pytest.approx(total_std(final) / math.sqrt(tr0 / D), rel=1e-9)
+        assert d.std_ratio[-1].item() == pytest.approx(total_std(final) / math.sqrt(tr0 / D), rel=1e-9)
         assert torch.isfinite(d.mmd).all()
 
 

@@ -384,8 +384,8 @@ def test_variance_ratio_curve_for_2d_mixture_matches_exact_linear_sampler():
     std_m, std_d = predicted_std(SCHED, SCHED.timesteps(10), model.w, 1.0, s2)
     assert dd.t.tolist() == SCHED.timesteps(10).tolist() + [-1]
     torch.testing.assert_close(dd.std_data, std_d, rtol=1e-12, atol=0)  # exact for a mixture
-    torch.testing.assert_close(dd.variance_ratio, std_m / std_d, rtol=0.04, atol=0)  # Monte Carlo
-    assert abs(float(dd.variance_ratio[-1]) - 1) > 0.05  # the wrong model really is off
+    torch.testing.assert_close(dd.std_ratio, std_m / std_d, rtol=0.04, atol=0)  # Monte Carlo
+    assert abs(float(dd.std_ratio[-1]) - 1) > 0.05  # the wrong model really is off
     assert torch.isnan(dd.mmd).all()
 
 
@@ -396,7 +396,7 @@ def test_distribution_drift_on_images_from_data():
     dd = distribution_drift(model, data, SCHED, 6, n_samples=400, eta=0.0, generator=gen(25), n_reference=400,
                             record_every=2)
     assert dd.trajectory.x.shape[1:] == (400, 1, 8, 8)
-    assert dd.mmd.shape == dd.variance_ratio.shape == dd.t.shape == (dd.trajectory.x.shape[0],)
+    assert dd.mmd.shape == dd.std_ratio.shape == dd.t.shape == (dd.trajectory.x.shape[0],)
     # std_data is exact for the empirical data: sqrt(abar var(x0) + 1 - abar), per-feature population variance
     var0 = float(data.double().reshape(1500, -1).var(0, unbiased=False).mean())
     for j, t in enumerate(dd.t.tolist()):
@@ -422,7 +422,7 @@ def test_distribution_drift_mmd_detects_a_biased_model_and_is_reproducible():
     assert float(d_good.mmd.abs().max()) < 0.03
     assert float(d_bad.mmd[-1]) > 0.1
     again = distribution_drift(bad, mix, SCHED, 40, generator=gen(26), **kw)
-    assert torch.equal(again.mmd, d_bad.mmd) and torch.equal(again.variance_ratio, d_bad.variance_ratio)
+    assert torch.equal(again.mmd, d_bad.mmd) and torch.equal(again.std_ratio, d_bad.std_ratio)
     # brute-force recomputation with the documented order of randomness: x_T, the sampler noise, then one
     # reference draw from the exact noised mixture per recorded state
     g = gen(26)
@@ -434,10 +434,11 @@ def test_distribution_drift_mmd_detects_a_biased_model_and_is_reproducible():
         assert float(d_bad.mmd[j]) == pytest.approx(mmd(d_bad.trajectory.x[j], ref, [0.5, 1.0, 2.0]), rel=1e-12)
 
 
-def test_variance_ratio_helpers_and_bad_input():
+def test_variance_ratio_is_a_deprecated_alias_of_std_ratio_and_bad_input():
     x = torch.randn(500, 3, generator=gen(27))
-    assert variance_ratio(2 * x, x) == pytest.approx(2.0, rel=1e-12)
-    with pytest.raises(ValueError, match="same number of features"):
+    with pytest.warns(DeprecationWarning, match="std_ratio"):
+        assert variance_ratio(2 * x, x) == pytest.approx(2.0, rel=1e-12)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="same number of features"):
         variance_ratio(x, torch.randn(5, 2))
     ideal = IdealDenoiser(ring8(), SCHED)
     with pytest.raises(ValueError, match="x_T must have the sample shape"):
