@@ -191,8 +191,10 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "Linear schedule: compute gamma_t = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) at t = 500, "
              "the factor by which the estimation gap is carried from one step to the next.",
              _gamma_500,
-             "gamma_t is the posterior mean's coefficient on x_t; it is just below 1, so old errors decay only "
-             "slowly and new ones (c_t delta_t) pile up: that is accumulated drift.", rtol=1e-4),
+             "gamma_t is the posterior mean's coefficient on x_t. One factor just below 1 forgets little, but "
+             "the gap is carried through every later step: the product of gamma from t = 999 down to 100 is "
+             "below 1e-3 and gamma_1 is about 0.45, so early errors are almost entirely forgotten and the last "
+             "steps make the final gap (drift.gap_survival).", rtol=1e-4),
     Exercise("04-bias-step",
              "A DDIM step from t = 499 to s = 399 uses eps_ideal + b with b = (0.1, 0) (inputs: "
              "problem('04-bias-step')). By how much does it move the sample compared with the ideal step? "
@@ -213,8 +215,9 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "DDIM steps (analysis.linear_sampler_std_ratio)?",
              _gauss_std_ratio,
              "The simple loss's optimum is the exact eps*, yet 10 DDIM steps shrink the samples (ratio < 1). "
-             "The SA optimum changes eps_theta so that consecutive errors cancel, which pushes this ratio "
-             "towards (and with many steps past) 1.", rtol=1e-3, inputs=_inputs_05_gauss),
+             "With independent noises the SA optimum predicts a smaller noise than eps* (a_t / a*_t < 1), so "
+             "x0_pred lies farther out and the samples widen: this pushes the ratio towards 1 at few steps and "
+             "past it at many.", rtol=1e-3, inputs=_inputs_05_gauss),
     Exercise("06-zero-model-loss-digits",
              "A network that always predicts eps = 0 on the 8x8 digits: what simple loss E||eps - eps_theta||^2 "
              "does it get, on average?",
