@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from seqdiff_kit.digits_eval import frechet_floor_spread, shipped_table
+from seqdiff_kit.evaluate import frechet_floor_spread, shipped_table
 from seqdiff_kit.seed_study import SeedStudy, paired_markdown, summary_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"

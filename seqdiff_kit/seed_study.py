@@ -1,8 +1,8 @@
 """The lessons' multi-seed study on ring8: the simple loss, the SA loss and the ideal denoiser over several
 training seeds, with intervals, stored as JSON next to the shipped checkpoints.
 
-One seed ``s``: train an MLP with each loss (``train.fit``, the ``DEFAULT_2D`` recipe with a shorter step count,
-weights and data drawn from ``s``), then from ``x_T``, reference and second data draws of ``Generator(s)``:
+One seed ``s``: train an MLP with each loss (``recipes.train`` of ``study_recipe``: the shipped ``RING8`` recipe
+with a shorter step count, weights and data drawn from ``s``), then from ``x_T``, reference and second data draws of ``Generator(s)``:
 
 - per model (and the ideal denoiser) and DDIM step count, the sample metrics of ``measure_samples``: MMD^2,
   the mean log-likelihood and the signed ``loglik_gap`` against the reference draws, the std ratio, the mode
@@ -20,27 +20,28 @@ between two models, judged by ``metrics.target_distance`` / ``metrics.verdict`` 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from scipy import stats
 
+from ._format import format_number
 from ._io import atomic_write
-from ._validate import check_choice, check_float, check_int
-from .data import DATA_DIR, GaussianMixture, ring8
-from .denoisers import IdealDenoiser, MLPDenoiser, seeded_model
+from ._validate import check_choice, check_int
+from .data import CHECKPOINT_DIR, GaussianMixture
+from .denoisers import IdealDenoiser
 from .drift import estimation_gap, step_drift
+from .experiments import LEVEL, mean_ci
 from .losses import Loss
 from .metrics import (MEDIAN_MULTIPLIERS, TARGETS, loglik_gap, mean_log_likelihood, median_bandwidth, mmd,
                       mode_coverage, std_ratio, target_distance, verdict, within_mode_spread)
+from .recipes import RING8, Recipe, train
 from .samplers import sample
 from .schedule import Schedule
 
-STUDY_PATH = DATA_DIR / "checkpoints" / "ring8_seeds.json"
+STUDY_PATH = CHECKPOINT_DIR / "ring8_seeds.json"
 STUDY_STEPS = (5, 10, 20, 50, 100)
 STUDY_MODELS = {"simple": Loss("simple"), "SA": Loss("sa", K=2, lam=1.0)}
 IDEAL, DATA = "ideal", "data"
@@ -48,7 +49,6 @@ SAMPLE_METRICS = ("mmd", "loglik", "loglik_gap", "std_ratio", "coverage_tv", "sp
                   "radial_offset")
 PATH_METRICS = ("drift_final", "local_sum")
 GAP_START = 100
-LEVEL = 0.95
 
 
 # ---------------------------------------------------------------------- measuring
@@ -91,16 +91,10 @@ def measure_seed(models: dict, mixture: GaussianMixture, schedule: Schedule, see
     return out
 
 
-def train_study_model(loss: Loss, seed: int, train_steps: int, mixture: GaussianMixture, schedule: Schedule,
-                      threads: int = 1):
-    """An ``MLPDenoiser`` trained with the ``DEFAULT_2D`` recipe for ``train_steps`` updates (the cosine decay
-    spans them), weights and data from ``seed``; returns the EMA model in eval mode."""
-    from .train import DEFAULT_2D, fit  # lazy: the study's readers never train
-
-    r = dict(DEFAULT_2D)
-    model = seeded_model(MLPDenoiser, seed, dim=2, width=r.pop("width"), depth=r.pop("depth"))
-    r["steps"] = train_steps
-    return fit(model, mixture, schedule, loss, seed=seed, progress=False, threads=threads, **r).ema.eval()
+def study_recipe(loss: Loss, seed: int, train_steps: int) -> Recipe:
+    """The shipped ring8 recipe (``recipes.RING8``: the cosine decay spans the updates) with ``train_steps``
+    updates, ``loss`` and ``seed``."""
+    return RING8.replace(name="ring8_seed_study", loss=loss, seed=seed, steps=train_steps)
 
 
 def run_study(seeds: Sequence[int] = (0, 1, 2, 3, 4), train_steps: int = 3000, *, n_points: int = 1000,
@@ -112,19 +106,19 @@ def run_study(seeds: Sequence[int] = (0, 1, 2, 3, 4), train_steps: int = 3000, *
         raise ValueError(f"seeds must hold at least 3 distinct seeds for an interval, got {seeds}")
     train_steps = check_int("train_steps", train_steps, 1)
     say = log or (lambda msg: None)
-    mixture, schedule = ring8(), Schedule.linear()
+    base = study_recipe(Loss(), seeds[0], train_steps)
+    mixture, schedule = base.data(), base.make_schedule()
     t0 = time.perf_counter()
     per_seed = {}
     for seed in seeds:
-        models = {name: train_study_model(loss, seed, train_steps, mixture, schedule, threads)
+        models = {name: train(study_recipe(loss, seed, train_steps), progress=False, threads=threads).model
                   for name, loss in STUDY_MODELS.items()}
         per_seed[str(seed)] = measure_seed(models, mixture, schedule, seed, steps, n_points)
         say(f"seed {seed} done after {time.perf_counter() - t0:.0f} s")
-    from .train import DEFAULT_2D
-
+    recipe = {k: v for k, v in base.config().items() if k not in ("loss", "seed")}  # per model and per seed
     return {"dataset": "ring8", "schedule": schedule.config(), "sampler": "DDIM (eta = 0), trailing spacing",
             "models": {n: loss.config for n, loss in STUDY_MODELS.items()},
-            "recipe": {**DEFAULT_2D, "steps": train_steps}, "seeds": seeds, "n_points": n_points,
+            "recipe": recipe, "seeds": seeds, "n_points": n_points,
             "steps": list(steps), "gap_start": GAP_START, "seconds": round(time.perf_counter() - t0, 1),
             "torch_threads": threads, "results": per_seed}
 
@@ -134,21 +128,6 @@ def save_study(study: dict, path=STUDY_PATH) -> Path:
 
 
 # ---------------------------------------------------------------------- reading
-def t_interval(values: Sequence[float], level: float = LEVEL) -> dict:
-    """``mean +- t_{(1+level)/2, n-1} sd / sqrt(n)`` (Student's t, scipy) of ``values``: ``n, mean, sd, low, high``."""
-    level = check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
-    v = torch.tensor([float(x) for x in values], dtype=torch.float64)
-    n = v.numel()
-    if n == 0:
-        raise ValueError("values must hold at least one number")
-    mean = float(v.mean())
-    if n < 2:
-        return {"n": 1, "mean": mean, "sd": math.nan, "low": math.nan, "high": math.nan}
-    sd = float(v.std())
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
-
-
 @dataclass
 class SeedStudy:
     """A stored study (``run_study``'s dict): per-seed values, intervals and paired differences."""
@@ -189,8 +168,8 @@ class SeedStudy:
         return [r[model]["steps"][str(steps)][metric] for r in res]
 
     def interval(self, model: str, metric: str, steps: int | None = None, level: float = LEVEL) -> dict:
-        """Mean and t-interval over seeds (``t_interval``) of ``values(model, metric, steps)``."""
-        return t_interval(self.values(model, metric, steps), level)
+        """Mean and t-interval over seeds (``experiments.mean_ci``) of ``values(model, metric, steps)``."""
+        return mean_ci(self.values(model, metric, steps), level)
 
     def paired(self, metric: str, steps: int | None = None, a: str = "SA", b: str = "simple",
                level: float = LEVEL) -> dict:
@@ -199,9 +178,9 @@ class SeedStudy:
         and ``verdict`` (``metrics.verdict``: "better" means ``a`` is closer to the target); otherwise the
         verdict says whether ``a`` is ``"larger"`` or ``"smaller"``."""
         va, vb = self.values(a, metric, steps), self.values(b, metric, steps)
-        out = {"diff": t_interval([x - y for x, y in zip(va, vb)], level)}
+        out = {"diff": mean_ci([x - y for x, y in zip(va, vb)], level)}
         if metric in TARGETS:
-            d = t_interval([target_distance(metric, x) - target_distance(metric, y) for x, y in zip(va, vb)], level)
+            d = mean_ci([target_distance(metric, x) - target_distance(metric, y) for x, y in zip(va, vb)], level)
             out["distance"], out["verdict"] = d, verdict(d["low"], d["high"])
         else:
             v = verdict(out["diff"]["low"], out["diff"]["high"])
@@ -216,18 +195,10 @@ METRIC_TITLES = {"mmd": "MMD^2", "loglik": "log-lik", "loglik_gap": "log-lik gap
                  "local_sum": "summed local errors", "gap_from_100": "estimation gap from t = 100"}
 
 
-def format_number(v: float) -> str:
-    """Three significant digits (four decimals at most for small numbers), or ``n/a``."""
-    if not math.isfinite(v):
-        return "n/a"
-    if v != 0 and abs(v) < 0.01:
-        return f"{v:.4f}"
-    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
-
-
 def format_interval(ci: dict) -> str:
-    """``mean [low, high]``."""
-    return f"{format_number(ci['mean'])} [{format_number(ci['low'])}, {format_number(ci['high'])}]"
+    """``mean [low, high]``, three significant digits each (``n/a`` where there is no interval)."""
+    return " ".join([format_number(ci["mean"], "{:.3g}", "n/a"),
+                     f"[{format_number(ci['low'], '{:.3g}', 'n/a')}, {format_number(ci['high'], '{:.3g}', 'n/a')}]"])
 
 
 def summary_markdown(study: SeedStudy, metrics: Sequence[str] = ("mmd", "std_ratio", "spread_radial",

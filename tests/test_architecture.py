@@ -13,7 +13,7 @@ LAYERS = {
     "core": ["schedule", "data", "denoisers", "losses", "samplers"],
     "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "train", "exercises"],
     "presentation": ["viz", "widgets", "report"],
-    "application": ["recipes", "evaluate", "experiments", "demo"],
+    "application": ["recipes", "evaluate", "experiments", "seed_study", "demo"],
     "interface": ["cli"],
 }
 RANK = {m: (i, j) for i, mods in enumerate(LAYERS.values()) for j, m in enumerate(mods)}
