@@ -5,6 +5,7 @@ Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in 
 
 - ``ring8-seeds``: the multi-seed ring8 study (``data/checkpoints/ring8_seeds.json``), mean [95% interval];
 - ``ring8-paired``: SA against simple from the same study, paired by seed, judged two-sided;
+- ``ring8-gap``: the estimation gap from t = 100 of the same models;
 - ``digits``: the shipped digit models' table (recorded in their checkpoint JSON) with the Frechet floor's
   spread over random halvings of the real digits.
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from seqdiff_kit.evaluate import frechet_floor_spread, shipped_table
-from seqdiff_kit.seed_study import SeedStudy, paired_markdown, summary_markdown
+from seqdiff_kit.seed_study import SeedStudy, gap_markdown, paired_markdown, summary_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FLOOR_SEEDS = tuple(range(8))
@@ -41,7 +42,8 @@ def digits_table() -> str:
 
 def tables() -> dict[str, str]:
     study = SeedStudy.load()
-    return {"ring8-seeds": summary_markdown(study), "ring8-paired": paired_markdown(study), "digits": digits_table()}
+    return {"ring8-seeds": summary_markdown(study), "ring8-paired": paired_markdown(study),
+            "ring8-gap": gap_markdown(study), "digits": digits_table()}
 
 
 def render(text: str, blocks: dict[str, str]) -> str:

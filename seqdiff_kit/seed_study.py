@@ -234,3 +234,15 @@ def paired_markdown(study: SeedStudy, metrics: Sequence[str] = ("mmd", "std_rati
     for s in study.steps:
         lines.append(f"| {s} | " + " | ".join(cell(study.paired(m, s, a, b)) for m in metrics) + " |")
     return "\n".join(lines) + "\n"
+
+
+def gap_markdown(study: SeedStudy, a: str = "SA", b: str = "simple") -> str:
+    """A one-row Markdown table of the estimation gap from t = 100 (``gap_from_100``): each model's mean [95%
+    interval] over seeds, and ``a - b`` paired by seed with whether ``a``'s is larger."""
+    names = [b, a, IDEAL]
+    p = study.paired("gap_from_100", None, a, b)
+    head = "| | " + " | ".join(names) + f" | {a} - {b} (paired) |"
+    row = ("| estimation gap from t = 100 | " + " | ".join(format_interval(study.interval(n, "gap_from_100"))
+                                                       for n in names)
+           + f" | {format_interval(p['diff'])} {p['verdict']} |")
+    return "\n".join([head, "|---|" + "---:|" * (len(names) + 1), row]) + "\n"
