@@ -3,8 +3,9 @@
 
 For each seed: an MLP trained with the simple loss and one with the SA loss (K = 2, lam = 1), both with the
 shipped ring8 recipe (``recipes.RING8``) shortened to 3000 updates (the shipped demo models take 8000; the short
-recipe keeps the study to minutes per seed on one core; the file records the wall time), then every metric of ``seqdiff_kit.seed_study.measure_seed`` at 5 to 100
-DDIM steps, for both models and the ideal denoiser, and for a second data draw. Writes
+recipe keeps the study to minutes per seed on one core; the file records the wall time), then every metric of
+``seqdiff_kit.seed_study.measure_seed`` at 5 to 100 DDIM steps, for both models and the ideal denoiser, and for
+a second data draw. Writes
 ``data/checkpoints/ring8_seeds.json`` (the notebooks and the README read it; ``scripts/make_readme_tables.py``
 turns it into the README's tables).
 

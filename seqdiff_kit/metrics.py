@@ -494,8 +494,9 @@ def verdict(diff_low: float, diff_high: float) -> str:
 
 
 def reading(metric: str, value: float, tolerance: float = 0.0) -> str:
-    """A one-sided quantity's direction in words: ``"too tight"`` / ``"too diffuse"`` for the spread ratios
-    (below / above 1) and the log-likelihood gap (above / below 0), ``"on target"`` within ``tolerance``."""
+    """Which side of its target a quantity lies on, in words: ``"too tight"`` / ``"too diffuse"`` for the
+    spread ratios (below / above 1) and the log-likelihood gap (above / below 0), ``"on target"`` within
+    ``tolerance``."""
     if _check_metric(metric) not in _TIGHT_BELOW:
         raise ValueError(f"metric must be one of {sorted(_TIGHT_BELOW)} for a reading, got {metric!r}")
     tolerance = check_float("tolerance", tolerance, 0.0)

@@ -1,8 +1,9 @@
 """The lessons' multi-seed study on ring8: the simple loss, the SA loss and the ideal denoiser over several
 training seeds, with intervals, stored as JSON next to the shipped checkpoints.
 
-One seed ``s``: train an MLP with each loss (``recipes.train`` of ``study_recipe``: the shipped ``RING8`` recipe
-with a shorter step count, weights and data drawn from ``s``), then from ``x_T``, reference and second data draws of ``Generator(s)``:
+One seed ``s``: train an MLP with each loss (``recipes.train`` of ``study_recipe``: the shipped ``RING8``
+recipe with a shorter step count, weights and data drawn from ``s``), then from ``x_T``, reference and second
+data draws of ``Generator(s)``:
 
 - per model (and the ideal denoiser) and DDIM step count, the sample metrics of ``measure_samples``: MMD^2,
   the mean log-likelihood and the signed ``loglik_gap`` against the reference draws, the std ratio, the mode

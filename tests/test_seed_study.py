@@ -33,7 +33,8 @@ def test_paired_judges_quantities_with_a_target_by_their_distance_to_it():
                         ("SA", "loglik_gap"): [0.5, 0.6, 0.55], ("simple", "loglik_gap"): [-0.1, -0.2, -0.15]})
     p = study.paired("std_ratio", 5)
     # SA is above 1 by about 0.05, simple below by about 0.1: SA is closer, although "higher" is not the point
-    assert p["verdict"] == "better" and p["distance"]["mean"] == pytest.approx(0.05 - (0.10 + 0.12 + 0.09) / 3, abs=1e-12)
+    assert p["verdict"] == "better"
+    assert p["distance"]["mean"] == pytest.approx(0.05 - (0.10 + 0.12 + 0.09) / 3, abs=1e-12)
     assert p["diff"]["mean"] == pytest.approx(1.05 - (0.90 + 0.88 + 0.91) / 3, abs=1e-12)
     assert study.paired("loglik_gap", 5)["verdict"] == "worse"     # a higher log-likelihood, farther from data
     assert study.paired("drift_final", 5)["verdict"] == "larger"
