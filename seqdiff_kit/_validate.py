@@ -51,18 +51,81 @@ def check_choice(name: str, value, choices) -> str:
     return value
 
 
+# The dtypes the library computes with: real floating point (float16 and bfloat16 work as storage; the library
+# takes its coefficients in float64 and casts them). "real" adds the integer types, for data that are counts.
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+DTYPE_GROUPS = {"floating": FLOATING, "real": FLOATING + INTEGER, "integer": INTEGER}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32 -> "float32"``: the name a message shows."""
+    return str(dtype).removeprefix("torch.")
+
+
+def _names(dtypes) -> str:
+    names = [dtype_name(d) for d in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def same_device(a, b) -> bool:
+    """Whether two devices are the same (``"cuda"`` matches ``"cuda:0"``: an absent index matches any)."""
+    a, b = torch.device(a), torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def check_device(name: str, value: torch.Tensor, device=None, hint: str = "") -> torch.Tensor:
+    """Raise TypeError for a meta tensor (it has a shape but no values to compute with) or, when ``device`` is
+    given, for a tensor on another device."""
+    if value.device.type == "meta":
+        raise TypeError(f"{name} must hold values on a real device (cpu or cuda), got a tensor on device meta "
+                        f"(meta tensors have shapes but no values)")
+    if device is not None and not same_device(value.device, device):
+        raise TypeError(f"{name} must be on device {torch.device(device)}, got device {value.device}{hint}")
+    return value
+
+
+def check_dtype(name: str, value: torch.Tensor, dtypes, hint: str = "") -> torch.Tensor:
+    """Raise TypeError unless ``value.dtype`` is allowed: ``dtypes`` is a tuple of dtypes or a group name,
+    ``"floating"`` (float16, bfloat16, float32, float64), ``"real"`` (those and the integer types; never bool or
+    complex) or ``"integer"``."""
+    allowed = DTYPE_GROUPS[dtypes] if isinstance(dtypes, str) else tuple(dtypes)
+    if value.dtype not in allowed:
+        what = {"floating": "a floating-point tensor", "real": "a real-valued tensor",
+                "integer": "an integer tensor"}.get(dtypes) if isinstance(dtypes, str) else None
+        if what is not None:
+            raise TypeError(f"{name} must be {what} ({_names(allowed)}), got dtype {dtype_name(value.dtype)}{hint}")
+        raise TypeError(f"{name} must have dtype {_names(allowed)}, got dtype {dtype_name(value.dtype)}{hint}")
+    return value
+
+
+def check_dtype_arg(name: str, dtype, dtypes="floating") -> torch.dtype:
+    """Raise TypeError unless ``dtype`` is a ``torch.dtype`` allowed by ``dtypes`` (see ``check_dtype``)."""
+    allowed = DTYPE_GROUPS[dtypes] if isinstance(dtypes, str) else tuple(dtypes)
+    if not isinstance(dtype, torch.dtype) or dtype not in allowed:
+        got = dtype_name(dtype) if isinstance(dtype, torch.dtype) else repr(dtype)
+        raise TypeError(f"{name} must be one of the dtypes {_names(allowed)}, got {got}")
+    return dtype
+
+
 def check_tensor(name: str, value, *, ndim: int | None = None, min_ndim: int | None = None,
-                 finite: bool = False, nonempty: bool = False) -> torch.Tensor:
-    """Raise unless ``value`` is a tensor of the expected rank (and finite / non-empty when asked)."""
+                 finite: bool = False, nonempty: bool = False, dtypes=None, device=None,
+                 hint: str = "") -> torch.Tensor:
+    """Raise unless ``value`` is a tensor with values (never a meta tensor) of the expected rank, finite /
+    non-empty when asked, with an allowed dtype (``dtypes``: see ``check_dtype``) and on ``device`` when given.
+    ``hint`` is appended to a dtype or device message (say how to convert)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    check_device(name, value, device, hint)
+    if dtypes is not None:
+        check_dtype(name, value, dtypes, hint)
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
     if min_ndim is not None and value.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(value.shape)}")
     if nonempty and value.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one sample, got an empty batch of shape {tuple(value.shape)}")
-    if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+    if finite and (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
         bad = int((~torch.isfinite(value)).sum())
         raise ValueError(f"{name} must be finite, got {bad} non-finite value(s) (NaN or inf)")
     return value
@@ -70,15 +133,21 @@ def check_tensor(name: str, value, *, ndim: int | None = None, min_ndim: int | N
 
 def check_timesteps(name: str, t, T: int, *, batch: int | None = None, allow_clean: bool = False) -> torch.Tensor:
     """``t`` as a LongTensor of integer timesteps in ``[0, T-1]`` (``[-1, T-1]`` with ``allow_clean``: ``-1``
-    is the clean data), or raise naming the argument.
+    is the clean data), or raise naming the argument. ``t`` is an int, a list or tuple of ints or an integer
+    tensor on a real device (its device is kept).
 
     With ``batch``, a scalar is broadcast to ``[batch]`` and any other shape than ``[batch]`` is refused; without
-    it any shape passes. The one check of "t is an integer tensor [B] in range" for schedules, losses and
-    networks."""
-    if not isinstance(t, torch.Tensor):
-        t = torch.as_tensor(t)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must be a LongTensor of integer timesteps, got dtype {t.dtype}")
+    it any shape passes. The one check of "t is an integer tensor [B] in range" for schedules, losses, networks,
+    samplers and the drift analysis."""
+    if isinstance(t, (list, tuple)) and all(isinstance(v, Integral) and not isinstance(v, bool) for v in t):
+        t = torch.tensor(t, dtype=torch.long)
+    if isinstance(t, bool) or not isinstance(t, (Integral, torch.Tensor)):
+        raise TypeError(f"{name} must be a LongTensor of integer timesteps (or an int, or a list of ints), "
+                        f"got {type(t).__name__}")
+    t = torch.as_tensor(t)
+    check_device(name, t)
+    if t.dtype not in INTEGER:
+        raise TypeError(f"{name} must be a LongTensor of integer timesteps, got dtype {dtype_name(t.dtype)}")
     if batch is not None:
         if t.ndim == 0:
             t = t.expand(batch)
@@ -87,5 +156,32 @@ def check_timesteps(name: str, t, T: int, *, batch: int | None = None, allow_cle
     low = -1 if allow_clean else 0
     if t.numel() and (int(t.min()) < low or int(t.max()) > T - 1):
         clean = " (-1 is the clean data)" if allow_clean else ""
-        raise ValueError(f"{name} must be in [{low}, {T - 1}]{clean}, got values from {int(t.min())} to {int(t.max())}")
+        raise ValueError(f"{name} must be in [{low}, {T - 1}]{clean}, got values from {int(t.min())} to "
+                         f"{int(t.max())}")
     return t.long()
+
+
+def check_values(name: str, value, *, low: float | None = None, high: float | None = None,
+                 finite: bool = False) -> torch.Tensor:
+    """``value`` (a number, a sequence of numbers or a real tensor) as a float64 tensor without NaN (and without
+    inf when ``finite``), every entry in ``[low, high]``; raise naming the argument otherwise."""
+    if not isinstance(value, torch.Tensor):
+        if isinstance(value, (str, bytes, bool)):
+            raise TypeError(f"{name} must be a number, a sequence of numbers or a real tensor, got {value!r}")
+        try:
+            value = torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a number, a sequence of numbers or a real tensor, "
+                            f"got {type(value).__name__}") from None
+    check_tensor(name, value, dtypes="real")
+    v = value.detach().to(torch.float64)
+    if finite and not bool(torch.isfinite(v).all()):
+        bad = int((~torch.isfinite(v)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} non-finite value(s) (NaN or inf)")
+    if bool(torch.isnan(v).any()):
+        raise ValueError(f"{name} must not be NaN, got {int(torch.isnan(v).sum())} NaN value(s)")
+    if v.numel() and ((low is not None and float(v.min()) < low) or (high is not None and float(v.max()) > high)):
+        raise ValueError(f"{name} must be in [{low if low is not None else '-inf'}, "
+                         f"{high if high is not None else 'inf'}], got values from {float(v.min()):.6g} "
+                         f"to {float(v.max()):.6g}")
+    return v

@@ -9,7 +9,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "seqdiff_kit"
 # lowest first; inside a layer a module may import only the modules listed before it
 LAYERS = {
-    "foundation": ["_runtime", "_validate", "_io", "_format", "_limits"],
+    "foundation": ["_runtime", "_validate", "_numeric", "_io", "_format", "_limits"],
     "core": ["schedule", "data", "denoisers", "losses", "samplers"],
     "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "train", "exercises"],
     "presentation": ["viz", "widgets", "report"],

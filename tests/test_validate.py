@@ -1,8 +1,11 @@
-"""The shared argument checks: check_type's message, check_float's open bounds, the one timestep check."""
+"""The shared argument checks: messages, open bounds, dtypes, devices and timesteps."""
+import math
+
 import pytest
 import torch
 
-from seqdiff_kit._validate import check_float, check_timesteps, check_type
+from seqdiff_kit._validate import (check_dtype_arg, check_float, check_tensor, check_timesteps, check_type,
+                                   check_values, same_device)
 
 
 def test_check_type_names_the_allowed_types():
@@ -28,6 +31,55 @@ def test_check_float_closed_bounds_admit_the_ends():
         check_float("b", 1.5, 0.0, 1.0)
 
 
+# ---------------------------------------------------------------------- dtypes, devices, timesteps (issue 16)
+def test_check_tensor_refuses_meta_tensors_whatever_else_is_asked():
+    with pytest.raises(TypeError, match=r"^x must hold values on a real device \(cpu or cuda\), got a tensor on "
+                                        r"device meta"):
+        check_tensor("x", torch.zeros(2, device="meta"))
+
+
+@pytest.mark.parametrize("dtype, group, ok", [
+    (torch.float16, "floating", True), (torch.bfloat16, "floating", True), (torch.int64, "floating", False),
+    (torch.bool, "real", False), (torch.int32, "real", True), (torch.complex64, "real", False),
+    (torch.float64, (torch.float32,), False)])
+def test_check_tensor_dtypes(dtype, group, ok):
+    x = torch.zeros(2, dtype=dtype)
+    if ok:
+        assert check_tensor("x", x, dtypes=group) is x
+        return
+    with pytest.raises(TypeError, match=rf"^x must (be a .*tensor \(|have dtype ).*got dtype "
+                                        rf"{str(dtype)[6:]}"):
+        check_tensor("x", x, dtypes=group)
+
+
+def test_check_tensor_device_and_hint():
+    assert same_device("cpu", torch.device("cpu")) and not same_device("cpu", "meta")
+    with pytest.raises(TypeError, match=r"^x must have dtype float32, got dtype float64 \(convert it\)$"):
+        check_tensor("x", torch.zeros(1, dtype=torch.float64), dtypes=(torch.float32,), hint=" (convert it)")
+
+
+def test_check_tensor_finite_covers_complex():
+    with pytest.raises(ValueError, match="x must be finite, got 1 non-finite"):
+        check_tensor("x", torch.tensor([1 + 1j, complex(math.inf, 0)]), finite=True)
+
+
+def test_check_values_and_check_dtype_arg():
+    assert check_values("v", [1, 2]).dtype == torch.float64
+    assert check_values("v", math.inf).item() == math.inf
+    with pytest.raises(ValueError, match="v must not be NaN, got 1 NaN value"):
+        check_values("v", [1.0, math.nan])
+    with pytest.raises(ValueError, match="v must be finite"):
+        check_values("v", [math.inf], finite=True)
+    with pytest.raises(ValueError, match=r"v must be in \[0.0, 1.0\], got values from -1 to 2"):
+        check_values("v", [-1.0, 2.0], low=0.0, high=1.0)
+    for bad in ("1", True, None, ["a"], torch.tensor([1j])):
+        with pytest.raises(TypeError, match="^v must be"):
+            check_values("v", bad)
+    assert check_dtype_arg("dtype", torch.float16) is torch.float16
+    with pytest.raises(TypeError, match="dtype must be one of the dtypes float16, bfloat16, float32 or float64, "
+                                        "got int64"):
+        check_dtype_arg("dtype", torch.int64)
+
 def test_check_timesteps_broadcasts_and_bounds():
     t = check_timesteps("t", 3, 10, batch=4)
     assert t.dtype == torch.long and t.tolist() == [3, 3, 3, 3]
@@ -39,5 +91,15 @@ def test_check_timesteps_broadcasts_and_bounds():
     with pytest.raises(ValueError, match=r"t must be a scalar or have shape \[B\] = \[3\], got shape \(2,\)"):
         check_timesteps("t", torch.tensor([0, 1]), 10, batch=3)
     for bad in (torch.tensor([0.5]), torch.tensor([True])):
-        with pytest.raises(TypeError, match=f"t must be a LongTensor of integer timesteps, got dtype {bad.dtype}"):
+        with pytest.raises(TypeError, match=f"t must be a LongTensor of integer timesteps, got dtype {str(bad.dtype)[6:]}"):
             check_timesteps("t", bad, 10)
+    # what issue 16 added: lists, meta tensors, complex and bool refused by name
+    assert check_timesteps("t", [4, 0], 10).dtype == torch.long
+    assert check_timesteps("t", torch.tensor([-1], dtype=torch.int32), 10, allow_clean=True).dtype == torch.long
+    for bad, exc, msg in [
+            (torch.tensor([1j]), TypeError, r"t must be a LongTensor of integer timesteps, got dtype complex64"),
+            (True, TypeError, r"t must be a LongTensor of integer timesteps \(or an int, or a list of ints\), got bool"),
+            ([1.5], TypeError, r"t must be a LongTensor of integer timesteps \(or an int, or a list of ints\), got list"),
+            (torch.zeros(2, dtype=torch.long, device="meta"), TypeError, "t must hold values on a real device")]:
+        with pytest.raises(exc, match=msg):
+            check_timesteps("t", bad, 10, batch=2)
