@@ -19,7 +19,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from ._validate import check_choice, check_float, check_int, check_tensor, check_type
+from ._validate import (check_choice, check_dtype_arg, check_float, check_int, check_tensor, check_timesteps,
+                        check_type, dtype_name)
 from .schedule import Schedule
 
 VARIANCES = ("small", "large")
@@ -79,8 +80,8 @@ class Trajectory:
 
 
 def _abar(schedule: Schedule, t, like: torch.Tensor) -> torch.Tensor:
-    """alpha_bar at integer t (scalar or [B]) shaped to broadcast against ``like`` [B, ...]."""
-    a = schedule.alpha_bar(torch.as_tensor(t)).to(device=like.device, dtype=like.dtype)
+    """alpha_bar at integer t (scalar or [B]) in float64, shaped to broadcast against ``like`` [B, ...]."""
+    a = schedule.alpha_bar(torch.as_tensor(t))
     if a.ndim == 0:
         return a
     return a.reshape(-1, *([1] * (like.ndim - 1)))
@@ -89,7 +90,7 @@ def _abar(schedule: Schedule, t, like: torch.Tensor) -> torch.Tensor:
 def sigmas(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str = "small"):
     """``(sigma_mean, sigma_noise)`` of a step from alpha_bar tensors: ``sigma_mean = eta sqrt((1 - a_t/a_s)
     (1 - a_s)/(1 - a_t))`` enters the mean; the noise uses it too, or ``sqrt(1 - a_t/a_s)`` (0 at the end) for
-    ``variance="large"``."""
+    ``variance="large"``. Pass float64 alpha_bars: in float16 ``1 - a`` rounds to 0 near the data."""
     sig_mean = eta * ((1 - a_t / a_s) * (1 - a_s) / (1 - a_t)).clamp(min=0).sqrt()
     if variance != "large":
         return sig_mean, sig_mean
@@ -107,18 +108,25 @@ def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedul
     """One step ``x_t -> x_s``; returns ``(x_s, x0_pred)``.
 
     ``t`` and ``s`` are ints or LongTensors [B] (a batch may sit at different timesteps). ``noise`` is the
-    ``z`` of the step (needed when sigma > 0)."""
+    ``z`` of the step (needed when sigma > 0). The coefficients are computed in float64 and cast to ``x``'s
+    dtype, so float16 and bfloat16 runs keep ``1 - a_t`` (which rounds to 0 in float16 near the data).
+    The arguments are not checked here: the sampler's entries check them once per run."""
     a_t, a_s = _abar(schedule, t, x), _abar(schedule, s, x)
-    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+
+    def cast(c: torch.Tensor) -> torch.Tensor:
+        return c.to(device=x.device, dtype=x.dtype)
+
+    x0 = (x - cast((1 - a_t).sqrt()) * eps) / cast(a_t.sqrt())
     if clip_x0 is not None:
-        x0 = x0.clamp(-clip_x0, clip_x0)
-        eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # keep eps consistent with the clipped x0
+        c = min(clip_x0, torch.finfo(x.dtype).max)  # clamp cannot take a bound beyond the dtype's range
+        x0 = x0.clamp(-c, c)
+        eps = (x - cast(a_t.sqrt()) * x0) / cast((1 - a_t).sqrt())  # keep eps consistent with the clipped x0
     sig_mean, sig_noise = sigmas(a_t, a_s, eta, variance)
-    out = a_s.sqrt() * x0 + (1 - a_s - sig_mean**2).clamp(min=0).sqrt() * eps
+    out = cast(a_s.sqrt()) * x0 + cast((1 - a_s - sig_mean**2).clamp(min=0).sqrt()) * eps
     if bool((sig_noise > 0).any()):
         if noise is None:
             raise ValueError("noise must be given for a stochastic step (eta > 0 or variance='large')")
-        out = out + sig_noise * noise
+        out = out + cast(sig_noise) * noise.to(x.dtype)
     return out, x0
 
 
@@ -126,14 +134,15 @@ def make_noise(steps: int, shape, generator: torch.Generator | None = None, dtyp
                device="cpu") -> torch.Tensor:
     """Per-step Gaussian noise ``z`` of shape [steps, *shape]: pass it to two samplers to share randomness."""
     steps = check_int("steps", steps, 1)
+    check_dtype_arg("dtype", dtype, "floating")
     return torch.randn(steps, *shape, generator=generator, dtype=dtype).to(device)
 
 
 def resolve_timesteps(schedule, steps, spacing, timesteps) -> torch.Tensor:
     if timesteps is not None:
-        ts = torch.as_tensor(timesteps).long().flatten()
-        if ts.numel() < 1 or int(ts.min()) < 0 or int(ts.max()) > schedule.T - 1:
-            raise ValueError(f"timesteps must be a non-empty sequence inside [0, {schedule.T - 1}], got {ts.tolist()[:8]}...")
+        ts = check_timesteps("timesteps", timesteps, schedule.T).flatten().cpu()
+        if ts.numel() < 1:
+            raise ValueError("timesteps must be a non-empty sequence, got an empty one")
         if ts.numel() > 1 and not bool((ts[1:] < ts[:-1]).all()):
             raise ValueError("timesteps must be strictly decreasing")
         return ts
@@ -154,13 +163,24 @@ def check_step_args(eta, variance: str, clip_x0=None) -> tuple[float, float | No
 
 def check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise,
                         clip_x0) -> tuple[float, torch.Tensor, float | None]:
-    """The sampler's argument checks; returns ``(eta, timesteps, clip_x0)``."""
-    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
+    """The sampler's argument checks; returns ``(eta, timesteps, clip_x0)``.
+
+    ``x_T`` is a finite floating-point tensor (float16 and bfloat16 too: the step's coefficients are computed
+    in float64) whose dtype can hold every coefficient of the run; ``noise`` a finite floating-point tensor on
+    ``x_T``'s device."""
+    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True, dtypes="floating")
     check_type("schedule", schedule, Schedule)
     eta, clip_x0 = check_step_args(eta, variance, clip_x0)
     ts = resolve_timesteps(schedule, steps, spacing, timesteps)
+    # a subnormal or zero sqrt(alpha_bar_t) or sqrt(1 - alpha_bar_t) in x_T's dtype turns x0_pred into inf/NaN
+    a = schedule.alpha_bars[ts]
+    smallest, tiny = float(torch.minimum(a.sqrt(), (1 - a).sqrt()).min()), torch.finfo(x_T.dtype).tiny
+    if smallest < tiny:
+        raise TypeError(f"x_T has dtype {dtype_name(x_T.dtype)}, which cannot hold this run's coefficients: "
+                        f"min(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) = {smallest:.3g} is below its smallest "
+                        f"normal number {tiny:.3g}; use float32 or float64")
     if noise is not None:
-        check_tensor("noise", noise)
+        check_tensor("noise", noise, finite=True, dtypes="floating", device=x_T.device)
         if noise.shape[0] < ts.numel() or noise.shape[1:] != x_T.shape:
             raise ValueError(f"noise must have shape [steps, *x_T.shape] = [{ts.numel()}, "
                              f"{', '.join(map(str, x_T.shape))}], got {tuple(noise.shape)}")
@@ -176,6 +196,9 @@ def call_model(model: Callable, x: torch.Tensor, t: int, where: str) -> torch.Te
         raise ValueError(f"model output must have the shape of x {tuple(x.shape)}, got {got} at {where}")
     if not bool(torch.isfinite(eps).all()):
         raise ValueError(f"model output is not finite (NaN or inf) at {where}")
+    if eps.dtype != x.dtype:
+        raise ValueError(f"model output must have the dtype of x {dtype_name(x.dtype)}, got "
+                         f"{dtype_name(eps.dtype)} at {where}")
     return eps
 
 
@@ -193,6 +216,10 @@ def run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0
         if stochastic and s >= 0:
             z = noise[i] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         prev, x0 = generalized_step(x, eps, t, s, schedule, eta=eta, variance=variance, noise=z, clip_x0=clip_x0)
+        if not bool(torch.isfinite(prev).all()):
+            raise ValueError(f"the sampler's state is not finite (NaN or inf) after step {i} (t={t}): x_T's dtype "
+                             f"{dtype_name(x.dtype)} cannot hold x0_pred or x_s "
+                             f"(max |x_t| = {float(x.abs().max()):.3g})")
         yield StepOutput(i, t, s, x, eps, x0, prev)
         x = prev
 

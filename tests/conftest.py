@@ -1,7 +1,33 @@
 import os
 
+import pytest
 import torch
 
 # The one place the suite sets its thread count (deliberately 1 unless SEQDIFF_THREADS says otherwise):
 # it runs on 2 shared cores, where oversubscription slows these small models 20-40x.
 torch.set_num_threads(int(os.environ.get("SEQDIFF_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def rounding_bound():
+    """``rounding_bound(traj, schedule, dtype)``: see ``sampler_rounding_bound``."""
+    return sampler_rounding_bound
+
+
+def sampler_rounding_bound(traj, schedule, dtype) -> float:
+    """A bound on how far a sampler run in ``dtype`` may land from the float64 run ``traj`` (every step recorded)
+    through rounding alone: each step rounds x_t, eps_pred, x0_pred and x_s about once each, and the division by
+    sqrt(alpha_bar_t) scales those errors by ``kappa = sqrt(alpha_bar_s / alpha_bar_t)`` on the way to x_s, so
+
+        |x_low - x_64| <= 4 eps(dtype) sum_i kappa_i max(|x_t|, |eps_pred|, |x_s|)_i
+
+    (4 rather than 3 roundings leaves room for the errors of earlier steps). It ignores how much the flow itself
+    amplifies earlier errors, so it holds for short runs only: over many steps a point near the boundary between
+    two modes can follow the other one, which no rounding bound describes."""
+    ts = traj.timesteps
+    a_t = schedule.alpha_bar(ts)
+    a_s = schedule.alpha_bar(torch.cat([ts[1:], torch.tensor([-1])]))
+    kappa = (a_s / a_t).sqrt()
+    size = torch.stack([traj.x[:-1].abs().flatten(1).amax(1), traj.eps_pred.abs().flatten(1).amax(1),
+                        traj.x[1:].abs().flatten(1).amax(1)]).amax(0).double()
+    return 4 * torch.finfo(dtype).eps * float((kappa * size).sum())

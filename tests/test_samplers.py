@@ -165,3 +165,85 @@ def test_networks_follow_the_input_dtype():
     t = torch.tensor([0, 5, 999])
     assert MLPDenoiser().double()(torch.zeros(3, 2, dtype=torch.float64), t).dtype == torch.float64
     assert TinyUNet().double()(torch.zeros(3, 1, 8, 8, dtype=torch.float64), t).dtype == torch.float64
+
+
+# ---------------------------------------------------------------------- dtypes and devices (issue 16)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("spacing, steps", [("leading", 5), ("trailing", 5), ("leading", 20)])
+def test_low_precision_sampling_is_finite_and_close_to_float64(sched, dtype, spacing, steps, rounding_bound):
+    """float16 rounded alpha_bar_0 to 1 and returned all-NaN samples (sigma = 0/0): the step's coefficients are
+    now float64, cast. The run stays within the rounding bound (conftest) of the float64 run."""
+    m = IdealDenoiser(ring8(), sched)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = sample(m, x_T, sched, steps, spacing=spacing)
+    low = sample(m, x_T.to(dtype), sched, steps, spacing=spacing).final
+    assert low.dtype == dtype and bool(torch.isfinite(low).all())
+    assert float((low.double() - ref.final).abs().max()) <= rounding_bound(ref, sched, dtype)
+
+
+def test_low_precision_stochastic_sampling_is_finite(sched, rounding_bound):
+    m = IdealDenoiser(ring8(), sched)
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    noise = make_noise(10, x_T.shape, torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = sample(m, x_T.double(), sched, 10, eta=1.0, noise=noise, spacing="leading")
+    low = sample(m, x_T.half(), sched, 10, eta=1.0, noise=noise.half(), spacing="leading").final
+    assert bool(torch.isfinite(low).all())
+    # the noise enters rounded too: the bound's x_s term covers it
+    assert float((low.double() - ref.final).abs().max()) <= rounding_bound(ref, sched, torch.float16)
+
+
+def test_float16_refuses_a_schedule_whose_coefficients_it_cannot_hold():
+    """cosine(1000) ends at sqrt(alpha_bar_999) ~ 4.9e-5, below float16's smallest normal number."""
+    s = Schedule.cosine(1000)
+    with pytest.raises(TypeError, match=r"x_T has dtype float16.*sqrt\(alpha_bar_t\).*use float32"):
+        sample(IdealDenoiser(ring8(), s), torch.zeros(4, 2, dtype=torch.float16), s, 5)
+    assert bool(torch.isfinite(sample(IdealDenoiser(ring8(), s), torch.zeros(4, 2, dtype=torch.bfloat16), s, 5)
+                                .final).all())
+
+
+@pytest.mark.parametrize("x_T, message", [
+    (torch.zeros(4, 2, dtype=torch.long), r"x_T must be a floating-point tensor .*got dtype int64"),
+    (torch.zeros(4, 2, dtype=torch.bool), r"x_T must be a floating-point tensor .*got dtype bool"),
+    (torch.zeros(4, 2, dtype=torch.complex64), r"x_T must be a floating-point tensor .*got dtype complex64"),
+    (torch.zeros(4, 2, device="meta"), r"x_T must hold values on a real device .*meta"),
+])
+def test_sampler_refuses_non_float_and_meta_x_T(sched, x_T, message):
+    """Integer x_T with eta > 0 raised NotImplementedError from the normal kernel; meta failed in .item()."""
+    for eta in (0.0, 1.0):
+        with pytest.raises(TypeError, match=message):
+            sample(IdealDenoiser(ring8(), sched), x_T, sched, 5, eta=eta)
+
+
+def test_sampler_checks_noise_values_dtype_and_device(sched):
+    m, x_T = IdealDenoiser(ring8(), sched), torch.zeros(4, 2)
+    bad = torch.zeros(5, 4, 2)
+    bad[2, 1, 0] = math.nan
+    with pytest.raises(ValueError, match="noise must be finite"):
+        sample(m, x_T, sched, 5, eta=1.0, noise=bad)
+    with pytest.raises(TypeError, match="noise must be a floating-point tensor .*int64"):
+        sample(m, x_T, sched, 5, eta=1.0, noise=torch.zeros(5, 4, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="noise must hold values on a real device"):
+        sample(m, x_T, sched, 5, eta=1.0, noise=torch.zeros(5, 4, 2, device="meta"))
+
+
+def test_timesteps_must_be_integers(sched):
+    m, x_T = IdealDenoiser(ring8(), sched), torch.zeros(4, 2)
+    with pytest.raises(TypeError, match="timesteps must be a LongTensor of integer timesteps, got dtype float32"):
+        sample(m, x_T, sched, timesteps=torch.tensor([9.5, 3.0]))
+    with pytest.raises(ValueError, match=r"timesteps must be in \[0, 999\], got values from 3 to 1000"):
+        sample(m, x_T, sched, timesteps=[1000, 3])
+    assert sample(m, x_T, sched, timesteps=[9, 3]).timesteps.tolist() == [9, 3]
+
+
+def test_a_state_that_overflows_its_dtype_is_an_error_not_inf(sched):
+    """A model whose eps is finite but makes x0_pred overflow float16 (x0 = (x - sqrt(1 - a) eps) / sqrt(a))."""
+    def model(x, t):
+        return torch.full_like(x, -6e4)
+
+    with pytest.raises(ValueError, match=r"sampler's state is not finite .*step 0 \(t=999\).*float16"):
+        sample(model, torch.zeros(4, 2, dtype=torch.float16), sched, 5)
+
+
+def test_a_model_output_in_another_dtype_is_an_error(sched):
+    with pytest.raises(ValueError, match="model output must have the dtype of x float16, got float32"):
+        sample(lambda x, t: torch.zeros(x.shape), torch.zeros(4, 2, dtype=torch.float16), sched, 5)
