@@ -14,7 +14,11 @@ import numpy as np
 import torch
 from einops import einsum, rearrange
 
-from ._validate import check_float, check_int, check_tensor
+from ._validate import check_dtype_arg, check_float, check_int, check_tensor, check_values
+
+# Bound on |means| and |covariances| entries: the mixture squares them (E[x x^T], Mahalanobis distances), and
+# the squares must stay inside float64's range (about 1.8e308).
+MAX_PARAMETER = 1e100
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CHECKPOINT_DIR = DATA_DIR / "checkpoints"  # the shipped networks (recipes.SHIPPED names them)
@@ -27,9 +31,9 @@ class GaussianMixture:
     """
 
     def __init__(self, weights, means, covariances, name: str = "mixture"):
-        w = torch.as_tensor(weights, dtype=torch.float64)
-        mu = torch.as_tensor(means, dtype=torch.float64)
-        cov = torch.as_tensor(covariances, dtype=torch.float64)
+        w = check_values("weights", weights).cpu()
+        mu = check_values("means", means, low=-MAX_PARAMETER, high=MAX_PARAMETER).cpu()
+        cov = check_values("covariances", covariances, low=-MAX_PARAMETER, high=MAX_PARAMETER).cpu()
         if w.ndim != 1 or w.numel() < 1:
             raise ValueError(f"weights must be a 1-D list of M >= 1 numbers, got shape {tuple(w.shape)}")
         M = w.numel()
@@ -81,9 +85,7 @@ class GaussianMixture:
 
     def noised(self, alpha_bar: float) -> "GaussianMixture":
         """The exact marginal of ``x_t``: ``sum_i pi_i N(sqrt(a) mu_i, a S_i + (1 - a) I)``."""
-        a = float(alpha_bar)
-        if not 0.0 <= a <= 1.0:
-            raise ValueError(f"alpha_bar must be in [0, 1], got {a}")
+        a = check_float("alpha_bar", alpha_bar, 0.0, 1.0)
         eye = torch.eye(self.dim, dtype=torch.float64)
         return GaussianMixture(self.weights, math.sqrt(a) * self.means, a * self.covariances + (1 - a) * eye,
                                name=f"{self.name}@alpha_bar={a:.4g}")
@@ -93,6 +95,7 @@ class GaussianMixture:
                dtype=torch.float32):
         """``n`` draws: pick component i with probability pi_i, then ``mu_i + U_i diag(sqrt(l_i)) z``."""
         n = check_int("n", n, 1)
+        check_dtype_arg("dtype", dtype, "floating")
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         x = self.means[labels] + einsum(self._evecs[labels], self._evals[labels].sqrt() * z, "n i j, n j -> n i")
@@ -101,19 +104,17 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ exact quantities at alpha_bar
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor("x", x, ndim=2)
+        check_tensor("x", x, ndim=2, dtypes="real")
         if x.shape[1] != self.dim:
             raise ValueError(f"x must have shape [B, {self.dim}] for this {self.dim}-D mixture, got {tuple(x.shape)}")
         return x
 
     def _alpha_bar_like(self, alpha_bar, x: torch.Tensor) -> torch.Tensor:
-        a = torch.as_tensor(alpha_bar, dtype=torch.float64, device=x.device)
+        a = check_values("alpha_bar", alpha_bar, low=0.0, high=1.0).to(x.device)
         if a.ndim == 0:
             a = a.expand(x.shape[0])
         if a.shape != (x.shape[0],):
             raise ValueError(f"alpha_bar must be a scalar or have shape [B] = [{x.shape[0]}], got {tuple(a.shape)}")
-        if bool((a < 0).any()) or bool((a > 1).any()):
-            raise ValueError("alpha_bar must lie in [0, 1]")
         return a
 
     def _components(self, x: torch.Tensor, alpha_bar):
@@ -126,6 +127,13 @@ class GaussianMixture:
         z = einsum(self._evecs, diff, "m d k, b m d -> b m k")                     # U^T diff
         var = a[:, None, None] * self._evals[None] + (1 - a)[:, None, None]       # [B, M, D]
         log_n = -0.5 * ((z**2 / var).sum(-1) + var.log().sum(-1) + self.dim * math.log(2 * math.pi))
+        # checked on the result (the callers, e.g. a sampler, checked their inputs): a row without one finite
+        # component density has no responsibilities
+        lost = ~torch.isfinite(log_n).any(dim=1)
+        if bool(lost.any()):
+            b = int(torch.nonzero(lost)[0])
+            raise ValueError(f"x must be finite and near enough to the mixture for float64: x[{b}] = {x[b].tolist()} "
+                             f"has no finite density under any component")
         return x, a, z, var, log_n
 
     def log_prob(self, x: torch.Tensor, alpha_bar=1.0) -> torch.Tensor:

@@ -13,14 +13,22 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ._validate import check_int, check_tensor, check_timesteps, check_type
+from ._validate import check_float, check_int, check_tensor, check_timesteps, check_type, dtype_name
 from .data import GaussianMixture
 from .schedule import Schedule
 
 
-def _check_call(x: torch.Tensor, t, T: int) -> torch.Tensor:
-    """The arguments of ``model(x, t)``: ``x`` a tensor [B, ...], ``t`` integer timesteps (a scalar or [B])."""
-    check_tensor("x", x, min_ndim=1)
+def _check_call(x: torch.Tensor, t, T: int, model: nn.Module | None = None) -> torch.Tensor:
+    """Check a denoiser's ``(x, t)``; return ``t`` as a LongTensor [B]. ``x`` is a floating-point tensor, of the
+    dtype and on the device of ``model``'s parameters when given (a network computes in its own dtype). Values
+    are the caller's to check (the sampler and the losses check theirs once per run or batch)."""
+    if model is None:
+        check_tensor("x", x, min_ndim=1, dtypes="floating")
+    else:
+        p = next(model.parameters())
+        hint = (f" (this model's parameters are {dtype_name(p.dtype)} on {p.device}: convert x, or the model "
+                f"with model.to(dtype=..., device=...))")
+        check_tensor("x", x, min_ndim=1, dtypes=(p.dtype,), device=p.device, hint=hint)
     return check_timesteps("t", t, T, batch=x.shape[0])
 
 
@@ -35,24 +43,43 @@ class IdealDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = _check_call(x, t, self.schedule.T)
-        a = self.schedule.alpha_bar(t.cpu()).to(x.device)
-        return self.mixture.ideal_eps(x, a).to(x.dtype)
+        return _in_dtype_of("eps*(x, t)", self.mixture.ideal_eps(x, self.schedule.alpha_bars[t.cpu()]), x)
 
     def x0(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The ideal ``E[x0 | x_t = x]``."""
         t = _check_call(x, t, self.schedule.T)
-        a = self.schedule.alpha_bar(t.cpu()).to(x.device)
-        return self.mixture.posterior_mean(x, a).to(x.dtype)
+        return _in_dtype_of("E[x0 | x_t = x]", self.mixture.posterior_mean(x, self.schedule.alpha_bars[t.cpu()]), x)
+
+
+def _in_dtype_of(what: str, value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A float64 result cast to ``x``'s dtype, or a ValueError when it does not fit there (float16 tops out at
+    65504)."""
+    out = value.to(x.dtype)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"{what} does not fit in x's dtype {dtype_name(x.dtype)}: its largest magnitude is "
+                         f"{float(value.abs().max()):.3g} (max |x| = {float(x.abs().max()):.3g})")
+    return out
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding: ``[cos(t w_k), sin(t w_k)]`` with ``w_k = max_period^(-k / (dim/2))``."""
+    """Sinusoidal embedding [B, dim] of timesteps ``t`` [B] (real numbers): ``[cos(t w_k), sin(t w_k)]`` with
+    ``w_k = max_period^(-k / (dim/2))``."""
+    check_tensor("t", t, ndim=1, dtypes="real")
+    big = torch.finfo(torch.float32).max  # the embedding computes in float32
+    if not bool((t.double().abs() <= big).all()):
+        raise ValueError(f"t must be finite and inside float32's range (|t| <= {big:.3g}), got values from "
+                         f"{float(t.min()):.3g} to {float(t.max()):.3g}")
+    # max_period >= 1 keeps every frequency max_period^(-k / (dim/2)) at most 1 (no overflow to inf)
+    return _embedding(t, check_int("dim", dim, 1), check_float("max_period", max_period, 1.0))
+
+
+def _embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([args.cos(), args.sin()], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    if dim % 2:  # a zero column (not zeros_like(emb[:, :1]), which is empty when dim = 1)
+        emb = torch.cat([emb, emb.new_zeros(emb.shape[0], 1)], dim=-1)
     return emb
 
 
@@ -74,10 +101,10 @@ class MLPDenoiser(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = _check_call(x, t, self.T)
+        t = _check_call(x, t, self.T, self)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape [B, {self.dim}], got {tuple(x.shape)}")
-        temb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x.dtype))
+        temb = self.time_mlp(_embedding(t, self.time_dim).to(x.dtype))
         h = self.inp(x)
         for layer in self.hidden:
             h = layer(self.act(h + temb))
@@ -144,11 +171,11 @@ class TinyUNet(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = _check_call(x, t, self.T)
+        t = _check_call(x, t, self.T, self)
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] % 2 or x.shape[3] % 2:
             raise ValueError(f"x must have shape [B, 1, H, W] with even H and W (e.g. [B, 1, 8, 8]), "
                              f"got {tuple(x.shape)}")
-        emb = self.time_mlp(timestep_embedding(t.to(x.device), self.time_dim).to(x.dtype))
+        emb = self.time_mlp(_embedding(t.to(x.device), self.time_dim).to(x.dtype))
         h8 = self.enc(self.conv_in(x), emb)
         h4 = self.mid(self.down(h8), emb)
         u = self.dec(torch.cat([self.up(h4), h8], dim=1), emb)
@@ -159,6 +186,8 @@ def seeded_model(build, seed: int, **kwargs) -> nn.Module:
     """``build(**kwargs)`` with its initial weights drawn from ``torch.manual_seed(seed)``, leaving the global
     random state as it was (so building a model never changes what other code draws)."""
     seed = check_int("seed", seed)
+    if not callable(build):
+        raise TypeError(f"build must be callable (a model class or factory), got {type(build).__name__}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(**kwargs)

@@ -19,7 +19,7 @@ import torch
 from einops import rearrange, reduce, repeat
 
 from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps, check_type
-from .schedule import Schedule
+from .schedule import Schedule, forward_noise
 
 LOSS_NAMES = ("simple", "sa")
 
@@ -43,9 +43,7 @@ def _check_common(model, x0, schedule) -> None:
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, t) -> eps, got {type(model).__name__}")
     check_type("schedule", schedule, Schedule)
-    check_tensor("x0", x0, min_ndim=1, nonempty=True, finite=True)  # the finite check skips integer dtypes
-    if not x0.is_floating_point():
-        raise TypeError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    check_tensor("x0", x0, min_ndim=1, nonempty=True, finite=True, dtypes="floating")
 
 
 def _resolve_t(t, x0: torch.Tensor, schedule: Schedule, generator, antithetic: bool) -> torch.Tensor:
@@ -53,8 +51,7 @@ def _resolve_t(t, x0: torch.Tensor, schedule: Schedule, generator, antithetic: b
     B = x0.shape[0]
     if t is None:
         return schedule.sample_t(B, generator=generator, antithetic=bool(antithetic)).to(x0.device)
-    t = check_timesteps("t", t, schedule.T, batch=B)
-    return t.to(x0.device)
+    return check_timesteps("t", t, schedule.T, batch=B).to(x0.device)
 
 
 def _resolve_noise(noise, x0: torch.Tensor, K: int, generator) -> torch.Tensor:
@@ -66,12 +63,11 @@ def _resolve_noise(noise, x0: torch.Tensor, K: int, generator) -> torch.Tensor:
             return rearrange(eps0, "... -> 1 ...")
         rest = torch.randn((K - 1, *x0.shape), generator=generator, dtype=x0.dtype).to(x0.device)
         return torch.cat([rearrange(eps0, "... -> 1 ..."), rest])
-    check_tensor("noise", noise)
+    check_tensor("noise", noise, finite=True, dtypes="floating")
     if K == 1 and noise.shape == x0.shape:  # the simple loss also takes a plain [B, ...] noise
         noise = rearrange(noise, "... -> 1 ...")
     if noise.shape != (K, *x0.shape):
         raise ValueError(f"noise must have shape [K, *x0.shape] = {(K, *x0.shape)}, got {tuple(noise.shape)}")
-    check_tensor("noise", noise, finite=True)
     return noise.to(device=x0.device, dtype=x0.dtype)
 
 
@@ -93,7 +89,7 @@ def _residuals(model, x0, schedule, K, t, noise):
     x0_rep = repeat(x0, "b ... -> (k b) ...", k=K)
     eps_flat = rearrange(noise, "k b ... -> (k b) ...")
     t_flat = rearrange(t_k, "k b -> (k b)")
-    x_flat = schedule.add_noise(x0_rep, t_flat, eps_flat)                   # x_{t-k} from eps_k, same x0
+    x_flat = forward_noise(x0_rep, schedule.alpha_bars[t_flat.cpu()], eps_flat)  # x_{t-k} from eps_k, same x0
     eps_pred = model(x_flat, t_flat)
     if not isinstance(eps_pred, torch.Tensor) or eps_pred.shape != x_flat.shape:
         got = tuple(eps_pred.shape) if isinstance(eps_pred, torch.Tensor) else type(eps_pred).__name__

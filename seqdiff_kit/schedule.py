@@ -11,9 +11,11 @@ import math
 
 import torch
 
-from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps
+from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps, check_values
 
 SPACINGS = ("leading", "uniform", "trailing", "linspace", "quad")
+# the smallest beta_0 with 1 - beta_0 < 1 in float64 for sure (every step divides by sqrt(1 - alpha_bar_t))
+MIN_BETA = 2.0**-52
 
 
 class Schedule:
@@ -23,15 +25,24 @@ class Schedule:
     """
 
     def __init__(self, betas, name: str = "custom"):
-        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        betas = check_values("betas", betas).flatten().cpu()
         if betas.numel() < 1:
             raise ValueError(f"T (the number of betas) must be >= 1, got {betas.numel()}")
         if not bool(torch.isfinite(betas).all()) or bool((betas <= 0).any()) or bool((betas >= 1).any()):
             raise ValueError(f"betas must all lie in (0, 1), got min {betas.min().item()} and max {betas.max().item()}")
+        alpha_bars = torch.cumprod(1.0 - betas, dim=0)
+        # every step divides by sqrt(alpha_bar_t) or sqrt(1 - alpha_bar_t): both must be > 0 in float64
+        if float(alpha_bars[0]) >= 1.0:
+            raise ValueError(f"betas[0] must be large enough that alpha_bar_0 = 1 - beta_0 < 1 in float64 "
+                             f"(beta_0 >= {MIN_BETA:.3g} is), got {float(betas[0]):.3g}")
+        if float(alpha_bars[-1]) <= 0.0:
+            first = int(torch.nonzero(alpha_bars <= 0)[0])
+            raise ValueError(f"betas make alpha_bar_t underflow to 0 in float64 from t = {first}: use smaller "
+                             f"betas or fewer of them (T = {betas.numel()})")
         self.name = name
         self.betas = betas
         self.alphas = 1.0 - betas
-        self.alpha_bars = torch.cumprod(self.alphas, dim=0)
+        self.alpha_bars = alpha_bars
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -39,7 +50,7 @@ class Schedule:
         """DDPM's linear schedule: ``beta_t = beta_start + (beta_end - beta_start) t / (T - 1)``."""
         T = check_int("T", T, 1)
         beta_start, beta_end = _check_betas(beta_start, beta_end)
-        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear")
+        return _built(cls, torch.linspace(beta_start, beta_end, T, dtype=torch.float64), "linear", T, beta_end)
 
     @classmethod
     def quadratic(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
@@ -47,7 +58,7 @@ class Schedule:
         T = check_int("T", T, 1)
         beta_start, beta_end = _check_betas(beta_start, beta_end)
         root = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
-        return cls(root**2, name="quadratic")
+        return _built(cls, root**2, "quadratic", T, beta_end)
 
     @classmethod
     def sigmoid(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
@@ -55,7 +66,7 @@ class Schedule:
         T = check_int("T", T, 1)
         beta_start, beta_end = _check_betas(beta_start, beta_end)
         s = torch.sigmoid(torch.linspace(-6.0, 6.0, T, dtype=torch.float64))
-        return cls(beta_start + (beta_end - beta_start) * s, name="sigmoid")
+        return _built(cls, beta_start + (beta_end - beta_start) * s, "sigmoid", T, beta_end)
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "Schedule":
@@ -67,7 +78,7 @@ class Schedule:
         u = torch.arange(T + 1, dtype=torch.float64) / T
         f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - f[1:] / f[:-1]).clamp(min=1e-12, max=max_beta)
-        return cls(betas, name="cosine")
+        return _built(cls, betas, "cosine", T, max_beta, "max_beta")
 
     @classmethod
     def from_name(cls, name: str, T: int = 1000) -> "Schedule":
@@ -100,8 +111,10 @@ class Schedule:
         return f"Schedule({self.name}, T={self.T}, alpha_bar[T-1]={self.alpha_bars[-1].item():.3g})"
 
     def alpha_bar(self, t) -> torch.Tensor:
-        """``alpha_bar_t`` for integer ``t`` (any shape), with ``alpha_bar_{-1} = 1``. float64."""
-        t = check_timesteps("t", t, self.T, allow_clean=True)
+        """``alpha_bar_t`` for integer ``t`` in [-1, T-1] (any shape), with ``alpha_bar_{-1} = 1``. float64, CPU."""
+        return self._alpha_bar(check_timesteps("t", t, self.T, allow_clean=True))
+
+    def _alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         padded = torch.cat([self.alpha_bars, torch.ones(1, dtype=torch.float64)])
         return padded[t.cpu()]  # index -1 reads the appended 1
 
@@ -118,19 +131,21 @@ class Schedule:
     @staticmethod
     def alpha_bar_from_sigma(sigma) -> torch.Tensor:
         """``alpha_bar = 1 / (1 + sigma^2)``."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        sigma = check_values("sigma", sigma, low=0.0)
         return 1.0 / (1.0 + sigma**2)
 
     @staticmethod
     def alpha_bar_from_log_snr(log_snr) -> torch.Tensor:
         """``alpha_bar = sigmoid(lambda)``."""
-        return torch.sigmoid(torch.as_tensor(log_snr, dtype=torch.float64))
+        return torch.sigmoid(check_values("log_snr", log_snr))
 
     def t_from_log_snr(self, log_snr) -> torch.Tensor:
         """Continuous ``t`` whose log-SNR is ``log_snr``, by linear interpolation (clamped to [0, T-1]).
 
         Round it to get the nearest discrete timestep."""
-        lam = torch.as_tensor(log_snr, dtype=torch.float64)
+        return self._t_from_log_snr(check_values("log_snr", log_snr))
+
+    def _t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
         table = self.log_snr(torch.arange(self.T))  # strictly decreasing in t
         if self.T == 1:
             return torch.zeros_like(lam)
@@ -144,27 +159,23 @@ class Schedule:
 
     def t_from_alpha_bar(self, alpha_bar) -> torch.Tensor:
         """Continuous ``t`` with the given ``alpha_bar`` (interpolated in log-SNR)."""
-        a = torch.as_tensor(alpha_bar, dtype=torch.float64)
-        return self.t_from_log_snr(torch.log(a) - torch.log1p(-a))
+        a = check_values("alpha_bar", alpha_bar, low=0.0, high=1.0)
+        return self._t_from_log_snr(torch.log(a) - torch.log1p(-a))
 
     def t_from_sigma(self, sigma) -> torch.Tensor:
         """Continuous ``t`` with the given ``sigma`` (``lambda = -2 log sigma``)."""
-        return self.t_from_log_snr(-2 * torch.log(torch.as_tensor(sigma, dtype=torch.float64)))
+        return self._t_from_log_snr(-2 * torch.log(check_values("sigma", sigma, low=0.0)))
 
     # ------------------------------------------------------------------ forward process
     def add_noise(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
-        """``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise``; ``t`` is a LongTensor [B] (or a scalar)."""
-        check_tensor("x0", x0, min_ndim=1)
-        check_tensor("noise", noise)
+        """``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise``; ``t`` is a LongTensor [B] (or a scalar) in
+        [-1, T-1]; ``x0`` and ``noise`` finite floating-point tensors of one shape, dtype and device."""
+        check_tensor("x0", x0, min_ndim=1, finite=True, dtypes="floating")
+        check_tensor("noise", noise, finite=True, dtypes=(x0.dtype,), device=x0.device, hint=" (the dtype of x0)")
         if noise.shape != x0.shape:
             raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
-        a = self.alpha_bar(t).to(device=x0.device, dtype=x0.dtype)
-        if a.ndim == 0:
-            a = a.expand(x0.shape[0])
-        if a.shape != (x0.shape[0],):
-            raise ValueError(f"t must be a scalar or have shape [B] = [{x0.shape[0]}], got shape {tuple(a.shape)}")
-        a = a.reshape(-1, *([1] * (x0.ndim - 1)))
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        t = check_timesteps("t", t, self.T, batch=x0.shape[0], allow_clean=True)
+        return forward_noise(x0, self._alpha_bar(t), noise)
 
     def sample_t(self, batch: int, generator: torch.Generator | None = None, device="cpu",
                  antithetic: bool = False) -> torch.Tensor:
@@ -204,6 +215,15 @@ class Schedule:
         return t.flip(0).contiguous()
 
 
+def forward_noise(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise`` for float64 ``alpha_bar`` [B] and ``x0``, ``noise``
+    [B, ...] (``Schedule.add_noise`` is the checked entry). The square roots are taken in float64 and cast to
+    ``x0``'s dtype: in float16, ``1 - alpha_bar`` near the data rounds to 0."""
+    a = alpha_bar.reshape(-1, *([1] * (x0.ndim - 1)))
+    return (a.sqrt().to(device=x0.device, dtype=x0.dtype) * x0
+            + (1 - a).sqrt().to(device=x0.device, dtype=x0.dtype) * noise.to(x0.dtype))
+
+
 def _make_distinct(t: torch.Tensor, T: int) -> torch.Tensor:
     """Push an ascending integer sequence apart so it is strictly increasing inside [0, T-1]."""
     v = t.tolist()  # plain ints: this runs for every step count in the tests
@@ -215,6 +235,16 @@ def _make_distinct(t: torch.Tensor, T: int) -> torch.Tensor:
     return torch.tensor(v, dtype=torch.long)
 
 
+def _built(cls, betas: torch.Tensor, name: str, T: int, beta_max: float, beta_max_name: str = "beta_end"):
+    """``cls(betas, name)``; a schedule that cannot be used (alpha_bar underflowing to 0) is reported in terms
+    of the constructor's arguments."""
+    try:
+        return cls(betas, name=name)
+    except ValueError as err:
+        raise ValueError(f"T = {T} and {beta_max_name} = {beta_max:.6g} give an unusable {name} schedule: "
+                         f"{err}") from None
+
+
 def _check_betas(beta_start, beta_end):
-    return (check_float("beta_start", beta_start, 0.0, 1.0, low_open=True, high_open=True),
+    return (check_float("beta_start", beta_start, MIN_BETA, 1.0, high_open=True),
             check_float("beta_end", beta_end, 0.0, 1.0, low_open=True, high_open=True))

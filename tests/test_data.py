@@ -143,3 +143,54 @@ def test_digits_are_scaled_and_labelled():
     assert x.min().item() == -1.0 and x.max().item() == 1.0
     assert sorted(y.unique().tolist()) == list(range(10))
     assert torch.bincount(y).min().item() >= 170
+
+
+# ---------------------------------------------------------------------- bad input (issue 16)
+@pytest.mark.parametrize("which, value, match", [
+    ("means", math.inf, r"means must be in \[-1e\+100, 1e\+100\]"),
+    ("means", math.nan, "means must not be NaN"),
+    ("means", 1e200, r"means must be in \[-1e\+100, 1e\+100\]"),
+    ("covariances", math.nan, "covariances must not be NaN"),
+    ("covariances", math.inf, r"covariances must be in \[-1e\+100, 1e\+100\]"),
+    ("weights", math.nan, "weights must not be NaN"),
+])
+def test_mixture_refuses_non_finite_and_huge_parameters(which, value, match):
+    """GaussianMixture accepted inf/NaN means: every sample and density came out NaN."""
+    args = {"weights": [0.5, 0.5], "means": [[0.0, 0.0], [1.0, 1.0]], "covariances": [[1.0, 1.0], [1.0, 1.0]]}
+    args[which] = torch.full(torch.as_tensor(args[which]).shape, value, dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        GaussianMixture(**args)
+
+
+def test_mixture_refuses_tensors_it_cannot_compute_with():
+    mix = ring8()
+    with pytest.raises(TypeError, match="x must be a real-valued tensor .*got dtype complex64"):
+        mix.log_prob(torch.zeros(2, 2, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="x must hold values on a real device"):
+        mix.ideal_eps(torch.zeros(2, 2, device="meta"), 0.5)
+    with pytest.raises(TypeError, match="dtype must be one of the dtypes float16, bfloat16, float32 or float64"):
+        mix.sample(3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="alpha_bar must not be NaN"):
+        mix.ideal_eps(torch.zeros(2, 2), math.nan)
+
+
+def test_x_without_a_finite_density_is_an_error_not_nan():
+    """Far beyond float64's range of squared distances (or NaN), no responsibility is defined."""
+    mix = ring8()
+    for x in (torch.tensor([[1e300, 0.0]], dtype=torch.float64), torch.tensor([[math.nan, 0.0]])):
+        for name in ("log_prob", "ideal_eps", "posterior_mean", "responsibilities"):
+            with pytest.raises(ValueError, match=r"x must be finite and near enough .*x\[0\]"):
+                getattr(mix, name)(x, 0.5)
+    assert bool(torch.isfinite(mix.ideal_eps(torch.tensor([[1e30, 0.0]], dtype=torch.float64), 0.5)).all())
+
+
+def test_ideal_denoiser_refuses_integer_x_and_reports_an_eps_beyond_float16():
+    s = Schedule.linear()
+    m = IdealDenoiser(ring8(), s)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor .*int64"):
+        m(torch.zeros(2, 2, dtype=torch.long), torch.tensor([0, 1]))
+    # a tight mode: at t = 0, eps* = sqrt(1 - a) (x - sqrt(a) mu) / (a std^2 + 1 - a) is about 100 x
+    tight = IdealDenoiser(GaussianMixture([1.0], [[0.0, 0.0]], [[1e-6, 1e-6]]), s)
+    assert bool(torch.isfinite(tight(torch.full((2, 2), 100.0, dtype=torch.float16), torch.tensor([0, 0]))).all())
+    with pytest.raises(ValueError, match=r"eps\*\(x, t\) does not fit in x's dtype float16: its largest magnitude"):
+        tight(torch.full((2, 2), 1000.0, dtype=torch.float16), torch.tensor([0, 0]))

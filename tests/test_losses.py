@@ -295,3 +295,31 @@ def test_bad_data_model_and_config(sched):
         Loss.from_config({"name": "sa", "k": 2})
     with pytest.raises(ValueError, match="K must be in"):  # K > T is only known once the schedule is
         Loss("sa", K=T + 1, lam=1.0)(model, torch.zeros(4, 2), sched)
+
+
+# ---------------------------------------------------------------------- dtypes and devices (issue 16)
+def test_losses_name_the_dtype_and_device_they_refuse():
+    s = Schedule.linear(10)
+    m = IdealDenoiser(ring8(), s)
+    with pytest.raises(TypeError, match="x0 must be a floating-point tensor .*got dtype bool"):
+        simple_loss(m, torch.zeros(4, 2, dtype=torch.bool), s)
+    with pytest.raises(TypeError, match="x0 must hold values on a real device"):
+        sequence_aware_loss(m, torch.zeros(4, 2, device="meta"), s)
+    with pytest.raises(TypeError, match="noise must be a floating-point tensor .*int64"):
+        simple_loss(m, torch.zeros(4, 2), s, noise=torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match="t must be a LongTensor of integer timesteps"):
+        simple_loss(m, torch.zeros(4, 2), s, t=torch.zeros(4, dtype=torch.complex64))
+
+
+def test_float16_losses_see_the_noise_at_t_0():
+    """x_{t} is built with float64 square roots: in float16, 1 - alpha_bar_0 = 1e-4 would round to 0 and x_0 would
+    carry no noise (the loss came out 2% off the float32 one)."""
+    s = Schedule.linear()
+    m = IdealDenoiser(ring8(), s)
+    x0 = ring8().sample(64, torch.Generator().manual_seed(0))
+    noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    t = torch.zeros(64, dtype=torch.long)
+    full = simple_loss(m, x0, s, t=t, noise=noise).total
+    half = simple_loss(m, x0.half(), s, t=t, noise=noise.half()).total
+    # float16 rounds x_t, eps_pred and each residual about once: a few eps(float16) of relative error
+    assert torch.isfinite(half) and float(half) == pytest.approx(float(full), rel=8 * torch.finfo(torch.float16).eps)

@@ -96,3 +96,58 @@ def test_bad_input_names_the_argument(call, match):
 def test_t_must_be_integer():
     with pytest.raises(TypeError, match="t must be a LongTensor of integer timesteps"):
         Schedule.linear().alpha_bar(torch.tensor([0.5]))
+
+
+# ---------------------------------------------------------------------- bad input (issue 16)
+def test_add_noise_in_float16_keeps_the_noise_near_the_data():
+    """alpha_bar_0 = 0.9999 rounds to 1 in float16: 1 - alpha_bar must be taken in float64, then cast."""
+    s = Schedule.linear()
+    x0, noise = torch.zeros(4, 2, dtype=torch.float16), torch.ones(4, 2, dtype=torch.float16)
+    x_t = s.add_noise(x0, 0, noise)
+    assert x_t.dtype == torch.float16
+    assert torch.allclose(x_t.double(), torch.full((4, 2), math.sqrt(1e-4), dtype=torch.float64), rtol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"x0": torch.zeros(2, 2, dtype=torch.long)}, TypeError, "x0 must be a floating-point tensor .*int64"),
+    ({"x0": torch.zeros(2, 2, device="meta")}, TypeError, "x0 must hold values on a real device"),
+    ({"x0": torch.full((2, 2), math.nan)}, ValueError, "x0 must be finite"),
+    ({"noise": torch.zeros(2, 2, dtype=torch.float64)}, TypeError,
+     r"noise must have dtype float32, got dtype float64 \(the dtype of x0\)"),
+    ({"t": torch.tensor([1.0, 2.0])}, TypeError, "t must be a LongTensor of integer timesteps"),
+    ({"t": torch.tensor([0, 1], device="meta")}, TypeError, "t must hold values on a real device"),
+])
+def test_add_noise_checks(kwargs, exc, match):
+    args = {"x0": torch.zeros(2, 2), "t": torch.tensor([0, 1]), "noise": torch.zeros(2, 2), **kwargs}
+    with pytest.raises(exc, match=match):
+        Schedule.linear(10).add_noise(**args)
+
+
+def test_schedules_whose_alpha_bar_rounds_to_one_or_underflows_are_refused():
+    with pytest.raises(ValueError, match=r"betas\[0\] must be large enough that alpha_bar_0 = 1 - beta_0 < 1"):
+        Schedule([1e-20, 0.1])
+    with pytest.raises(ValueError, match="betas make alpha_bar_t underflow to 0 in float64 from t = "):
+        Schedule(torch.full((1000,), 0.9))
+    # found by hypothesis: the constructors' own arguments are named, not the betas they build
+    with pytest.raises(ValueError, match=r"beta_start must be in \[2.22"):
+        Schedule.linear(1, 1e-262, 0.5)
+    with pytest.raises(ValueError, match=r"T = 400 and beta_end = 0.99 give an unusable linear schedule"):
+        Schedule.linear(400, 0.9, 0.99)
+
+
+@pytest.mark.parametrize("name, value, match", [
+    ("alpha_bar_from_sigma", -1.0, r"sigma must be in \[0.0, inf\]"),
+    ("t_from_sigma", math.nan, "sigma must not be NaN"),
+    ("t_from_alpha_bar", 2.0, r"alpha_bar must be in \[0.0, 1.0\]"),
+    ("t_from_log_snr", [math.nan], "log_snr must not be NaN"),
+    ("alpha_bar_from_log_snr", "1", "log_snr must be a number"),
+])
+def test_conversions_refuse_nan_and_out_of_range_values(name, value, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        getattr(Schedule.linear(10), name)(value)
+
+
+def test_conversions_take_the_infinite_ends():
+    s = Schedule.linear(10)
+    assert s.t_from_log_snr(math.inf).item() == 0 and s.t_from_sigma(math.inf).item() == 9
+    assert s.alpha_bar_from_sigma(math.inf).item() == 0.0

@@ -150,3 +150,35 @@ def test_fits_a_fixed_denoising_batch():
         losses.append(loss.item())
     print(f"fixed-batch eps MSE: {losses[0]:.3f} -> {losses[-1]:.3f}")
     assert losses[-1] < 0.3 * losses[0] and losses[-1] < 0.3
+
+
+# ---------------------------------------------------------------------- dtypes and devices (issue 16)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bool, torch.int64])
+def test_networks_refuse_x_in_another_dtype_than_their_parameters(dtype):
+    """float64/float16/bool/int inputs failed inside torch ("mat1 and mat2 must have the same dtype")."""
+    from seqdiff_kit import MLPDenoiser
+
+    t = torch.tensor([0, 1])
+    for model, x in ((MLPDenoiser(dim=2, width=8, depth=1, T=10), torch.zeros(2, 2)),
+                     (TinyUNet(channels=2, time_dim=4, T=10), torch.zeros(2, 1, 4, 4))):
+        with pytest.raises(TypeError, match=rf"^x must have dtype float32, got dtype {str(dtype)[6:]} \(this "
+                                            r"model's parameters are float32 on cpu"):
+            model(x.to(dtype), t)
+        with pytest.raises(TypeError, match="^x must hold values on a real device"):
+            model(x.to("meta"), t)
+        if dtype.is_floating_point:  # converting the model is the documented way out
+            assert model.to(dtype)(x.to(dtype), t).dtype == dtype
+
+
+def test_timestep_embedding_odd_dims_and_its_range():
+    """Found by hypothesis: dim = 1 gave shape [B, 0] (the padding column was cut from an empty embedding);
+    t = 1e300 (inf in float32) and max_period < 1 (frequencies overflow) gave NaN."""
+    t = torch.tensor([0, 5, 9])
+    assert timestep_embedding(t, 1).shape == (3, 1) and timestep_embedding(t, 5).shape == (3, 5)
+    assert torch.equal(timestep_embedding(t, 1), torch.zeros(3, 1))  # no frequency, only the padding column
+    with pytest.raises(ValueError, match=r"t must be finite and inside float32's range"):
+        timestep_embedding(torch.tensor([1e300], dtype=torch.float64), 4)
+    with pytest.raises(ValueError, match=r"max_period must be in \[1.0, inf\]"):
+        timestep_embedding(t, 8, 1e-57)
+    with pytest.raises(TypeError, match="t must be a real-valued tensor"):
+        timestep_embedding(t.bool(), 8)
