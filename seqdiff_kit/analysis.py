@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import check_choice, check_float, check_int, check_tensor, check_type
+from ._validate import check_choice, check_float, check_int, check_tensor, check_type, check_values
 from .data import GaussianMixture
 from .denoisers import IdealDenoiser
 from .losses import LossOutput, sequence_aware_loss
@@ -34,8 +34,8 @@ from .schedule import Schedule
 
 
 def _check_a(a, schedule: Schedule) -> torch.Tensor:
-    a = torch.as_tensor(a, dtype=torch.float64) if not isinstance(a, torch.Tensor) else a.detach()
-    check_tensor("a", a, ndim=1, finite=True)
+    a = check_values("a", a, finite=True)
+    check_tensor("a", a, ndim=1)
     if a.shape != (schedule.T,):
         raise ValueError(f"a must hold one coefficient per timestep, shape [T] = [{schedule.T}], got {tuple(a.shape)}")
     return a.to(torch.float64).cpu()
@@ -81,7 +81,11 @@ def gaussian_sa_objective(a, var: float, K: int, lam: float, schedule: Schedule)
     (A1, b1, c1), (A2, b2, c2) = gaussian_quadratics(var, K, schedule)
     simple = a @ A1 @ a - 2 * b1 @ a + c1
     sa = a @ A2 @ a - 2 * b2 @ a + c2
-    return LossOutput(total=simple + lam * sa, simple=simple, sa=sa)
+    total = simple + lam * sa
+    if not bool(torch.isfinite(total)):
+        raise ValueError(f"a, var and lam give a loss beyond float64's range (max |a| = {float(a.abs().max()):.3g}, "
+                         f"var = {var:.3g}, lam = {lam:.3g})")
+    return LossOutput(total=total, simple=simple, sa=sa)
 
 
 def gaussian_sa_optimum(var: float, K: int, lam: float, schedule: Schedule) -> torch.Tensor:
@@ -91,7 +95,10 @@ def gaussian_sa_optimum(var: float, K: int, lam: float, schedule: Schedule) -> t
     With ``lam = 0`` this is ``a_t = sqrt(1 - ab_t) / (ab_t var + 1 - ab_t)``."""
     lam = check_float("lam", lam, 0.0)
     (A1, b1, _), (A2, b2, _) = gaussian_quadratics(var, K, schedule)
-    return torch.linalg.solve(A1 + lam * A2, b1 + lam * b2)
+    a = torch.linalg.solve(A1 + lam * A2, b1 + lam * b2)
+    if not bool(torch.isfinite(a).all()):
+        raise ValueError(f"var = {var:.3g} and lam = {lam:.3g} give a system beyond float64's range")
+    return a
 
 
 def linear_sampler_variances(a, var: float, schedule: Schedule, steps: int, eta: float = 0.0,
@@ -116,7 +123,10 @@ def linear_sampler_variances(a, var: float, schedule: Schedule, steps: int, eta:
         a_t = float(a[t])
         g = (1 - math.sqrt(1 - ab_t) * a_t) / math.sqrt(ab_t)
         m = math.sqrt(ab_s) * g + math.sqrt(max(1 - ab_s - float(sig_mean[i])**2, 0.0)) * a_t
-        V.append(m**2 * V[-1] + float(sig_noise[i])**2)
+        V.append(m * m * V[-1] + float(sig_noise[i])**2)
+    if not math.isfinite(V[-1]):
+        raise ValueError(f"a makes the sampler's variance exceed float64's range (max |a| = "
+                         f"{float(a.abs().max()):.3g})")
     return torch.tensor(V, dtype=torch.float64)
 
 

@@ -34,23 +34,25 @@ from typing import Callable, NamedTuple
 import torch
 from einops import rearrange, reduce
 
-from ._validate import check_choice, check_int, check_tensor, check_type
+from ._numeric import pow2_scale
+from ._validate import check_choice, check_int, check_tensor, check_timesteps, check_type
 from .data import GaussianMixture
 from .metrics import mmd, std_ratio
 from .samplers import (Trajectory, call_model, check_sampler_args, check_step_args, generalized_step, make_noise,
                        record, run_steps)
-from .schedule import Schedule
+from .schedule import Schedule, forward_noise
 
 QUANTILES = (0.1, 0.5, 0.9)
 
 
 # ---------------------------------------------------------------------- helpers
 def _norms(v: torch.Tensor, batch_dims: int = 1) -> torch.Tensor:
-    """Per-sample Euclidean norm over the features after the first ``batch_dims`` dimensions:
-    [B, ...] -> [B], or with ``batch_dims=2`` [N, B, ...] -> [N, B]."""
+    """Per-sample Euclidean norm over the features after the first ``batch_dims`` dimensions, in ``v``'s dtype
+    (summed in float64: the squares of float32 values beyond 1e19 overflow): [B, ...] -> [B], or with
+    ``batch_dims=2`` [N, B, ...] -> [N, B]."""
     if v.ndim == batch_dims:
         return v.abs()
-    return torch.linalg.vector_norm(v.flatten(start_dim=batch_dims), dim=-1)
+    return torch.linalg.vector_norm(v.flatten(start_dim=batch_dims), dim=-1, dtype=torch.float64).to(v.dtype)
 
 
 def _check_quantiles(quantiles) -> tuple[float, ...]:
@@ -191,6 +193,7 @@ def paths_drift(model: Callable, paths: PairedTrajectories, schedule: Schedule, 
     settings (``eta``, ``variance``, ``clip_x0``) and ``paths.noise``; ``model`` takes the one-step
     ``Phi_m(x^r_t)`` from each reference state (see ``step_drift``)."""
     quantiles = _check_quantiles(quantiles)
+    check_type("paths", paths, PairedTrajectories)
     check_type("schedule", schedule, Schedule)
     eta, clip_x0 = check_step_args(eta, variance, clip_x0)
     return _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles)
@@ -302,25 +305,6 @@ class EstimationGap:
         return _summaries(getattr(self, name), _check_quantiles(quantiles))[1]
 
 
-def _check_start_t(start_t, B: int, T: int) -> torch.Tensor:
-    if isinstance(start_t, bool):
-        raise TypeError(f"start_t must be an int or a LongTensor [B], got {start_t!r}")
-    if isinstance(start_t, int):
-        start_t = torch.full((B,), start_t, dtype=torch.long)
-    if not isinstance(start_t, torch.Tensor):
-        raise TypeError(f"start_t must be an int or a LongTensor [B], got {type(start_t).__name__}")
-    if start_t.is_floating_point() or start_t.dtype == torch.bool:
-        raise TypeError(f"start_t must hold integers (a LongTensor), got dtype {start_t.dtype}")
-    if start_t.ndim == 0:
-        start_t = start_t.expand(B)
-    if start_t.shape != (B,):
-        raise ValueError(f"start_t must be an int or have shape [B] = [{B}], got shape {tuple(start_t.shape)}")
-    lo, hi = int(start_t.min()), int(start_t.max())
-    if lo < 0 or hi > T - 1:
-        raise ValueError(f"start_t must be in [0, {T - 1}], got values from {lo} to {hi}")
-    return start_t.long().cpu()
-
-
 def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_t=None, *,
                    eps: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> EstimationGap:
@@ -339,28 +323,26 @@ def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_
     ``noise`` [L, B, ...] (L = max(start_t) + 1) the ``z`` of row j (t = max(start_t) - j). Either is drawn
     from ``generator`` when missing (``eps`` first). Computations run in ``x0``'s dtype (use float64 to check
     the recursion to round-off)."""
-    check_tensor("x0", x0, min_ndim=1, nonempty=True, finite=True)
+    check_tensor("x0", x0, min_ndim=1, nonempty=True, finite=True, dtypes="floating")
     check_type("schedule", schedule, Schedule)
-    if not x0.is_floating_point():
-        raise TypeError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
     B, T = x0.shape[0], schedule.T
-    start_t = _check_start_t(T - 1 if start_t is None else start_t, B, T)
+    start_t = check_timesteps("start_t", T - 1 if start_t is None else start_t, T, batch=B).cpu()
     t_max = int(start_t.max())
     L = t_max + 1
     if eps is None:
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    check_tensor("eps", eps, finite=True)
+    check_tensor("eps", eps, finite=True, dtypes="floating", device=x0.device)
     if eps.shape != x0.shape:
         raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
     if noise is None:
         noise = make_noise(L, x0.shape, generator, dtype=x0.dtype, device=x0.device)
-    check_tensor("noise", noise, finite=True)
+    check_tensor("noise", noise, finite=True, dtypes="floating", device=x0.device)
     if noise.shape[0] < L or noise.shape[1:] != x0.shape:
         raise ValueError(f"noise must have shape [max(start_t) + 1, *x0.shape] = [{L}, "
                          f"{', '.join(map(str, x0.shape))}], got {tuple(noise.shape)}")
 
     gamma_all, c_all = gap_coefficients(schedule)
-    x_hat = schedule.add_noise(x0, start_t.to(x0.device), eps.to(x0.dtype))
+    x_hat = forward_noise(x0, schedule.alpha_bars[start_t], eps)
     x_act = x_hat.clone()
     e_vec = torch.zeros_like(x0)
     rows = torch.arange(t_max, -1, -1)
@@ -422,13 +404,24 @@ class DistributionDrift:
         return self.std_ratio
 
 
+def _samples(name: str, x) -> torch.Tensor:
+    """``x`` [N, ...] (N >= 2 finite real samples) as a float64 matrix [N, D]."""
+    check_tensor(name, x, min_ndim=1, finite=True, dtypes="real")
+    if x.shape[0] < 2 or x[0].numel() == 0:
+        raise ValueError(f"{name} must hold at least 2 samples of at least one feature, got shape {tuple(x.shape)}")
+    return rearrange(x.detach().double(), "n ... -> n (...)") if x.ndim > 1 else x.detach().double()[:, None]
+
+
+def _std(flat: torch.Tensor, unbiased: bool = True) -> float:
+    """``sqrt(tr Cov / D)`` of a float64 matrix [N, D], computed on ``flat / s`` (``s`` a power of two: exact) so
+    that the squares of huge values do not overflow."""
+    s = pow2_scale(flat)
+    return s * math.sqrt(float(reduce((flat / s).var(dim=0, unbiased=unbiased), "d -> ", "mean")))
+
+
 def total_std(x: torch.Tensor) -> float:
     """``sqrt(tr Cov(x) / D)`` over samples ``x`` [N, ...] (unbiased per-feature variances; float64)."""
-    check_tensor("x", x, min_ndim=1)
-    if x.shape[0] < 2:
-        raise ValueError(f"x must hold at least 2 samples, got shape {tuple(x.shape)}")
-    flat = rearrange(x.detach().double(), "n ... -> n (...)") if x.ndim > 1 else x.detach().double()[:, None]
-    return math.sqrt(float(reduce(flat.var(dim=0), "d -> ", "mean")))
+    return _std(_samples("x", x))
 
 
 def variance_ratio(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -444,9 +437,12 @@ def _data_shape(data) -> tuple[int, ...]:
     if isinstance(data, GaussianMixture):
         return (data.dim,)
     if isinstance(data, torch.Tensor):
-        check_tensor("data", data, min_ndim=1, finite=True)
+        check_tensor("data", data, min_ndim=1, finite=True, dtypes="floating")
         if data.shape[0] < 2:
             raise ValueError(f"data must hold at least 2 samples, got shape {tuple(data.shape)}")
+        if bool((data == data[:1]).all()):
+            raise ValueError("data must vary (its spread at t = -1 divides the variance ratio), got samples that "
+                             "are all equal")
         return tuple(data.shape[1:])
     raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples [N, ...], "
                     f"got {type(data).__name__}")
@@ -468,19 +464,17 @@ def distribution_drift(model: Callable, data, schedule: Schedule, steps: int = 5
     n_samples = check_int("n_samples", n_samples, 2)
     if x_T is None:
         x_T = torch.randn((n_samples, *shape), generator=generator).to(device)
-    check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True)
+    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
     if tuple(x_T.shape[1:]) != shape:
         raise ValueError(f"x_T must have the sample shape of data [B, {', '.join(map(str, shape))}], "
                          f"got {tuple(x_T.shape)}")
     record_every = check_int("record_every", record_every, 1)
-    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
     noise = _shared_noise(noise, eta, variance, ts.numel(), x_T, generator)
     if n_reference is not None:
         n_reference = check_int("n_reference", n_reference, 2)
     traj = record(run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0), x_T, ts,
                   record_every)
-    return trajectory_drift(traj, data, schedule, generator=generator, n_reference=n_reference,
-                            bandwidths=bandwidths, with_mmd=with_mmd)
+    return _trajectory_drift(traj, data, shape, schedule, generator, n_reference, bandwidths, with_mmd)
 
 
 def trajectory_drift(traj: Trajectory, data, schedule: Schedule, *, generator: torch.Generator | None = None,
@@ -502,19 +496,24 @@ def trajectory_drift(traj: Trajectory, data, schedule: Schedule, *, generator: t
                          f"got states of shape {tuple(traj.x.shape[1:])}")
     if n_reference is not None:
         n_reference = check_int("n_reference", n_reference, 2)
+    return _trajectory_drift(traj, data, shape, schedule, generator, n_reference, bandwidths, with_mmd)
+
+
+def _trajectory_drift(traj, data, shape, schedule, generator, n_reference, bandwidths, with_mmd) -> DistributionDrift:
+    """``trajectory_drift`` over checked arguments (``shape``: the sample shape of ``data``)."""
     D = math.prod(shape)
     if isinstance(data, GaussianMixture):
-        tr_cov0 = float(torch.trace(data.covariance()))
-    else:
-        flat = rearrange(data.detach().double(), "n ... -> n (...)") if data.ndim > 1 else data.double()[:, None]
-        tr_cov0 = float(flat.var(dim=0, unbiased=False).sum())  # population covariance of the data set
+        std0 = math.sqrt(float(torch.trace(data.covariance())) / D)
+    else:  # the population covariance of the data set
+        std0 = _std(rearrange(data.detach().double(), "n ... -> n (...)") if data.ndim > 1
+                    else data.double()[:, None], unbiased=False)
     t_states = traj.t
     mmds, std_m, std_d = [], [], []
     for j, t in enumerate(t_states.tolist()):
         a = float(schedule.alpha_bar(t))
         x_model = traj.x[j]
         std_m.append(total_std(x_model))
-        std_d.append(math.sqrt((a * tr_cov0 + (1 - a) * D) / D))
+        std_d.append(math.hypot(math.sqrt(a) * std0, math.sqrt(1 - a)))  # sqrt((a tr Cov0 + (1 - a) D) / D)
         if not with_mmd:
             mmds.append(math.nan)
             continue

@@ -24,7 +24,8 @@ from numbers import Real
 import torch
 from einops import rearrange
 
-from ._validate import check_choice, check_float, check_int, check_tensor, check_type
+from ._numeric import pow2_scale
+from ._validate import check_choice, check_float, check_int, check_tensor, check_type, check_values
 from .data import GaussianMixture
 
 # Multiples of the median pairwise distance used when ``mmd`` is given no bandwidths: a spread of scales
@@ -33,8 +34,8 @@ MEDIAN_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def _flat(name: str, x, min_n: int = 1) -> torch.Tensor:
-    """``x`` [N, ...] as a float64 matrix [N, D] (images flattened)."""
-    check_tensor(name, x, min_ndim=1, finite=True)
+    """``x`` [N, ...] (finite, real: floating-point or integer) as a float64 matrix [N, D] (images flattened)."""
+    check_tensor(name, x, min_ndim=1, finite=True, dtypes="real")
     if x.shape[0] < min_n:
         raise ValueError(f"{name} must hold at least {min_n} samples, got {x.shape[0]} (shape {tuple(x.shape)})")
     x = x.detach().to(torch.float64)
@@ -55,22 +56,27 @@ def median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 1000) -
 
     Uses the first ``max_points // 2`` rows of each set (deterministic) to bound the cost."""
     xf, yf = _pair(x, y)
+    return _median_bandwidth(xf, yf, max_points)
+
+
+def _median_bandwidth(xf: torch.Tensor, yf: torch.Tensor, max_points: int = 1000) -> float:
     half = max(1, max_points // 2)
     z = torch.cat([xf[:half], yf[:half]])
-    d = torch.cdist(z, z)
+    s = pow2_scale(z)  # distances of z / s, scaled back exactly: huge values would overflow cdist's squares
+    d = torch.cdist(z / s, z / s)
     iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1)
-    med = float(d[iu[0], iu[1]].median()) if iu.shape[1] else 0.0
+    med = float(d[iu[0], iu[1]].median()) * s if iu.shape[1] else 0.0
     return med if med > 0 else 1.0  # all points equal: any positive scale gives the same (zero) MMD
 
 
 def _bandwidths(bandwidths, xf, yf) -> torch.Tensor:
     if bandwidths is None:
-        med = median_bandwidth(xf, yf)
+        med = _median_bandwidth(xf, yf)
         return torch.tensor([m * med for m in MEDIAN_MULTIPLIERS], dtype=torch.float64)
     if isinstance(bandwidths, Real) and not isinstance(bandwidths, bool):
         h = torch.tensor([float(bandwidths)], dtype=torch.float64)
     elif isinstance(bandwidths, (Sequence, torch.Tensor)) and not isinstance(bandwidths, (str, bytes)):
-        h = torch.as_tensor(bandwidths, dtype=torch.float64).flatten()
+        h = check_values("bandwidths", bandwidths).flatten().cpu()
     else:
         raise TypeError(f"bandwidths must be None, a positive number or a sequence of them, "
                         f"got {type(bandwidths).__name__}")
@@ -88,16 +94,21 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=None) -> float:
 
     ``bandwidths``: the ``h`` values (a number or a sequence); ``None`` uses ``MEDIAN_MULTIPLIERS`` times the
     median pairwise distance of the pooled samples. The estimate is unbiased, so it can be slightly negative
-    when the two distributions are equal.
+    when the two distributions are equal. Finite for every finite input and positive bandwidth.
     """
     xf, yf = _pair(x, y, min_n=2)
     h = _bandwidths(bandwidths, xf, yf).to(xf.device)
-    gamma = 1.0 / (2.0 * h**2)
+    # k depends on ||a - b|| / h only: run on (x, y, h) / s for a power of two s (exact), so that squared
+    # distances of huge inputs do not overflow
+    s = pow2_scale(xf, yf)
+    xf, yf, h = xf / s, yf / s, h / s
+    gamma = 1.0 / (2.0 * h**2)  # inf for h below ~1e-154: then k = 1 at distance 0 and 0 elsewhere
 
     def kernel_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         d2 = torch.cdist(a, b).pow(2)
-        # [H, n, m] summed over the bandwidths: one pass per bandwidth keeps memory at one [n, m] matrix
-        return sum(torch.exp(-g * d2) for g in gamma)
+        # [H, n, m] summed over the bandwidths: one pass per bandwidth keeps memory at one [n, m] matrix;
+        # exp(-inf * 0) would be NaN, so a zero distance gives exp(0) = 1 explicitly
+        return sum(torch.where(d2 > 0, torch.exp(-g * d2), 1.0) for g in gamma)
 
     n, m = xf.shape[0], yf.shape[0]
     kxx, kyy, kxy = kernel_sum(xf, xf), kernel_sum(yf, yf), kernel_sum(xf, yf)
@@ -108,11 +119,15 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=None) -> float:
 
 
 def _quantile_w(xs: torch.Tensor, ys: torch.Tensor, p: float) -> torch.Tensor:
-    """Exact ``W_p^p`` between the 1-D empirical measures in each column of sorted ``xs`` [N, P], ``ys`` [M, P]:
-    ``int_0^1 |F^-1(u) - G^-1(u)|^p du``, the quantile functions being piecewise constant."""
+    """``W_p^p / M^p`` between the 1-D empirical measures in each column of sorted ``xs`` [N, P], ``ys`` [M, P],
+    and ``M``: ``int_0^1 |F^-1(u) - G^-1(u)|^p du`` (the quantile functions being piecewise constant) over the
+    largest gap ``M = max |F^-1 - G^-1|`` of all columns, so that the p-th powers neither overflow nor
+    underflow (the largest term is 1)."""
     n, m = xs.shape[0], ys.shape[0]
     if n == m:
-        return (xs - ys).abs().pow(p).mean(0)
+        gaps = (xs - ys).abs()
+        M = float(gaps.max())
+        return (gaps / M).pow(p).mean(0) if M > 0 else torch.zeros_like(gaps[0]), M
     # breakpoints of both quantile functions; on each interval both are constant
     u = torch.cat([torch.arange(1, n + 1, dtype=torch.float64) / n, torch.arange(1, m + 1, dtype=torch.float64) / m])
     u = torch.sort(u).values
@@ -120,7 +135,11 @@ def _quantile_w(xs: torch.Tensor, ys: torch.Tensor, p: float) -> torch.Tensor:
     mid = u - du / 2
     ix = torch.clamp(torch.floor(mid * n).long(), max=n - 1).to(xs.device)
     iy = torch.clamp(torch.floor(mid * m).long(), max=m - 1).to(xs.device)
-    return ((xs[ix] - ys[iy]).abs().pow(p) * du.to(xs.device)[:, None]).sum(0)
+    gaps = (xs[ix] - ys[iy]).abs()
+    M = float(gaps.max())
+    if M == 0:
+        return torch.zeros_like(gaps[0]), M
+    return ((gaps / M).pow(p) * du.to(xs.device)[:, None]).sum(0), M
 
 
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256,
@@ -130,6 +149,8 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
 
     Each 1-D ``W_p`` is exact for the empirical measures (any ``N`` and ``M``). For ``p = 1`` and ``y = x + d``
     it equals ``||d|| E|theta_1|``. ``generator=None`` uses a fixed seed (0), so the result is reproducible.
+    Computed as ``s M (E_theta W_p^p / (s M)^p)^(1/p)`` (``s`` a power of two scaling the inputs, ``M`` the largest
+    1-D gap), finite for any ``p``.
     """
     xf, yf = _pair(x, y)
     n_projections = check_int("n_projections", n_projections, 1)
@@ -138,10 +159,11 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
         generator = torch.Generator().manual_seed(0)
     theta = torch.randn(xf.shape[1], n_projections, generator=generator, dtype=torch.float64).to(xf.device)
     theta = theta / torch.linalg.vector_norm(theta, dim=0, keepdim=True)
-    xs = torch.sort(xf @ theta, dim=0).values
-    ys = torch.sort(yf @ theta, dim=0).values
-    wpp = _quantile_w(xs, ys, float(p))
-    return float(wpp.mean() ** (1.0 / p))
+    s = pow2_scale(xf, yf)
+    xs = torch.sort((xf / s) @ theta, dim=0).values
+    ys = torch.sort((yf / s) @ theta, dim=0).values
+    wpp, M = _quantile_w(xs, ys, float(p))
+    return s * M * float(wpp.mean() ** (1.0 / p))
 
 
 def mean_log_likelihood(x: torch.Tensor, mixture: GaussianMixture) -> float:
@@ -166,17 +188,32 @@ def gaussian_frechet_distance(mu1, cov1, mu2, cov2) -> float:
         ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1^(1/2) S2 S1^(1/2))^(1/2)),
 
     with both square roots taken by ``eigh`` of symmetric matrices in float64 (stable, no complex parts)."""
-    mu1, mu2 = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in (mu1, mu2))
-    cov1, cov2 = (torch.as_tensor(v, dtype=torch.float64) for v in (cov1, cov2))
+    mu1, mu2 = (check_values(n, v, finite=True).flatten().cpu() for n, v in (("mu1", mu1), ("mu2", mu2)))
+    cov1, cov2 = (check_values(n, v, finite=True).cpu() for n, v in (("cov1", cov1), ("cov2", cov2)))
     F = mu1.numel()
-    if mu2.numel() != F or cov1.shape != (F, F) or cov2.shape != (F, F):
-        raise ValueError(f"means must both have {F} entries and covariances shape [{F}, {F}], got "
+    if F == 0 or mu2.numel() != F or cov1.shape != (F, F) or cov2.shape != (F, F):
+        raise ValueError(f"mu1 and mu2 must both have F >= 1 entries and cov1 and cov2 shape [F, F] (F = {F}), got "
                          f"{tuple(mu2.shape)}, {tuple(cov1.shape)} and {tuple(cov2.shape)}")
+    # the distance scales as s^2 under mu -> s mu, S -> s^2 S: run on mu / s, S / s^2 (s a power of two, exact)
+    s = pow2_scale(mu1, mu2, cov1.abs().sqrt(), cov2.abs().sqrt())
+    return _scaled_back(_frechet(mu1 / s, cov1 / (s * s), mu2 / s, cov2 / (s * s)), s, "mu1, cov1, mu2 and cov2")
+
+
+def _frechet(mu1, cov1, mu2, cov2) -> float:
+    """``gaussian_frechet_distance`` over checked float64 arguments (clipped at 0 against round-off)."""
     root1 = _sqrt_psd(cov1)
     inner = root1 @ cov2 @ root1
     tr_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
     d = (mu1 - mu2).pow(2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * tr_sqrt
     return max(float(d), 0.0)  # the true value is >= 0; clip round-off
+
+
+def _scaled_back(d: float, s: float, names: str) -> float:
+    """A squared distance computed on inputs divided by ``s``, times ``s^2``; ValueError beyond float64's range."""
+    d = d * s * s
+    if not math.isfinite(d):
+        raise ValueError(f"{names} (values up to {s:.3g}) give a Frechet distance beyond float64's range")
+    return d
 
 
 def _gaussian_fit(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +227,8 @@ def frechet_distance(feat_x: torch.Tensor, feat_y: torch.Tensor) -> float:
     """Squared Frechet distance between Gaussians fitted to ``feat_x`` [N, F] and ``feat_y`` [M, F]
     (sample means and unbiased covariances, float64); see ``gaussian_frechet_distance`` for the formula."""
     fx, fy = _pair(feat_x, feat_y, min_n=2, names=("feat_x", "feat_y"))
-    return gaussian_frechet_distance(*_gaussian_fit(fx), *_gaussian_fit(fy))
+    s = pow2_scale(fx, fy)  # fit on features / s (exact) so that huge features do not overflow the covariance
+    return _scaled_back(_frechet(*_gaussian_fit(fx / s), *_gaussian_fit(fy / s)), s, "feat_x and feat_y")
 
 
 def _check_digits(name: str, x) -> None:
@@ -260,16 +298,24 @@ def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None
 
 
 # ---------------------------------------------------------------------- spread, modes and the two-sided verdicts
-def _reference_trace(name: str, reference, d: int) -> float:
-    """``tr Cov`` of the reference: exact for a ``GaussianMixture``, the unbiased sample value for a tensor."""
+def _scaled_trace(f: torch.Tensor) -> tuple[float, float]:
+    """``(tr Cov(f / s), s)`` of a float64 matrix [N, F] with ``s`` a power of two (``tr Cov(f) = s^2`` times the
+    first): exact scaling, so huge samples do not overflow the squares."""
+    s = pow2_scale(f)
+    return float((f / s).var(dim=0).sum()), s
+
+
+def _reference_trace(name: str, reference, d: int) -> tuple[float, float]:
+    """``tr Cov`` of the reference as ``_scaled_trace`` gives it: exact for a ``GaussianMixture`` (scale 1), the
+    unbiased sample value for a tensor."""
     if isinstance(reference, GaussianMixture):
         if reference.dim != d:
             raise ValueError(f"{name} is a {reference.dim}-D mixture but the samples have {d} features")
-        return float(torch.trace(reference.covariance()))
+        return float(torch.trace(reference.covariance())), 1.0
     rf = _flat(name, reference, min_n=2)
     if rf.shape[1] != d:
         raise ValueError(f"x and {name} must have the same number of features per sample, got {d} and {rf.shape[1]}")
-    return float(rf.var(dim=0).sum())
+    return _scaled_trace(rf)
 
 
 def std_ratio(x: torch.Tensor, reference) -> float:
@@ -278,7 +324,11 @@ def std_ratio(x: torch.Tensor, reference) -> float:
     deviations (not of variances): 1 is right, below 1 the samples are too tight, above 1 too diffuse.
     Unbiased covariances, float64."""
     xf = _flat("x", x, min_n=2)
-    return math.sqrt(float(xf.var(dim=0).sum()) / _reference_trace("reference", reference, xf.shape[1]))
+    tr_x, s_x = _scaled_trace(xf)
+    tr_r, s_r = _reference_trace("reference", reference, xf.shape[1])
+    if tr_r == 0.0:
+        raise ValueError("reference must have a positive spread to divide by, got samples that are all equal")
+    return s_x / s_r * math.sqrt(tr_x / tr_r)
 
 
 def _mixture_samples(x, mixture: GaussianMixture, min_n: int = 1) -> torch.Tensor:

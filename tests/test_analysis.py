@@ -230,3 +230,14 @@ def test_bad_arguments(sched):
         linear_sampler_std_ratio(a, 1.0, sched, 5, spacing="log")
     with pytest.raises(ValueError, match="variance='large' needs eta=1.0"):
         linear_sampler_std_ratio(a, 1.0, sched, 5, variance="large")
+
+
+def test_results_beyond_float64_raise_instead_of_inf(sched):
+    """a = 1e300 gave an inf objective without a word and an OverflowError from the variance recursion."""
+    huge = torch.full((T,), 1e300, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"a, var and lam give a loss beyond float64's range \(max \|a\| = 1e\+300"):
+        gaussian_sa_objective(huge, VAR, 2, 1.0, sched)
+    with pytest.raises(ValueError, match=r"a makes the sampler's variance exceed float64's range"):
+        linear_sampler_std_ratio(huge, VAR, sched, 5)
+    with pytest.raises(TypeError, match="a must be a real-valued tensor .*complex64"):
+        linear_sampler_std_ratio(torch.zeros(T, dtype=torch.complex64), VAR, sched, 5)

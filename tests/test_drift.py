@@ -6,9 +6,9 @@ from torch import nn
 
 from seqdiff_kit.data import GaussianMixture, ring8
 from seqdiff_kit.denoisers import IdealDenoiser, MLPDenoiser
-from seqdiff_kit.drift import (distribution_drift, estimation_gap, gap_coefficients, paired_trajectories,
+from seqdiff_kit.drift import (distribution_drift, estimation_gap, gap_coefficients, paired_trajectories, paths_drift,
                                step_drift, total_std, variance_ratio)
-from seqdiff_kit.metrics import mmd
+from seqdiff_kit.metrics import mmd, std_ratio
 from seqdiff_kit.samplers import step_sigma
 from seqdiff_kit.schedule import Schedule
 
@@ -350,7 +350,7 @@ def test_gap_bad_input():
         estimation_gap(ideal, x0, SCHED, -1)
     with pytest.raises(TypeError, match="start_t"):
         estimation_gap(ideal, x0, SCHED, torch.tensor([1.0, 2.0, 3.0]))
-    with pytest.raises(ValueError, match="start_t must be an int or have shape"):
+    with pytest.raises(ValueError, match=r"start_t must be a scalar or have shape \[B\]"):
         estimation_gap(ideal, x0, SCHED, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="shape of x"):
         estimation_gap(lambda x, t: x[:, :1], x0, SCHED, 5)
@@ -447,3 +447,45 @@ def test_variance_ratio_is_a_deprecated_alias_of_std_ratio_and_bad_input():
         distribution_drift(ideal, [1, 2], SCHED, 4)
     with pytest.raises(ValueError, match="n_samples"):
         distribution_drift(ideal, ring8(), SCHED, 4, n_samples=1)
+
+
+# ---------------------------------------------------------------------- bad input (issue 16)
+def test_std_ratio_and_total_std_refuse_what_has_no_spread_or_no_value():
+    x = torch.randn(10, 2, generator=gen(0))
+    with pytest.raises(ValueError, match="reference must have a positive spread"):  # was ZeroDivisionError
+        std_ratio(x, torch.ones(10, 2))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):  # was IndexError
+        std_ratio([], x)
+    with pytest.raises(ValueError, match="x must be finite"):  # was NaN
+        total_std(torch.tensor([[1.0], [math.inf]]))
+    with pytest.raises(ValueError, match=r"x must hold at least 2 samples of at least one feature, got shape \(2, 0\)"):
+        total_std(torch.zeros(2, 0))  # found by hypothesis: NaN
+    # huge values: the spread is computed on x / 2^k, exactly
+    assert total_std(x.double() * 2.0**600) == total_std(x.double()) * 2.0**600
+    assert std_ratio(x.double() * 2.0**600, x.double()) == std_ratio(x.double(), x.double()) * 2.0**600
+    assert math.isfinite(std_ratio(x.double() * 1e300, x.double()))
+
+
+def test_drift_entries_check_their_own_arguments():
+    ideal = IdealDenoiser(ring8(), SCHED)
+    with pytest.raises(TypeError, match="paths must be a PairedTrajectories, got str"):  # was AttributeError
+        paths_drift(ideal, "paths", SCHED)
+    with pytest.raises(TypeError, match="start_t must hold values on a real device"):
+        estimation_gap(ideal, torch.zeros(2, 2), SCHED, torch.zeros(2, dtype=torch.long, device="meta"))
+    with pytest.raises(TypeError, match="start_t must be a LongTensor of integer timesteps"):
+        estimation_gap(ideal, torch.zeros(2, 2), SCHED, torch.zeros(2, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="data must be a floating-point tensor .*int64"):  # was NotImplementedError
+        distribution_drift(ideal, torch.zeros(6, 2, dtype=torch.long), SCHED, 2, n_samples=4)
+    with pytest.raises(ValueError, match="data must vary"):  # was a NaN variance ratio at t = -1
+        distribution_drift(ideal, torch.ones(6, 2), SCHED, 2, n_samples=4)
+    with pytest.raises(TypeError, match="x_T must be a floating-point tensor"):
+        step_drift(ideal, ideal, torch.zeros(3, 2, dtype=torch.long), SCHED, 2)
+
+
+def test_step_drift_norms_of_float32_values_beyond_1e19_stay_finite():
+    """The squares of float32 values beyond ~1.8e19 overflow: the norms are summed in float64."""
+    def far(x, t):
+        return torch.full_like(x, 1e20)
+
+    d = step_drift(far, lambda x, t: torch.zeros_like(x), torch.zeros(3, 2), SCHED, 2)
+    assert d.drift.dtype == torch.float32 and bool(torch.isfinite(d.drift).all())

@@ -209,3 +209,58 @@ def test_frechet_distance_bad_input():
         frechet_distance(torch.randn(5, 3), torch.randn(5, 4))
     with pytest.raises(ValueError, match="at least 2 samples"):
         frechet_distance(torch.randn(1, 3), torch.randn(5, 3))
+
+
+# ---------------------------------------------------------------------- float range (issue 16)
+def test_mmd_is_finite_for_tiny_bandwidths_and_huge_inputs():
+    """mmd returned NaN for bandwidths below ~1e-154 (exp(-inf * 0) on the diagonal) and for inputs whose squared
+    distances overflow float64."""
+    g = gen(0)
+    x, y = torch.randn(20, 2, generator=g, dtype=torch.float64), torch.randn(30, 2, generator=g, dtype=torch.float64)
+    # at a vanishing bandwidth k(a, b) = 1[a = b]: every cross term is 0 and the diagonals are dropped
+    assert mmd(x, y, 1e-300) == 0.0
+    assert mmd(x, x + 1.0, [1e-300]) == 0.0
+    # MMD depends on the data only through ||a - b|| / h: scaling both changes nothing (powers of two: exactly)
+    for scale in (2.0**500, 2.0**-500):
+        assert mmd(x * scale, y * scale, [0.5 * scale, 2 * scale]) == mmd(x, y, [0.5, 2.0])
+        assert mmd(x * scale, y * scale) == mmd(x, y)
+        assert median_bandwidth(x * scale, y * scale) == median_bandwidth(x, y) * scale
+    assert math.isfinite(mmd(x * 1e300, y * 1e300))
+
+
+def test_sliced_wasserstein_is_finite_for_large_p_and_tends_to_the_largest_gap():
+    """sliced_wasserstein(p=2000) returned inf (|gap|^2000 overflows): the powers are now of gap / max gap."""
+    x = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    y = x + torch.tensor([[3.0], [0.0]], dtype=torch.float64)  # 1-D gaps: 1 and 2 after sorting both
+    # W_p^p = (1^p + 2^p) / 2 exactly, so SW_p = ((1 + 2^p) / 2)^(1/p) (one direction in 1-D, up to the sign)
+    for p in (1, 2, 7, 2000, 10**6):
+        expected = 2.0 * ((2.0**-p + 1.0) / 2.0) ** (1.0 / p)
+        assert sliced_wasserstein(x, y, n_projections=3, p=p) == pytest.approx(expected, rel=1e-12)
+    big = torch.randn(50, 3, generator=gen(1), dtype=torch.float64)
+    assert math.isfinite(sliced_wasserstein(big * 1e300, -big * 1e300, 8, p=3))
+    assert sliced_wasserstein(big * 2.0**600, (big + 1) * 2.0**600, 8, p=2) == pytest.approx(
+        sliced_wasserstein(big, big + 1, 8, p=2) * 2.0**600, rel=1e-12)
+
+
+def test_frechet_distances_scale_and_refuse_what_float64_cannot_hold():
+    g = gen(2)
+    x, y = torch.randn(40, 3, generator=g, dtype=torch.float64), torch.randn(40, 3, generator=g, dtype=torch.float64)
+    s = 2.0**300
+    assert frechet_distance(x * s, y * s) == pytest.approx(frechet_distance(x, y) * s * s, rel=1e-12)
+    with pytest.raises(ValueError, match="feat_x and feat_y .* give a Frechet distance beyond float64's range"):
+        frechet_distance(x * 1e300, y * 1e300)
+    with pytest.raises(ValueError, match="mu1 must be finite"):
+        gaussian_frechet_distance([math.nan, 0.0], torch.eye(2), [0.0, 0.0], torch.eye(2))
+    with pytest.raises(ValueError, match=r"mu1 and mu2 must both have F >= 1 entries"):
+        gaussian_frechet_distance([], [], [], [])
+
+
+def test_metrics_name_the_dtypes_they_refuse():
+    x = torch.randn(5, 2)
+    with pytest.raises(TypeError, match="x must be a real-valued tensor .*got dtype bool"):
+        mmd(x > 0, x)
+    with pytest.raises(TypeError, match="y must hold values on a real device"):
+        sliced_wasserstein(x, x.to("meta"))
+    with pytest.raises(TypeError, match="bandwidths must be a number, a sequence of numbers or a real tensor"):
+        mmd(x, x, ["1"])  # found by hypothesis: "too many dimensions 'str'"
+    assert math.isfinite(mmd(x.long(), x.long() + 1))  # integer data are counts: allowed
