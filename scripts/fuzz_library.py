@@ -215,6 +215,7 @@ def finite(value, seen=None) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="list every silent and crashing case")
+    parser.add_argument("--all", action="store_true", help="list every case with its outcome")
     args = parser.parse_args()
     counts: dict[str, Counter] = defaultdict(Counter)
     bad = []
@@ -224,13 +225,13 @@ def main() -> int:
             try:
                 out = call()
                 kind = "finite" if finite(out) else "silent"
-                detail = "non-finite result"
+                detail = "finite result" if kind == "finite" else "non-finite result"
             except (ValueError, TypeError) as err:
                 kind, detail = "clean", f"{type(err).__name__}: {err}"
             except Exception as err:  # noqa: BLE001 - counting what escapes is the point
                 kind, detail = "crash", f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
         counts[module][kind] += 1
-        if kind in ("silent", "crash"):
+        if kind in ("silent", "crash") or args.all:
             bad.append((module, label, kind, detail))
     kinds = ("finite", "clean", "silent", "crash")
     print(f"{'module':<10} {'cases':>6} " + " ".join(f"{k:>7}" for k in kinds))
@@ -239,7 +240,7 @@ def main() -> int:
         total.update(c)
         print(f"{module:<10} {sum(c.values()):>6} " + " ".join(f"{c[k]:>7}" for k in kinds))
     print(f"{'total':<10} {sum(total.values()):>6} " + " ".join(f"{total[k]:>7}" for k in kinds))
-    if args.list:
+    if args.list or args.all:
         for module, label, kind, detail in bad:
             print(f"{kind:<6} {module:<9} {label}: {detail}")
     return 0
