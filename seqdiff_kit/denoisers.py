@@ -4,6 +4,8 @@
 - ``MLPDenoiser``: a small MLP for points in any dimension.
 - ``TinyUNet``: a small U-Net for 1x8x8 images.
 Each network records its constructor arguments in ``config`` so a checkpoint can rebuild it from JSON.
+The networks check the type, dtype, device and shape of ``x`` and ``t``, not the values of ``x``: a check per
+forward pass would synchronise a GPU at every training step, and the sampler and the losses check theirs once.
 """
 from __future__ import annotations
 

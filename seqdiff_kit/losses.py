@@ -8,7 +8,8 @@ With ``x_s = sqrt(alpha_bar_s) x0 + sqrt(1 - alpha_bar_s) eps`` and ``t`` unifor
 
 The ``eps_k`` are *independent* noise draws for the *same* ``x0``; ``eps_0`` and ``x_t`` are shared with the
 simple term. Norms sum over the features of one sample; expectations are means over the batch.
-The K model evaluations run as one batched call of K*B.
+The K model evaluations run as one batched call of K*B. A loss that overflows its dtype (a diverging model)
+comes back as inf or NaN: the training loop reports it (``train.NonFiniteLossError``, naming the step).
 """
 from __future__ import annotations
 
