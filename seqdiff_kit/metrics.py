@@ -38,6 +38,8 @@ def _flat(name: str, x, min_n: int = 1) -> torch.Tensor:
     check_tensor(name, x, min_ndim=1, finite=True, dtypes="real")
     if x.shape[0] < min_n:
         raise ValueError(f"{name} must hold at least {min_n} samples, got {x.shape[0]} (shape {tuple(x.shape)})")
+    if x.ndim > 1 and x[0].numel() == 0:
+        raise ValueError(f"{name} must have at least one feature per sample, got shape {tuple(x.shape)}")
     x = x.detach().to(torch.float64)
     return rearrange(x, "n ... -> n (...)") if x.ndim > 1 else rearrange(x, "n -> n 1")
 
@@ -366,7 +368,7 @@ def coverage_noise(weights, n: int) -> float:
     """The mean total variation distance between the shares of ``n`` exact draws and the ``weights``:
     ``(1/2) sum_i sqrt(2 w_i (1 - w_i) / (pi n))`` (each count binomial, in its normal approximation,
     ``E|Z| = sigma sqrt(2 / pi)``)."""
-    w = torch.as_tensor(weights, dtype=torch.float64)
+    w = check_values("weights", weights, low=0.0, high=1.0)
     n = check_int("n", n, 1)
     return float(0.5 * torch.sqrt(2 * w * (1 - w) / (math.pi * n)).sum())
 
@@ -525,15 +527,23 @@ def _check_metric(metric: str) -> str:
 
 
 def target_distance(metric: str, value: float) -> float:
-    """``|value - TARGETS[metric]|``: how far a scored quantity is from what it should be (two-sided)."""
-    return abs(float(value) - TARGETS[_check_metric(metric)])
+    """``|value - TARGETS[metric]|``: how far a scored quantity is from what it should be (two-sided). A missing
+    value (NaN) gives NaN, which ``verdict`` turns into "undetermined"."""
+    return abs(_real("value", value) - TARGETS[_check_metric(metric)])
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)) or (
+            isinstance(value, torch.Tensor) and value.numel() != 1):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    return float(value)
 
 
 def verdict(diff_low: float, diff_high: float) -> str:
     """The verdict of an interval ``[diff_low, diff_high]`` on ``target_distance(A) - target_distance(B)``:
     ``"better"`` (A closer to the target: the interval lies below 0), ``"worse"`` (above 0),
     ``"no clear difference"`` (it holds 0) or ``"undetermined"`` (no interval, e.g. a single seed)."""
-    lo, hi = float(diff_low), float(diff_high)
+    lo, hi = _real("diff_low", diff_low), _real("diff_high", diff_high)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "undetermined"
     if hi < 0:
@@ -550,7 +560,7 @@ def reading(metric: str, value: float, tolerance: float = 0.0) -> str:
     if _check_metric(metric) not in _TIGHT_BELOW:
         raise ValueError(f"metric must be one of {sorted(_TIGHT_BELOW)} for a reading, got {metric!r}")
     tolerance = check_float("tolerance", tolerance, 0.0)
-    d = float(value) - TARGETS[metric]
+    d = check_float("value", _real("value", value)) - TARGETS[metric]  # a NaN has no side
     if abs(d) <= tolerance:
         return "on target"
     return "too tight" if (d < 0) == _TIGHT_BELOW[metric] else "too diffuse"

@@ -264,3 +264,22 @@ def test_metrics_name_the_dtypes_they_refuse():
     with pytest.raises(TypeError, match="bandwidths must be a number, a sequence of numbers or a real tensor"):
         mmd(x, x, ["1"])  # found by hypothesis: "too many dimensions 'str'"
     assert math.isfinite(mmd(x.long(), x.long() + 1))  # integer data are counts: allowed
+
+
+def test_the_lessons_helpers_name_bad_values():
+    """Found by hypothesis: coverage_noise(weights=2.0) returned NaN; target_distance/verdict(None) raised
+    "float() argument must be ..." naming no argument; reading(NaN) answered "too diffuse"; zero features
+    warned from var() instead of an error."""
+    from seqdiff_kit.metrics import coverage_noise, reading, std_ratio, target_distance, verdict
+
+    with pytest.raises(ValueError, match=r"weights must be in \[0.0, 1.0\], got values from 2 to 2"):
+        coverage_noise(2.0, 1)
+    with pytest.raises(TypeError, match="value must be a real number, got None"):
+        target_distance("mmd", None)
+    assert math.isnan(target_distance("mmd", math.nan))  # a missing value: verdict says "undetermined"
+    with pytest.raises(TypeError, match="diff_low must be a real number"):
+        verdict(None, 1.0)
+    with pytest.raises(ValueError, match="value must be finite, got nan"):
+        reading("std_ratio", math.nan)
+    with pytest.raises(ValueError, match=r"x must have at least one feature per sample, got shape \(3, 0\)"):
+        std_ratio(torch.zeros(3, 0), torch.zeros(3, 0))
