@@ -91,15 +91,16 @@ def test_check_timesteps_broadcasts_and_bounds():
     with pytest.raises(ValueError, match=r"t must be a scalar or have shape \[B\] = \[3\], got shape \(2,\)"):
         check_timesteps("t", torch.tensor([0, 1]), 10, batch=3)
     for bad in (torch.tensor([0.5]), torch.tensor([True])):
-        with pytest.raises(TypeError, match=f"t must be a LongTensor of integer timesteps, got dtype {str(bad.dtype)[6:]}"):
+        name = str(bad.dtype).removeprefix("torch.")
+        with pytest.raises(TypeError, match=f"t must be a LongTensor of integer timesteps, got dtype {name}"):
             check_timesteps("t", bad, 10)
     # what issue 16 added: lists, meta tensors, complex and bool refused by name
     assert check_timesteps("t", [4, 0], 10).dtype == torch.long
     assert check_timesteps("t", torch.tensor([-1], dtype=torch.int32), 10, allow_clean=True).dtype == torch.long
     for bad, exc, msg in [
             (torch.tensor([1j]), TypeError, r"t must be a LongTensor of integer timesteps, got dtype complex64"),
-            (True, TypeError, r"t must be a LongTensor of integer timesteps \(or an int, or a list of ints\), got bool"),
-            ([1.5], TypeError, r"t must be a LongTensor of integer timesteps \(or an int, or a list of ints\), got list"),
+            (True, TypeError, r"t must be a LongTensor of integer timesteps \(or an int, .*\), got bool"),
+            ([1.5], TypeError, r"t must be a LongTensor of integer timesteps \(or an int, .*\), got list"),
             (torch.zeros(2, dtype=torch.long, device="meta"), TypeError, "t must hold values on a real device")]:
         with pytest.raises(exc, match=msg):
             check_timesteps("t", bad, 10, batch=2)
