@@ -4,7 +4,7 @@
     seqdiff train --dataset ring8 --model mlp --loss sa --K 2 --lam 1 --steps 3000 --seed 0 --out runs/x
     seqdiff sample --checkpoint runs/x --steps 50 --eta 0 --n 1000 --out samples.npz
     seqdiff compare CKPT CKPT [...] --steps 5 10 20 50 100 --out runs/compare
-    seqdiff experiment --preset paper-toy [--out runs/paper-toy] [--workers 2]
+    seqdiff experiment --preset paper-toy [--out runs/paper-toy] [--workers 2 | --scheduler tcp://HOST:8786]
 
 Bad input (an unknown dataset, a missing or corrupt checkpoint, K < 1, a negative step count, lam < 0, an output
 path that cannot be written, a size that cannot fit in memory) ends with one line ``seqdiff: error: ...`` on
@@ -184,10 +184,24 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
     from .experiments import GRIDS
 
     p = subparsers.add_parser("experiment", help="run the simple-vs-SA grid (seeds, steps, eta, budgets)",
-                              description="Run (or resume) the simple-vs-SA comparison and write CSV + HTML.")
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              description="Run (or resume) the simple-vs-SA comparison and write CSV + HTML. The jobs "
+                                          "run in local worker processes (--workers) or on the workers of an "
+                                          "existing Dask cluster (--scheduler; pip install 'seqdiff_kit[dist]').",
+                              epilog="example: dask scheduler --host 127.0.0.1 --port 8786 &\n"
+                                     "         dask worker tcp://127.0.0.1:8786 --nthreads 1 --nworkers 2 &\n"
+                                     "         seqdiff experiment --preset fast --scheduler tcp://127.0.0.1:8786")
     p.add_argument("--preset", default="paper-toy", choices=sorted(GRIDS))
-    p.add_argument("--out", default=None, help="output folder (default runs/<preset>)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<preset>); with --scheduler every "
+                                               "worker must see it at the same path")
+    where = p.add_mutually_exclusive_group()
+    # default None, not 2: argparse lets an explicit value equal to the default pass its exclusivity check
+    where.add_argument("--workers", type=int, default=None, help="local worker processes (one torch thread each; "
+                                                                 "default: 2)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run the jobs on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:PORT)")
+    p.add_argument("--connect-timeout", type=_float("--connect-timeout", 0.1), default=None, metavar="SECONDS",
+                   help="with --scheduler: seconds to reach it and to see a worker (default: 10)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -469,11 +483,18 @@ def cmd_compare(args) -> int:
 def cmd_experiment(args) -> int:
     import os
 
-    from .experiments import run_experiment
+    from .experiments import JobsFailedError, run_experiment
 
     out = os.path.join("runs", args.preset) if args.out is None else args.out
     check_out_path("--out", out, folder=True)
-    res = run_experiment(args.preset, out, workers=args.workers, progress=not args.quiet)
+    if args.connect_timeout is not None and args.scheduler is None:
+        raise ValueError(f"--connect-timeout {args.connect_timeout:g} applies to --scheduler only; give both")
+    timeout = {} if args.connect_timeout is None else {"connect_timeout": args.connect_timeout}
+    try:
+        res = run_experiment(args.preset, out, workers=2 if args.workers is None else args.workers,
+                             scheduler=args.scheduler, progress=not args.quiet, **timeout)
+    except JobsFailedError as err:  # a result, not a crash: one line like every other error
+        raise ValueError(str(err)) from None
     print(f"{len(res.rows)} rows; trained {res.stats['trained']} models, evaluated {res.stats['evaluated']} cells "
           f"in {res.stats['seconds']:.0f} s")
     for name, p in res.paths.items():

@@ -10,6 +10,7 @@ forward pass would synchronise a GPU at every training step, and the sampler and
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from einops import rearrange
@@ -184,12 +185,18 @@ class TinyUNet(nn.Module):
         return self.conv_out(self.act(self.norm_out(u)))
 
 
+# the global generator is process-wide: two threads seeding it at once (a Dask worker with several threads
+# running experiment jobs) would draw each other's weights
+_SEED_LOCK = threading.Lock()
+
+
 def seeded_model(build, seed: int, **kwargs) -> nn.Module:
     """``build(**kwargs)`` with its initial weights drawn from ``torch.manual_seed(seed)``, leaving the global
-    random state as it was (so building a model never changes what other code draws)."""
+    random state as it was (so building a model never changes what other code draws). Thread-safe: builds
+    in other threads of this process wait, so each draws from its own seed."""
     seed = check_int("seed", seed)
     if not callable(build):
         raise TypeError(f"build must be callable (a model class or factory), got {type(build).__name__}")
-    with torch.random.fork_rng(devices=[]):
+    with _SEED_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build(**kwargs)

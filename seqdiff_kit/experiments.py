@@ -17,8 +17,11 @@ per cell) and scored by ``evaluate.evaluate`` (``evaluate_model``).
 
 On disk (``out/``): ``models/.../*.safetensors + .json`` (checkpoint.py), ``rows.jsonl`` (one JSON line per
 eval cell; read back on the next run, so finished cells are never recomputed), ``rows.csv``,
-``summary.csv``, ``comparison.csv`` and ``report.html``. Work runs in a process pool (spawn context) with one
-torch thread per worker.
+``summary.csv``, ``comparison.csv`` and ``report.html``. Work runs in a local process pool (spawn context) with
+one torch thread per worker, or on an existing Dask cluster (``scheduler="tcp://HOST:8786"``, the optional
+``dist`` extra) through ``Client.get_executor()``: the same loop over a ``concurrent.futures`` executor either
+way. Workers train and write the checkpoints (so with Dask ``out`` must be a folder every worker sees at the same
+path); the client alone appends the result rows, each key once.
 
 The grid and the runner never import plotly: the HTML report (``write_experiment_report``) imports
 ``viz``/``report`` when it is written, so worker processes start without them. ``seqdiff experiment`` (cli.py)
@@ -47,6 +50,7 @@ from scipy import stats
 
 from ._format import format_number
 from ._io import atomic_write
+from ._runtime import __version__
 from ._validate import check_choice, check_float, check_int, check_type
 from .checkpoint import checkpoint_exists, checkpoint_paths, load_checkpoint
 from .evaluate import evaluate
@@ -56,6 +60,8 @@ from .recipes import RING8, Recipe, train
 from .schedule import Schedule
 
 LEVEL = 0.95
+# seconds to reach a Dask scheduler, and again to see its first worker
+CONNECT_TIMEOUT = 10.0
 
 # The quantities a comparison judges, each by its distance to its target (``metrics.target_distance``: two-sided,
 # so a std ratio above 1 counts as much as one below). "std_dev" = |std_ratio - 1|. The raw log-likelihood is
@@ -369,7 +375,12 @@ def _run_job(job: dict) -> dict:
             "eval_seconds": time.perf_counter() - t0}
 
 
-# ====================================================================== the runner
+# ====================================================================== results
+class JobsFailedError(RuntimeError):
+    """Some jobs of a run failed; the others' rows and checkpoints are saved, and a rerun retries only the
+    missing cells."""
+
+
 @dataclass
 class ExperimentResult:
     """``rows``: one dict per (train cell, steps, eta) and seed; ``summary``: mean and t-interval per group and
@@ -398,13 +409,15 @@ def _read_rows(path: Path) -> dict:
 
 
 def _append_rows(path: Path, rows: list) -> None:
+    """Append ``rows`` as JSON lines in one write, then fsync: a crash leaves at most one torn last line, which
+    ``_read_rows`` skips."""
+    if not rows:
+        return
     # a torn last line (a crash mid-write) must not swallow the next row: start on a fresh line
     torn = path.is_file() and path.stat().st_size > 0 and path.read_bytes()[-1:] != b"\n"
+    text = ("\n" if torn else "") + "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
     with open(path, "a", encoding="utf-8") as f:
-        if torn:
-            f.write("\n")
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
 
@@ -422,50 +435,143 @@ def plan_jobs(config: ExperimentConfig, out: Path, done_keys) -> list[dict]:
         if not missing and trained:
             continue
         cost = cell.train_steps * evals_per_sample(cell.loss_config) * (0 if trained else 1)
-        jobs.append({"dataset": ds, "cell": {**asdict(cell), "key": cell.key}, "stem": str(stem),
+        # an absolute stem: a Dask worker runs in its own working folder
+        jobs.append({"dataset": ds, "cell": {**asdict(cell), "key": cell.key}, "stem": str(stem.absolute()),
                      "evals": missing, "cost": cost * (20 if ds.name == "digits" else 1)})
     # longest first: a long job started last would leave the other worker idle at the end
     jobs.sort(key=lambda j: -j["cost"])
     return jobs
 
 
-def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, progress: bool = True,
-                   report: bool = True, level: float = LEVEL) -> ExperimentResult:
+# ====================================================================== Dask
+def connect_scheduler(address: str, timeout: float = CONNECT_TIMEOUT):
+    """A ``distributed.Client`` of the Dask scheduler at ``address`` (``"tcp://HOST:PORT"``) once at least one
+    worker has joined it. A ValueError naming the address when dask.distributed is not installed (the ``dist``
+    extra), the address is malformed, nothing answers within ``timeout`` seconds or no worker joins in as long."""
+    check_type("scheduler", address, str)
+    timeout = check_float("timeout", timeout, 0.0, low_open=True)
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError(f"scheduler {address!r} needs dask.distributed, an optional dependency: "
+                         f"pip install 'seqdiff_kit[dist]'") from None
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, ValueError, TypeError) as err:  # TimeoutError is an OSError
+        raise ValueError(f"scheduler {address!r} is not a reachable Dask scheduler ({' '.join(str(err).split())}); "
+                         f"start one with `dask scheduler` and give its tcp://HOST:PORT") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        client.close()
+        raise ValueError(f"scheduler {address!r} has no workers after {timeout:g} s ({type(err).__name__}); start "
+                         f"some with `dask worker {address} --nthreads 1`") from None
+    return client
+
+
+def worker_probe(path: str) -> dict:
+    """Run on every Dask worker before any job: the library version it imports and whether it sees ``path``."""
+    return {"version": __version__, "sees": os.path.exists(path)}
+
+
+def check_workers(client, out: Path) -> dict:
+    """Refuse a cluster whose workers cannot run the jobs: they must import this version of seqdiff_kit and see
+    the output folder ``out`` (where they write the checkpoints) at the same path. Returns the probe answers by
+    worker address."""
+    probe = out / f".seqdiff-probe-{os.getpid()}-{time.time_ns()}"
+    probe.write_bytes(b"")
+    try:
+        answers = client.run(worker_probe, str(probe))
+    except Exception as err:  # noqa: BLE001 - whatever the workers raised (a missing module, most often)
+        raise ValueError(f"the Dask workers cannot run seqdiff_kit's jobs ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]}); start them in an environment where seqdiff_kit "
+                         f"{__version__} is installed") from None
+    finally:
+        probe.unlink(missing_ok=True)
+    versions = sorted({a["version"] for a in answers.values()} - {__version__})
+    if versions:
+        raise ValueError(f"the Dask workers import seqdiff_kit {versions}, this client {__version__}; start them "
+                         f"in the same environment")
+    blind = sorted(w for w, a in answers.items() if not a["sees"])
+    if blind:
+        raise ValueError(f"out {str(out)!r} is not visible to the Dask worker(s) {blind}: the workers write the "
+                         f"checkpoints there, so it must be a folder every worker sees at the same path "
+                         f"(a shared file system)")
+    return answers
+
+
+# ====================================================================== the runner
+def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, scheduler: str | None = None,
+                   connect_timeout: float = CONNECT_TIMEOUT, progress: bool = True, report: bool = True,
+                   level: float = LEVEL) -> ExperimentResult:
     """Run (or resume) the grid into folder ``out`` and write ``rows.csv``, ``summary.csv``, ``comparison.csv``
     and (``report=True``) ``report.html``.
 
     ``config``: an ``ExperimentConfig`` or a preset name. Finished train cells (a checkpoint at its last step)
     and eval cells (a line in ``rows.jsonl``) are read back, not recomputed. ``workers > 1`` runs the jobs in
-    a spawn-context process pool with one torch thread each; ``workers = 1`` runs them in this process."""
+    a spawn-context process pool with one torch thread each; ``workers = 1`` runs them in this process.
+
+    ``scheduler``: the address of a Dask scheduler (``"tcp://HOST:PORT"``); the jobs run on its workers instead
+    (``workers`` is then unused). It is reached before anything is written (``connect_scheduler``, within
+    ``connect_timeout`` seconds), and its workers must see ``out`` at the same path (``check_workers``). A job
+    whose worker dies is run again on another worker by Dask (up to the scheduler's
+    ``distributed.scheduler.allowed-failures``, then it counts as failed); a retried training resumes the
+    checkpoint its first attempt left. Whatever the executor, this process alone appends the rows, each
+    key once."""
     if isinstance(config, str):
         config = grid_config(config)
     if not isinstance(config, ExperimentConfig):
         raise TypeError(f"config must be an ExperimentConfig or a grid name {sorted(GRIDS)}, "
                         f"got {type(config).__name__}")
     workers = check_int("workers", workers, 1)
-    out = Path(out)
+    client = connect_scheduler(scheduler, connect_timeout) if scheduler is not None else None
+    try:
+        return _run(config, Path(out), workers, client, progress, report, level)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _executor(workers: int, client, n_jobs: int):
+    """A ``concurrent.futures`` executor for the jobs: the Dask cluster's, or a local spawn-context pool."""
+    if client is not None:
+        return client.get_executor(pure=False)  # pure=False: every submit is a new task, never a cached one
+    # each job sets its own torch thread count (_run_job)
+    return ProcessPoolExecutor(max_workers=min(workers, n_jobs), mp_context=mp.get_context("spawn"))
+
+
+def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bool, report: bool,
+         level: float) -> ExperimentResult:
     out.mkdir(parents=True, exist_ok=True)
+    answers = check_workers(client, out) if client is not None else {}
     atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     store = out / "rows.jsonl"
     done = _read_rows(store)
     jobs = plan_jobs(config, out, set(done))
     stats = {"jobs": len(jobs), "trained": 0, "loaded": 0, "evaluated": 0, "reused_rows": 0, "errors": [],
-             "train_seconds": 0.0}
+             "train_seconds": 0.0, "executor": "dask" if client is not None else "local",
+             "workers": len(answers) if client is not None else min(workers, max(len(jobs), 1))}
     t0 = time.perf_counter()
+    if progress and jobs:
+        where = (f"the Dask scheduler {client.scheduler.address} ({len(answers)} workers)" if client is not None
+                 else f"{stats['workers']} local worker{'s' * (stats['workers'] > 1)}")
+        print(f"{len(jobs)} jobs on {where}", file=sys.stderr, flush=True)
 
     def record(res: dict, i: int) -> None:
-        _append_rows(store, res["rows"])
-        for row in res["rows"]:
+        # each key is written once, by this process alone, whatever the executor delivered
+        new = [row for row in res["rows"] if row["key"] not in done]
+        _append_rows(store, new)
+        for row in new:
             done[row["key"]] = row
         stats["trained" if res["trained"] else "loaded"] += 1
-        stats["evaluated"] += len(res["rows"])
+        stats["evaluated"] += len(new)
         stats["train_seconds"] += res["train_seconds"]
         if progress:
             what = f"trained in {res['train_seconds']:.0f} s" if res["trained"] else "loaded"
-            print(f"[{i}/{len(jobs)}] {res['key']}: {what}, {len(res['rows'])} evals in {res['eval_seconds']:.0f} s "
+            print(f"[{i}/{len(jobs)} jobs done] {res['key']}: {what}, {len(new)} evals in {res['eval_seconds']:.0f} s "
                   f"({time.perf_counter() - t0:.0f} s elapsed)", file=sys.stderr, flush=True)
 
-    if jobs and workers == 1:
+    if jobs and workers == 1 and client is None:
         before = torch.get_num_threads()
         try:
             for i, job in enumerate(jobs, 1):
@@ -476,15 +582,19 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, pro
         finally:
             torch.set_num_threads(before)
     elif jobs:
-        ctx = mp.get_context("spawn")
-        # each job sets its own torch thread count (_run_job)
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+        pool = _executor(workers, client, len(jobs))
+        futures = {}
+        try:
             futures = {pool.submit(_run_job, job): job for job in jobs}
             for i, fut in enumerate(as_completed(futures), 1):
                 try:
                     record(fut.result(), i)
-                except Exception as err:
+                except Exception as err:  # a failed job (on Dask also one whose workers kept dying)
                     stats["errors"].append(f"{futures[fut]['cell']['key']}: {type(err).__name__}: {err}")
+        finally:  # interrupted: drop what has not started (a Dask cluster also cancels what is running)
+            for fut in futures:
+                fut.cancel()
+            pool.shutdown(wait=client is None)
     stats["seconds"] = time.perf_counter() - t0
 
     wanted = {eval_key(c, s, e, d.n_eval) for d in config.datasets for c in train_cells(config)
@@ -502,7 +612,7 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, pro
         paths["report"] = write_experiment_report(out / "report.html", result, config)
     atomic_write(out / "stats.json", json.dumps(stats, indent=2) + "\n")
     if stats["errors"]:
-        raise RuntimeError(f"{len(stats['errors'])} job(s) failed (the others are saved in {str(out)!r}; rerun to "
+        raise JobsFailedError(f"{len(stats['errors'])} job(s) failed (the others are saved in {str(out)!r}; rerun to "
                            f"retry only the missing cells): " + "; ".join(stats["errors"][:3]))
     return result
 

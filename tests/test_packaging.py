@@ -12,6 +12,7 @@ KNOWN = {
     "safetensors": ("safetensors", "safetensors"), "tqdm": ("tqdm", "tqdm"), "plotly": ("plotly", "plotly"),
     "ipywidgets": ("ipywidgets", "ipywidgets"), "anywidget": ("anywidget", "anywidget"),
     "IPython": ("ipykernel", "ipykernel"), "scipy": ("scipy", "scipy"),
+    "distributed": ("distributed", "distributed"),  # the dist extra: `seqdiff experiment --scheduler`
 }
 STDLIB = set(sys.stdlib_module_names)
 
