@@ -185,3 +185,28 @@ def check_values(name: str, value, *, low: float | None = None, high: float | No
                          f"{high if high is not None else 'inf'}], got values from {float(v.min()):.6g} "
                          f"to {float(v.max()):.6g}")
     return v
+
+
+def check_device(name: str, device) -> torch.device:
+    """``device`` (a string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or a ``torch.device``) as a
+    ``torch.device`` this machine has, or raise ValueError naming the argument: a CUDA request without a CUDA
+    device (a CPU build of torch, or no GPU) is refused here, not deep inside a first ``.to()``."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"{name} {str(device)!r} is not available: this torch ({torch.__version__}) sees no CUDA "
+                             f"device; use 'cpu'")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"{name} {str(device)!r} is not available: CUDA devices are cuda:0 to cuda:{n - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name} 'mps' is not available on this machine; use 'cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {str(device)!r}")
+    return dev

@@ -29,6 +29,9 @@ from ._io import TMP_EXTRA, FolderLockedError, atomic_write, locked_folder, remo
 
 PROG = "seqdiff"
 MAX_THREADS = 1024
+MAX_NPROC = 256
+# where the processes of `train --nproc` leave rank 0's error line for the launcher to print
+REPORT_ENV = "SEQDIFF_RANK0_ERROR_FILE"
 TRAIN_FILES = ("model.safetensors", "model.json", "history.json")
 REPORT_FILES = ("report.html", "metrics.json")
 # Rough memory per unit of each size option, in bytes (see _limits: the point is to refuse the hopeless, not to
@@ -128,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an MLP (2-D presets) or a TinyUNet (digits) and write OUT/model.safetensors "
                                    "+ OUT/model.json (weights, EMA, optimizer state) and OUT/history.json.",
                        epilog="example: seqdiff train --dataset ring8 --model mlp --loss sa --K 2 --lam 1 "
-                              "--steps 3000 --seed 0 --out runs/x")
+                              "--steps 3000 --seed 0 --out runs/x\n"
+                              "data parallel: seqdiff train ... --nproc 2 (or: torchrun --nproc-per-node 2 -m "
+                              "seqdiff_kit.cli train ...)")
     p.add_argument("--dataset", default="ring8", metavar="NAME", help=f"one of {', '.join(DATASETS)} (default: ring8)")
     p.add_argument("--model", default=None, choices=("mlp", "unet"),
                    help="mlp for the 2-D presets, unet (TinyUNet) for digits (default: by dataset)")
@@ -147,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_pos_int("--checkpoint-every"), default=None)
     p.add_argument("--threads", type=threads, default=None,
                    help="torch threads (default: SEQDIFF_THREADS or 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--nproc", type=_int_in("--nproc", 1, MAX_NPROC), default=1,
+                   help="data-parallel processes on this machine (DistributedDataParallel: gloo on the CPU, nccl "
+                        "with one GPU each on CUDA); the batch is split into N shards (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", formatter_class=fmt, help="sample a checkpoint into an .npz file",
@@ -357,7 +366,102 @@ def _older_history(out: Path, first_step: int) -> list:
 
 
 def cmd_train(args) -> int:
+    """``seqdiff train``: in one process; with ``--nproc N`` as the launcher of N data-parallel processes of this
+    same command (``ddp.launch``, torchrun's way); under torchrun (``RANK``/``WORLD_SIZE`` set) as one rank of
+    such a run, where rank 0 alone holds the folder, writes and reports."""
+    from .ddp import destroy_process_group, init_process_group, launch_env
+
+    env = launch_env()
+    if env.world > 1 and args.nproc not in (1, env.world):
+        raise ValueError(f"--nproc {args.nproc} differs from torchrun's world size {env.world}; under torchrun leave "
+                         f"--nproc out")
+    if env.world == 1:
+        return _train(args, env, _check_device_for(args, args.nproc))
+    try:  # one rank of a data-parallel run: every rank fails alike, rank 0 alone reports
+        device = init_process_group(_check_device_for(args, env.world), env)
+        try:
+            return _train(args, env, device)
+        finally:
+            destroy_process_group()
+    except Exception as err:  # noqa: BLE001 - turned into one line below
+        if env.rank != 0:
+            return 1
+        line = _rank_error_line(err)
+        report = os.environ.get(REPORT_ENV)
+        if report:  # launched by `seqdiff train --nproc`: the launcher prints one line for the whole run
+            atomic_write(report, line + "\n")
+        else:
+            sys.stderr.write(f"{PROG}: error: {line}\n")
+        return 1
+
+
+def _rank_error_line(err: Exception) -> str:
+    from .train import NonFiniteLossError
+
+    if isinstance(err, OSError):
+        return _one_line(_os_error_line(err))
+    if isinstance(err, RuntimeError) and not isinstance(err, NonFiniteLossError):  # a collective failed
+        return (f"training stopped: another process of the run failed ({_one_line(err)[:200]}); the last "
+                f"checkpoint in --out is complete: --resume continues it")
+    return _one_line(err)
+
+
+def _check_device_for(args, nproc: int):
+    import torch
+
+    from ._validate import check_device
+
+    device = check_device("--device", args.device)
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ValueError(f"--nproc {nproc} with --device cuda needs {nproc} CUDA devices (one per process), this "
+                         f"machine has {torch.cuda.device_count()}")
+    return device
+
+
+def _launch_train(args, out: Path) -> int:
+    """Run this command in ``args.nproc`` processes (``ddp.launch``); one line when the run fails: the rank that
+    was killed, else rank 0's own error (handed over in a file), else the first rank that failed."""
+    import tempfile
+
+    from .ddp import LaunchFailed, launch
+
+    with tempfile.TemporaryDirectory(prefix="seqdiff-launch-") as tmp:
+        report = Path(tmp) / "rank0-error"
+        before = os.environ.get(REPORT_ENV)
+        os.environ[REPORT_ENV] = str(report)
+        try:
+            launch(args.nproc, args.argv)
+        except LaunchFailed as err:
+            if err.signal is None and report.is_file():
+                raise ValueError(report.read_text().strip()) from None
+            raise ValueError(f"training stopped: {err}; the last checkpoint in --out {_short(out)} is complete: "
+                             f"--resume continues it") from None
+        finally:
+            if before is None:
+                os.environ.pop(REPORT_ENV, None)
+            else:
+                os.environ[REPORT_ENV] = before
+    return 0
+
+
+def _existing_run(out: Path, stem: Path, args) -> bool:
+    """Whether the run in ``out`` is resumed; refuses to replace one without --resume or --overwrite."""
     from .checkpoint import checkpoint_exists
+
+    present = [name for name in TRAIN_FILES[:2] if (out / name).exists()]
+    if present and not (args.resume or args.overwrite):
+        raise ValueError(f"--out {_short(out)} already holds a run ({_describe_run(out)}); pass --resume to "
+                         f"continue it or --overwrite to replace it")
+    resume = args.resume and checkpoint_exists(stem)
+    if args.resume and present and not resume:
+        raise ValueError(f"--out {_short(out)} holds only {present[0]} of the checkpoint pair, so there is "
+                         f"nothing to resume; pass --overwrite to start a new run there")
+    return resume
+
+
+def _train(args, env, device) -> int:
+    from contextlib import nullcontext
+
     from .losses import Loss
     from .recipes import recipe_for
     from . import train as train_mod
@@ -382,6 +486,10 @@ def cmd_train(args) -> int:
     recipe = recipe.replace(loss=loss, seed=args.seed, **changes)
     spec = recipe.model_spec()
     steps, batch_size = recipe.fit["steps"], recipe.fit.get("batch_size", 256)
+    nproc = max(env.world, args.nproc)
+    if batch_size % nproc:
+        raise ValueError(f"--batch-size {batch_size} must be divisible by the number of processes {nproc} (--nproc or "
+                         f"torchrun's world size): each process draws batch-size / {nproc} samples")
     _check_memory("--steps", steps, HISTORY_ROW_BYTES * steps, "its per-step history")
     _check_memory("--batch-size", batch_size, 4 * (loss.K + 1) * batch_size * _per_sample_floats(spec, train=True),
                   "the activations of a batch" + (f" for K={loss.K}" if loss.K > 1 else ""))
@@ -390,37 +498,39 @@ def cmd_train(args) -> int:
                          "--overwrite replaces it; give one")
     out = check_out_path("--out", args.out, folder=True, files=TRAIN_FILES)
     stem = out / "model"
-    with _writing("--out", out):
-        for name in TRAIN_FILES:  # what writers killed mid-save left (nobody else writes here: we hold the lock)
-            remove_stale_temp_files(out / name)
-        present = [name for name in TRAIN_FILES[:2] if (out / name).exists()]
-        if present and not (args.resume or args.overwrite):
-            raise ValueError(f"--out {_short(out)} already holds a run ({_describe_run(out)}); pass --resume to "
-                             f"continue it or --overwrite to replace it")
-        resume = args.resume and checkpoint_exists(stem)
-        if args.resume and present and not resume:
-            raise ValueError(f"--out {_short(out)} holds only {present[0]} of the checkpoint pair, so there is "
-                             f"nothing to resume; pass --overwrite to start a new run there")
-        if args.resume and not resume:
+    if env.world == 1 and args.nproc > 1:  # the launcher: every check above and the folder's, then the processes
+        _existing_run(out, stem, args)
+        return _launch_train(args, out)
+    main_rank = env.rank == 0
+    with _writing("--out", out) if main_rank else nullcontext():
+        if main_rank:
+            for name in TRAIN_FILES:  # what writers killed mid-save left (nobody else writes here: we hold the lock)
+                remove_stale_temp_files(out / name)
+        resume = _existing_run(out, stem, args)
+        if args.resume and not resume and main_rank:
             sys.stderr.write(f"{PROG}: no run in {_short(out)} to resume; starting a new one\n")
         model = recipe.build_model()
         t0 = time.perf_counter()
         history, last, n_new = None, None, 0
         for state in train_mod.train_iter(model, data, schedule, loss, seed=args.seed, checkpoint=stem,
                                           checkpoint_every=args.checkpoint_every, resume=resume,
-                                          progress=not args.quiet, threads=args.threads,
+                                          progress=not args.quiet, threads=args.threads, device=device,
                                           dataset_name=args.dataset, **recipe.fit):
             history, last, n_new = state.history, state, n_new + 1
-            if state.checkpointed:
+            if state.checkpointed and main_rank:
                 _write_history(out, loss, args.dataset, _older_history(out, history[0]["step"]) + history)
         if last is None:
             if not resume:
                 raise ValueError("steps must be >= 1 for a new run (0 steps writes no checkpoint)")
-            history = train_mod.read_history(stem)  # a finished run resumed: its stored history, kept whole
-            first = history[0]["step"] if history else _resume_step_of(stem) + 1
-            _write_history(out, loss, args.dataset, _older_history(out, first) + history)
-    tail = f", final loss {last.loss:.4f}" if last is not None else ""
-    print(f"wrote {stem}.safetensors and {stem}.json ({n_new} steps in {time.perf_counter() - t0:.1f} s{tail})")
+            if main_rank:
+                history = train_mod.read_history(stem)  # a finished run resumed: its stored history, kept whole
+                first = history[0]["step"] if history else _resume_step_of(stem) + 1
+                _write_history(out, loss, args.dataset, _older_history(out, first) + history)
+    if main_rank:
+        tail = f", final loss {last.loss:.4f}" if last is not None else ""
+        ranks = f" on {env.world} processes" if env.world > 1 else ""
+        print(f"wrote {stem}.safetensors and {stem}.json ({n_new} steps{ranks} in {time.perf_counter() - t0:.1f} s"
+              f"{tail})")
     return 0
 
 
@@ -515,6 +625,7 @@ def main(argv=None) -> int:
     """Entry point of the ``seqdiff`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `train --nproc N` hands to its processes
     if args.version:
         from ._runtime import __version__
         print(f"seqdiff_kit {__version__}")

@@ -13,6 +13,18 @@ All randomness (data, timesteps, noise) comes from one ``torch.Generator`` seede
 stores the model, the EMA, Adam's moments, the generator state and the data-order state, so that on the CPU a
 resumed run is bit-for-bit the run that was never interrupted. It also stores the history of every step so
 far (``extra.history``, one row of ``HISTORY_KEYS`` per step), so a resumed run's history is whole.
+
+Data parallel (``shards = W > 1``, see ``ddp``): the batch is split into W shards of ``batch_size / W``, shard r
+drawing from its own generator seeded with ``ddp.shard_seed(seed, r)`` (shard 0: ``seed``), and
+
+    L = (1/W) sum_r L_r
+
+is the loss. Under torchrun (an initialized process group of W ranks) rank r computes shard r and
+``DistributedDataParallel`` averages the gradients; a single process computes every shard (their mean, one
+backward), which gives the same weights to float32 rounding. Clipping uses the global norm of the averaged
+gradient, so every rank takes the same step and keeps the same EMA; the logged losses are means over the ranks;
+rank 0 alone writes the checkpoint, which holds every shard's generator and data-order state, so that a run
+resumes bit-for-bit with the same number of shards. ``W = 1`` is the single-process run above, unchanged.
 """
 from __future__ import annotations
 
@@ -28,10 +40,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._runtime import set_threads
-from ._validate import check_float, check_int, check_tensor, check_type
+from ._validate import check_device, check_float, check_int, check_tensor, check_type
 from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, checkpoint_exists, checkpoint_paths, model_spec,
                          read_checkpoint, save_checkpoint, sub_state)
 from .data import GaussianMixture
+from .ddp import all_mean, gather_objects, shard_seed, world
 from .losses import Loss, LossOutput
 from .schedule import Schedule
 
@@ -215,7 +228,7 @@ def _resume_step(checkpoint, meta: dict) -> int:
 
 # ---------------------------------------------------------------------- the loop
 def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_decay, grad_clip, warmup,
-                checkpoint, checkpoint_every, resume):
+                checkpoint, checkpoint_every, resume, shards, device):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_type("schedule", schedule, Schedule)
@@ -232,7 +245,15 @@ def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_de
                lr=check_float("lr", lr, 0.0, low_open=True), seed=check_int("seed", seed, 0, MAX_SEED),
                ema_decay=check_float("ema_decay", ema_decay, 0.0, 1.0),
                grad_clip=None if grad_clip is None else check_float("grad_clip", grad_clip, 0.0, low_open=True),
-               warmup=check_int("warmup", warmup, 0))
+               warmup=check_int("warmup", warmup, 0), device=check_device("device", device))
+    rank, size = world()
+    out["shards"] = size if shards is None else check_int("shards", shards, 1)
+    if size > 1 and out["shards"] != size:
+        raise ValueError(f"shards must equal the number of processes ({size}) under torchrun, got {out['shards']}")
+    if out["batch_size"] % out["shards"]:
+        raise ValueError(f"batch_size must be divisible by the number of shards ({out['shards']}; under torchrun the "
+                         f"number of processes), each drawing batch_size / shards samples: got batch_size="
+                         f"{out['batch_size']}")
     if checkpoint_every is not None:
         check_int("checkpoint_every", checkpoint_every, 1)
         if checkpoint is None:
@@ -249,7 +270,7 @@ def train_iter(model: nn.Module, data, schedule: Schedule, loss: Loss, *, steps:
                lr: float = 2e-3, seed: int = 0, ema_decay: float = 0.999, grad_clip: float | None = 1.0,
                warmup: int = 0, cosine_decay: bool = False, checkpoint=None, checkpoint_every: int | None = None,
                resume: bool = False, progress: bool = True, threads: int | None = None, device="cpu",
-               dataset_name: str | None = None) -> Iterator[TrainState]:
+               dataset_name: str | None = None, shards: int | None = None) -> Iterator[TrainState]:
     """Train ``model`` (in place) with Adam and yield a ``TrainState`` after every update (see the module
     docstring for the update equations).
 
@@ -258,36 +279,55 @@ def train_iter(model: nn.Module, data, schedule: Schedule, loss: Loss, *, steps:
     ``resume``: continue from ``checkpoint`` when it exists (else start afresh, with a warning); the other
     arguments must match the checkpointed run. ``threads``: torch's intra-op threads (default
     ``seqdiff_kit.set_threads()``). A NaN/inf loss or gradient raises ``NonFiniteLossError`` naming the step,
-    before the weights change and without writing a checkpoint."""
+    before the weights change and without writing a checkpoint. ``device``: where the model trains (a CUDA
+    request without CUDA is a ValueError here). ``shards``: the batch's data-parallel shards (module docstring;
+    default: the processes of an initialized torch.distributed group, 1 without one); ``batch_size`` must be a
+    multiple."""
     # validate now, not at the first next(): a generator function would report bad arguments late
     args = _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_decay, grad_clip, warmup,
-                       checkpoint, checkpoint_every, resume)
+                       checkpoint, checkpoint_every, resume, shards, device)
     if threads is not None:
         check_int("threads", threads, 1)
     return _loop(model, data, schedule, loss, args, cosine_decay=cosine_decay, checkpoint=checkpoint,
                  checkpoint_every=checkpoint_every, resume=resume, progress=progress, threads=threads,
-                 device=device, dataset_name=dataset_name)
+                 dataset_name=dataset_name)
+
+
+def _shard_prefix(r: int) -> str:
+    """The names of shard r's state in a checkpoint: shard 0's are those of a single-process run."""
+    return "" if r == 0 else f"shard{r}."
+
+
+def _mean_output(outs: list[LossOutput]) -> LossOutput:
+    """``L = (1/W) sum_r L_r`` over the shards this process computes (one shard: its own output, unchanged)."""
+    if len(outs) == 1:
+        return outs[0]
+    return LossOutput(*(torch.stack([getattr(o, k) for o in outs]).mean() for k in ("total", "simple", "sa")))
 
 
 def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkpoint_every, resume, progress,
-          threads, device, dataset_name) -> Generator[TrainState, None, nn.Module]:
+          threads, dataset_name) -> Generator[TrainState, None, nn.Module]:
     """The training generator behind ``train_iter``; it returns the EMA model when it ends."""
     set_threads(threads)
-    steps, batch_size, lr, seed, ema_decay, grad_clip, warmup = (args[k] for k in (
-        "steps", "batch_size", "lr", "seed", "ema_decay", "grad_clip", "warmup"))
+    steps, batch_size, lr, seed, ema_decay, grad_clip, warmup, shards, device = (args[k] for k in (
+        "steps", "batch_size", "lr", "seed", "ema_decay", "grad_clip", "warmup", "shards", "device"))
     cosine_decay = bool(cosine_decay)
-    device = torch.device(device)
     dataset = dataset_name if dataset_name is not None else _dataset_name(data)
+    rank, size = world()
+    local = [rank] if size > 1 else list(range(shards))  # the shards this process computes
 
     model.to(device).train()
     if isinstance(data, torch.Tensor):
         data = data.to(device)
-    generator = torch.Generator().manual_seed(seed)  # CPU generator: the same stream on every device
-    batches = _Batches(data, batch_size, generator, device)
+    # CPU generators: the same streams on every device
+    generators = [torch.Generator().manual_seed(shard_seed(seed, r)) for r in local]
+    batches = [_Batches(data, batch_size // shards, g, device) for g in generators]
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
     train_cfg = {"batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "grad_clip": grad_clip,
                  "warmup": warmup, "cosine_decay": cosine_decay, "optimizer": "Adam",
                  "adam_betas": list(ADAM_BETAS), "adam_eps": ADAM_EPS, "steps": steps}
+    if shards > 1:  # absent for one shard: the checkpoints of single-process runs stay as they were
+        train_cfg["shards"] = shards
     run_cfg = {"dataset": dataset, "schedule": schedule.config(), "loss": loss.config, "seed": seed,
                "train": train_cfg, "model": model_spec(model) if checkpoint is not None else None}
 
@@ -308,8 +348,11 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
             ema = copy.deepcopy(model)
             ema.load_state_dict(sub_state(tensors, EMA_PREFIX))
             _load_optim(opt, {k: v.to(device) for k, v in extra.items() if k.startswith("optim.")})
-            generator.set_state(extra["rng_state"])
-            batches.load(meta.get("data_state", {}), extra)
+            for r, generator, shard in zip(local, generators, batches):
+                prefix = _shard_prefix(r)
+                generator.set_state(extra[prefix + "rng_state"])
+                data_meta = meta.get("data_state", {}) if r == 0 else meta["shard_data_states"][r - 1]
+                shard.load(data_meta, {k: extra[prefix + k] for k in ("data_perm",) if prefix + k in extra})
         except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as err:
             what = f"no tensor {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
             raise ValueError(f"cannot resume from {str(checkpoint)!r}: its training state is incomplete or "
@@ -320,24 +363,44 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
         ema = copy.deepcopy(model)
     ema.requires_grad_(False).eval()
     last_saved = start if (resume and start > 0) else None
+    net = model
+    if size > 1:  # after the resume: every rank holds the same weights, DDP checks them and hooks the gradients
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def save(step: int, state: TrainState) -> None:
-        data_meta, data_tensors = batches.state()
-        extra = {"rng_state": generator.get_state(), **data_tensors, **_optim_tensors(opt),
-                 "history": history_tensor(history)}
+        # every rank sends its shards' random and data-order states (a collective); rank 0 alone writes
+        mine = {r: (g.get_state(), *b.state()) for r, g, b in zip(local, generators, batches)}
+        every = {r: st for part in gather_objects(mine) for r, st in part.items()}
+        if rank != 0:
+            return
+        extra, shard_meta = {}, []
+        for r in range(shards):
+            rng_state, data_meta, data_tensors = every[r]
+            prefix = _shard_prefix(r)
+            extra[prefix + "rng_state"] = rng_state
+            extra.update({prefix + k: v for k, v in data_tensors.items()})
+            shard_meta.append(data_meta)
+        extra.update({**_optim_tensors(opt), "history": history_tensor(history)})
         cfg = {k: v for k, v in run_cfg.items() if k != "model"}
-        cfg.update({"step": step, "data_state": data_meta, "last": state.as_dict()})
+        cfg.update({"step": step, "data_state": shard_meta[0], "last": state.as_dict()})
+        if shards > 1:
+            cfg["shard_data_states"] = shard_meta[1:]
         save_checkpoint(checkpoint, model, cfg, ema=ema, extra_tensors=extra)
 
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
     try:
         for i in range(start, steps):
             lr_i = lr_at(i, lr=lr, steps=steps, warmup=warmup, cosine_decay=cosine_decay)
             for group in opt.param_groups:
                 group["lr"] = lr_i
-            x0 = batches.next()
-            out: LossOutput = loss(model, x0, schedule, generator=generator)
-            value = float(out.total.detach())
+            out = _mean_output([loss(net, shard.next(), schedule, generator=shard.generator) for shard in batches])
+            if size > 1:  # the logged losses: means over the ranks, so that every rank decides alike
+                value, simple, sa = all_mean(torch.stack([out.total.detach(), out.simple.detach(),
+                                                          out.sa.detach()])).tolist()
+            else:
+                value, simple, sa = float(out.total.detach()), float(out.simple.detach()), float(out.sa.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(_nonfinite_msg(f"loss is {value}", i + 1, out, checkpoint, last_saved))
             opt.zero_grad(set_to_none=True)
@@ -349,9 +412,8 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
                                                         last_saved))
             opt.step()
             ema_update(ema, model, ema_decay_at(i, ema_decay))
-            state = TrainState(step=i + 1, loss=value, simple=float(out.simple.detach()),
-                               sa=float(out.sa.detach()), lr=lr_i, grad_norm=grad_norm, model=model, ema=ema,
-                               history=history)
+            state = TrainState(step=i + 1, loss=value, simple=simple, sa=sa, lr=lr_i, grad_norm=grad_norm,
+                               model=model, ema=ema, history=history)
             history.append(state.as_dict())
             if checkpoint is not None and ((checkpoint_every and state.step % checkpoint_every == 0)
                                            or state.step == steps):
@@ -386,7 +448,12 @@ def _check_resume(checkpoint, meta: dict, run_cfg: dict) -> None:
     bad = [f"{k}: checkpoint {meta.get(k)!r} != now {run_cfg[k]!r}" for k in _RESUME_KEYS if meta.get(k) != run_cfg[k]]
     old, new = meta.get("train"), run_cfg["train"]
     old = old if isinstance(old, dict) else {}
+    if old.get("shards", 1) != new.get("shards", 1):
+        bad.append(f"train.shards: checkpoint {old.get('shards', 1)!r} != now {new.get('shards', 1)!r} (resume with "
+                   f"as many processes, or shards, as the run had)")
     for k, v in new.items():
+        if k == "shards":
+            continue  # compared above, with 1 for a checkpoint that does not say
         if k == "steps" and not new["cosine_decay"]:
             continue  # extending a constant-lr run is fine; a cosine schedule depends on the total
         if old.get(k) != v:

@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "seqdiff_kit"
 LAYERS = {
     "foundation": ["_runtime", "_validate", "_numeric", "_io", "_format", "_limits"],
     "core": ["schedule", "data", "denoisers", "losses", "samplers"],
-    "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "train", "exercises"],
+    "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "ddp", "train", "exercises"],
     "presentation": ["viz", "widgets", "report"],
     "application": ["recipes", "evaluate", "experiments", "seed_study", "demo"],
     "interface": ["cli"],

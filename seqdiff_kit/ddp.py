@@ -1,0 +1,162 @@
+"""Data-parallel training: the batch shards and their seeds, the process group of a torchrun launch, and the
+launcher behind ``seqdiff train --nproc N``.
+
+The global batch of ``B`` samples is split into ``W`` shards of ``B / W``. Shard ``r`` draws its data, timesteps
+and noise from its own generator, seeded with ``shard_seed(seed, r)``; shard 0's seed is ``seed`` itself, so
+``W = 1`` is the single-process run. Under torchrun (``W`` processes, ``DistributedDataParallel``) rank ``r``
+computes shard ``r`` and DDP averages the gradients over the ranks; one process can emulate the same ``W`` shards
+(``train.fit(..., shards=W)``): the mean of the shard losses, one backward. Both give the gradient of
+
+    L = (1/W) sum_r L_r,    L_r the loss of shard r,
+
+so their weights agree to float32 rounding. Backends: gloo on the CPU, nccl on CUDA (one GPU per rank).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ._validate import check_int
+
+
+def shard_seed(seed: int, r: int) -> int:
+    """The seed of shard ``r``'s generator: ``seed`` for shard 0 (the single-process stream), else 63 bits of
+    ``sha256("seqdiff_kit shard r of seed s")`` (independent streams, the same on every machine)."""
+    seed, r = check_int("seed", seed), check_int("r", r, 0)
+    if r == 0:
+        return seed
+    digest = hashlib.sha256(f"seqdiff_kit shard {r} of seed {seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+# ---------------------------------------------------------------------- the process group
+@dataclass(frozen=True)
+class Launch:
+    """Where this process stands in a torchrun launch: ``rank`` of ``world`` processes, ``local_rank`` on this
+    machine (``0, 1, 0`` outside torchrun)."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+
+def launch_env() -> Launch:
+    """This process's place in a torchrun launch, from the ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` that
+    torchrun sets (``Launch(0, 1, 0)`` when they are absent)."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise ValueError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them), got "
+                         f"{os.environ.get('RANK')!r}, {os.environ.get('WORLD_SIZE')!r}, "
+                         f"{os.environ.get('LOCAL_RANK')!r}") from None
+    if not (world >= 1 and 0 <= rank < world and local >= 0):
+        raise ValueError(f"RANK must be in [0, WORLD_SIZE) and WORLD_SIZE >= 1, got RANK={rank}, WORLD_SIZE={world}")
+    return Launch(rank, world, local)
+
+
+def world() -> tuple[int, int]:
+    """``(rank, size)`` of the initialized default process group; ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_process_group(device: torch.device, launch: Launch) -> torch.device:
+    """Join the process group of a torchrun launch (its ``MASTER_ADDR``/``MASTER_PORT`` from the environment):
+    gloo for the CPU, nccl for CUDA, where each rank takes the GPU of its local rank. Returns the rank's device."""
+    if device.type == "cuda":
+        if launch.local_rank >= torch.cuda.device_count():
+            raise ValueError(f"local rank {launch.local_rank} needs a GPU of its own, but {torch.cuda.device_count()} "
+                             f"CUDA device(s) are visible; start at most that many processes per machine")
+        device = torch.device("cuda", launch.local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend, rank=launch.rank, world_size=launch.world)
+    return device
+
+
+def destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean over the ranks of ``values`` (the same tensor on every rank afterwards); ``values`` itself in
+    a single process."""
+    if world()[1] == 1:
+        return values
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / world()[1]
+
+
+def gather_objects(obj) -> list:
+    """``obj`` of every rank, in rank order, on every rank (``[obj]`` in a single process)."""
+    size = world()[1]
+    if size == 1:
+        return [obj]
+    out = [None] * size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ---------------------------------------------------------------------- the launcher
+class LaunchFailed(RuntimeError):
+    """A launched run ended with a failed process: the first to fail, ``rank`` (of ``nproc``, with its ``pid``),
+    killed by ``signal`` (a name such as ``"SIGKILL"``) or exited with status ``exitcode``."""
+
+    def __init__(self, rank: int, nproc: int, pid: int, exitcode: int, signal: str | None):
+        how = f"was killed by {signal}" if signal else f"exited with status {exitcode}"
+        super().__init__(f"rank {rank} of {nproc} (pid {pid}) {how}")
+        self.rank, self.nproc, self.pid, self.exitcode, self.signal = rank, nproc, pid, exitcode, signal
+
+
+@contextmanager
+def _quiet_elastic():
+    """torchrun's agent logs every start and stop at WARNING; the CLI states the outcome itself."""
+    loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.launcher")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def launch(nproc: int, argv: list[str], module: str = "seqdiff_kit.cli") -> None:
+    """Run ``python -m module *argv`` in ``nproc`` processes on this machine, as ``torchrun --standalone
+    --nproc-per-node nproc -m module *argv`` does (torch's elastic launcher, called in this process: no
+    ``torchrun`` script needed on PATH; a local rendezvous on a free port; no restarts). The processes inherit
+    this process's environment. Raises ``LaunchFailed`` naming the first failed rank when a process fails."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    nproc = check_int("nproc", nproc, 1)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"seqdiff-{uuid.uuid4().hex}",
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1)
+    try:
+        with _quiet_elastic():
+            elastic_launch(config, sys.executable)("-u", "-m", module, *argv)
+    except ChildFailedError as err:
+        # the cause: a process killed from outside (the agent itself stops the others with SIGTERM), else the
+        # first to fail (the agent's timestamps have a resolution of one second)
+        killed = sorted(r for r, f in err.failures.items() if f.exitcode < 0 and f.signal_name() != "SIGTERM")
+        rank, failure = (killed[0], err.failures[killed[0]]) if killed else err.get_first_failure()
+        signal = failure.signal_name() if failure.exitcode < 0 else None
+        raise LaunchFailed(rank, nproc, failure.pid, failure.exitcode, signal) from None
+    except SignalException:  # Ctrl-C or a kill of this launcher: the agent has stopped the processes
+        raise KeyboardInterrupt from None
