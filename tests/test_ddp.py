@@ -111,6 +111,16 @@ def test_bad_process_counts_and_devices_are_one_line_before_any_work(tmp_path, c
         fit(_small(), sk.ring8(), SCHED, Loss(), steps=1, device="cuda:99", progress=False)
 
 
+def test_devices_are_arguments_never_a_hard_coded_cuda_call():
+    """Every module places tensors with ``.to(device)`` from an argument: no ``.cuda()`` anywhere."""
+    import ast
+
+    calls = [f"{p.name}:{node.lineno}" for p in sorted((ROOT / "seqdiff_kit").glob("*.py"))
+             for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "cuda"]
+    assert calls == []
+
+
 # ---------------------------------------------------------------------- two gloo processes
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
