@@ -187,7 +187,7 @@ def check_values(name: str, value, *, low: float | None = None, high: float | No
     return v
 
 
-def check_device(name: str, device) -> torch.device:
+def check_device_arg(name: str, device) -> torch.device:
     """``device`` (a string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``, or a ``torch.device``) as a
     ``torch.device`` this machine has, or raise ValueError naming the argument: a CUDA request without a CUDA
     device (a CPU build of torch, or no GPU) is refused here, not deep inside a first ``.to()``."""

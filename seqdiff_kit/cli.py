@@ -409,9 +409,9 @@ def _rank_error_line(err: Exception) -> str:
 def _check_device_for(args, nproc: int):
     import torch
 
-    from ._validate import check_device
+    from ._validate import check_device_arg
 
-    device = check_device("--device", args.device)
+    device = check_device_arg("--device", args.device)
     if device.type == "cuda" and nproc > torch.cuda.device_count():
         raise ValueError(f"--nproc {nproc} with --device cuda needs {nproc} CUDA devices (one per process), this "
                          f"machine has {torch.cuda.device_count()}")

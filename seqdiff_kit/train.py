@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._runtime import set_threads
-from ._validate import check_device, check_float, check_int, check_tensor, check_type
+from ._validate import check_device_arg, check_float, check_int, check_tensor, check_type
 from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, checkpoint_exists, checkpoint_paths, model_spec,
                          read_checkpoint, save_checkpoint, sub_state)
 from .data import GaussianMixture
@@ -245,7 +245,7 @@ def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_de
                lr=check_float("lr", lr, 0.0, low_open=True), seed=check_int("seed", seed, 0, MAX_SEED),
                ema_decay=check_float("ema_decay", ema_decay, 0.0, 1.0),
                grad_clip=None if grad_clip is None else check_float("grad_clip", grad_clip, 0.0, low_open=True),
-               warmup=check_int("warmup", warmup, 0), device=check_device("device", device))
+               warmup=check_int("warmup", warmup, 0), device=check_device_arg("device", device))
     rank, size = world()
     out["shards"] = size if shards is None else check_int("shards", shards, 1)
     if size > 1 and out["shards"] != size:
