@@ -4,8 +4,11 @@ Every builder takes library objects or tensors and returns a ``plotly.graph_obje
 computes a result that the figure alone would hold (the numbers come from the core modules). The core modules
 never import plotly; this one does.
 
-Colours are consistent across figures: a path or curve whose name mentions "ideal" is green, "SA" red,
-"simple" blue (see ``color_for``); other names cycle through a fixed palette.
+One model keeps one look in every figure of every lesson: ``ROLE_STYLES`` is the single table, and
+``series_styles`` gives the series of one figure their styles: a series whose name says its role (simple, SA,
+ideal, data) takes that role's colour, other series take the colours no role uses, and a series whose colour
+is already taken in the figure gets the next dash (lines) or marker symbol (points), so no two series of a
+figure are drawn alike.
 """
 from __future__ import annotations
 
@@ -24,34 +27,92 @@ from .data import GaussianMixture
 from .samplers import Trajectory
 from .schedule import Schedule
 
+class Style(NamedTuple):
+    """How one series is drawn: a colour, a line dash (for lines) and a marker symbol (for points)."""
+
+    color: str
+    dash: str = "solid"
+    symbol: str = "circle"
+
+
 # Colour-blind-friendly (Okabe-Ito) roles, so "simple", "SA" and "ideal" read the same in every figure.
-ROLE_COLORS = {"ideal": "#009E73", "sa": "#D55E00", "simple": "#0072B2", "data": "#555555"}
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+ROLE_STYLES = {"simple": Style("#0072B2"), "sa": Style("#D55E00"), "ideal": Style("#009E73"),
+               "data": Style("#555555")}
+ROLE_COLORS = {role: style.color for role, style in ROLE_STYLES.items()}
+# the rest of the Okabe-Ito palette, for series without a role (never a role's colour); yellow is left out
+# because it does not read on white
+OTHER_COLORS = ("#CC79A7", "#E69F00", "#56B4E9", "#000000")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SYMBOLS = ("circle", "diamond", "square", "triangle-up", "x", "star")
+# a role is a whole word of the name; the first one named wins ("simple (lam = 0): the ideal" is simple)
+_ROLE_WORDS = re.compile(r"(?<![a-z])(ideal|simple|sa|sequence[- ]aware|data|real digits)(?![a-z])")
+_ROLE_OF_WORD = {"ideal": "ideal", "simple": "simple", "sa": "sa", "sequence-aware": "sa", "sequence aware": "sa",
+                 "data": "data", "real digits": "data"}
 # Neutral greys for densities, so the blue/red/green sample clouds stand out on top of them.
 DENSITY_SCALE = [[0.0, "#ffffff"], [0.45, "#e3e6eb"], [0.8, "#a9b0bb"], [1.0, "#6b7280"]]
 TEMPLATE = "plotly_white"
 FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=13)
 
 
+def role_of(name: str) -> str | None:
+    """The role a series name states (``"simple"``, ``"sa"``, ``"ideal"``, ``"data"``) or None: the first
+    role word of the name, as a whole word ("samples" is not SA)."""
+    m = _ROLE_WORDS.search(str(name).lower())
+    return _ROLE_OF_WORD[m.group(1)] if m else None
+
+
+def series_styles(names: Sequence[str]) -> list[Style]:
+    """The styles of one figure's series, in order: the role's colour when the name states one, else the
+    next colour no role uses; the first series of a colour is solid (circles), the next ones of that colour
+    take the next dash and symbol. No two series get the same (colour, dash) or (colour, symbol)."""
+    out, count, other = [], {}, 0
+    for name in names:
+        role = role_of(name)
+        if role is not None:
+            color = ROLE_STYLES[role].color
+        else:
+            color = OTHER_COLORS[other % len(OTHER_COLORS)]
+            other += 1
+        k = count.get(color, 0)
+        if k >= len(DASHES):
+            raise ValueError(f"names hold more than {len(DASHES)} series of colour {color}; "
+                             f"a figure cannot draw them all apart: {list(names)}")
+        count[color] = k + 1
+        out.append(Style(color, DASHES[k], SYMBOLS[k]))
+    return out
+
+
 def color_for(name: str, index: int = 0) -> str:
-    """The colour of a named series: by role ("ideal", "SA", "simple", "data") when the name says it,
-    else ``PALETTE[index % len(PALETTE)]``. "SA" must be a separate word ("samples" is not SA)."""
-    low = str(name).lower()
-    if "ideal" in low:
-        return ROLE_COLORS["ideal"]
-    if re.search(r"(?<![a-z])sa(?![a-z])", low) or "sequence-aware" in low or "sequence aware" in low:
-        return ROLE_COLORS["sa"]
-    if "simple" in low:
-        return ROLE_COLORS["simple"]
-    if low in ("data", "true data", "reference", "target"):
-        return ROLE_COLORS["data"]
-    return PALETTE[index % len(PALETTE)]
+    """The colour of a series on its own: its role's colour when the name states one, else
+    ``OTHER_COLORS[index % len(OTHER_COLORS)]``. For the series of one figure use ``series_styles``."""
+    role = role_of(name)
+    return ROLE_STYLES[role].color if role is not None else OTHER_COLORS[index % len(OTHER_COLORS)]
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+def line_style(style: Style, width: float = 2.2) -> dict:
+    """plotly ``line`` of a series drawn as a line."""
+    return dict(color=style.color, dash=style.dash, width=width)
+
+
+def marker_style(style: Style, size: float, opacity: float, *, edge: bool = True) -> dict:
+    """plotly ``marker`` of a series drawn as points (``edge``: a thin white outline, for dense clouds)."""
+    out = dict(size=size, color=style.color, symbol=style.symbol, opacity=opacity)
+    if edge:
+        out["line"] = dict(width=0.3, color="white")
+    return out
+
+
+def nan_to_none(z: np.ndarray) -> list:
+    """A 2-D array as nested lists with None where it is NaN. A FigureWidget sends 2-D arrays (heatmap z) as
+    JSON, where NaN is not allowed; None becomes null, which plotly draws as a gap."""
+    z = np.asarray(z, dtype=np.float64)
+    return [[None if math.isnan(v) else v for v in row] for row in z.tolist()]
 
 
 def style_layout(fig: go.Figure, title: str | None, *, margin: dict | None = None, legend_bg: bool = True,
@@ -103,7 +164,7 @@ def _square_box(lo, hi, pad: float = 1.0, eps: float = 0.0) -> tuple[float, floa
     return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
 
 
-def square_bounds(points: np.ndarray, q: float = 0.005, pad: float = 1.08,
+def square_bounds(points: np.ndarray, q: float = 0.002, pad: float = 1.12,
                   include=None) -> tuple[float, float, float, float]:
     """A square box holding the central ``1 - 2q`` of the finite ``points`` [..., 2] in each coordinate
     (and the box ``include`` = (x_min, x_max, y_min, y_max) if given), its side widened by ``pad``."""
@@ -115,7 +176,7 @@ def square_bounds(points: np.ndarray, q: float = 0.005, pad: float = 1.08,
     return _square_box(lo, hi, pad, 1e-6)
 
 
-def _mixture_bounds(mixture: GaussianMixture, pad_std: float = 3.5) -> tuple[float, float, float, float]:
+def mixture_bounds(mixture: GaussianMixture, pad_std: float = 3.5) -> tuple[float, float, float, float]:
     """A square box holding every component mean +- ``pad_std`` of its widest standard deviation."""
     mu = mixture.means.numpy()
     spread = float(np.sqrt(mixture._evals.max().item()))
@@ -171,12 +232,12 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
             raise ValueError(f"samples[{name!r}] must have shape [N, 2], got {tuple(x.shape)}")
         clouds[name] = to_numpy(f"samples[{name!r}]", x)
     if bounds is None:
-        b = _mixture_bounds(mixture.noised(alpha_bar) if alpha_bar < 1 else mixture)
+        b = mixture_bounds(mixture.noised(alpha_bar) if alpha_bar < 1 else mixture)
         if clouds:  # widen the box to hold (almost) every sample: stray samples are the interesting ones
             pts = np.concatenate(list(clouds.values()))
             lo = np.minimum([b[0], b[2]], np.quantile(pts, 0.002, axis=0))
             hi = np.maximum([b[1], b[3]], np.quantile(pts, 0.998, axis=0))
-            b = _square_box(lo, hi)
+            b = _square_box(lo, hi, 1.08)
         bounds = b
     else:
         bounds = tuple(float(b) for b in bounds)
@@ -184,16 +245,16 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
             raise ValueError(f"bounds must be (x_min, x_max, y_min, y_max) with min < max, got {bounds}")
     xs, ys, z = log_density_grid(mixture, bounds, grid_size, alpha_bar)
     fig = go.Figure([_density_trace(xs, ys, z, floor, True, "log p")])
-    for i, (name, x) in enumerate(clouds.items()):
+    for (name, x), style in zip(clouds.items(), series_styles(list(clouds))):
         x = x[subsample_index(len(x), max_points)]
         fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", name=name,
-                                 marker=dict(size=marker_size, color=color_for(name, i + 1), opacity=0.75,
-                                             line=dict(width=0.3, color="white"))))
+                                 marker=marker_style(style, marker_size, 0.75)))
     if title is None:
         title = f"{mixture.name}: exact log-density" + (f" at alpha_bar={alpha_bar:.3g}" if alpha_bar < 1 else "")
     style_layout(fig, title, margin=dict(t=90), width=620, height=560)
     fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], constrain="domain")
-    fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], scaleanchor="x", scaleratio=1)
+    fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], scaleanchor="x", scaleratio=1,
+                     constrain="domain")
     fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
     return fig
 
@@ -273,7 +334,8 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
         raise ValueError("schedule needs mixture: it is used to draw the noised marginal p_t of the mixture")
 
     bounds = square_bounds(np.concatenate([p.reshape(-1, 2) for p in paths.values()]),
-                           include=_mixture_bounds(mixture) if mixture is not None else None)
+                           include=mixture_bounds(mixture) if mixture is not None else None)
+    styles = series_styles(names)
     segs = segments_xy(paths[names[0]], paths[names[1]]) if pair else None  # [R+1, 3P, 2]
 
     def density_at(t: int):
@@ -290,11 +352,10 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
             seg = segs[j]  # one trace of x: [a1, b1, nan, a2, b2, nan, ...] draws every segment
             out.append(go.Scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", name="pairing",
                                   line=dict(width=0.7, color="rgba(80,80,80,0.45)"), hoverinfo="skip"))
-        for i, n in enumerate(names):
+        for n, style in zip(names, styles):
             p = paths[n][j]
             out.append(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
-                                  marker=dict(size=marker_size, color=color_for(n, i), opacity=0.8,
-                                              line=dict(width=0.3, color="white")),
+                                  marker=marker_style(style, marker_size, 0.8),
                                   hovertemplate=f"{n}<br>x=%{{x:.3f}}<br>y=%{{y:.3f}}<extra></extra>"))
         return out
 
@@ -325,7 +386,7 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
     # fixed axes: frames do not autorange, and a moving frame would hide the contraction of the cloud
     fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], autorange=False, constrain="domain")
     fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], autorange=False,
-                     scaleanchor="x", scaleratio=1)
+                     scaleanchor="x", scaleratio=1, constrain="domain")
     return fig
 
 
@@ -348,29 +409,79 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
                          f"got {sorted(map(str, unknown))}")
     if log_x and bool((xv <= 0).any()):
         raise ValueError(f"x must be positive for log_x=True, got a minimum of {xv.min()}")
+    if reference is not None:
+        reference = check_float("reference", reference)
     fig = go.Figure()
-    for i, (name, y) in enumerate(curves.items()):
+    shown = []  # every value drawn on y, to place a log axis's range and ticks
+    for (name, y), style in zip(curves.items(), series_styles(list(curves))):
         yv = to_numpy(f"curves[{name!r}]", y, ndim=1)
         if len(yv) != len(xv):
             raise ValueError(f"curves[{name!r}] must have len(x) = {len(xv)} values, got {len(yv)}")
-        color = color_for(name, i)
+        if log_y:  # a log axis cannot show 0 or less: leave a gap there rather than a plunge to -infinity
+            yv = np.where(yv > 0, yv, np.nan)
+        shown.append(yv)
         if name in bands:
             lower, upper = _band(name, bands[name], yv)
+            shown.append(upper)
             # one closed polygon: along the upper edge, back along the lower edge
             fig.add_trace(go.Scatter(x=np.concatenate([xv, xv[::-1]]), y=np.concatenate([upper, lower[::-1]]),
-                                     fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
+                                     fill="toself", fillcolor=_rgba(style.color, 0.18), line=dict(width=0),
                                      hoverinfo="skip", showlegend=False, legendgroup=str(name),
                                      name=f"{name} band"))
         fig.add_trace(go.Scatter(x=xv, y=yv, mode="lines+markers" if markers else "lines", name=str(name),
-                                 legendgroup=str(name), line=dict(color=color, width=2.2),
-                                 marker=dict(size=6, color=color)))
+                                 legendgroup=str(name), line=line_style(style),
+                                 marker=marker_style(style, 6, 1.0, edge=False)))
     if reference is not None:
-        reference = check_float("reference", reference)
         fig.add_hline(y=reference, line=dict(color="#888", dash="dash", width=1))
     style_layout(fig, title or None, width=700, height=430)
     fig.update_xaxes(title=xlabel, type="log" if log_x else "linear", autorange="reversed" if reverse_x else True)
+    if log_x:
+        used = np.unique(xv)
+        ticks = used if len(used) <= MAX_LABELLED_X else log_ticks(used.min(), used.max())
+        fig.update_xaxes(tickvals=list(ticks), ticktext=[f"{v:g}" for v in ticks], minor=dict(showgrid=False))
     fig.update_yaxes(title=ylabel, type="log" if log_y else "linear")
+    if log_y:
+        vals = np.concatenate(shown + ([np.array([reference])] if reference is not None else []))
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if len(vals):
+            lo, hi = float(vals.min()), float(vals.max())
+            ticks = log_ticks(lo, hi)
+            pad = 0.04 * max(math.log10(hi / lo), 0.3)
+            fig.update_yaxes(range=[math.log10(lo) - pad, math.log10(hi) + pad], tickvals=ticks,
+                             ticktext=[f"{v:g}" for v in ticks])
     return fig
+
+
+# a log x axis labels every value used (step counts) up to this many, else 1-2-5 ticks
+MAX_LABELLED_X = 12
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
+    """Tick values for a log axis from ``lo`` to ``hi`` (both > 0), labelled in full (a plotly log axis labels
+    its minor ticks "2", "5" without the decade): the 1-2-5 values in range, thinned to 1-3, then to whole
+    decades, then to every k-th decade until at most ``max_ticks`` remain; a range narrower than one such
+    value gets four values spaced evenly in log, rounded to two significant digits."""
+    if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"lo and hi must be positive and finite, got {lo} and {hi}")
+    lo, hi = min(lo, hi), max(lo, hi)
+    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+
+    def inside(mantissas, every=1):
+        vals = [m * 10.0 ** k for k in range(k0, k1 + 1) if (k - k0) % every == 0 for m in mantissas]
+        return [float(f"{v:.3g}") for v in vals if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
+
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        vals = inside(mantissas)
+        if 2 <= len(vals) <= max_ticks:
+            return vals
+        if len(vals) < 2:
+            break
+    else:
+        every = 2
+        while len(inside((1,), every)) > max_ticks:
+            every += 1
+        return inside((1,), every)
+    return sorted({float(f"{v:.2g}") for v in np.geomspace(lo, hi, 4)})
 
 
 def _band(name, band, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -436,14 +547,13 @@ def schedule_figure(schedules: Mapping[str, Schedule], *, title: str | None = "N
     schedules = _check_mapping("schedules", schedules)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("ᾱ<sub>t</sub> (signal kept)", "log-SNR λ<sub>t</sub>"))
-    for i, (name, sch) in enumerate(schedules.items()):
+    for (name, sch), style in zip(schedules.items(), series_styles([str(n) for n in schedules])):
         check_type(f"schedules[{name!r}]", sch, Schedule)
         t = np.arange(sch.T)
-        color = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=t, y=sch.alpha_bars.numpy(), name=str(name), legendgroup=str(name),
-                                 line=dict(color=color, width=2.2)), row=1, col=1)
+                                 line=line_style(style)), row=1, col=1)
         fig.add_trace(go.Scatter(x=t, y=sch.log_snr(torch.arange(sch.T)).numpy(), name=str(name),
-                                 legendgroup=str(name), showlegend=False, line=dict(color=color, width=2.2)),
+                                 legendgroup=str(name), showlegend=False, line=line_style(style)),
                       row=1, col=2)
     style_layout(fig, title, width=860, height=400)
     fig.update_xaxes(title="timestep t")
@@ -507,9 +617,18 @@ def closed_form_figure(summary: Sequence[Mapping], eta: float) -> go.Figure:
                                f"95% t-interval) vs closed form (dashed), eta={eta:g}")
     sel = [r for r in summary if r["dataset"] == "gauss1d" and r["metric"] == "std_ratio_closed_form"
            and r["eta"] == eta]
-    for i, loss in enumerate(sorted({r["loss"] for r in sel}, key=lambda s: (s != "simple", s))):
+    losses = sorted({r["loss"] for r in sel}, key=lambda s: (s != "simple", s))
+    # the closed forms continue the figure's style table: each keeps its loss's colour with a dash no measured
+    # curve of that colour uses
+    measured = [t.name for t in fig.data if t.showlegend is not False]
+    styles = series_styles(measured + [f"{loss}, closed form" for loss in losses])
+    used = {(st.color, st.dash) for st in styles}
+    for loss, style in zip(losses, styles[len(measured):]):
         pts = sorted((r["steps"], r["mean"]) for r in sel if r["loss"] == loss)
+        if style.dash == "solid" and (style.color, "dash") not in used:  # no measured curve: still draw it dashed
+            used.discard((style.color, "solid"))
+            style = style._replace(dash="dash")
+            used.add((style.color, "dash"))
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
-                                 name=f"{loss}, closed form", line=dict(dash="dash", width=1.6,
-                                                                        color=color_for(loss, i))))
+                                 name=f"{loss}, closed form", line=line_style(style, 1.6)))
     return fig

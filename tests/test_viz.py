@@ -28,13 +28,47 @@ def arr(v):
     return np.asarray(v, dtype=float)
 
 
-# ------------------------------------------------------------------------------------------- colours
+# ------------------------------------------------------------------------------------------- styles
 def test_role_colours_are_consistent():
     assert viz.color_for("SA (K=2, lam=1)") == viz.ROLE_COLORS["sa"]
     assert viz.color_for("learned (simple)") == viz.ROLE_COLORS["simple"]
     assert viz.color_for("ideal path") == viz.ROLE_COLORS["ideal"]
-    assert viz.color_for("samples", 3) == viz.PALETTE[3]  # "sa" inside a word is not SA
-    assert len({viz.ROLE_COLORS[k] for k in ("sa", "simple", "ideal")}) == 3
+    assert viz.color_for("data (own)") == viz.ROLE_COLORS["data"]
+    assert viz.role_of("samples") is None and viz.color_for("samples", 3) == viz.OTHER_COLORS[3]  # not SA
+    assert len(set(viz.ROLE_COLORS.values())) == len(viz.ROLE_COLORS)
+    assert not set(viz.OTHER_COLORS) & set(viz.ROLE_COLORS.values())  # a role's colour means that role only
+
+
+def test_the_first_role_word_of_a_name_decides():
+    # 05's closed form: "simple (lam = 0): the ideal" is the simple loss's optimum, drawn as simple
+    assert viz.role_of("simple (lam = 0): the ideal") == "simple"
+    assert viz.role_of("|delta| learned (simple)") == "simple"
+    assert viz.role_of("ideal denoiser (DDIM)") == "ideal"
+    assert viz.role_of("SA (K=2, λ=1)") == "sa" and viz.role_of("sequence-aware") == "sa"
+    assert viz.role_of("DDIM (eta = 0)") is None
+
+
+def test_series_styles_never_draw_two_series_alike():
+    cases = [["|e| learned (simple)", "|e| ideal", "|delta| learned (simple)"],            # 04's gap plot
+             ["simple (lam = 0): the ideal", "SA (K=2, lam=1)", "SA (K=4, lam=1)"],       # 05's closed form
+             ["a", "b", "c", "d", "e", "f", "simple", "ideal"]]                            # more than 4 others
+    for names in cases:
+        styles = viz.series_styles(names)
+        assert len({(s.color, s.dash) for s in styles}) == len(names), (names, styles)
+        assert len({(s.color, s.symbol) for s in styles}) == len(names), (names, styles)
+        for name, style in zip(names, styles):
+            role = viz.role_of(name)
+            assert style.color == (viz.ROLE_COLORS[role] if role else style.color)
+            assert role is not None or style.color in viz.OTHER_COLORS
+    gap = viz.series_styles(cases[0])
+    assert gap[0].color == gap[2].color == viz.ROLE_COLORS["simple"] and gap[0].dash != gap[2].dash
+    with pytest.raises(ValueError, match="more than"):
+        viz.series_styles(["SA"] * (len(viz.DASHES) + 1))
+
+
+def test_nan_to_none():
+    z = np.array([[1.0, np.nan], [np.nan, -2.5]])
+    assert viz.nan_to_none(z) == [[1.0, None], [None, -2.5]]
 
 
 # ------------------------------------------------------------------------------------------- density
@@ -55,6 +89,22 @@ def test_density_figure_matches_exact_log_density(setup):
     assert len(fig.data[1].x) == 25 and fig.data[1].name == "ideal"
     assert fig.data[1].marker.color == viz.ROLE_COLORS["ideal"]
     assert fig.data[2].marker.color == viz.ROLE_COLORS["simple"]
+
+
+def test_cloud_axes_hold_every_cluster_whole(setup):
+    mix = setup[0]
+    lo_x, hi_x, lo_y, hi_y = viz.mixture_bounds(mix)
+    mu, sd = mix.means.numpy(), 0.1  # ring8's component standard deviation
+    # ring8's outer clusters, 3 standard deviations out, lie inside the box
+    assert lo_x <= mu[:, 0].min() - 3 * sd and hi_x >= mu[:, 0].max() + 3 * sd
+    assert lo_y <= mu[:, 1].min() - 3 * sd and hi_y >= mu[:, 1].max() + 3 * sd
+    # and an over-dispersed cloud (the ring 1.4 times too wide) widens it: its outer clusters stay on the plot
+    wide = 1.4 * mix.sample(1000, generator=torch.Generator().manual_seed(0))
+    fig = viz.density_figure(mix, {"SA": wide}, grid_size=10)
+    (x0, x1), (y0, y1) = fig.layout.xaxis.range, fig.layout.yaxis.range
+    inside = ((wide[:, 0] >= x0) & (wide[:, 0] <= x1) & (wide[:, 1] >= y0) & (wide[:, 1] <= y1)).double().mean()
+    assert float(inside) >= 0.998
+    assert fig.layout.yaxis.constrain == "domain" and fig.layout.xaxis.constrain == "domain"
 
 
 def test_density_figure_noised_marginal(setup):
@@ -187,7 +237,43 @@ def test_curves_figure_with_bands_and_log_axis():
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "linear"
     assert fig.layout.xaxis.title.text == "steps" and fig.layout.title.text == "MMD vs steps"
     assert line.line.color == viz.ROLE_COLORS["simple"] and fig.data[3].line.color == viz.ROLE_COLORS["sa"]
+    assert list(fig.layout.xaxis.tickvals) == [5, 10, 20, 50, 100]
     assert len(fig.layout.shapes) == 1  # the reference line
+
+
+def test_log_axes_label_the_values_used():
+    steps = [5, 10, 20, 50, 100]
+    fig = viz.curves_figure(steps, {"simple": [1.0, 0.5, 0.2, 0.1, 0.05]}, log_x=True, log_y=True)
+    assert list(fig.layout.xaxis.tickvals) == steps and list(fig.layout.xaxis.ticktext) == ["5", "10", "20", "50",
+                                                                                            "100"]
+    ticks = list(fig.layout.yaxis.tickvals)
+    assert ticks == [0.05, 0.1, 0.2, 0.5, 1.0] and list(fig.layout.yaxis.ticktext) == ["0.05", "0.1", "0.2",
+                                                                                        "0.5", "1"]
+    # every tick is labelled in full and lies in the axis range (log10 units)
+    lo, hi = fig.layout.yaxis.range
+    assert all(lo <= math.log10(t) <= hi for t in ticks)
+
+
+def test_log_ticks_are_1_2_5_and_thinned():
+    assert viz.log_ticks(1, 100) == [1, 2, 5, 10, 20, 50, 100]
+    assert viz.log_ticks(0.001, 0.5) == [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]        # 1-2-5 would be 9
+    assert viz.log_ticks(1e-6, 10) == [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0]
+    wide = viz.log_ticks(1e-12, 1e6)
+    assert len(wide) <= 8 and all(math.log10(v).is_integer() for v in wide)
+    narrow = viz.log_ticks(0.3, 0.5)
+    assert len(narrow) >= 2 and narrow[0] == 0.3 and narrow[-1] == 0.5
+    with pytest.raises(ValueError, match="positive"):
+        viz.log_ticks(0, 1)
+
+
+def test_log_y_leaves_a_gap_at_zero_instead_of_a_plunge():
+    # 04's "propagated" error is exactly 0 at the first step (both paths start at the same x_T)
+    fig = viz.curves_figure([1, 2, 3, 4], {"propagated": [0.0, 0.01, 0.05, 0.2], "local error": [0.1] * 4},
+                            log_y=True)
+    y = arr(fig.data[0].y)
+    assert math.isnan(y[0]) and np.allclose(y[1:], [0.01, 0.05, 0.2])
+    lo, hi = fig.layout.yaxis.range
+    assert math.isfinite(lo) and 10 ** lo <= 0.01 and 10 ** hi >= 0.2
 
 
 def test_curves_figure_rejects_bad_input():
