@@ -2,9 +2,16 @@
 
 Every dashboard computes everything it can show in its constructor (with the core modules), keeps it as
 numpy arrays, and builds one ``plotly.graph_objects.FigureWidget``. Moving a slider calls ``update(j)``,
-which copies row ``j`` of those arrays into the figure's traces: no model call, no maths (well under 50 ms;
-``benchmarks/bench_widgets.py`` prints the time). Each dashboard exposes ``fig`` (the FigureWidget),
-``slider`` (the control), ``widget`` (the box to display) and ``update(j)``.
+which sends the changed traces' new arrays to the browser in one message: no model call, no maths
+(``benchmarks/bench_widgets.py`` prints the Python time; ``tests/browser/test_dashboards.py`` the time in the
+browser). Each dashboard exposes ``fig`` (the FigureWidget), ``slider`` (the control), ``label`` (the caption),
+``widget`` (the box to display) and ``update(j)``.
+
+Reload-safe: a page reloaded while the kernel runs redraws a FigureWidget from the widget's saved state, which
+plotly.py fills only when the figure is displayed. Every update here writes the new arrays into that state too
+(``update_traces``), so a redrawn figure shows the slider's frame, not the first one.
+
+Slider readouts name the frame (``t = 250``, ``20 steps``), never an index.
 
 - ``NoisingDashboard``: the forward process ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` on 2-D points and
   on a digit, with a slider over t (notebook 01).
@@ -12,22 +19,32 @@ which copies row ``j`` of those arrays into the figure's traces: no model call, 
   as arrows over the noised density, with a slider over t (notebook 02).
 - ``PathDashboard``: one or two sampling paths with a slider over the step; two paths of the same batch are
   joined point by point by segments (their length is the drift) (notebooks 02-04).
-- ``LiveLossPlot``: a loss curve fed from ``train.train_iter`` while it runs (notebook 03).
-- ``StepCountDashboard``: final samples of several models for a slider over the number of sampling steps (05).
-- ``SAControls``: K and lam widgets and a button that calls back to (re)train (05).
+- ``LiveLossPlot``: a loss curve fed from ``train.train_iter`` while it runs, over the ideal loss (03).
+- ``StepCountDashboard``: final samples of several models for a slider over the number of sampling steps, one
+  panel per model (02, 05).
+- ``SAControls``: K and lam controls and a button that calls back to (re)train, with a training state (05).
 - ``DigitGridDashboard``: digit sample grids of several models for a slider over the number of steps (06).
+- ``Explorer``: the no-code page of ``make app``: dataset, loss, solver and step count; paths, drift, metrics.
 
 This module imports plotly and ipywidgets; the core modules never do.
 """
 from __future__ import annotations
 
+import copy
+import functools
+import hashlib
+import html
 import math
+import time
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import ipywidgets as W
 import numpy as np
+import plotly
 import plotly.graph_objects as go
 import torch
+import traitlets
 from einops import rearrange
 from plotly.subplots import make_subplots
 
@@ -38,32 +55,161 @@ from .schedule import Schedule
 from . import viz
 from .viz import segments_xy
 
-__all__ = ["NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLossPlot", "StepCountDashboard",
-           "SAControls", "DigitGridDashboard", "segments_xy"]
+__all__ = ["FigureWidget", "NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLossPlot", "StepCountDashboard",
+           "SAControls", "DigitGridDashboard", "Explorer", "segments_xy", "update_traces", "replace_figure",
+           "steps_label"]
 
 
 # viz.style_layout options of the dashboards: narrower margins than viz's figures, no legend background
 _LOOK = dict(margin=dict(l=50, b=40), legend_bg=False)
 
 
+# ---------------------------------------------------------------------------------------------- figure widget
+# plotly's FigureWidget is an anywidget whose front-end module is all of plotly.js (5 MB), sent in every
+# figure's state and parsed again for every figure (seconds each on a busy machine); anywidget gives a model
+# 2 s to initialize, so on a page reload, when every figure of a notebook is restored at once, some fail
+# ("Failed to initialize model") and stay blank or stale. Here the module travels once per kernel, in one
+# shared widget, is parsed once per page (cached by its hash), and anywidget's initialization returns at once;
+# each figure's view waits for the module.
+_LOADER_ESM = """
+const CACHE = "__seqdiffPlotlyWidget";
+async function source(model) {
+  const id = String(model.get("_seqdiff_bundle")).replace("IPY_MODEL_", "");
+  for (let k = 0; k < 1200; k++) {  // on a reload the shared widget may be restored after this figure
+    try { return (await model.widget_manager.get_model(id)).get("source"); }
+    catch (e) { await new Promise((r) => setTimeout(r, 50)); }
+  }
+  throw new Error("seqdiff_kit: plotly's front-end module did not arrive");
+}
+function load(model) {
+  const cache = (globalThis[CACHE] ??= new Map());
+  const key = model.get("_seqdiff_bundle_id");
+  if (!cache.has(key)) {
+    cache.set(key, source(model).then((text) => {
+      const url = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
+      return import(url).finally(() => URL.revokeObjectURL(url));
+    }));
+  }
+  return cache.get(key);
+}
+export default () => {
+  let widget;
+  return {
+    initialize(ctx) {
+      widget = load(ctx.model).then((mod) => { const w = mod.default(); w.initialize(ctx); return w; });
+    },
+    async render(ctx) {
+      return (await widget).render(ctx);
+    },
+  };
+};
+"""
+
+
+class _PlotlyModule(W.Widget):
+    """A view-less widget holding plotly's FigureWidget front-end module (``source``), shared by every figure."""
+
+    source = traitlets.Unicode().tag(sync=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _plotly_module() -> tuple[_PlotlyModule, str]:
+    """The shared module widget (created once per kernel) and a short hash of the module's text."""
+    text = (Path(plotly.__file__).parent / "package_data" / "widgetbundle.js").read_text(encoding="utf-8")
+    return _PlotlyModule(source=text), hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class FigureWidget(go.FigureWidget):
+    """plotly's ``FigureWidget`` whose front-end module travels and loads once (see ``_LOADER_ESM``): the same
+    figure, the same Python API, the same messages."""
+
+    _esm = _LOADER_ESM
+    _seqdiff_bundle = traitlets.Instance(W.Widget).tag(sync=True, **W.widget_serialization)
+    _seqdiff_bundle_id = traitlets.Unicode().tag(sync=True)
+
+    @traitlets.default("_seqdiff_bundle")
+    def _default_bundle(self) -> W.Widget:
+        return _plotly_module()[0]
+
+    @traitlets.default("_seqdiff_bundle_id")
+    def _default_bundle_id(self) -> str:
+        return _plotly_module()[1]
+
+
+# ---------------------------------------------------------------------------------------------- figure state
+def update_traces(fig: go.FigureWidget, changes: Mapping[int, Mapping[str, object]]) -> None:
+    """Set properties of some traces of ``fig`` (``{trace index: {property: value}}``) in ONE message to the
+    browser, which redraws only those traces' data, and keep the widget's saved state equal to what is shown.
+
+    plotly.py syncs a FigureWidget's state (``_widget_data``) to the browser only when it is assigned whole (on
+    display); later edits travel as messages that the saved state never sees, so a page reloaded with the
+    kernel running would redraw the first frame. The new values are written into that state in place, which
+    sends nothing more: the message above already carried them."""
+    with fig.batch_update():
+        for k, props in changes.items():
+            fig.data[k].update(props)
+    state = fig._widget_data
+    for k, props in changes.items():
+        validated = fig._data[k]
+        for key in props:
+            state[k][key] = validated.get(key)
+
+
+def replace_figure(fig: go.FigureWidget, new: go.Figure) -> None:
+    """Make ``fig`` show ``new`` (its traces and layout), e.g. after a retrain: rare, so the whole state is sent."""
+    check_type("fig", fig, go.FigureWidget)
+    check_type("new", new, go.Figure)
+    with fig.batch_update():
+        fig.data = ()
+        fig.add_traces(list(new.data))
+        fig.layout = new.layout
+    fig._widget_data = copy.deepcopy(fig._data)
+    fig._widget_layout = copy.deepcopy(fig._layout_obj._props)
+
+
+def steps_label(n: int) -> str:
+    """``"1 sampling step"``, ``"20 sampling steps"``."""
+    return f"{n} sampling step" + ("" if n == 1 else "s")
+
+
+def _cloud_layout(fig: go.Figure, bounds, suffix: str = "") -> None:
+    """Fixed square axes ``bounds`` (of the subplot ``suffix``: "", "2", ...) that keep their range: the plot
+    area shrinks to the square instead of the range growing or being cut."""
+    fig.update_layout({f"xaxis{suffix}": dict(range=[bounds[0], bounds[1]], autorange=False, constrain="domain"),
+                       f"yaxis{suffix}": dict(range=[bounds[2], bounds[3]], autorange=False, constrain="domain",
+                                              scaleanchor=f"x{suffix}", scaleratio=1)})
+
+
+def _density_background(mixture: GaussianMixture, bounds, grid_size: int = 50) -> go.Heatmap:
+    """The mixture's clean log-density on ``bounds`` as a smoothed heatmap: plotly recomputes every trace when a
+    slider moves, and a heatmap costs far less to redraw than contour lines."""
+    xs, ys, z = viz.log_density_grid(mixture, bounds, grid_size)
+    return go.Heatmap(x=xs, y=ys, z=viz.clip_tails(z), colorscale=viz.DENSITY_SCALE, showscale=False,
+                      zsmooth="best", hoverinfo="skip", name="log p")
+
+
 def _cloud_figure(mixture: GaussianMixture | None, bounds, title: str | None) -> go.Figure:
-    """The base of a 2-D point-cloud dashboard: the mixture's density (or an empty figure) on fixed square axes
+    """The base of a 2-D point-cloud dashboard: the mixture's density (or nothing) on fixed square axes
     ``bounds``, with a horizontal legend on top. The caller adds its scatter traces after the background."""
-    if mixture is not None:
-        fig = viz.density_figure(mixture, grid_size=60, bounds=bounds, title=title)
-        fig.data[0].showscale = False
-    else:
-        fig = viz.style_layout(go.Figure(), title, **_LOOK, width=620, height=560)
-    fig.update_xaxes(range=[bounds[0], bounds[1]], autorange=False)
-    fig.update_yaxes(range=[bounds[2], bounds[3]], autorange=False, scaleanchor="x")
+    fig = go.Figure([_density_background(mixture, bounds)] if mixture is not None else [])
+    viz.style_layout(fig, title, **_LOOK, width=620, height=580)
+    fig.update_xaxes(title="x<sub>1</sub>")
+    fig.update_yaxes(title="x<sub>2</sub>")
+    _cloud_layout(fig, bounds)
     fig.update_layout(legend=dict(orientation="h", x=0, y=1.0, xanchor="left", yanchor="bottom"))
     return fig
 
 
-def _slider(n: int, description: str) -> W.IntSlider:
-    return W.IntSlider(value=0, min=0, max=max(n - 1, 0), step=1, description=description,
-                       continuous_update=True, layout=W.Layout(width="560px"),
-                       style={"description_width": "initial"})
+def _bounds(clouds: np.ndarray, mixture: GaussianMixture | None) -> tuple[float, float, float, float]:
+    """Square bounds holding (almost) every point of ``clouds`` [..., 2] and every cluster of ``mixture`` whole:
+    the outer clusters are where over-dispersion shows, so they are never clipped."""
+    return viz.square_bounds(clouds, include=viz.mixture_bounds(mixture) if mixture is not None else None)
+
+
+def _unique_labels(labels: list[str], what: str) -> list[str]:
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{what} must be distinct (one slider position each), got {labels}")
+    return labels
 
 
 class _ShowsWidget:
@@ -77,15 +223,23 @@ class _ShowsWidget:
 
 
 class _SliderDashboard(_ShowsWidget):
-    """Shared plumbing: an IntSlider over ``n`` precomputed frames wired to ``update``."""
+    """Shared plumbing: a slider over ``n_frames`` precomputed frames wired to ``update``; its readout shows
+    ``frame_labels()`` (t or a step count), its caption ``caption(j)``."""
 
     n_frames: int
+    fig: go.FigureWidget
 
     def _wire(self, description: str) -> None:
-        self.slider = _slider(self.n_frames, description)
-        self.label = W.HTML(value=self.caption(0))
+        labels = _unique_labels(self.frame_labels(), "the frames' labels")
+        self.slider = W.SelectionSlider(options=list(zip(labels, range(len(labels)))), value=0,
+                                        description=description, continuous_update=False,
+                                        layout=W.Layout(width="480px"), style={"description_width": "initial"})
+        self.label = W.HTML(value=self.caption(0), layout=W.Layout(min_width="300px"))
         self.slider.observe(lambda change: self.update(change["new"]), names="value")
         self.widget = W.VBox([W.HBox([self.slider, self.label]), self.fig])
+
+    def frame_labels(self) -> list[str]:  # overridden
+        return [str(j) for j in range(self.n_frames)]
 
     def caption(self, j: int) -> str:  # overridden
         return ""
@@ -93,18 +247,25 @@ class _SliderDashboard(_ShowsWidget):
     def _check_frame(self, j) -> int:
         return check_int("j", j, 0, self.n_frames - 1)
 
+    def _show(self, j: int, changes: Mapping[int, Mapping[str, object]]) -> None:
+        update_traces(self.fig, changes)
+        self.label.value = self.caption(j)
+
 
 class _StepCountDashboard(_SliderDashboard):
     """A dashboard with one frame per number of sampling steps."""
 
     def _set_steps(self, steps: Sequence[int], names) -> None:
-        self.steps = [int(s) for s in steps]
+        self.steps = [check_int("steps", s, 1) for s in steps]
         if not self.steps:
             raise ValueError("steps must hold at least one step count")
         self.names, self.n_frames = list(names), len(self.steps)
 
+    def frame_labels(self) -> list[str]:
+        return [str(s) for s in self.steps]
+
     def caption(self, j: int) -> str:
-        return f"<b>{self.steps[j]} sampling steps</b>"
+        return f"<b>{steps_label(self.steps[j])}</b>"
 
 
 # ---------------------------------------------------------------------------------------------- 01: noising
@@ -119,7 +280,7 @@ class NoisingDashboard(_SliderDashboard):
 
     def __init__(self, points: torch.Tensor, schedule: Schedule, images: torch.Tensor | None = None, *,
                  ts: Sequence[int] | None = None, generator: torch.Generator | None = None,
-                 max_points: int = 800, title: str | None = "The forward process: data becomes noise"):
+                 max_points: int = 400, title: str | None = "The forward process: data becomes noise"):
         check_tensor("points", points, ndim=2, nonempty=True, finite=True)
         if points.shape[1] != 2:
             raise ValueError(f"points must have shape [N, 2], got {tuple(points.shape)}")
@@ -128,8 +289,9 @@ class NoisingDashboard(_SliderDashboard):
         if ts is None:
             ts = [-1] + viz.subsample_index(schedule.T, 41).tolist()
         ts = [int(t) for t in ts]
-        if not ts or min(ts) < -1 or max(ts) > schedule.T - 1:
-            raise ValueError(f"ts must be a non-empty list of timesteps in [-1, {schedule.T - 1}], got {ts[:6]}...")
+        if not ts or min(ts) < -1 or max(ts) > schedule.T - 1 or len(set(ts)) != len(ts):
+            raise ValueError(f"ts must be a non-empty list of distinct timesteps in [-1, {schedule.T - 1}], "
+                             f"got {ts[:6]}...")
         self.schedule, self.ts, self.n_frames = schedule, ts, len(ts)
         t = torch.tensor(ts)                                                                 # [S]
         S = len(ts)
@@ -145,48 +307,66 @@ class NoisingDashboard(_SliderDashboard):
         if images is not None:
             check_tensor("images", images, ndim=4, nonempty=True, finite=True)
             frames = noised(images.double())                                                # [S, M, 1, H, W]
-            # one image row per frame: [S, M, 1, H, W] -> [S, H, M*W] (NaN-free so the heatmap stays simple)
+            # one image row per frame: [S, M, 1, H, W] -> [S, H, M*W] (NaN-free, so it travels as JSON as is)
             self.images = rearrange(frames, "s m 1 h w -> s h (m w)").numpy()
         cols = 2 if self.images is not None else 1
         base = make_subplots(rows=1, cols=cols, column_widths=[0.5, 0.5][:cols], horizontal_spacing=0.08,
                              subplot_titles=("2-D points", "digits")[:cols])
+        style = viz.series_styles(["x_t"])[0]
         base.add_trace(go.Scatter(x=self.xy[0, :, 0], y=self.xy[0, :, 1], mode="markers", name="x_t",
-                                  marker=dict(size=4, color=viz.PALETTE[0], opacity=0.7)), row=1, col=1)
+                                  marker=viz.marker_style(style, 4, 0.7, edge=False)), row=1, col=1)
         if self.images is not None:
             base.add_trace(go.Heatmap(z=self.images[0], zmin=-1.5, zmax=1.5, colorscale="gray", showscale=False,
-                                      name="digits"), row=1, col=2)
+                                      name="digits", hoverinfo="skip"), row=1, col=2)
             base.update_yaxes(autorange="reversed", scaleanchor="x2", visible=False, row=1, col=2)
             base.update_xaxes(visible=False, row=1, col=2)
         lim = 3.6
         base.update_xaxes(range=[-lim, lim], row=1, col=1, title="x<sub>1</sub>")
         base.update_yaxes(range=[-lim, lim], row=1, col=1, scaleanchor="x", title="x<sub>2</sub>")
         viz.style_layout(base, title, **_LOOK, width=900 if cols == 2 else 520, height=470, showlegend=False)
-        self.fig = go.FigureWidget(base)
-        self._wire("timestep index")
+        self.fig = FigureWidget(base)
+        self._wire("timestep")
+
+    def frame_labels(self) -> list[str]:
+        return ["clean" if t < 0 else f"t = {t}" for t in self.ts]
 
     def caption(self, j: int) -> str:
         t, a = self.ts[j], float(self.abar[j])
         snr = "inf" if a >= 1 else f"{a / (1 - a):.3g}"
-        return f"<b>t = {t}</b> &nbsp; alpha_bar = {a:.4f} &nbsp; SNR = {snr}"
+        return f"<b>t = {t}</b>{' (clean data)' if t < 0 else ''} &nbsp; alpha_bar = {a:.4f} &nbsp; SNR = {snr}"
 
     def update(self, j: int) -> None:
         """Show frame ``j`` (pure indexing)."""
         j = self._check_frame(j)
-        with self.fig.batch_update():
-            self.fig.data[0].x, self.fig.data[0].y = self.xy[j, :, 0], self.xy[j, :, 1]
-            if self.images is not None:
-                self.fig.data[1].z = self.images[j]
-        self.label.value = self.caption(j)
+        changes = {0: {"x": self.xy[j, :, 0], "y": self.xy[j, :, 1]}}
+        if self.images is not None:
+            changes[1] = {"z": self.images[j]}
+        self._show(j, changes)
 
 
 # ---------------------------------------------------------------------------------------------- 02: score field
+def _arrowheads(tail: np.ndarray, tip: np.ndarray, size: float, half_angle: float = 0.45) -> np.ndarray:
+    """Filled triangles at the tips of the arrows ``tail -> tip`` ([P, 2] each), as one polyline
+    ``[left, tip, right, left, nan, ...]`` of shape [5P, 2]; each head is ``size`` long (shorter on short
+    arrows: at most half the arrow) and opens by ``half_angle`` radians on each side."""
+    v = tip - tail
+    length = np.linalg.norm(v, axis=1, keepdims=True)
+    unit = np.divide(v, length, out=np.zeros_like(v), where=length > 0)
+    h = np.minimum(size, 0.5 * length)                                           # [P, 1]
+    back = tip - h * unit * math.cos(half_angle)
+    normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1) * h * math.sin(half_angle)
+    gap = np.full_like(tip, np.nan)
+    return rearrange(np.stack([back + normal, tip, back - normal, back + normal, gap], axis=1), "p k d -> (p k) d")
+
+
 class ScoreFieldDashboard(_SliderDashboard):
     """The exact score of a 2-D mixture's noised marginal as arrows on a grid, over ``log p_t``, per timestep:
 
         s(x, t) = grad_x log p_t(x) = -eps*(x, t) / sqrt(1 - abar_t)
 
     Arrows point where probability increases. Their lengths are divided by the frame's largest score norm
-    (times ``arrow_scale`` grid cells), so every frame is readable; the caption gives that largest norm."""
+    (times ``arrow_scale`` grid cells), so every frame is readable; the caption gives that largest norm.
+    The density is a heatmap (one image per frame: far cheaper to redraw than contours)."""
 
     def __init__(self, mixture: GaussianMixture, schedule: Schedule, ts: Sequence[int] | None = None, *,
                  grid_size: int = 15, density_grid: int = 50, bound: float = 3.0, arrow_scale: float = 0.9,
@@ -201,37 +381,45 @@ class ScoreFieldDashboard(_SliderDashboard):
         if ts is None:
             ts = [0, 20, 50, 100, 150, 200, 300, 400, 500, 600, 800, 999]
         ts = [int(t) for t in ts]
-        if not ts or min(ts) < 0 or max(ts) > schedule.T - 1:
-            raise ValueError(f"ts must be a non-empty list of timesteps in [0, {schedule.T - 1}], got {ts}")
+        if not ts or min(ts) < 0 or max(ts) > schedule.T - 1 or len(set(ts)) != len(ts):
+            raise ValueError(f"ts must be a non-empty list of distinct timesteps in [0, {schedule.T - 1}], "
+                             f"got {ts}")
         self.ts, self.n_frames = ts, len(ts)
         g = torch.linspace(-bound, bound, grid_size, dtype=torch.float64)
         pts = rearrange(torch.stack(torch.meshgrid(g, g, indexing="xy"), -1), "a b d -> (a b) d")
         cell = 2 * bound / (grid_size - 1)
         self.abar = schedule.alpha_bar(torch.tensor(ts)).numpy()
-        arrows, dens, peak = [], [], []
+        arrows, heads, dens, peak = [], [], [], []
         for a in self.abar.tolist():
             score = mixture.score(pts, a)                                   # = -eps*/sqrt(1 - abar)
             norm = torch.linalg.vector_norm(score, dim=1)
             top = float(norm.max())
             tip = pts + arrow_scale * cell * score / max(top, 1e-12)
             arrows.append(segments_xy(pts.numpy(), tip.numpy()))
+            heads.append(_arrowheads(pts.numpy(), tip.numpy(), 0.3 * cell))
             xs, ys, logp = viz.log_density_grid(mixture, (-bound, bound, -bound, bound), density_grid, a)
-            dens.append(viz.clip_tails(logp))                              # clip the tails for contrast
+            dens.append(viz.clip_tails(logp))                               # clip the tails for contrast
             peak.append(top)
-        self.arrows, self.density, self.peak = np.stack(arrows), np.stack(dens), np.array(peak)
-        self.tails = pts.numpy()
+        self.arrows, self.heads = np.stack(arrows), np.stack(heads)       # [S, 3P, 2], [S, 5P, 2]
+        self.density, self.peak = np.stack(dens), np.array(peak)
+        ink = "#222"
         fig = go.Figure([
-            go.Contour(x=xs, y=ys, z=self.density[0], colorscale="Blues", showscale=False,
-                       ncontours=16, line=dict(width=0.3), name="log p_t", hoverinfo="skip"),
+            go.Heatmap(x=xs, y=ys, z=self.density[0], colorscale="Blues", showscale=False, zsmooth="best",
+                       name="log p_t", hoverinfo="skip"),
             go.Scatter(x=self.arrows[0, :, 0], y=self.arrows[0, :, 1], mode="lines", name="score",
-                       line=dict(color="#222", width=1.2), hoverinfo="skip"),
-            go.Scatter(x=self.tails[:, 0], y=self.tails[:, 1], mode="markers", name="grid",
-                       marker=dict(size=3, color="#222"), hoverinfo="skip")])
+                       line=dict(color=ink, width=1.2), hoverinfo="skip"),
+            go.Scatter(x=self.heads[0, :, 0], y=self.heads[0, :, 1], mode="lines", name="arrowheads",
+                       fill="toself", fillcolor=ink, line=dict(color=ink, width=0.5), hoverinfo="skip",
+                       legendgroup="score", showlegend=False)])
         viz.style_layout(fig, title, **_LOOK, width=560, height=560, showlegend=False)
-        fig.update_xaxes(range=[-bound * 1.05, bound * 1.05], title="x<sub>1</sub>")
-        fig.update_yaxes(range=[-bound * 1.05, bound * 1.05], scaleanchor="x", title="x<sub>2</sub>")
-        self.fig = go.FigureWidget(fig)
-        self._wire("timestep index")
+        fig.update_xaxes(range=[-bound * 1.05, bound * 1.05], title="x<sub>1</sub>", constrain="domain")
+        fig.update_yaxes(range=[-bound * 1.05, bound * 1.05], scaleanchor="x", title="x<sub>2</sub>",
+                         constrain="domain")
+        self.fig = FigureWidget(fig)
+        self._wire("timestep")
+
+    def frame_labels(self) -> list[str]:
+        return [f"t = {t}" for t in self.ts]
 
     def caption(self, j: int) -> str:
         return (f"<b>t = {self.ts[j]}</b> &nbsp; alpha_bar = {float(self.abar[j]):.4f} &nbsp; "
@@ -239,10 +427,9 @@ class ScoreFieldDashboard(_SliderDashboard):
 
     def update(self, j: int) -> None:
         j = self._check_frame(j)
-        with self.fig.batch_update():
-            self.fig.data[0].z = self.density[j]
-            self.fig.data[1].x, self.fig.data[1].y = self.arrows[j, :, 0], self.arrows[j, :, 1]
-        self.label.value = self.caption(j)
+        self._show(j, {0: {"z": self.density[j]},
+                       1: {"x": self.arrows[j, :, 0], "y": self.arrows[j, :, 1]},
+                       2: {"x": self.heads[j, :, 0], "y": self.heads[j, :, 1]}})
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -254,14 +441,22 @@ class PathDashboard(_SliderDashboard):
     paths of the same batch size (e.g. a learned and the ideal path from the same ``x_T`` and noise), segments
     join paired points: their length is the per-sample distance ``||x_a - x_b||``, and the caption reports its
     mean. ``mixture`` draws the clean data density behind the points. At most ``max_points`` points (the same
-    indices in every path) are drawn."""
+    indices in every path) are drawn; the axes hold every cluster of ``mixture`` whole."""
 
     def __init__(self, trajectories: Mapping[str, Trajectory], *, mixture: GaussianMixture | None = None,
-                 max_points: int = 300, pair_lines: bool = True, title: str | None = None):
+                 max_points: int = 200, pair_lines: bool = True, title: str | None = None):
         if not isinstance(trajectories, Mapping) or len(trajectories) == 0:
             raise TypeError(f"trajectories must be a non-empty dict of name -> Trajectory, got {trajectories!r}")
         max_points = check_int("max_points", max_points, 1)
-        names, _, self.paths, self.pair, self.t = viz.prepare_paths(trajectories, max_points, pair_lines)
+        self.mixture, self.max_points, self.pair_lines = mixture, max_points, pair_lines
+        self._load(trajectories)
+        fig = self._figure(title or "Sampling paths")
+        self.fig = FigureWidget(fig)
+        self._wire("sampling")
+
+    def _load(self, trajectories: Mapping[str, Trajectory]) -> None:
+        names, _, self.paths, self.pair, self.t = viz.prepare_paths(trajectories, self.max_points,
+                                                                    self.pair_lines)
         self.names, self.n_frames = names, len(self.t)                                      # paths: [S, P, 2]
         if self.pair:
             a, b = self.paths[names[0]], self.paths[names[1]]
@@ -269,42 +464,54 @@ class PathDashboard(_SliderDashboard):
             # the caption's mean distance uses every point, not only the drawn ones
             full = trajectories[names[0]].x - trajectories[names[1]].x
             self.mean_distance = viz.to_numpy("mean_distance",
-                                               torch.linalg.vector_norm(full.double(), dim=-1).mean(dim=1))
-        bounds = viz.square_bounds(np.concatenate(list(self.paths.values()), axis=1))
-        fig = _cloud_figure(mixture, bounds, title or "Sampling paths")
+                                              torch.linalg.vector_norm(full.double(), dim=-1).mean(dim=1))
+
+    def _figure(self, title: str) -> go.Figure:
+        bounds = _bounds(np.concatenate(list(self.paths.values()), axis=1), self.mixture)
+        fig = _cloud_figure(self.mixture, bounds, title)
         self._first = len(fig.data)
         if self.pair:
             fig.add_trace(go.Scatter(x=self.segments[0, :, 0], y=self.segments[0, :, 1], mode="lines",
                                      name="pairing", line=dict(width=0.7, color="rgba(80,80,80,0.5)"),
-                                     hoverinfo="skip"))
-        for i, n in enumerate(names):
+                                     hoverinfo="skip", showlegend=False))
+        for n, style in zip(self.names, viz.series_styles(self.names)):
             p = self.paths[n][0]
             fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
-                                     marker=dict(size=5, color=viz.color_for(n, i), opacity=0.8,
-                                                 line=dict(width=0.3, color="white"))))
-        self.fig = go.FigureWidget(fig)
-        self._wire("sampling step")
+                                     marker=viz.marker_style(style, 5, 0.8, edge=False), hoverinfo="skip"))
+        return fig
+
+    def set_paths(self, trajectories: Mapping[str, Trajectory], *, title: str | None = None) -> None:
+        """Show other paths (the explorer's new settings): a new figure and slider range, the same widgets."""
+        self._load(trajectories)
+        replace_figure(self.fig, self._figure(title or self.fig.layout.title.text or "Sampling paths"))
+        labels = _unique_labels(self.frame_labels(), "the frames' labels")
+        with self.slider.hold_trait_notifications():
+            self.slider.options = list(zip(labels, range(len(labels))))
+            self.slider.value = 0
+        self.label.value = self.caption(0)
+
+    def frame_labels(self) -> list[str]:
+        return ["end" if t < 0 else f"t = {t}" for t in self.t]
 
     def caption(self, j: int) -> str:
         t = self.t[j]
-        where = "final sample" if t < 0 else f"t = {t}"
-        text = f"<b>step {j}/{self.n_frames - 1}</b> &nbsp; {where}"
+        where = "the final samples" if t < 0 else f"t = {t}"
+        text = f"<b>after {j} of {self.n_frames - 1} steps</b> &nbsp; {where}"
         if self.pair:
             text += f" &nbsp; mean distance = {float(self.mean_distance[j]):.3f}"
         return text
 
     def update(self, j: int) -> None:
         j = self._check_frame(j)
-        k = self._first
-        with self.fig.batch_update():
-            if self.pair:
-                self.fig.data[k].x, self.fig.data[k].y = self.segments[j, :, 0], self.segments[j, :, 1]
-                k += 1
-            for n in self.names:
-                p = self.paths[n][j]
-                self.fig.data[k].x, self.fig.data[k].y = p[:, 0], p[:, 1]
-                k += 1
-        self.label.value = self.caption(j)
+        k, changes = self._first, {}
+        if self.pair:
+            changes[k] = {"x": self.segments[j, :, 0], "y": self.segments[j, :, 1]}
+            k += 1
+        for n in self.names:
+            p = self.paths[n][j]
+            changes[k] = {"x": p[:, 0], "y": p[:, 1]}
+            k += 1
+        self._show(j, changes)
 
 
 # ---------------------------------------------------------------------------------------------- 03: live loss
@@ -313,27 +520,34 @@ class LiveLossPlot(_ShowsWidget):
 
     ``append(step, **values)`` stores numbers (e.g. ``loss=state.loss``); ``flush()`` pushes them into the
     figure, together with a running mean over ``window`` steps (the raw per-batch loss is noisy). Call
-    ``flush`` every few dozen steps: redrawing costs far more than a training step."""
+    ``flush`` every few dozen steps: redrawing costs far more than a training step. ``floor`` draws a dashed
+    line at a loss no network can beat (the ideal denoiser's), named ``floor_name``."""
 
     def __init__(self, names: Sequence[str] = ("loss",), *, window: int = 50, title: str | None = "Training loss",
-                 log_y: bool = True):
+                 log_y: bool = True, floor: float | None = None,
+                 floor_name: str = "ideal denoiser's loss (the floor)"):
         self.names = [str(n) for n in names]
         if not self.names:
             raise ValueError("names must hold at least one series name, got an empty list")
         self.window = check_int("window", window, 1)
+        self.floor = None if floor is None else check_float("floor", floor, 0.0, low_open=log_y)
         self.steps: list[int] = []
         self.values: dict[str, list[float]] = {n: [] for n in self.names}
         fig = go.Figure()
-        for i, n in enumerate(self.names):
-            color = viz.color_for(n, i)
+        for n, style in zip(self.names, viz.series_styles(self.names)):
+            # the per-batch line in a faint tint of the colour: a different colour, so never drawn alike
             fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{n} (per batch)",
-                                     line=dict(color=color, width=1), opacity=0.3))
+                                     line=dict(color=viz.tint(style.color, 0.3), width=1, dash=style.dash)))
             fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{n} (mean of {self.window})",
-                                     line=dict(color=color, width=2.5)))
+                                     line=dict(color=style.color, width=2.5, dash=style.dash)))
+        if self.floor is not None:  # dashed: a yardstick, not a measured series
+            style = viz.series_styles(self.names + [floor_name])[-1]
+            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=floor_name,
+                                     line=dict(color=style.color, width=2, dash="dash")))
         viz.style_layout(fig, title, **_LOOK, width=700, height=380)
         fig.update_xaxes(title="training step")
         fig.update_yaxes(title="loss", type="log" if log_y else "linear")
-        self.fig = go.FigureWidget(fig)
+        self.fig = FigureWidget(fig)
         self.widget = self.fig
 
     def append(self, step: int, **values: float) -> None:
@@ -353,11 +567,15 @@ class LiveLossPlot(_ShowsWidget):
         return (c[i] - c[lo]) / (i - lo)
 
     def flush(self) -> None:
-        steps = np.asarray(self.steps)
-        with self.fig.batch_update():
-            for k, n in enumerate(self.names):
-                self.fig.data[2 * k].x, self.fig.data[2 * k].y = steps, np.asarray(self.values[n])
-                self.fig.data[2 * k + 1].x, self.fig.data[2 * k + 1].y = steps, self.running_mean(n)
+        steps = np.asarray(self.steps, dtype=np.float64)
+        changes = {}
+        for k, n in enumerate(self.names):
+            changes[2 * k] = {"x": steps, "y": np.asarray(self.values[n], dtype=np.float64)}
+            changes[2 * k + 1] = {"x": steps, "y": self.running_mean(n)}
+        if self.floor is not None and len(steps):
+            changes[2 * len(self.names)] = {"x": np.array([steps[0], steps[-1]]),
+                                            "y": np.array([self.floor, self.floor])}
+        update_traces(self.fig, changes)
 
 
 # ---------------------------------------------------------------------------------------------- 05
@@ -365,62 +583,112 @@ class StepCountDashboard(_StepCountDashboard):
     """Final samples of several models, one frame per number of sampling steps.
 
     ``finals[name][k]`` is the [N, 2] final sample of model ``name`` run with ``steps[k]`` steps (all from the
-    same ``x_T``). ``mixture`` draws the true density behind them."""
+    same ``x_T``). ``mixture`` draws the true density behind them. ``panels``: one panel per model side by side
+    (default when there is more than one model: overlaid clouds hide each other), else one shared panel."""
 
     def __init__(self, steps: Sequence[int], finals: Mapping[str, Sequence[torch.Tensor]], *,
-                 mixture: GaussianMixture | None = None, max_points: int = 400,
+                 mixture: GaussianMixture | None = None, max_points: int = 250, panels: bool | None = None,
                  title: str | None = "Final samples against the number of sampling steps"):
+        self.mixture, self.max_points, self.title = mixture, check_int("max_points", max_points, 1), title
+        self.panels = panels
+        self._load(steps, finals)
+        self.fig = FigureWidget(self._figure())
+        self._wire("steps")
+
+    def _load(self, steps, finals) -> None:
         if not isinstance(finals, Mapping) or not finals:
             raise TypeError(f"finals must be a non-empty dict of name -> list of [N, 2] samples, got {finals!r}")
         self._set_steps(steps, finals)
-        max_points = check_int("max_points", max_points, 1)
         self.clouds = {}
         for n, lst in finals.items():
             if len(lst) != len(self.steps):
                 raise ValueError(f"finals[{n!r}] must hold one sample per step count ({len(self.steps)}), "
                                  f"got {len(lst)}")
-            self.clouds[n] = np.stack([viz.to_numpy(f"finals[{n!r}]", x[:max_points]) for x in lst])  # [S, P, 2]
-        bounds = viz.square_bounds(np.concatenate(list(self.clouds.values()), axis=1), q=0.002)
-        fig = _cloud_figure(mixture, bounds, title)
-        self._first = len(fig.data)
-        for i, n in enumerate(self.names):
+            self.clouds[n] = np.stack([viz.to_numpy(f"finals[{n!r}]", x[:self.max_points]) for x in lst])
+
+    def _figure(self) -> go.Figure:
+        bounds = _bounds(np.concatenate(list(self.clouds.values()), axis=1), self.mixture)
+        panels = len(self.names) > 1 if self.panels is None else bool(self.panels)
+        styles = viz.series_styles(self.names)
+        if not panels:
+            fig = _cloud_figure(self.mixture, bounds, self.title)
+            self._traces = {}
+            for n, style in zip(self.names, styles):
+                self._traces[n] = len(fig.data)
+                p = self.clouds[n][0]
+                fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
+                                         marker=viz.marker_style(style, 4, 0.7, edge=False), hoverinfo="skip"))
+            return fig
+        m = len(self.names)
+        fig = make_subplots(rows=1, cols=m, subplot_titles=self.names, horizontal_spacing=0.03)
+        if self.mixture is not None:
+            background = _density_background(self.mixture, bounds)
+            for c in range(m):
+                fig.add_trace(background, row=1, col=c + 1)
+        self._traces = {}
+        for c, (n, style) in enumerate(zip(self.names, styles)):
+            self._traces[n] = len(fig.data)
             p = self.clouds[n][0]
             fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
-                                     marker=dict(size=4, color=viz.color_for(n, i), opacity=0.7)))
-        self.fig = go.FigureWidget(fig)
-        self._wire("steps index")
+                                     marker=viz.marker_style(style, 4, 0.7, edge=False), hoverinfo="skip"), row=1, col=c + 1)
+        viz.style_layout(fig, self.title, **_LOOK, width=min(1150, 90 + 330 * m), height=440)
+        fig.update_layout(legend=dict(orientation="h", x=0, y=-0.02, xanchor="left", yanchor="top"))
+        for c in range(m):
+            suffix = "" if c == 0 else str(c + 1)
+            _cloud_layout(fig, bounds, suffix)
+            fig.update_layout({f"xaxis{suffix}": dict(showticklabels=False),
+                               f"yaxis{suffix}": dict(showticklabels=c == 0)})
+        return fig
+
+    def set_samples(self, steps: Sequence[int], finals: Mapping[str, Sequence[torch.Tensor]]) -> None:
+        """Show new samples (e.g. after a retrain): the figure is rebuilt, the slider keeps its widget."""
+        self._load(steps, finals)
+        replace_figure(self.fig, self._figure())
+        labels = _unique_labels(self.frame_labels(), "the frames' labels")
+        with self.slider.hold_trait_notifications():
+            self.slider.options = list(zip(labels, range(len(labels))))
+            self.slider.value = 0
+        self.label.value = self.caption(0)
 
     def update(self, j: int) -> None:
         j = self._check_frame(j)
-        with self.fig.batch_update():
-            for k, n in enumerate(self.names):
-                p = self.clouds[n][j]
-                self.fig.data[self._first + k].x, self.fig.data[self._first + k].y = p[:, 0], p[:, 1]
-        self.label.value = self.caption(j)
+        self._show(j, {self._traces[n]: {"x": self.clouds[n][j][:, 0], "y": self.clouds[n][j][:, 1]}
+                       for n in self.names})
+
+
+# lam values a class can try: 0 (the simple loss alone) up to 10
+LAM_CHOICES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0)
 
 
 class SAControls(_ShowsWidget):
     """K and lam controls for the sequence-aware loss and a button that calls ``on_train(K, lam)``.
 
-    The callback does the (slow) work, e.g. retrain and redraw; whatever it prints or displays goes into
-    ``output``. Training takes seconds to minutes, so it runs on a click, never on a slider move."""
+    The callback does the (slow) work, e.g. retrain and refresh the figures; whatever it prints or displays
+    goes into ``output``, which is cleared first. While it runs the button is disabled and reads "training...",
+    and ``status`` says what is being trained; then how long it took (or that it failed). Training takes
+    seconds to minutes, so it runs on a click, never on a slider move. ``lams`` are the lam choices (0, the
+    simple loss alone, included)."""
 
     def __init__(self, on_train: Callable[[int, float], object], *, K: int = 2, lam: float = 1.0,
-                 K_max: int = 8, label: str = "train simple and SA"):
+                 K_max: int = 8, lams: Sequence[float] = LAM_CHOICES, label: str = "train simple and SA"):
         if not callable(on_train):
             raise TypeError(f"on_train must be callable as on_train(K, lam), got {type(on_train).__name__}")
         K_max = check_int("K_max", K_max, 1)
         K = check_int("K", K, 1, K_max)
         lam = check_float("lam", lam, 0.0)
-        self.on_train = on_train
+        choices = sorted({check_float("lams", v, 0.0) for v in lams} | {lam})
+        self.on_train, self.label_text = on_train, str(label)
         self.K = W.IntSlider(value=K, min=1, max=K_max, description="K (steps summed)",
-                             style={"description_width": "initial"})
-        self.lam = W.FloatLogSlider(value=max(lam, 1e-2), base=10, min=-2, max=1, step=0.1,
-                                    description="lam (SA weight)", style={"description_width": "initial"})
-        self.button = W.Button(description=label, button_style="primary", icon="play")
+                             style={"description_width": "initial"}, layout=W.Layout(width="300px"))
+        self.lam = W.SelectionSlider(options=[(f"{v:g}", v) for v in choices], value=lam,
+                                     description="lam (SA weight)", style={"description_width": "initial"},
+                                     layout=W.Layout(width="320px"))
+        self.button = W.Button(description=self.label_text, button_style="primary", icon="play",
+                               layout=W.Layout(width="auto", min_width="190px"))
+        self.status = W.HTML("")
         self.output = W.Output()
         self.button.on_click(lambda _: self.run())
-        self.widget = W.VBox([W.HBox([self.K, self.lam, self.button]), self.output])
+        self.widget = W.VBox([W.HBox([self.K, self.lam, self.button]), self.status, self.output])
 
     @property
     def values(self) -> tuple[int, float]:
@@ -428,9 +696,23 @@ class SAControls(_ShowsWidget):
 
     def run(self):
         """Call ``on_train(K, lam)`` with the widgets' values, capturing its output; returns its result."""
-        with self.output:
-            self.output.clear_output(wait=True)
-            return self.on_train(*self.values)
+        K, lam = self.values
+        self.output.clear_output()
+        self.button.disabled, self.button.description, self.button.icon = True, "training...", "hourglass-half"
+        self.status.value = (f"<i>training simple and SA (K = {K}, lam = {lam:g})... the figures above refresh "
+                             f"when it is done</i>")
+        t0 = time.perf_counter()
+        ok = False
+        try:
+            with self.output:
+                result = self.on_train(K, lam)
+            ok = True
+            return result
+        finally:
+            seconds = time.perf_counter() - t0
+            self.button.disabled, self.button.description, self.button.icon = False, self.label_text, "play"
+            self.status.value = (f"done: K = {K}, lam = {lam:g}, in {seconds:.0f} s" if ok else
+                                 f"<b>training failed</b> after {seconds:.0f} s (K = {K}, lam = {lam:g})")
 
 
 # ---------------------------------------------------------------------------------------------- 06: digits
@@ -438,8 +720,8 @@ class DigitGridDashboard(_StepCountDashboard):
     """Grids of digit samples from several models side by side, one frame per number of sampling steps.
 
     ``grids[name]`` is [S, N, 1, 8, 8] (``evaluate.sample_grids``): model ``name`` run with ``steps[k]``
-    steps from the same ``x_T``. Each frame is tiled once here (``viz.image_grid``); moving the slider only
-    swaps the precomputed arrays into the heatmaps."""
+    steps from the same ``x_T``. Each frame is tiled once here (``viz.image_grid``; its gaps become None, so
+    the JSON sent to the browser holds no NaN); moving the slider only swaps the precomputed grids in."""
 
     def __init__(self, steps: Sequence[int], grids: Mapping[str, torch.Tensor], *, nrow: int = 6,
                  title: str | None = "Samples against the number of sampling steps (same x_T)"):
@@ -452,22 +734,230 @@ class DigitGridDashboard(_StepCountDashboard):
             if g.shape[0] != self.n_frames:
                 raise ValueError(f"grids[{n!r}] must hold one grid per step count ({self.n_frames}), "
                                  f"got {g.shape[0]}")
-            self.tiles[n] = np.stack([viz.image_grid(g[k], nrow=nrow).numpy() for k in range(self.n_frames)])
+            self.tiles[n] = [viz.nan_to_none(viz.image_grid(g[k], nrow=nrow)) for k in range(self.n_frames)]
         fig = make_subplots(rows=1, cols=len(self.names), subplot_titles=self.names, horizontal_spacing=0.04)
         for i, n in enumerate(self.names):
             fig.add_trace(go.Heatmap(z=self.tiles[n][0], zmin=-1, zmax=1, colorscale="gray", showscale=False,
-                                     hoverinfo="skip"), row=1, col=i + 1)
-        h, w = self.tiles[self.names[0]].shape[1:]
+                                     hoverinfo="skip", name=n), row=1, col=i + 1)
+        h, w = len(self.tiles[self.names[0]][0]), len(self.tiles[self.names[0]][0][0])
         viz.style_layout(fig, title, **_LOOK, width=min(1000, 80 + len(self.names) * (w * 7 + 20)),
-                    height=h * 7 + 110, plot_bgcolor="white")
+                         height=h * 7 + 110, plot_bgcolor="white")
         fig.update_xaxes(visible=False, constrain="domain")
         fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
-        self.fig = go.FigureWidget(fig)
-        self._wire("steps index")
+        self.fig = FigureWidget(fig)
+        self._wire("steps")
 
     def update(self, j: int) -> None:
         j = self._check_frame(j)
-        with self.fig.batch_update():
-            for k, n in enumerate(self.names):
-                self.fig.data[k].z = self.tiles[n][j]
-        self.label.value = self.caption(j)
+        self._show(j, {k: {"z": self.tiles[n][j]} for k, n in enumerate(self.names)})
+
+
+# ---------------------------------------------------------------------------------------------- the explorer
+def solver_options() -> list[tuple[str, dict]]:
+    """The samplers the explorer offers, read from ``seqdiff_kit.samplers`` when called: the generalized step
+    as DDIM (eta = 0) and DDPM (eta = 1), then every further solver the module lists in ``SOLVERS`` (if any),
+    each as ``(label, keyword arguments of samplers.sample)``."""
+    from . import samplers
+
+    out = [("DDIM (eta = 0, deterministic)", {"eta": 0.0}), ("DDPM (eta = 1, random)", {"eta": 1.0})]
+    for name in getattr(samplers, "SOLVERS", ()):
+        if str(name).lower() not in ("ddim", "ddpm", "generalized"):
+            out.append((str(name), {"solver": name}))
+    return out
+
+
+def _html_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cell = "padding:3px 12px;text-align:right"
+    head = "".join(f"<th style='{cell}'>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td style='{cell}'>{html.escape(str(v))}</td>" for v in r) + "</tr>"
+                   for r in rows)
+    return f"<table style='border-collapse:collapse;font-size:14px'><tr>{head}</tr>{body}</table>"
+
+
+class Explorer(_ShowsWidget):
+    """The no-code explorer of ``make app`` (``app/explorer.ipynb`` served by Voila): controls for the
+    dataset, the loss (simple or SA with K and lam), the solver and the number of sampling steps; the learned
+    and the ideal paths from the same ``x_T`` (with a slider over the step), the drift from the ideal path
+    step by step, and the final samples' metrics against fresh data.
+
+    Models: every 2-D checkpoint shipped in ``checkpoint_dir`` loads at once (ring8 with the simple loss and
+    with SA K = 2, lam = 1); any other setting is trained on a click, ``quick_steps`` updates of the
+    ``DEFAULT_2D`` recipe with a progress bar, and kept for the session. SA with lam = 0 is the simple loss."""
+
+    DATASETS = ("ring8", "grid25", "two_moons")
+    STEP_CHOICES = (5, 10, 20, 50, 100)
+
+    def __init__(self, *, n_points: int = 500, n_reference: int = 1000, quick_steps: int = 2000, seed: int = 0,
+                 checkpoint_dir=None, max_points: int = 250):
+        from .checkpoint import load_checkpoint
+        from .data import PRESETS
+        from .demo import CHECKPOINT_DIR
+
+        self.n_points = check_int("n_points", n_points, 2)
+        self.n_reference = check_int("n_reference", n_reference, 2)
+        self.quick_steps = check_int("quick_steps", quick_steps, 1)
+        self.seed = check_int("seed", seed)
+        self.schedule = Schedule.linear()
+        self.models: dict[tuple, torch.nn.Module] = {}
+        self.sources: dict[tuple, str] = {}
+        folder = CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir
+        import json
+        from pathlib import Path
+        for js in sorted(Path(folder).glob("*.json")):
+            cfg = json.loads(js.read_text(encoding="utf-8"))
+            if cfg.get("dataset") in PRESETS and isinstance(cfg.get("loss"), dict):
+                key = self._key(cfg["dataset"], cfg["loss"].get("name", "simple"), cfg["loss"].get("K", 1),
+                                cfg["loss"].get("lam", 0.0))
+                self.models[key], _ = load_checkpoint(js.with_suffix(""))
+                self.sources[key] = f"shipped ({js.stem}, {cfg.get('step', '?')} updates)"
+        self._mixtures = {name: PRESETS[name]() for name in self.DATASETS}
+
+        style = {"description_width": "initial"}
+        self.dataset = W.Dropdown(options=list(self.DATASETS), value="ring8", description="dataset", style=style)
+        self.loss = W.ToggleButtons(options=[("simple loss", "simple"), ("sequence-aware (SA)", "sa")],
+                                    value="simple", description="loss", style=style)
+        self.K = W.IntSlider(value=2, min=1, max=4, description="K", style=style, continuous_update=False,
+                             layout=W.Layout(width="220px"))
+        self.lam = W.SelectionSlider(options=[(f"{v:g}", v) for v in LAM_CHOICES], value=1.0, description="lam",
+                                     style=style, continuous_update=False, layout=W.Layout(width="260px"))
+        self._solvers = solver_options()
+        self.solver = W.Dropdown(options=[(label, k) for k, (label, _) in enumerate(self._solvers)], value=0,
+                                 description="solver", style=style, layout=W.Layout(width="340px"))
+        self.steps = W.SelectionSlider(options=[(str(s), s) for s in self.STEP_CHOICES], value=10,
+                                       description="sampling steps", style=style, continuous_update=False,
+                                       layout=W.Layout(width="320px"))
+        self.train_button = W.Button(description="train this model", icon="play", button_style="warning",
+                                     layout=W.Layout(width="auto", min_width="170px", display="none"))
+        self.progress = W.IntProgress(value=0, min=0, max=self.quick_steps, description="training",
+                                      style=style, layout=W.Layout(display="none"))
+        self.status = W.HTML()
+        self.metrics = W.HTML()
+        self.train_button.on_click(lambda _: self.train())
+        for control in (self.dataset, self.loss, self.K, self.lam, self.solver, self.steps):
+            control.observe(lambda _: self.refresh(), names="value")
+
+        self.paths: PathDashboard | None = None
+        self.drift_fig = FigureWidget()
+        self.shown = None
+        self.max_points = check_int("max_points", max_points, 1)
+        self.refresh()
+        controls = W.VBox([W.HBox([self.dataset, self.solver]), W.HBox([self.loss, self.K, self.lam]),
+                           W.HBox([self.steps, self.train_button, self.progress]), self.status])
+        right = W.VBox([self.drift_fig, W.HTML("<b>Final samples against fresh data</b>"), self.metrics])
+        self.widget = W.VBox([controls, W.HBox([self.paths.widget, right])])
+
+    # ------------------------------------------------------------------ settings
+    @staticmethod
+    def _key(dataset: str, name: str, K: int = 1, lam: float = 0.0) -> tuple:
+        if name == "simple" or float(lam) == 0.0:  # lam = 0: the SA term vanishes, the loss is the simple one
+            return (dataset, "simple", 1, 0.0)
+        return (dataset, "sa", int(K), float(lam))
+
+    def setting(self) -> tuple:
+        """``(dataset, loss name, K, lam)`` of the controls (lam = 0 is the simple loss)."""
+        return self._key(self.dataset.value, self.loss.value, self.K.value, self.lam.value)
+
+    @staticmethod
+    def _model_name(key: tuple) -> str:
+        return "learned (simple)" if key[1] == "simple" else f"learned (SA, K={key[2]}, lam={key[3]:g})"
+
+    def _describe(self, key: tuple) -> str:
+        label = self._solvers[self.solver.value][0]
+        return (f"{key[0]}, {self._model_name(key)[9:-1]} loss, {label.split(' (')[0]}, "
+                f"{steps_label(int(self.steps.value))}")
+
+    # ------------------------------------------------------------------ actions
+    def refresh(self) -> None:
+        """Recompute the figures and metrics for the controls' setting, or offer to train a missing model."""
+        sa = self.loss.value == "sa"
+        self.K.disabled = self.lam.disabled = not sa
+        key = self.setting()
+        model = self.models.get(key)
+        if model is None:
+            self.train_button.layout.display = None
+            shown = f" The figures still show: {self.shown}." if self.shown else ""
+            self.status.value = (f"<b>No model for {key[0]} with this loss yet.</b> Click <i>train this model</i> "
+                                 f"({self.quick_steps} updates, about {self.quick_steps // 100} s on one core)."
+                                 f"{shown}")
+            return
+        self.train_button.layout.display = "none"
+        self._show(key, model)
+
+    def train(self) -> None:
+        """Train the controls' missing model (``quick_steps`` updates, progress bar), then show it."""
+        from .denoisers import MLPDenoiser, seeded_model
+        from .losses import Loss
+        from .train import DEFAULT_2D, train_iter
+
+        key = self.setting()
+        if key in self.models:
+            return self.refresh()
+        loss = Loss("simple") if key[1] == "simple" else Loss("sa", K=key[2], lam=key[3])
+        recipe = {k: DEFAULT_2D[k] for k in ("batch_size", "lr", "warmup", "cosine_decay", "ema_decay",
+                                             "grad_clip")}
+        model = seeded_model(MLPDenoiser, self.seed, dim=2, width=DEFAULT_2D["width"], depth=DEFAULT_2D["depth"])
+        self.train_button.disabled = True
+        self.progress.layout.display, self.progress.value, self.progress.max = None, 0, self.quick_steps
+        self.status.value = f"<i>training {self._model_name(key)} on {key[0]}...</i>"
+        t0 = time.perf_counter()
+        try:
+            state = None
+            for state in train_iter(model, self._mixtures[key[0]], self.schedule, loss, steps=self.quick_steps,
+                                    seed=self.seed, progress=False, **recipe):
+                if state.step % 50 == 0 or state.step == self.quick_steps:
+                    self.progress.value = state.step
+            self.models[key] = state.ema.eval()
+            self.sources[key] = f"trained here ({self.quick_steps} updates, {time.perf_counter() - t0:.0f} s)"
+        finally:
+            self.train_button.disabled = False
+            self.progress.layout.display = "none"
+        self.refresh()
+
+    def _show(self, key: tuple, model) -> None:
+        from . import metrics
+        from .denoisers import IdealDenoiser
+        from .drift import step_drift, variance_ratio
+        from .samplers import sample
+
+        mixture, steps = self._mixtures[key[0]], int(self.steps.value)
+        label, kwargs = self._solvers[self.solver.value]
+        ideal = IdealDenoiser(mixture, self.schedule)
+        g = torch.Generator().manual_seed(self.seed)
+        x_T = torch.randn(self.n_points, 2, generator=g)
+        name = self._model_name(key)
+        with torch.no_grad():
+            if "solver" in kwargs:  # a solver outside the generalized step: paths only, no local/propagated split
+                learned = sample(model, x_T, self.schedule, steps, **kwargs)
+                reference = sample(ideal, x_T, self.schedule, steps, **kwargs)
+                dist = torch.linalg.vector_norm((learned.x - reference.x).double(), dim=-1).mean(dim=1)[1:]
+                curves = {"distance from the ideal path": dist}
+            else:
+                drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
+                                   generator=torch.Generator().manual_seed(self.seed + 1))
+                learned, reference = drift.paths.model, drift.paths.reference
+                curves = {"distance from the ideal path": drift.mean("drift"),
+                          "local error of the step": drift.mean("local"),
+                          "propagated from earlier steps": drift.mean("propagated")}
+        title = f"{name} and ideal paths from the same x_T"
+        if self.paths is None:
+            self.paths = PathDashboard({name: learned, "ideal": reference}, mixture=mixture,
+                                       max_points=self.max_points, title=title)
+        else:
+            self.paths.set_paths({name: learned, "ideal": reference}, title=title)
+        fig = viz.curves_figure(np.arange(1, steps + 1), curves, title="Drift from the ideal path, step by step",
+                                xlabel="sampling step i (1 = the first step from x_T)",
+                                ylabel="mean distance", markers=steps <= 20)
+        fig.update_layout(width=560, height=380, legend=dict(orientation="h", x=0, y=-0.25))
+        replace_figure(self.drift_fig, fig)
+
+        data = mixture.sample(self.n_reference, generator=torch.Generator().manual_seed(self.seed + 2))
+        again = mixture.sample(self.n_reference, generator=torch.Generator().manual_seed(self.seed + 3))
+        rows = []
+        for who, x in ((name, learned.final), ("ideal denoiser", reference.final), ("data (a second draw)", again)):
+            rows.append((who, f"{metrics.mmd(x, data):.4f}", f"{metrics.sliced_wasserstein(x, data):.3f}",
+                         f"{variance_ratio(x, data):.3f}", f"{metrics.mean_log_likelihood(x, mixture):.2f}"))
+        self.metrics.value = _html_table(rows, ("", "MMD² (0 best)", "sliced W1 (0 best)", "std ratio (1 best)",
+                                                "log-likelihood"))
+        self.shown = self._describe(key)
+        self.status.value = (f"Showing <b>{self.shown}</b>; model: {self.sources[key]}. "
+                             f"{self.n_points} samples from one seeded x_T.")

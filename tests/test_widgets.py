@@ -1,5 +1,9 @@
 """Dashboards: they build, a slider move puts exactly the precomputed (and independently recomputed) numbers
-into the figure, and bad arguments are refused. Update timing is a benchmark (benchmarks/bench_widgets.py)."""
+into the figure AND into the widget's saved state (what a reloaded page draws), the JSON sent to the browser
+holds no NaN, no figure draws two series alike, readouts and captions name t or the step count, and bad
+arguments are refused. Update timing is a benchmark (benchmarks/bench_widgets.py) and a browser test
+(tests/browser/test_dashboards.py)."""
+import json
 import math
 
 import numpy as np
@@ -8,7 +12,7 @@ import pytest
 import torch
 
 from seqdiff_kit import IdealDenoiser, Schedule, ring8, sample
-from seqdiff_kit import widgets
+from seqdiff_kit import viz, widgets
 from seqdiff_kit.drift import paired_trajectories
 
 T = 60
@@ -28,6 +32,42 @@ def arr(v):
     return np.asarray(v, dtype=float)
 
 
+def saved(fig: go.FigureWidget, k: int, key: str) -> np.ndarray:
+    """Trace ``k``'s ``key`` as the browser gets it on a (re)load: the widget's state, serialised."""
+    value = fig.get_state()["_widget_data"][k][key]
+    if isinstance(value, dict) and "buffer" in value:
+        return np.frombuffer(value["buffer"], dtype=value["dtype"]).reshape(value["shape"])
+    return np.asarray([[math.nan if v is None else v for v in row] for row in value] if value and
+                      isinstance(value[0], list) else value, dtype=float)
+
+
+def sent_messages(fig: go.FigureWidget) -> list:
+    """Patch ``fig`` to record the messages it sends to the browser (no kernel here)."""
+    out = []
+    fig._send = lambda msg, buffers=None: out.append(msg)
+    return out
+
+
+def assert_json(messages) -> None:
+    """What the kernel does with each message: JSON without NaN or infinity (binary buffers travel apart)."""
+    for msg in messages:
+        json.dumps(msg, allow_nan=False, default=lambda o: "<buffer>" if isinstance(o, memoryview) else repr(o))
+
+
+def look_alike(fig) -> list:
+    """Pairs of legend series of ``fig`` drawn with the same colour and the same dash (lines) or symbol."""
+    seen, out = {}, []
+    for t in fig.data:
+        if t.type != "scatter" or t.showlegend is False:
+            continue
+        lines = "lines" in (t.mode or "lines")
+        key = (t.line.color, t.line.dash or "solid") if lines else (t.marker.color, t.marker.symbol or "circle")
+        if key in seen:
+            out.append((seen[key], t.name, key))
+        seen.setdefault(key, t.name)
+    return out
+
+
 def test_segments_xy_joins_pairs_with_gaps():
     a, b = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [1.0, 3.0]])
     s = widgets.segments_xy(a, b)
@@ -45,33 +85,39 @@ def test_noising_dashboard_frames_are_the_forward_process(setup):
     d = widgets.NoisingDashboard(points, sch, images, ts=[-1, 0, 30, T - 1],
                                  generator=torch.Generator().manual_seed(5))
     assert isinstance(d.fig, go.FigureWidget) and d.n_frames == 4
+    assert [label for label, _ in d.slider.options] == ["clean", "t = 0", "t = 30", f"t = {T - 1}"]
     # recompute independently: the dashboard draws the points' eps first, then the images' eps
     g = torch.Generator().manual_seed(5)
     eps = torch.randn(points.shape, generator=g, dtype=torch.float64)
     eps_im = torch.randn(images.shape, generator=g, dtype=torch.float64)
-    for j, t in enumerate([-1, 0, 30, T - 1]):
+    for j, t in reversed(list(enumerate([-1, 0, 30, T - 1]))):
         d.slider.value = j  # the slider's observer calls update(j)
         a = float(sch.alpha_bar(t))
         want = math.sqrt(a) * points.double() + math.sqrt(1 - a) * eps
         np.testing.assert_allclose(arr(d.fig.data[0].x), want[:, 0].numpy(), atol=1e-12)
         np.testing.assert_allclose(arr(d.fig.data[0].y), want[:, 1].numpy(), atol=1e-12)
+        np.testing.assert_allclose(saved(d.fig, 0, "y"), want[:, 1].numpy(), atol=1e-12)
         im = math.sqrt(a) * images.double() + math.sqrt(1 - a) * eps_im
         np.testing.assert_allclose(arr(d.fig.data[1].z)[:, 8:16], im[1, 0].numpy(), atol=1e-12)
+        np.testing.assert_allclose(saved(d.fig, 1, "z")[:, 8:16], im[1, 0].numpy(), atol=1e-12)
         assert f"t = {t}" in d.label.value
     with pytest.raises(ValueError, match="j must be in"):
         d.update(4)
     with pytest.raises(ValueError, match="ts must be"):
         widgets.NoisingDashboard(points, sch, ts=[T])
+    with pytest.raises(ValueError, match="distinct"):
+        widgets.NoisingDashboard(points, sch, ts=[0, 0])
     with pytest.raises(ValueError, match=r"points must have shape \[N, 2\]"):
         widgets.NoisingDashboard(torch.zeros(5, 3), sch)
 
 
-def test_score_field_arrows_follow_the_exact_score(setup):
+def test_score_field_arrows_follow_the_exact_score_and_have_heads(setup):
     mix, sch, _, _ = setup
     ts = [0, 20, T - 1]
     d = widgets.ScoreFieldDashboard(mix, sch, ts, grid_size=5, density_grid=10, bound=2.0, arrow_scale=0.5)
+    assert [label for label, _ in d.slider.options] == ["t = 0", "t = 20", f"t = {T - 1}"]
     for j, t in enumerate(ts):
-        d.update(j)
+        d.slider.value = j
         seg = np.stack([arr(d.fig.data[1].x), arr(d.fig.data[1].y)], 1).reshape(-1, 3, 2)
         tail, tip = seg[:, 0], seg[:, 1]
         score = mix.score(torch.from_numpy(tail), float(sch.alpha_bar(t))).numpy()
@@ -79,6 +125,16 @@ def test_score_field_arrows_follow_the_exact_score(setup):
         # parallel to the score, scaled so that the longest arrow is arrow_scale grid cells (cell = 1.0 here)
         np.testing.assert_allclose(v * np.linalg.norm(score, axis=1).max() / 0.5, score, rtol=1e-9, atol=1e-12)
         assert np.linalg.norm(v, axis=1).max() == pytest.approx(0.5)
+        # one filled triangle per arrow: its apex is the arrow's tip, its base behind it, across the shaft
+        head = np.stack([arr(d.fig.data[2].x), arr(d.fig.data[2].y)], 1).reshape(-1, 5, 2)
+        np.testing.assert_allclose(head[:, 1], tip, atol=1e-12)
+        np.testing.assert_allclose(head[:, 3], head[:, 0], atol=1e-12)            # closed
+        base = (head[:, 0] + head[:, 2]) / 2
+        long = np.linalg.norm(v, axis=1) > 1e-9
+        back = np.einsum("pd,pd->p", (tip - base)[long], v[long])
+        assert (back > 0).all()                                                    # the base lies behind the tip
+        assert np.isnan(head[:, 4]).all() and d.fig.data[2].fill == "toself"
+        np.testing.assert_allclose(saved(d.fig, 2, "x"), head.reshape(-1, 2)[:, 0], atol=1e-12)
         logp = mix.log_prob(torch.tensor([[arr(d.fig.data[0].x)[0], arr(d.fig.data[0].y)[0]]]),
                             alpha_bar=float(sch.alpha_bar(t)))
         z = arr(d.fig.data[0].z)
@@ -89,18 +145,25 @@ def test_path_dashboard_slider_shows_states_and_segments(setup):
     mix, _, a, b = setup
     d = widgets.PathDashboard({"learned": b, "ideal": a}, mixture=mix, max_points=30)
     assert d.pair and d.n_frames == a.x.shape[0]
+    labels = [label for label, _ in d.slider.options]
+    assert labels == [f"t = {int(t)}" for t in a.timesteps] + ["end"]
     before = arr(d.fig.data[-1].x).copy()
     d.slider.value = 3
     after = arr(d.fig.data[-1].x)
     assert not np.allclose(before, after)  # the figure data changed
     np.testing.assert_allclose(after, a.x[3, :, 0].numpy(), atol=1e-7)
+    np.testing.assert_allclose(saved(d.fig, len(d.fig.data) - 1, "x"), a.x[3, :, 0].numpy(), atol=1e-7)
     np.testing.assert_allclose(arr(d.fig.data[-2].y), b.x[3, :, 1].numpy(), atol=1e-7)
     seg = np.stack([arr(d.fig.data[-3].x), arr(d.fig.data[-3].y)], 1).reshape(-1, 3, 2)
     lengths = np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1)
     np.testing.assert_allclose(lengths, torch.linalg.vector_norm(b.x[3] - a.x[3], dim=1).numpy(), rtol=1e-6)
-    assert f"{lengths.mean():.3f}" in d.label.value
+    assert f"{lengths.mean():.3f}" in d.label.value and "after 3 of 5 steps" in d.label.value
     d.update(d.n_frames - 1)
-    assert "final sample" in d.label.value
+    assert "final samples" in d.label.value
+    # the axes hold every ring8 cluster whole, whatever the paths span
+    lo_x, hi_x, lo_y, hi_y = viz.mixture_bounds(mix)
+    (x0, x1), (y0, y1) = d.fig.layout.xaxis.range, d.fig.layout.yaxis.range
+    assert x0 <= lo_x and x1 >= hi_x and y0 <= lo_y and y1 >= hi_y
     single = widgets.PathDashboard({"learned (simple)": b}, max_points=7)
     assert not single.pair and len(arr(single.fig.data[0].x)) == 7
 
@@ -116,8 +179,8 @@ def test_path_dashboard_rejects_bad_input(setup):
         widgets.PathDashboard({})
 
 
-def test_live_loss_plot_running_mean_and_flush():
-    live = widgets.LiveLossPlot(("loss", "sa"), window=3)
+def test_live_loss_plot_running_mean_flush_and_floor():
+    live = widgets.LiveLossPlot(("loss", "sa"), window=3, floor=0.5)
     vals = [5.0, 4.0, 3.0, 1.0, 2.0]
     for i, v in enumerate(vals):
         live.append(i + 1, loss=v, sa=v / 2)
@@ -125,25 +188,169 @@ def test_live_loss_plot_running_mean_and_flush():
     brute = [np.mean(vals[max(0, i - 2):i + 1]) for i in range(len(vals))]
     np.testing.assert_allclose(live.running_mean("loss"), brute)
     np.testing.assert_allclose(arr(live.fig.data[1].y), brute)
+    np.testing.assert_allclose(saved(live.fig, 1, "y"), brute)
     np.testing.assert_allclose(arr(live.fig.data[2].y), np.array(vals) / 2)
     assert list(live.fig.data[0].x) == [1, 2, 3, 4, 5]
+    floor = live.fig.data[4]
+    assert "floor" in floor.name and floor.line.dash == "dash"
+    assert list(floor.x) == [1, 5] and list(floor.y) == [0.5, 0.5]
     with pytest.raises(ValueError, match="among the series"):
         live.append(6, other=1.0)
+    with pytest.raises(ValueError, match="floor"):
+        widgets.LiveLossPlot(floor=0.0)  # a log axis cannot show it
 
 
-def test_step_count_dashboard_and_sa_controls(setup):
+def test_step_count_dashboard_panels_readout_and_plurals(setup):
     mix, _, a, b = setup
-    d = widgets.StepCountDashboard([5, 10], {"simple": [a.x[1], a.x[2]], "SA": [b.x[1], b.x[2]]}, mixture=mix)
+    d = widgets.StepCountDashboard([1, 10], {"simple": [a.x[1], a.x[2]], "SA": [b.x[1], b.x[2]]}, mixture=mix)
+    assert [label for label, _ in d.slider.options] == ["1", "10"] and "steps" in d.slider.description
+    assert d.label.value == "<b>1 sampling step</b>"
+    # one panel per model (overlaid clouds hide each other): a density heatmap and a cloud in each
+    assert [t.type for t in d.fig.data] == ["heatmap", "heatmap", "scatter", "scatter"]
+    assert d.fig.data[2].xaxis == "x" and d.fig.data[3].xaxis == "x2"
     d.slider.value = 1
     np.testing.assert_allclose(arr(d.fig.data[-1].x), b.x[2, :, 0].numpy(), atol=1e-7)
-    assert "10 sampling steps" in d.label.value
+    np.testing.assert_allclose(saved(d.fig, 3, "x"), b.x[2, :, 0].numpy(), atol=1e-7)
+    assert d.label.value == "<b>10 sampling steps</b>"
+    assert widgets.steps_label(1) == "1 sampling step" and widgets.steps_label(2) == "2 sampling steps"
+    one = widgets.StepCountDashboard([5], {"ideal (DDIM)": [a.x[1]]}, mixture=mix)
+    assert [t.type for t in one.fig.data] == ["heatmap", "scatter"]  # one model: one panel
+    # a retrain shows new samples in the same widgets
+    d.set_samples([5, 20, 50], {"simple": [a.x[3], a.x[4], a.x[5]], "SA (K=4, lam=0)": [b.x[3], b.x[4], b.x[5]]})
+    assert [label for label, _ in d.slider.options] == ["5", "20", "50"] and d.slider.value == 0
+    assert [t.name for t in d.fig.data if t.type == "scatter"] == ["simple", "SA (K=4, lam=0)"]
+    np.testing.assert_allclose(saved(d.fig, 3, "x"), b.x[3, :, 0].numpy(), atol=1e-7)
     with pytest.raises(ValueError, match="one sample per step count"):
         widgets.StepCountDashboard([5, 10], {"simple": [a.x[1]]})
-    calls = []
-    c = widgets.SAControls(lambda K, lam: calls.append((K, lam)) or "done", K=3, lam=0.5)
-    c.K.value = 4
-    assert c.run() == "done" and calls == [(4, pytest.approx(0.5))]
+
+
+def test_sa_controls_training_state_and_lambda_zero():
+    seen = []
+    c = widgets.SAControls(lambda K, lam: seen.append((K, lam, c.button.disabled, c.button.description,
+                                                       c.status.value)) or print("table") or "done", K=3, lam=0.5)
+    assert 0.0 in [v for _, v in c.lam.options]  # lam can reach 0: the simple loss alone
+    c.K.value, c.lam.value = 4, 0.0
+    with c.output:
+        print("an old table")
+    assert c.run() == "done"
+    K, lam, disabled, description, status = seen[0]
+    assert (K, lam) == (4, 0.0) and disabled and description == "training..." and "training" in status
+    assert not c.button.disabled and c.button.description == "train simple and SA" and "done" in c.status.value
+    assert [o.get("text") for o in c.output.outputs] in ([], ["table\n"])  # the old table was cleared
+
+    def boom(K, lam):
+        raise RuntimeError("no")
+    bad = widgets.SAControls(boom)
+    with pytest.raises(RuntimeError):
+        bad.run()
+    assert not bad.button.disabled and "failed" in bad.status.value
     with pytest.raises(TypeError, match="on_train must be callable"):
         widgets.SAControls(None)
     with pytest.raises(ValueError, match="K must be in"):
         widgets.SAControls(lambda K, lam: None, K=9)
+
+
+def test_digit_grid_dashboard_sends_no_nan():
+    g = torch.Generator().manual_seed(0)
+    grids = {"simple": torch.rand(2, 5, 1, 8, 8, generator=g) * 2 - 1, "SA": torch.rand(2, 5, 1, 8, 8, generator=g)}
+    d = widgets.DigitGridDashboard([5, 10], grids, nrow=3)  # 5 images in 2 rows of 3: one empty cell
+    sent = sent_messages(d.fig)
+    d.slider.value = 1
+    d.fig.send_state()  # what a (re)loaded page receives
+    assert sent and all(m["method"] == "update" for m in sent)
+    assert_json(sent)
+    z = saved(d.fig, 1, "z")
+    want = viz.image_grid(grids["SA"][1], nrow=3).numpy()
+    np.testing.assert_array_equal(np.isnan(z), np.isnan(want))
+    np.testing.assert_allclose(z[~np.isnan(z)], want[~np.isnan(want)])
+    assert d.label.value == "<b>10 sampling steps</b>"
+
+
+def test_every_dashboard_sends_json_and_keeps_its_state(setup):
+    mix, sch, a, b = setup
+    boards = [widgets.NoisingDashboard(mix.sample(20), sch, torch.zeros(2, 1, 8, 8), ts=[-1, 10, 50]),
+              widgets.ScoreFieldDashboard(mix, sch, [0, 30], grid_size=4, density_grid=9),
+              widgets.PathDashboard({"learned (simple)": b, "ideal": a}, mixture=mix),
+              widgets.StepCountDashboard([5, 10], {"simple": [a.x[1], a.x[2]], "SA": [b.x[1], b.x[2]],
+                                                   "ideal": [a.x[3], a.x[4]]}, mixture=mix)]
+    for d in boards:
+        sent = sent_messages(d.fig)
+        d.slider.value = 1
+        d.fig.send_state()
+        assert_json(sent)
+        # every trace's saved state equals what the figure shows now
+        for k, trace in enumerate(d.fig.data):
+            for key in ("x", "y", "z"):
+                shown = trace.to_plotly_json().get(key)
+                if shown is None:
+                    continue
+                shown = np.asarray([[math.nan if v is None else v for v in r] for r in shown]
+                                   if isinstance(shown, (list, tuple)) and shown and isinstance(shown[0], (list, tuple))
+                                   else shown, dtype=float)
+                np.testing.assert_array_equal(saved(d.fig, k, key), shown, err_msg=f"{type(d).__name__} {k}.{key}")
+
+
+def test_no_figure_draws_two_series_alike(setup):
+    mix, sch, a, b = setup
+    x = np.arange(1, 6)
+    figs = [viz.curves_figure(x, {"|e| learned (simple)": x, "|e| ideal": x + 1.0, "|delta| learned (simple)": x * 3.0},
+                              log_y=True),
+            viz.curves_figure(x, {"simple (lam = 0): the ideal": x, "SA (K=2, lam=1)": x, "SA (K=4, lam=1)": x,
+                                  "data": x}, bands={"SA (K=2, lam=1)": 0.1 * x}),
+            viz.curves_figure(x, {"accumulated drift": x, "local error": x, "propagated": x}),
+            viz.density_figure(mix, {"simple": a.final, "SA": b.final, "ideal": a.final, "SA again": b.final},
+                               grid_size=10),
+            viz.trajectory_slider_figure({"learned (simple)": b, "ideal": a}),
+            viz.schedule_figure({n: Schedule.from_name(n, 50) for n in ("linear", "cosine", "quadratic", "sigmoid")}),
+            widgets.PathDashboard({"DDIM (eta = 0)": a, "DDPM (eta = 1)": b}).fig,
+            widgets.StepCountDashboard([5], {"simple": [a.x[1]], "SA": [b.x[1]], "ideal": [a.x[2]]}).fig,
+            widgets.LiveLossPlot(("loss", "simple", "sa"), floor=1.0).fig]
+    for fig in figs:
+        assert not look_alike(fig), look_alike(fig)
+    # a model keeps its colour across figures
+    sa = [t for fig in figs for t in fig.data if t.name == "SA"]
+    assert len(sa) >= 2 and {t.marker.color for t in sa} == {viz.ROLE_COLORS["sa"]}
+
+
+def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
+    from seqdiff_kit import samplers
+
+    original = samplers.sample
+    calls = []
+
+    def sample_with_solver(model, x_T, schedule, steps, solver=None, **kw):  # a stand-in for a future solver
+        calls.append(solver)
+        return original(model, x_T, schedule, steps, **kw)
+
+    monkeypatch.setattr(samplers, "SOLVERS", ("ddim", "heun2"), raising=False)
+    monkeypatch.setattr(samplers, "sample", sample_with_solver)
+    e = widgets.Explorer(n_points=40, n_reference=60, quick_steps=12, max_points=40)
+    assert [label.split(" ")[0] for label, _ in e.solver.options] == ["DDIM", "DDPM", "heun2"]
+    assert "shipped (ring8_simple" in e.status.value and "10 sampling steps" in e.status.value
+    assert e.paths.names == ["learned (simple)", "ideal"] and e.paths.n_frames == 11
+    assert e.metrics.value.count("<tr>") == 4  # header, learned, ideal, a second data draw
+    assert e.K.disabled and e.lam.disabled
+
+    e.steps.value = 5
+    assert e.paths.n_frames == 6 and [label for label, _ in e.paths.slider.options][-1] == "end"
+    assert len(e.drift_fig.data) == 3 and list(e.drift_fig.data[0].x) == [1, 2, 3, 4, 5]
+    ddim = e.paths.paths["learned (simple)"].copy()
+    e.solver.value = 1  # DDPM: the same x_T, other paths
+    ddpm = e.paths.paths["learned (simple)"]
+    np.testing.assert_array_equal(ddpm[0], ddim[0])
+    assert not np.allclose(ddpm[-1], ddim[-1])
+    e.loss.value = "sa"
+    assert not e.K.disabled and "shipped (ring8_sa" in e.status.value
+    assert e.paths.names[0] == "learned (SA, K=2, lam=1)"
+    e.lam.value = 0.0  # lam = 0 is the simple loss: its model
+    assert e.setting() == ("ring8", "simple", 1, 0.0) and "ring8_simple" in e.status.value
+
+    e.solver.value = 2  # a solver from samplers.SOLVERS goes to samplers.sample, and only the distance is drawn
+    assert calls[-2:] == ["heun2", "heun2"] and len(e.drift_fig.data) == 1
+
+    e.solver.value, e.dataset.value = 0, "two_moons"
+    assert e.train_button.layout.display is None and "No model for two_moons" in e.status.value
+    assert "ring8" in e.status.value  # says what the figures still show
+    e.train()
+    assert ("two_moons", "simple", 1, 0.0) in e.models and e.train_button.layout.display == "none"
+    assert "trained here (12 updates" in e.status.value and e.progress.value == 12

@@ -1,0 +1,179 @@
+"""Every dashboard of the lessons, as a class uses it: in JupyterLab in headless Chromium, on the fast path.
+
+For each notebook: Run All, then
+
+- no cell shows anything on stderr (warnings included), and no figure has two legend series drawn alike
+  (the same colour and the same dash or marker symbol);
+- for every slider that drives a plotly figure, the latency of one arrow-key step is measured IN THE PAGE, from
+  the keydown to the first frame after plotly redrew the figure, over several presses, and printed with the
+  machine's load (``/proc/loadavg``); the median must stay under ``SEQDIFF_LATENCY_MS`` (default 1000 ms: a
+  guard against a regression that makes a slider unusable on a busy machine, not the 100 ms target, which
+  the printed numbers document);
+- reload: move every slider, save, reload the page with the kernel still running; every slider, caption and
+  figure must come back as they were (the figure showing the slider's state, not its first frame), and the
+  figure must still follow the slider afterwards.
+
+``SEQDIFF_BROWSER_DASHBOARDS="02_ideal_denoiser.ipynb ..."`` picks the notebooks.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+
+import pytest
+from _lab import (JS_CAPTION, JS_DUPLICATE_STYLES, JS_LATENCY_ARM, JS_LATENCY_READ, JS_PLOT_DATA, JS_SLIDER_VALUE,
+                  JS_STDERR, PANEL, UPDATE_TIMEOUT_S, mark_dashboards, open_notebook, reveal_outputs, run_all, wait_back,
+                  wait_changed, wait_notebook)
+from _shared import NOTEBOOKS
+
+pytestmark = pytest.mark.browser
+
+DEFAULT = ("01_forward_process.ipynb", "02_ideal_denoiser.ipynb", "03_training.ipynb", "04_trajectory_drift.ipynb",
+           "05_sequence_aware_loss.ipynb", "06_digits.ipynb")
+NAMES = tuple(os.environ.get("SEQDIFF_BROWSER_DASHBOARDS", "").split()) or DEFAULT
+PRESSES = ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowLeft", "ArrowLeft", "ArrowLeft")
+LATENCY_LIMIT_MS = float(os.environ.get("SEQDIFF_LATENCY_MS", "1000"))
+
+
+def _load() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _latency(page, i: int, name: str) -> tuple[list[float], list[float]]:
+    """Milliseconds of each arrow-key step of slider ``i``, one press at a time: keydown -> figure redrawn, and
+    keydown -> caption changed (the kernel's round trip)."""
+    handle = page.locator(f'[data-seqdiff-slider="{i}"] .noUi-handle').first
+    page.locator(f'[data-seqdiff-box="{i}"]').scroll_into_view_if_needed()
+    handle.focus()
+    times, captions = [], []
+    for key in PRESSES:
+        before = page.evaluate(JS_PLOT_DATA, i)
+        page.evaluate(JS_LATENCY_ARM, i)
+        page.keyboard.press(key)
+        try:
+            page.wait_for_function(JS_LATENCY_READ, timeout=UPDATE_TIMEOUT_S * 1000, polling=20)
+        except Exception as err:
+            raise AssertionError(f"{name}: slider {i} ({key}) did not redraw its figure within "
+                                 f"{UPDATE_TIMEOUT_S} s") from err
+        wait_changed(page, i, before, key, name)
+        page.wait_for_timeout(250)  # let late messages settle: the next press starts from a quiet page
+        ms, caption_ms = page.evaluate(JS_LATENCY_READ)
+        times.append(ms)
+        if caption_ms is not None:
+            captions.append(caption_ms)
+    return times, captions
+
+
+def _state(page, i: int) -> dict:
+    return {"value": page.evaluate(JS_SLIDER_VALUE, i), "caption": page.evaluate(JS_CAPTION, i),
+            "data": page.evaluate(JS_PLOT_DATA, i)}
+
+
+def _save(page, name: str) -> None:
+    page.locator(f"{PANEL} .jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.keyboard.press("Control+s")
+    try:
+        page.wait_for_function("() => !document.querySelector('.jp-mod-current.jp-mod-dirty, "
+                               ".lm-TabBar-tab.jp-mod-current.jp-mod-dirty')", timeout=30_000, polling=200)
+    except Exception as err:
+        raise AssertionError(f"{name}: the notebook was not saved before the reload") from err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, capsys):
+    path = NOTEBOOKS / name
+    assert path.is_file(), f"{path} does not exist"
+    stem = path.stem
+    try:
+        open_notebook(page, lab_server, name)
+        lab_server.pids()  # record the kernel's pid while the server knows it
+        run_s = run_all(page, name)
+        page.wait_for_selector(".jp-OutputArea .js-plotly-plot", timeout=30_000)
+        n = mark_dashboards(page)
+        assert n >= 1, f"{name}: no slider that drives a plotly figure was found in the outputs"
+        for i in range(n):
+            page.wait_for_function(f"() => ({JS_PLOT_DATA})({i}) !== null", timeout=30_000)
+
+        # every check runs and reports: the latency numbers are the point even when another check fails
+        failures = []
+        stderr = page.evaluate(JS_STDERR)
+        if stderr:
+            failures.append(f"{name}: cells show stderr:\n" + "\n---\n".join(stderr))
+        duplicates = page.evaluate(JS_DUPLICATE_STYLES, PANEL)
+        if duplicates:
+            failures.append(f"{name}: series drawn alike:\n" + "\n".join(duplicates))
+
+        medians = []
+        for i in range(n):
+            times, captions = _latency(page, i, name)
+            med = statistics.median(times)
+            medians.append(med)
+            kernel = f"{statistics.median(captions):.0f} ms" if captions else "?"
+            with capsys.disabled():
+                print(f"\n[latency] {name} slider {i} ({page.evaluate(JS_CAPTION, i)!r}): median {med:.0f} ms "
+                      f"keydown -> figure redrawn over {len(times)} arrow-key steps (min {min(times):.0f}, "
+                      f"max {max(times):.0f}); keydown -> caption (kernel round trip) median {kernel}; "
+                      f"load average {_load()}", flush=True)
+        slow = [f"{i}: {m:.0f} ms" for i, m in enumerate(medians) if m > LATENCY_LIMIT_MS]
+        if slow:
+            failures.append(f"{name}: median slider latency over {LATENCY_LIMIT_MS:.0f} ms: {slow}")
+
+        try:
+            _reload_keeps_state(page, n, name, stem, artifacts)
+        except AssertionError as err:
+            failures.append(str(err))
+        assert not page.errors, f"{name}: uncaught errors in the page: {page.errors[:5]}"
+        assert not failures, "\n\n".join(failures)
+        with capsys.disabled():
+            print(f"\n[browser] {name}: ran all cells in {run_s:.1f} s; {n} dashboards; slider medians "
+                  f"{[round(m) for m in medians]} ms; reload kept every slider, caption and figure", flush=True)
+    except BaseException:
+        try:
+            page.screenshot(path=artifacts.path(f"{stem}_FAILED.png"), full_page=True)
+        except Exception:
+            pass
+        raise
+    finally:
+        lab_server.shutdown_kernels()
+
+
+def _reload_keeps_state(page, n: int, name: str, stem: str, artifacts) -> None:
+    """Move every slider, save, reload the page with the kernel running: each slider, caption and figure comes
+    back as it was, and the figure still follows its slider."""
+    moved = []
+    for i in range(n):
+        handle = page.locator(f'[data-seqdiff-slider="{i}"] .noUi-handle').first
+        page.locator(f'[data-seqdiff-box="{i}"]').scroll_into_view_if_needed()
+        handle.focus()
+        before = _state(page, i)
+        for _ in range(2):
+            page.keyboard.press("ArrowRight")
+        wait_changed(page, i, before["data"], "two ArrowRight presses", name)
+        page.wait_for_timeout(400)
+        state = _state(page, i)
+        assert state["value"] != before["value"] and state["caption"] != before["caption"], \
+            f"{name}: slider {i} or its caption did not move: {before} -> {state}"
+        moved.append(state)
+    _save(page, name)
+    page.reload(wait_until="domcontentloaded", timeout=90_000)
+    wait_notebook(page, name)
+    reveal_outputs(page, n, name)
+    for i, want in enumerate(moved):
+        page.wait_for_function(f"() => ({JS_PLOT_DATA})({i}) !== null", timeout=30_000)
+        page.locator(f'[data-seqdiff-box="{i}"]').scroll_into_view_if_needed()
+        got = _state(page, i)
+        assert (got["value"], got["caption"]) == (want["value"], want["caption"]), \
+            f"{name}: slider {i} came back as {got['value']!r} / {got['caption']!r}, not {want['value']!r} / " \
+            f"{want['caption']!r}"
+        wait_back(page, i, want["data"], "the reload", name)  # the figure shows the slider's state
+        handle = page.locator(f'[data-seqdiff-slider="{i}"] .noUi-handle').first
+        handle.focus()
+        page.keyboard.press("ArrowLeft")
+        wait_changed(page, i, want["data"], "ArrowLeft after the reload", name)
+        page.keyboard.press("ArrowRight")
+        wait_back(page, i, want["data"], "ArrowLeft, ArrowRight after the reload", name)
+        page.locator(f'[data-seqdiff-box="{i}"]').screenshot(path=artifacts.path(f"{stem}_reloaded{i}.png"))
