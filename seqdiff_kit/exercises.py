@@ -1,16 +1,24 @@
-"""Self-checking exercises for the notebooks: ``check(exercise_id, answer)`` says right or wrong, and why.
+"""Self-checking exercises for the notebooks.
 
-Every expected answer is computed here by the library (a schedule, the ideal denoiser, a loss, the closed
-forms of ``analysis``), never typed in as a number, so the checks stay right if a default changes.
-``problem(exercise_id)`` returns the question and any inputs it needs; ``EXERCISES`` lists the ids.
-This module never imports plotly or ipywidgets.
+``check(exercise_id, answer)`` prints whether the answer is right. A right answer is told why; a wrong one gets
+a graded hint (which way it is off, then a first hint, then a stronger one on each new try), never the
+expected value or the full explanation, so there is nothing to copy. ``solution(exercise_id)`` prints the
+model answer, how to compute it and why, for when a student gives up. ``check`` and ``solution`` return
+None (a notebook cell shows no stray True/False); ``grade`` returns ``(right, message)`` without printing.
+
+Every expected answer is computed here by the library (a schedule, the ideal denoiser, a sampler, a loss, the
+closed forms of ``analysis``, a short training run), never typed in as a number, so the checks stay right if a
+default changes. ``problem(exercise_id)`` returns the question and any inputs it needs; ``EXERCISES`` lists
+the ids. Kinds: a number ("float"), an integer ("int"), a tensor ("tensor"), one word of ``choices``
+("choice"), or one word per part ("choices"). This module never imports plotly or ipywidgets.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -20,18 +28,28 @@ from .denoisers import IdealDenoiser
 from .schedule import Schedule
 
 
+KINDS = ("float", "int", "tensor", "choice", "choices")
+
+
 @dataclass(frozen=True)
 class Exercise:
-    """One exercise: ``expected()`` computes the answer; answers within ``rtol``/``atol`` are right."""
+    """One exercise: ``expected()`` computes the answer; numbers within ``rtol``/``atol`` are right.
+
+    ``hints`` are given one per wrong try, in order (the last one repeats); ``how`` is the model answer's
+    computation (code), shown by ``solution`` with the value and ``why``. ``choices``: the words a "choice"
+    answer (or each part of a "choices" answer) may be."""
 
     id: str
     question: str
     expected: Callable[[], object]
     why: str
+    hints: tuple = ()
+    how: str = ""
     rtol: float = 1e-3
     atol: float = 1e-6
-    kind: str = "float"            # "float", "int" or "tensor"
+    kind: str = "float"
     inputs: Callable[[], dict] = field(default=lambda: {})
+    choices: tuple = ()
 
 
 # ---------------------------------------------------------------------------------------------- answers
@@ -94,6 +112,7 @@ def _zero_model_loss() -> float:
     return float(ring8().dim)
 
 
+@functools.lru_cache(maxsize=1)
 def _gamma_500() -> float:
     from .drift import gap_coefficients
     return float(gap_coefficients(Schedule.linear())[0][500])
@@ -138,6 +157,7 @@ def _inputs_05_gauss() -> dict:
     return {"var": 0.25, "K": 2, "lam": 1.0, "steps": 10, "schedule": Schedule.linear()}
 
 
+@functools.lru_cache(maxsize=1)
 def _gauss_std_ratio() -> float:
     from .analysis import gaussian_sa_optimum, linear_sampler_std_ratio
     p = _inputs_05_gauss()
@@ -145,28 +165,129 @@ def _gauss_std_ratio() -> float:
     return linear_sampler_std_ratio(a, p["var"], p["schedule"], p["steps"])
 
 
+def _inputs_02_axis() -> dict:
+    return {"x": torch.tensor([[0.0, 2.5]], dtype=torch.float64), "t": 500}
+
+
+def _ideal_eps_axis() -> torch.Tensor:
+    p = _inputs_02_axis()
+    return _ideal_eps_at(p["x"], p["t"])
+
+
+@functools.lru_cache(maxsize=1)
+def _ddpm_or_ddim_shrinks_more() -> str:
+    """The sampler whose 10-step samples (ideal denoiser, 1000 points from one seeded x_T) have the smaller std
+    ratio to fresh data."""
+    from .drift import variance_ratio
+    from .samplers import sample
+    sch = Schedule.linear()
+    ideal, g = IdealDenoiser(ring8(), sch), torch.Generator().manual_seed(0)
+    x_T = torch.randn(1000, 2, generator=g)
+    data = ring8().sample(1000, generator=g)
+    ddim = variance_ratio(sample(ideal, x_T, sch, 10, eta=0.0).final, data)
+    ddpm = variance_ratio(sample(ideal, x_T, sch, 10, eta=1.0, generator=g).final, data)
+    return "DDPM" if ddpm < ddim else "DDIM"
+
+
+@functools.lru_cache(maxsize=1)
+def _less_training_on_clusters() -> str:
+    """Train notebook 3's network for 150 updates (its recipe and seed), sample 500 points with 50 DDIM steps:
+    "yes" if their mean log-likelihood under the true density is within 1 nat of real data's, else "no"."""
+    from .denoisers import MLPDenoiser, seeded_model
+    from .losses import Loss
+    from .metrics import mean_log_likelihood
+    from .samplers import sample
+    from .train import DEFAULT_2D, train_iter
+    sch, mix = Schedule.linear(), ring8()
+    recipe = {k: DEFAULT_2D[k] for k in ("batch_size", "lr", "warmup", "cosine_decay", "ema_decay", "grad_clip")}
+    model = seeded_model(MLPDenoiser, 0, dim=2, width=DEFAULT_2D["width"], depth=DEFAULT_2D["depth"])
+    state = None
+    for state in train_iter(model, mix, sch, Loss("simple"), steps=150, seed=0, progress=False, **recipe):
+        pass
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        final = sample(state.ema, torch.randn(500, 2, generator=g), sch, 50).final
+    data = mix.sample(1000, generator=g)
+    return "yes" if mean_log_likelihood(final, mix) > mean_log_likelihood(data, mix) - 1.0 else "no"
+
+
+@functools.lru_cache(maxsize=1)
+def _ddpm_drift() -> str:
+    """Notebook 4's comparison: the shipped simple network against the ideal path, 400 points, 50 steps, from
+    one seeded x_T: is the final drift with fresh noise (eta = 1) larger or smaller than with DDIM?"""
+    from .checkpoint import load_checkpoint
+    from .data import DATA_DIR
+    from .drift import step_drift
+    sch = Schedule.linear()
+    model, _ = load_checkpoint(DATA_DIR / "checkpoints" / "ring8_simple")
+    ideal = IdealDenoiser(ring8(), sch)
+    final = {}
+    for eta in (0.0, 1.0):
+        g = torch.Generator().manual_seed(0)
+        x_T = torch.randn(400, 2, generator=g)
+        with torch.no_grad():
+            final[eta] = float(step_drift(model, ideal, x_T, sch, 50, eta=eta, generator=g).mean("drift")[-1])
+    return "smaller" if final[1.0] < final[0.0] else "larger"
+
+
+def _inputs_05_k4() -> dict:
+    return {"var": float(ring8().covariance()[0, 0]), "lam": 1.0, "steps": (10, 100), "schedule": Schedule.linear()}
+
+
+@functools.lru_cache(maxsize=1)
+def _k4_against_k2() -> tuple:
+    """The closed form's std ratio with K = 4 against K = 2 (lam = 1, ring8's coordinate variance), at 10 and
+    at 100 DDIM steps: "above" or "below" each."""
+    from .analysis import gaussian_sa_optimum, linear_sampler_std_ratio
+    p = _inputs_05_k4()
+    a = {K: gaussian_sa_optimum(p["var"], K, p["lam"], p["schedule"]) for K in (2, 4)}
+    return tuple("above" if linear_sampler_std_ratio(a[4], p["var"], p["schedule"], n)
+                 > linear_sampler_std_ratio(a[2], p["var"], p["schedule"], n) else "below" for n in p["steps"])
+
+
 EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     Exercise("01-alpha-bar-half",
              "Linear schedule, T = 1000: what is the first timestep t with alpha_bar_t < 0.5?",
              lambda: _first_t_below(Schedule.linear(), 0.5),
              "alpha_bar_t = prod_{s<=t} (1 - beta_s); the linear betas are tiny at first, so half the signal "
-             "survives until t is about a quarter of the way in.", kind="int", rtol=0, atol=0),
+             "survives until t is about a quarter of the way in.",
+             hints=("alpha_bar_t is stored for every t: `schedules['linear'].alpha_bars` is a tensor of 1000 values.",
+                    "`schedules['linear'].alpha_bars < 0.5` is True from some t on; `torch.nonzero(...)` lists "
+                    "where, and you want the first entry.",
+                    "Careful with 'first t below': at that t alpha_bar is already under 0.5, at t - 1 it is not."),
+             how="int(torch.nonzero(schedules['linear'].alpha_bars < 0.5)[0])",
+             kind="int", rtol=0, atol=0),
     Exercise("01-snr-cosine-500",
              "Cosine schedule, T = 1000: what is the signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) at t = 500?",
              lambda: _snr(Schedule.cosine(), 500),
              "For the cosine schedule alpha_bar(t) ~ cos^2(pi t / 2T), so the SNR at the midpoint is close to 1.",
-             rtol=0.01),
+             hints=("Read alpha_bar at t = 500 from `schedules['cosine'].alpha_bars[500]`, then form the ratio.",
+                    "SNR = a / (1 - a) with a = alpha_bar_500; `schedules['cosine'].log_snr(500).exp()` gives it too."),
+             how="a = float(schedules['cosine'].alpha_bars[500]); a / (1 - a)", rtol=0.01),
     Exercise("01-std-xt",
              "ring8 data, linear schedule: what is the standard deviation of the first coordinate of x_t at t = 300?",
              lambda: _std_xt_first_coordinate(300),
              "Var[x_t] = alpha_bar_t Var[x0] + (1 - alpha_bar_t) because x0 and eps are independent; "
-             "Var[x0_1] of ring8 is radius^2 / 2 + std^2.", rtol=0.01),
-    Exercise("02-eps-origin",
-             "ring8, linear schedule: what is the ideal noise prediction eps*(x, t) at the origin x = (0, 0), "
-             "t = 500? (a tensor of 2 numbers)",
-             lambda: _ideal_eps_at([0.0, 0.0], 500),
-             "The ring is symmetric about the origin: every direction is equally likely, so the score there is "
-             "zero and so is eps* = -sqrt(1 - alpha_bar) grad log p_t.", kind="tensor", atol=1e-6),
+             "Var[x0_1] of ring8 is radius^2 / 2 + std^2.",
+             hints=("Start from Var[x_t] = alpha_bar_t Var[x0] + (1 - alpha_bar_t): you need Var[x0] of the first "
+                    "coordinate and alpha_bar_300.",
+                    "`mixture.covariance()[0, 0]` is Var[x0_1]; `schedules['linear'].alpha_bars[300]` is alpha_bar; "
+                    "the answer is a standard deviation, so take a square root at the end."),
+             how="a = float(schedules['linear'].alpha_bars[300]); (a * float(mixture.covariance()[0, 0]) + 1 - a) ** 0.5",
+             rtol=0.01),
+    Exercise("02-eps-axis",
+             "ring8, linear schedule: what is the ideal noise prediction eps*(x, t) at x = (0, 2.5), t = 500? "
+             "(a tensor of 2 numbers; inputs in problem('02-eps-axis')) Predict the first number before computing.",
+             _ideal_eps_axis,
+             "Mirroring x1 -> -x1 maps the ring onto itself, so on the line x1 = 0 the score has no x1 part and "
+             "eps*_1 = 0. The point lies outside the ring: the score points back inwards (down), and eps* = "
+             "-sqrt(1 - alpha_bar) grad log p_t points the other way, outwards (up): eps*_2 > 0.",
+             hints=("Call the ideal denoiser: `ideal(x, torch.tensor([t]))` with x of shape [1, 2].",
+                    "Before computing: is the ring symmetric under x1 -> -x1? What does that say about the first "
+                    "coordinate on the line x1 = 0? And the point is outside the ring: which way does the noise "
+                    "'point'?"),
+             how="p = exercises.problem('02-eps-axis'); ideal(p['x'], torch.tensor([p['t']]))[0]",
+             kind="tensor", atol=1e-6, inputs=_inputs_02_axis),
     Exercise("02-ddim-one-step",
              "With the ideal denoiser, run DDIM with ONE step from x_T = (2.0, 0.5) at t = T-1 (inputs: "
              "problem('02-ddim-one-step')['x_T']). Where does the sample land? (a tensor of 2 numbers)",
@@ -174,19 +295,63 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "One step to the end returns x0_pred = E[x0 | x_T]: an average over all eight modes weighted by "
              "how likely each is given x_T. At t = T-1 x_T says almost nothing, so the average sits near the "
              "centre of the ring - one step, even with a perfect denoiser, cannot produce a sample on the ring.",
+             hints=("`sample(ideal, x_T, schedule, 1)` runs one step; `.final` is where it lands ([1, 2]: take "
+                    "`[0]`).",
+                    "Use the x_T of the inputs as it is (float64, shape [1, 2]) and the schedule of this notebook."),
+             how="x_T = exercises.problem('02-ddim-one-step')['x_T']; sample(ideal, x_T, schedule, 1).final[0]",
              kind="tensor", atol=1e-3, inputs=_inputs_02_one_step),
+    Exercise("02-ddpm-or-ddim",
+             "Ideal denoiser, 10 sampling steps, the same 1000 starting points: which sampler shrinks the samples "
+             "more (the smaller std ratio to fresh data), 'DDPM' or 'DDIM'?",
+             _ddpm_or_ddim_shrinks_more,
+             "Both shrink at 10 steps: each large step ends near a posterior mean, which is less spread than a "
+             "sample. From these 1000 starting points DDPM's std ratio comes out a little lower than DDIM's, by "
+             "far less than either one's distance from 1: the small step count, not the choice of sampler, is "
+             "what shrinks the samples.",
+             hints=("Sample both from the same x_T: `sample(ideal, x_T, schedule, 10, eta=0.0)` and "
+                    "`sample(ideal, x_T, schedule, 10, eta=1.0, generator=gen)`.",
+                    "Compare `variance_ratio(samples, fresh_data)` of the two `.final` clouds: below 1 means "
+                    "shrunk; the smaller one shrinks more."),
+             how="variance_ratio(sample(ideal, x_T, schedule, 10, eta=1.0, generator=gen).final, reference) < "
+                 "variance_ratio(sample(ideal, x_T, schedule, 10).final, reference)",
+             kind="choice", choices=("DDPM", "DDIM")),
     Exercise("03-x0-pred",
              "Given x_t, t and eps in problem('03-x0-pred'), compute x0_pred = (x_t - sqrt(1 - alpha_bar_t) eps) "
              "/ sqrt(alpha_bar_t) (a [4, 2] tensor).",
              _x0_pred,
              "Invert the forward process x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for x0.",
+             hints=("alpha_bar_t is `inputs['schedule'].alpha_bar(inputs['t'])` (a tensor: `float(...)` it).",
+                    "Solve x_t = sqrt(a) x0 + sqrt(1 - a) eps for x0, elementwise on the [4, 2] tensors."),
+             how="a = float(inputs['schedule'].alpha_bar(inputs['t'])); "
+                 "(inputs['x_t'] - (1 - a) ** 0.5 * inputs['eps']) / a ** 0.5",
              kind="tensor", atol=1e-5, inputs=_inputs_03_x0_pred),
     Exercise("03-zero-model-loss",
              "A network that always predicts eps = 0 (2-D data): what simple loss E||eps - eps_theta||^2 "
              "does it get, on average?",
              _zero_model_loss,
              "E||eps||^2 = sum over the D = 2 coordinates of E[eps_i^2] = 1 each: the loss at initialisation "
-             "starts near 2, and everything training achieves is measured against it.", rtol=0.01),
+             "starts near 2, and everything training achieves is measured against it.",
+             hints=("With eps_theta = 0 the loss is E||eps||^2: the expected squared length of a standard normal "
+                    "vector.",
+                    "E[eps_i^2] is the variance of one coordinate of N(0, I); the squared length sums the "
+                    "coordinates."),
+             how="the data is 2-D and E[eps_i^2] = 1: 2 * 1.0", rtol=0.01),
+    Exercise("03-less-training",
+             "Train for only 150 updates (TRAIN_STEPS = 150) and sample with 50 DDIM steps: do the samples sit on "
+             "the eight clusters about as tightly as real data (mean log-likelihood within 1 of the data's)? "
+             "'yes' or 'no'",
+             _less_training_on_clusters,
+             "After 150 updates the network has learned the rough shape (a ring) but not the eight tight "
+             "clusters: its samples smear along and across the ring, so their log-likelihood under the true "
+             "density falls far below the data's. The total spread (std ratio) can still look almost right, "
+             "which is why one number is not enough to judge a sampler.",
+             hints=("Change TRAIN_STEPS in the parameters cell, re-run the training and sampling cells, then look "
+                    "at the slider's last frame.",
+                    "Compare `metrics.mean_log_likelihood(learned.final, mixture)` with the same for `reference` "
+                    "(real data)."),
+             how="TRAIN_STEPS = 150, re-run; metrics.mean_log_likelihood(learned.final, mixture) is many nats "
+                 "below metrics.mean_log_likelihood(reference, mixture): 'no'",
+             kind="choice", choices=("yes", "no")),
     Exercise("04-gamma-500",
              "Linear schedule: compute gamma_t = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) at t = 500, "
              "the factor by which the estimation gap is carried from one step to the next.",
@@ -194,7 +359,12 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "gamma_t is the posterior mean's coefficient on x_t. One factor just below 1 forgets little, but "
              "the gap is carried through every later step: the product of gamma from t = 999 down to 100 is "
              "below 1e-3 and gamma_1 is about 0.45, so early errors are almost entirely forgotten and the last "
-             "steps make the final gap (drift.gap_survival).", rtol=1e-4),
+             "steps make the final gap (drift.gap_survival).",
+             hints=("You need alpha_500 = 1 - beta_500, alpha_bar_499 and alpha_bar_500: `schedule.alphas`, "
+                    "`schedule.alpha_bars`.",
+                    "Mind the indices: alpha_bar_{t-1} is `schedule.alpha_bars[499]`."),
+             how="a = schedule.alpha_bars; float(schedule.alphas[500].sqrt() * (1 - a[499]) / (1 - a[500]))",
+             rtol=1e-4),
     Exercise("04-bias-step",
              "A DDIM step from t = 499 to s = 399 uses eps_ideal + b with b = (0.1, 0) (inputs: "
              "problem('04-bias-step')). By how much does it move the sample compared with the ideal step? "
@@ -202,13 +372,39 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              _bias_step,
              "x_s = sqrt(a_s) x0_pred + sqrt(1 - a_s) eps is linear in eps, so a bias b moves x_s by "
              "(sqrt(1 - a_s) - sqrt(a_s) sqrt(1 - a_t) / sqrt(a_t)) b - here a negative multiple of b.",
+             hints=("Take two steps with `seqdiff_kit.generalized_step(x, eps, t, s, schedule)`: one with the "
+                    "ideal eps, one with eps + b; subtract.",
+                    "The ideal eps is `IdealDenoiser(ring8(), schedule)(x_t, torch.tensor([t]))`; the step's first "
+                    "output is x_s."),
+             how="eps = IdealDenoiser(ring8(), s)(p['x_t'], torch.tensor([p['t']])); "
+                 "(generalized_step(p['x_t'], eps + p['b'], 499, 399, s)[0] - generalized_step(p['x_t'], eps, 499, "
+                 "399, s)[0])[0]",
              kind="tensor", atol=1e-5, inputs=_inputs_04_bias),
+    Exercise("04-ddpm-drift",
+             "Run notebook 4's comparison with ETA = 1.0 (DDPM, the same noise for both paths): is the final "
+             "drift from the ideal path 'larger' or 'smaller' than with DDIM?",
+             _ddpm_drift,
+             "Smaller, although each DDPM step makes a LARGER local error (the sum of local errors nearly "
+             "doubles): the fresh noise is the same for both paths, and a DDPM step carries less of the "
+             "predicted noise forward (sqrt(1 - a_s - sigma^2) instead of sqrt(1 - a_s)), so it keeps less of "
+             "the difference between the paths; less of the early errors survives to the end.",
+             hints=("Set ETA = 1.0 in the parameters cell and re-run: the printed 'final drift' is the number to "
+                    "compare with the DDIM run's.",
+                    "Compare also the printed sum of local errors: if every step errs more, how can the end "
+                    "be closer? Think of what shared fresh noise does to two nearby points."),
+             how="step_drift(model, ideal, x_T, schedule, 50, eta=1.0, generator=gen).mean('drift')[-1] against "
+                 "the same with eta=0.0 (same seed): 'smaller'",
+             kind="choice", choices=("larger", "smaller")),
     Exercise("05-k1-ratio",
              "With K = 1 and lam = 0.5, what is the sequence-aware total loss divided by the simple loss "
              "(same x0, t and noise)?",
              _k1_ratio,
              "With K = 1 the sum over the window has one term, so L_sa = L_simple and the total is (1 + lam) "
-             "L_simple: K = 1 only rescales the loss (and the learning rate).", rtol=1e-6, inputs=_inputs_05_k1),
+             "L_simple: K = 1 only rescales the loss (and the learning rate).",
+             hints=("Write out L_sa for K = 1: the sum over k = 0..K-1 has a single term, with 1/K^2 = 1.",
+                    "Then the total is L_simple + lam * L_sa with L_sa equal to what? (`losses.sequence_aware_loss` "
+                    "and `losses.simple_loss` with the same `generator` seed confirm it.)"),
+             how="1 + lam = 1.5", rtol=1e-6, inputs=_inputs_05_k1),
     Exercise("05-gauss-std-ratio",
              "1-D Gaussian data (var = 0.25), linear schedule: with the population optimum of the SA loss "
              "(K = 2, lam = 1; analysis.gaussian_sa_optimum), what is std(final sample) / std(data) for 10 "
@@ -217,25 +413,59 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "The simple loss's optimum is the exact eps*, yet 10 DDIM steps shrink the samples (ratio < 1). "
              "With independent noises the SA optimum predicts a smaller noise than eps* (a_t / a*_t < 1), so "
              "x0_pred lies farther out and the samples widen: this pushes the ratio towards 1 at few steps and "
-             "past it at many.", rtol=1e-3, inputs=_inputs_05_gauss),
+             "past it at many.",
+             hints=("`gaussian_sa_optimum(var, K, lam, schedule)` gives the optimal a_t; pass it to "
+                    "`linear_sampler_std_ratio(a, var, schedule, steps)`.",
+                    "Use var = 0.25 (not the ring's variance), K = 2, lam = 1.0 and steps = 10, as in "
+                    "problem('05-gauss-std-ratio')."),
+             how="p = exercises.problem('05-gauss-std-ratio'); linear_sampler_std_ratio(gaussian_sa_optimum("
+                 "p['var'], p['K'], p['lam'], p['schedule']), p['var'], p['schedule'], p['steps'])",
+             rtol=1e-3, inputs=_inputs_05_gauss),
+    Exercise("05-k4",
+             "Closed form (ring8's coordinate variance, lam = 1): is the std ratio of DDIM samples with K = 4 "
+             "'above' or 'below' the one with K = 2, at 10 steps and at 100 steps? (two words, in that order)",
+             _k4_against_k2,
+             "Above at both: a longer window sums more neighbouring errors, so the SA optimum departs further "
+             "from eps* and predicts a smaller noise; the samples widen more. At 10 steps that moves the ratio "
+             "from below 1 to above it, at 100 steps (where the ideal ratio is about 1) it over-disperses more.",
+             hints=("Compute `gaussian_sa_optimum(var, K, 1.0, schedule)` for K = 2 and K = 4, with var = "
+                    "float(mixture.covariance()[0, 0]).",
+                    "Feed each to `linear_sampler_std_ratio(a, var, schedule, steps)` for steps = 10 and 100 and "
+                    "compare pairwise."),
+             how="p = exercises.problem('05-k4'); [linear_sampler_std_ratio(gaussian_sa_optimum(p['var'], 4, 1.0, "
+                 "schedule), p['var'], schedule, n) > linear_sampler_std_ratio(gaussian_sa_optimum(p['var'], 2, "
+                 "1.0, schedule), p['var'], schedule, n) for n in (10, 100)]",
+             kind="choices", choices=("above", "below"), inputs=_inputs_05_k4),
     Exercise("06-zero-model-loss-digits",
              "A network that always predicts eps = 0 on the 8x8 digits: what simple loss E||eps - eps_theta||^2 "
              "does it get, on average?",
              lambda: float(digits()[0][0].numel()),
              "E||eps||^2 sums E[eps_i^2] = 1 over the 64 pixels: the loss starts near 64 and the shipped "
-             "networks end near 5, so they predict most of the noise.", rtol=0.01),
+             "networks end near 5, so they predict most of the noise.",
+             hints=("As in notebook 3: with eps_theta = 0 the loss is E||eps||^2, a sum over the coordinates.",
+                    "How many coordinates does one 8x8 image have?"),
+             how="8 * 8 pixels, E[eps_i^2] = 1 each: 64.0", rtol=0.01),
     Exercise("06-confidence-share",
              "problem('06-confidence-share')['probs'] holds class probabilities [8, 10] of eight images. What "
              "share of the images does the classifier label with confidence >= 0.9 (max probability)?",
              lambda: float((_probs_06()["probs"].max(dim=-1).values >= 0.9).double().mean()),
              "An image counts as recognisable when its largest class probability reaches 0.9; the share is "
-             "the fraction of rows whose maximum passes that bar.", rtol=1e-9, inputs=_probs_06),
+             "the fraction of rows whose maximum passes that bar.",
+             hints=("Take each row's largest probability: `probs.max(dim=-1).values`.",
+                    "Count the rows whose maximum is >= 0.9 and divide by the number of rows (a share, not a "
+                    "count)."),
+             how="probs = exercises.problem('06-confidence-share')['probs']; "
+                 "float((probs.max(dim=-1).values >= 0.9).double().mean())",
+             rtol=1e-9, inputs=_probs_06),
     Exercise("06-trailing-5",
              "Linear schedule, T = 1000: which 5 timesteps does a 5-step sampler with 'trailing' spacing visit? "
              "(a tensor of 5 integers, descending)",
              lambda: Schedule.linear().timesteps(5, "trailing").double(),
              "Trailing spacing starts at T-1 = 999 and takes jumps of T/5 = 200: each DDIM step there bridges "
-             "200 training timesteps, which is where errors per step are largest.", kind="tensor", rtol=0, atol=0),
+             "200 training timesteps, which is where errors per step are largest.",
+             hints=("`schedule.timesteps(steps, spacing)` returns them.",
+                    "Trailing spacing starts at T - 1 and goes down in equal jumps of T / steps."),
+             how="schedule.timesteps(5, 'trailing')", kind="tensor", rtol=0, atol=0),
 ]}
 
 
@@ -260,22 +490,64 @@ def _as_tensor(answer) -> torch.Tensor:
             from err
 
 
+def _words(ex: Exercise, answer) -> tuple:
+    """A "choice" answer as a 1-tuple, a "choices" answer as a tuple of words, each checked against the choices."""
+    if ex.kind == "choice":
+        if not isinstance(answer, str):
+            raise TypeError(f"answer to {ex.id!r} must be one word of {list(ex.choices)}, got "
+                            f"{type(answer).__name__}")
+        answer = (answer,)
+    elif isinstance(answer, str) or not isinstance(answer, Sequence):
+        raise TypeError(f"answer to {ex.id!r} must be a list of words, each one of {list(ex.choices)}, got "
+                        f"{answer!r}")
+    words = tuple(str(w).strip() for w in answer)
+    lowered = {c.lower(): c for c in ex.choices}
+    for w in words:
+        if w.lower() not in lowered:
+            raise ValueError(f"answer to {ex.id!r} must use the words {list(ex.choices)}, got {w!r}")
+    return tuple(lowered[w.lower()] for w in words)
+
+
+def _off_by(value: float, expected: float) -> str:
+    """Which way a number is off, and roughly how far, without saying where the answer is."""
+    if not math.isfinite(value):
+        return "it is not a finite number"
+    if abs(expected) > 1e-9 and value != 0 and math.copysign(1, value) != math.copysign(1, expected):
+        return "its sign is wrong"
+    ratio = abs(value / expected) if expected != 0 else math.inf
+    side = "too large" if value > expected else "too small"
+    if 0.9 <= ratio <= 1.1:
+        return f"it is close but a little {side}"
+    if 0.5 <= ratio <= 2:
+        return f"it is {side}"
+    return f"it is far {side} (off by more than a factor of 2)"
+
+
 def grade(exercise_id: str, answer) -> tuple[bool, str]:
-    """``(right, message)`` without printing. ``answer=None`` means not answered yet (``False``)."""
+    """``(right, message)`` without printing. A wrong answer's message says which way it is off (never the
+    expected value); ``answer=None`` means not answered yet."""
     ex = _get(exercise_id)
     if answer is None:
         return False, f"[{ex.id}] no answer yet: replace None with your answer. Question: {ex.question}"
     expected = ex.expected()
+    if ex.kind in ("choice", "choices"):
+        words = _words(ex, answer)
+        want = expected if isinstance(expected, tuple) else (expected,)
+        if len(words) != len(want):
+            return False, f"[{ex.id}] not quite: the question asks for {len(want)} word(s), you gave {len(words)}"
+        if words == want:
+            return True, f"[{ex.id}] right: {', '.join(words)}. Why: {ex.why}"
+        wrong = [k + 1 for k, (w, e) in enumerate(zip(words, want)) if w != e]
+        where = "" if len(want) == 1 else f" (part {', '.join(map(str, wrong))} is not)"
+        return False, f"[{ex.id}] not quite: that is not what the numbers show{where}"
     if ex.kind == "int":
         if isinstance(answer, bool) or not isinstance(answer, (int, Real, torch.Tensor)):
             raise TypeError(f"answer to {ex.id!r} must be an integer, got {type(answer).__name__}")
         value = float(answer)
-        ok = value == float(expected)
         shown = f"{int(value) if value.is_integer() else value}"
-        if ok:
+        if value == float(expected):
             return True, f"[{ex.id}] right: {shown}. Why: {ex.why}"
-        hint = "too early" if value < expected else "too late"
-        return False, f"[{ex.id}] not quite: {shown} is {hint} (expected {expected}). Why: {ex.why}"
+        return False, f"[{ex.id}] not quite: {shown} is {'too small' if value < expected else 'too large'}"
     if ex.kind == "float":
         if isinstance(answer, bool):
             raise TypeError(f"answer to {ex.id!r} must be a number, got a bool")
@@ -283,25 +555,57 @@ def grade(exercise_id: str, answer) -> tuple[bool, str]:
             raise TypeError(f"answer to {ex.id!r} must be a single number, got a tensor of shape "
                             f"{tuple(answer.shape)}")
         value = float(answer) if isinstance(answer, (Real, torch.Tensor)) else float(_as_tensor(answer))
-        ok = math.isfinite(value) and math.isclose(value, expected, rel_tol=ex.rtol, abs_tol=ex.atol)
-        if ok:
-            return True, f"[{ex.id}] right: {value:.6g} (exact {expected:.6g}). Why: {ex.why}"
-        return False, (f"[{ex.id}] not quite: {value:.6g}, expected {expected:.6g} (relative tolerance "
-                       f"{ex.rtol:g}). Why: {ex.why}")
+        if math.isfinite(value) and math.isclose(value, expected, rel_tol=ex.rtol, abs_tol=ex.atol):
+            return True, f"[{ex.id}] right: {value:.6g}. Why: {ex.why}"
+        return False, f"[{ex.id}] not quite: {value:.6g} - {_off_by(value, expected)}"
     value, expected = _as_tensor(answer), expected.to(torch.float64)
     if value.shape != expected.shape:
-        return False, (f"[{ex.id}] not quite: your answer has shape {tuple(value.shape)}, the answer has shape "
-                       f"{tuple(expected.shape)}. Why: {ex.why}")
-    err = float((value - expected).abs().max())
-    ok = bool(torch.isfinite(value).all()) and bool(torch.allclose(value, expected, rtol=ex.rtol, atol=ex.atol))
-    if ok:
-        return True, f"[{ex.id}] right (largest difference {err:.2g}). Why: {ex.why}"
-    return False, (f"[{ex.id}] not quite: largest difference {err:.3g} from {expected.numpy().round(4).tolist()}. "
-                   f"Why: {ex.why}")
+        return False, (f"[{ex.id}] not quite: your answer has shape {tuple(value.shape)}, the question asks for "
+                       f"shape {tuple(expected.shape)}")
+    close = torch.isclose(value, expected, rtol=ex.rtol, atol=ex.atol) & torch.isfinite(value)
+    if bool(close.all()):
+        return True, f"[{ex.id}] right. Why: {ex.why}"
+    flat_v, flat_e = value.flatten().tolist(), expected.flatten().tolist()
+    off = [k for k, ok in enumerate(close.flatten().tolist()) if not ok]
+    parts = [f"entry {k}: {_off_by(flat_v[k], flat_e[k])}" for k in off[:4]]
+    more = f" (and {len(off) - 4} more)" if len(off) > 4 else ""
+    return False, f"[{ex.id}] not quite: {len(off)} of {len(flat_v)} entries are off - " + "; ".join(parts) + more
 
 
-def check(exercise_id: str, answer) -> bool:
-    """Print whether ``answer`` is right for ``exercise_id``, and why; return ``True`` when it is."""
+# wrong tries per exercise in this session: each new wrong try gets the next hint
+_TRIES: dict[str, int] = {}
+
+
+def hint(exercise_id: str, tries: int) -> str:
+    """The hint after ``tries`` wrong answers (1 = the first hint; the last hint repeats)."""
+    ex = _get(exercise_id)
+    if not ex.hints:
+        return "re-read the question and the cells above it."
+    return ex.hints[min(max(tries, 1), len(ex.hints)) - 1]
+
+
+def check(exercise_id: str, answer) -> None:
+    """Print whether ``answer`` is right for ``exercise_id``: why when it is; which way it is off and the next
+    hint when it is not (never the expected value). Returns None; ``solution(exercise_id)`` shows the answer."""
     ok, message = grade(exercise_id, answer)
-    print(("✔ " if ok else "✘ ") + message)
-    return ok
+    if ok or answer is None:
+        print(("✔ " if ok else "✘ ") + message)
+        return
+    tries = _TRIES[exercise_id] = _TRIES.get(exercise_id, 0) + 1
+    print(f"✘ {message}.\n  Hint {min(tries, max(len(_get(exercise_id).hints), 1))}: {hint(exercise_id, tries)}"
+          f"\n  (Stuck? exercises.solution({exercise_id!r}) shows the model answer.)")
+
+
+def solution(exercise_id: str) -> None:
+    """Print the model answer of ``exercise_id``: its value, how to compute it, and why. Returns None."""
+    ex = _get(exercise_id)
+    value = ex.expected()
+    if isinstance(value, torch.Tensor):
+        shown = str((value.numpy().round(6) + 0.0).tolist())  # + 0.0: no "-0.0"
+    elif isinstance(value, tuple):
+        shown = ", ".join(value)
+    elif isinstance(value, float):
+        shown = f"{value:.6g}"
+    else:
+        shown = str(value)
+    print(f"[{ex.id}] model answer: {shown}\n  How: {ex.how or '(see the question)'}\n  Why: {ex.why}")
