@@ -8,7 +8,7 @@ TORCH  := torch==2.13.0
 export OMP_NUM_THREADS ?= 1
 export SEQDIFF_THREADS ?= 1
 
-.PHONY: demo test test-fast test-portable lab bench clean-venv
+.PHONY: demo test test-fast test-portable lab app bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ LAB_ROOT := $(if $(filter 0,$(LAB_UID)),--allow-root)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=$(LAB_IP) --port=$(LAB_PORT) --notebook-dir=notebooks $(LAB_ROOT) $(LAB_ARGS)
+
+# the no-code explorer for a classroom projector: app/explorer.ipynb served by Voila on 127.0.0.1 only, behind a
+# token (open the address it prints); no code on the page. Voila has no --allow-root flag (it is not a Jupyter
+# server app) and runs as root without one.
+app: $(STAMP)
+	$(VENV)/bin/voila app/explorer.ipynb --no-browser --Voila.ip=127.0.0.1 --token
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -192,7 +192,7 @@ def _cloud_figure(mixture: GaussianMixture | None, bounds, title: str | None) ->
     """The base of a 2-D point-cloud dashboard: the mixture's density (or nothing) on fixed square axes
     ``bounds``, with a horizontal legend on top. The caller adds its scatter traces after the background."""
     fig = go.Figure([_density_background(mixture, bounds)] if mixture is not None else [])
-    viz.style_layout(fig, title, **_LOOK, width=620, height=580)
+    viz.style_layout(fig, title, margin=dict(l=50, b=40, t=90), legend_bg=False, width=620, height=600)
     fig.update_xaxes(title="x<sub>1</sub>")
     fig.update_yaxes(title="x<sub>2</sub>")
     _cloud_layout(fig, bounds)
@@ -930,13 +930,13 @@ class Explorer(_ShowsWidget):
                 learned = sample(model, x_T, self.schedule, steps, **kwargs)
                 reference = sample(ideal, x_T, self.schedule, steps, **kwargs)
                 dist = torch.linalg.vector_norm((learned.x - reference.x).double(), dim=-1).mean(dim=1)[1:]
-                curves = {"distance from the ideal path": dist}
+                curves = {"accumulated drift": dist}
             else:
                 drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
                                    generator=torch.Generator().manual_seed(self.seed + 1))
                 learned, reference = drift.paths.model, drift.paths.reference
-                curves = {"distance from the ideal path": drift.mean("drift"),
-                          "local error of the step": drift.mean("local"),
+                # (no curve name says "ideal": that word is the ideal denoiser's colour)
+                curves = {"accumulated drift": drift.mean("drift"), "local error of the step": drift.mean("local"),
                           "propagated from earlier steps": drift.mean("propagated")}
         title = f"{name} and ideal paths from the same x_T"
         if self.paths is None:
@@ -944,7 +944,7 @@ class Explorer(_ShowsWidget):
                                        max_points=self.max_points, title=title)
         else:
             self.paths.set_paths({name: learned, "ideal": reference}, title=title)
-        fig = viz.curves_figure(np.arange(1, steps + 1), curves, title="Drift from the ideal path, step by step",
+        fig = viz.curves_figure(np.arange(1, steps + 1), curves, title="Distance from the ideal path, step by step",
                                 xlabel="sampling step i (1 = the first step from x_T)",
                                 ylabel="mean distance", markers=steps <= 20)
         fig.update_layout(width=560, height=380, legend=dict(orientation="h", x=0, y=-0.25))

@@ -11,7 +11,7 @@ KNOWN = {
     "torch": ("torch", "pytorch-cpu"), "numpy": ("numpy", "numpy"), "einops": ("einops", "einops"),
     "safetensors": ("safetensors", "safetensors"), "tqdm": ("tqdm", "tqdm"), "plotly": ("plotly", "plotly"),
     "ipywidgets": ("ipywidgets", "ipywidgets"), "anywidget": ("anywidget", "anywidget"),
-    "IPython": ("ipykernel", "ipykernel"), "scipy": ("scipy", "scipy"),
+    "IPython": ("ipykernel", "ipykernel"), "scipy": ("scipy", "scipy"), "traitlets": ("traitlets", "traitlets"),
     "distributed": ("distributed", "distributed"),  # the dist extra: `seqdiff experiment --scheduler`
 }
 STDLIB = set(sys.stdlib_module_names)

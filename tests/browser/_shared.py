@@ -4,6 +4,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
+APP = REPO / "app"
 
 # Two declarations for the body of a JS function:
 # ``norm(v)``: plotly.py sends arrays base64-encoded ({dtype, bdata, shape}); plotly.js decodes the traces it draws

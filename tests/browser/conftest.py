@@ -1,5 +1,5 @@
-"""Fixtures of the browser tests: the system's Chromium driven by playwright, a private JupyterLab server,
-and an artifacts folder for screenshots.
+"""Fixtures of the browser tests: the system's Chromium driven by playwright, a private JupyterLab server, a
+private Voila server (the explorer page of ``make app``), and an artifacts folder for screenshots.
 
 Nothing here downloads a browser: playwright launches Debian's ``chromium`` (``apt-get install chromium``).
 Where Chromium or playwright is missing the tests skip and say how to install them, except when
@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from _shared import NOTEBOOKS, REPO
+from _shared import APP, NOTEBOOKS, REPO
 
 ARTIFACTS = REPO / "artifacts" / "browser"
 # the flags the project allows: no sandbox (containers), no GPU, and nothing that talks to the network
@@ -198,17 +198,23 @@ class LabServer:
         sep = "&" if "?" in path else "?"
         return f"{self.base}/{path.lstrip('/')}{sep}token={self.token}"
 
+    name = "JupyterLab"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+               "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+               f"--notebook-dir={self.notebook_dir}", "--ServerApp.open_browser=False",
+               # offline: no update checks, no extension manager looking up PyPI
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+               "--LabApp.extension_manager=readonly"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI often run as root
+            cmd.append("--allow-root")
+        return cmd
+
     def start(self) -> "LabServer":
         for attempt in range(3):  # a free port can be taken between choosing and binding it: try another
             self.port = free_port()
-            cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-                   "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-                   f"--notebook-dir={self.notebook_dir}", "--ServerApp.open_browser=False",
-                   # offline: no update checks, no extension manager looking up PyPI
-                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                   "--LabApp.extension_manager=readonly"]
-            if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI often run as root
-                cmd.append("--allow-root")
+            cmd = self.command()
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(cmd, cwd=self.notebook_dir, env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -221,7 +227,10 @@ class LabServer:
         tail, code = self.log_tail(), self.proc.poll()
         self.stop()
         why = f"exited with status {code}" if code is not None else f"did not answer within {self.timeout:.0f} s"
-        raise RuntimeError(f"JupyterLab on {self.base} {why}; its log ({self.log_path}) ends:\n{tail}")
+        raise RuntimeError(f"{self.name} on {self.base} {why}; its log ({self.log_path}) ends:\n{tail}")
+
+    def ready_path(self) -> str:
+        return "api/status"
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.timeout
@@ -229,7 +238,7 @@ class LabServer:
             if self.proc.poll() is not None:
                 return False
             try:
-                self.api("GET", "api/status", timeout=2)
+                self.api("GET", self.ready_path(), timeout=2)
                 return True
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 time.sleep(0.5)
@@ -333,6 +342,47 @@ class LabServer:
         return [pid for pid, p in self._known.items() if p.is_running() and p.status() != ps.STATUS_ZOMBIE]
 
 
+class VoilaServer(LabServer):
+    """Voila serving one notebook (``make app``'s command) on 127.0.0.1 with a token, private Jupyter dirs and
+    ``SEQDIFF_FAST=1``; every page load starts a kernel, which ``pids()`` finds as the server's children."""
+
+    name = "Voila"
+
+    def __init__(self, root: Path, notebook: Path, **kw):
+        super().__init__(root, Path(notebook).parent, **kw)
+        self.notebook = Path(notebook)
+
+    def command(self) -> list[str]:
+        # Voila has no --allow-root (it is not a jupyter_server ServerApp); it runs as root as it is
+        return [sys.executable, "-m", "voila", str(self.notebook), "--no-browser", "--Voila.ip=127.0.0.1",
+                f"--port={self.port}", f"--token={self.token}", "--Voila.port_retries=0"]
+
+    def ready_path(self) -> str:
+        return f"voila/static/voila.js?token={self.token}"
+
+    def api(self, method: str, path: str, timeout: float = 10, body: dict | None = None):
+        req = urllib.request.Request(f"{self.base}/{path}", method=method)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read()
+        return None
+
+    def kernels(self) -> list[dict]:
+        return []
+
+    def shutdown_kernels(self) -> None:
+        self.pids()
+
+    def stop(self) -> list[int]:
+        self.pids()
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        return super().stop()
+
+
 def require_lab() -> None:
     missing = []
     for mod in ("jupyterlab", "ipywidgets", "anywidget", "psutil"):
@@ -362,6 +412,26 @@ def lab_server(chromium, tmp_path_factory):
     finally:
         survivors = server.stop()
         assert not survivors, f"processes of the JupyterLab test server survived shutdown: {survivors}"
+
+
+@pytest.fixture(scope="module")
+def voila_server(chromium, tmp_path_factory):
+    """Voila on a copy of ``app/`` (the explorer of ``make app``), stopped by pid at teardown."""
+    require_lab()
+    try:
+        __import__("voila")
+    except ImportError:
+        skip_or_fail("voila is not installed", hint="pip install -e '.[lab]'")
+    root = tmp_path_factory.mktemp("voila")
+    app = root / "app"
+    shutil.copytree(APP, app)
+    server = VoilaServer(root / "jupyter", app / "explorer.ipynb")
+    server.start()
+    try:
+        yield server
+    finally:
+        survivors = server.stop()
+        assert not survivors, f"processes of the Voila test server survived shutdown: {survivors}"
 
 
 @pytest.fixture
