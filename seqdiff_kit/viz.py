@@ -89,6 +89,11 @@ def color_for(name: str, index: int = 0) -> str:
     return ROLE_STYLES[role].color if role is not None else OTHER_COLORS[index % len(OTHER_COLORS)]
 
 
+def tint(hex_color: str, alpha: float) -> str:
+    """``hex_color`` at opacity ``alpha`` as an ``rgba(...)`` colour (a faint version of a series' colour)."""
+    return _rgba(hex_color, alpha)
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
