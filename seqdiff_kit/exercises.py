@@ -178,35 +178,28 @@ def _ideal_eps_axis() -> torch.Tensor:
 def _ddpm_or_ddim_shrinks_more() -> str:
     """The sampler whose 10-step samples (ideal denoiser, 1000 points from one seeded x_T) have the smaller std
     ratio to fresh data."""
-    from .drift import variance_ratio
+    from .metrics import std_ratio
     from .samplers import sample
     sch = Schedule.linear()
     ideal, g = IdealDenoiser(ring8(), sch), torch.Generator().manual_seed(0)
     x_T = torch.randn(1000, 2, generator=g)
     data = ring8().sample(1000, generator=g)
-    ddim = variance_ratio(sample(ideal, x_T, sch, 10, eta=0.0).final, data)
-    ddpm = variance_ratio(sample(ideal, x_T, sch, 10, eta=1.0, generator=g).final, data)
+    ddim = std_ratio(sample(ideal, x_T, sch, 10, eta=0.0).final, data)
+    ddpm = std_ratio(sample(ideal, x_T, sch, 10, eta=1.0, generator=g).final, data)
     return "DDPM" if ddpm < ddim else "DDIM"
 
 
 @functools.lru_cache(maxsize=1)
 def _less_training_on_clusters() -> str:
-    """Train notebook 3's network for 150 updates (its recipe and seed), sample 500 points with 50 DDIM steps:
-    "yes" if their mean log-likelihood under the true density is within 1 nat of real data's, else "no"."""
-    from .denoisers import MLPDenoiser, seeded_model
-    from .losses import Loss
+    """Train notebook 3's network (the shipped RING8 recipe) for only 150 updates and sample 500 points with
+    50 DDIM steps: "yes" if their mean log-likelihood under the true density is within 1 of real data's."""
     from .metrics import mean_log_likelihood
+    from .recipes import RING8, train
     from .samplers import sample
-    from .train import DEFAULT_2D, train_iter
-    sch, mix = Schedule.linear(), ring8()
-    recipe = {k: DEFAULT_2D[k] for k in ("batch_size", "lr", "warmup", "cosine_decay", "ema_decay", "grad_clip")}
-    model = seeded_model(MLPDenoiser, 0, dim=2, width=DEFAULT_2D["width"], depth=DEFAULT_2D["depth"])
-    state = None
-    for state in train_iter(model, mix, sch, Loss("simple"), steps=150, seed=0, progress=False, **recipe):
-        pass
-    g = torch.Generator().manual_seed(0)
+    trained = train(RING8.replace(name="exercise-03-less-training", steps=150), progress=False)
+    mix, g = RING8.data(), torch.Generator().manual_seed(0)
     with torch.no_grad():
-        final = sample(state.ema, torch.randn(500, 2, generator=g), sch, 50).final
+        final = sample(trained.model, torch.randn(500, 2, generator=g), trained.schedule, 50).final
     data = mix.sample(1000, generator=g)
     return "yes" if mean_log_likelihood(final, mix) > mean_log_likelihood(data, mix) - 1.0 else "no"
 
@@ -310,10 +303,10 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "what shrinks the samples.",
              hints=("Sample both from the same x_T: `sample(ideal, x_T, schedule, 10, eta=0.0)` and "
                     "`sample(ideal, x_T, schedule, 10, eta=1.0, generator=gen)`.",
-                    "Compare `variance_ratio(samples, fresh_data)` of the two `.final` clouds: below 1 means "
+                    "Compare `metrics.std_ratio(samples, fresh_data)` of the two `.final` clouds: below 1 means "
                     "shrunk; the smaller one shrinks more."),
-             how="variance_ratio(sample(ideal, x_T, schedule, 10, eta=1.0, generator=gen).final, reference) < "
-                 "variance_ratio(sample(ideal, x_T, schedule, 10).final, reference)",
+             how="metrics.std_ratio(sample(ideal, x_T, schedule, 10, eta=1.0, generator=gen).final, reference) < "
+                 "metrics.std_ratio(sample(ideal, x_T, schedule, 10).final, reference)",
              kind="choice", choices=("DDPM", "DDIM")),
     Exercise("03-x0-pred",
              "Given x_t, t and eps in problem('03-x0-pred'), compute x0_pred = (x_t - sqrt(1 - alpha_bar_t) eps) "

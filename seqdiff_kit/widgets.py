@@ -781,18 +781,23 @@ class Explorer(_ShowsWidget):
     step by step, and the final samples' metrics against fresh data.
 
     Models: every 2-D checkpoint shipped in ``checkpoint_dir`` loads at once (ring8 with the simple loss and
-    with SA K = 2, lam = 1); any other setting is trained on a click, ``quick_steps`` updates of the
-    ``DEFAULT_2D`` recipe with a progress bar, and kept for the session. SA with lam = 0 is the simple loss."""
+    with SA K = 2, lam = 1). Any other setting is trained on a click from ``recipe`` (the page passes the shipped
+    ``recipes.RING8``; only its network and fit settings are used, with the chosen dataset and loss and
+    ``quick_steps`` updates), with a progress bar, and kept for the session; without a recipe only the shipped
+    settings can be shown. SA with lam = 0 is the simple loss."""
 
     DATASETS = ("ring8", "grid25", "two_moons")
     STEP_CHOICES = (5, 10, 20, 50, 100)
 
-    def __init__(self, *, n_points: int = 500, n_reference: int = 1000, quick_steps: int = 2000, seed: int = 0,
-                 checkpoint_dir=None, max_points: int = 250):
-        from .checkpoint import load_checkpoint
-        from .data import PRESETS
-        from .demo import CHECKPOINT_DIR
+    def __init__(self, *, recipe=None, n_points: int = 500, n_reference: int = 1000, quick_steps: int = 2000,
+                 seed: int = 0, checkpoint_dir=None, max_points: int = 250):
+        from .checkpoint import checkpoint_exists, load_checkpoint
+        from .data import CHECKPOINT_DIR, PRESETS
 
+        if recipe is not None and not all(hasattr(recipe, a) for a in ("replace", "build_model", "fit", "seed")):
+            raise TypeError(f"recipe must be a recipes.Recipe (or None: shipped models only), got "
+                            f"{type(recipe).__name__}")
+        self.recipe = recipe
         self.n_points = check_int("n_points", n_points, 2)
         self.n_reference = check_int("n_reference", n_reference, 2)
         self.quick_steps = check_int("quick_steps", quick_steps, 1)
@@ -804,6 +809,8 @@ class Explorer(_ShowsWidget):
         import json
         from pathlib import Path
         for js in sorted(Path(folder).glob("*.json")):
+            if not checkpoint_exists(js.with_suffix("")):  # a JSON without weights (e.g. a study's results)
+                continue
             cfg = json.loads(js.read_text(encoding="utf-8"))
             if cfg.get("dataset") in PRESETS and isinstance(cfg.get("loss"), dict):
                 key = self._key(cfg["dataset"], cfg["loss"].get("name", "simple"), cfg["loss"].get("K", 1),
@@ -874,8 +881,13 @@ class Explorer(_ShowsWidget):
         key = self.setting()
         model = self.models.get(key)
         if model is None:
-            self.train_button.layout.display = None
             shown = f" The figures still show: {self.shown}." if self.shown else ""
+            if self.recipe is None:
+                self.train_button.layout.display = "none"
+                self.status.value = (f"<b>No model for {key[0]} with this loss is shipped.</b> This page shows the "
+                                     f"shipped settings only.{shown}")
+                return
+            self.train_button.layout.display = None
             self.status.value = (f"<b>No model for {key[0]} with this loss yet.</b> Click <i>train this model</i> "
                                  f"({self.quick_steps} updates, about {self.quick_steps // 100} s on one core)."
                                  f"{shown}")
@@ -884,26 +896,25 @@ class Explorer(_ShowsWidget):
         self._show(key, model)
 
     def train(self) -> None:
-        """Train the controls' missing model (``quick_steps`` updates, progress bar), then show it."""
-        from .denoisers import MLPDenoiser, seeded_model
+        """Train the controls' missing model from ``recipe`` (``quick_steps`` updates, progress bar), then show it."""
         from .losses import Loss
-        from .train import DEFAULT_2D, train_iter
+        from .train import train_iter
 
         key = self.setting()
-        if key in self.models:
+        if key in self.models or self.recipe is None:
             return self.refresh()
         loss = Loss("simple") if key[1] == "simple" else Loss("sa", K=key[2], lam=key[3])
-        recipe = {k: DEFAULT_2D[k] for k in ("batch_size", "lr", "warmup", "cosine_decay", "ema_decay",
-                                             "grad_clip")}
-        model = seeded_model(MLPDenoiser, self.seed, dim=2, width=DEFAULT_2D["width"], depth=DEFAULT_2D["depth"])
+        recipe = self.recipe.replace(name=f"explorer-{key[0]}", dataset=key[0], loss=loss, seed=self.seed,
+                                     steps=self.quick_steps)
+        fit = {k: v for k, v in recipe.fit.items() if k != "steps"}
         self.train_button.disabled = True
         self.progress.layout.display, self.progress.value, self.progress.max = None, 0, self.quick_steps
         self.status.value = f"<i>training {self._model_name(key)} on {key[0]}...</i>"
         t0 = time.perf_counter()
         try:
             state = None
-            for state in train_iter(model, self._mixtures[key[0]], self.schedule, loss, steps=self.quick_steps,
-                                    seed=self.seed, progress=False, **recipe):
+            for state in train_iter(recipe.build_model(), recipe.data(), recipe.make_schedule(), loss,
+                                    steps=self.quick_steps, seed=self.seed, progress=False, **fit):
                 if state.step % 50 == 0 or state.step == self.quick_steps:
                     self.progress.value = state.step
             self.models[key] = state.ema.eval()
@@ -916,7 +927,7 @@ class Explorer(_ShowsWidget):
     def _show(self, key: tuple, model) -> None:
         from . import metrics
         from .denoisers import IdealDenoiser
-        from .drift import step_drift, variance_ratio
+        from .drift import step_drift
         from .samplers import sample
 
         mixture, steps = self._mixtures[key[0]], int(self.steps.value)
@@ -955,7 +966,7 @@ class Explorer(_ShowsWidget):
         rows = []
         for who, x in ((name, learned.final), ("ideal denoiser", reference.final), ("data (a second draw)", again)):
             rows.append((who, f"{metrics.mmd(x, data):.4f}", f"{metrics.sliced_wasserstein(x, data):.3f}",
-                         f"{variance_ratio(x, data):.3f}", f"{metrics.mean_log_likelihood(x, mixture):.2f}"))
+                         f"{metrics.std_ratio(x, data):.3f}", f"{metrics.mean_log_likelihood(x, mixture):.2f}"))
         self.metrics.value = _html_table(rows, ("", "MMD² (0 best)", "sliced W1 (0 best)", "std ratio (1 best)",
                                                 "log-likelihood"))
         self.shown = self._describe(key)

@@ -20,7 +20,7 @@ def test_explorer_notebook_is_stripped_and_only_builds_the_explorer():
     code = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
     assert len(code) == 1
     tree = ast.parse(code[0])
-    assert isinstance(tree.body[-1], ast.Expr) and ast.unparse(tree.body[-1]) == "Explorer()"
+    assert isinstance(tree.body[-1], ast.Expr) and ast.unparse(tree.body[-1]) == "Explorer(recipe=RING8)"
     assert not any(isinstance(n, (ast.FunctionDef, ast.For, ast.While, ast.ClassDef)) for n in ast.walk(tree))
 
 

@@ -11,9 +11,9 @@ PKG = Path(__file__).resolve().parent.parent / "seqdiff_kit"
 LAYERS = {
     "foundation": ["_runtime", "_validate", "_numeric", "_io", "_format", "_limits"],
     "core": ["schedule", "data", "denoisers", "losses", "samplers"],
-    "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "ddp", "train", "exercises"],
+    "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "ddp", "train"],
     "presentation": ["viz", "widgets", "report"],
-    "application": ["recipes", "evaluate", "experiments", "seed_study", "demo"],
+    "application": ["recipes", "evaluate", "experiments", "seed_study", "demo", "exercises"],
     "interface": ["cli"],
 }
 RANK = {m: (i, j) for i, mods in enumerate(LAYERS.values()) for j, m in enumerate(mods)}

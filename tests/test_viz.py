@@ -338,3 +338,22 @@ def test_schedule_figure_plots_alpha_bar_and_log_snr():
     assert math.isclose(arr(fig.data[0].y)[0], 1 - 1e-4)
     with pytest.raises(TypeError, match=r"schedules\['x'\]"):
         viz.schedule_figure({"x": "linear"})
+
+
+def test_closed_form_figure_keeps_every_series_apart():
+    rows = []
+    for loss, budgets in (("simple", (1000, 2000)), ("sa(K=2, lam=1)", (1000,))):
+        for train_steps in budgets:
+            for steps in (5, 10, 20):
+                rows.append(dict(dataset="gauss1d", metric="std_ratio", eta=0.0, steps=steps, loss=loss,
+                                 train_steps=train_steps, mean=0.9, ci_low=0.85, ci_high=0.95))
+        for steps in (5, 10, 20):
+            rows.append(dict(dataset="gauss1d", metric="std_ratio_closed_form", eta=0.0, steps=steps, loss=loss,
+                             mean=0.9))
+    fig = viz.closed_form_figure(rows, 0.0)
+    lines = [(t.name, t.line.color, t.line.dash) for t in fig.data if t.showlegend is not False]
+    assert len(lines) == 5 and len({(c, d) for _, c, d in lines}) == 5, lines
+    closed = {n: (c, d) for n, c, d in lines if "closed form" in n}
+    assert closed["simple, closed form"][0] == viz.ROLE_COLORS["simple"]
+    assert closed["sa(K=2, lam=1), closed form"][0] == viz.ROLE_COLORS["sa"]
+    assert all(d != "solid" for c, d in closed.values())  # drawn dashed, as the title says

@@ -324,7 +324,9 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
 
     monkeypatch.setattr(samplers, "SOLVERS", ("ddim", "heun2"), raising=False)
     monkeypatch.setattr(samplers, "sample", sample_with_solver)
-    e = widgets.Explorer(n_points=40, n_reference=60, quick_steps=12, max_points=40)
+    from seqdiff_kit.recipes import RING8
+
+    e = widgets.Explorer(recipe=RING8, n_points=40, n_reference=60, quick_steps=12, max_points=40)
     assert [label.split(" ")[0] for label, _ in e.solver.options] == ["DDIM", "DDPM", "heun2"]
     assert "shipped (ring8_simple" in e.status.value and "10 sampling steps" in e.status.value
     assert e.paths.names == ["learned (simple)", "ideal"] and e.paths.n_frames == 11
@@ -354,3 +356,8 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
     e.train()
     assert ("two_moons", "simple", 1, 0.0) in e.models and e.train_button.layout.display == "none"
     assert "trained here (12 updates" in e.status.value and e.progress.value == 12
+    shipped_only = widgets.Explorer(n_points=20, n_reference=30)
+    shipped_only.dataset.value = "grid25"
+    assert "is shipped" in shipped_only.status.value and shipped_only.train_button.layout.display == "none"
+    with pytest.raises(TypeError, match="recipe must be"):
+        widgets.Explorer(recipe="RING8")
