@@ -155,17 +155,17 @@ def test_the_sampler_verdicts_hold_for_other_seeds():
     from seqdiff_kit.checkpoint import load_checkpoint
     from seqdiff_kit.data import DATA_DIR
     from seqdiff_kit.drift import step_drift
-    from seqdiff_kit.metrics import std_ratio
+    from seqdiff_kit.metrics import loglik_gap
 
     sch, mix = Schedule.linear(), ring8()
     ideal = IdealDenoiser(mix, sch)
-    assert exercises.EXERCISES["02-ddpm-or-ddim"].expected() == "DDPM"
+    assert exercises.EXERCISES["02-ddpm-or-ddim"].expected() == "DDIM"
     for seed in (1, 2, 3):
         g = torch.Generator().manual_seed(seed)
         x_T, data = torch.randn(1000, 2, generator=g), mix.sample(1000, generator=g)
-        ddim = std_ratio(sample(ideal, x_T, sch, 10).final, data)
-        ddpm = std_ratio(sample(ideal, x_T, sch, 10, eta=1.0, generator=g).final, data)
-        assert ddpm < ddim < 1.0, (seed, ddpm, ddim)
+        ddim = loglik_gap(sample(ideal, x_T, sch, 10).final, data, mix).gap
+        ddpm = loglik_gap(sample(ideal, x_T, sch, 10, eta=1.0, generator=g).final, data, mix).gap
+        assert ddpm < ddim < 0, (seed, ddpm, ddim)
     assert exercises.EXERCISES["04-ddpm-drift"].expected() == "smaller"
     model, _ = load_checkpoint(DATA_DIR / "checkpoints" / "ring8_simple")
     final = {}
