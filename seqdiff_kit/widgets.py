@@ -942,6 +942,7 @@ class Explorer(_ShowsWidget):
                 reference = sample(ideal, x_T, self.schedule, steps, **kwargs)
                 dist = torch.linalg.vector_norm((learned.x - reference.x).double(), dim=-1).mean(dim=1)[1:]
                 curves = {"accumulated drift": dist}
+                after = reference.t[1:]                      # the timestep of the state each step reaches
             else:
                 drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
                                    generator=torch.Generator().manual_seed(self.seed + 1))
@@ -949,15 +950,17 @@ class Explorer(_ShowsWidget):
                 # (no curve name says "ideal": that word is the ideal denoiser's colour)
                 curves = {"accumulated drift": drift.mean("drift"), "local error of the step": drift.mean("local"),
                           "propagated from earlier steps": drift.mean("propagated")}
+                after = drift.next_timesteps
         title = f"{name} and ideal paths from the same x_T"
         if self.paths is None:
             self.paths = PathDashboard({name: learned, "ideal": reference}, mixture=mixture,
                                        max_points=self.max_points, title=title)
         else:
             self.paths.set_paths({name: learned, "ideal": reference}, title=title)
-        fig = viz.curves_figure(np.arange(1, steps + 1), curves, title="Distance from the ideal path, step by step",
-                                xlabel="sampling step i (1 = the first step from x_T)",
-                                ylabel="mean distance", markers=steps <= 20)
+        # x: the timestep each step reaches, in sampling order, as in the lessons (-1: the final samples)
+        fig = viz.curves_figure(after, curves, title="Distance from the ideal path, step by step",
+                                xlabel="timestep t reached (sampling runs left to right; -1: the final samples)",
+                                ylabel="mean distance", markers=steps <= 20, reverse_x=True)
         fig.update_layout(width=560, height=380, legend=dict(orientation="h", x=0, y=-0.25))
         replace_figure(self.drift_fig, fig)
 

@@ -335,7 +335,8 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
 
     e.steps.value = 5
     assert e.paths.n_frames == 6 and [label for label, _ in e.paths.slider.options][-1] == "end"
-    assert len(e.drift_fig.data) == 3 and list(e.drift_fig.data[0].x) == [1, 2, 3, 4, 5]
+    assert len(e.drift_fig.data) == 3 and list(e.drift_fig.data[0].x) == [799, 599, 399, 199, -1]
+    assert e.drift_fig.layout.xaxis.autorange == "reversed"
     ddim = e.paths.paths["learned (simple)"].copy()
     e.solver.value = 1  # DDPM: the same x_T, other paths
     ddpm = e.paths.paths["learned (simple)"]
