@@ -1,7 +1,8 @@
 """Median Python time of one slider update for each dashboard (the budget is 50 ms per update).
 
-A slider update only copies precomputed rows into the FigureWidget's traces; this measures that callback
-(from setting ``slider.value`` to the traces holding the new data), not the browser's redraw.
+A slider update only copies precomputed rows into the FigureWidget's traces (and its saved state); this measures
+that callback (from setting ``slider.value`` to the traces holding the new data), not the browser's redraw: the
+time from a key press to the redrawn figure is measured in the browser by tests/browser/test_dashboards.py.
 
     .venv/bin/python benchmarks/bench_widgets.py [--repeats 200]
 """
@@ -48,12 +49,12 @@ def main(argv=None) -> int:
     b = sample(lambda x, t: 0.9 * ideal(x, t), x_T, sch, 50, eta=1.0, noise=noise)
     finals = [sample(ideal, x_T, sch, n).final for n in (5, 10, 20, 50, 100)]
     boards = {
-        "NoisingDashboard (600 points + 4 digits)": widgets.NoisingDashboard(mix.sample(600, generator=g), sch,
+        "NoisingDashboard (400 of 600 points + 4 digits)": widgets.NoisingDashboard(mix.sample(600, generator=g), sch,
                                                                              images[:4], generator=g),
-        "ScoreFieldDashboard (15x15 arrows, 50x50 density)": widgets.ScoreFieldDashboard(mix, sch),
-        "PathDashboard (2 paths x 300 points + segments)": widgets.PathDashboard({"learned": b, "ideal": a},
+        "ScoreFieldDashboard (15x15 arrows + heads, 50x50)": widgets.ScoreFieldDashboard(mix, sch),
+        "PathDashboard (2 paths x 200 points + segments)": widgets.PathDashboard({"learned": b, "ideal": a},
                                                                                  mixture=mix),
-        "StepCountDashboard (2 models x 400 points)": widgets.StepCountDashboard(
+        "StepCountDashboard (2 panels x 250 points)": widgets.StepCountDashboard(
             [5, 10, 20, 50, 100], {"ideal": finals, "copy": [f + 0.01 for f in finals]}, mixture=mix),
     }
     worst = 0.0

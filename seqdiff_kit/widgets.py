@@ -181,11 +181,12 @@ def _cloud_layout(fig: go.Figure, bounds, suffix: str = "") -> None:
 
 
 def _density_background(mixture: GaussianMixture, bounds, grid_size: int = 50) -> go.Heatmap:
-    """The mixture's clean log-density on ``bounds`` as a smoothed heatmap: plotly recomputes every trace when a
-    slider moves, and a heatmap costs far less to redraw than contour lines."""
+    """The mixture's clean log-density on ``bounds`` as a heatmap smoothed by the browser's image scaling
+    (``zsmooth="fast"``): plotly redraws every trace when a slider moves, and this costs far less than contour
+    lines or plotly's own ("best") smoothing (docs/performance.md)."""
     xs, ys, z = viz.log_density_grid(mixture, bounds, grid_size)
     return go.Heatmap(x=xs, y=ys, z=viz.clip_tails(z), colorscale=viz.DENSITY_SCALE, showscale=False,
-                      zsmooth="best", hoverinfo="skip", name="log p")
+                      zsmooth="fast", hoverinfo="skip", name="log p")
 
 
 def _cloud_figure(mixture: GaussianMixture | None, bounds, title: str | None) -> go.Figure:
@@ -366,7 +367,7 @@ class ScoreFieldDashboard(_SliderDashboard):
 
     Arrows point where probability increases. Their lengths are divided by the frame's largest score norm
     (times ``arrow_scale`` grid cells), so every frame is readable; the caption gives that largest norm.
-    The density is a heatmap (one image per frame: far cheaper to redraw than contours)."""
+    The density is a heatmap (one small image per frame: far cheaper to redraw than contours)."""
 
     def __init__(self, mixture: GaussianMixture, schedule: Schedule, ts: Sequence[int] | None = None, *,
                  grid_size: int = 15, density_grid: int = 50, bound: float = 3.0, arrow_scale: float = 0.9,
@@ -404,7 +405,7 @@ class ScoreFieldDashboard(_SliderDashboard):
         self.density, self.peak = np.stack(dens), np.array(peak)
         ink = "#222"
         fig = go.Figure([
-            go.Heatmap(x=xs, y=ys, z=self.density[0], colorscale="Blues", showscale=False, zsmooth="best",
+            go.Heatmap(x=xs, y=ys, z=self.density[0], colorscale="Blues", showscale=False, zsmooth="fast",
                        name="log p_t", hoverinfo="skip"),
             go.Scatter(x=self.arrows[0, :, 0], y=self.arrows[0, :, 1], mode="lines", name="score",
                        line=dict(color=ink, width=1.2), hoverinfo="skip"),
