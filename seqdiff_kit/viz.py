@@ -404,6 +404,9 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
     ``bands[name]`` is either ``(lower, upper)`` arrays or one array ``s`` drawn as ``y +- s`` (e.g. a standard
     error), as a shaded area in the curve's colour. ``reference`` adds a dashed horizontal line (e.g. a variance
     ratio of 1). ``reverse_x`` runs the axis from high to low (timesteps T-1 -> 0, as a sampler does).
+    Each curve's colour and dash come from ``series_styles`` (no two alike). A log x axis is ticked at the x
+    values used (up to ``MAX_LABELLED_X`` of them, e.g. step counts), a log y axis at 1-2-5 values, all labelled
+    in full; on a log y axis values of 0 or less are left out (a gap, not a plunge to the bottom).
     Traces: for each curve, its band (if any) and then its line."""
     xv = to_numpy("x", x, ndim=1)
     curves = _check_mapping("curves", curves)
