@@ -234,8 +234,8 @@ class _SliderDashboard(_ShowsWidget):
         labels = _unique_labels(self.frame_labels(), "the frames' labels")
         self.slider = W.SelectionSlider(options=list(zip(labels, range(len(labels)))), value=0,
                                         description=description, continuous_update=False,
-                                        layout=W.Layout(width="480px"), style={"description_width": "initial"})
-        self.label = W.HTML(value=self.caption(0), layout=W.Layout(min_width="300px"))
+                                        layout=W.Layout(width="420px"), style={"description_width": "initial"})
+        self.label = W.HTML(value=self.caption(0), layout=W.Layout(min_width="300px", flex="1 1 auto"))
         self.slider.observe(lambda change: self.update(change["new"]), names="value")
         self.widget = W.VBox([W.HBox([self.slider, self.label]), self.fig])
 
@@ -632,7 +632,8 @@ class StepCountDashboard(_StepCountDashboard):
             p = self.clouds[n][0]
             fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
                                      marker=viz.marker_style(style, 4, 0.7, edge=False), hoverinfo="skip"), row=1, col=c + 1)
-        viz.style_layout(fig, self.title, **_LOOK, width=min(1150, 90 + 330 * m), height=440)
+        # no fixed width: the panels share the output's width (a notebook's is about 850 px at 1280 px)
+        viz.style_layout(fig, self.title, **_LOOK, height=420, autosize=True)
         fig.update_layout(legend=dict(orientation="h", x=0, y=-0.02, xanchor="left", yanchor="top"))
         for c in range(m):
             suffix = "" if c == 0 else str(c + 1)
