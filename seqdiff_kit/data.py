@@ -174,9 +174,27 @@ class GaussianMixture:
 
         Written per component (not through Tweedie's division by sqrt(a)) so it stays finite as a -> 0."""
         a, z, var, r = self._posterior(x, alpha_bar)
+        return einsum(r, self._component_means(a, z, var), "b m, b m d -> b d")
+
+    def _component_means(self, a: torch.Tensor, z: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """``m_i = mu_i + sqrt(a) S_i (a S_i + (1 - a) I)^{-1} (x - sqrt(a) mu_i)`` [B, M, D] from the pieces of
+        ``_posterior``."""
         shrink = einsum(self._evecs, self._evals[None] * z / var, "m d k, b m k -> b m d")
-        per = self.means[None] + a.sqrt()[:, None, None] * shrink
-        return einsum(r, per, "b m, b m d -> b d")
+        return self.means[None] + a.sqrt()[:, None, None] * shrink
+
+    def posterior_covariance(self, x: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """``Cov[x0 | x_t = x] = sum_i r_i (C_i + (m_i - m)(m_i - m)^T)`` [B, D, D], float64: the
+        responsibility-weighted posterior covariances of the components plus the spread of their posterior means
+        ``m_i`` (``posterior_mean``'s terms) around ``m = E[x0 | x_t = x]``, where
+
+            C_i = (S_i^{-1} + a / (1 - a) I)^{-1} = U_i diag(l_i (1 - a) / (a l_i + 1 - a)) U_i^T."""
+        a, z, var, r = self._posterior(x, alpha_bar)
+        per = self._component_means(a, z, var)                                    # [B, M, D]
+        dev = per - einsum(r, per, "b m, b m d -> b d")[:, None, :]
+        c_eig = self._evals[None] * (1 - a)[:, None, None] / var                  # [B, M, D]
+        within = einsum(self._evecs, c_eig, self._evecs, "m d k, b m k, m e k -> b m d e")
+        between = einsum(dev, dev, "b m d, b m e -> b m d e")
+        return einsum(r, within + between, "b m, b m d e -> b d e")
 
 
 # ---------------------------------------------------------------------- presets

@@ -13,7 +13,8 @@ import torch
 
 from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps, check_values
 
-SPACINGS = ("leading", "uniform", "trailing", "linspace", "quad")
+SPACINGS = ("leading", "uniform", "trailing", "linspace", "quad", "karras")
+KARRAS_RHO = 7.0
 # the smallest beta_0 with 1 - beta_0 < 1 in float64 for sure (every step divides by sqrt(1 - alpha_bar_t))
 MIN_BETA = 2.0**-52
 
@@ -166,6 +167,14 @@ class Schedule:
         """Continuous ``t`` with the given ``sigma`` (``lambda = -2 log sigma``)."""
         return self._t_from_log_snr(-2 * torch.log(check_values("sigma", sigma, low=0.0)))
 
+    def karras_sigmas(self, steps: int, rho: float = KARRAS_RHO) -> torch.Tensor:
+        """Karras et al.'s (2022) noise levels, descending from ``sigma(T-1)`` to ``sigma(0)`` (float64 [steps]):
+        ``sigma_i = (sigma_max^(1/rho) + i/(steps-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``."""
+        steps = check_int("steps", steps, 2)
+        rho = check_float("rho", rho, 0.0, low_open=True)
+        hi, lo = float(self.sigma(self.T - 1)) ** (1 / rho), float(self.sigma(0)) ** (1 / rho)
+        return (hi + torch.linspace(0, 1, steps, dtype=torch.float64) * (lo - hi)) ** rho
+
     # ------------------------------------------------------------------ forward process
     def add_noise(self, x0: torch.Tensor, t, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise``; ``t`` is a LongTensor [B] (or a scalar) in
@@ -195,6 +204,10 @@ class Schedule:
         - ``linspace``: ``round(linspace(T-1, 0, steps))`` (both ends)
         - ``quad``: ``round((T-1) u^2)`` for ``u`` uniform in [0, 1], then nudged apart so that the small,
           crowded timesteps stay distinct (``range(0, T, T // N)`` and naive rounding get the count wrong).
+        - ``karras``: Karras et al.'s (2022) placement with ``rho = 7`` between ``sigma_max = sigma(T-1)`` and
+          ``sigma_min = sigma(0)``, ``sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) -
+          sigma_max^(1/rho)))^rho``, each mapped to the nearest timestep in log-SNR (``t_from_sigma``, rounded),
+          then nudged apart like ``quad`` where several land on the same small t.
         """
         steps = check_int("steps", steps, 1, self.T)
         check_choice("spacing", spacing, SPACINGS)
@@ -207,10 +220,14 @@ class Schedule:
         elif spacing == "linspace":
             t = torch.round(torch.linspace(0, T - 1, steps, dtype=torch.float64)).long() if steps > 1 \
                 else torch.tensor([T - 1])
-        else:  # quad
+        elif spacing == "quad":
             u = i / max(steps - 1, 1)
             t = torch.round((T - 1) * u**2).long() if steps > 1 else torch.tensor([T - 1])
             t = _make_distinct(t, T)
+        else:  # karras
+            t = torch.round(self.t_from_sigma(self.karras_sigmas(steps))).long() if steps > 1 \
+                else torch.tensor([T - 1])
+            t = _make_distinct(torch.sort(t).values, T)
         t = torch.sort(t).values
         return t.flip(0).contiguous()
 

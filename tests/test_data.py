@@ -75,6 +75,53 @@ def test_posterior_mean_monte_carlo():
     assert bool(((est - mix.posterior_mean(point, a)[0]).abs() < 4 * se + 0.01).all())
 
 
+def test_posterior_covariance_of_one_gaussian_is_the_conditional_formula():
+    """One component N(mu, S): Cov[x0 | x_t] = S - a S (a S + (1 - a) I)^{-1} S for every x_t (a linear solve here,
+    independent of the eigendecomposition the mixture uses)."""
+    mix = random_full_mixture(dim=3, m=1, seed=7)
+    S, eye = mix.covariances[0], torch.eye(3, dtype=torch.float64)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    for a in [0.999, 0.6, 0.05, 1e-4]:
+        want = S - a * S @ torch.linalg.solve(a * S + (1 - a) * eye, S)
+        got = mix.posterior_covariance(x, a)
+        assert torch.allclose(got, want.expand(5, 3, 3), atol=1e-10), a
+
+
+@pytest.mark.parametrize("name", ["ring8", "full3d"])
+def test_posterior_covariance_matches_importance_weighted_monte_carlo(name):
+    """q(x0 | x_t) is proportional to p(x0) N(x_t; sqrt(a) x0, (1 - a) I): weight prior draws by the likelihood.
+    Every entry within 5 standard errors, sqrt((C_ii C_jj + C_ij^2) / ESS) with ESS = (sum w)^2 / sum w^2."""
+    mix = MIXTURES[name]
+    g = torch.Generator().manual_seed(9)
+    x0 = mix.sample(400_000, g, dtype=torch.float64)
+    points = torch.randn(3, mix.dim, generator=g, dtype=torch.float64)
+    for a in [0.5, 0.1]:
+        want = mix.posterior_covariance(points, a)
+        for k, point in enumerate(points):
+            logw = -((point - math.sqrt(a) * x0) ** 2).sum(1) / (2 * (1 - a))
+            w = torch.softmax(logw, 0)
+            ess = 1.0 / float((w**2).sum())
+            assert ess > 500, (name, a, ess)
+            m = w @ x0
+            cov = ((x0 - m) * w[:, None]).T @ (x0 - m)
+            d = want[k].diagonal()
+            se = ((d[:, None] * d[None, :] + want[k] ** 2) / ess).sqrt()
+            assert bool(((cov - want[k]).abs() < 5 * se).all()), (name, a, cov, want[k])
+            assert torch.allclose(m, mix.posterior_mean(point[None], a)[0], atol=float(5 * d.sqrt().max()) / ess**0.5)
+
+
+def test_law_of_total_covariance():
+    """E_{x_t}[Cov[x0 | x_t]] + Cov[E[x0 | x_t]] = Cov[x0] over the exact marginal of x_t (Monte Carlo)."""
+    mix, a, n = two_moons(), 0.3, 40_000
+    xt = mix.noised(a).sample(n, torch.Generator().manual_seed(10), dtype=torch.float64)
+    within = mix.posterior_covariance(xt, a)
+    dev = mix.posterior_mean(xt, a) - mix.posterior_mean(xt, a).mean(0)
+    between = dev[:, :, None] * dev[:, None, :]
+    total = within.mean(0) + between.sum(0) / (n - 1)
+    se = (within.std(0) + between.std(0)) / math.sqrt(n)
+    assert bool(((total - mix.covariance()).abs() < 5 * se).all()), (total, mix.covariance())
+
+
 def test_noised_marginal_moments_match_monte_carlo_add_noise():
     mix, sched = two_moons(), Schedule.linear()
     g = torch.Generator().manual_seed(5)

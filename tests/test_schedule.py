@@ -79,6 +79,23 @@ def test_timesteps_known_values_and_range_pitfall():
     assert s.timesteps(1000, "quad").tolist() == list(range(999, -1, -1))
 
 
+def test_karras_timesteps_are_the_nearest_to_karras_sigmas():
+    """rho = 7 between sigma(T-1) and sigma(0); where nothing collides, each timestep is the rounded continuous t
+    of its sigma (log-SNR interpolation), so its log-SNR is within half a timestep of the target."""
+    s = Schedule.linear(1000)
+    sig = s.karras_sigmas(10)
+    assert float(sig[0]) == pytest.approx(float(s.sigma(999))) and float(sig[-1]) == pytest.approx(float(s.sigma(0)))
+    root = sig ** (1 / 7)
+    assert torch.allclose(root[1:] - root[:-1], (root[-1] - root[0]) / 9 * torch.ones(9, dtype=torch.float64))
+    for steps in (5, 10, 20):
+        ts = s.timesteps(steps, "karras")
+        cont = s.t_from_sigma(s.karras_sigmas(steps))
+        assert ts[0] == 999 and ts[-1] == 0
+        assert bool(((ts.double() - cont).abs() <= 0.5 + 1e-9).all()), steps
+    # many steps crowd near t = 0: they are nudged apart, still exactly `steps` distinct values
+    assert s.timesteps(1000, "karras").tolist() == list(range(999, -1, -1))
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda s: s.timesteps(0), "steps"),
     (lambda s: s.timesteps(1001), "steps"),
