@@ -1,6 +1,6 @@
 """How far a sampled path drifts, step by step.
 
-Four views, all returning tensors indexed by step (with the timesteps) so a notebook can plot them directly:
+Five views, all returning tensors indexed by step (with the timesteps) so a notebook can plot them directly:
 
 - ``paired_trajectories``: a model and a reference (the ideal denoiser, or any other model) sampled from the
   same ``x_T`` with the same per-step noise ``z``.
@@ -21,6 +21,8 @@ Four views, all returning tensors indexed by step (with the timesteps) so a note
 - ``distribution_drift``: where no ideal denoiser exists (digits), compare the model's ``x_t`` with ``q(x_t)``
   (noised real data, or the exact noised mixture) at every step: MMD and the ratio of standard deviations.
   ``trajectory_drift`` does the same for a run already sampled.
+- ``reference_distance``: the mean distance of any solver's run to a reference path (e.g. the exact
+  probability-flow path) at the same timesteps.
 
 Distances are Euclidean norms over all features of a sample (``||.||`` of the flattened image for 8x8 digits).
 """
@@ -528,3 +530,22 @@ def _trajectory_drift(traj, data, shape, schedule, generator, n_reference, bandw
     std_m_t, std_d_t = torch.tensor(std_m, dtype=torch.float64), torch.tensor(std_d, dtype=torch.float64)
     return DistributionDrift(t=t_states, mmd=torch.tensor(mmds, dtype=torch.float64), std_model=std_m_t,
                              std_data=std_d_t, std_ratio=std_m_t / std_d_t, trajectory=traj)
+
+
+# ---------------------------------------------------------------------- distance to a reference path
+def reference_distance(traj: Trajectory, reference: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(t, d)``: at every recorded state of ``traj`` (timesteps ``traj.t``, -1 for the final sample) the mean
+    distance ``d = mean_b ||x_traj(t)_b - x_ref(t)_b||`` to the state of ``reference`` at the same timestep (any
+    solver, e.g. ``few_step.exact_flow``, the exact probability-flow path). ``reference`` must have recorded
+    every timestep of ``traj`` and start from the same ``x_T``."""
+    check_type("traj", traj, Trajectory)
+    check_type("reference", reference, Trajectory)
+    where = {int(t): j for j, t in enumerate(reference.t.tolist())}
+    missing = [int(t) for t in traj.t.tolist() if int(t) not in where]
+    if missing:
+        raise ValueError(f"reference must record every timestep of traj; it lacks {missing[:8]}")
+    if reference.x.shape[1:] != traj.x.shape[1:]:
+        raise ValueError(f"traj and reference must hold the same batch, got states of shape "
+                         f"{tuple(traj.x.shape[1:])} and {tuple(reference.x.shape[1:])}")
+    ref = reference.x[[where[int(t)] for t in traj.t.tolist()]]
+    return traj.t, _norms(traj.x.double() - ref.double(), batch_dims=2).mean(dim=1)

@@ -1,0 +1,315 @@
+"""Fixing few-step sampling from both sides: better solvers and exact reverse variances beside the SA loss,
+judged against the exact ground truth of a Gaussian mixture.
+
+A *cell* is (model, fix, spacing, steps, seed). ``model``: a learned network (the simple-loss and the SA network)
+or ``ideal``, the exact eps* (``IdealDenoiser``), whose errors are the sampler's alone. ``fix``: a solver of
+``solvers.SOLVERS``; ``analytic_dpm`` gets Gamma estimated from that model on fresh data draws
+(``solvers.analytic_gamma``), ``exact_cov`` the mixture's exact posterior covariance (the ideal denoiser only,
+unless asked). All cells of one seed start from the same ``x_T`` [n, D]; the stochastic fixes share the per-step
+noise of each (spacing, steps).
+
+Metrics, each with a target (two-sided: a value is judged by its distance to the target):
+
+- ``mmd``: unbiased MMD^2 against n fresh data draws, RBF bandwidths ``MEDIAN_MULTIPLIERS`` times the median
+  distance of the data (fixed once, so every row and every data draw uses the same kernel); target 0;
+- ``std_ratio``: ``sqrt(tr Cov(samples) / tr Cov(reference))``; ``std_dev = |std_ratio - 1|``; target 0;
+- ``loglik_gap``: ``mean log p(samples) - E_p[log p]`` under the exact density (``E_p`` from ``entropy_draws``
+  draws); target 0. Positive: too concentrated on the modes; negative: mass between them or too spread;
+- ``model_calls``: model evaluations of the run (Heun: ``2 steps - 1``).
+
+The data's own level: the same metrics for a fresh draw of n data points against the reference, repeated
+``data_draws`` times. A cell is *within the data's level* on a metric when its mean over seeds lies in the central
+95% of those draws (for ``mmd`` and ``std_dev``: below their 97.5% point).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from ._validate import check_choice, check_int, check_type
+from .data import GaussianMixture
+from .denoisers import IdealDenoiser
+from .drift import variance_ratio
+from .experiments import mean_ci
+from .metrics import MEDIAN_MULTIPLIERS, median_bandwidth, mmd
+from .samplers import Trajectory, make_noise
+from .schedule import SPACINGS, Schedule
+from .solvers import SOLVERS, STOCHASTIC, analytic_gamma, model_calls, sample
+
+IDEAL = "ideal"
+FIXES = ("ddim", "ddpm", "dpmpp_2m", "heun", "analytic_dpm", "exact_cov")
+STEPS = (5, 10, 20, 50)
+METRICS = ("mmd", "std_dev", "loglik_gap")
+METRIC_TITLES = {"mmd": "MMD^2", "std_dev": "|std ratio - 1|", "loglik_gap": "log-lik gap", "std_ratio": "std ratio"}
+
+
+def distance_to_target(metric: str, value: float) -> float:
+    """How far a value is from its metric's target: ``|loglik_gap|``, ``max(mmd, 0)`` (the unbiased estimate
+    dips below 0 by chance), ``std_dev`` as it is."""
+    check_choice("metric", metric, METRICS)
+    if metric == "loglik_gap":
+        return abs(value)
+    return max(value, 0.0)
+
+
+# ---------------------------------------------------------------------- scoring
+@dataclass(frozen=True)
+class Reference:
+    """What every sample set of a grid is scored against: the mixture, the fixed MMD bandwidths and
+    ``E_p[log p]`` (float64)."""
+
+    mixture: GaussianMixture
+    bandwidths: tuple
+    neg_entropy: float
+
+    @classmethod
+    def of(cls, mixture: GaussianMixture, seed: int = 0, entropy_draws: int = 200_000) -> "Reference":
+        """Bandwidths from two 2000-point data draws; ``E_p[log p]`` as the mean over ``entropy_draws`` draws."""
+        check_type("mixture", mixture, GaussianMixture)
+        g = torch.Generator().manual_seed(seed)
+        h0 = median_bandwidth(mixture.sample(2000, g), mixture.sample(2000, g))
+        neg_entropy = float(mixture.log_prob(mixture.sample(entropy_draws, g, dtype=torch.float64)).mean())
+        return cls(mixture, tuple(m * h0 for m in MEDIAN_MULTIPLIERS), neg_entropy)
+
+    def score(self, x: torch.Tensor, ref: torch.Tensor) -> dict:
+        """``mmd``, ``std_ratio``, ``std_dev``, ``loglik_gap`` of samples ``x`` against the data draw ``ref``."""
+        ratio = variance_ratio(x, ref)
+        return {"mmd": mmd(x, ref, list(self.bandwidths)), "std_ratio": ratio, "std_dev": abs(ratio - 1.0),
+                "loglik_gap": float(self.mixture.log_prob(x.double()).mean()) - self.neg_entropy}
+
+
+def data_level(reference: Reference, n_points: int, draws: int = 50, seed: int = 0) -> list[dict]:
+    """The metrics of ``draws`` fresh data draws of ``n_points`` against as many independent reference draws:
+    the level that sampling noise alone reaches."""
+    n_points, draws = check_int("n_points", n_points, 2), check_int("draws", draws, 2)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(draws):
+        ref, own = reference.mixture.sample(n_points, g), reference.mixture.sample(n_points, g)
+        out.append({"draw": k, **reference.score(own, ref)})
+    return out
+
+
+# ---------------------------------------------------------------------- the grid
+@dataclass
+class FixGrid:
+    """Everything ``run_grid`` measured.
+
+    ``rows``: one dict per cell (``model, fix, spacing, steps, seed, model_calls`` and the metrics). ``data``:
+    the data's own draws (``data_level``). ``trajectories[(model, fix, spacing, steps)]``: the runs of the first
+    seed when kept (``x_T`` is theirs). ``settings``: the grid's arguments.
+    """
+
+    rows: list
+    data: list
+    reference: Reference
+    schedule: Schedule
+    x_T: torch.Tensor
+    trajectories: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted({r["steps"] for r in self.rows})
+
+    def cells(self, steps: int | None = None) -> list[tuple]:
+        """The distinct ``(model, fix, spacing)`` of the grid (at ``steps`` when given), in run order."""
+        seen = {}
+        for r in self.rows:
+            if steps is None or r["steps"] == steps:
+                seen.setdefault((r["model"], r["fix"], r["spacing"]), None)
+        return list(seen)
+
+    def values(self, metric: str, model: str, fix: str, spacing: str, steps: int) -> dict[int, float]:
+        """``{seed: value}`` of one metric in one cell."""
+        return {r["seed"]: r[metric] for r in self.rows
+                if (r["model"], r["fix"], r["spacing"], r["steps"]) == (model, fix, spacing, steps)}
+
+    def level(self, metric: str) -> dict:
+        """The data's own band of a metric: ``low``/``high`` (2.5% and 97.5% points of the draws; ``low = -inf``
+        for the one-sided ``mmd`` and ``std_dev``), ``mean``."""
+        v = sorted(d[metric] for d in self.data)
+        q = lambda p: _quantile(v, p)  # noqa: E731
+        low = q(0.025) if metric in ("loglik_gap", "std_ratio") else -math.inf
+        return {"low": low, "high": q(0.975), "mean": sum(v) / len(v)}
+
+    def summary(self, level: float = 0.95) -> list[dict]:
+        """Per cell, step count and metric: ``n, mean, low, high`` (Student-t interval over seeds, ``mean_ci``)
+        and ``within``: the mean lies in the data's own band (``level(metric)``)."""
+        out = []
+        for steps in self.steps:
+            for model, fix, spacing in self.cells(steps):
+                for metric in METRICS + ("std_ratio",):
+                    vals = self.values(metric, model, fix, spacing, steps)
+                    ci = mean_ci(list(vals.values()), level)
+                    band = self.level(metric)
+                    out.append({"model": model, "fix": fix, "spacing": spacing, "steps": steps, "metric": metric,
+                                "n": ci["n"], "mean": ci["mean"], "low": ci["low"], "high": ci["high"],
+                                "within": band["low"] <= ci["mean"] <= band["high"],
+                                "model_calls": model_calls(fix, steps)})
+        return out
+
+    def closest(self, steps: int, metric: str, models: Sequence[str] | None = None) -> dict:
+        """The summary row at ``steps`` whose mean is closest to the metric's target (``distance_to_target``),
+        among ``models`` (default: all)."""
+        rows = [r for r in self.summary() if r["steps"] == steps and r["metric"] == metric
+                and (models is None or r["model"] in models)]
+        if not rows:
+            raise ValueError(f"no cell at steps={steps} for models {models}")
+        return min(rows, key=lambda r: distance_to_target(metric, r["mean"]))
+
+    def paired(self, metric: str, a: tuple, b: tuple, steps: int, level: float = 0.95) -> dict:
+        """``a`` minus ``b`` (each ``(model, fix, spacing)``) in the distance to the metric's target, paired by
+        seed: ``mean_ci`` of the differences (negative: ``a`` is closer)."""
+        va, vb = self.values(metric, *a, steps), self.values(metric, *b, steps)
+        diffs = [distance_to_target(metric, va[s]) - distance_to_target(metric, vb[s]) for s in sorted(va) if s in vb]
+        return mean_ci(diffs, level)
+
+
+def _quantile(sorted_values: Sequence[float], p: float) -> float:
+    """Linear-interpolation quantile of an ascending list."""
+    pos = p * (len(sorted_values) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
+
+
+def _check_fixes(fixes) -> tuple[str, ...]:
+    fixes = tuple(fixes)
+    if not fixes:
+        raise ValueError("fixes must name at least one solver")
+    for f in fixes:
+        check_choice("fixes", f, SOLVERS)
+    return fixes
+
+
+def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule: Schedule, *,
+             steps: Sequence[int] = STEPS, fixes: Sequence[str] = FIXES, spacings: Sequence[str] = ("trailing",),
+             seeds: Sequence[int] = (0, 1, 2), n_points: int = 2000, n_gamma: int = 4000, ideal: bool = True,
+             exact_cov_models: Sequence[str] = (IDEAL,), data_draws: int = 50, keep_trajectories: bool = False,
+             reference: Reference | None = None, log: Callable[[str], None] | None = None) -> FixGrid:
+    """Sample every (model, fix, spacing, steps) for every seed and score it (see the module docstring).
+
+    ``models``: name -> learned model (``ideal`` adds ``IdealDenoiser(mixture, schedule)``). ``exact_cov`` runs
+    only for the models named in ``exact_cov_models``. Randomness, from each seed: ``x_T``, the reference draw
+    and then the noise of each (spacing, steps) in order; Gamma's data and noise from a generator of the same
+    seed, restarted for every model (so the models' Gamma share their draws). ``keep_trajectories`` keeps the
+    first seed's runs (every step recorded)."""
+    check_type("mixture", mixture, GaussianMixture)
+    check_type("schedule", schedule, Schedule)
+    if not isinstance(models, Mapping):
+        raise TypeError(f"models must be a dict of name -> model, got {type(models).__name__}")
+    steps = tuple(sorted({check_int("steps", s, 1, schedule.T) for s in steps}))
+    fixes = _check_fixes(fixes)
+    spacings = tuple(check_choice("spacings", s, SPACINGS) for s in spacings)
+    seeds = tuple(check_int("seeds", s) for s in seeds)
+    if not steps or not spacings or not seeds:
+        raise ValueError("steps, spacings and seeds must each hold at least one value")
+    n_points, n_gamma = check_int("n_points", n_points, 2), check_int("n_gamma", n_gamma, 2)
+    all_models = dict(models)
+    if ideal:
+        all_models[IDEAL] = IdealDenoiser(mixture, schedule)
+    if not all_models:
+        raise ValueError("models must hold at least one model (or ideal=True)")
+    say = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    reference = reference or Reference.of(mixture)
+    grids = {(sp, n): schedule.timesteps(n, sp) for sp in spacings for n in steps}
+    visited = sorted({int(t) for ts in grids.values() for t in ts}, reverse=True)
+
+    rows, kept, first_x_T = [], {}, None
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        x_T = torch.randn(n_points, mixture.dim, generator=g)
+        ref = mixture.sample(n_points, g)
+        noises = {(sp, n): make_noise(n, x_T.shape, g) for sp, n in grids}
+        first_x_T = x_T if first_x_T is None else first_x_T
+        for name, model in all_models.items():
+            gamma = None
+            if "analytic_dpm" in fixes:
+                gg = torch.Generator().manual_seed(seed)
+                gamma = analytic_gamma(model, mixture.sample(n_gamma, gg), schedule, visited, generator=gg)
+            for fix in fixes:
+                if fix == "exact_cov" and name not in exact_cov_models:
+                    continue
+                opts = {"analytic_dpm": {"gamma": gamma}, "exact_cov": {"mixture": mixture}}.get(fix, {})
+                for (spacing, n), ts in grids.items():
+                    keep = keep_trajectories and seed == seeds[0]
+                    tr = sample(model, x_T, schedule, timesteps=ts, solver=fix,
+                                noise=noises[(spacing, n)] if fix in STOCHASTIC else None,
+                                record_every=1 if keep else n, **opts)
+                    if keep:
+                        kept[(name, fix, spacing, n)] = tr
+                    rows.append({"model": name, "fix": fix, "spacing": spacing, "steps": n, "seed": seed,
+                                 "model_calls": model_calls(fix, n), **reference.score(tr.final, ref)})
+            say(f"seed {seed}: {name} done ({time.perf_counter() - t0:.0f} s)")
+    data = data_level(reference, n_points, data_draws, seed=10_000 + seeds[0])
+    settings = {"models": list(all_models), "fixes": list(fixes), "spacings": list(spacings), "steps": list(steps),
+                "seeds": list(seeds), "n_points": n_points, "n_gamma": n_gamma, "data_draws": data_draws,
+                "schedule": f"{schedule.name}, T={schedule.T}", "mixture": mixture.name,
+                "exact_cov_models": list(exact_cov_models)}
+    return FixGrid(rows=rows, data=data, reference=reference, schedule=schedule, x_T=first_x_T, trajectories=kept,
+                   settings=settings, seconds=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------- the exact flow
+def exact_flow(mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor, solver: str = "heun") -> Trajectory:
+    """The probability-flow ODE of ``mixture`` from ``x_T`` at every integer timestep: the ideal denoiser
+    through ``solver`` over all T timesteps (every step recorded), the finest grid the schedule has; every
+    coarser run's states sit on it. Its own error is measured in the tests (two second-order solvers agree)."""
+    check_choice("solver", solver, ("dpmpp_2m", "heun"))
+    return sample(IdealDenoiser(mixture, schedule), x_T, schedule, schedule.T, solver=solver)
+
+
+# ---------------------------------------------------------------------- tables
+def _fmt(v: float) -> str:
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "n/a"
+    if v == 0:
+        return "0"
+    return f"{v:.1e}" if abs(v) < 1e-3 else f"{v:.3g}"
+
+
+def _cell(row: dict) -> str:
+    text = f"{_fmt(row['mean'])} [{_fmt(row['low'])}, {_fmt(row['high'])}]"
+    return f"**{text}**" if row["within"] else text
+
+
+def grid_markdown(grid: FixGrid, steps: int, metrics: Sequence[str] = ("mmd", "loglik_gap", "std_ratio")) -> str:
+    """One step count as a Markdown table: per (model, fix, spacing) the model calls and each metric's mean over
+    seeds with its 95% interval, in bold when the mean lies within the data's own band; the band last."""
+    summ = {(r["model"], r["fix"], r["spacing"], r["metric"]): r for r in grid.summary() if r["steps"] == steps}
+    head = "| model | fix | spacing | model calls | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (4 + len(metrics))]
+    for model, fix, spacing in grid.cells(steps):
+        cells = [_cell(summ[(model, fix, spacing, m)]) for m in metrics]
+        lines.append(f"| {model} | {fix} | {spacing} | {model_calls(fix, steps)} | " + " | ".join(cells) + " |")
+    band = []
+    for m in metrics:
+        lv = grid.level(m)
+        band.append(f"< {_fmt(lv['high'])}" if lv["low"] == -math.inf else f"[{_fmt(lv['low'])}, {_fmt(lv['high'])}]")
+    lines.append("| data (own draw) | - | - | - | " + " | ".join(band) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def closest_markdown(grid: FixGrid, baseline: tuple, metrics: Sequence[str] = METRICS) -> str:
+    """Per step count and metric, the cell closest to its target, its mean [95% CI], whether it is within the
+    data's band, and how much closer it is than ``baseline`` ((model, fix, spacing), paired by seed)."""
+    lines = ["| steps | metric | closest (model, fix, spacing) | mean [95% CI] | data's band | within | "
+             "distance minus the baseline's [95% CI] |", "|---|---|---|---|---|---|---|"]
+    for steps in grid.steps:
+        for m in metrics:
+            best = grid.closest(steps, m)
+            lv = grid.level(m)
+            band = f"< {_fmt(lv['high'])}" if lv["low"] == -math.inf else f"[{_fmt(lv['low'])}, {_fmt(lv['high'])}]"
+            d = grid.paired(m, (best["model"], best["fix"], best["spacing"]), baseline, steps)
+            lines.append(f"| {steps} | {METRIC_TITLES[m]} | {best['model']}, {best['fix']}, {best['spacing']} | "
+                         f"{_fmt(best['mean'])} [{_fmt(best['low'])}, {_fmt(best['high'])}] | {band} | "
+                         f"{'yes' if best['within'] else 'no'} | {_fmt(d['mean'])} [{_fmt(d['low'])}, "
+                         f"{_fmt(d['high'])}] |")
+    return "\n".join(lines) + "\n"
