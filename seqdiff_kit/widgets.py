@@ -25,6 +25,8 @@ Slider readouts name the frame (``t = 250``, ``20 steps``), never an index.
 - ``SAControls``: K and lam controls and a button that calls back to (re)train, with a training state (05).
 - ``DigitGridDashboard``: digit sample grids of several models for a slider over the number of steps (06).
 - ``Explorer``: the no-code page of ``make app``: dataset, loss, solver and step count; paths, drift, metrics.
+- ``SolverDashboard``: final samples of several models for a slider over the number of steps and a choice of
+  solver (07).
 
 This module imports plotly and ipywidgets; the core modules never do.
 """
@@ -56,7 +58,7 @@ from . import viz
 from .viz import segments_xy
 
 __all__ = ["FigureWidget", "NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLossPlot", "StepCountDashboard",
-           "SAControls", "DigitGridDashboard", "Explorer", "segments_xy", "update_traces", "replace_figure",
+           "SAControls", "DigitGridDashboard", "Explorer", "SolverDashboard", "segments_xy", "update_traces", "replace_figure",
            "steps_label"]
 
 
@@ -977,3 +979,53 @@ class Explorer(_ShowsWidget):
         self.shown = self._describe(key)
         self.status.value = (f"Showing <b>{self.shown}</b>; model: {self.sources[key]}. "
                              f"{self.n_points} samples from one seeded x_T.")
+
+
+# ---------------------------------------------------------------------------------------------- 07: solvers
+class SolverDashboard(StepCountDashboard):
+    """``StepCountDashboard`` with a toggle over the solver: final samples of several models under several
+    solvers, one frame per number of sampling steps.
+
+    ``finals[solver][name][k]`` is the [N, 2] final sample of model ``name`` run by ``solver`` with ``steps[k]``
+    steps (all from the same ``x_T``); every solver must hold the same models. ``select(solver)`` and
+    ``update(j)`` only swap precomputed arrays into the traces."""
+
+    def __init__(self, steps: Sequence[int], finals: Mapping[str, Mapping[str, Sequence[torch.Tensor]]], *,
+                 mixture: GaussianMixture | None = None, max_points: int = 250, panels: bool | None = None,
+                 title: str | None = "Final samples: solver and number of steps"):
+        if not isinstance(finals, Mapping) or not finals or not all(isinstance(v, Mapping) and v
+                                                                    for v in finals.values()):
+            raise TypeError("finals must be a non-empty dict of solver -> {model name -> list of [N, 2] samples}")
+        self.mixture, self.max_points, self.title = mixture, check_int("max_points", max_points, 1), title
+        self.panels = panels
+        self.solvers = [str(k) for k in finals]
+        self._clouds = {}
+        for solver, by_model in finals.items():
+            self._load(steps, by_model)
+            if self._clouds and self.names != list(next(iter(finals.values()))):
+                raise ValueError(f"finals[{solver!r}] must hold the models {list(next(iter(finals.values())))}, "
+                                 f"got {self.names}")
+            self._clouds[str(solver)] = self.clouds
+        self.solver = self.solvers[0]
+        self.clouds = self._clouds[self.solver]
+        # the figure's bounds hold every solver's samples, so a switch never moves the axes
+        every = {n: np.concatenate([self._clouds[s][n] for s in self.solvers], axis=1) for n in self.names}
+        self.clouds, shown = every, self.clouds
+        self.fig = FigureWidget(self._figure())
+        self.clouds = shown
+        self._wire("steps")
+        self.toggle = W.ToggleButtons(options=self.solvers, value=self.solver, description="solver",
+                                      style={"button_width": "auto", "description_width": "initial"})
+        self.toggle.observe(lambda change: self.select(change["new"]), names="value")
+        self.widget = W.VBox([self.toggle, self.widget])
+        self.update(0)
+
+    def caption(self, j: int) -> str:
+        return f"<b>{steps_label(self.steps[j])}</b>, solver {getattr(self, 'solver', self.solvers[0])}"
+
+    def select(self, solver: str) -> None:
+        """Show ``solver``'s samples at the current step count."""
+        if solver not in self._clouds:
+            raise ValueError(f"solver must be one of {self.solvers}, got {solver!r}")
+        self.solver, self.clouds = solver, self._clouds[solver]
+        self.update(self.slider.value)

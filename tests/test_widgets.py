@@ -362,3 +362,30 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
     assert "is shipped" in shipped_only.status.value and shipped_only.train_button.layout.display == "none"
     with pytest.raises(TypeError, match="recipe must be"):
         widgets.Explorer(recipe="RING8")
+
+
+def test_solver_dashboard_shows_the_chosen_solver_and_step_count(setup):
+    mix, _, a, b = setup
+    finals = {"ddim": {"ideal": [a.x[1], a.x[2]], "SA": [b.x[1], b.x[2]]},
+              "heun": {"ideal": [a.x[3], a.x[4]], "SA": [b.x[3], b.x[4]]}}
+    d = widgets.SolverDashboard([5, 10], finals, mixture=mix)
+    sent = sent_messages(d.fig)
+    d.slider.value = 1
+    np.testing.assert_allclose(arr(d.fig.data[d._traces["SA"]].x), b.x[2, :, 0].numpy(), atol=1e-7)
+    d.toggle.value = "heun"  # the toggle's observer calls select
+    np.testing.assert_allclose(arr(d.fig.data[d._traces["SA"]].y), b.x[4, :, 1].numpy(), atol=1e-7)
+    np.testing.assert_allclose(arr(d.fig.data[d._traces["ideal"]].x), a.x[4, :, 0].numpy(), atol=1e-7)
+    d.fig.send_state()
+    assert sent and all(m["method"] == "update" for m in sent)
+    np.testing.assert_allclose(saved(d.fig, d._traces["SA"], "y"), b.x[4, :, 1].numpy(), atol=1e-7)
+    assert "10 sampling steps" in d.label.value and "heun" in d.label.value
+    with pytest.raises(ValueError, match="solver must be one of"):
+        d.select("euler")
+    with pytest.raises(ValueError, match="must hold the models"):
+        widgets.SolverDashboard([5, 10], {"ddim": finals["ddim"], "heun": {"ideal": finals["heun"]["ideal"]}})
+    with pytest.raises(ValueError, match="one sample per step count"):
+        widgets.SolverDashboard([5, 10], {"ddim": {"ideal": [a.x[1]]}})
+    with pytest.raises(TypeError, match="finals must be"):
+        widgets.SolverDashboard([5], {"ddim": []})
+
+
