@@ -15,6 +15,8 @@ Metrics, each with a target (two-sided: a value is judged by its distance to the
 - ``std_ratio``: ``sqrt(tr Cov(samples) / tr Cov(reference))``; ``std_dev = |std_ratio - 1|``; target 0;
 - ``loglik_gap``: ``mean log p(samples) - E_p[log p]`` under the exact density (``E_p`` from ``entropy_draws``
   draws); target 0. Positive: too concentrated on the modes; negative: mass between them or too spread;
+- ``tail_share``: the share of samples whose ``log p`` falls below the data's 1% quantile of ``log p`` (target
+  0.01): the points left between the modes, which dominate a negative ``loglik_gap``;
 - ``model_calls``: model evaluations of the run (Heun: ``2 steps - 1``).
 
 The data's own level: the same metrics for a fresh draw of n data points against the reference, repeated
@@ -44,42 +46,49 @@ IDEAL = "ideal"
 FIXES = ("ddim", "ddpm", "dpmpp_2m", "heun", "analytic_dpm", "exact_cov")
 STEPS = (5, 10, 20, 50)
 METRICS = ("mmd", "std_dev", "loglik_gap")
-METRIC_TITLES = {"mmd": "MMD^2", "std_dev": "|std ratio - 1|", "loglik_gap": "log-lik gap", "std_ratio": "std ratio"}
+REPORTED = METRICS + ("std_ratio", "tail_share")
+TAIL = 0.01
+METRIC_TITLES = {"mmd": "MMD^2", "std_dev": "|std ratio - 1|", "loglik_gap": "log-lik gap", "std_ratio": "std ratio",
+                 "tail_share": "share in the 1% tail"}
 
 
 def distance_to_target(metric: str, value: float) -> float:
-    """How far a value is from its metric's target: ``|loglik_gap|``, ``max(mmd, 0)`` (the unbiased estimate
-    dips below 0 by chance), ``std_dev`` as it is."""
+    """How far a value is from its metric's target, for ranking: ``|loglik_gap|``; ``mmd`` and ``std_dev`` as they
+    are (the unbiased MMD^2 estimate dips below 0 by chance: lower still ranks closer)."""
     check_choice("metric", metric, METRICS)
-    if metric == "loglik_gap":
-        return abs(value)
-    return max(value, 0.0)
+    return abs(value) if metric == "loglik_gap" else value
 
 
 # ---------------------------------------------------------------------- scoring
 @dataclass(frozen=True)
 class Reference:
-    """What every sample set of a grid is scored against: the mixture, the fixed MMD bandwidths and
-    ``E_p[log p]`` (float64)."""
+    """What every sample set of a grid is scored against: the mixture, the fixed MMD bandwidths, ``E_p[log p]``
+    and the data's ``TAIL`` quantile of ``log p`` (float64, from ``entropy_draws`` draws)."""
 
     mixture: GaussianMixture
     bandwidths: tuple
     neg_entropy: float
+    tail_log_p: float
 
     @classmethod
     def of(cls, mixture: GaussianMixture, seed: int = 0, entropy_draws: int = 200_000) -> "Reference":
-        """Bandwidths from two 2000-point data draws; ``E_p[log p]`` as the mean over ``entropy_draws`` draws."""
+        """Bandwidths from two 2000-point data draws; ``E_p[log p]`` and the quantile over ``entropy_draws``."""
         check_type("mixture", mixture, GaussianMixture)
         g = torch.Generator().manual_seed(seed)
         h0 = median_bandwidth(mixture.sample(2000, g), mixture.sample(2000, g))
-        neg_entropy = float(mixture.log_prob(mixture.sample(entropy_draws, g, dtype=torch.float64)).mean())
-        return cls(mixture, tuple(m * h0 for m in MEDIAN_MULTIPLIERS), neg_entropy)
+        log_p = mixture.log_prob(mixture.sample(check_int("entropy_draws", entropy_draws, 100), g,
+                                                dtype=torch.float64))
+        return cls(mixture, tuple(m * h0 for m in MEDIAN_MULTIPLIERS), float(log_p.mean()),
+                   float(torch.quantile(log_p, TAIL)))
 
     def score(self, x: torch.Tensor, ref: torch.Tensor) -> dict:
-        """``mmd``, ``std_ratio``, ``std_dev``, ``loglik_gap`` of samples ``x`` against the data draw ``ref``."""
+        """``mmd``, ``std_ratio``, ``std_dev``, ``loglik_gap`` and ``tail_share`` of samples ``x`` against the
+        data draw ``ref``."""
         ratio = variance_ratio(x, ref)
+        log_p = self.mixture.log_prob(x.double())
         return {"mmd": mmd(x, ref, list(self.bandwidths)), "std_ratio": ratio, "std_dev": abs(ratio - 1.0),
-                "loglik_gap": float(self.mixture.log_prob(x.double()).mean()) - self.neg_entropy}
+                "loglik_gap": float(log_p.mean()) - self.neg_entropy,
+                "tail_share": float((log_p < self.tail_log_p).double().mean())}
 
 
 def data_level(reference: Reference, n_points: int, draws: int = 50, seed: int = 0) -> list[dict]:
@@ -106,12 +115,17 @@ class FixGrid:
 
     rows: list
     data: list
-    reference: Reference
-    schedule: Schedule
-    x_T: torch.Tensor
+    reference: Reference | None = None
+    schedule: Schedule | None = None
+    x_T: torch.Tensor | None = None
     trajectories: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+
+    @classmethod
+    def from_rows(cls, rows: list, data: list, settings: dict | None = None) -> "FixGrid":
+        """The tables of a grid saved as JSON rows (``rows``, ``data``): no samples, no reference."""
+        return cls(rows=list(rows), data=list(data), settings=dict(settings or {}))
 
     @property
     def steps(self) -> list[int]:
@@ -135,7 +149,7 @@ class FixGrid:
         for the one-sided ``mmd`` and ``std_dev``), ``mean``."""
         v = sorted(d[metric] for d in self.data)
         q = lambda p: _quantile(v, p)  # noqa: E731
-        low = q(0.025) if metric in ("loglik_gap", "std_ratio") else -math.inf
+        low = q(0.025) if metric in ("loglik_gap", "std_ratio", "tail_share") else -math.inf
         return {"low": low, "high": q(0.975), "mean": sum(v) / len(v)}
 
     def summary(self, level: float = 0.95) -> list[dict]:
@@ -144,7 +158,7 @@ class FixGrid:
         out = []
         for steps in self.steps:
             for model, fix, spacing in self.cells(steps):
-                for metric in METRICS + ("std_ratio",):
+                for metric in REPORTED:
                     vals = self.values(metric, model, fix, spacing, steps)
                     ci = mean_ci(list(vals.values()), level)
                     band = self.level(metric)
@@ -280,7 +294,8 @@ def _cell(row: dict) -> str:
     return f"**{text}**" if row["within"] else text
 
 
-def grid_markdown(grid: FixGrid, steps: int, metrics: Sequence[str] = ("mmd", "loglik_gap", "std_ratio")) -> str:
+def grid_markdown(grid: FixGrid, steps: int,
+                  metrics: Sequence[str] = ("mmd", "loglik_gap", "std_ratio", "tail_share")) -> str:
     """One step count as a Markdown table: per (model, fix, spacing) the model calls and each metric's mean over
     seeds with its 95% interval, in bold when the mean lies within the data's own band; the band last."""
     summ = {(r["model"], r["fix"], r["spacing"], r["metric"]): r for r in grid.summary() if r["steps"] == steps}

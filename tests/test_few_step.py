@@ -30,7 +30,7 @@ def grid(reference):
 
 def test_distance_to_target_is_two_sided():
     assert few_step.distance_to_target("loglik_gap", -0.3) == 0.3 == few_step.distance_to_target("loglik_gap", 0.3)
-    assert few_step.distance_to_target("mmd", -1e-4) == 0.0
+    assert few_step.distance_to_target("mmd", -1e-4) < few_step.distance_to_target("mmd", 0.0)
     assert few_step.distance_to_target("std_dev", 0.02) == 0.02
     with pytest.raises(ValueError, match="metric must be one of"):
         few_step.distance_to_target("fid", 1.0)
@@ -48,6 +48,9 @@ def test_scores_of_the_data_itself(reference):
     assert reference.score(x + 0.3, y)["mmd"] > 10 * abs(s["mmd"])
     tight = reference.score(mix.means[torch.arange(1000) % 8].float(), y)  # every point on a mode centre
     assert tight["loglik_gap"] > 0.5 and tight["std_ratio"] < 1  # too concentrated: a positive gap
+    assert abs(s["tail_share"] - few_step.TAIL) < 4 * math.sqrt(few_step.TAIL * (1 - few_step.TAIL) / 1000)
+    assert tight["tail_share"] == 0.0
+    assert reference.score(x * 1.5, y)["tail_share"] > 0.3  # spread off the modes: far into the tail
 
 
 def test_grid_rows_pair_models_on_the_same_randomness(grid):
