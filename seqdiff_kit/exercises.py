@@ -238,6 +238,46 @@ def _k4_against_k2() -> tuple:
                  > linear_sampler_std_ratio(a[2], p["var"], p["schedule"], n) else "below" for n in p["steps"])
 
 
+def _inputs_07_gauss() -> dict:
+    return {"var": 0.25, "schedule": Schedule.linear(), "t_stop": 99}
+
+
+def _gauss_ideal_eps(var: float, schedule: Schedule):
+    """The exact eps* of N(0, var): ``sqrt(1 - a_t) x / (a_t var + 1 - a_t)``."""
+    a = schedule.alpha_bars
+    w = (1 - a).sqrt() / (a * var + 1 - a)
+    return lambda x, t: w[t].to(x.dtype)[:, None] * x
+
+
+def _heun_calls() -> int:
+    from .solvers import model_calls
+    return model_calls("heun", 10)
+
+
+def _last_step_variance() -> float:
+    """Analytic-DPM's variance at the last of 10 trailing steps (t = 99 -> data) with the exact Gamma of N(0, v)."""
+    from .solvers import analytic_variance
+    p = _inputs_07_gauss()
+    a = float(p["schedule"].alpha_bar(p["t_stop"]))
+    gamma = (1 - a) / (a * p["var"] + 1 - a)
+    return analytic_variance(a, 1.0, gamma)
+
+
+def _ddim_order_ratio() -> float:
+    """DDIM's error at t = 99 against the exact flow of N(0, v), 50 steps over 100 steps."""
+    from .solvers import sample
+    p = _inputs_07_gauss()
+    v, sch, t_stop = p["var"], p["schedule"], p["t_stop"]
+    x_T = torch.ones(1, 1, dtype=torch.float64)
+    q = lambda t: float(sch.alpha_bar(t)) * v + 1 - float(sch.alpha_bar(t))  # noqa: E731
+    exact = math.sqrt(q(t_stop) / q(sch.T - 1))
+    errs = []
+    for n in (50, 100):
+        tr = sample(_gauss_ideal_eps(v, sch), x_T, sch, n, solver="ddim")
+        errs.append(abs(float(tr.x[tr.timesteps.tolist().index(t_stop), 0, 0]) - exact))
+    return errs[0] / errs[1]
+
+
 EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     Exercise("01-alpha-bar-half",
              "Linear schedule, T = 1000: what is the first timestep t with alpha_bar_t < 0.5?",
@@ -460,6 +500,41 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              hints=("`schedule.timesteps(steps, spacing)` returns them.",
                     "Trailing spacing starts at T - 1 and goes down in equal jumps of T / steps."),
              how="schedule.timesteps(5, 'trailing')", kind="tensor", rtol=0, atol=0),
+    Exercise("07-heun-calls",
+             "How many times does Heun's method call the model in a 10-step run? (solvers.model_calls, or count "
+             "the calls with a model that counts them)",
+             _heun_calls,
+             "Each step evaluates the model at x_t and again at the Euler guess x' at the next timestep; the last "
+             "step, to the data, is a plain Euler (DDIM) step: 2 x 10 - 1 calls. Compare solvers at equal calls, "
+             "not only at equal steps.",
+             hints=("Heun takes an Euler guess to the next timestep and calls the model there too.",
+                    "Every step but the last calls the model twice; the last step, to the data, once."),
+             how="solvers.model_calls('heun', 10)", kind="int", rtol=0, atol=0),
+    Exercise("07-last-step-variance",
+             "1-D Gaussian data N(0, 0.25), linear schedule, 10 trailing steps: the last step jumps from t = 99 to "
+             "the data. With the exact Gamma_t = (1 - a) / (a v + 1 - a), what variance does Analytic-DPM add at "
+             "that last step? (solvers.analytic_variance(a_99, 1.0, gamma))",
+             _last_step_variance,
+             "At the last step lam = 0 and c = 1, so sigma*^2 = (1 - a) / a (1 - Gamma) = Var[x0 | x_99], the "
+             "posterior variance of the data given x_99: exactly the spread that a step returning the posterior "
+             "mean throws away.",
+             hints=("At the last step s = -1: alpha_bar_s = 1, so lam = 0 and c = 1.",
+                    "Then sigma*^2 = (1 - a) / a (1 - Gamma) with a = alpha_bar_99: the posterior variance of x0."),
+             how="a = float(schedule.alpha_bar(99)); solvers.analytic_variance(a, 1.0, (1 - a) / (a * 0.25 + 1 - a))",
+             rtol=1e-6, inputs=_inputs_07_gauss),
+    Exercise("07-ddim-order",
+             "1-D Gaussian N(0, 0.25): run DDIM with the exact eps* for 50 and for 100 trailing steps and compare "
+             "the state at t = 99 with the exact probability-flow solution x_T sqrt(q_99 / q_999), q = a v + 1 - a. "
+             "What is the ratio error(50 steps) / error(100 steps)?",
+             _ddim_order_ratio,
+             "DDIM is a first-order solver of the probability-flow ODE: halving the step halves the error (ratio "
+             "about 2). DPM-Solver++(2M) and Heun are second order: their ratio is about 4.",
+             hints=("The model: eps*(x, t) = sqrt(1 - a_t) x / (a_t v + 1 - a_t); sample with solver='ddim' and "
+                    "read the state at t = 99 from the trajectory (tr.x[tr.timesteps.tolist().index(99)]).",
+                    "Divide |state - exact| at 50 steps by the same at 100 steps: a first-order method gives 2."),
+             how="e = [abs(float(solvers.sample(eps_star, x_T, schedule, n).x[9 * n // 10, 0, 0]) - exact) "
+                 "for n in (50, 100)]; e[0] / e[1]",
+             rtol=0.01, inputs=_inputs_07_gauss),
 ]}
 
 

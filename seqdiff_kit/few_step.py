@@ -121,6 +121,7 @@ class FixGrid:
     trajectories: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+    _summary: tuple | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_rows(cls, rows: list, data: list, settings: dict | None = None) -> "FixGrid":
@@ -152,9 +153,23 @@ class FixGrid:
         low = q(0.025) if metric in ("loglik_gap", "std_ratio", "tail_share") else -math.inf
         return {"low": low, "high": q(0.975), "mean": sum(v) / len(v)}
 
+    def cell(self, model: str, fix: str, spacing: str, steps: int) -> dict[str, dict]:
+        """``{metric: summary row}`` of one cell (95% intervals)."""
+        rows = {r["metric"]: r for r in self.summary()
+                if (r["model"], r["fix"], r["spacing"], r["steps"]) == (model, fix, spacing, steps)}
+        if not rows:
+            raise ValueError(f"no cell ({model!r}, {fix!r}, {spacing!r}, {steps}) in this grid")
+        return rows
+
     def summary(self, level: float = 0.95) -> list[dict]:
         """Per cell, step count and metric: ``n, mean, low, high`` (Student-t interval over seeds, ``mean_ci``)
         and ``within``: the mean lies in the data's own band (``level(metric)``)."""
+        key = (level, len(self.rows))
+        if self._summary is None or self._summary[0] != key:
+            self._summary = (key, self._summarize(level))
+        return self._summary[1]
+
+    def _summarize(self, level: float) -> list[dict]:
         out = []
         for steps in self.steps:
             for model, fix, spacing in self.cells(steps):

@@ -147,6 +147,28 @@ def test_exercise_answers_recomputed_independently():
     torch.testing.assert_close(exercises.EXERCISES["04-bias-step"].expected(), coef * q["b"], atol=1e-10, rtol=0)
     # 05: K = 1 gives (1 + lam) L_simple
     assert exercises.EXERCISES["05-k1-ratio"].expected() == pytest.approx(1 + exercises.problem("05-k1-ratio")["lam"])
+    # 07: Heun's calls counted; the last-step variance is the posterior variance of x0 (the mixture's own formula);
+    # DDIM's error ratio from the step written out by hand
+    from seqdiff_kit import GaussianMixture, solvers
+    calls = []
+    solvers.sample(lambda x, t: calls.append(1) or torch.zeros_like(x), torch.zeros(2, 2), lin, 10, solver="heun")
+    assert exercises.EXERCISES["07-heun-calls"].expected() == len(calls)
+    p = exercises.problem("07-last-step-variance")
+    a99 = float(lin.alpha_bar(p["t_stop"]))
+    post = GaussianMixture([1.0], [[0.0]], [[p["var"]]]).posterior_covariance(torch.zeros(1, 1), a99)
+    assert exercises.EXERCISES["07-last-step-variance"].expected() == pytest.approx(float(post), rel=1e-9)
+    v, errs = p["var"], []
+    abar = lambda t: float(lin.alpha_bar(t))  # noqa: E731
+    for n in (50, 100):
+        ts = list(range(999, p["t_stop"] - 1, -1000 // n))
+        x = 1.0
+        for t, s in zip(ts, ts[1:]):
+            eps = math.sqrt(1 - abar(t)) * x / (abar(t) * v + 1 - abar(t))
+            x0 = (x - math.sqrt(1 - abar(t)) * eps) / math.sqrt(abar(t))
+            x = math.sqrt(abar(s)) * x0 + math.sqrt(1 - abar(s)) * eps
+        q = lambda t: abar(t) * v + 1 - abar(t)  # noqa: E731
+        errs.append(abs(x - math.sqrt(q(p["t_stop"]) / q(999))))
+    assert exercises.EXERCISES["07-ddim-order"].expected() == pytest.approx(errs[0] / errs[1], rel=1e-9)
 
 
 def test_the_sampler_verdicts_hold_for_other_seeds():

@@ -83,6 +83,10 @@ def test_summary_intervals_and_the_data_band(grid):
         assert row["n"] == 3 and row["mean"] == pytest.approx(ci["mean"]) and row["low"] == pytest.approx(ci["low"])
         band = grid.level(row["metric"])
         assert row["within"] == (band["low"] <= row["mean"] <= band["high"])
+    one = grid.cell("ideal", "heun", "karras", 6)
+    assert set(one) == set(few_step.REPORTED) and one["mmd"]["model_calls"] == 11
+    with pytest.raises(ValueError, match="no cell"):
+        grid.cell("copy", "exact_cov", "trailing", 3)
     draws = sorted(d["loglik_gap"] for d in grid.data)
     band = grid.level("loglik_gap")
     assert draws[0] <= band["low"] < band["high"] <= draws[-1]

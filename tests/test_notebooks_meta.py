@@ -15,7 +15,7 @@ from seqdiff_kit import exercises
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
 LESSONS = ["01_forward_process", "02_ideal_denoiser", "03_training", "04_trajectory_drift", "06_digits",
-           "05_sequence_aware_loss"]
+           "05_sequence_aware_loss", "07_fixing_few_step_sampling"]
 ALL = sorted(NB_DIR.glob("*.ipynb"))
 sys.path.insert(0, str(ROOT / "scripts"))
 import strip_notebooks  # noqa: E402
