@@ -3,8 +3,10 @@
     seqdiff demo [--out runs/demo] [--retrain] [--points N] [--seed S]
     seqdiff train --dataset ring8 --model mlp --loss sa --K 2 --lam 1 --steps 3000 --seed 0 --out runs/x
     seqdiff sample --checkpoint runs/x --steps 50 --eta 0 --n 1000 --out samples.npz
-    seqdiff compare CKPT CKPT [...] --steps 5 10 20 50 100 --out runs/compare
+    seqdiff sample --checkpoint runs/x --steps 10 --solver heun --out samples.npz
+    seqdiff compare CKPT CKPT [...] --steps 5 10 20 50 100 [--solver dpmpp_2m] --out runs/compare
     seqdiff experiment --preset paper-toy [--out runs/paper-toy] [--workers 2 | --scheduler tcp://HOST:8786]
+    seqdiff experiment --preset solvers [--out runs/solvers]
 
 Bad input (an unknown dataset, a missing or corrupt checkpoint, K < 1, a negative step count, lam < 0, an output
 path that cannot be written, a size that cannot fit in memory) ends with one line ``seqdiff: error: ...`` on
@@ -39,6 +41,10 @@ REPORT_FILES = ("report.html", "metrics.json")
 # JSON; an evaluation holds a few [points, points] kernel matrices.
 HISTORY_ROW_BYTES = 600
 KERNEL_BYTES = 40
+SOLVER_HELP = ("ddim (the generalized step, with --eta), ddpm, dpmpp_2m (DPM-Solver++(2M)), heun (2 steps - 1 "
+               "model calls), analytic_dpm (Analytic-DPM's variance, Gamma from 2000 draws of the checkpoint's "
+               "dataset), exact_cov (the exact posterior covariance; Gaussian-mixture datasets only) "
+               "(default: ddim)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,15 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "with one GPU each on CUDA); the batch is split into N shards (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    from .solvers import SOLVERS
+
+    solver_names = sorted(SOLVERS)
     p = sub.add_parser("sample", formatter_class=fmt, help="sample a checkpoint into an .npz file",
                        description="Sample a checkpoint with the generalized DDIM/DDPM sampler and write an .npz "
                                    "(no pickle) holding `samples` [n, ...], `x_T`, `timesteps` and `config` (JSON).")
     p.add_argument("--checkpoint", required=True, help="a checkpoint stem, .json, .safetensors, or a train folder")
     p.add_argument("--steps", type=int, default=50, help="sampling steps, >= 1 (default: 50)")
-    p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0, help="0 = DDIM, 1 = DDPM (default: 0)")
+    p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0,
+                   help="with --solver ddim: 0 = DDIM, 1 = DDPM (default: 0)")
+    p.add_argument("--solver", default="ddim", choices=solver_names, help=SOLVER_HELP)
     p.add_argument("--n", type=_pos_int("--n"), default=1000, help="number of samples (default: 1000)")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--spacing", default="trailing", choices=("trailing", "leading", "linspace", "quad"))
+    p.add_argument("--spacing", default="trailing", choices=("trailing", "leading", "linspace", "quad", "karras"))
     p.add_argument("--out", default="samples.npz", help="output .npz file (default: samples.npz)")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch threads (default: SEQDIFF_THREADS or 1)")
@@ -179,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", default=list(DEMO_STEPS),
                    help="step counts (default: 5 10 20 50 100)")
     p.add_argument("--points", type=_pos_int("--points"), default=1000, help="samples per run (default: 1000)")
-    p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0)
+    p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0, help="with --solver ddim (default: 0)")
+    p.add_argument("--solver", default="ddim", choices=solver_names, help=SOLVER_HELP)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
     p.add_argument("--threads", type=threads, default=1, help="torch threads (default: 1)")
@@ -191,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``experiment`` on an argparse ``subparsers`` object (``seqdiff experiment ...``)."""
     from .experiments import GRIDS
+    from .few_step import PRESET as STUDY
 
     p = subparsers.add_parser("experiment", help="run the simple-vs-SA grid (seeds, steps, eta, budgets)",
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -200,7 +213,10 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
                               epilog="example: dask scheduler --host 127.0.0.1 --port 8786 &\n"
                                      "         dask worker tcp://127.0.0.1:8786 --nthreads 1 --nworkers 2 &\n"
                                      "         seqdiff experiment --preset fast --scheduler tcp://127.0.0.1:8786")
-    p.add_argument("--preset", default="paper-toy", choices=sorted(GRIDS))
+    p.add_argument("--preset", default="paper-toy", choices=sorted(GRIDS) + [STUDY],
+                   help=f"a simple-vs-SA grid, or {STUDY!r}: the few-step fixes on ring8 (solvers x spacings x "
+                        f"steps x 3 seeds with the shipped networks and the ideal denoiser; one local process, "
+                        f"--workers and --scheduler unused; docs/solvers.md)")
     p.add_argument("--out", default=None, help="output folder (default runs/<preset>); with --scheduler every "
                                                "worker must see it at the same path")
     where = p.add_mutually_exclusive_group()
@@ -544,10 +560,12 @@ def cmd_sample(args) -> int:
     import numpy as np
     import torch
 
+    from .data import dataset
     from .recipes import load_for_sampling
-    from .samplers import sample
+    from .solvers import options_from_data, sample
 
     steps = _check_steps_arg("steps", args.steps)
+    _check_solver_args(args)
     out = check_out_path("--out", args.out, folder=False)
     if out.suffix.lower() != ".npz":
         raise ValueError(f"--out must be a .npz file, got {_short(out)}")
@@ -565,28 +583,41 @@ def cmd_sample(args) -> int:
                   "network's activations")
     gen = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn((args.n, *shape), generator=gen)
-    traj = sample(model, x_T, schedule, steps, eta=args.eta, spacing=args.spacing, generator=gen,
-                  record_every=steps)  # keep only the last step: the samples are what is written
-    config = {"checkpoint": str(args.checkpoint), "steps": steps, "eta": args.eta, "n": args.n, "seed": args.seed,
-              "spacing": args.spacing, "dataset": meta.get("dataset"), "loss": meta.get("loss"),
-              "schedule": meta.get("schedule")}
+    opts = {"eta": args.eta} if args.solver == "ddim" else {}
+    if args.solver in ("analytic_dpm", "exact_cov"):  # what only the checkpoint's data can give
+        opts = options_from_data(args.solver, model, dataset(meta.get("dataset")), schedule,
+                                 schedule.timesteps(steps, args.spacing),
+                                 generator=torch.Generator().manual_seed(args.seed))
+    traj = sample(model, x_T, schedule, steps, solver=args.solver, spacing=args.spacing, generator=gen,
+                  record_every=steps, **opts)  # keep only the last step: the samples are what is written
+    config = {"checkpoint": str(args.checkpoint), "steps": steps, "eta": args.eta, "solver": args.solver,
+              "n": args.n, "seed": args.seed, "spacing": args.spacing, "dataset": meta.get("dataset"),
+              "loss": meta.get("loss"), "schedule": meta.get("schedule")}
     buf = io.BytesIO()
     np.savez(buf, samples=traj.final.numpy().astype(np.float32), x_T=x_T.numpy().astype(np.float32),
              timesteps=traj.timesteps.numpy().astype(np.int64), config=np.array(json.dumps(config)))
     atomic_write(out, buf.getvalue())
-    print(f"wrote {out}: samples {tuple(traj.final.shape)} after {steps} steps (eta={args.eta})")
+    how = f"eta={args.eta}" if args.solver == "ddim" else f"solver {args.solver}"
+    print(f"wrote {out}: samples {tuple(traj.final.shape)} after {steps} steps ({how})")
     return 0
+
+
+def _check_solver_args(args) -> None:
+    if args.solver != "ddim" and args.eta != 0.0:
+        raise ValueError(f"--eta belongs to --solver ddim (the generalized step), got --eta {args.eta} with "
+                         f"--solver {args.solver}")
 
 
 def cmd_compare(args) -> int:
     from .demo import compare_checkpoints
 
     steps = [_check_steps_arg("steps", s) for s in args.steps]
+    _check_solver_args(args)
     _check_evaluation_memory(args.points, steps, len(args.checkpoints) + 1, 64)
     out = check_out_path("--out", args.out, folder=True, files=REPORT_FILES)
     with _writing("--out", out):
         compare_checkpoints(args.checkpoints, steps, out, points=args.points, seed=args.seed, eta=args.eta,
-                            threads=args.threads)
+                            solver=args.solver, threads=args.threads)
     return 0
 
 
@@ -594,9 +625,16 @@ def cmd_experiment(args) -> int:
     import os
 
     from .experiments import JobsFailedError, run_experiment
+    from .few_step import PRESET, run_study
 
     out = os.path.join("runs", args.preset) if args.out is None else args.out
     check_out_path("--out", out, folder=True)
+    if args.preset == PRESET:
+        with _writing("--out", Path(out)):
+            _, paths = run_study(out, log=None if args.quiet else print)
+        for name, p in paths.items():
+            print(f"{name}: {p}")
+        return 0
     if args.connect_timeout is not None and args.scheduler is None:
         raise ValueError(f"--connect-timeout {args.connect_timeout:g} applies to --scheduler only; give both")
     timeout = {} if args.connect_timeout is None else {"connect_timeout": args.connect_timeout}

@@ -197,10 +197,11 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
 
 
 def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out="runs/compare", *,
-                        points: int = 1000, seed: int = 0, eta: float = 0.0, threads: int | None = EVAL_THREADS,
-                        echo: Callable | None = print):
-    """Compare checkpoints of one dataset: ``evaluate`` them (plus the ideal path on 2-D data), print the table,
-    write ``out/report.html`` and ``out/metrics.json``. Names are the checkpoint stems (made unique)."""
+                        points: int = 1000, seed: int = 0, eta: float = 0.0, solver: str = "ddim",
+                        threads: int | None = EVAL_THREADS, echo: Callable | None = print):
+    """Compare checkpoints of one dataset: ``evaluate`` them with ``solver`` (plus the ideal path on 2-D data),
+    print the table, write ``out/report.html`` and ``out/metrics.json``. Names are the checkpoint stems (made
+    unique)."""
     if isinstance(paths, (str, Path)) or len(paths) < 1:
         raise ValueError(f"paths must be a list of at least one checkpoint, got {paths!r}")
     say = echo or (lambda msg: None)
@@ -228,6 +229,7 @@ def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out=
     if any(s.config() != schedules[0].config() for s in schedules[1:]):
         raise ValueError("checkpoints must share one noise schedule to be compared from the same x_T")
     data = dataset(name)
-    ev = evaluate(models, data, schedules[0], steps, n_points=points, seed=seed, eta=eta, dataset=name)
+    ev = evaluate(models, data, schedules[0], steps, n_points=points, seed=seed, eta=eta, solver=solver,
+                  dataset=name)
     return _publish(ev, Path(out), say, None, title=f"seqdiff compare: {name}",
                     extra_settings={"checkpoints": ", ".join(map(str, paths))})

@@ -42,7 +42,8 @@ from .drift import (DistributionDrift, PairedTrajectories, StepDrift, distributi
                     trajectory_drift)
 from .metrics import (MEDIAN_MULTIPLIERS, digit_feature_stats, digit_frechet_distance, frechet_distance,
                       loglik_gap, mean_log_likelihood, median_bandwidth, mmd, sliced_wasserstein, std_ratio)
-from .samplers import Trajectory, make_noise, sample
+from .samplers import Trajectory, make_noise
+from .solvers import SOLVERS, STOCHASTIC, options_from_data, sample
 from .schedule import Schedule
 
 DEFAULT_STEPS = (5, 10, 20, 50, 100)
@@ -136,7 +137,8 @@ class Evaluation:
     ``rows``: one dict per (model, steps) plus the ``data`` row (the table). ``trajectories[name][steps]``:
     the sampled paths (``x`` [steps+1, N, ...]). ``reference``: the draw every row is scored against;
     ``own``: a second draw (the data row); ``bandwidths``: the MMD kernel widths used throughout.
-    ``drift[name][steps]``: ``StepDrift`` against the ideal path (mixtures only). ``std_ratio[name][steps]``:
+    ``drift[name][steps]``: ``StepDrift`` against the ideal path (mixtures and ``solver="ddim"`` only: its
+    one-step local error is the generalized step's). ``std_ratio[name][steps]``:
     the per-step ``sqrt(tr Cov(x_t) / tr Cov(q(x_t)))`` [steps+1], exact for the data's law.
     """
 
@@ -192,7 +194,7 @@ def check_steps(steps, T: int, name: str = "steps", allow_empty: bool = False) -
 
 
 def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Sequence[int] = DEFAULT_STEPS, *,
-             n_points: int = 1000, seed: int = 0, ideal: bool = True, eta: float = 0.0,
+             n_points: int = 1000, seed: int = 0, ideal: bool = True, eta: float = 0.0, solver: str = "ddim",
              spacing: str = "trailing", drift_steps: Sequence[int] | None = None,
              slider_steps: int | None = None, metrics: Sequence[str] = METRICS, classifier=None,
              dataset: str | None = None, log: Callable | None = None, device="cpu") -> Evaluation:
@@ -200,14 +202,19 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
 
     ``data``: a ``GaussianMixture`` (adds the ideal denoiser when ``ideal``; scores MMD, sliced W,
     log-likelihood) or clean images [M, 1, 8, 8] (MMD, sliced W, digit Frechet distance, confidence; no ideal
-    path). ``metrics``: the row metrics to compute (default: every one that applies). With ``eta > 0`` all
-    models share the per-step noise of each step count. ``drift_steps`` (default: the smallest and the largest
+    path). ``metrics``: the row metrics to compute (default: every one that applies). ``solver``: a name of
+    ``solvers.SOLVERS`` (``eta`` belongs to ``ddim``, the generalized step; the options a solver needs from the
+    data come from ``solvers.options_from_data``, seeded by ``seed``). With ``eta > 0`` or a stochastic solver
+    all models share the per-step noise of each step count. ``drift_steps`` (default: the smallest and the largest
     step count; ``()`` for none) get the per-step drift against the ideal path and the per-step spread ratio.
     Randomness, in order, from ``seed``: ``x_T``, the reference draws (mixtures), the data row's draws
     (mixtures), the noise."""
     n_points = check_int("n_points", n_points, 2)
     seed = check_int("seed", seed)
     eta = check_float("eta", eta, 0.0, 1.0)
+    check_choice("solver", solver, SOLVERS)
+    if solver != "ddim" and eta != 0.0:
+        raise ValueError(f"eta belongs to the generalized step (solver='ddim'), got eta={eta} with solver={solver!r}")
     check_type("schedule", schedule, Schedule)
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> model")
@@ -254,10 +261,15 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
 
     rows = [{"model": DATA_ROW, "steps": 0, **score_row(own)}]
     trajectories: dict[str, dict[int, Trajectory]] = {n: {} for n in all_models}
-    noises = {s: (make_noise(s, x_T.shape, gen, device=device) if eta > 0 else None) for s in steps}
+    stochastic = eta > 0 or solver in STOCHASTIC
+    noises = {s: (make_noise(s, x_T.shape, gen, device=device) if stochastic else None) for s in steps}
+    step_args = {"eta": eta} if solver == "ddim" else {}
     for s in steps:
         for name, model in all_models.items():
-            tr = sample(model, x_T, schedule, s, eta=eta, spacing=spacing, noise=noises[s])
+            opts = options_from_data(solver, model, data, schedule, schedule.timesteps(s, spacing),
+                                     generator=torch.Generator().manual_seed(seed))
+            tr = sample(model, x_T, schedule, s, solver=solver, spacing=spacing, noise=noises[s], **step_args,
+                        **opts)
             trajectories[name][s] = tr
             rows.append({"model": name, "steps": s, **score_row(tr.final)})
         say(f"sampled {len(all_models)} models at {s} steps")
@@ -266,14 +278,15 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
     std_ratio: dict[str, dict[int, torch.Tensor]] = {}
     for s in drift_steps:  # from the paths sampled above (same x_T, same noise): nothing is sampled again
         for name, model in all_models.items():
-            if is_mixture and IDEAL in all_models and name != IDEAL:
+            if is_mixture and IDEAL in all_models and name != IDEAL and solver == "ddim":  # paths_drift's step
                 paths = PairedTrajectories(trajectories[name][s], trajectories[IDEAL][s], noises[s])
                 drift.setdefault(name, {})[s] = paths_drift(model, paths, schedule, eta=eta)
             dd = trajectory_drift(trajectories[name][s], data if is_mixture else data.to(device), schedule,
                                   with_mmd=False)
             std_ratio.setdefault(name, {})[s] = dd.std_ratio
     settings = {"dataset": dataset or getattr(data, "name", "data"), "models": ", ".join(all_models),
-                "sampler": f"DDIM (eta={eta})" if eta == 0 else f"generalized DDIM (eta={eta})",
+                "sampler": (f"DDIM (eta={eta})" if eta == 0 else f"generalized DDIM (eta={eta})") if solver == "ddim"
+                else solver,
                 "timestep spacing": spacing, "steps": ", ".join(map(str, steps)), "points": n_points,
                 "seed": seed, "schedule": f"{schedule.name}, T={schedule.T}",
                 "MMD bandwidths": ", ".join(f"{b:.3g}" for b in bandwidths),

@@ -25,22 +25,27 @@ The data's own level: the same metrics for a fresh draw of n data points against
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ._io import atomic_write
 from ._validate import check_choice, check_int, check_type
-from .data import GaussianMixture
+from .data import GaussianMixture, ring8
 from .denoisers import IdealDenoiser
 from .drift import variance_ratio
 from .experiments import mean_ci
 from .metrics import MEDIAN_MULTIPLIERS, median_bandwidth, mmd
+from .recipes import load_shipped
 from .samplers import Trajectory, make_noise
 from .schedule import SPACINGS, Schedule
-from .solvers import SOLVERS, STOCHASTIC, analytic_gamma, model_calls, sample
+from .solvers import SOLVERS, STOCHASTIC, model_calls, options_from_data, sample
 
 IDEAL = "ideal"
 FIXES = ("ddim", "ddpm", "dpmpp_2m", "heun", "analytic_dpm", "exact_cov")
@@ -259,14 +264,11 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
         noises = {(sp, n): make_noise(n, x_T.shape, g) for sp, n in grids}
         first_x_T = x_T if first_x_T is None else first_x_T
         for name, model in all_models.items():
-            gamma = None
-            if "analytic_dpm" in fixes:
-                gg = torch.Generator().manual_seed(seed)
-                gamma = analytic_gamma(model, mixture.sample(n_gamma, gg), schedule, visited, generator=gg)
             for fix in fixes:
                 if fix == "exact_cov" and name not in exact_cov_models:
                     continue
-                opts = {"analytic_dpm": {"gamma": gamma}, "exact_cov": {"mixture": mixture}}.get(fix, {})
+                opts = options_from_data(fix, model, mixture, schedule, visited, n_gamma=n_gamma,
+                                         generator=torch.Generator().manual_seed(seed))
                 for (spacing, n), ts in grids.items():
                     keep = keep_trajectories and seed == seeds[0]
                     tr = sample(model, x_T, schedule, timesteps=ts, solver=fix,
@@ -284,6 +286,48 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
                 "exact_cov_models": list(exact_cov_models)}
     return FixGrid(rows=rows, data=data, reference=reference, schedule=schedule, x_T=first_x_T, trajectories=kept,
                    settings=settings, seconds=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------- the study (a preset of `seqdiff experiment`)
+PRESET = "solvers"
+SHIPPED_MODELS = {"simple": "ring8_simple", "SA": "ring8_sa"}
+STUDY_SPACINGS = ("trailing", "quad", "karras")
+
+
+def study_markdown(grid: FixGrid, wall: float | None = None, load: Sequence[float] | None = None) -> str:
+    """The study's ``results.md``: its settings, one table per step count, and the closest-to-the-data table
+    against the shipped simple network with DDIM."""
+    when = "" if load is None else f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+    parts = [f"# Few-step fixes on ring8\n\nSettings: {json.dumps(grid.settings)}\n\n",
+             "" if wall is None else f"Wall time {wall:.0f} s{when}.\n\n",
+             "Means over seeds with 95% Student-t intervals; **bold**: within the data's own band (a fresh data "
+             "draw of the same size, central 95% of the draws).\n"]
+    for steps in grid.steps:
+        parts.append(f"\n## {steps} steps\n\n" + grid_markdown(grid, steps))
+    parts.append("\n## Closest to the data, against simple + DDIM (trailing)\n\n"
+                 + closest_markdown(grid, ("simple", "ddim", "trailing")))
+    return "".join(parts)
+
+
+def run_study(out, *, steps: Sequence[int] = STEPS, fixes: Sequence[str] = FIXES,
+              spacings: Sequence[str] = STUDY_SPACINGS, seeds: Sequence[int] = (0, 1, 2), n_points: int = 2000,
+              n_gamma: int = 4000, data_draws: int = 100,
+              log: Callable[[str], None] | None = None) -> tuple[FixGrid, dict[str, Path]]:
+    """The few-step study on ring8 with the shipped networks (``SHIPPED_MODELS``: one trained network per loss;
+    the seeds vary ``x_T``, the noise, the reference and Gamma's draws) and the ideal denoiser: ``run_grid``,
+    then ``out/rows.json`` (every cell and the data draws) and ``out/results.md`` (``study_markdown``)."""
+    out = Path(out)
+    models = {name: load_shipped(stem).model for name, stem in SHIPPED_MODELS.items()}
+    t0 = time.perf_counter()
+    grid = run_grid(models, ring8(), Schedule.linear(), steps=steps, fixes=fixes, spacings=spacings, seeds=seeds,
+                    n_points=n_points, n_gamma=n_gamma, data_draws=data_draws, log=log)
+    wall, load = time.perf_counter() - t0, os.getloadavg()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"rows": out / "rows.json", "results": out / "results.md"}
+    atomic_write(paths["rows"], json.dumps({"settings": grid.settings, "rows": grid.rows, "data": grid.data,
+                                            "seconds": wall, "load": list(load)}, indent=1))
+    atomic_write(paths["results"], study_markdown(grid, wall, load))
+    return grid, paths
 
 
 # ---------------------------------------------------------------------- the exact flow

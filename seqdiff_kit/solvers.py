@@ -336,6 +336,29 @@ def model_calls(solver: str, steps: int) -> int:
     return 2 * steps - 1 if solver == "heun" else steps
 
 
+def options_from_data(solver: str, model: Callable, data, schedule: Schedule, timesteps, *, n_gamma: int = 2000,
+                      generator: torch.Generator | None = None) -> dict:
+    """The options a solver needs that only the data can give: ``gamma`` of ``analytic_dpm`` (``analytic_gamma``
+    at ``timesteps`` on ``n_gamma`` clean samples: mixture draws, or rows of a tensor drawn with replacement, and
+    fresh noise, all from ``generator``) and ``mixture`` of ``exact_cov`` (``data`` must be a
+    ``GaussianMixture``); ``{}`` for the others."""
+    check_choice("solver", solver, SOLVERS)
+    if solver == "exact_cov":
+        if not isinstance(data, GaussianMixture):
+            raise ValueError(f"solver 'exact_cov' needs the data's exact posterior covariance: data must be a "
+                             f"GaussianMixture, got {type(data).__name__}")
+        return {"mixture": data}
+    if solver != "analytic_dpm":
+        return {}
+    n_gamma = check_int("n_gamma", n_gamma, 2)
+    if isinstance(data, GaussianMixture):
+        x0 = data.sample(n_gamma, generator)
+    else:
+        check_tensor("data", data, min_ndim=1, nonempty=True, finite=True)
+        x0 = data[torch.randint(0, data.shape[0], (n_gamma,), generator=generator)]
+    return {"gamma": analytic_gamma(model, x0, schedule, timesteps, generator=generator)}
+
+
 def _check_options(solver: str, options: dict) -> None:
     allowed = solver_options(solver)
     unknown = sorted(set(options) - set(allowed))

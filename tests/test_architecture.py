@@ -10,10 +10,10 @@ PKG = Path(__file__).resolve().parent.parent / "seqdiff_kit"
 # lowest first; inside a layer a module may import only the modules listed before it
 LAYERS = {
     "foundation": ["_runtime", "_validate", "_numeric", "_io", "_format", "_limits"],
-    "core": ["schedule", "data", "denoisers", "losses", "samplers"],
+    "core": ["schedule", "data", "denoisers", "losses", "samplers", "solvers"],
     "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "ddp", "train"],
     "presentation": ["viz", "widgets", "report"],
-    "application": ["recipes", "evaluate", "experiments", "seed_study", "demo", "exercises"],
+    "application": ["recipes", "evaluate", "experiments", "seed_study", "few_step", "demo", "exercises"],
     "interface": ["cli"],
 }
 RANK = {m: (i, j) for i, mods in enumerate(LAYERS.values()) for j, m in enumerate(mods)}

@@ -172,6 +172,78 @@ def test_compare_refuses_checkpoints_of_different_datasets(trained, tmp_path, ca
 
 
 # ---------------------------------------------------------------------- bad input
+def test_sample_with_a_solver_is_that_solver(trained, tmp_path, capsys):
+    """--solver heun / analytic_dpm: the samples are the library's run of that solver from the seeded x_T (and, for
+    analytic_dpm, Gamma from the seeded draws of the checkpoint's dataset)."""
+    from seqdiff_kit import solvers
+
+    model, _ = load_checkpoint(trained / "a" / "model")
+    sch = sk.Schedule.linear()
+    for solver in ("heun", "analytic_dpm"):
+        out = tmp_path / f"{solver}.npz"
+        rc, stdout, err = run(["sample", "--checkpoint", str(trained / "a"), "--steps", "6", "--solver", solver,
+                               "--spacing", "karras", "--n", "16", "--seed", "3", "--out", str(out)], capsys)
+        assert rc == 0, err
+        assert f"solver {solver}" in stdout
+        with np.load(out, allow_pickle=False) as f:
+            samples, config = f["samples"], json.loads(str(f["config"]))
+        assert config["solver"] == solver and config["spacing"] == "karras"
+        gen = torch.Generator().manual_seed(3)
+        x_T = torch.randn(16, 2, generator=gen)
+        ts = sch.timesteps(6, "karras")
+        opts = solvers.options_from_data(solver, model, sk.ring8(), sch, ts,
+                                         generator=torch.Generator().manual_seed(3))
+        again = solvers.sample(model, x_T, sch, 6, solver=solver, spacing="karras", generator=gen, **opts).final
+        assert np.allclose(samples, again.numpy(), atol=1e-6)
+
+
+def test_compare_with_a_solver(trained, tmp_path, capsys):
+    rc, _, err = run(["compare", str(trained / "a"), "--steps", "3", "--points", "24", "--solver", "dpmpp_2m",
+                      "--out", str(tmp_path / "cmp")], capsys)
+    assert rc == 0, err
+    metrics = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
+    assert metrics["settings"]["sampler"] == "dpmpp_2m"
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["sample", "--solver", "heun", "--eta", "1"], ["--eta belongs to --solver ddim", "--solver heun"]),
+    (["compare", "--solver", "dpmpp_2m", "--eta", "0.5"], ["--eta belongs to --solver ddim"]),
+    (["sample", "--solver", "rk4"], ["invalid choice", "'rk4'"]),
+])
+def test_bad_solver_arguments(trained, tmp_path, argv, needles, capsys):
+    where = ["--checkpoint", str(trained / "a"), "--out", str(tmp_path / "s.npz")] if argv[0] == "sample" else \
+        [str(trained / "a"), "--out", str(tmp_path / "c")]
+    rc, _, err = run(argv[:1] + where + argv[1:], capsys)
+    assert_one_line_error(rc, err, *needles)
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_experiment_preset_solvers_runs_the_few_step_study(tmp_path, monkeypatch, capsys):
+    from seqdiff_kit import few_step
+
+    calls = []
+
+    def fake_study(out, log=None):
+        calls.append(out)
+        return None, {"results": tmp_path / "r" / "results.md"}
+
+    monkeypatch.setattr(few_step, "run_study", fake_study)
+    rc, out, err = run(["experiment", "--preset", "solvers", "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    assert rc == 0, err
+    assert calls == [str(tmp_path / "r")] and "results.md" in out
+    rc, out, _ = run(["experiment", "--help"], capsys)
+    assert "solvers" in out
+
+
+def test_exact_cov_needs_a_mixture_dataset(tmp_path, capsys):
+    rc, _, err = run(["train", "--dataset", "digits", "--steps", "1", "--batch-size", "4", "--out",
+                      str(tmp_path / "d"), "--quiet", "--threads", "1"], capsys)
+    assert rc == 0, err
+    rc, _, err = run(["sample", "--checkpoint", str(tmp_path / "d"), "--steps", "2", "--n", "2", "--solver",
+                      "exact_cov", "--out", str(tmp_path / "s.npz")], capsys)
+    assert_one_line_error(rc, err, "solver 'exact_cov' needs", "GaussianMixture")
+
+
 def test_unknown_dataset(tmp_path, capsys):
     rc, _, err = run(["train", "--dataset", "moons", "--out", str(tmp_path / "x")], capsys)
     assert_one_line_error(rc, err, "dataset must be one of", "'moons'")

@@ -77,6 +77,34 @@ def test_drift_and_spread_are_against_the_ideal_path(small_eval):
             200000, generator=torch.Generator().manual_seed(0))), rel=0.02)
 
 
+def test_evaluate_with_a_solver_samples_that_solver(shipped):
+    """Every model through the named solver from the shared x_T and noise; Analytic-DPM's Gamma from the data
+    drawn with the evaluation's seed; no paired drift (its local error is the generalized step's)."""
+    from seqdiff_kit import solvers
+
+    for solver in ("heun", "analytic_dpm"):
+        ev = evaluate({"SA": shipped["SA (K=2, lam=1)"]}, sk.ring8(), SCHED, (3,), n_points=40, seed=4, solver=solver)
+        assert ev.drift == {} and ev.settings["sampler"] == solver and set(ev.std_ratio) == {"SA", "ideal"}
+        noise = sk.make_noise(3, ev.x_T.shape, _noise_generator(ev, 40)) if solver in solvers.STOCHASTIC else None
+        opts = solvers.options_from_data(solver, shipped["SA (K=2, lam=1)"], sk.ring8(), SCHED,
+                                         SCHED.timesteps(3), generator=torch.Generator().manual_seed(4))
+        again = solvers.sample(shipped["SA (K=2, lam=1)"], ev.x_T, SCHED, 3, solver=solver, noise=noise, **opts)
+        assert torch.equal(again.final, ev.samples("SA", 3))
+    with pytest.raises(ValueError, match="eta belongs to the generalized step"):
+        evaluate(shipped, sk.ring8(), SCHED, (5,), n_points=8, solver="heun", eta=1.0)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        evaluate(shipped, sk.ring8(), SCHED, (5,), n_points=8, solver="rk4")
+
+
+def _noise_generator(ev, n_points):
+    """The evaluation's generator after x_T and the two data draws (its documented order of randomness)."""
+    g = torch.Generator().manual_seed(ev.seed)
+    torch.randn((n_points, 2), generator=g)
+    sk.ring8().sample(n_points, generator=g)
+    sk.ring8().sample(n_points, generator=g)
+    return g
+
+
 def test_evaluate_rejects_bad_arguments(shipped):
     with pytest.raises(ValueError, match="steps must be in"):
         evaluate(shipped, sk.ring8(), SCHED, (0, 5), n_points=8)

@@ -168,3 +168,16 @@ def test_bad_grid_arguments():
         few_step.run_grid({}, ring8(), SCHED, ideal=False)
     with pytest.raises(TypeError, match="models must be a dict"):
         few_step.run_grid([IdealDenoiser(ring8(), SCHED)], ring8(), SCHED)
+
+
+def test_run_study_writes_rows_and_results(tmp_path):
+    import json
+
+    grid, paths = few_step.run_study(tmp_path / "s", steps=(2,), fixes=("ddim", "exact_cov"), spacings=("trailing",),
+                                     seeds=(0, 1), n_points=40, n_gamma=40, data_draws=5)
+    saved = json.loads(paths["rows"].read_text())
+    assert saved["rows"] == grid.rows and len(grid.rows) == (3 + 1) * 2  # simple, SA, ideal; exact_cov: ideal only
+    again = few_step.FixGrid.from_rows(saved["rows"], saved["data"], saved["settings"])
+    assert few_step.grid_markdown(again, 2) == few_step.grid_markdown(grid, 2)
+    text = paths["results"].read_text()
+    assert "## 2 steps" in text and "| SA | ddim | trailing | 2 |" in text and "Closest to the data" in text

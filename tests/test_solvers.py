@@ -311,6 +311,22 @@ def test_a_solver_called_directly_needs_timesteps():
         solvers.heun(IdealDenoiser(ring8(), SCHED), torch.randn(4, 2), SCHED, None)
 
 
+def test_options_from_data():
+    mix, den = ring8(), IdealDenoiser(ring8(), SCHED)
+    ts = SCHED.timesteps(4)
+    assert solvers.options_from_data("heun", den, mix, SCHED, ts) == {}
+    assert solvers.options_from_data("exact_cov", den, mix, SCHED, ts)["mixture"] is mix
+    with pytest.raises(ValueError, match="data must be a GaussianMixture"):
+        solvers.options_from_data("exact_cov", den, torch.zeros(5, 2), SCHED, ts)
+    g = solvers.options_from_data("analytic_dpm", den, mix, SCHED, ts, n_gamma=300,
+                                  generator=torch.Generator().manual_seed(0))["gamma"]
+    gg = torch.Generator().manual_seed(0)
+    want = solvers.analytic_gamma(den, mix.sample(300, gg), SCHED, ts, generator=gg)
+    assert torch.equal(torch.isfinite(g), torch.isfinite(want)) and torch.allclose(g[ts], want[ts])
+    rows = mix.sample(50, torch.Generator().manual_seed(1))  # a tensor of clean samples works too
+    assert int(torch.isfinite(solvers.options_from_data("analytic_dpm", den, rows, SCHED, ts)["gamma"]).sum()) == 4
+
+
 def test_solver_options_and_model_calls():
     assert solvers.solver_options("ddim") == {"eta": 0.0, "variance": "small"}
     assert solvers.solver_options("heun") == {}
