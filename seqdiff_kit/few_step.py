@@ -306,6 +306,10 @@ def study_markdown(grid: FixGrid, wall: float | None = None, load: Sequence[floa
         parts.append(f"\n## {steps} steps\n\n" + grid_markdown(grid, steps))
     parts.append("\n## Closest to the data, against simple + DDIM (trailing)\n\n"
                  + closest_markdown(grid, ("simple", "ddim", "trailing")))
+    learned = [m for m in grid.settings.get("models", []) if m != IDEAL]
+    if learned:
+        parts.append("\n## Closest to the data with the learned networks only\n\n"
+                     + closest_markdown(grid, ("simple", "ddim", "trailing"), models=learned))
     return "".join(parts)
 
 
@@ -371,14 +375,16 @@ def grid_markdown(grid: FixGrid, steps: int,
     return "\n".join(lines) + "\n"
 
 
-def closest_markdown(grid: FixGrid, baseline: tuple, metrics: Sequence[str] = METRICS) -> str:
-    """Per step count and metric, the cell closest to its target, its mean [95% CI], whether it is within the
-    data's band, and how much closer it is than ``baseline`` ((model, fix, spacing), paired by seed)."""
+def closest_markdown(grid: FixGrid, baseline: tuple, metrics: Sequence[str] = METRICS,
+                     models: Sequence[str] | None = None) -> str:
+    """Per step count and metric, the cell closest to its target (among ``models``, default all), its mean
+    [95% CI], whether it is within the data's band, and how much closer it is than ``baseline`` ((model, fix,
+    spacing), paired by seed)."""
     lines = ["| steps | metric | closest (model, fix, spacing) | mean [95% CI] | data's band | within | "
              "distance minus the baseline's [95% CI] |", "|---|---|---|---|---|---|---|"]
     for steps in grid.steps:
         for m in metrics:
-            best = grid.closest(steps, m)
+            best = grid.closest(steps, m, models=models)
             lv = grid.level(m)
             band = f"< {_fmt(lv['high'])}" if lv["low"] == -math.inf else f"[{_fmt(lv['low'])}, {_fmt(lv['high'])}]"
             d = grid.paired(m, (best["model"], best["fix"], best["spacing"]), baseline, steps)
