@@ -8,20 +8,24 @@ or ``ideal``, the exact eps* (``IdealDenoiser``), whose errors are the sampler's
 unless asked). All cells of one seed start from the same ``x_T`` [n, D]; the stochastic fixes share the per-step
 noise of each (spacing, steps).
 
-Metrics, each with a target (two-sided: a value is judged by its distance to the target):
+Metrics (``metrics``' two-sided rule: each is judged by its distance to its target, ``metrics.TARGETS``):
 
 - ``mmd``: unbiased MMD^2 against n fresh data draws, RBF bandwidths ``MEDIAN_MULTIPLIERS`` times the median
   distance of the data (fixed once, so every row and every data draw uses the same kernel); target 0;
-- ``std_ratio``: ``sqrt(tr Cov(samples) / tr Cov(reference))``; ``std_dev = |std_ratio - 1|``; target 0;
-- ``loglik_gap``: ``mean log p(samples) - E_p[log p]`` under the exact density (``E_p`` from ``entropy_draws``
-  draws); target 0. Positive: too concentrated on the modes; negative: mass between them or too spread;
-- ``tail_share``: the share of samples whose ``log p`` falls below the data's 1% quantile of ``log p`` (target
-  0.01): the points left between the modes, which dominate a negative ``loglik_gap``;
+- ``loglik_gap``: ``metrics.loglik_gap``, mean log p(samples) - mean log p(reference) under the exact density;
+  target 0. Positive: too concentrated on the modes; negative: mass between them or too spread;
+- ``std_ratio``: ``metrics.std_ratio`` against the reference draw; target 1;
+- ``coverage_tv``: ``metrics.mode_coverage``'s total variation between the modes' shares and their weights;
+  target 0;
+- ``spread_radial``, ``spread_tangential`` (2-D rings): ``metrics.within_mode_spread`` pooled over the modes,
+  the within-mode std ratio across and along the ring; target 1;
+- ``tail_share`` (reported, not judged): the share of samples whose ``log p`` falls below the data's 1% quantile
+  of ``log p`` (0.01 for data): the points left between the modes, which dominate a negative ``loglik_gap``;
 - ``model_calls``: model evaluations of the run (Heun: ``2 steps - 1``).
 
 The data's own level: the same metrics for a fresh draw of n data points against the reference, repeated
 ``data_draws`` times. A cell is *within the data's level* on a metric when its mean over seeds lies in the central
-95% of those draws (for ``mmd`` and ``std_dev``: below their 97.5% point).
+95% of those draws (for ``mmd`` and ``coverage_tv``, which data draws push only upwards: below their 97.5% point).
 """
 from __future__ import annotations
 
@@ -39,9 +43,9 @@ from ._io import atomic_write
 from ._validate import check_choice, check_int, check_type
 from .data import GaussianMixture, ring8
 from .denoisers import IdealDenoiser
-from .drift import variance_ratio
 from .experiments import mean_ci
-from .metrics import MEDIAN_MULTIPLIERS, median_bandwidth, mmd
+from .metrics import (MEDIAN_MULTIPLIERS, loglik_gap, median_bandwidth, mmd, mode_coverage, std_ratio,
+                      target_distance, within_mode_spread)
 from .recipes import load_shipped
 from .samplers import Trajectory, make_noise
 from .schedule import SPACINGS, Schedule
@@ -50,50 +54,51 @@ from .solvers import SOLVERS, STOCHASTIC, model_calls, options_from_data, sample
 IDEAL = "ideal"
 FIXES = ("ddim", "ddpm", "dpmpp_2m", "heun", "analytic_dpm", "exact_cov")
 STEPS = (5, 10, 20, 50)
-METRICS = ("mmd", "std_dev", "loglik_gap")
-REPORTED = METRICS + ("std_ratio", "tail_share")
+JUDGED = ("mmd", "loglik_gap", "std_ratio", "coverage_tv", "spread_radial", "spread_tangential")
+REPORTED = JUDGED + ("tail_share",)
+ONE_SIDED = ("mmd", "coverage_tv")  # distances that data draws push only upwards
 TAIL = 0.01
-METRIC_TITLES = {"mmd": "MMD^2", "std_dev": "|std ratio - 1|", "loglik_gap": "log-lik gap", "std_ratio": "std ratio",
-                 "tail_share": "share in the 1% tail"}
-
-
-def distance_to_target(metric: str, value: float) -> float:
-    """How far a value is from its metric's target, for ranking: ``|loglik_gap|``; ``mmd`` and ``std_dev`` as they
-    are (the unbiased MMD^2 estimate dips below 0 by chance: lower still ranks closer)."""
-    check_choice("metric", metric, METRICS)
-    return abs(value) if metric == "loglik_gap" else value
+METRIC_TITLES = {"mmd": "MMD^2", "loglik_gap": "log-lik gap", "std_ratio": "std ratio",
+                 "coverage_tv": "coverage TV", "spread_radial": "radial spread", "spread_tangential":
+                 "tangential spread", "tail_share": "share in the 1% tail"}
 
 
 # ---------------------------------------------------------------------- scoring
 @dataclass(frozen=True)
 class Reference:
-    """What every sample set of a grid is scored against: the mixture, the fixed MMD bandwidths, ``E_p[log p]``
-    and the data's ``TAIL`` quantile of ``log p`` (float64, from ``entropy_draws`` draws)."""
+    """What every sample set of a grid is scored against: the mixture, the fixed MMD bandwidths and the data's
+    ``TAIL`` quantile of ``log p`` (float64, from ``tail_draws`` draws)."""
 
     mixture: GaussianMixture
     bandwidths: tuple
-    neg_entropy: float
     tail_log_p: float
 
     @classmethod
-    def of(cls, mixture: GaussianMixture, seed: int = 0, entropy_draws: int = 200_000) -> "Reference":
-        """Bandwidths from two 2000-point data draws; ``E_p[log p]`` and the quantile over ``entropy_draws``."""
+    def of(cls, mixture: GaussianMixture, seed: int = 0, tail_draws: int = 200_000) -> "Reference":
+        """Bandwidths from two 2000-point data draws; the quantile over ``tail_draws`` draws."""
         check_type("mixture", mixture, GaussianMixture)
         g = torch.Generator().manual_seed(seed)
         h0 = median_bandwidth(mixture.sample(2000, g), mixture.sample(2000, g))
-        log_p = mixture.log_prob(mixture.sample(check_int("entropy_draws", entropy_draws, 100), g,
-                                                dtype=torch.float64))
-        return cls(mixture, tuple(m * h0 for m in MEDIAN_MULTIPLIERS), float(log_p.mean()),
-                   float(torch.quantile(log_p, TAIL)))
+        log_p = mixture.log_prob(mixture.sample(check_int("tail_draws", tail_draws, 100), g, dtype=torch.float64))
+        return cls(mixture, tuple(m * h0 for m in MEDIAN_MULTIPLIERS), float(torch.quantile(log_p, TAIL)))
 
     def score(self, x: torch.Tensor, ref: torch.Tensor) -> dict:
-        """``mmd``, ``std_ratio``, ``std_dev``, ``loglik_gap`` and ``tail_share`` of samples ``x`` against the
-        data draw ``ref``."""
-        ratio = variance_ratio(x, ref)
+        """The metrics of samples ``x`` against the data draw ``ref`` (see the module docstring); the spreads
+        only for a 2-D mixture whose modes sit around its mean (a ring)."""
         log_p = self.mixture.log_prob(x.double())
-        return {"mmd": mmd(x, ref, list(self.bandwidths)), "std_ratio": ratio, "std_dev": abs(ratio - 1.0),
-                "loglik_gap": float(log_p.mean()) - self.neg_entropy,
-                "tail_share": float((log_p < self.tail_log_p).double().mean())}
+        out = {"mmd": mmd(x, ref, list(self.bandwidths)), "loglik_gap": loglik_gap(x, ref, self.mixture).gap,
+               "std_ratio": std_ratio(x, ref), "coverage_tv": mode_coverage(x, self.mixture).tv,
+               "tail_share": float((log_p < self.tail_log_p).double().mean())}
+        if self.mixture.dim == 2 and self.ring:
+            spread = within_mode_spread(x, self.mixture, axes="radial").pooled
+            out["spread_radial"], out["spread_tangential"] = float(spread[0]), float(spread[1])
+        return out
+
+    @property
+    def ring(self) -> bool:
+        """Whether every mode sits away from the mixture's mean (the radial/tangential axes are defined)."""
+        centred = self.mixture.means - self.mixture.mean()
+        return bool((torch.linalg.vector_norm(centred, dim=1) > 1e-12).all())
 
 
 def data_level(reference: Reference, n_points: int, draws: int = 50, seed: int = 0) -> list[dict]:
@@ -152,11 +157,21 @@ class FixGrid:
 
     def level(self, metric: str) -> dict:
         """The data's own band of a metric: ``low``/``high`` (2.5% and 97.5% points of the draws; ``low = -inf``
-        for the one-sided ``mmd`` and ``std_dev``), ``mean``."""
+        for the one-sided ``ONE_SIDED``), ``mean``."""
         v = sorted(d[metric] for d in self.data)
         q = lambda p: _quantile(v, p)  # noqa: E731
-        low = q(0.025) if metric in ("loglik_gap", "std_ratio", "tail_share") else -math.inf
+        low = -math.inf if metric in ONE_SIDED else q(0.025)
         return {"low": low, "high": q(0.975), "mean": sum(v) / len(v)}
+
+    @property
+    def metrics(self) -> list[str]:
+        """The ``REPORTED`` metrics the rows hold (the spreads only for a ring)."""
+        return [m for m in REPORTED if self.rows and m in self.rows[0]]
+
+    @property
+    def judged(self) -> list[str]:
+        """The metrics with a target (``metrics.TARGETS``) that the rows hold."""
+        return [m for m in JUDGED if m in self.metrics]
 
     def cell(self, model: str, fix: str, spacing: str, steps: int) -> dict[str, dict]:
         """``{metric: summary row}`` of one cell (95% intervals)."""
@@ -178,30 +193,34 @@ class FixGrid:
         out = []
         for steps in self.steps:
             for model, fix, spacing in self.cells(steps):
-                for metric in REPORTED:
+                for metric in self.metrics:
                     vals = self.values(metric, model, fix, spacing, steps)
                     ci = mean_ci(list(vals.values()), level)
                     band = self.level(metric)
                     out.append({"model": model, "fix": fix, "spacing": spacing, "steps": steps, "metric": metric,
                                 "n": ci["n"], "mean": ci["mean"], "low": ci["low"], "high": ci["high"],
                                 "within": band["low"] <= ci["mean"] <= band["high"],
+                                "distance": target_distance(metric, ci["mean"]) if metric in JUDGED else math.nan,
                                 "model_calls": model_calls(fix, steps)})
         return out
 
     def closest(self, steps: int, metric: str, models: Sequence[str] | None = None) -> dict:
-        """The summary row at ``steps`` whose mean is closest to the metric's target (``distance_to_target``),
+        """The summary row at ``steps`` whose mean is closest to the metric's target (``metrics.target_distance``),
         among ``models`` (default: all)."""
+        check_choice("metric", metric, self.judged)
         rows = [r for r in self.summary() if r["steps"] == steps and r["metric"] == metric
                 and (models is None or r["model"] in models)]
         if not rows:
             raise ValueError(f"no cell at steps={steps} for models {models}")
-        return min(rows, key=lambda r: distance_to_target(metric, r["mean"]))
+        return min(rows, key=lambda r: r["distance"])
 
     def paired(self, metric: str, a: tuple, b: tuple, steps: int, level: float = 0.95) -> dict:
-        """``a`` minus ``b`` (each ``(model, fix, spacing)``) in the distance to the metric's target, paired by
-        seed: ``mean_ci`` of the differences (negative: ``a`` is closer)."""
+        """``a`` minus ``b`` (each ``(model, fix, spacing)``) in the distance to the metric's target
+        (``metrics.target_distance``), paired by seed: ``mean_ci`` of the differences (negative: ``a`` is
+        closer)."""
         va, vb = self.values(metric, *a, steps), self.values(metric, *b, steps)
-        diffs = [distance_to_target(metric, va[s]) - distance_to_target(metric, vb[s]) for s in sorted(va) if s in vb]
+        check_choice("metric", metric, self.judged)
+        diffs = [target_distance(metric, va[s]) - target_distance(metric, vb[s]) for s in sorted(va) if s in vb]
         return mean_ci(diffs, level)
 
 
@@ -357,10 +376,11 @@ def _cell(row: dict) -> str:
     return f"**{text}**" if row["within"] else text
 
 
-def grid_markdown(grid: FixGrid, steps: int,
-                  metrics: Sequence[str] = ("mmd", "loglik_gap", "std_ratio", "tail_share")) -> str:
+def grid_markdown(grid: FixGrid, steps: int, metrics: Sequence[str] | None = None) -> str:
     """One step count as a Markdown table: per (model, fix, spacing) the model calls and each metric's mean over
-    seeds with its 95% interval, in bold when the mean lies within the data's own band; the band last."""
+    seeds with its 95% interval (default: every metric the grid holds), in bold when the mean lies within the
+    data's own band; the band last."""
+    metrics = grid.metrics if metrics is None else list(metrics)
     summ = {(r["model"], r["fix"], r["spacing"], r["metric"]): r for r in grid.summary() if r["steps"] == steps}
     head = "| model | fix | spacing | model calls | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
     lines = [head, "|" + "---|" * (4 + len(metrics))]
@@ -375,11 +395,12 @@ def grid_markdown(grid: FixGrid, steps: int,
     return "\n".join(lines) + "\n"
 
 
-def closest_markdown(grid: FixGrid, baseline: tuple, metrics: Sequence[str] = METRICS,
+def closest_markdown(grid: FixGrid, baseline: tuple, metrics: Sequence[str] | None = None,
                      models: Sequence[str] | None = None) -> str:
-    """Per step count and metric, the cell closest to its target (among ``models``, default all), its mean
-    [95% CI], whether it is within the data's band, and how much closer it is than ``baseline`` ((model, fix,
-    spacing), paired by seed)."""
+    """Per step count and judged metric (default: all the grid holds), the cell closest to its target (among
+    ``models``, default all), its mean [95% CI], whether it is within the data's band, and how much closer to the
+    target it is than ``baseline`` ((model, fix, spacing), paired by seed)."""
+    metrics = grid.judged if metrics is None else list(metrics)
     lines = ["| steps | metric | closest (model, fix, spacing) | mean [95% CI] | data's band | within | "
              "distance minus the baseline's [95% CI] |", "|---|---|---|---|---|---|---|"]
     for steps in grid.steps:

@@ -5,17 +5,18 @@ import math
 import pytest
 import torch
 
-from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, ring8
+from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, grid25, ring8
 from seqdiff_kit import few_step, solvers
 from seqdiff_kit.drift import reference_distance
 from seqdiff_kit.experiments import mean_ci
+from seqdiff_kit.metrics import loglik_gap, target_distance
 
 SCHED = Schedule.linear()
 
 
 @pytest.fixture(scope="module")
 def reference():
-    return few_step.Reference.of(ring8(), entropy_draws=20_000)
+    return few_step.Reference.of(ring8(), tail_draws=20_000)
 
 
 @pytest.fixture(scope="module")
@@ -28,29 +29,23 @@ def grid(reference):
                              n_gamma=200, data_draws=20, reference=reference, keep_trajectories=True)
 
 
-def test_distance_to_target_is_two_sided():
-    assert few_step.distance_to_target("loglik_gap", -0.3) == 0.3 == few_step.distance_to_target("loglik_gap", 0.3)
-    assert few_step.distance_to_target("mmd", -1e-4) < few_step.distance_to_target("mmd", 0.0)
-    assert few_step.distance_to_target("std_dev", 0.02) == 0.02
-    with pytest.raises(ValueError, match="metric must be one of"):
-        few_step.distance_to_target("fid", 1.0)
-
-
 def test_scores_of_the_data_itself(reference):
-    """Fresh draws: log-lik gap within 4 standard errors of 0 (the sd of log p over the draw), std ratio of a
-    set against itself 1, MMD of a set against a shifted copy larger than against a fresh draw."""
+    """Fresh draws: a log-lik gap within 4 of its standard errors, std ratio of a set against itself 1, spreads
+    and coverage near their targets, tail share near 1%; shifted, piled-up or blown-up sets scored off target."""
     mix = ring8()
     x, y = mix.sample(1000, torch.Generator().manual_seed(1)), mix.sample(1000, torch.Generator().manual_seed(2))
     s = reference.score(x, y)
-    se = float(mix.log_prob(x.double()).std()) / math.sqrt(1000)
-    assert abs(s["loglik_gap"]) < 4 * se
-    assert reference.score(x, x)["std_ratio"] == pytest.approx(1.0) and reference.score(x, x)["std_dev"] < 1e-12
+    assert set(s) == set(few_step.REPORTED)
+    assert abs(s["loglik_gap"]) < 4 * loglik_gap(x, y, mix).se
+    assert reference.score(x, x)["std_ratio"] == pytest.approx(1.0)
+    assert abs(s["spread_radial"] - 1) < 0.1 and abs(s["spread_tangential"] - 1) < 0.1 and s["coverage_tv"] < 0.06
     assert reference.score(x + 0.3, y)["mmd"] > 10 * abs(s["mmd"])
     tight = reference.score(mix.means[torch.arange(1000) % 8].float(), y)  # every point on a mode centre
-    assert tight["loglik_gap"] > 0.5 and tight["std_ratio"] < 1  # too concentrated: a positive gap
+    assert tight["loglik_gap"] > 0.5 and tight["std_ratio"] < 1 and tight["spread_radial"] < 1e-6
     assert abs(s["tail_share"] - few_step.TAIL) < 4 * math.sqrt(few_step.TAIL * (1 - few_step.TAIL) / 1000)
     assert tight["tail_share"] == 0.0
     assert reference.score(x * 1.5, y)["tail_share"] > 0.3  # spread off the modes: far into the tail
+    assert "spread_radial" not in few_step.Reference.of(grid25(), tail_draws=1000).score(x, y)  # a mode at 0
 
 
 def test_grid_rows_pair_models_on_the_same_randomness(grid):
@@ -60,7 +55,7 @@ def test_grid_rows_pair_models_on_the_same_randomness(grid):
     for (model, fix, spacing, steps, seed), r in by.items():
         if model == "copy":
             twin = by[("ideal", fix, spacing, steps, seed)]
-            assert {k: r[k] for k in few_step.METRICS} == {k: twin[k] for k in few_step.METRICS}
+            assert {k: r[k] for k in few_step.REPORTED} == {k: twin[k] for k in few_step.REPORTED}
     assert ("copy", "exact_cov", "trailing", 3, 0) not in by
     assert by[("ideal", "heun", "trailing", 3, 0)]["model_calls"] == 5
     # seeds differ
@@ -94,20 +89,21 @@ def test_summary_intervals_and_the_data_band(grid):
 
 
 def test_closest_and_paired_differences(grid):
-    for metric in few_step.METRICS:
+    assert grid.judged == list(few_step.JUDGED)
+    for metric in few_step.JUDGED:
         best = grid.closest(6, metric)
         rows = [r for r in grid.summary() if r["steps"] == 6 and r["metric"] == metric]
-        assert few_step.distance_to_target(metric, best["mean"]) == min(
-            few_step.distance_to_target(metric, r["mean"]) for r in rows)
+        assert target_distance(metric, best["mean"]) == min(target_distance(metric, r["mean"]) for r in rows)
         cell = (best["model"], best["fix"], best["spacing"])
         d = grid.paired(metric, cell, ("ideal", "ddim", "trailing"), 6)
         va = grid.values(metric, *cell, 6)
         vb = grid.values(metric, "ideal", "ddim", "trailing", 6)
-        want = sum(few_step.distance_to_target(metric, va[s]) - few_step.distance_to_target(metric, vb[s])
-                   for s in va) / 3
+        want = sum(target_distance(metric, va[s]) - target_distance(metric, vb[s]) for s in va) / 3
         assert d["mean"] == pytest.approx(want)
     with pytest.raises(ValueError, match="no cell"):
         grid.closest(7, "mmd")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        grid.closest(6, "tail_share")  # reported, not judged: no target
 
 
 def test_tables_name_every_cell(grid):
@@ -115,7 +111,7 @@ def test_tables_name_every_cell(grid):
     assert text.count("\n") == 2 + len(grid.cells(3)) + 1
     assert "| ideal | exact_cov | karras | 3 |" in text and text.rstrip().splitlines()[-1].startswith("| data")
     best = few_step.closest_markdown(grid, ("ideal", "ddim", "trailing"))
-    assert best.count("\n") == 2 + 2 * len(few_step.METRICS)
+    assert best.count("\n") == 2 + 2 * len(few_step.JUDGED)
 
 
 def test_kept_trajectories_and_the_exact_flow(grid):

@@ -278,7 +278,7 @@ def test_every_solver_records_shares_noise_and_reports_its_model_calls(solver):
     steps = list(solvers.sample_iter(den, x_T, SCHED, 6, solver=solver, noise=noise, **opts))
     assert torch.equal(steps[2].x_s, steps[3].x_t) and torch.equal(steps[-1].x_s, tr.final)
     dd = trajectory_drift(tr, mix, SCHED, with_mmd=False)
-    assert dd.variance_ratio.shape == (7,)
+    assert dd.std_ratio.shape == (7,)
     if solver in solvers.STOCHASTIC:
         other = make_noise(6, x_T.shape, torch.Generator().manual_seed(2))
         assert not torch.equal(solvers.sample(den, x_T, SCHED, 6, solver=solver, noise=other, **opts).final,
