@@ -36,6 +36,7 @@ import copy
 import functools
 import hashlib
 import html
+import inspect
 import math
 import time
 from pathlib import Path
@@ -758,14 +759,16 @@ class DigitGridDashboard(_StepCountDashboard):
 
 # ---------------------------------------------------------------------------------------------- the explorer
 def solver_options() -> list[tuple[str, dict]]:
-    """The samplers the explorer offers, read from ``seqdiff_kit.samplers`` when called: the generalized step
-    as DDIM (eta = 0) and DDPM (eta = 1), then every further solver the module lists in ``SOLVERS`` (if any),
-    each as ``(label, keyword arguments of samplers.sample)``."""
-    from . import samplers
+    """The samplers the explorer offers, read from ``seqdiff_kit.solvers`` when called: the generalized step
+    as DDIM (eta = 0) and DDPM (eta = 1), then every further deterministic solver of ``solvers.SOLVERS`` that
+    needs nothing from the data (DPM-Solver++(2M), Heun), each as ``(label, keyword arguments of
+    solvers.sample)``. The stochastic ones would need the learned and the ideal path to share their noise."""
+    from . import solvers
 
     out = [("DDIM (eta = 0, deterministic)", {"eta": 0.0}), ("DDPM (eta = 1, random)", {"eta": 1.0})]
-    for name in getattr(samplers, "SOLVERS", ()):
-        if str(name).lower() not in ("ddim", "ddpm", "generalized"):
+    for name in solvers.SOLVERS:
+        needs = [v for v in solvers.solver_options(name).values() if v is inspect.Parameter.empty]
+        if name not in ("ddim", "ddpm") and name not in solvers.STOCHASTIC and not needs:
             out.append((str(name), {"solver": name}))
     return out
 
@@ -932,7 +935,7 @@ class Explorer(_ShowsWidget):
         from . import metrics
         from .denoisers import IdealDenoiser
         from .drift import step_drift
-        from .samplers import sample
+        from .solvers import sample
 
         mixture, steps = self._mixtures[key[0]], int(self.steps.value)
         label, kwargs = self._solvers[self.solver.value]

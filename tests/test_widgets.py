@@ -313,21 +313,21 @@ def test_no_figure_draws_two_series_alike(setup):
 
 
 def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
-    from seqdiff_kit import samplers
+    from seqdiff_kit import solvers
 
-    original = samplers.sample
+    original = solvers.sample
     calls = []
 
-    def sample_with_solver(model, x_T, schedule, steps, solver=None, **kw):  # a stand-in for a future solver
+    def counting_sample(*args, solver="ddim", **kw):
         calls.append(solver)
-        return original(model, x_T, schedule, steps, **kw)
+        return original(*args, solver=solver, **kw)
 
-    monkeypatch.setattr(samplers, "SOLVERS", ("ddim", "heun2"), raising=False)
-    monkeypatch.setattr(samplers, "sample", sample_with_solver)
+    monkeypatch.setattr(solvers, "sample", counting_sample)
     from seqdiff_kit.recipes import RING8
 
     e = widgets.Explorer(recipe=RING8, n_points=40, n_reference=60, quick_steps=12, max_points=40)
-    assert [label.split(" ")[0] for label, _ in e.solver.options] == ["DDIM", "DDPM", "heun2"]
+    # the deterministic solvers that need nothing from the data join the generalized step
+    assert [label.split(" ")[0] for label, _ in e.solver.options] == ["DDIM", "DDPM", "dpmpp_2m", "heun"]
     assert "shipped (ring8_simple" in e.status.value and "10 sampling steps" in e.status.value
     assert e.paths.names == ["learned (simple)", "ideal"] and e.paths.n_frames == 11
     assert e.metrics.value.count("<tr>") == 4  # header, learned, ideal, a second data draw
@@ -348,8 +348,8 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
     e.lam.value = 0.0  # lam = 0 is the simple loss: its model
     assert e.setting() == ("ring8", "simple", 1, 0.0) and "ring8_simple" in e.status.value
 
-    e.solver.value = 2  # a solver from samplers.SOLVERS goes to samplers.sample, and only the distance is drawn
-    assert calls[-2:] == ["heun2", "heun2"] and len(e.drift_fig.data) == 1
+    e.solver.value = 3  # a solver of solvers.SOLVERS goes to solvers.sample, and only the distance is drawn
+    assert calls[-2:] == ["heun", "heun"] and len(e.drift_fig.data) == 1
 
     e.solver.value, e.dataset.value = 0, "two_moons"
     assert e.train_button.layout.display is None and "No model for two_moons" in e.status.value
