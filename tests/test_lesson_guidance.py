@@ -29,8 +29,8 @@ def shows_dashboard(kind, text):
     return bool(re.search(r"\.widget$", last)) or last == "dashboard" or "widgets.LiveLossPlot(" in text
 
 
-def test_there_are_six_lessons():
-    assert len(LESSONS) == 6
+def test_there_are_seven_lessons():
+    assert len(LESSONS) == 7
 
 
 @pytest.mark.parametrize("name", LESSONS)
