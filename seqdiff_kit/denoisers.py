@@ -86,6 +86,24 @@ def _embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.
     return emb
 
 
+def distinct_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(t_u, index)`` such that ``t == t_u[index]``, with ``t_u`` the distinct timesteps of ``t`` [B]:
+    a per-timestep quantity (the time embedding) is then computed once per distinct t and gathered with
+    ``gather_rows``. ``index`` is None when no gather is needed: every t equal (``t_u = t[:1]``, broadcast
+    over the batch, as in a sampler step) or every t distinct (``t_u = t``)."""
+    if t.numel() <= 1 or bool((t == t[0]).all()):
+        return t[:1], None
+    t_u, index = torch.unique(t, return_inverse=True)
+    if t_u.numel() == t.numel():
+        return t, None
+    return t_u, index
+
+
+def gather_rows(v: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """``v[index]``, or ``v`` itself when ``index`` is None (see ``distinct_timesteps``)."""
+    return v if index is None else v[index]
+
+
 class MLPDenoiser(nn.Module):
     """``eps_theta(x, t)``: an MLP on ``[x, time_mlp(embedding(t))]`` with SiLU activations.
 
@@ -107,7 +125,9 @@ class MLPDenoiser(nn.Module):
         t = _check_call(x, t, self.T, self)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape [B, {self.dim}], got {tuple(x.shape)}")
-        temb = self.time_mlp(_embedding(t, self.time_dim).to(x.dtype))
+        # once per distinct t: a sampler step has a single t, a training batch often repeats some
+        t_u, index = distinct_timesteps(t)
+        temb = gather_rows(self.time_mlp(_embedding(t_u, self.time_dim).to(x.dtype)), index)
         h = self.inp(x)
         for layer in self.hidden:
             h = layer(self.act(h + temb))
@@ -135,9 +155,11 @@ class _ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
         self.act = nn.SiLU()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``emb`` [U, emb_dim] holds one row per distinct timestep, gathered to the batch by ``index``
+        (``distinct_timesteps``); with ``index`` None it is [B, emb_dim] or a single row broadcast to all."""
         h = self.conv1(self.act(self.norm1(x)))
-        h = h + rearrange(self.temb(emb), "b c -> b c 1 1")
+        h = h + rearrange(gather_rows(self.temb(emb), index), "b c -> b c 1 1")
         h = self.conv2(self.act(self.norm2(h)))
         return h + self.skip(x)
 
@@ -178,10 +200,12 @@ class TinyUNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] % 2 or x.shape[3] % 2:
             raise ValueError(f"x must have shape [B, 1, H, W] with even H and W (e.g. [B, 1, 8, 8]), "
                              f"got {tuple(x.shape)}")
-        emb = self.time_mlp(_embedding(t.to(x.device), self.time_dim).to(x.dtype))
-        h8 = self.enc(self.conv_in(x), emb)
-        h4 = self.mid(self.down(h8), emb)
-        u = self.dec(torch.cat([self.up(h4), h8], dim=1), emb)
+        # once per distinct t (one row per distinct timestep; each block gathers its projection to the batch)
+        t_u, index = distinct_timesteps(t.to(x.device))
+        emb = self.time_mlp(_embedding(t_u, self.time_dim).to(x.dtype))
+        h8 = self.enc(self.conv_in(x), emb, index)
+        h4 = self.mid(self.down(h8), emb, index)
+        u = self.dec(torch.cat([self.up(h4), h8], dim=1), emb, index)
         return self.conv_out(self.act(self.norm_out(u)))
 
 
