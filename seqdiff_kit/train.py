@@ -494,3 +494,21 @@ def fit(model: nn.Module, data, schedule: Schedule, loss: Loss, **kwargs) -> Fit
             ema = stop.value
             break
     return FitResult(model=model, ema=ema, history=history, seconds=time.perf_counter() - t0)
+
+
+def estimate_seconds(model: nn.Module, data, schedule: Schedule, loss: Loss, *, steps: int,
+                     probe_steps: int = 20, **kwargs) -> float:
+    """About how many seconds ``fit(model, data, schedule, loss, steps=steps, **kwargs)`` takes on this machine
+    at its present load: ``steps`` times the mean time of ``probe_steps`` updates of a copy of ``model``
+    (after one untimed update that pays the first step's set-up). ``model`` is left as it was; ``kwargs`` are
+    ``fit``'s (checkpointing and progress are ignored: the probe writes nothing)."""
+    steps, probe_steps = check_int("steps", steps, 0), check_int("probe_steps", probe_steps, 1)
+    for key in ("checkpoint", "checkpoint_every", "resume", "progress"):
+        kwargs.pop(key, None)
+    states = train_iter(copy.deepcopy(model), data, schedule, loss, steps=probe_steps + 1, progress=False, **kwargs)
+    next(states)
+    t0 = time.perf_counter()
+    for _ in states:
+        pass
+    return (time.perf_counter() - t0) / probe_steps * steps
+

@@ -299,3 +299,19 @@ def test_quality_ring8_default_recipe_within_2x_of_ideal():
     assert abs(figures["learned_ll_gap"]) <= 2 * abs(figures["ideal_ll_gap"]), msg
     assert figures["learned_mmd"] <= 2 * max(figures["ideal_mmd"], floor), msg
     assert res.history[-1]["step"] == RING8.steps
+
+
+# ---------------------------------------------------------------------- estimate
+def test_estimate_seconds_probes_a_copy_and_writes_nothing(tmp_path):
+    from seqdiff_kit.train import estimate_seconds
+
+    model = _small()
+    before = [p.detach().clone() for p in model.parameters()]
+    est = estimate_seconds(model, sk.ring8(), SCHED, Loss(), steps=1000, probe_steps=3, batch_size=8, threads=1,
+                           checkpoint=tmp_path / "ck", progress=True)
+    assert math.isfinite(est) and est > 0
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))
+    assert list(tmp_path.iterdir()) == []
+    assert estimate_seconds(model, sk.ring8(), SCHED, Loss(), steps=0, probe_steps=1, batch_size=8) == 0
+    with pytest.raises(ValueError, match="probe_steps"):
+        estimate_seconds(model, sk.ring8(), SCHED, Loss(), steps=10, probe_steps=0)
