@@ -87,6 +87,71 @@ def _bandwidths(bandwidths, xf, yf) -> torch.Tensor:
     return h
 
 
+def _kernel_sum(a: torch.Tensor, b: torch.Tensor, gamma: list[float]) -> torch.Tensor:
+    """``sum_h exp(-gamma_h ||a_i - b_j||^2)`` [n, m] (float64; ``exp(-inf * 0)`` taken as 1).
+
+    Where bandwidths halve, ``gamma`` quadruples and ``exp(-4 g d2) = exp(-g d2)^4``: the kernel of the narrower
+    bandwidth is the wider one's squared twice (each squaring doubles a relative error of ~1e-16), so a chain of
+    halving bandwidths costs one ``exp``."""
+    d2 = torch.cdist(a, b).pow(2)
+    total, prev_g, prev_k = None, None, None
+    for g in sorted(gamma):  # widest kernel first
+        squarings = _squarings(g / prev_g) if prev_g is not None else None
+        if squarings is None:
+            # exp(-inf * 0) would be NaN (gamma is inf for h below ~1e-154): a zero distance gives 1 explicitly
+            k = torch.where(d2 > 0, torch.exp(-g * d2), 1.0)
+        else:
+            k = prev_k
+            for _ in range(squarings):
+                k = k * k
+        prev_g, prev_k = g, k
+        total = k.clone() if total is None else total.add_(k)
+    return total
+
+
+def _squarings(ratio: float) -> int | None:
+    """``j`` when ``ratio == 2^j`` exactly for an integer ``1 <= j <= 16``, else None."""
+    mantissa, exponent = math.frexp(ratio)
+    return exponent - 1 if mantissa == 0.5 and 2 <= exponent <= 17 else None
+
+
+def _gamma(h: torch.Tensor, s: float) -> list[float]:
+    """``1 / (2 (h/s)^2)`` per bandwidth: the kernel's exponent for points scaled by ``1/s``."""
+    return (1.0 / (2.0 * (h / s) ** 2)).tolist()
+
+
+class ReferenceMMD:
+    """The squared MMD of any number of sample sets against one fixed ``reference`` [M, ...] with fixed
+    ``bandwidths`` (a number or a sequence): ``ReferenceMMD(y, h)(x) == mmd(x, y, h)``, the same numbers,
+    with the reference's kernel sum (a third of the work) computed once instead of at every call."""
+
+    def __init__(self, reference: torch.Tensor, bandwidths):
+        if bandwidths is None:
+            raise ValueError("bandwidths must be given (a positive number or a sequence of them) for a fixed "
+                             "reference; got None (the median heuristic depends on each sample set)")
+        self.reference = _flat("reference", reference, min_n=2)
+        self.bandwidths = _bandwidths(bandwidths, self.reference, self.reference)
+        # k depends on ||a - b|| / h only: each kernel sum runs on points and h divided by a power of two s
+        # (exact, so ordinary inputs keep their bits) that keeps the squared distances of huge inputs finite
+        s = pow2_scale(self.reference)
+        y = self.reference / s
+        m = y.shape[0]
+        kyy = _kernel_sum(y, y, _gamma(self.bandwidths, s))
+        # unbiased: drop the diagonals (each equals the number of bandwidths)
+        self.syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+
+    def __call__(self, x: torch.Tensor) -> float:
+        """``MMD^2`` between ``x`` [N, ...] and the reference (see ``mmd``)."""
+        xf, yf = _pair(x, self.reference, min_n=2, names=("x", "reference"))
+        s = pow2_scale(xf, yf)
+        xf, yf, gamma = xf / s, yf / s, _gamma(self.bandwidths.to(xf.device), s)
+        n = xf.shape[0]
+        kxx = _kernel_sum(xf, xf, gamma)
+        sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+        kxy = _kernel_sum(xf, yf, gamma)
+        return float(sxx + self.syy.to(xf.device) - 2.0 * kxy.mean())
+
+
 def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=None) -> float:
     """Unbiased squared MMD between samples ``x`` [N, ...] and ``y`` [M, ...]:
 
@@ -96,28 +161,11 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=None) -> float:
 
     ``bandwidths``: the ``h`` values (a number or a sequence); ``None`` uses ``MEDIAN_MULTIPLIERS`` times the
     median pairwise distance of the pooled samples. The estimate is unbiased, so it can be slightly negative
-    when the two distributions are equal. Finite for every finite input and positive bandwidth.
+    when the two distributions are equal. Finite for every finite input and positive bandwidth. To score many
+    sample sets against one ``y`` with fixed bandwidths, ``ReferenceMMD`` computes ``y``'s part once.
     """
     xf, yf = _pair(x, y, min_n=2)
-    h = _bandwidths(bandwidths, xf, yf).to(xf.device)
-    # k depends on ||a - b|| / h only: run on (x, y, h) / s for a power of two s (exact), so that squared
-    # distances of huge inputs do not overflow
-    s = pow2_scale(xf, yf)
-    xf, yf, h = xf / s, yf / s, h / s
-    gamma = 1.0 / (2.0 * h**2)  # inf for h below ~1e-154: then k = 1 at distance 0 and 0 elsewhere
-
-    def kernel_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        d2 = torch.cdist(a, b).pow(2)
-        # [H, n, m] summed over the bandwidths: one pass per bandwidth keeps memory at one [n, m] matrix;
-        # exp(-inf * 0) would be NaN, so a zero distance gives exp(0) = 1 explicitly
-        return sum(torch.where(d2 > 0, torch.exp(-g * d2), 1.0) for g in gamma)
-
-    n, m = xf.shape[0], yf.shape[0]
-    kxx, kyy, kxy = kernel_sum(xf, xf), kernel_sum(yf, yf), kernel_sum(xf, yf)
-    # unbiased: drop the diagonals (each equals the number of bandwidths)
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return float(sxx + syy - 2.0 * kxy.mean())
+    return ReferenceMMD(yf, _bandwidths(bandwidths, xf, yf))(xf)
 
 
 def _quantile_w(xs: torch.Tensor, ys: torch.Tensor, p: float) -> torch.Tensor:

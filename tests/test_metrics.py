@@ -7,8 +7,8 @@ from scipy import linalg as sla
 from scipy import stats
 
 from seqdiff_kit.data import ring8, two_moons
-from seqdiff_kit.metrics import (frechet_distance, gaussian_frechet_distance, mean_log_likelihood,
-                                 median_bandwidth, mmd, sliced_wasserstein)
+from seqdiff_kit.metrics import (MEDIAN_MULTIPLIERS, ReferenceMMD, frechet_distance, gaussian_frechet_distance,
+                                 mean_log_likelihood, median_bandwidth, mmd, sliced_wasserstein)
 
 
 def gen(seed):
@@ -37,6 +37,43 @@ def test_mmd_matches_brute_force_and_flattens_images():
     assert mmd(x, y, hs) == pytest.approx(mmd_brute(x, y, hs), rel=1e-10, abs=1e-12)
     # flattening: the image layout must not matter
     assert mmd(x, y, hs) == pytest.approx(mmd(x.reshape(9, 6), y.reshape(7, 6), hs), rel=1e-12)
+
+
+def mmd_one_exp_per_bandwidth(x, y, hs):
+    """The estimator with one ``exp`` per bandwidth (no squaring), vectorised, float64."""
+    x, y = x.double(), y.double()
+
+    def ksum(a, b):
+        d2 = torch.cdist(a, b).pow(2)
+        return sum(torch.exp(-d2 / (2 * h * h)) for h in hs)
+
+    n, m = len(x), len(y)
+    kxx, kyy = ksum(x, x), ksum(y, y)
+    return float((kxx.sum() - kxx.trace()) / (n * (n - 1)) + (kyy.sum() - kyy.trace()) / (m * (m - 1))
+                 - 2 * ksum(x, y).mean())
+
+
+@pytest.mark.parametrize("hs", [[m * 0.9 for m in MEDIAN_MULTIPLIERS],  # one chain of halvings: one exp
+                                [0.05, 0.1, 0.2, 0.5, 1.0],              # two chains
+                                [0.3, 0.7, 1.3]])                        # no halving: an exp each
+def test_mmd_squaring_and_reference_reuse_keep_the_numbers(hs):
+    """Squaring the wider kernel for a halved bandwidth and reusing the reference's part change only float64
+    rounding: each squaring doubles a relative error of ~1e-16, eight of them stay below 1e-13."""
+    g = gen(3)
+    ref = ring8().sample(300, generator=g)
+    score = ReferenceMMD(ref, hs)
+    for shift in (0.0, 0.05, 0.5):
+        x = ring8().sample(250, generator=g) + shift
+        want = mmd_one_exp_per_bandwidth(x, ref, hs)
+        assert mmd(x, ref, hs) == pytest.approx(want, rel=1e-12, abs=1e-15)
+        assert score(x) == mmd(x, ref, hs)  # the same computation, reference part computed once
+
+
+def test_reference_mmd_needs_fixed_bandwidths():
+    with pytest.raises(ValueError, match="bandwidths must be given"):
+        ReferenceMMD(torch.randn(10, 2), None)
+    with pytest.raises(ValueError, match="features"):
+        ReferenceMMD(torch.randn(10, 2), 1.0)(torch.randn(10, 3))
 
 
 def gaussian_mmd2(shift, s1, s2, h, D):
