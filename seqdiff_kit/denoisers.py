@@ -86,21 +86,31 @@ def _embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.
     return emb
 
 
-def distinct_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(t_u, index)`` such that ``t == t_u[index]``, with ``t_u`` the distinct timesteps of ``t`` [B]:
-    a per-timestep quantity (the time embedding) is then computed once per distinct t and gathered with
-    ``gather_rows``. ``index`` is None when no gather is needed: every t equal (``t_u = t[:1]``, broadcast
-    over the batch, as in a sampler step) or every t distinct (``t_u = t``)."""
-    if t.numel() <= 1 or bool((t == t[0]).all()):
-        return t[:1], None
+# Rows embedded for a batch whose timesteps are all equal: a one-row matrix product takes another BLAS kernel,
+# whose rounding differs from the batched product's; with a few equal rows each row comes out as in the batch
+# (on the BLAS builds we measured), so a sampler step keeps the bits of embedding every point.
+EQUAL_T_ROWS = 8
+
+
+def distinct_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | slice | None]:
+    """``(t_u, index)`` with ``t == gather_rows(t_u, index)``: a per-timestep quantity (the time embedding) is
+    computed for the rows of ``t_u`` and gathered to the batch by ``gather_rows``. Every t equal (a sampler
+    step): ``t_u`` is ``EQUAL_T_ROWS`` copies and ``index`` the slice of its first row (broadcast over the
+    batch); every t distinct, or a batch of at most ``EQUAL_T_ROWS``: ``t_u = t`` and ``index`` None; otherwise
+    ``t_u`` holds each distinct timestep once and ``index`` [B] points into it."""
+    if t.numel() <= EQUAL_T_ROWS:
+        return t, None
+    if bool((t == t[0]).all()):
+        return t[:EQUAL_T_ROWS], slice(0, 1)
     t_u, index = torch.unique(t, return_inverse=True)
     if t_u.numel() == t.numel():
         return t, None
     return t_u, index
 
 
-def gather_rows(v: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    """``v[index]``, or ``v`` itself when ``index`` is None (see ``distinct_timesteps``)."""
+def gather_rows(v: torch.Tensor, index: torch.Tensor | slice | None) -> torch.Tensor:
+    """``v[index]`` (a row per point, or one row broadcast over the batch), or ``v`` itself when ``index`` is None
+    (see ``distinct_timesteps``)."""
     return v if index is None else v[index]
 
 
