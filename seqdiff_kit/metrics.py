@@ -92,20 +92,23 @@ def _kernel_sum(a: torch.Tensor, b: torch.Tensor, gamma: list[float]) -> torch.T
 
     Where bandwidths halve, ``gamma`` quadruples and ``exp(-4 g d2) = exp(-g d2)^4``: the kernel of the narrower
     bandwidth is the wider one's squared twice (each squaring doubles a relative error of ~1e-16), so a chain of
-    halving bandwidths costs one ``exp``."""
-    d2 = torch.cdist(a, b).pow(2)
-    total, prev_g, prev_k = None, None, None
+    halving bandwidths costs one ``exp``. The [n, m] matrices are updated in place (allocating them again for
+    every bandwidth costs more than the arithmetic)."""
+    d2 = torch.cdist(a, b).square_()
+    total, prev_g, k = None, None, None
     for g in sorted(gamma):  # widest kernel first
         squarings = _squarings(g / prev_g) if prev_g is not None else None
         if squarings is None:
-            # exp(-inf * 0) would be NaN (gamma is inf for h below ~1e-154): a zero distance gives 1 explicitly
-            k = torch.where(d2 > 0, torch.exp(-g * d2), 1.0)
+            # gamma is inf for h below ~1e-154, where exp(-inf * 0) would be NaN: k = 1 at distance 0, else 0
+            k = (d2 == 0).to(d2.dtype) if math.isinf(g) else torch.mul(d2, -g).exp_()
         else:
-            k = prev_k
             for _ in range(squarings):
-                k = k * k
-        prev_g, prev_k = g, k
-        total = k.clone() if total is None else total.add_(k)
+                k.square_()
+        prev_g = g
+        if total is None:
+            total = k.clone()
+        else:
+            total.add_(k)
     return total
 
 
