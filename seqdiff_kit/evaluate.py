@@ -40,8 +40,9 @@ from .data import CHECKPOINT_DIR, GaussianMixture, digits, sample_shape
 from .denoisers import IdealDenoiser
 from .drift import (DistributionDrift, PairedTrajectories, StepDrift, distribution_drift, paths_drift,
                     trajectory_drift)
-from .metrics import (MEDIAN_MULTIPLIERS, digit_feature_stats, digit_frechet_distance, frechet_distance,
-                      loglik_gap, mean_log_likelihood, median_bandwidth, mmd, sliced_wasserstein, std_ratio)
+from .metrics import (MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein, digit_feature_stats,
+                      digit_frechet_distance, frechet_distance, loglik_gap, mean_log_likelihood, median_bandwidth,
+                      mmd, sliced_wasserstein, std_ratio)
 from .samplers import Trajectory, make_noise
 from .solvers import SOLVERS, STOCHASTIC, options_from_data, sample
 from .schedule import Schedule
@@ -106,16 +107,20 @@ def frechet_floor_spread(seeds=tuple(range(8)), classifier=None) -> FloorSpread:
 
 # ---------------------------------------------------------------------- one row
 def score(x: torch.Tensor, reference: torch.Tensor, data, bandwidths, seed: int, *, reference_stats=None,
-          classifier=None, metrics: Sequence[str] = METRICS) -> dict:
+          classifier=None, metrics: Sequence[str] = METRICS, mmd_reference: ReferenceMMD | None = None,
+          sw_reference: ReferenceSlicedWasserstein | None = None) -> dict:
     """The metrics of samples ``x`` against the reference draws (the module docstring), in ``METRICS`` order,
     those of ``metrics`` that apply to ``data`` (a ``GaussianMixture`` or images). ``reference_stats``: the
-    digit-feature statistics of ``reference``, computed once per evaluation."""
+    digit-feature statistics of ``reference``; ``mmd_reference`` (``ReferenceMMD(reference, bandwidths)``) and
+    ``sw_reference`` (``ReferenceSlicedWasserstein(reference, seed=seed)``): the reference's parts of the MMD and
+    the sliced Wasserstein distance. All three give the same numbers, computed once per evaluation."""
     is_mixture = isinstance(data, GaussianMixture)
     row = {}
     if "mmd" in metrics:
-        row["mmd"] = mmd(x, reference, bandwidths)
+        row["mmd"] = mmd_reference(x) if mmd_reference is not None else mmd(x, reference, bandwidths)
     if "sw" in metrics:
-        row["sw"] = sliced_wasserstein(x, reference, generator=torch.Generator().manual_seed(seed))
+        row["sw"] = (sw_reference(x) if sw_reference is not None
+                     else sliced_wasserstein(x, reference, generator=torch.Generator().manual_seed(seed)))
     if is_mixture and "loglik" in metrics:
         row["loglik"] = mean_log_likelihood(x, data)
     if is_mixture and "loglik_gap" in metrics:
@@ -253,11 +258,15 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
         classifier = get_classifier(classifier, device)
         ref_stats = digit_feature_stats(ref, classifier) if "fd" in metrics else None
 
+    # the reference's parts of the MMD and the sliced Wasserstein distance: the same for every row
+    mmd_ref = ReferenceMMD(ref, bandwidths) if "mmd" in metrics else None
+    sw_ref = ReferenceSlicedWasserstein(ref, seed=seed) if "sw" in metrics else None
+
     def score_row(x):
         if not is_mixture:
             x = x.clamp(*PIXEL_RANGE)
         return score(x, ref, data, bandwidths, seed, reference_stats=ref_stats, classifier=classifier,
-                     metrics=metrics)
+                     metrics=metrics, mmd_reference=mmd_ref, sw_reference=sw_ref)
 
     rows = [{"model": DATA_ROW, "steps": 0, **score_row(own)}]
     trajectories: dict[str, dict[int, Trajectory]] = {n: {} for n in all_models}

@@ -195,6 +195,18 @@ def _quantile_w(xs: torch.Tensor, ys: torch.Tensor, p: float) -> torch.Tensor:
     return ((gaps / M).pow(p) * du.to(xs.device)[:, None]).sum(0), M
 
 
+def _directions(dim: int, n_projections: int, generator: torch.Generator, device) -> torch.Tensor:
+    """``n_projections`` unit directions [dim, P]: normalised standard normal draws (uniform on the sphere)."""
+    theta = torch.randn(dim, n_projections, generator=generator, dtype=torch.float64).to(device)
+    return theta / torch.linalg.vector_norm(theta, dim=0, keepdim=True)
+
+
+def _sliced(xs: torch.Tensor, ys: torch.Tensor, s: float, p: int) -> float:
+    """``SW_p`` from the sorted projections of ``x / s`` and ``y / s`` (see ``sliced_wasserstein``)."""
+    wpp, M = _quantile_w(xs, ys, float(p))
+    return s * M * float(wpp.mean() ** (1.0 / p))
+
+
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256,
                        generator: torch.Generator | None = None, p: int = 1) -> float:
     """Sliced Wasserstein distance ``SW_p = (E_theta W_p^p(theta^T x, theta^T y))^(1/p)`` over directions
@@ -203,20 +215,44 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
     Each 1-D ``W_p`` is exact for the empirical measures (any ``N`` and ``M``). For ``p = 1`` and ``y = x + d``
     it equals ``||d|| E|theta_1|``. ``generator=None`` uses a fixed seed (0), so the result is reproducible.
     Computed as ``s M (E_theta W_p^p / (s M)^p)^(1/p)`` (``s`` a power of two scaling the inputs, ``M`` the largest
-    1-D gap), finite for any ``p``.
+    1-D gap), finite for any ``p``. To score many sample sets against one ``y`` with the same directions,
+    ``ReferenceSlicedWasserstein`` projects and sorts ``y`` once.
     """
     xf, yf = _pair(x, y)
     n_projections = check_int("n_projections", n_projections, 1)
     p = check_int("p", p, 1)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    theta = torch.randn(xf.shape[1], n_projections, generator=generator, dtype=torch.float64).to(xf.device)
-    theta = theta / torch.linalg.vector_norm(theta, dim=0, keepdim=True)
+    theta = _directions(xf.shape[1], n_projections, generator, xf.device)
     s = pow2_scale(xf, yf)
     xs = torch.sort((xf / s) @ theta, dim=0).values
     ys = torch.sort((yf / s) @ theta, dim=0).values
-    wpp, M = _quantile_w(xs, ys, float(p))
-    return s * M * float(wpp.mean() ** (1.0 / p))
+    return _sliced(xs, ys, s, p)
+
+
+class ReferenceSlicedWasserstein:
+    """``sliced_wasserstein(x, reference, n_projections, Generator().manual_seed(seed), p)`` for any number of
+    sample sets ``x``, the same numbers, with the directions and the reference's sorted projections computed
+    once instead of at every call."""
+
+    def __init__(self, reference: torch.Tensor, n_projections: int = 256, seed: int = 0, p: int = 1):
+        self.reference = _flat("reference", reference)
+        self.p = check_int("p", p, 1)
+        gen = torch.Generator().manual_seed(check_int("seed", seed))
+        self.theta = _directions(self.reference.shape[1], check_int("n_projections", n_projections, 1), gen,
+                                 self.reference.device)
+        self.s_ref = pow2_scale(self.reference)
+        self.sorted_ref = torch.sort((self.reference / self.s_ref) @ self.theta, dim=0).values
+
+    def __call__(self, x: torch.Tensor) -> float:
+        """``SW_p`` between ``x`` [N, ...] and the reference."""
+        xf, yf = _pair(x, self.reference, names=("x", "reference"))
+        s = pow2_scale(xf, yf)
+        xs = torch.sort((xf / s) @ self.theta.to(xf.device), dim=0).values
+        # the projections of y / s are those of y / s_ref times s_ref / s, a power of two: exactly, and the
+        # order is the same
+        ys = self.sorted_ref.to(xf.device) * (self.s_ref / s)
+        return _sliced(xs, ys, s, self.p)
 
 
 def mean_log_likelihood(x: torch.Tensor, mixture: GaussianMixture) -> float:

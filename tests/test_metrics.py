@@ -7,8 +7,9 @@ from scipy import linalg as sla
 from scipy import stats
 
 from seqdiff_kit.data import ring8, two_moons
-from seqdiff_kit.metrics import (MEDIAN_MULTIPLIERS, ReferenceMMD, frechet_distance, gaussian_frechet_distance,
-                                 mean_log_likelihood, median_bandwidth, mmd, sliced_wasserstein)
+from seqdiff_kit.metrics import (MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance,
+                                 gaussian_frechet_distance, mean_log_likelihood, median_bandwidth, mmd,
+                                 sliced_wasserstein)
 
 
 def gen(seed):
@@ -67,6 +68,18 @@ def test_mmd_squaring_and_reference_reuse_keep_the_numbers(hs):
         want = mmd_one_exp_per_bandwidth(x, ref, hs)
         assert mmd(x, ref, hs) == pytest.approx(want, rel=1e-12, abs=1e-15)
         assert score(x) == mmd(x, ref, hs)  # the same computation, reference part computed once
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_reference_sliced_wasserstein_is_sliced_wasserstein(p):
+    """Directions and the reference's sorted projections computed once: the same numbers, bit for bit (the
+    reference's projections are rescaled by a power of two, which is exact)."""
+    g = gen(4)
+    ref = ring8().sample(300, generator=g)
+    score = ReferenceSlicedWasserstein(ref, n_projections=64, seed=7, p=p)
+    for n, scale in ((300, 1.0), (211, 1.0), (300, 40.0), (50, 1e-3)):
+        x = ring8().sample(n, generator=g) * scale  # scales that change the power-of-two scaling of the pair
+        assert score(x) == sliced_wasserstein(x, ref, n_projections=64, generator=gen(7), p=p)
 
 
 def test_reference_mmd_needs_fixed_bandwidths():
