@@ -10,9 +10,27 @@ __all__ = ["Schedule", "GaussianMixture", "digits", "grid25", "preset", "ring8",
            "MLPDenoiser", "TinyUNet", "Loss", "LossOutput", "sequence_aware_loss", "simple_loss", "Trajectory",
            "generalized_step", "make_noise", "sample", "sample_iter", "SOLVERS", "set_threads"]
 
-from .schedule import Schedule  # noqa: E402
-from .data import GaussianMixture, digits, grid25, preset, ring8, two_moons  # noqa: E402
-from .denoisers import IdealDenoiser, MLPDenoiser, TinyUNet  # noqa: E402
-from .losses import Loss, LossOutput, sequence_aware_loss, simple_loss  # noqa: E402
-from .samplers import Trajectory, generalized_step, make_noise  # noqa: E402
-from .solvers import SOLVERS, sample, sample_iter  # noqa: E402  (samplers' sample with a choice of solver)
+# The core's names are imported on first use (PEP 562), so that importing the package (the `seqdiff` command
+# does, before it knows what it will run) does not import torch.
+_CORE = {"Schedule": "schedule", "GaussianMixture": "data", "digits": "data", "grid25": "data", "preset": "data",
+         "ring8": "data", "two_moons": "data", "IdealDenoiser": "denoisers", "MLPDenoiser": "denoisers",
+         "TinyUNet": "denoisers", "Loss": "losses", "LossOutput": "losses", "sequence_aware_loss": "losses",
+         "simple_loss": "losses", "Trajectory": "samplers", "generalized_step": "samplers",
+         "make_noise": "samplers", "SOLVERS": "solvers", "sample": "solvers",  # samplers' sample with a solver
+         "sample_iter": "solvers"}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in set(_CORE.values()):  # the core modules themselves (`seqdiff_kit.samplers` after the package import)
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _CORE:
+        raise AttributeError(f"module 'seqdiff_kit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_CORE[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 __version__ = "0.1.0"
 
 
@@ -15,6 +13,8 @@ def set_threads(n: int | None = None) -> int:
 
     The models here are tiny, so a second thread gains little while oversubscribing a busy machine costs a
     lot (docs/performance.md)."""
+    import torch  # here, not at the top: `seqdiff --help` and the version need no torch (seconds to import)
+
     if n is None:
         n = int(os.environ.get("SEQDIFF_THREADS", 1))
     torch.set_num_threads(max(1, int(n)))

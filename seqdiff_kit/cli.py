@@ -105,20 +105,48 @@ def _float(name: str, low: float | None = None, high: float | None = None, why: 
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
-    from .demo import DEMO_POINTS, DEMO_STEPS
-    from .train import MAX_SEED
+# the commands, with their one-line help: the top-level parser lists them without importing what they run
+COMMAND_HELP = {"demo": "simple vs SA loss on ring8: a table and an HTML report",
+                "train": "train a denoiser and write a checkpoint",
+                "sample": "sample a checkpoint into an .npz file",
+                "compare": "compare checkpoints: a table and a report",
+                "experiment": "run the simple-vs-SA grid (seeds, steps, eta, budgets)"}
 
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``seqdiff`` parser. ``only``: fill in the options of that command alone (the others are listed with
+    their help but take no options), so that ``seqdiff --help`` or one command's parse imports only what that
+    command needs (torch takes seconds to import); ``None`` fills in every command."""
     fmt = argparse.RawDescriptionHelpFormatter
-    seed, threads = _int_in("--seed", 0, MAX_SEED), _int_in("--threads", 1, MAX_THREADS)
     parser = _Parser(prog=PROG, formatter_class=fmt,
                      description="seqdiff_kit: diffusion sampling, the ideal path, drift and the sequence-aware loss.",
                      epilog="Run `seqdiff COMMAND --help` for the options of a command.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    builders = {"demo": _demo_parser, "train": _train_parser, "sample": _sample_parser,
+                "compare": _compare_parser, "experiment": add_experiment_parser}
+    for name, build in builders.items():
+        if only is None or only == name:
+            build(sub)
+        else:
+            sub.add_parser(name, help=COMMAND_HELP[name])
+    return parser
 
-    p = sub.add_parser("demo", formatter_class=fmt, help="simple vs SA loss on ring8: a table and an HTML report",
+
+def _seed_and_threads():
+    """The argparse types of --seed and --threads."""
+    from .train import MAX_SEED
+
+    return _int_in("--seed", 0, MAX_SEED), _int_in("--threads", 1, MAX_THREADS)
+
+
+def _demo_parser(sub) -> argparse.ArgumentParser:
+    from .demo import DEMO_POINTS
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    seed, threads = _seed_and_threads()
+
+    p = sub.add_parser("demo", formatter_class=fmt, help=COMMAND_HELP["demo"],
                        description="Load the shipped ring8 MLPs (simple loss; SA loss K=2, lam=1), sample them and "
                                    "the ideal denoiser with 5, 10, 20, 50 and 100 DDIM steps from one x_T, print MMD, "
                                    "sliced Wasserstein and log-likelihood, and write OUT/report.html.")
@@ -132,8 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=threads, default=None,
                    help="torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 1 to retrain)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
+    return p
 
-    p = sub.add_parser("train", formatter_class=fmt, help="train a denoiser and write a checkpoint",
+
+def _train_parser(sub) -> argparse.ArgumentParser:
+    from .data import DATASETS
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    seed, threads = _seed_and_threads()
+    p = sub.add_parser("train", formatter_class=fmt, help=COMMAND_HELP["train"],
                        description="Train an MLP (2-D presets) or a TinyUNet (digits) and write OUT/model.safetensors "
                                    "+ OUT/model.json (weights, EMA, optimizer state) and OUT/history.json.",
                        epilog="example: seqdiff train --dataset ring8 --model mlp --loss sa --K 2 --lam 1 "
@@ -163,11 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel processes on this machine (DistributedDataParallel: gloo on the CPU, nccl "
                         "with one GPU each on CUDA); the batch is split into N shards (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
 
+
+def _sample_parser(sub) -> argparse.ArgumentParser:
     from .solvers import SOLVERS
 
+    fmt = argparse.RawDescriptionHelpFormatter
+    seed, threads = _seed_and_threads()
     solver_names = sorted(SOLVERS)
-    p = sub.add_parser("sample", formatter_class=fmt, help="sample a checkpoint into an .npz file",
+    p = sub.add_parser("sample", formatter_class=fmt, help=COMMAND_HELP["sample"],
                        description="Sample a checkpoint with the generalized DDIM/DDPM sampler and write an .npz "
                                    "(no pickle) holding `samples` [n, ...], `x_T`, `timesteps` and `config` (JSON).")
     p.add_argument("--checkpoint", required=True, help="a checkpoint stem, .json, .safetensors, or a train folder")
@@ -181,8 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.npz", help="output .npz file (default: samples.npz)")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch threads (default: SEQDIFF_THREADS or 1)")
+    return p
 
-    p = sub.add_parser("compare", formatter_class=fmt, help="compare checkpoints: a table and a report",
+
+def _compare_parser(sub) -> argparse.ArgumentParser:
+    from .demo import DEMO_STEPS
+    from .solvers import SOLVERS
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    seed, threads = _seed_and_threads()
+    solver_names = sorted(SOLVERS)
+    p = sub.add_parser("compare", formatter_class=fmt, help=COMMAND_HELP["compare"],
                        description="Sample two or more checkpoints of one dataset from the same x_T at each step "
                                    "count (plus the ideal denoiser on 2-D data), print a table and write "
                                    "OUT/report.html and OUT/metrics.json.")
@@ -195,9 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
     p.add_argument("--threads", type=threads, default=1, help="torch threads (default: 1)")
-
-    add_experiment_parser(sub)
-    return parser
+    return p
 
 
 def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
@@ -205,7 +252,7 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
     from .experiments import GRIDS
     from .few_step import PRESET as STUDY
 
-    p = subparsers.add_parser("experiment", help="run the simple-vs-SA grid (seeds, steps, eta, budgets)",
+    p = subparsers.add_parser("experiment", help=COMMAND_HELP["experiment"],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               description="Run (or resume) the simple-vs-SA comparison and write CSV + HTML. The jobs "
                                           "run in local worker processes (--workers) or on the workers of an "
@@ -661,9 +708,12 @@ def _os_error_line(err: OSError) -> str:
 
 def main(argv=None) -> int:
     """Entry point of the ``seqdiff`` console script; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # the command is the first word that is not an option (the top level has only --help and --version)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(only=command)
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `train --nproc N` hands to its processes
+    args.argv = argv  # what `train --nproc N` hands to its processes
     if args.version:
         from ._runtime import __version__
         print(f"seqdiff_kit {__version__}")

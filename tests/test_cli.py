@@ -70,13 +70,32 @@ def test_console_entry_point_runs_as_a_process():
     """The installed `seqdiff` script (or `python -m seqdiff_kit.cli`) exits with main's status."""
     exe = os.path.join(os.path.dirname(sys.executable), "seqdiff")
     cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "seqdiff_kit.cli"]
-    ok = subprocess.run(cmd + ["sample", "--help"], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and "usage: seqdiff sample" in ok.stdout
+    ok = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "usage: seqdiff" in ok.stdout and "experiment" in ok.stdout
     bad = subprocess.run(cmd + ["train", "--dataset", "moons", "--steps", "1"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [
         "seqdiff: error: dataset must be one of ['grid25', 'ring8', 'two_moons', 'digits', 'gauss1d'], got 'moons'"]
+
+
+def test_help_and_version_import_no_torch():
+    """The top-level help and the version need no torch (seconds to import): the package root and the parser load
+    a command's modules only when that command runs."""
+    code = ("import sys\nfrom seqdiff_kit.cli import main\n"
+            "for argv in (['--help'], ['--version']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "NO TORCH", out.stdout + out.stderr
+    assert "seqdiff_kit 0.1.0" in out.stdout
+    # a command's options are filled in only for it, and all of them for a parser built without `only`
+    lone = cli.build_parser(only="sample")
+    actions = {a.dest: a for a in lone._subparsers._group_actions[0].choices["sample"]._actions}
+    assert "solver" in actions
+    assert len(lone._subparsers._group_actions[0].choices["demo"]._actions) == 1  # only -h
+    full = cli.build_parser()
+    assert all(len(p._actions) > 1 for p in full._subparsers._group_actions[0].choices.values())
 
 
 # ---------------------------------------------------------------------- demo
