@@ -24,7 +24,9 @@ budget means the same work as wall seconds on a quiet one; ``--clock wall`` uses
 printed. Usage: python benchmarks/bench_quality_per_second.py [--budgets 10 30 60] [--clock cpu|wall]
 """
 import argparse
+import contextlib
 import copy
+import io
 import importlib.util
 import os
 import statistics
@@ -35,9 +37,12 @@ import types
 import torch
 
 import seqdiff_kit as sk
-from seqdiff_kit.losses import Loss
-from seqdiff_kit.metrics import mmd
-from seqdiff_kit.train import RECIPES_2D, train_iter
+from seqdiff_kit import recipes
+from seqdiff_kit.metrics import ReferenceMMD, mmd
+from seqdiff_kit.train import train_iter
+
+# the shipped models' recipe and the default one for new 2-D trainings
+RECIPES_2D = {"RING8": recipes.RING8, "RING8_FAST": recipes.RING8_FAST}
 
 NARROW = (0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -74,11 +79,9 @@ def snapshots(states, budgets, clock_kind, take):
 
 # ---------------------------------------------------------------------- the kit
 def train_kit(recipe_name, budgets, clock, seed=0):
-    recipe = dict(RECIPES_2D[recipe_name])
-    width, depth = recipe.pop("width"), recipe.pop("depth")
-    model = sk.denoisers.seeded_model(sk.MLPDenoiser, seed, dim=2, width=width, depth=depth)
-    states = train_iter(model, sk.ring8(), sk.Schedule.linear(), Loss("simple"), seed=seed, progress=False,
-                        threads=1, **recipe)
+    recipe = RECIPES_2D[recipe_name].replace(seed=seed)
+    states = train_iter(recipe.build_model(), recipe.data(), recipe.make_schedule(), recipe.loss, seed=seed,
+                        progress=False, threads=1, **recipe.fit)
     return snapshots(states, budgets, clock, lambda st: copy.deepcopy(st.ema).eval())
 
 
@@ -131,7 +134,8 @@ def train_smalldiffusion(budgets, clock, seed=0):
     accelerator = sys.modules["accelerate"].Accelerator()
     states = sd.training_loop(FreshRing8(2048, seed), model, schedule, accelerator=accelerator, epochs=10**9)
     # the loop yields before each update: a snapshot taken there holds every update done so far
-    snaps = snapshots(states, budgets, clock, lambda ns: copy.deepcopy(ns.model).eval())
+    with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar
+        snaps = snapshots(states, budgets, clock, lambda ns: copy.deepcopy(ns.model).eval())
 
     def sampler(net, x_T):
         sigmas = schedule.sample_sigmas(100)
@@ -147,15 +151,17 @@ class Scorer:
         self.cases = []
         for s in seeds:
             g = torch.Generator().manual_seed(1000 + s)
-            self.cases.append((torch.randn(n, 2, generator=g), sk.ring8().sample(n, generator=g)))
+            ref = sk.ring8().sample(n, generator=g)
+            self.cases.append((torch.randn(n, 2, generator=g), ref, ReferenceMMD(ref, NARROW)))
 
     def __call__(self, model, sampler):
+        """Mean over the eval seeds of (MMD with the default kernel, MMD with the narrow kernel)."""
         default, narrow = [], []
         with torch.no_grad():
-            for x_T, ref in self.cases:
+            for x_T, ref, narrow_mmd in self.cases:
                 x = sampler(model, x_T).float()
                 default.append(mmd(x, ref))
-                narrow.append(mmd(x, ref, NARROW))
+                narrow.append(narrow_mmd(x))
         return statistics.mean(default), statistics.mean(narrow)
 
 
@@ -166,6 +172,7 @@ def main():
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES_2D), choices=list(RECIPES_2D))
     ap.add_argument("--points", type=int, default=5000)
     ap.add_argument("--eval-seeds", type=int, default=3)
+    ap.add_argument("--train-seeds", type=int, default=1, help="training runs per contender (medians over them)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load0 = os.getloadavg()
@@ -174,22 +181,30 @@ def main():
     ideal = score(sk.IdealDenoiser(sk.ring8(), sk.Schedule.linear()), kit_sampler)
     print(f"ideal denoiser, 100 DDIM steps: MMD {ideal[0]:.3g} (default kernel), {ideal[1]:.3g} (narrow kernel)")
 
-    runs = {}
+    seeds = range(args.train_seeds)
+    runs = {}  # contender -> [(snapshots, sampler) per training seed]
     for name in args.recipes:
-        runs[f"kit {name}"] = (train_kit(name, args.budgets, args.clock), kit_sampler)
+        runs[f"kit {name}"] = [(train_kit(name, args.budgets, args.clock, seed), kit_sampler) for seed in seeds]
     if smalldiffusion_available():
-        snaps, sampler = train_smalldiffusion(args.budgets, args.clock)
-        runs["smalldiffusion toy"] = (snaps, sampler)
+        runs["smalldiffusion toy"] = [train_smalldiffusion(args.budgets, args.clock, seed) for seed in seeds]
     else:
         print("smalldiffusion is not installed (pip install --no-deps smalldiffusion==0.5.0): kit recipes only")
 
-    print(f"\n{'contender':<22} {'budget':>6} {'steps':>7} {'cpu s':>6} {'wall s':>6} "
-          f"{'MMD':>9} {'/ideal':>7} {'narrow':>9} {'/ideal':>7}")
-    for name, (snaps, sampler) in runs.items():
-        for b, (model, steps, cpu, wall) in sorted(snaps.items()):
-            d, n = score(model, sampler)
-            print(f"{name:<22} {b:6.0f} {steps:7d} {cpu:6.1f} {wall:6.1f} {d:9.3g} {d / ideal[0]:7.2f} "
-                  f"{n:9.3g} {n / ideal[1]:7.2f}", flush=True)
+    print(f"\nmedians over {args.train_seeds} training run(s) (min-max in brackets); MMD: mean over "
+          f"{args.eval_seeds} eval seeds x {args.points} points; /ideal: the ratio to the ideal denoiser's")
+    print(f"{'contender':<22} {'budget':>6} {'steps':>7} {'cpu s':>6} {'wall s':>6} {'MMD':>9} {'/ideal':>7} "
+          f"{'[range]':>13} {'narrow':>9} {'/ideal':>7}")
+    for name, per_seed in runs.items():
+        for b in sorted(args.budgets):
+            rows = []
+            for snaps, sampler in per_seed:
+                model, steps, cpu, wall = snaps[b]
+                rows.append((steps, cpu, wall, *score(model, sampler)))
+            med = [statistics.median(col) for col in zip(*rows)]
+            lo, hi = min(r[3] for r in rows), max(r[3] for r in rows)
+            print(f"{name:<22} {b:6.0f} {med[0]:7.0f} {med[1]:6.1f} {med[2]:6.1f} {med[3]:9.3g} "
+                  f"{med[3] / ideal[0]:7.2f} {f'[{lo / ideal[0]:.2f}-{hi / ideal[0]:.2f}]':>13} {med[4]:9.3g} "
+                  f"{med[4] / ideal[1]:7.2f}", flush=True)
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -6,7 +6,8 @@ import torch
 from seqdiff_kit import Loss, MLPDenoiser, Schedule
 from seqdiff_kit.data import DATASETS
 from seqdiff_kit.denoisers import seeded_model
-from seqdiff_kit.recipes import DIGITS, FIT_KEYS, RING8, SHIPPED, Recipe, load_shipped, recipe_for, train
+from seqdiff_kit.recipes import (DIGITS, FIT_KEYS, RING8, RING8_FAST, SHIPPED, Recipe, load_shipped,
+                                 recipe_for, train)
 from seqdiff_kit.train import fit
 
 
@@ -40,7 +41,7 @@ def test_every_dataset_has_a_default_recipe():
         assert model(x, torch.zeros(4, dtype=torch.long)).shape == x.shape, name
         assert set(r.fit) <= set(FIT_KEYS)
     assert recipe_for("digits") == DIGITS and recipe_for("digits8x8") == DIGITS  # the name older checkpoints use
-    assert recipe_for("gauss1d").model_args["dim"] == 1 and recipe_for("two_moons").fit == RING8.fit
+    assert recipe_for("gauss1d").model_args["dim"] == 1 and recipe_for("two_moons").fit == RING8_FAST.fit
     with pytest.raises(ValueError, match="dataset must be one of"):
         recipe_for("moons")
 

@@ -9,7 +9,7 @@ import torch
 import seqdiff_kit as sk
 from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint
 from seqdiff_kit.losses import Loss
-from seqdiff_kit.recipes import RING8
+from seqdiff_kit.recipes import RING8, RING8_FAST, load_shipped, recipe_for
 from seqdiff_kit.train import (HISTORY_KEYS, NonFiniteLossError, TrainState, ema_decay_at, fit, lr_at,
                                read_history, train_iter)
 
@@ -260,45 +260,73 @@ def test_bad_types():
 
 
 # ---------------------------------------------------------------------- quality
-@pytest.mark.slow
-def test_quality_ring8_default_recipe_within_2x_of_ideal():
-    """MLPDenoiser + simple loss + the RING8 recipe on ring8, 100 DDIM steps (trailing), N = 4000 samples from a
-    shared x_T. Both yardsticks compare with the ideal denoiser eps* at the same 100 steps:
-
-    - log-likelihood gap ``E_data log p - (1/N) sum log p(x_i)`` (E_data from 200k exact draws): the learned
-      gap must be within 2x of the ideal's in size (the ideal's is negative: 100 DDIM steps over-concentrate);
-    - MMD (unbiased, RBF bandwidths 0.05..1 to see the 0.1-wide modes) to N fresh data draws: within 2x of the
-      ideal's, or of the sampling-noise floor (MMD between two independent data draws) where that is larger.
-    """
-    from seqdiff_kit.metrics import mean_log_likelihood, mmd
+@pytest.fixture(scope="module")
+def ring8_yardstick():
+    """What both quality tests compare with, computed once: a shared x_T of N = 4000 points, the MMD to N fresh
+    data draws (unbiased, RBF bandwidths 0.05..1 to see the 0.1-wide modes; the reference's kernel sum once),
+    its sampling-noise floor (the mean |MMD| of three independent data draws), E_data log p (200k exact draws),
+    and the ideal denoiser eps* sampled with 100 DDIM steps (trailing) on both yardsticks of ``_quality``."""
+    from seqdiff_kit.metrics import ReferenceMMD, mean_log_likelihood
 
     mix, n = sk.ring8(), 4000
-    recipe = dict(RING8.fit)
-    torch.manual_seed(0)
-    model = sk.MLPDenoiser(dim=2, width=RING8.model_args["width"], depth=RING8.model_args["depth"])
-    load = os.getloadavg()[0]
-    threads_before = torch.get_num_threads()
-    # one thread: on a shared 2-core machine, 2 threads of a small MLP spin against each other (10x slower)
-    res = fit(model, mix, SCHED, Loss("simple"), seed=0, progress=False, threads=1, **recipe)
-
     g = torch.Generator().manual_seed(1)
     ll_data = mean_log_likelihood(mix.sample(200_000, generator=g), mix)
     x_T = torch.randn(n, 2, generator=g)
-    ref = mix.sample(n, generator=g)
-    bw = (0.05, 0.1, 0.2, 0.5, 1.0)
-    floor = sum(abs(mmd(mix.sample(n, generator=g), ref, bw)) for _ in range(3)) / 3
-    figures = {"train_seconds": round(res.seconds, 1), "load_avg_1min": round(load, 2),
-               "train_threads": 1, "data_floor_mmd": floor}
-    for name, net in (("ideal", sk.IdealDenoiser(mix, SCHED)), ("learned", res.ema)):
+    mmd_to_ref = ReferenceMMD(mix.sample(n, generator=g), (0.05, 0.1, 0.2, 0.5, 1.0))
+    floor = sum(abs(mmd_to_ref(mix.sample(n, generator=g))) for _ in range(3)) / 3
+
+    def measure(net) -> tuple[float, float]:
         x = sk.sample(net, x_T, SCHED, 100, record_every=100).final
-        figures[f"{name}_mmd"] = mmd(x, ref, bw)
-        figures[f"{name}_ll_gap"] = ll_data - mean_log_likelihood(x, mix)
-    msg = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
-    print("\nquality (ring8, the RING8 recipe, 100 DDIM steps):", msg)
-    torch.set_num_threads(threads_before)
+        return mmd_to_ref(x), ll_data - mean_log_likelihood(x, mix)
+
+    return measure, {"data_floor_mmd": floor, **dict(zip(("ideal_mmd", "ideal_ll_gap"),
+                                                          measure(sk.IdealDenoiser(mix, SCHED))))}
+
+
+def _quality(net, yardstick) -> tuple[dict, str]:
+    """A ring8 network against the ideal denoiser, both sampled with 100 DDIM steps from the same x_T:
+    the log-likelihood gap ``E_data log p - (1/N) sum log p(x_i)`` (the ideal's is negative: 100 DDIM steps
+    over-concentrate) and the MMD to fresh data draws, with the data's own floor."""
+    measure, figures = yardstick
+    figures = dict(figures)
+    figures["learned_mmd"], figures["learned_ll_gap"] = measure(net)
+    msg = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
+    return figures, msg
+
+
+def _assert_within_2x_of_ideal(figures, msg):
     assert abs(figures["learned_ll_gap"]) <= 2 * abs(figures["ideal_ll_gap"]), msg
-    assert figures["learned_mmd"] <= 2 * max(figures["ideal_mmd"], floor), msg
-    assert res.history[-1]["step"] == RING8.steps
+    assert figures["learned_mmd"] <= 2 * max(figures["ideal_mmd"], figures["data_floor_mmd"]), msg
+
+
+@pytest.mark.slow
+def test_quality_ring8_default_recipe_within_2x_of_ideal(ring8_yardstick):
+    """The default recipe of new 2-D trainings (``recipe_for("ring8")``: RING8_FAST), trained here with one
+    thread: its EMA network within 2x of the ideal denoiser on both yardsticks of ``_quality``."""
+    recipe = recipe_for("ring8")
+    assert recipe.fit == RING8_FAST.fit and recipe.model_args == RING8_FAST.model_args
+    load = os.getloadavg()[0]
+    threads_before = torch.get_num_threads()
+    # one thread: on a shared 2-core machine, 2 threads of a small MLP spin against each other (10x slower)
+    res = fit(recipe.build_model(), recipe.data(), SCHED, Loss("simple"), seed=0, progress=False, threads=1,
+              **recipe.fit)
+    torch.set_num_threads(threads_before)
+    figures, msg = _quality(res.ema, ring8_yardstick)
+    print(f"\nquality (ring8, RING8_FAST, 100 DDIM steps): train_seconds={res.seconds:.1f}, load_avg_1min={load:.2f}, "
+          f"train_threads=1, {msg}")
+    _assert_within_2x_of_ideal(figures, msg)
+    assert res.history[-1]["step"] == RING8_FAST.steps
+
+
+@pytest.mark.slow
+def test_quality_shipped_ring8_model_within_2x_of_ideal(ring8_yardstick):
+    """The shipped simple-loss ring8 network (what the RING8 recipe made, recorded in its JSON) on the same
+    yardsticks."""
+    shipped = load_shipped("ring8_simple")
+    assert {k: shipped.config["train"][k] for k in RING8.fit} == RING8.fit
+    figures, msg = _quality(shipped.model, ring8_yardstick)
+    print("\nquality (ring8, the shipped RING8 network, 100 DDIM steps):", msg)
+    _assert_within_2x_of_ideal(figures, msg)
 
 
 # ---------------------------------------------------------------------- estimate
