@@ -1,5 +1,7 @@
 """Recipes: validation, replace and the JSON round trip, the default recipe of every dataset, training a recipe
 is the training loop on its parts (bit for bit), and the shipped names."""
+import math
+
 import pytest
 import torch
 
@@ -73,3 +75,13 @@ def test_shipped_names_are_the_checkpoints():
         load_shipped("ring8_large")
     with pytest.raises(FileNotFoundError, match="shipped checkpoint not found"):
         load_shipped("ring8_sa", checkpoint_dir="/nonexistent")
+
+
+def test_estimate_seconds_probes_the_recipe():
+    from seqdiff_kit.recipes import estimate_seconds
+
+    short = RING8_FAST.replace(steps=1000)
+    est = estimate_seconds(short, probe_steps=2, threads=1)
+    assert math.isfinite(est) and est > 0
+    with pytest.raises(TypeError, match="recipe"):
+        estimate_seconds(RING8_FAST.fit)
