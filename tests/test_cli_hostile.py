@@ -324,11 +324,12 @@ def unfinished_run(ctx):
     """Setup: ``x`` holds a run stopped after step 3 of 6 (checkpoint every 3), as an interrupted
     ``seqdiff train --steps 6 --checkpoint-every 3`` leaves it (no history.json: that is written at the end)."""
     import seqdiff_kit as sk
-    from seqdiff_kit.recipes import RING8
+    from seqdiff_kit.recipes import recipe_for
     from seqdiff_kit.train import train_iter
 
-    recipe = {k: RING8.fit[k] for k in ("lr", "warmup", "cosine_decay", "ema_decay", "grad_clip")}
-    model = RING8.replace(seed=0).build_model()
+    default = recipe_for("ring8")  # what `seqdiff train --dataset ring8` trains
+    recipe = {k: default.fit[k] for k in ("lr", "warmup", "cosine_decay", "ema_decay", "grad_clip")}
+    model = default.replace(seed=0).build_model()
     it = train_iter(model, sk.ring8(), sk.Schedule.linear(), sk.Loss("simple"), steps=6, batch_size=16, seed=0,
                     checkpoint=ctx.d / "x" / "model", checkpoint_every=3, progress=False, threads=1,
                     dataset_name="ring8", **recipe)
