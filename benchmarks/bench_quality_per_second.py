@@ -11,9 +11,10 @@ Scoring: 3 eval seeds x 5000 points, 100 DDIM steps (eta = 0, trailing spacing) 
 0.25..4 x the median pairwise distance, as ``mmd(x, ref)``) and fixed narrow ones (0.05, 0.1, 0.2, 0.5, 1) that
 see the 0.1-wide modes. The ideal denoiser eps* sampled from the same x_T is the yardstick.
 
-smalldiffusion 0.5.0 (optional: ``pip install --no-deps smalldiffusion==0.5.0``) runs its own ``training_loop``
-(AdamW at lr 1e-3, no EMA, no lr schedule) on its toy recipe's model and schedule (``TimeInputMLP(hidden_dims=
-(16, 128, 128, 128, 128, 16))``, ``ScheduleLogLinear(N=200, sigma_min=0.005, sigma_max=10)``, batches of 2048),
+smalldiffusion 0.5.0 (optional: ``make bench-peers``, i.e. ``pip install --no-deps smalldiffusion==0.5.0``) runs
+its own ``training_loop`` (AdamW at lr 1e-3, no EMA, no lr schedule) on its toy recipe's model and schedule
+(``TimeInputMLP(hidden_dims=(16, 128, 128, 128, 128, 16))``, ``ScheduleLogLinear(N=200, sigma_min=0.005,
+sigma_max=10)``, batches of 2048),
 fed one batch of 2048 fresh ring8 draws per epoch, and samples with its own ``samples(..., gam=1, mu=0)``
 (DDIM) over ``schedule.sample_sigmas(100)`` from ``sigma_max * x_T``. Its imports of ``accelerate`` and
 ``torchvision`` are replaced by stand-ins when those are not installed: on one CPU process ``Accelerator.prepare``
