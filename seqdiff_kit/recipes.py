@@ -24,7 +24,7 @@ from .data import CHECKPOINT_DIR, DATASET_ALIASES, DATASETS, dataset, sample_sha
 from .denoisers import seeded_model
 from .losses import Loss
 from .schedule import Schedule
-from .train import estimate_seconds as _fit_seconds
+from . import train as training
 from .train import fit
 
 FIT_KEYS = ("steps", "batch_size", "lr", "warmup", "cosine_decay", "ema_decay", "grad_clip")
@@ -141,7 +141,7 @@ def estimate_seconds(recipe: Recipe, *, probe_steps: int = 20, threads: int | No
     """About how many seconds ``train(recipe)`` takes on this machine at its present load, from ``probe_steps``
     timed updates of its network (``train.estimate_seconds``): say it before a long training starts."""
     check_type("recipe", recipe, Recipe)
-    return _fit_seconds(recipe.build_model(), recipe.data(), recipe.make_schedule(), recipe.loss,
+    return training.estimate_seconds(recipe.build_model(), recipe.data(), recipe.make_schedule(), recipe.loss,
                         seed=recipe.seed, probe_steps=probe_steps, threads=threads, device=device, **recipe.fit)
 
 
