@@ -1,8 +1,11 @@
-"""Median Python time of one slider update for each dashboard (the budget is 50 ms per update).
+"""Median Python time of one slider update for each dashboard (the budget is 50 ms per update), and the size
+of the frames each dashboard sends to the browser once.
 
-A slider update only copies precomputed rows into the FigureWidget's traces (and its saved state); this measures
-that callback (from setting ``slider.value`` to the traces holding the new data), not the browser's redraw: the
-time from a key press to the redrawn figure is measured in the browser by tests/browser/test_dashboards.py.
+The browser switches frames itself (``widgets.load_frames``: every frame travels once, a slider's index is
+jslinked to the figure); the kernel's callback only keeps ``fig.data`` equal to what is shown and sends the
+frame's index. This measures that callback (from setting ``slider.value`` to the traces holding the new data),
+not the browser's redraw: the time from a key press to the redrawn figure is measured in the browser by
+tests/browser/test_dashboards.py.
 
     .venv/bin/python benchmarks/bench_widgets.py [--repeats 200]
 """
@@ -61,7 +64,8 @@ def main(argv=None) -> int:
     for name, board in boards.items():
         ms = time_updates(board, args.repeats)
         worst = max(worst, ms)
-        print(f"{name:<52} median {ms:7.3f} ms per slider update")
+        kb = len(board.fig._seqdiff_frames) / 1024
+        print(f"{name:<52} median {ms:7.3f} ms per slider update; {board.n_frames} frames, {kb:7.1f} KB sent once")
     print(f"worst median {worst:.3f} ms; budget {BUDGET_MS:.0f} ms: {'OK' if worst < BUDGET_MS else 'OVER BUDGET'}")
     return 0 if worst < BUDGET_MS else 1
 

@@ -1,15 +1,17 @@
-"""ipywidgets dashboards for the notebooks: sliders whose callbacks only index precomputed arrays.
+"""ipywidgets dashboards for the notebooks: sliders that switch precomputed frames in the browser.
 
 Every dashboard computes everything it can show in its constructor (with the core modules), keeps it as
-numpy arrays, and builds one ``plotly.graph_objects.FigureWidget``. Moving a slider calls ``update(j)``,
-which sends the changed traces' new arrays to the browser in one message: no model call, no maths
-(``benchmarks/bench_widgets.py`` prints the Python time; ``tests/browser/test_dashboards.py`` the time in the
-browser). Each dashboard exposes ``fig`` (the FigureWidget), ``slider`` (the control), ``label`` (the caption),
-``widget`` (the box to display) and ``update(j)``.
+numpy arrays, and builds one ``plotly.graph_objects.FigureWidget``. All its frames then travel to the browser
+once, as one float32 buffer (``load_frames``), with every caption; the slider's index is jslinked to the
+figure and the caption, so an arrow key or a drag redraws in the page without waiting for the kernel, however
+busy it is (``tests/browser/test_dashboards.py`` prints the time from the key press to the redrawn plot). The
+kernel follows: the slider's observer calls ``update(j)``, which keeps ``fig.data`` equal to what is shown.
+Each dashboard exposes ``fig`` (the FigureWidget), ``slider`` (the control), ``label`` (the caption; its
+``value`` is the caption shown), ``widget`` (the box to display), ``frame(j)`` (frame j's arrays) and
+``update(j)``.
 
-Reload-safe: a page reloaded while the kernel runs redraws a FigureWidget from the widget's saved state, which
-plotly.py fills only when the figure is displayed. Every update here writes the new arrays into that state too
-(``update_traces``), so a redrawn figure shows the slider's frame, not the first one.
+Reload-safe: a page reloaded while the kernel runs redraws a FigureWidget from the widget's saved state (its
+first frame), then shows the frame its saved index names from the frames it holds.
 
 Slider readouts name the frame (``t = 250``, ``20 steps``), never an index.
 
@@ -42,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import anywidget
 import ipywidgets as W
 import numpy as np
 import plotly
@@ -60,7 +63,7 @@ from .viz import segments_xy
 
 __all__ = ["FigureWidget", "NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLossPlot", "StepCountDashboard",
            "SAControls", "DigitGridDashboard", "Explorer", "SolverDashboard", "segments_xy", "update_traces", "replace_figure",
-           "steps_label"]
+           "steps_label", "load_frames", "decode_frame", "show_frame", "FrameCaption"]
 
 
 # viz.style_layout options of the dashboards: narrower margins than viz's figures, no legend background
@@ -90,19 +93,99 @@ function load(model) {
   if (!cache.has(key)) {
     cache.set(key, source(model).then((text) => {
       const url = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
-      return import(url).finally(() => URL.revokeObjectURL(url));
+      // the module sets window.Plotly as it loads: keep that plotly.js, the one its views draw with (the page
+      // may hold another, e.g. JupyterLab's plotly renderer's, whose calls would drop this one's event hooks)
+      return import(url).then((mod) => ({ mod, Plotly: globalThis.Plotly }))
+                        .finally(() => URL.revokeObjectURL(url));
     }));
   }
   return cache.get(key);
+}
+// Frames switched in the browser (see load_frames): every frame's arrays arrive once, as one float32 buffer
+// described by _seqdiff_frame_spec; a change of _seqdiff_frame or _seqdiff_page (jslinked to a slider's or a
+// toggle's index) restyles the figure here, without the kernel.
+const FLOATS = new WeakMap();
+function floats(model) {
+  const v = model.get("_seqdiff_frames");
+  if (!v || !v.byteLength) return null;
+  if (!FLOATS.has(v)) {  // one aligned copy per buffer: a message's buffers may start at any byte
+    const bytes = v.buffer.slice(v.byteOffset || 0, (v.byteOffset || 0) + v.byteLength);
+    FLOATS.set(v, new Float32Array(bytes));
+  }
+  return FLOATS.get(v);
+}
+function frameValues(model) {  // [[trace, property, array or rows of arrays], ...] of the frame shown, or null
+  const spec = model.get("_seqdiff_frame_spec"), data = floats(model);
+  if (!spec || !spec.parts || !spec.parts.length || !data) return null;
+  const j = model.get("_seqdiff_page") * spec.n + model.get("_seqdiff_frame");
+  if (j < 0 || (j + 1) * spec.size > data.length) return null;
+  let off = j * spec.size;
+  return spec.parts.map(([k, prop, rows, cols]) => {
+    const v = rows ? Array.from({ length: rows }, (_, r) => data.subarray(off + r * cols, off + (r + 1) * cols))
+                   : data.subarray(off, off + cols);
+    off += rows ? rows * cols : cols;
+    return [k, prop, v];
+  });
+}
+function withFrame(model) {  // the saved figure with the frame shown: what a (re)drawn view starts from
+  const data = model.get("_widget_data"), values = frameValues(model);
+  if (!values || !Array.isArray(data)) return data;
+  const out = data.map((t) => ({ ...t }));
+  // in the form plotly's view decodes arrays from the kernel: {dtype, shape, buffer}, a copy of the frame's part
+  const encode = (a) => ({ dtype: "float32", shape: [a.length], buffer: { buffer: a.slice().buffer } });
+  for (const [k, prop, v] of values) if (out[k]) out[k][prop] = Array.isArray(v) ? v.map(encode) : encode(v);
+  return out;
+}
+function showFrame(model, el, Plotly) {
+  const values = frameValues(model);
+  if (!values) return;
+  const traces = [...new Set(values.map((p) => p[0]))];
+  const update = { _doNotReportToPy: true };
+  for (const [k, prop, v] of values) (update[prop] ??= new Array(traces.length).fill(undefined))[traces.indexOf(k)] = v;
+  Plotly.restyle(el, update, traces);
+}
+// plotly's view hooks its events on the figure once its first drawing is done; restyling before that
+// would race it
+const drawn = (el) => !!(el._ev && el._ev._events && el._ev._events.plotly_restyle);
+function followFrames(model, el, Plotly) {
+  let pending = null;
+  const show = () => {
+    if (pending !== null) return;  // the pending call shows the latest frame
+    const attempt = (n) => {
+      if (drawn(el) || n > 400) { pending = null; showFrame(model, el, Plotly); }
+      else pending = setTimeout(() => attempt(n + 1), 25);
+    };
+    attempt(0);
+  };
+  const events = "change:_seqdiff_frame change:_seqdiff_page change:_seqdiff_frames";
+  model.on(events, show);
+  return () => { model.off(events, show); clearTimeout(pending); };
+}
+// the model as plotly's view sees it: its saved data come with the frame shown (a reload, a second view)
+function framedModel(model) {
+  return new Proxy(model, {
+    get(target, prop) {
+      if (prop === "get") return (key) => (key === "_widget_data" ? withFrame(target) : target.get(key));
+      const v = target[prop];
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
 }
 export default () => {
   let widget;
   return {
     initialize(ctx) {
-      widget = load(ctx.model).then((mod) => { const w = mod.default(); w.initialize(ctx); return w; });
+      widget = load(ctx.model).then(({ mod, Plotly }) => {
+        const w = mod.default();
+        w.initialize({ ...ctx, model: framedModel(ctx.model) });
+        return { w, Plotly };
+      });
     },
     async render(ctx) {
-      return (await widget).render(ctx);
+      const { w, Plotly } = await widget;
+      const cleanup = await w.render(ctx);
+      const stop = followFrames(ctx.model, ctx.el, Plotly);
+      return () => { stop(); if (typeof cleanup === "function") cleanup(); };
     },
   };
 };
@@ -129,6 +212,11 @@ class FigureWidget(go.FigureWidget):
     _esm = _LOADER_ESM
     _seqdiff_bundle = traitlets.Instance(W.Widget).tag(sync=True, **W.widget_serialization)
     _seqdiff_bundle_id = traitlets.Unicode().tag(sync=True)
+    # frames switched in the browser (load_frames): every frame's arrays, their layout, the frame shown
+    _seqdiff_frames = traitlets.Bytes(b"").tag(sync=True)
+    _seqdiff_frame_spec = traitlets.Dict().tag(sync=True)
+    _seqdiff_frame = traitlets.Int(0).tag(sync=True)
+    _seqdiff_page = traitlets.Int(0).tag(sync=True)
 
     @traitlets.default("_seqdiff_bundle")
     def _default_bundle(self) -> W.Widget:
@@ -156,6 +244,107 @@ def update_traces(fig: go.FigureWidget, changes: Mapping[int, Mapping[str, objec
         validated = fig._data[k]
         for key in props:
             state[k][key] = validated.get(key)
+
+
+Changes = Mapping[int, Mapping[str, object]]  # {trace index: {property: array}}: what one frame sets
+
+
+def load_frames(fig: FigureWidget, frames: Sequence[Changes], n_frames: int) -> None:
+    """Send every frame of ``fig`` to the browser at once, so that a slider jslinked to ``fig._seqdiff_frame``
+    (and a toggle to ``fig._seqdiff_page``) switches frames there, without a round trip to the kernel.
+
+    ``frames[page * n_frames + j]`` is frame ``j`` of page ``page``: the arrays (1-D, or 2-D such as a
+    heatmap's ``z``) that the frame puts into the traces; every frame sets the same properties with the same
+    shapes. They travel once as one float32 buffer (NaN stays a gap); a frame is then a view into it."""
+    check_type("fig", fig, FigureWidget)
+    n_frames = check_int("n_frames", n_frames, 1)
+    frames = list(frames)
+    if not frames or len(frames) % n_frames:
+        raise ValueError(f"frames must hold a whole number of pages of n_frames = {n_frames} frames, "
+                         f"got {len(frames)}")
+    parts, arrays = [], []
+    for j, frame in enumerate(frames):
+        flat = []
+        for k, props in frame.items():
+            for key, value in props.items():
+                a = np.asarray([[math.nan if v is None else v for v in row] for row in value]
+                               if isinstance(value, list) else value, dtype=np.float32)
+                if a.ndim not in (1, 2):
+                    raise ValueError(f"frames[{j}][{k}][{key!r}] must be a 1-D or 2-D array, got shape {a.shape}")
+                flat.append(a.ravel())
+                shape = [int(k), str(key), a.shape[0] if a.ndim == 2 else 0, a.shape[-1]]
+                if j == 0:
+                    parts.append(shape)
+                elif len(parts) < len(flat) or parts[len(flat) - 1] != shape:
+                    raise ValueError(f"frames[{j}] must set the same properties with the same shapes as frames[0] "
+                                     f"({parts}), got {shape} at position {len(flat) - 1}")
+        if len(flat) != len(parts):
+            raise ValueError(f"frames[{j}] sets {len(flat)} arrays, frames[0] {len(parts)}")
+        arrays.extend(flat)
+    size = sum((r or 1) * c for _, _, r, c in parts)
+    with fig.hold_sync():
+        fig._seqdiff_frames = np.concatenate(arrays).astype("<f4").tobytes() if arrays else b""
+        fig._seqdiff_frame_spec = {"n": n_frames, "size": size, "parts": parts}
+
+
+def decode_frame(fig: FigureWidget, j: int, page: int = 0) -> dict[int, dict[str, np.ndarray]]:
+    """Frame ``j`` of ``page`` as the browser reads it from what ``load_frames`` sent (float32 arrays)."""
+    spec = fig._seqdiff_frame_spec
+    if not spec:
+        raise ValueError("fig holds no frames: call load_frames first")
+    index = check_int("page", page, 0) * spec["n"] + check_int("j", j, 0, spec["n"] - 1)
+    data = np.frombuffer(fig._seqdiff_frames, dtype="<f4")
+    if (index + 1) * spec["size"] > data.size:
+        raise ValueError(f"page must be below {data.size // (spec['size'] * spec['n'])}, got {page}")
+    out: dict[int, dict[str, np.ndarray]] = {}
+    off = index * spec["size"]
+    for k, key, rows, cols in spec["parts"]:
+        n = (rows or 1) * cols
+        out.setdefault(k, {})[key] = data[off:off + n].reshape((rows, cols) if rows else (cols,))
+        off += n
+    return out
+
+
+def show_frame(fig: FigureWidget, j: int, page: int, changes: Changes) -> None:
+    """Show frame ``j`` of ``page`` (sent by ``load_frames``): the browser switches to it (one small message,
+    or none when a jslinked slider already moved it there), and ``fig.data`` in Python takes ``changes``, the
+    frame's arrays, without sending them again."""
+    for k, props in changes.items():
+        fig._perform_plotly_restyle({key: [value] for key, value in props.items()}, [k])
+    with fig.hold_sync():
+        fig._seqdiff_frame, fig._seqdiff_page = int(j), int(page)
+
+
+class FrameCaption(anywidget.AnyWidget):
+    """A caption that follows a slider in the browser: ``captions[page * n + frame]`` is shown, where ``frame``
+    and ``page`` are jslinked to the slider's and a toggle's index. ``value`` is the caption shown."""
+
+    _esm = """
+    function render({ model, el }) {
+      const div = document.createElement("div");
+      div.className = "widget-html-content seqdiff-caption";
+      const draw = () => {
+        const i = model.get("page") * model.get("n") + model.get("frame");
+        div.innerHTML = model.get("captions")[i] ?? "";
+      };
+      const events = "change:frame change:page change:captions change:n";
+      model.on(events, draw);
+      draw();
+      el.classList.add("widget-html");
+      el.appendChild(div);
+      return () => model.off(events, draw);
+    }
+    export default { render };
+    """
+    captions = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    n = traitlets.Int(1).tag(sync=True)
+    frame = traitlets.Int(0).tag(sync=True)
+    page = traitlets.Int(0).tag(sync=True)
+
+    @property
+    def value(self) -> str:
+        i = self.page * self.n + self.frame
+        return self.captions[i] if 0 <= i < len(self.captions) else ""
 
 
 def replace_figure(fig: go.FigureWidget, new: go.Figure) -> None:
@@ -227,33 +416,68 @@ class _ShowsWidget:
 
 
 class _SliderDashboard(_ShowsWidget):
-    """Shared plumbing: a slider over ``n_frames`` precomputed frames wired to ``update``; its readout shows
-    ``frame_labels()`` (t or a step count), its caption ``caption(j)``."""
+    """Shared plumbing: a slider over ``n_frames`` precomputed frames. Every frame (``frame(j, page)``, the
+    traces' arrays) and caption (``caption(j, page)``) goes to the browser once (``load_frames``); the slider's
+    index is jslinked to the figure and the caption, so moving it redraws in the browser without the kernel.
+    The kernel still follows: the slider's observer calls ``update(j)``, which keeps ``fig.data`` equal to what
+    is shown. Its readout shows ``frame_labels()`` (t or a step count). ``n_pages`` > 1: pages of frames picked
+    by a toggle (``SolverDashboard``'s solvers)."""
 
     n_frames: int
-    fig: go.FigureWidget
+    n_pages: int = 1
+    page: int = 0
+    fig: FigureWidget
 
     def _wire(self, description: str) -> None:
         labels = _unique_labels(self.frame_labels(), "the frames' labels")
         self.slider = W.SelectionSlider(options=list(zip(labels, range(len(labels)))), value=0,
                                         description=description, continuous_update=False,
                                         layout=W.Layout(width="420px"), style={"description_width": "initial"})
-        self.label = W.HTML(value=self.caption(0), layout=W.Layout(min_width="300px", flex="1 1 auto"))
+        self.label = FrameCaption(layout=W.Layout(min_width="300px", flex="1 1 auto"))
+        self._links = [W.jslink((self.slider, "index"), (self.fig, "_seqdiff_frame")),
+                       W.jslink((self.slider, "index"), (self.label, "frame"))]
         self.slider.observe(lambda change: self.update(change["new"]), names="value")
+        self._load_frames()
         self.widget = W.VBox([W.HBox([self.slider, self.label]), self.fig])
+
+    def _load_frames(self) -> None:
+        """Send every frame and caption to the browser (at construction and after new data)."""
+        pages, frames = range(self.n_pages), range(self.n_frames)
+        load_frames(self.fig, [self.frame(j, p) for p in pages for j in frames], self.n_frames)
+        with self.label.hold_sync():
+            self.label.captions = [self.caption(j, p) for p in pages for j in frames]
+            self.label.n = self.n_frames
+
+    def _new_frames(self) -> None:
+        """After new data (a retrain, another setting): new slider positions, frames and captions; frame 0."""
+        labels = _unique_labels(self.frame_labels(), "the frames' labels")
+        self._load_frames()
+        with self.slider.hold_trait_notifications():
+            self.slider.options = list(zip(labels, range(len(labels))))
+            self.slider.value = 0
+        self.update(0)
 
     def frame_labels(self) -> list[str]:  # overridden
         return [str(j) for j in range(self.n_frames)]
 
-    def caption(self, j: int) -> str:  # overridden
+    def caption(self, j: int, page: int = 0) -> str:  # overridden
         return ""
+
+    def frame(self, j: int, page: int = 0) -> Changes:  # overridden: the traces' arrays of frame j
+        return {}
 
     def _check_frame(self, j) -> int:
         return check_int("j", j, 0, self.n_frames - 1)
 
-    def _show(self, j: int, changes: Mapping[int, Mapping[str, object]]) -> None:
-        update_traces(self.fig, changes)
-        self.label.value = self.caption(j)
+    def update(self, j: int) -> None:
+        """Show frame ``j``: moves the slider (the browser redraws from the frames it holds) and ``fig.data``."""
+        j = self._check_frame(j)
+        if self.slider.value != j:
+            self.slider.value = j  # its observer calls update(j) again
+            return
+        show_frame(self.fig, j, self.page, self.frame(j, self.page))
+        with self.label.hold_sync():
+            self.label.frame, self.label.page = j, self.page
 
 
 class _StepCountDashboard(_SliderDashboard):
@@ -268,7 +492,7 @@ class _StepCountDashboard(_SliderDashboard):
     def frame_labels(self) -> list[str]:
         return [str(s) for s in self.steps]
 
-    def caption(self, j: int) -> str:
+    def caption(self, j: int, page: int = 0) -> str:
         return f"<b>{steps_label(self.steps[j])}</b>"
 
 
@@ -334,18 +558,16 @@ class NoisingDashboard(_SliderDashboard):
     def frame_labels(self) -> list[str]:
         return ["clean" if t < 0 else f"t = {t}" for t in self.ts]
 
-    def caption(self, j: int) -> str:
+    def caption(self, j: int, page: int = 0) -> str:
         t, a = self.ts[j], float(self.abar[j])
         snr = "inf" if a >= 1 else f"{a / (1 - a):.3g}"
         return f"<b>t = {t}</b>{' (clean data)' if t < 0 else ''} &nbsp; alpha_bar = {a:.4f} &nbsp; SNR = {snr}"
 
-    def update(self, j: int) -> None:
-        """Show frame ``j`` (pure indexing)."""
-        j = self._check_frame(j)
+    def frame(self, j: int, page: int = 0) -> Changes:
         changes = {0: {"x": self.xy[j, :, 0], "y": self.xy[j, :, 1]}}
         if self.images is not None:
             changes[1] = {"z": self.images[j]}
-        self._show(j, changes)
+        return changes
 
 
 # ---------------------------------------------------------------------------------------------- 02: score field
@@ -425,15 +647,14 @@ class ScoreFieldDashboard(_SliderDashboard):
     def frame_labels(self) -> list[str]:
         return [f"t = {t}" for t in self.ts]
 
-    def caption(self, j: int) -> str:
+    def caption(self, j: int, page: int = 0) -> str:
         return (f"<b>t = {self.ts[j]}</b> &nbsp; alpha_bar = {float(self.abar[j]):.4f} &nbsp; "
                 f"largest |score| = {float(self.peak[j]):.3g}")
 
-    def update(self, j: int) -> None:
-        j = self._check_frame(j)
-        self._show(j, {0: {"z": self.density[j]},
-                       1: {"x": self.arrows[j, :, 0], "y": self.arrows[j, :, 1]},
-                       2: {"x": self.heads[j, :, 0], "y": self.heads[j, :, 1]}})
+    def frame(self, j: int, page: int = 0) -> Changes:
+        return {0: {"z": self.density[j]},
+                1: {"x": self.arrows[j, :, 0], "y": self.arrows[j, :, 1]},
+                2: {"x": self.heads[j, :, 0], "y": self.heads[j, :, 1]}}
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -488,16 +709,12 @@ class PathDashboard(_SliderDashboard):
         """Show other paths (the explorer's new settings): a new figure and slider range, the same widgets."""
         self._load(trajectories)
         replace_figure(self.fig, self._figure(title or self.fig.layout.title.text or "Sampling paths"))
-        labels = _unique_labels(self.frame_labels(), "the frames' labels")
-        with self.slider.hold_trait_notifications():
-            self.slider.options = list(zip(labels, range(len(labels))))
-            self.slider.value = 0
-        self.label.value = self.caption(0)
+        self._new_frames()
 
     def frame_labels(self) -> list[str]:
         return ["end" if t < 0 else f"t = {t}" for t in self.t]
 
-    def caption(self, j: int) -> str:
+    def caption(self, j: int, page: int = 0) -> str:
         t = self.t[j]
         where = "the final samples" if t < 0 else f"t = {t}"
         text = f"<b>after {j} of {self.n_frames - 1} steps</b> &nbsp; {where}"
@@ -505,8 +722,7 @@ class PathDashboard(_SliderDashboard):
             text += f" &nbsp; mean distance = {float(self.mean_distance[j]):.3f}"
         return text
 
-    def update(self, j: int) -> None:
-        j = self._check_frame(j)
+    def frame(self, j: int, page: int = 0) -> Changes:
         k, changes = self._first, {}
         if self.pair:
             changes[k] = {"x": self.segments[j, :, 0], "y": self.segments[j, :, 1]}
@@ -515,7 +731,7 @@ class PathDashboard(_SliderDashboard):
             p = self.paths[n][j]
             changes[k] = {"x": p[:, 0], "y": p[:, 1]}
             k += 1
-        self._show(j, changes)
+        return changes
 
 
 # ---------------------------------------------------------------------------------------------- 03: live loss
@@ -649,16 +865,11 @@ class StepCountDashboard(_StepCountDashboard):
         """Show new samples (e.g. after a retrain): the figure is rebuilt, the slider keeps its widget."""
         self._load(steps, finals)
         replace_figure(self.fig, self._figure())
-        labels = _unique_labels(self.frame_labels(), "the frames' labels")
-        with self.slider.hold_trait_notifications():
-            self.slider.options = list(zip(labels, range(len(labels))))
-            self.slider.value = 0
-        self.label.value = self.caption(0)
+        self._new_frames()
 
-    def update(self, j: int) -> None:
-        j = self._check_frame(j)
-        self._show(j, {self._traces[n]: {"x": self.clouds[n][j][:, 0], "y": self.clouds[n][j][:, 1]}
-                       for n in self.names})
+    def frame(self, j: int, page: int = 0) -> Changes:
+        return {self._traces[n]: {"x": self.clouds[n][j][:, 0], "y": self.clouds[n][j][:, 1]}
+                for n in self.names}
 
 
 # lam values a class can try: 0 (the simple loss alone) up to 10
@@ -752,9 +963,8 @@ class DigitGridDashboard(_StepCountDashboard):
         self.fig = FigureWidget(fig)
         self._wire("steps")
 
-    def update(self, j: int) -> None:
-        j = self._check_frame(j)
-        self._show(j, {k: {"z": self.tiles[n][j]} for k, n in enumerate(self.names)})
+    def frame(self, j: int, page: int = 0) -> Changes:
+        return {k: {"z": self.tiles[n][j]} for k, n in enumerate(self.names)}
 
 
 # ---------------------------------------------------------------------------------------------- the explorer
@@ -1009,26 +1219,33 @@ class SolverDashboard(StepCountDashboard):
                 raise ValueError(f"finals[{solver!r}] must hold the models {list(next(iter(finals.values())))}, "
                                  f"got {self.names}")
             self._clouds[str(solver)] = self.clouds
-        self.solver = self.solvers[0]
-        self.clouds = self._clouds[self.solver]
+        self.solver, self.n_pages = self.solvers[0], len(self.solvers)
         # the figure's bounds hold every solver's samples, so a switch never moves the axes
-        every = {n: np.concatenate([self._clouds[s][n] for s in self.solvers], axis=1) for n in self.names}
-        self.clouds, shown = every, self.clouds
+        self.clouds = {n: np.concatenate([self._clouds[s][n] for s in self.solvers], axis=1) for n in self.names}
         self.fig = FigureWidget(self._figure())
-        self.clouds = shown
+        self.clouds = self._clouds[self.solver]
         self._wire("steps")
         self.toggle = W.ToggleButtons(options=self.solvers, value=self.solver, description="solver",
                                       style={"button_width": "auto", "description_width": "initial"})
+        self._links += [W.jslink((self.toggle, "index"), (self.fig, "_seqdiff_page")),
+                        W.jslink((self.toggle, "index"), (self.label, "page"))]
         self.toggle.observe(lambda change: self.select(change["new"]), names="value")
         self.widget = W.VBox([self.toggle, self.widget])
         self.update(0)
 
-    def caption(self, j: int) -> str:
-        return f"<b>{steps_label(self.steps[j])}</b>, solver {getattr(self, 'solver', self.solvers[0])}"
+    def caption(self, j: int, page: int = 0) -> str:
+        return f"<b>{steps_label(self.steps[j])}</b>, solver {self.solvers[page]}"
+
+    def frame(self, j: int, page: int = 0) -> Changes:
+        clouds = self._clouds[self.solvers[page]]
+        return {self._traces[n]: {"x": clouds[n][j][:, 0], "y": clouds[n][j][:, 1]} for n in self.names}
 
     def select(self, solver: str) -> None:
         """Show ``solver``'s samples at the current step count."""
         if solver not in self._clouds:
             raise ValueError(f"solver must be one of {self.solvers}, got {solver!r}")
-        self.solver, self.clouds = solver, self._clouds[solver]
+        self.solver, self.clouds, self.page = solver, self._clouds[solver], self.solvers.index(solver)
+        if self.toggle.value != solver:
+            self.toggle.value = solver  # its observer calls select(solver) again
+            return
         self.update(self.slider.value)

@@ -32,9 +32,19 @@ def arr(v):
     return np.asarray(v, dtype=float)
 
 
+# float32's unit roundoff: the frames travel to the browser as float32 (widgets.load_frames)
+F32 = 2.0 ** -24
+
+
 def saved(fig: go.FigureWidget, k: int, key: str) -> np.ndarray:
-    """Trace ``k``'s ``key`` as the browser gets it on a (re)load: the widget's state, serialised."""
-    value = fig.get_state()["_widget_data"][k][key]
+    """Trace ``k``'s ``key`` as the browser draws it on a (re)load: the widget's saved state, then the frame
+    that its saved slider index names, from the frames the browser holds (``widgets.decode_frame``)."""
+    state = fig.get_state()
+    if state.get("_seqdiff_frame_spec"):
+        frame = widgets.decode_frame(fig, state["_seqdiff_frame"], state["_seqdiff_page"])
+        if key in frame.get(k, {}):
+            return frame[k][key].astype(float)
+    value = state["_widget_data"][k][key]
     if isinstance(value, dict) and "buffer" in value:
         return np.frombuffer(value["buffer"], dtype=value["dtype"]).reshape(value["shape"])
     return np.asarray([[math.nan if v is None else v for v in row] for row in value] if value and
@@ -96,10 +106,10 @@ def test_noising_dashboard_frames_are_the_forward_process(setup):
         want = math.sqrt(a) * points.double() + math.sqrt(1 - a) * eps
         np.testing.assert_allclose(arr(d.fig.data[0].x), want[:, 0].numpy(), atol=1e-12)
         np.testing.assert_allclose(arr(d.fig.data[0].y), want[:, 1].numpy(), atol=1e-12)
-        np.testing.assert_allclose(saved(d.fig, 0, "y"), want[:, 1].numpy(), atol=1e-12)
+        np.testing.assert_allclose(saved(d.fig, 0, "y"), want[:, 1].numpy(), atol=1e-12, rtol=2 * F32)
         im = math.sqrt(a) * images.double() + math.sqrt(1 - a) * eps_im
         np.testing.assert_allclose(arr(d.fig.data[1].z)[:, 8:16], im[1, 0].numpy(), atol=1e-12)
-        np.testing.assert_allclose(saved(d.fig, 1, "z")[:, 8:16], im[1, 0].numpy(), atol=1e-12)
+        np.testing.assert_allclose(saved(d.fig, 1, "z")[:, 8:16], im[1, 0].numpy(), atol=1e-12, rtol=2 * F32)
         assert f"t = {t}" in d.label.value
     with pytest.raises(ValueError, match="j must be in"):
         d.update(4)
@@ -134,7 +144,7 @@ def test_score_field_arrows_follow_the_exact_score_and_have_heads(setup):
         back = np.einsum("pd,pd->p", (tip - base)[long], v[long])
         assert (back > 0).all()                                                    # the base lies behind the tip
         assert np.isnan(head[:, 4]).all() and d.fig.data[2].fill == "toself"
-        np.testing.assert_allclose(saved(d.fig, 2, "x"), head.reshape(-1, 2)[:, 0], atol=1e-12)
+        np.testing.assert_allclose(saved(d.fig, 2, "x"), head.reshape(-1, 2)[:, 0], atol=1e-12, rtol=2 * F32)
         logp = mix.log_prob(torch.tensor([[arr(d.fig.data[0].x)[0], arr(d.fig.data[0].y)[0]]]),
                             alpha_bar=float(sch.alpha_bar(t)))
         z = arr(d.fig.data[0].z)
@@ -152,7 +162,7 @@ def test_path_dashboard_slider_shows_states_and_segments(setup):
     after = arr(d.fig.data[-1].x)
     assert not np.allclose(before, after)  # the figure data changed
     np.testing.assert_allclose(after, a.x[3, :, 0].numpy(), atol=1e-7)
-    np.testing.assert_allclose(saved(d.fig, len(d.fig.data) - 1, "x"), a.x[3, :, 0].numpy(), atol=1e-7)
+    np.testing.assert_allclose(saved(d.fig, len(d.fig.data) - 1, "x"), a.x[3, :, 0].numpy(), atol=1e-7, rtol=2 * F32)
     np.testing.assert_allclose(arr(d.fig.data[-2].y), b.x[3, :, 1].numpy(), atol=1e-7)
     seg = np.stack([arr(d.fig.data[-3].x), arr(d.fig.data[-3].y)], 1).reshape(-1, 3, 2)
     lengths = np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1)
@@ -210,7 +220,7 @@ def test_step_count_dashboard_panels_readout_and_plurals(setup):
     assert d.fig.data[2].xaxis == "x" and d.fig.data[3].xaxis == "x2"
     d.slider.value = 1
     np.testing.assert_allclose(arr(d.fig.data[-1].x), b.x[2, :, 0].numpy(), atol=1e-7)
-    np.testing.assert_allclose(saved(d.fig, 3, "x"), b.x[2, :, 0].numpy(), atol=1e-7)
+    np.testing.assert_allclose(saved(d.fig, 3, "x"), b.x[2, :, 0].numpy(), atol=1e-7, rtol=2 * F32)
     assert d.label.value == "<b>10 sampling steps</b>"
     assert widgets.steps_label(1) == "1 sampling step" and widgets.steps_label(2) == "2 sampling steps"
     one = widgets.StepCountDashboard([5], {"ideal (DDIM)": [a.x[1]]}, mixture=mix)
@@ -219,7 +229,7 @@ def test_step_count_dashboard_panels_readout_and_plurals(setup):
     d.set_samples([5, 20, 50], {"simple": [a.x[3], a.x[4], a.x[5]], "SA (K=4, lam=0)": [b.x[3], b.x[4], b.x[5]]})
     assert [label for label, _ in d.slider.options] == ["5", "20", "50"] and d.slider.value == 0
     assert [t.name for t in d.fig.data if t.type == "scatter"] == ["simple", "SA (K=4, lam=0)"]
-    np.testing.assert_allclose(saved(d.fig, 3, "x"), b.x[3, :, 0].numpy(), atol=1e-7)
+    np.testing.assert_allclose(saved(d.fig, 3, "x"), b.x[3, :, 0].numpy(), atol=1e-7, rtol=2 * F32)
     with pytest.raises(ValueError, match="one sample per step count"):
         widgets.StepCountDashboard([5, 10], {"simple": [a.x[1]]})
 
@@ -287,7 +297,71 @@ def test_every_dashboard_sends_json_and_keeps_its_state(setup):
                 shown = np.asarray([[math.nan if v is None else v for v in r] for r in shown]
                                    if isinstance(shown, (list, tuple)) and shown and isinstance(shown[0], (list, tuple))
                                    else shown, dtype=float)
-                np.testing.assert_array_equal(saved(d.fig, k, key), shown, err_msg=f"{type(d).__name__} {k}.{key}")
+                np.testing.assert_allclose(saved(d.fig, k, key), shown, rtol=2 * F32, atol=0,
+                                           err_msg=f"{type(d).__name__} {k}.{key}")
+
+
+def _links(w) -> set:
+    """The (source, target) pairs of the jslinks (ipywidgets.Link) a dashboard holds."""
+    return {((l.source[0].model_id, l.source[1]), (l.target[0].model_id, l.target[1])) for l in w._links}
+
+
+def test_every_frame_and_caption_is_in_the_browser_and_a_slider_move_sends_no_arrays(setup):
+    """The slider switches frames in the browser: its index is jslinked to the figure's frame and the caption's,
+    every frame's arrays and captions are already there (decoded as the browser does, they are the frames that
+    ``update`` puts into ``fig.data``), and a move then sends the browser no array."""
+    mix, sch, a, b = setup
+    finals = {"ddim": {"ideal": [a.x[1], a.x[2]], "SA": [b.x[1], b.x[2]]},
+              "heun": {"ideal": [a.x[3], a.x[4]], "SA": [b.x[3], b.x[4]]}}
+    boards = [widgets.NoisingDashboard(mix.sample(20), sch, torch.zeros(2, 1, 8, 8), ts=[-1, 10, 50]),
+              widgets.ScoreFieldDashboard(mix, sch, [0, 30], grid_size=4, density_grid=9),
+              widgets.PathDashboard({"learned (simple)": b, "ideal": a}, mixture=mix),
+              widgets.StepCountDashboard([5, 10], {"simple": [a.x[1], a.x[2]], "SA": [b.x[1], b.x[2]]}, mixture=mix),
+              widgets.DigitGridDashboard([5, 10], {"simple": torch.rand(2, 5, 1, 8, 8) * 2 - 1}, nrow=3),
+              widgets.SolverDashboard([5, 10], finals, mixture=mix)]
+    for d in boards:
+        name = type(d).__name__
+        slider, fig, cap = d.slider.model_id, d.fig.model_id, d.label.model_id
+        assert {((slider, "index"), (fig, "_seqdiff_frame")), ((slider, "index"), (cap, "frame"))} <= _links(d), name
+        pages = getattr(d, "solvers", [None])
+        assert len(d.label.captions) == d.n_frames * len(pages), name
+        for p in range(len(pages)):
+            for j in range(d.n_frames):
+                if pages[p] is not None:
+                    d.select(pages[p])
+                d.update(j)
+                assert d.label.captions[p * d.n_frames + j] == d.label.value == d.caption(j, p), name
+                browser = widgets.decode_frame(d.fig, j, p)
+                assert set(browser) == set(d.frame(j, p)), name
+                for k, props in browser.items():
+                    for key, got in props.items():
+                        shown = getattr(d.fig.data[k], key)
+                        shown = np.asarray([[math.nan if v is None else v for v in r] for r in shown]
+                                           if key == "z" else shown, dtype=float)
+                        np.testing.assert_allclose(got, shown, rtol=2 * F32, atol=0, err_msg=f"{name} {j} {k}.{key}")
+        d.update(0)
+        messages, buffers = [], []
+        d.fig._send = lambda msg, buffers=None, out=buffers: (messages.append(msg), out.append(buffers))
+        d.slider.value = d.n_frames - 1
+        assert messages and not any(buffers), f"{name}: a slider move sent arrays to the browser"
+        assert all(set(m["state"]) <= {"_seqdiff_frame", "_seqdiff_page"} for m in messages), (name, messages)
+    solver = boards[-1]
+    assert {((solver.toggle.model_id, "index"), (solver.fig.model_id, "_seqdiff_page")),
+            ((solver.toggle.model_id, "index"), (solver.label.model_id, "page"))} <= _links(solver)
+
+
+def test_load_frames_refuses_frames_of_other_shapes():
+    fig = widgets.FigureWidget(go.Figure([go.Scatter(x=[0, 1], y=[0, 1])]))
+    widgets.load_frames(fig, [{0: {"x": np.zeros(2)}}, {0: {"x": np.ones(2)}}], 2)
+    np.testing.assert_array_equal(widgets.decode_frame(fig, 1)[0]["x"], [1, 1])
+    with pytest.raises(ValueError, match="same properties with the same shapes"):
+        widgets.load_frames(fig, [{0: {"x": np.zeros(2)}}, {0: {"x": np.ones(3)}}], 2)
+    with pytest.raises(ValueError, match="whole number of pages"):
+        widgets.load_frames(fig, [{0: {"x": np.zeros(2)}}] * 3, 2)
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        widgets.load_frames(fig, [{0: {"x": np.zeros((2, 2, 2))}}], 1)
+    with pytest.raises(ValueError, match="j must be in"):
+        widgets.decode_frame(fig, 2)
 
 
 def test_no_figure_draws_two_series_alike(setup):
@@ -377,7 +451,7 @@ def test_solver_dashboard_shows_the_chosen_solver_and_step_count(setup):
     np.testing.assert_allclose(arr(d.fig.data[d._traces["ideal"]].x), a.x[4, :, 0].numpy(), atol=1e-7)
     d.fig.send_state()
     assert sent and all(m["method"] == "update" for m in sent)
-    np.testing.assert_allclose(saved(d.fig, d._traces["SA"], "y"), b.x[4, :, 1].numpy(), atol=1e-7)
+    np.testing.assert_allclose(saved(d.fig, d._traces["SA"], "y"), b.x[4, :, 1].numpy(), atol=1e-7, rtol=2 * F32)
     assert "10 sampling steps" in d.label.value and "heun" in d.label.value
     with pytest.raises(ValueError, match="solver must be one of"):
         d.select("euler")

@@ -10,7 +10,7 @@ import time
 from _shared import JS_NORM_AND_HASH
 
 RUN_TIMEOUT_S = 150  # the fast path takes about a minute on 2 busy cores
-UPDATE_TIMEOUT_S = 20  # a slider move: browser -> kernel -> FigureWidget -> browser
+UPDATE_TIMEOUT_S = 20  # a slider move (in the page) or a figure the kernel changes
 
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
@@ -72,7 +72,7 @@ JS_MARK_DASHBOARDS = """(root) => {
         plot.setAttribute('data-seqdiff-plot', String(n));
         box.setAttribute('data-seqdiff-box', String(n));
         const row = s.parentElement;
-        const cap = row && row.querySelector('.widget-html-content');
+        const cap = row && row.querySelector('.seqdiff-caption, .widget-html-content');
         if (cap) cap.setAttribute('data-seqdiff-caption', String(n));
         n += 1;
     }
@@ -121,8 +121,8 @@ JS_DUPLICATE_STYLES = """(root) => {
 
 # Latency of one arrow-key step, measured in the page: from the keydown (capture phase, before the slider sees
 # it) to the first animation frame after plotly finished redrawing the figure (its restyle/update/afterplot
-# event); and, to tell the kernel's share from the drawing's, to the caption's change (the caption is set by
-# the same Python callback, after the figure's message). ``arm(i)`` hooks slider i's figure and caption and
+# event); and to the caption's change (the slider's index reaches the caption through a jslink in the page,
+# as it reaches the figure). ``arm(i)`` hooks slider i's figure and caption and
 # clears the clocks; ``read()`` returns [ms to the redraw, ms to the caption] once the redraw happened, else null.
 JS_LATENCY_ARM = """(i) => {
     const gd = document.querySelector(`[data-seqdiff-plot="${i}"]`);
