@@ -96,10 +96,16 @@ JS_SLIDER_VALUE = """(i) => {
     return r ? r.textContent.trim() : (h ? h.getAttribute('aria-valuenow') : null);
 }"""
 
-JS_CAPTION = """(i) => {
-    const c = document.querySelector(`[data-seqdiff-caption="${i}"]`);
-    return c ? c.innerText.trim() : null;
+# looked up at each call from the slider's row: a caption's element may be drawn after the dashboards were marked
+JS_FIND_CAPTION = """(i) => {
+    const s = document.querySelector(`[data-seqdiff-slider="${i}"]`);
+    return s && s.parentElement ? s.parentElement.querySelector('.seqdiff-caption, .widget-html-content') : null;
 }"""
+
+JS_CAPTION = f"""(i) => {{
+    const c = ({JS_FIND_CAPTION})(i);
+    return c ? c.innerText.trim() : null;
+}}"""
 
 # Series that look the same: two traces of one figure, both in the legend, with the same colour and the same
 # dash (lines) or symbol (markers). Read from plotly's full data (defaults filled in), for every figure.
@@ -126,7 +132,7 @@ JS_DUPLICATE_STYLES = """(root) => {
 # clears the clocks; ``read()`` returns [ms to the redraw, ms to the caption] once the redraw happened, else null.
 JS_LATENCY_ARM = """(i) => {
     const gd = document.querySelector(`[data-seqdiff-plot="${i}"]`);
-    const cap = document.querySelector(`[data-seqdiff-caption="${i}"]`);
+    const cap = (""" + JS_FIND_CAPTION + """)(i);
     if (!window.__sdClock) {
         window.__sdClock = {t0: null, t1: null, tc: null};
         document.addEventListener('keydown', () => {
@@ -140,7 +146,7 @@ JS_LATENCY_ARM = """(i) => {
             const c = window.__sdClock;
             if (c.t0 !== null && c.t1 === null) requestAnimationFrame(() => { if (c.t1 === null) c.t1 = performance.now(); });
         };
-        ['plotly_restyle', 'plotly_update', 'plotly_relayout', 'plotly_afterplot', 'plotly_redraw'].forEach(e => gd.on(e, done));
+        ['plotly_restyle', 'plotly_update', 'plotly_relayout', 'plotly_afterplot', 'plotly_redraw', 'plotly_animated'].forEach(e => gd.on(e, done));
     }
     if (cap && !cap.__sdHooked) {
         cap.__sdHooked = true;
