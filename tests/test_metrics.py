@@ -7,7 +7,7 @@ from scipy import linalg as sla
 from scipy import stats
 
 from seqdiff_kit.data import ring8, two_moons
-from seqdiff_kit.metrics import (MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance,
+from seqdiff_kit.metrics import (KERNEL_BLOCK_ROWS, MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance,
                                  gaussian_frechet_distance, mean_log_likelihood, median_bandwidth, mmd,
                                  sliced_wasserstein)
 
@@ -68,6 +68,18 @@ def test_mmd_squaring_and_reference_reuse_keep_the_numbers(hs):
         want = mmd_one_exp_per_bandwidth(x, ref, hs)
         assert mmd(x, ref, hs) == pytest.approx(want, rel=1e-12, abs=1e-15)
         assert score(x) == mmd(x, ref, hs)  # the same computation, reference part computed once
+
+
+@pytest.mark.parametrize("n", [2, KERNEL_BLOCK_ROWS - 1, KERNEL_BLOCK_ROWS, KERNEL_BLOCK_ROWS + 1,
+                               2 * KERNEL_BLOCK_ROWS + 7])
+def test_mmd_in_blocks_of_rows_is_the_whole_matrix_estimate(n):
+    """The kernel sums run over blocks of rows, each pair of a sample with itself computed once (the kernel is
+    symmetric): the estimate of the whole matrices, to float64 rounding, at every size around a block's."""
+    g = gen(5)
+    hs = [m * 0.9 for m in MEDIAN_MULTIPLIERS]
+    x, y = ring8().sample(n, generator=g), ring8().sample(n + 3, generator=g) + 0.1
+    assert mmd(x, y, hs) == pytest.approx(mmd_one_exp_per_bandwidth(x, y, hs), rel=1e-12, abs=1e-15)
+    assert mmd(y, x, hs) == pytest.approx(mmd_one_exp_per_bandwidth(y, x, hs), rel=1e-12, abs=1e-15)
 
 
 @pytest.mark.parametrize("p", [1, 2])
