@@ -4,6 +4,13 @@ Every builder takes library objects or tensors and returns a ``plotly.graph_obje
 computes a result that the figure alone would hold (the numbers come from the core modules). The core modules
 never import plotly; this one does.
 
+The builders of the report's figures (densities, sampling paths, curves) also come as ``*_spec`` functions that
+return the figure as a plain dict ``{"data": [...], "layout": {...}[, "frames": [...]]}`` (a figure spec):
+``go.Figure(spec)`` is the figure, and ``plotly_json(spec)`` is the JSON plotly writes for that figure, made
+without plotly's validated objects (building them, and importing the modules they need, costs far more than
+the figure's numbers). A spec is written in the form plotly's validation leaves unchanged (titles as
+``{"text": ...}``, the template by name).
+
 One model keeps one look in every figure of every lesson: ``ROLE_STYLES`` is the single table, and
 ``series_styles`` gives the series of one figure their styles: a series whose name says its role (simple, SA,
 ideal, data) takes that role's colour, other series take the colours no role uses, and a series whose colour
@@ -12,15 +19,19 @@ figure are drawn alike.
 """
 from __future__ import annotations
 
+import base64
+import functools
+import json
 import math
+import pkgutil
 import re
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
+import plotly
 import plotly.graph_objects as go
 import torch
 from einops import rearrange
-from plotly.subplots import make_subplots
 
 from ._validate import check_float, check_int, check_tensor, check_type
 from .data import GaussianMixture
@@ -120,15 +131,104 @@ def nan_to_none(z: np.ndarray) -> list:
     return [[None if math.isnan(v) else v for v in row] for row in z.tolist()]
 
 
-def style_layout(fig: go.Figure, title: str | None, *, margin: dict | None = None, legend_bg: bool = True,
-                 **kw) -> go.Figure:
-    """The shared look: template, font, title top left; ``margin`` overrides some of the default margins,
-    ``legend_bg`` gives the legend a translucent white background."""
+def layout_spec(title: str | None, *, margin: dict | None = None, legend_bg: bool = True, **kw) -> dict:
+    """The shared look as plotly layout properties: template, font, title top left (none when ``title`` is
+    empty); ``margin`` overrides some of the default margins, ``legend_bg`` gives the legend a translucent white
+    background; ``kw``: more layout properties."""
     if legend_bg:
         kw["legend"] = dict(bgcolor="rgba(255,255,255,0.8)")
-    fig.update_layout(template=TEMPLATE, font=FONT, title=dict(text=title, x=0.02, xanchor="left") if title else None,
-                      margin={**dict(l=60, r=20, t=60 if title else 30, b=50), **(margin or {})}, **kw)
+    out = dict(template=TEMPLATE, font=dict(FONT))
+    if title:
+        out["title"] = dict(text=title, x=0.02, xanchor="left")
+    out["margin"] = {**dict(l=60, r=20, t=60 if title else 30, b=50), **(margin or {})}
+    out.update(kw)
+    return out
+
+
+def style_layout(fig: go.Figure, title: str | None, *, margin: dict | None = None, legend_bg: bool = True,
+                 **kw) -> go.Figure:
+    """Give ``fig`` the shared look (``layout_spec``); no ``title`` removes the figure's title."""
+    layout = layout_spec(title, margin=margin, legend_bg=legend_bg, **kw)
+    if not title:
+        layout["title"] = None  # removes a title the figure has
+    fig.update_layout(layout)
     return fig
+
+
+@functools.lru_cache(maxsize=None)
+def _template_json(name: str) -> dict:
+    """The layout template ``name`` as plotly's JSON: the file plotly loads a built-in template from, read
+    directly (``pio.templates[name]`` builds plotly objects from the same file first), or, for another
+    template, ``pio.templates[name].to_plotly_json()``. Cached: callers copy it (``plotly_json``)."""
+    raw = pkgutil.get_data("plotly", f"package_data/templates/{name}.json") if "+" not in name else None
+    if raw is not None:
+        return json.loads(raw)
+    import plotly.io as pio
+
+    return pio.templates[name].to_plotly_json()
+
+
+# layout keys whose arrays plotly.js reads as plain lists, never as typed arrays (plotly's own rule)
+_LIST_KEYS = frozenset({"geojson", "layer", "layers", "range"})
+# plotly >= 6 writes float arrays as plotly.js typed arrays (base64); older versions (and their plotly.js) use lists
+TYPED_ARRAYS = int(plotly.__version__.split(".")[0]) >= 6
+
+
+def _json_ready(v, key=None):
+    """``v`` with every dict and list copied and the leaves made JSON-ready as plotly writes them: float64 arrays
+    as typed arrays ``{"dtype": "f8", "bdata": base64, "shape": "r, c"}`` (``TYPED_ARRAYS``), other arrays and
+    numpy scalars as plain values, NaN and infinities as None."""
+    if isinstance(v, Mapping):
+        return {k: _json_ready(x, k) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_ready(x) for x in v]
+    if isinstance(v, np.ndarray):
+        if TYPED_ARRAYS and v.dtype == np.float64 and v.size and key not in _LIST_KEYS:
+            out = {"dtype": "f8", "bdata": base64.b64encode(np.ascontiguousarray(v, dtype="<f8")).decode("ascii")}
+            if v.ndim > 1:
+                out["shape"] = ", ".join(map(str, v.shape))
+            return out
+        return _json_ready(v.tolist())
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def plotly_json(spec: Mapping) -> dict:
+    """The figure of a spec as the JSON-ready dict plotly writes for ``go.Figure(spec)`` (see the module
+    docstring), without building the figure: a copy of the spec with the layout's template expanded from its
+    name (plotly's default template when it names none) and the leaves made JSON-ready (``_json_ready``).
+    ``spec`` is left as it was."""
+    check_figure_spec("spec", spec)
+    out = _json_ready(spec)
+    layout = out.setdefault("layout", {})
+    template = layout.get("template")
+    if template is None:
+        import plotly.io as pio
+
+        template = pio.templates.default
+    if isinstance(template, str):
+        layout["template"] = _json_ready(_template_json(template))
+    elif not isinstance(template, Mapping):
+        layout["template"] = _json_ready(template.to_plotly_json())
+    return out
+
+
+def check_figure_spec(name: str, spec) -> Mapping:
+    """``spec`` as a figure spec: a dict with a list of trace dicts under ``"data"``, optionally a ``"layout"``
+    dict and a list of frame dicts under ``"frames"``, nothing else; a TypeError naming ``name`` otherwise."""
+    ok = (isinstance(spec, Mapping) and set(spec) <= {"data", "layout", "frames"}
+          and isinstance(spec.get("data"), (list, tuple)) and all(isinstance(t, Mapping) for t in spec["data"])
+          and isinstance(spec.get("layout", {}), Mapping)
+          and isinstance(spec.get("frames", []), (list, tuple))
+          and all(isinstance(f, Mapping) for f in spec.get("frames", [])))
+    if not ok:
+        got = f"a dict with keys {sorted(map(str, spec))}" if isinstance(spec, Mapping) else type(spec).__name__
+        raise TypeError(f"{name} must be a figure spec (a dict with a list of trace dicts under 'data', optionally "
+                        f"'layout' and 'frames'), got {got}")
+    return spec
 
 
 def to_numpy(name: str, value, ndim: int | None = None) -> np.ndarray:
@@ -204,18 +304,27 @@ def clip_tails(z: np.ndarray, floor: float = 12.0) -> np.ndarray:
     return np.maximum(z, z.max() - floor)
 
 
-def _density_trace(xs, ys, z, floor: float, showscale: bool, name: str) -> go.Contour:
-    return go.Contour(x=xs, y=ys, z=clip_tails(z, floor), name=name, colorscale=DENSITY_SCALE, showscale=showscale,
-                      ncontours=18, line=dict(width=0.4, color="rgba(255,255,255,0.5)"),
-                      colorbar=dict(title=dict(text="log p", side="right"), thickness=12, len=0.8),
-                      hovertemplate="x=%{x:.2f}<br>y=%{y:.2f}<br>log p=%{z:.2f}<extra></extra>", opacity=0.85)
+def _density_trace(xs, ys, z, floor: float, showscale: bool, name: str) -> dict:
+    return dict(type="contour", x=xs, y=ys, z=clip_tails(z, floor), name=name,
+                colorscale=[list(c) for c in DENSITY_SCALE], showscale=showscale, ncontours=18,
+                line=dict(width=0.4, color="rgba(255,255,255,0.5)"),
+                colorbar=dict(title=dict(text="log p", side="right"), thickness=12, len=0.8),
+                hovertemplate="x=%{x:.2f}<br>y=%{y:.2f}<br>log p=%{z:.2f}<extra></extra>", opacity=0.85)
 
 
 # ---------------------------------------------------------------------------------------------- density
 def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] | None = None, *,
                    alpha_bar: float = 1.0, grid_size: int = 120, bounds=None, max_points: int = 2000,
                    floor: float = 12.0, title: str | None = None, marker_size: float = 4.0) -> go.Figure:
-    """Contours of the exact 2-D mixture log-density with sample clouds on top.
+    """``density_spec`` (same arguments) as a plotly Figure."""
+    return go.Figure(density_spec(mixture, samples, alpha_bar=alpha_bar, grid_size=grid_size, bounds=bounds,
+                                  max_points=max_points, floor=floor, title=title, marker_size=marker_size))
+
+
+def density_spec(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] | None = None, *,
+                 alpha_bar: float = 1.0, grid_size: int = 120, bounds=None, max_points: int = 2000,
+                 floor: float = 12.0, title: str | None = None, marker_size: float = 4.0) -> dict:
+    """Contours of the exact 2-D mixture log-density with sample clouds on top, as a figure spec.
 
     The background is ``log p_t(x) = logsumexp_i (log pi_i + log N(x; sqrt(a) mu_i, a S_i + (1 - a) I))``
     at ``a = alpha_bar`` (1 is the clean data), clipped below at ``max log p - floor`` for contrast.
@@ -249,19 +358,19 @@ def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor]
         if len(bounds) != 4 or bounds[0] >= bounds[1] or bounds[2] >= bounds[3]:
             raise ValueError(f"bounds must be (x_min, x_max, y_min, y_max) with min < max, got {bounds}")
     xs, ys, z = log_density_grid(mixture, bounds, grid_size, alpha_bar)
-    fig = go.Figure([_density_trace(xs, ys, z, floor, True, "log p")])
+    data = [_density_trace(xs, ys, z, floor, True, "log p")]
     for (name, x), style in zip(clouds.items(), series_styles(list(clouds))):
         x = x[subsample_index(len(x), max_points)]
-        fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", name=name,
-                                 marker=marker_style(style, marker_size, 0.75)))
+        data.append(dict(type="scatter", x=x[:, 0], y=x[:, 1], mode="markers", name=str(name),
+                         marker=marker_style(style, marker_size, 0.75)))
     if title is None:
         title = f"{mixture.name}: exact log-density" + (f" at alpha_bar={alpha_bar:.3g}" if alpha_bar < 1 else "")
-    style_layout(fig, title, margin=dict(t=90), width=620, height=560)
-    fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], constrain="domain")
-    fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], scaleanchor="x", scaleratio=1,
-                     constrain="domain")
-    fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
-    return fig
+    layout = layout_spec(title, margin=dict(t=90), width=620, height=560)
+    layout["legend"].update(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom")
+    layout["xaxis"] = dict(title=dict(text="x<sub>1</sub>"), range=[bounds[0], bounds[1]], constrain="domain")
+    layout["yaxis"] = dict(title=dict(text="x<sub>2</sub>"), range=[bounds[2], bounds[3]], scaleanchor="x",
+                           scaleratio=1, constrain="domain")
+    return dict(data=data, layout=layout)
 
 
 # ---------------------------------------------------------------------------------------------- trajectories
@@ -315,7 +424,18 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
                              mixture: GaussianMixture | None = None, schedule: Schedule | None = None,
                              pair_lines: bool = True, grid_size: int = 60, title: str | None = None,
                              marker_size: float = 5.0) -> go.Figure:
-    """Point clouds of each sampling path at every recorded step, with a slider (and play button) over the step.
+    """``trajectory_slider_spec`` (same arguments) as a plotly Figure."""
+    return go.Figure(trajectory_slider_spec(trajectories, max_points, mixture=mixture, schedule=schedule,
+                                            pair_lines=pair_lines, grid_size=grid_size, title=title,
+                                            marker_size=marker_size))
+
+
+def trajectory_slider_spec(trajectories: Mapping[str, Trajectory], max_points: int = 300, *,
+                           mixture: GaussianMixture | None = None, schedule: Schedule | None = None,
+                           pair_lines: bool = True, grid_size: int = 60, title: str | None = None,
+                           marker_size: float = 5.0) -> dict:
+    """Point clouds of each sampling path at every recorded step, with a slider (and play button) over the step,
+    as a figure spec.
 
     Frame ``j`` shows ``x`` at the ``j``-th recorded state of every path (the last frame is the final sample).
     With exactly two paths of the same batch (e.g. learned and ideal from the same ``x_T`` and noise), thin
@@ -355,24 +475,30 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
             out.append(density_at(t_labels[j]))
         if pair:
             seg = segs[j]  # one trace of x: [a1, b1, nan, a2, b2, nan, ...] draws every segment
-            out.append(go.Scatter(x=seg[:, 0], y=seg[:, 1], mode="lines", name="pairing",
-                                  line=dict(width=0.7, color="rgba(80,80,80,0.45)"), hoverinfo="skip"))
+            out.append(dict(type="scatter", x=seg[:, 0], y=seg[:, 1], mode="lines", name="pairing",
+                            line=dict(width=0.7, color="rgba(80,80,80,0.45)"), hoverinfo="skip"))
         for n, style in zip(names, styles):
             p = paths[n][j]
-            out.append(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
-                                  marker=marker_style(style, marker_size, 0.8),
-                                  hovertemplate=f"{n}<br>x=%{{x:.3f}}<br>y=%{{y:.3f}}<extra></extra>"))
+            out.append(dict(type="scatter", x=p[:, 0], y=p[:, 1], mode="markers", name=str(n),
+                            marker=marker_style(style, marker_size, 0.8),
+                            hovertemplate=f"{n}<br>x=%{{x:.3f}}<br>y=%{{y:.3f}}<extra></extra>"))
         return out
 
-    fig = go.Figure(traces_at(0, static=True))
+    data = traces_at(0, static=True)
     n_static = 1 if (mixture is not None and schedule is None) else 0  # a static background is never resent
-    animated = list(range(n_static, len(fig.data)))
-    fig.frames = [go.Frame(data=traces_at(j, static=False), traces=animated, name=str(j)) for j in range(n_states)]
+    animated = list(range(n_static, len(data)))
+    frames = [dict(data=traces_at(j, static=False), name=str(j), traces=list(animated)) for j in range(n_states)]
 
     redraw = schedule is not None  # contour changes need a full redraw; scatter-only frames animate cheaply
-    anim = dict(mode="immediate", frame=dict(duration=0, redraw=redraw), transition=dict(duration=0))
-    steps = [dict(method="animate", label=_step_label(t), args=[[str(j)], anim]) for j, t in enumerate(t_labels)]
-    fig.update_layout(
+
+    def anim():
+        return dict(mode="immediate", frame=dict(duration=0, redraw=redraw), transition=dict(duration=0))
+
+    steps = [dict(method="animate", label=_step_label(t), args=[[str(j)], anim()]) for j, t in enumerate(t_labels)]
+    if title is None:
+        title = "Sampling paths" + (" (segments join paired samples)" if pair else "")
+    layout = layout_spec(title, margin=dict(b=110, t=90), width=640, height=660)
+    layout.update(
         sliders=[dict(active=0, steps=steps, x=0.17, len=0.83, y=0, yanchor="top", pad=dict(t=40),
                       currentvalue=dict(prefix="sampling step: ", font=dict(size=13)))],
         updatemenus=[dict(type="buttons", direction="left", x=0.0, y=0, xanchor="left", yanchor="top",
@@ -384,22 +510,29 @@ def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points:
                               dict(label="❚❚", method="animate",
                                    args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False),
                                                       transition=dict(duration=0))])])])
-    if title is None:
-        title = "Sampling paths" + (" (segments join paired samples)" if pair else "")
-    style_layout(fig, title, margin=dict(b=110, t=90), width=640, height=660)
-    fig.update_layout(legend=dict(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom"))
+    layout["legend"].update(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom")
     # fixed axes: frames do not autorange, and a moving frame would hide the contraction of the cloud
-    fig.update_xaxes(title="x<sub>1</sub>", range=[bounds[0], bounds[1]], autorange=False, constrain="domain")
-    fig.update_yaxes(title="x<sub>2</sub>", range=[bounds[2], bounds[3]], autorange=False,
-                     scaleanchor="x", scaleratio=1, constrain="domain")
-    return fig
+    layout["xaxis"] = dict(title=dict(text="x<sub>1</sub>"), range=[bounds[0], bounds[1]], autorange=False,
+                           constrain="domain")
+    layout["yaxis"] = dict(title=dict(text="x<sub>2</sub>"), range=[bounds[2], bounds[3]], autorange=False,
+                           scaleanchor="x", scaleratio=1, constrain="domain")
+    return dict(data=data, layout=layout, frames=frames)
 
 
 # ---------------------------------------------------------------------------------------------- curves
 def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabel: str = "", ylabel: str = "",
                   bands: Mapping[str, object] | None = None, *, log_x: bool = False, log_y: bool = False,
                   reverse_x: bool = False, reference: float | None = None, markers: bool = True) -> go.Figure:
-    """Line plot of several named curves over a shared ``x`` (drift versus step, variance ratio, metric versus steps).
+    """``curves_spec`` (same arguments) as a plotly Figure."""
+    return go.Figure(curves_spec(x, curves, title, xlabel, ylabel, bands, log_x=log_x, log_y=log_y,
+                                 reverse_x=reverse_x, reference=reference, markers=markers))
+
+
+def curves_spec(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabel: str = "", ylabel: str = "",
+                bands: Mapping[str, object] | None = None, *, log_x: bool = False, log_y: bool = False,
+                reverse_x: bool = False, reference: float | None = None, markers: bool = True) -> dict:
+    """Line plot of several named curves over a shared ``x`` (drift versus step, variance ratio, metric versus steps),
+    as a figure spec.
 
     ``bands[name]`` is either ``(lower, upper)`` arrays or one array ``s`` drawn as ``y +- s`` (e.g. a standard
     error), as a shaded area in the curve's colour. ``reference`` adds a dashed horizontal line (e.g. a variance
@@ -419,7 +552,7 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
         raise ValueError(f"x must be positive for log_x=True, got a minimum of {xv.min()}")
     if reference is not None:
         reference = check_float("reference", reference)
-    fig = go.Figure()
+    data = []
     shown = []  # every value drawn on y, to place a log axis's range and ticks
     for (name, y), style in zip(curves.items(), series_styles(list(curves))):
         yv = to_numpy(f"curves[{name!r}]", y, ndim=1)
@@ -432,22 +565,25 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
             lower, upper = _band(name, bands[name], yv)
             shown.append(upper)
             # one closed polygon: along the upper edge, back along the lower edge
-            fig.add_trace(go.Scatter(x=np.concatenate([xv, xv[::-1]]), y=np.concatenate([upper, lower[::-1]]),
-                                     fill="toself", fillcolor=_rgba(style.color, 0.18), line=dict(width=0),
-                                     hoverinfo="skip", showlegend=False, legendgroup=str(name),
-                                     name=f"{name} band"))
-        fig.add_trace(go.Scatter(x=xv, y=yv, mode="lines+markers" if markers else "lines", name=str(name),
-                                 legendgroup=str(name), line=line_style(style),
-                                 marker=marker_style(style, 6, 1.0, edge=False)))
-    if reference is not None:
-        fig.add_hline(y=reference, line=dict(color="#888", dash="dash", width=1))
-    style_layout(fig, title or None, width=700, height=430)
-    fig.update_xaxes(title=xlabel, type="log" if log_x else "linear", autorange="reversed" if reverse_x else True)
+            data.append(dict(type="scatter", x=np.concatenate([xv, xv[::-1]]),
+                             y=np.concatenate([upper, lower[::-1]]), fill="toself",
+                             fillcolor=_rgba(style.color, 0.18), line=dict(width=0), hoverinfo="skip",
+                             showlegend=False, legendgroup=str(name), name=f"{name} band"))
+        data.append(dict(type="scatter", x=xv, y=yv, mode="lines+markers" if markers else "lines", name=str(name),
+                         legendgroup=str(name), line=line_style(style),
+                         marker=marker_style(style, 6, 1.0, edge=False)))
+    layout = layout_spec(title or None, width=700, height=430)
+    if reference is not None:  # a dashed line across the whole plot at y = reference
+        layout["shapes"] = [dict(type="line", xref="x domain", x0=0, x1=1, yref="y", y0=reference, y1=reference,
+                                 line=dict(color="#888", dash="dash", width=1))]
+    xaxis = layout["xaxis"] = dict(title=dict(text=xlabel), type="log" if log_x else "linear",
+                                   autorange="reversed" if reverse_x else True)
     if log_x:
         used = np.unique(xv)
         ticks = used if len(used) <= MAX_LABELLED_X else log_ticks(used.min(), used.max())
-        fig.update_xaxes(tickvals=list(ticks), ticktext=[f"{v:g}" for v in ticks], minor=dict(showgrid=False))
-    fig.update_yaxes(title=ylabel, type="log" if log_y else "linear")
+        xaxis.update(tickvals=[float(v) for v in ticks], ticktext=[f"{v:g}" for v in ticks],
+                     minor=dict(showgrid=False))
+    yaxis = layout["yaxis"] = dict(title=dict(text=ylabel), type="log" if log_y else "linear")
     if log_y:
         vals = np.concatenate(shown + ([np.array([reference])] if reference is not None else []))
         vals = vals[np.isfinite(vals) & (vals > 0)]
@@ -455,9 +591,9 @@ def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xla
             lo, hi = float(vals.min()), float(vals.max())
             ticks = log_ticks(lo, hi)
             pad = 0.04 * max(math.log10(hi / lo), 0.3)
-            fig.update_yaxes(range=[math.log10(lo) - pad, math.log10(hi) + pad], tickvals=ticks,
-                             ticktext=[f"{v:g}" for v in ticks])
-    return fig
+            yaxis.update(range=[math.log10(lo) - pad, math.log10(hi) + pad], tickvals=ticks,
+                         ticktext=[f"{v:g}" for v in ticks])
+    return dict(data=data, layout=layout)
 
 
 # a log x axis labels every value used (step counts) up to this many, else 1-2-5 ticks
@@ -553,6 +689,8 @@ def schedule_figure(schedules: Mapping[str, Schedule], *, title: str | None = "N
 
     Traces: two per schedule (alpha_bar, then log-SNR), sharing a legend group."""
     schedules = _check_mapping("schedules", schedules)
+    from plotly.subplots import make_subplots  # imports plotly's validated objects: only where they are built
+
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=("ᾱ<sub>t</sub> (signal kept)", "log-SNR λ<sub>t</sub>"))
     for (name, sch), style in zip(schedules.items(), series_styles([str(n) for n in schedules])):

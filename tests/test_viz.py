@@ -1,8 +1,11 @@
 """Figure builders: trace/frame/step counts, and the plotted numbers recomputed from the library's own maths."""
+import copy
+import json
 import math
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io
 import pytest
 import torch
 
@@ -287,6 +290,71 @@ def test_curves_figure_rejects_bad_input():
         viz.curves_figure([0, 1], [1, 2])
     fig = viz.curves_figure(range(3), {"a": [3, 2, 1]}, reverse_x=True)
     assert len(fig.data) == 1 and fig.layout.xaxis.autorange == "reversed"
+
+
+# ------------------------------------------------------------------------------------------- figure specs
+def _specs(setup):
+    mix, sch, tr_ideal, tr_learned = setup
+    pair = {"ideal": tr_ideal, "learned (simple)": tr_learned}
+    return {
+        "density": viz.density_spec(mix, {"ideal": tr_ideal.final, "SA": tr_learned.final}, grid_size=12,
+                                    max_points=9, title="samples"),
+        "density, noised, no samples": viz.density_spec(mix, alpha_bar=0.3, grid_size=10, bounds=(-2, 2, -1, 1)),
+        "slider, pairs": viz.trajectory_slider_spec(pair, max_points=10),
+        "slider, p_t per frame": viz.trajectory_slider_spec(pair, mixture=mix, schedule=sch, grid_size=10),
+        "slider, static density": viz.trajectory_slider_spec({**pair, "other": tr_learned}, mixture=mix,
+                                                             grid_size=10),
+        "curves, bands, log axes": viz.curves_spec([5, 10, 20, 50], {"simple": [0.1, 0.05, 0.0, 0.01],
+                                                                    "SA": [0.08, 0.04, 0.03, 0.02]},
+                                                   "MMD", "steps", "MMD^2", bands={"simple": [0.01] * 4},
+                                                   log_x=True, log_y=True, reference=0.005),
+        "curves, no title": viz.curves_spec(range(3), {"a": [3, 2, 1]}, reverse_x=True, markers=False),
+    }
+
+
+def _plotly_wrote(fig: go.Figure) -> dict:
+    """The figure as plotly itself writes it (validated objects, plotly's JSON encoder), parsed."""
+    return json.loads(plotly.io.to_json(fig))
+
+
+def test_figure_specs_are_the_figures_plotly_writes(setup):
+    """A spec is in the form validation leaves unchanged: the JSON made from the spec alone (``plotly_json``,
+    template expanded, arrays as plotly.js typed arrays) is what plotly writes for ``go.Figure(spec)``, and the
+    public ``*_figure`` builders are ``go.Figure`` of their spec."""
+    for name, spec in _specs(setup).items():
+        before = copy.deepcopy(spec)
+        made = json.loads(json.dumps(viz.plotly_json(spec), allow_nan=False))
+        assert repr(spec) == repr(before), f"{name}: plotly_json changed the spec"
+        assert made == _plotly_wrote(go.Figure(spec)), name
+    mix, sch, tr_ideal, tr_learned = setup
+    assert _plotly_wrote(viz.curves_figure([1, 2], {"SA": [1.0, 2.0]}, "t", reference=1.0)) == _plotly_wrote(
+        go.Figure(viz.curves_spec([1, 2], {"SA": [1.0, 2.0]}, "t", reference=1.0)))
+    if viz.TYPED_ARRAYS:  # float arrays travel as base64 typed arrays, as plotly writes them
+        made = viz.plotly_json(_specs(setup)["density"])
+        assert set(made["data"][0]["z"]) == {"dtype", "bdata", "shape"} and made["data"][0]["z"]["shape"] == "12, 12"
+
+
+def test_plotly_json_expands_the_template_and_leaves_no_nan():
+    spec = {"data": [{"type": "scatter", "x": np.array([1.0, np.nan]), "y": [np.float64(2.0), float("inf")]}]}
+    made = viz.plotly_json(spec)
+    # no template named: plotly's default one, as go.Figure applies it
+    assert made == _plotly_wrote(go.Figure(spec)) and made["layout"]["template"]["layout"]
+    assert made["data"][0]["y"] == [2.0, None]
+    assert viz.plotly_json({"data": [], "layout": {"template": "plotly_white"}})["layout"]["template"] == \
+        plotly.io.templates["plotly_white"].to_plotly_json()
+    for bad in ({"data": {}}, {"data": [], "figure": 1}, {"data": [1]}, [{"type": "scatter"}]):
+        with pytest.raises(TypeError, match="spec must be a figure spec"):
+            viz.plotly_json(bad)
+
+
+def test_layout_spec_is_what_style_layout_gives():
+    spec = viz.layout_spec("A title", margin=dict(t=90), width=500, showlegend=False)
+    fig = viz.style_layout(go.Figure(), "A title", margin=dict(t=90), width=500, showlegend=False)
+    assert _plotly_wrote(go.Figure({"data": [], "layout": spec})) == _plotly_wrote(fig)
+    assert spec["margin"] == dict(l=60, r=20, t=90, b=50) and spec["title"]["text"] == "A title"
+    assert "title" not in viz.layout_spec(None, legend_bg=False) and "legend" not in viz.layout_spec("", legend_bg=False)
+    titled = viz.style_layout(go.Figure(), "old")
+    assert viz.style_layout(titled, None).layout.title.text is None  # no title removes the one it had
 
 
 # ------------------------------------------------------------------------------------------- images
