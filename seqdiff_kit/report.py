@@ -1,7 +1,10 @@
 """One standalone HTML report: sections of prose, plotly figures and tables, readable offline.
 
 plotly.js is embedded exactly once, as a single inline ``<script>`` in the page head, and every figure is written
-with ``include_plotlyjs=False``; the page loads nothing from the network (no CDN, no MathJax). The file is
+with ``include_plotlyjs=False``; the page loads nothing from the network (no CDN, no MathJax). A figure is a
+plotly ``Figure`` or a figure spec (``viz``): a spec is drawn by a call of plotly.js's ``Plotly.newPlot`` with
+the JSON plotly would write for it (``viz.plotly_json``), without building (or importing) plotly's validated
+objects. The file is
 written atomically (a temporary file in the same folder, then ``os.replace``), so a reader never sees half a report.
 
     from seqdiff_kit.report import Section, write_report, table_html
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ import torch
 
 from ._format import format_number
 from ._io import atomic_write
+from .viz import check_figure_spec, plotly_json
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -36,11 +41,12 @@ PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
 @dataclass
 class Section:
     """A report section: a title, prose (plain text; blank lines split paragraphs, `backticks` become code),
-    and any of a plotly figure, a table (list of dicts) and raw HTML, shown in that order."""
+    and any of a figure or a list of them (plotly Figures or figure specs, ``viz``), a table (list of dicts) and
+    raw HTML, shown in that order."""
 
     title: str
     prose: str = ""
-    figure: go.Figure | Sequence[go.Figure] | None = None
+    figure: go.Figure | Mapping | Sequence[go.Figure | Mapping] | None = None
     table: Sequence[Mapping[str, Any]] | None = None
     html: str | None = None
 
@@ -134,11 +140,41 @@ def _coerce_section(i: int, s) -> Section:
     if not isinstance(sec.prose, str):
         raise TypeError(f"sections[{i}].prose must be a string, got {type(sec.prose).__name__}")
     figs = sec.figure if isinstance(sec.figure, (list, tuple)) else ([sec.figure] if sec.figure is not None else [])
-    for f in figs:
-        if not isinstance(f, go.Figure):
-            raise TypeError(f"sections[{i}].figure must be a plotly Figure or a list of them, got {type(f).__name__}")
+    for j, f in enumerate(figs):
+        if isinstance(f, Mapping):  # first: looking up go.Figure imports plotly's validated objects
+            check_figure_spec(f"sections[{i}].figure[{j}]", f)
+        elif not isinstance(f, go.Figure):
+            raise TypeError(f"sections[{i}].figure must be a plotly Figure, a figure spec or a list of them, "
+                            f"got {type(f).__name__}")
     sec.figure = list(figs)
     return sec
+
+
+def _script_json(value) -> str:
+    """Compact JSON that is safe inside a ``<script>`` element: ``<``, ``>`` and ``/`` written as ``\\uXXXX``
+    escapes (the same string to JSON, never a closing tag to HTML), as plotly writes its figures."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("/", "\\u002f")
+
+
+def figure_html(figure, div_id: str) -> str:
+    """A ``<div>`` and its script drawing ``figure`` (a plotly Figure or a figure spec), plotly.js not included
+    (it sits once in the page's head). Fixed div ids keep the output reproducible; a slider figure opens at its
+    first frame instead of racing through them (no auto-play)."""
+    if not isinstance(figure, Mapping):
+        return figure.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id,
+                              config=PLOTLY_CONFIG, auto_play=False)
+    fig = plotly_json(figure)
+    layout = fig["layout"]
+    size = "; ".join(f"{k}:{layout[k]}px" if isinstance(layout.get(k), Real) else f"{k}:100%"
+                     for k in ("height", "width"))
+    call = (f'Plotly.newPlot("{div_id}", {_script_json(fig["data"])}, {_script_json(layout)}, '
+            f'{_script_json(PLOTLY_CONFIG)})')
+    if fig.get("frames"):
+        call += f'.then(function () {{ Plotly.addFrames("{div_id}", {_script_json(fig["frames"])}); }})'
+    # the figure's size on a box around the plot's div, which fills it (and follows it with "responsive")
+    return (f'<div style="{size};"><div id="{div_id}" class="plotly-graph-div" style="height:100%; width:100%;">'
+            f'</div>\n<script type="text/javascript">{call};</script></div>')
 
 
 CSS = """
@@ -200,12 +236,8 @@ def render_report(sections: Sequence, *, title: str = "seqdiff_kit report", subt
     parts = []
     for k, (sec, slug) in enumerate(zip(secs, slugs), start=1):
         body = [f'<h2><span class="num">{k}.</span>{html.escape(sec.title)}</h2>', _prose_html(sec.prose)]
-        for fig in sec.figure:
-            # plotly.js sits once in <head>; fixed div ids keep the output reproducible;
-            # auto_play=False: a slider figure opens at its first frame instead of racing through them
-            div = fig.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False,
-                              div_id=f"fig-{n_fig}", config=PLOTLY_CONFIG, auto_play=False)
-            body.append(f'<div class="figure">{div}</div>')
+        for fig in sec.figure:  # plotly.js sits once in <head>
+            body.append(f'<div class="figure">{figure_html(fig, f"fig-{n_fig}")}</div>')
             n_fig += 1
         if sec.table is not None:
             # the settings' value column mixes text and numbers: keep it left-aligned

@@ -1,9 +1,12 @@
 """The standalone HTML report: plotly.js inlined once, nothing fetched from the network, sections and tables
 present and escaped, atomic and reproducible writes."""
+import json
 import os
 import re
 
 import numpy as np
+import plotly.graph_objects as go
+import plotly.io
 import plotly.offline
 import pytest
 import torch
@@ -11,7 +14,7 @@ import torch
 from seqdiff_kit import IdealDenoiser, Schedule, ring8
 from seqdiff_kit import viz
 from seqdiff_kit.drift import paired_trajectories
-from seqdiff_kit.report import Section, render_report, table_html, write_report
+from seqdiff_kit.report import Section, figure_html, render_report, table_html, write_report
 
 PLOTLYJS = plotly.offline.get_plotlyjs()
 
@@ -134,3 +137,45 @@ def test_write_report_rejects_bad_arguments(tmp_path, figures):
     with pytest.raises(TypeError, match="settings"):
         write_report(tmp_path / "r.html", [("a", "")], settings=[1, 2])
     assert not any(tmp_path.iterdir())
+
+
+def _drawn(html_text: str, div_id: str) -> dict:
+    """The data, layout and frames a report's script hands to plotly.js for one figure, parsed."""
+    dec = json.JSONDecoder()
+    i = re.search(r'Plotly\.newPlot\(\s*"' + div_id + r'",\s*', html_text).end()
+    out = {}
+    for key in ("data", "layout", "config"):
+        out[key], i = dec.raw_decode(html_text, i)
+        i = re.compile(r"\s*,?\s*").match(html_text, i).end()
+    frames = re.compile(r"Plotly\.addFrames\([\"']" + div_id + r"[\"'],\s*").search(html_text, i)
+    if frames:
+        out["frames"] = dec.raw_decode(html_text, frames.end())[0]
+    return out
+
+
+def test_a_figure_spec_is_drawn_as_plotly_draws_its_figure(tmp_path):
+    """A spec goes into the page without plotly's figure objects, and plotly.js receives the same figure
+    (data, layout with the template, frames, config) as from plotly's own HTML for ``go.Figure(spec)``."""
+    mix, sch = ring8(), Schedule.linear(40)
+    ideal = IdealDenoiser(mix, sch)
+    pair = paired_trajectories(lambda x, t: 0.9 * ideal(x, t), ideal, torch.randn(20, 2), sch, 3, eta=1.0,
+                               generator=torch.Generator().manual_seed(3))
+    specs = [viz.trajectory_slider_spec({"ideal": pair.reference, "simple": pair.model}, mixture=mix,
+                                        schedule=sch, grid_size=10, title="paths </script> <b>"),
+             viz.curves_spec([1, 2, 3], {"SA": [0.3, 0.2, 0.1]}, "drift", reference=0.2)]
+    text = write_report(tmp_path / "r.html", [Section("Specs", "", figure=specs)], timestamp=False).read_text()
+    for k, spec in enumerate(specs):
+        mine = _drawn(text, f"fig-{k}")
+        theirs = _drawn(go.Figure(spec).to_html(full_html=False, include_plotlyjs=False, div_id="x",
+                                                 config={"displaylogo": False}), "x")
+        assert mine["data"] == theirs["data"] and mine["layout"] == theirs["layout"]
+        assert mine.get("frames") == theirs.get("frames") and (k == 0) == ("frames" in mine)
+        assert mine["config"]["displaylogo"] is False and mine["config"]["responsive"] is True
+    assert 'style="height:660px; width:640px;"' in text  # the slider's size, as plotly sizes its div
+    # a title cannot close the script early: every "<" and "/" inside the JSON is escaped
+    scripts = [s for s in re.findall(r"<script[^>]*>(.*?)</script>", outside_plotlyjs(text), re.S) if s]
+    assert len(scripts) == 2 and not any("</" in s for s in scripts)
+    assert "\\u003c\\u002fscript\\u003e" in scripts[0]
+    with pytest.raises(TypeError, match=r"sections\[0\]\.figure\[1\] must be a figure spec"):
+        render_report([Section("bad", figure=[specs[1], {"data": 3}])])
+    assert figure_html(go.Figure(specs[1]), "y").count("Plotly.newPlot(") == 1  # a Figure: plotly's own HTML
