@@ -39,7 +39,8 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
     """Write the HTML report of an ``Evaluation``: samples on the data density, sampling paths with a slider
     over the step, drift and spread per step, metrics versus the number of steps, the table, the settings."""
     from .report import Section, write_report  # plotly lives in the report layer only
-    from .viz import curves_figure, density_figure, image_grid_figure, trajectory_slider_figure
+    # figure specs (plain dicts) where they exist: the report writes them without plotly's validated objects
+    from .viz import curves_spec, density_spec, image_grid_figure, trajectory_slider_spec
 
     ev = evaluation
     is_mixture = isinstance(ev.data, GaussianMixture)
@@ -51,8 +52,8 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
 
     few, many = ev.steps[0], ev.steps[-1]
     if is_mixture and ev.data.dim == 2:
-        figs = [density_figure(ev.data, {f"{n}": ev.samples(n, s) for n in names}, max_points=1000,
-                               title=f"{s} DDIM steps: samples on the exact data density", marker_size=3.5)
+        figs = [density_spec(ev.data, {f"{n}": ev.samples(n, s) for n in names}, max_points=1000,
+                             title=f"{s} DDIM steps: samples on the exact data density", marker_size=3.5)
                 for s in sorted({few, many})]
         sections.append(Section(
             "Data and samples",
@@ -64,9 +65,9 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
             f"The learned and the ideal paths at {k} steps from the same x_T. Drag the slider over the sampling "
             f"step (or press play): the background is the exact noised marginal p_t at that step, which the cloud "
             f"should match.",
-            figure=trajectory_slider_figure({n: ev.trajectories[n][k] for n in names}, max_points=300,
-                                            mixture=ev.data, schedule=ev.schedule,
-                                            title=f"Sampling paths, {k} DDIM steps")))
+            figure=trajectory_slider_spec({n: ev.trajectories[n][k] for n in names}, max_points=300,
+                                          mixture=ev.data, schedule=ev.schedule,
+                                          title=f"Sampling paths, {k} DDIM steps")))
     elif not is_mixture:  # images; a 1-D mixture's samples show in the curves below
         figs = [image_grid_figure(ev.samples(n, s)[:32], nrow=8, title=f"{n}, {s} steps")
                 for s in sorted({few, many}) for n in names]
@@ -80,10 +81,12 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
             bands = {n: (ev.drift[n][s].quantile("drift")[:, 0], ev.drift[n][s].quantile("drift")[:, -1])
                      for n in curves}
             x = list(range(1, s + 1))
-            fig = curves_figure(x, curves, title=f"Distance from the ideal path, {s} steps",
-                                xlabel="sampling step", ylabel="mean ||x_learned - x_ideal||", bands=bands)
+            fig = curves_spec(x, curves, title=f"Distance from the ideal path, {s} steps",
+                              xlabel="sampling step", ylabel="mean ||x_learned - x_ideal||", bands=bands)
             # plotly gives short traces markers by default: keep the quantile bands as plain shaded areas
-            fig.update_traces(mode="lines", selector=dict(fill="toself"))
+            for trace in fig["data"]:
+                if trace.get("fill") == "toself":
+                    trace["mode"] = "lines"
             figs.append(fig)
         sections.append(Section(
             "Drift from the ideal path",
@@ -94,8 +97,8 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
         figs = []
         for s in ev.drift_steps:
             curves = {n: ev.std_ratio[n][s] for n in names if s in ev.std_ratio.get(n, {})}
-            figs.append(curves_figure(list(range(0, s + 1)), curves, title=f"Spread relative to q(x_t), {s} steps",
-                                      xlabel="sampling step (0 = x_T)", ylabel="std ratio", reference=1.0))
+            figs.append(curves_spec(list(range(0, s + 1)), curves, title=f"Spread relative to q(x_t), {s} steps",
+                                    xlabel="sampling step (0 = x_T)", ylabel="std ratio", reference=1.0))
         sections.append(Section(
             "Spread: variance ratio per step",
             "sqrt(tr Cov(x_t) / tr Cov(q(x_t))) after every step: 1 is right, below 1 the sampler shrinks the "
@@ -113,8 +116,8 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
         # an unbiased MMD can be slightly negative: then a log axis would lie, so fall back to a linear one
         log_y = log_y and all(v > 0 for c in curves.values() for v in c)
         ref = data_row[key] if (not log_y or data_row[key] > 0) else None
-        figs.append(curves_figure(list(ev.steps), curves, title=label, xlabel="DDIM steps", ylabel=key,
-                                  log_x=True, log_y=log_y, reference=ref))
+        figs.append(curves_spec(list(ev.steps), curves, title=label, xlabel="DDIM steps", ylabel=key,
+                                log_x=True, log_y=log_y, reference=ref))
     sections.append(Section("Metrics versus the number of steps",
                             "Each metric against the number of sampling steps; the dashed line is the data's own "
                             "score (a second draw of the data, scored the same way).", figure=figs))
