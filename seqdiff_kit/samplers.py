@@ -102,6 +102,55 @@ def step_sigma(schedule: Schedule, t, s, eta: float = 0.0) -> torch.Tensor:
     return sigmas(schedule.alpha_bar(torch.as_tensor(t)), schedule.alpha_bar(torch.as_tensor(s)), eta)[0]
 
 
+@dataclass
+class StepCoefficients:
+    """The coefficients of generalized steps ``x_t -> x_s`` in the names of the module docstring's equations, in
+    the sampler's dtype: tensors of one shape, one entry per step (or per point of a batch at several
+    timesteps). ``noisy``: where ``sigma_noise`` is above 0, decided in float64 (a cast may round it to 0)."""
+
+    sqrt_1m_a_t: torch.Tensor   # sqrt(1 - a_t)
+    sqrt_a_t: torch.Tensor      # sqrt(a_t)
+    sqrt_a_s: torch.Tensor      # sqrt(a_s)
+    eps_coef: torch.Tensor      # sqrt(1 - a_s - sigma^2), 0 where rounding makes it negative
+    sigma_noise: torch.Tensor   # the noise's scale (sigmas)
+    noisy: torch.Tensor         # sigma_noise > 0 (bool)
+
+    def __getitem__(self, i: int) -> "StepCoefficients":
+        """Step ``i``'s coefficients (0-dim tensors) of coefficients computed for every step of a run."""
+        return StepCoefficients(self.sqrt_1m_a_t[i], self.sqrt_a_t[i], self.sqrt_a_s[i], self.eps_coef[i],
+                                self.sigma_noise[i], self.noisy[i])
+
+
+def step_coefficients(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str, dtype,
+                      device="cpu") -> StepCoefficients:
+    """The ``StepCoefficients`` of steps from float64 ``alpha_bar`` tensors ``a_t`` and ``a_s`` (of one shape),
+    computed in float64 and cast to ``dtype``, so float16 and bfloat16 runs keep ``1 - a_t`` (which rounds to 0
+    in float16 near the data). Every operation is elementwise: the coefficients of a whole run computed at
+    once are those of its steps computed one by one, bit for bit."""
+    def cast(c: torch.Tensor) -> torch.Tensor:
+        return c.to(device=device, dtype=dtype)
+
+    sig_mean, sig_noise = sigmas(a_t, a_s, eta, variance)
+    return StepCoefficients(cast((1 - a_t).sqrt()), cast(a_t.sqrt()), cast(a_s.sqrt()),
+                            cast((1 - a_s - sig_mean**2).clamp(min=0).sqrt()), cast(sig_noise), sig_noise > 0)
+
+
+def apply_step(x: torch.Tensor, eps: torch.Tensor, c: StepCoefficients, noise: torch.Tensor | None = None,
+               clip_x0: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step ``x_t -> x_s`` with coefficients ``c`` (``step_coefficients``); returns ``(x_s, x0_pred)``."""
+    x0 = (x - c.sqrt_1m_a_t * eps) / c.sqrt_a_t
+    if clip_x0 is not None:
+        bound = min(clip_x0, torch.finfo(x.dtype).max)  # clamp cannot take a bound beyond the dtype's range
+        x0 = x0.clamp(-bound, bound)
+        eps = (x - c.sqrt_a_t * x0) / c.sqrt_1m_a_t  # keep eps consistent with the clipped x0
+    out = c.sqrt_a_s * x0 + c.eps_coef * eps
+    if bool(c.noisy.any()):
+        if noise is None:
+            raise ValueError("noise must be given for a stochastic step (eta > 0 or variance='large')")
+        out = out + c.sigma_noise * noise.to(x.dtype)
+    return out, x0
+
+
 def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedule, *, eta: float = 0.0,
                      variance: str = "small", noise: torch.Tensor | None = None,
                      clip_x0: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,25 +158,10 @@ def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedul
 
     ``t`` and ``s`` are ints or LongTensors [B] (a batch may sit at different timesteps). ``noise`` is the
     ``z`` of the step (needed when sigma > 0). The coefficients are computed in float64 and cast to ``x``'s
-    dtype, so float16 and bfloat16 runs keep ``1 - a_t`` (which rounds to 0 in float16 near the data).
-    The arguments are not checked here: the sampler's entries check them once per run."""
-    a_t, a_s = _abar(schedule, t, x), _abar(schedule, s, x)
-
-    def cast(c: torch.Tensor) -> torch.Tensor:
-        return c.to(device=x.device, dtype=x.dtype)
-
-    x0 = (x - cast((1 - a_t).sqrt()) * eps) / cast(a_t.sqrt())
-    if clip_x0 is not None:
-        c = min(clip_x0, torch.finfo(x.dtype).max)  # clamp cannot take a bound beyond the dtype's range
-        x0 = x0.clamp(-c, c)
-        eps = (x - cast(a_t.sqrt()) * x0) / cast((1 - a_t).sqrt())  # keep eps consistent with the clipped x0
-    sig_mean, sig_noise = sigmas(a_t, a_s, eta, variance)
-    out = cast(a_s.sqrt()) * x0 + cast((1 - a_s - sig_mean**2).clamp(min=0).sqrt()) * eps
-    if bool((sig_noise > 0).any()):
-        if noise is None:
-            raise ValueError("noise must be given for a stochastic step (eta > 0 or variance='large')")
-        out = out + cast(sig_noise) * noise.to(x.dtype)
-    return out, x0
+    dtype (``step_coefficients``). The arguments are not checked here: the sampler's entries check them once per
+    run."""
+    c = step_coefficients(_abar(schedule, t, x), _abar(schedule, s, x), eta, variance, x.dtype, x.device)
+    return apply_step(x, eps, c, noise, clip_x0)
 
 
 def make_noise(steps: int, shape, generator: torch.Generator | None = None, dtype=torch.float32,
@@ -207,15 +241,19 @@ def run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0
     callers that check once and sample several times."""
     stochastic = eta > 0 or variance == "large"
     n = ts.numel()
+    steps = ts.tolist()
+    nxt = steps[1:] + [-1]
+    # every step's coefficients at once (the same numbers as step by step)
+    coefs = step_coefficients(schedule.alpha_bar(ts), schedule.alpha_bar(torch.tensor(nxt)), eta, variance,
+                              x_T.dtype, x_T.device)
     x = x_T
     for i in range(n):
-        t = int(ts[i])
-        s = int(ts[i + 1]) if i + 1 < n else -1
+        t, s = steps[i], nxt[i]
         eps = call_model(model, x, t, f"step {i} (t={t})")
         z = None
         if stochastic and s >= 0:
             z = noise[i] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        prev, x0 = generalized_step(x, eps, t, s, schedule, eta=eta, variance=variance, noise=z, clip_x0=clip_x0)
+        prev, x0 = apply_step(x, eps, coefs[i], z, clip_x0)
         if not bool(torch.isfinite(prev).all()):
             raise ValueError(f"the sampler's state is not finite (NaN or inf) after step {i} (t={t}): x_T's dtype "
                              f"{dtype_name(x.dtype)} cannot hold x0_pred or x_s "

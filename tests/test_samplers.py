@@ -46,6 +46,24 @@ def test_per_sample_timesteps_match_scalar_steps(sched):
         assert torch.allclose(batched[i], one[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("options", [dict(eta=0.0), dict(eta=0.6), dict(eta=1.0, variance="large"),
+                                     dict(eta=0.3, clip_x0=1.0)])
+def test_a_run_is_its_steps_one_by_one_bit_for_bit(sched, dtype, options):
+    """The sampler computes every step's coefficients at once (``step_coefficients`` over the run): the path is
+    the one of ``generalized_step`` taken step by step, bit for bit, in every dtype."""
+    g = torch.Generator().manual_seed(5)
+    model = IdealDenoiser(ring8(), sched)
+    x_T = torch.randn(64, 2, generator=g).to(dtype)
+    noise = make_noise(7, x_T.shape, g, dtype=dtype)
+    tr = sample(model, x_T, sched, 7, noise=noise, **options)
+    x = x_T
+    for i, (t, s) in enumerate(zip(tr.timesteps.tolist(), tr.timesteps.tolist()[1:] + [-1])):
+        eps = model(x, torch.full((64,), t))
+        x, x0 = generalized_step(x, eps, t, s, sched, noise=noise[i], **options)
+        assert torch.equal(tr.x0_pred[i], x0) and torch.equal(tr.x[i + 1], x), (i, t)
+
+
 def test_ddim_with_the_ideal_denoiser_of_a_gaussian_recovers_its_variance(sched):
     """For N(0, v) the probability-flow ODE is linear; 1000 DDIM steps give std within 1% of sqrt(v)."""
     v = 0.09
