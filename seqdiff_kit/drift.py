@@ -40,8 +40,8 @@ from ._numeric import pow2_scale
 from ._validate import check_choice, check_int, check_tensor, check_timesteps, check_type
 from .data import GaussianMixture
 from .metrics import mmd, std_ratio
-from .samplers import (Trajectory, call_model, check_sampler_args, check_step_args, generalized_step, make_noise,
-                       record, run_steps)
+from .samplers import (Trajectory, apply_step, call_model, check_sampler_args, check_step_args, make_noise, record,
+                       run_steps, step_coefficients)
 from .schedule import Schedule, forward_noise
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -209,22 +209,21 @@ def _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles) -> S
     if not torch.equal(tm.timesteps, ts) or tm.recorded.numel() != n or tr.recorded.numel() != n:
         raise ValueError("paths must be two runs over the same timesteps with every step recorded (record_every=1)")
     nxt = torch.cat([ts[1:], torch.tensor([-1])])
-    local, propagated, x0_local = [], [], []
-    for i in range(n):
-        t, s = int(ts[i]), int(nxt[i])
-        x_ref = tr.x[i]
-        eps_m = call_model(model, x_ref, t, f"step {i} (t={t}) from the reference state")
+    # every step's coefficients at once (the same numbers as step by step, see samplers.step_coefficients)
+    coefs = step_coefficients(schedule.alpha_bar(ts), schedule.alpha_bar(nxt), eta, variance, tr.x.dtype,
+                              tr.x.device)
+    # Phi_m(x^r_t) and its x0 prediction at every step, then the distances of all steps at once
+    step_m_from_ref, x0_m = torch.empty_like(tr.x[1:]), torch.empty_like(tr.x0_pred)
+    for i, (t, s) in enumerate(zip(ts.tolist(), nxt.tolist())):
+        eps_m = call_model(model, tr.x[i], t, f"step {i} (t={t}) from the reference state")
         z = paths.noise[i] if paths.noise is not None and s >= 0 else None
-        step_m_from_ref, x0_m = generalized_step(x_ref, eps_m, t, s, schedule, eta=eta, variance=variance,
-                                                 noise=z, clip_x0=clip_x0)
-        local.append(_norms(step_m_from_ref - tr.x[i + 1]))
-        propagated.append(_norms(tm.x[i + 1] - step_m_from_ref))
-        x0_local.append(_norms(x0_m - tr.x0_pred[i]))
+        step_m_from_ref[i], x0_m[i] = apply_step(tr.x[i], eps_m, coefs[i], z, clip_x0)
     return StepDrift(
         timesteps=ts, next_timesteps=nxt, drift=_norms(tm.x[1:] - tr.x[1:], batch_dims=2),
-        local=torch.stack(local), propagated=torch.stack(propagated),
+        local=_norms(step_m_from_ref - tr.x[1:], batch_dims=2),
+        propagated=_norms(tm.x[1:] - step_m_from_ref, batch_dims=2),
         x0_error=_norms(tm.x0_pred - tr.x0_pred, batch_dims=2),
-        x0_local_error=torch.stack(x0_local), quantile_levels=quantiles, paths=paths)
+        x0_local_error=_norms(x0_m - tr.x0_pred, batch_dims=2), quantile_levels=quantiles, paths=paths)
 
 
 # ---------------------------------------------------------------------- estimation gap
