@@ -24,6 +24,16 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CHECKPOINT_DIR = DATA_DIR / "checkpoints"  # the shipped networks (recipes.SHIPPED names them)
 
 
+def _feature_sum(v: torch.Tensor) -> torch.Tensor:
+    """``v.sum(-1)``. A reduction over a last dimension of one or two entries costs far more than the one addition
+    it makes, so those are added directly (the reduction's result exactly: ``0 + a = a``, then ``a + b``)."""
+    if v.shape[-1] == 1:
+        return v[..., 0]
+    if v.shape[-1] == 2:
+        return v[..., 0] + v[..., 1]
+    return v.sum(-1)
+
+
 class GaussianMixture:
     """``sum_i weights[i] N(means[i], covariances[i])`` in any dimension D.
 
@@ -126,7 +136,7 @@ class GaussianMixture:
         diff = x[:, None, :] - sa * self.means[None]                               # [B, M, D]
         z = einsum(self._evecs, diff, "m d k, b m d -> b m k")                     # U^T diff
         var = a[:, None, None] * self._evals[None] + (1 - a)[:, None, None]       # [B, M, D]
-        log_n = -0.5 * ((z**2 / var).sum(-1) + var.log().sum(-1) + self.dim * math.log(2 * math.pi))
+        log_n = -0.5 * (_feature_sum(z**2 / var) + _feature_sum(var.log()) + self.dim * math.log(2 * math.pi))
         # checked on the result (the callers, e.g. a sampler, checked their inputs): a row without one finite
         # component density has no responsibilities
         lost = ~torch.isfinite(log_n).any(dim=1)
