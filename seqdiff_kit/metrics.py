@@ -123,19 +123,28 @@ def _kernel_total(a: torch.Tensor, b: torch.Tensor | None, gamma: list[float]) -
     float64 scalar tensor; ``b=None`` sums the pairs ``i != j`` of ``a`` with itself, each pair's kernel
     computed once (the kernel is symmetric) and counted twice.
 
-    The kernel matrix is never held whole: it is computed and summed in blocks of ``KERNEL_BLOCK_ROWS`` rows."""
+    The kernel matrix is never held whole: it is computed and summed in blocks of ``KERNEL_BLOCK_ROWS`` rows,
+    with ``||a_i - b_j||^2 = ||a_i||^2 + ||b_j||^2 - 2 a_i . b_j`` (one matrix product; the squared norms of ``b``
+    once), clamped at 0 where rounding takes it below. The callers scale the points into the unit ball, so
+    the rounding error of the difference stays at float64's precision of that scale."""
+    same = b is None
+    b = a if same else b
+    b_sq = b.square().sum(-1)
     n = a.shape[0]
     total = a.new_zeros(())
     for r0 in range(0, n, KERNEL_BLOCK_ROWS):
         r1 = min(n, r0 + KERNEL_BLOCK_ROWS)
-        if b is not None:
-            total += _kernel_block(torch.cdist(a[r0:r1], b).square_(), gamma).sum()
-            continue
-        # the block's rows against the columns r0.. : the square part on the diagonal (its own diagonal, i = j,
-        # left out) and the part right of it, which stands for itself and its mirror image below the diagonal
-        k = _kernel_block(torch.cdist(a[r0:r1], a[r0:]).square_(), gamma)
-        w = r1 - r0
-        total += 2.0 * k[:, w:].sum() + (k[:, :w].sum() - k[:, :w].diagonal().sum())
+        rows = a[r0:r1]
+        # the same sample: the block's rows against the columns r0.. only, the square part on the diagonal (its
+        # own diagonal, i = j, left out) and the part right of it, which stands for its mirror image too
+        cols, cols_sq = (b[r0:], b_sq[r0:]) if same else (b, b_sq)
+        d2 = torch.addmm(rows.square().sum(-1, keepdim=True) + cols_sq, rows, cols.T, alpha=-2.0).clamp_min_(0.0)
+        k = _kernel_block(d2, gamma)
+        if same:
+            w = r1 - r0
+            total += 2.0 * k[:, w:].sum() + (k[:, :w].sum() - k[:, :w].diagonal().sum())
+        else:
+            total += k.sum()
     return total
 
 
