@@ -78,8 +78,8 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
         figs = []
         for s in ev.drift_steps:
             curves = {n: ev.drift[n][s].mean("drift") for n in learned if n in ev.drift}
-            bands = {n: (ev.drift[n][s].quantile("drift")[:, 0], ev.drift[n][s].quantile("drift")[:, -1])
-                     for n in curves}
+            quantiles = {n: ev.drift[n][s].quantile("drift") for n in curves}
+            bands = {n: (q[:, 0], q[:, -1]) for n, q in quantiles.items()}
             x = list(range(1, s + 1))
             fig = curves_spec(x, curves, title=f"Distance from the ideal path, {s} steps",
                               xlabel="sampling step", ylabel="mean ||x_learned - x_ideal||", bands=bands)
