@@ -1,11 +1,11 @@
 """One standalone HTML report: sections of prose, plotly figures and tables, readable offline.
 
 plotly.js is embedded exactly once, as a single inline ``<script>`` in the page head, and every figure is written
-with ``include_plotlyjs=False``; the page loads nothing from the network (no CDN, no MathJax). A figure is a
-plotly ``Figure`` or a figure spec (``viz``): a spec is drawn by a call of plotly.js's ``Plotly.newPlot`` with
-the JSON plotly would write for it (``viz.plotly_json``), without building (or importing) plotly's validated
-objects. The file is
+with ``include_plotlyjs=False``; the page loads nothing from the network (no CDN, no MathJax). The file is
 written atomically (a temporary file in the same folder, then ``os.replace``), so a reader never sees half a report.
+A figure is a plotly ``Figure`` or a figure spec (``viz``): a spec is drawn by a call of plotly.js's
+``Plotly.newPlot`` with the JSON plotly would write for it (``viz.plotly_json``), without building (or importing)
+plotly's validated objects.
 
     from seqdiff_kit.report import Section, write_report, table_html
     write_report("runs/report.html", [
@@ -159,9 +159,14 @@ def _script_json(value) -> str:
 
 def figure_html(figure, div_id: str) -> str:
     """A ``<div>`` and its script drawing ``figure`` (a plotly Figure or a figure spec), plotly.js not included
-    (it sits once in the page's head). Fixed div ids keep the output reproducible; a slider figure opens at its
-    first frame instead of racing through them (no auto-play)."""
-    if not isinstance(figure, Mapping):
+    (it sits once in the page's head). ``div_id``: a letter, then letters, digits, ``-`` or ``_``; fixed ids keep
+    the output reproducible. A slider figure opens at its first frame instead of racing through them (no
+    auto-play)."""
+    if not isinstance(div_id, str) or not re.fullmatch(r"[A-Za-z][\w-]*", div_id):
+        raise ValueError(f"div_id must be a letter followed by letters, digits, '-' or '_', got {div_id!r}")
+    if not isinstance(figure, Mapping):  # first: looking up go.Figure imports plotly's validated objects
+        if not isinstance(figure, go.Figure):
+            raise TypeError(f"figure must be a plotly Figure or a figure spec, got {type(figure).__name__}")
         return figure.to_html(full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id,
                               config=PLOTLY_CONFIG, auto_play=False)
     fig = plotly_json(figure)
@@ -174,7 +179,7 @@ def figure_html(figure, div_id: str) -> str:
         call += f'.then(function () {{ Plotly.addFrames("{div_id}", {_script_json(fig["frames"])}); }})'
     # the figure's size on a box around the plot's div, which fills it (and follows it with "responsive")
     return (f'<div style="{size};"><div id="{div_id}" class="plotly-graph-div" style="height:100%; width:100%;">'
-            f'</div>\n<script type="text/javascript">{call};</script></div>')
+            f'</div>\n<script>{call};</script></div>')
 
 
 CSS = """

@@ -157,10 +157,14 @@ def style_layout(fig: go.Figure, title: str | None, *, margin: dict | None = Non
 
 @functools.lru_cache(maxsize=None)
 def _template_json(name: str) -> dict:
-    """The layout template ``name`` as plotly's JSON: the file plotly loads a built-in template from, read
-    directly (``pio.templates[name]`` builds plotly objects from the same file first), or, for another
-    template, ``pio.templates[name].to_plotly_json()``. Cached: callers copy it (``plotly_json``)."""
-    raw = pkgutil.get_data("plotly", f"package_data/templates/{name}.json") if "+" not in name else None
+    """The layout template ``name`` as plotly's JSON. A built-in template: the file plotly loads it from, read
+    directly (``pio.templates[name]`` builds plotly objects from that file first, which costs far more); any
+    other (a registered or a combined one): ``pio.templates[name].to_plotly_json()``. Cached: callers copy it
+    (``plotly_json``)."""
+    try:
+        raw = pkgutil.get_data("plotly", f"package_data/templates/{name}.json") if "+" not in name else None
+    except OSError:  # not a built-in template
+        raw = None
     if raw is not None:
         return json.loads(raw)
     import plotly.io as pio
@@ -178,7 +182,7 @@ def _json_ready(v, key=None):
     """``v`` with every dict and list copied and the leaves made JSON-ready as plotly writes them: float64 arrays
     as typed arrays ``{"dtype": "f8", "bdata": base64, "shape": "r, c"}`` (``TYPED_ARRAYS``), other arrays and
     numpy scalars as plain values, NaN and infinities as None."""
-    if isinstance(v, Mapping):
+    if isinstance(v, dict) or isinstance(v, Mapping):  # a dict first: the abstract check costs more
         return {k: _json_ready(x, k) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_json_ready(x) for x in v]

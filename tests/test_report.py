@@ -179,3 +179,13 @@ def test_a_figure_spec_is_drawn_as_plotly_draws_its_figure(tmp_path):
     with pytest.raises(TypeError, match=r"sections\[0\]\.figure\[1\] must be a figure spec"):
         render_report([Section("bad", figure=[specs[1], {"data": 3}])])
     assert figure_html(go.Figure(specs[1]), "y").count("Plotly.newPlot(") == 1  # a Figure: plotly's own HTML
+
+
+def test_figure_html_checks_its_arguments():
+    spec = viz.curves_spec([1, 2], {"a": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="div_id"):
+        figure_html(spec, 'x"); alert(1); ("')
+    with pytest.raises(TypeError, match="figure must be a plotly Figure or a figure spec"):
+        figure_html([spec], "fig-0")
+    with pytest.raises(TypeError, match="spec must be a figure spec"):
+        figure_html({"layout": {}}, "fig-0")
