@@ -26,11 +26,12 @@ CHECKPOINT_DIR = DATA_DIR / "checkpoints"  # the shipped networks (recipes.SHIPP
 
 def _feature_sum(v: torch.Tensor) -> torch.Tensor:
     """``v.sum(-1)``. A reduction over a last dimension of one or two entries costs far more than the one addition
-    it makes, so those are added directly (the reduction's result exactly: ``0 + a = a``, then ``a + b``)."""
+    it makes, so those are added directly: the reduction's values exactly (``0 + a = a``, then ``a + b``), laid out
+    contiguously as a reduction's result is (a later reduction over it then adds in the same order)."""
     if v.shape[-1] == 1:
-        return v[..., 0]
+        return v[..., 0].contiguous()
     if v.shape[-1] == 2:
-        return v[..., 0] + v[..., 1]
+        return (v[..., 0] + v[..., 1]).contiguous()
     return v.sum(-1)
 
 
