@@ -7,7 +7,7 @@ once and called per sample set (the demo's 16 rows, a benchmark's snapshots). Ba
 (0.25..4 x the median distance). All three run interleaved in one process; medians over repeats; one thread.
 Also prints the largest relative difference between the three (float64 rounding).
 
-Usage: python benchmarks/bench_mmd.py [--repeats 5] [--calls 16]
+Usage: python benchmarks/bench_mmd.py [--repeats 5] [--calls 16] [--points 1000 4000]
 """
 import argparse
 import os
@@ -37,12 +37,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--calls", type=int, default=16, help="sample sets scored against one reference")
+    ap.add_argument("--points", type=int, nargs="+", default=[1000, 4000], help="points per sample set")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"load average before: {os.getloadavg()}  (cores: {os.cpu_count()}, torch threads: 1)")
     print(f"{'points':>7} {'before s':>9} {'mmd s':>9} {'reference s':>12} {'mmd x':>6} {'reference x':>12} "
           f"{'max rel diff':>13}   ({args.calls} calls, medians)")
-    for n in (1000, 4000):
+    for n in args.points:
         g = torch.Generator().manual_seed(0)
         ref = sk.ring8().sample(n, generator=g)
         xs = [sk.ring8().sample(n, generator=g) * (1 + 0.01 * i) for i in range(args.calls)]
