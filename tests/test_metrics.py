@@ -7,9 +7,9 @@ from scipy import linalg as sla
 from scipy import stats
 
 from seqdiff_kit.data import ring8, two_moons
-from seqdiff_kit.metrics import (KERNEL_BLOCK_ROWS, MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance,
-                                 gaussian_frechet_distance, mean_log_likelihood, median_bandwidth, mmd,
-                                 sliced_wasserstein)
+from seqdiff_kit.metrics import (KERNEL_BLOCK_ROWS, MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein,
+                                 frechet_distance, gaussian_frechet_distance, mean_log_likelihood, median_bandwidth,
+                                 mmd, sliced_wasserstein)
 
 
 def gen(seed):

@@ -352,7 +352,7 @@ def test_layout_spec_is_what_style_layout_gives():
     fig = viz.style_layout(go.Figure(), "A title", margin=dict(t=90), width=500, showlegend=False)
     assert _plotly_wrote(go.Figure({"data": [], "layout": spec})) == _plotly_wrote(fig)
     assert spec["margin"] == dict(l=60, r=20, t=90, b=50) and spec["title"]["text"] == "A title"
-    assert "title" not in viz.layout_spec(None, legend_bg=False) and "legend" not in viz.layout_spec("", legend_bg=False)
+    assert "title" not in viz.layout_spec(None) and "legend" not in viz.layout_spec("", legend_bg=False)
     titled = viz.style_layout(go.Figure(), "old")
     assert viz.style_layout(titled, None).layout.title.text is None  # no title removes the one it had
 
