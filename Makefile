@@ -20,16 +20,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/seqdiff demo
 
+# The tests run on TEST_WORKERS processes (pytest-xdist), one test file at a time each (--dist loadfile): a notebook's
+# cells run in order in one kernel, and a module's fixtures (a JupyterLab server, a Dask cluster) start once. In
+# collection order (--no-loadscope-reorder), so the browser files, the longest, start first. Each process keeps
+# one torch thread (OMP_NUM_THREADS, SEQDIFF_THREADS above). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 # every test: unit and analytic tests, the notebooks under strict nbval (fast path), the browser tests
 test: $(STAMP)
-	SEQDIFF_FAST=1 $(PY) -m pytest -ra --nbval --nbval-current-env --nbval-cell-timeout=120 tests notebooks
+	SEQDIFF_FAST=1 $(PY) -m pytest -ra $(XDIST) --nbval --nbval-current-env --nbval-cell-timeout=120 tests notebooks
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -ra -m "not slow"
+	$(PY) -m pytest -ra $(XDIST) -m "not slow"
 
 # the fast suite on ATen's plain (non-SIMD) kernels: catches tests that hold only on one instruction set
 test-portable: $(STAMP)
-	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m "not slow" -p no:cacheprovider tests --ignore=tests/browser
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q $(XDIST) -m "not slow" -p no:cacheprovider tests --ignore=tests/browser
 
 # JupyterLab refuses to start as root unless told --allow-root. In a container or a classroom image root is the
 # usual (often the only) user, so `make lab` adds the flag exactly when it runs as root (LAB_UID 0).

@@ -9,8 +9,8 @@ after the last cell while the kernel is still alive. It asserts
 - the kernel's peak resident memory, ``VmHWM`` in ``/proc/<kernel pid>/status`` (the kernel process is
   ``kernel.km.provisioner.process``), < 2 GB (Binder's limit).
 
-Both numbers go into the item's ``user_properties`` (and so into JUnit XML) and into a table at the end of the
-run. ``SEQDIFF_NB_SECONDS`` / ``SEQDIFF_NB_MEGABYTES`` override the limits. The fast path is the default here
+Both numbers go into the item's ``user_properties`` (and so into JUnit XML and, under pytest-xdist, to the
+controller) and into a table at the end of the run. ``SEQDIFF_NB_SECONDS`` / ``SEQDIFF_NB_MEGABYTES`` override the limits. The fast path is the default here
 (``SEQDIFF_FAST=1`` unless set), and the kernel imports this checkout (its root goes first on PYTHONPATH).
 """
 from __future__ import annotations
@@ -71,7 +71,6 @@ class NotebookBudget(pytest.Item):
             pytest.skip(f"peak memory needs /proc (Linux); wall time was {wall:.1f} s")
         peak = peak_rss_bytes(kernel_pid(kernel))
         row = {"notebook": nb.name, "seconds": round(wall, 1), "peak_mb": round(peak / 1024**2, 1)}
-        RESULTS.append(row)
         self.user_properties.extend([("wall_seconds", row["seconds"]), ("kernel_peak_mb", row["peak_mb"])])
         assert wall < BUDGET_SECONDS, (f"{nb.name} took {wall:.1f} s on the fast path; the budget is "
                                        f"{BUDGET_SECONDS:.0f} s")
@@ -102,12 +101,23 @@ def pytest_runtest_setup(item):
         _START.setdefault(item.parent.nodeid, time.perf_counter())
 
 
+def pytest_runtest_logreport(report):
+    """Collect the budget items' figures from their reports: under pytest-xdist the items run in worker processes
+    and the controller, which prints the table, sees only the reports (and their ``user_properties``)."""
+    if report.when != "call" or not report.nodeid.endswith("::budget") or "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    props = dict(report.user_properties)
+    if "wall_seconds" in props:
+        RESULTS.append({"notebook": report.nodeid.split("::")[0].rsplit("/", 1)[-1],
+                        "seconds": props["wall_seconds"], "peak_mb": props["kernel_peak_mb"]})
+
+
 def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
     tr = terminalreporter
     tr.section("notebook budget (fast path)")
-    for r in RESULTS:
+    for r in sorted(RESULTS, key=lambda r: r["notebook"]):
         tr.write_line(f"{r['notebook']:<34} {r['seconds']:>6.1f} s  {r['peak_mb']:>7.1f} MB peak")
     tr.write_line(f"{'all notebooks':<34} {sum(r['seconds'] for r in RESULTS):>6.1f} s  "
                   f"{max(r['peak_mb'] for r in RESULTS):>7.1f} MB max peak "

@@ -1,11 +1,58 @@
+import contextlib
 import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 # The one place the suite sets its thread count (deliberately 1 unless SEQDIFF_THREADS says otherwise):
-# it runs on 2 shared cores, where oversubscription slows these small models 20-40x.
+# it runs on 2 shared cores, where oversubscription slows these small models 20-40x. Under pytest-xdist every
+# worker process imports this file, so each keeps one thread.
 torch.set_num_threads(int(os.environ.get("SEQDIFF_THREADS", "1")))
+
+# The screenshots of the browser tests (git-ignored). This run's are those written after this file was imported:
+# every pytest-xdist worker imports it while it collects, and no test starts before all workers have collected.
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
+RUN_START = time.time()
+
+
+def in_xdist_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    """The screenshots folder. ``path(name)`` gives a path in it; the screenshots of earlier runs are deleted
+    (they would pass for this run's), this run's kept whichever worker wrote them; the terminal summary lists
+    this run's."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        with contextlib.suppress(FileNotFoundError):
+            if old.stat().st_mtime < RUN_START:
+                old.unlink()
+
+    class Artifacts:
+        folder = ARTIFACTS
+
+        @staticmethod
+        def path(name: str) -> Path:
+            return ARTIFACTS / name
+
+    return Artifacts
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The screenshots this run wrote (in the controller under pytest-xdist, which sees every worker's files)."""
+    if in_xdist_worker() or not ARTIFACTS.is_dir():
+        return
+    shots = sorted((p for p in ARTIFACTS.glob("*.png") if p.stat().st_mtime >= RUN_START),
+                   key=lambda p: p.stat().st_mtime)
+    if shots:
+        terminalreporter.write_sep("-", "browser artifacts")
+        terminalreporter.write_line(f"{len(shots)} screenshots in {ARTIFACTS}")
+        for p in shots:
+            terminalreporter.write_line(f"  {p.name}")
 
 
 @pytest.fixture(scope="session")

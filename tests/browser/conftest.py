@@ -1,5 +1,6 @@
 """Fixtures of the browser tests: the system's Chromium driven by playwright, a private JupyterLab server, a
-private Voila server (the explorer page of ``make app``), and an artifacts folder for screenshots.
+private Voila server (the explorer page of ``make app``); the screenshots folder (``artifacts``) is in
+tests/conftest.py.
 
 Nothing here downloads a browser: playwright launches Debian's ``chromium`` (``apt-get install chromium``).
 Where Chromium or playwright is missing the tests skip and say how to install them, except when
@@ -28,9 +29,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from _shared import APP, NOTEBOOKS, REPO
+from _shared import APP, NOTEBOOKS
 
-ARTIFACTS = REPO / "artifacts" / "browser"
 # the flags the project allows: no sandbox (containers), no GPU, and nothing that talks to the network
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -38,22 +38,11 @@ INSTALL_HINT = ("install them with `apt-get install chromium` (Debian's Chromium
                 "(do not run `playwright install`: the tests drive the system's Chromium)")
 REQUIRE_ENV = "SEQDIFF_REQUIRE_BROWSER"
 
-_saved_artifacts: list[Path] = []
-
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "browser: drives JupyterLab or the HTML report in headless Chromium (tests/browser); "
                    "needs Debian's chromium and python playwright")
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _saved_artifacts:
-        folder = _saved_artifacts[0].parent
-        terminalreporter.write_sep("-", "browser artifacts")
-        terminalreporter.write_line(f"{len(_saved_artifacts)} screenshots in {folder}")
-        for p in _saved_artifacts:
-            terminalreporter.write_line(f"  {p.name}")
 
 
 def browser_required() -> bool:
@@ -77,6 +66,37 @@ def find_chromium() -> str | None:
         if found:
             return found
     return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+
+
+class _WorkerCapsys:
+    """``capsys`` whose ``disabled()`` writes to the worker's stderr (see the ``capsys`` fixture below)."""
+
+    def __init__(self, capsys):
+        self._capsys = capsys
+
+    def __getattr__(self, name):
+        return getattr(self._capsys, name)
+
+    @contextlib.contextmanager
+    def disabled(self):
+        with self._capsys.disabled():
+            sys.stdout.flush()
+            saved = os.dup(1)
+            os.dup2(2, 1)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+                os.close(saved)
+
+
+@pytest.fixture
+def capsys(capsys):
+    """pytest's ``capsys``; in a pytest-xdist worker its ``disabled()`` prints to the worker's stderr, which is the
+    terminal that started the run: a worker's stdout is /dev/null (execnet keeps the real one for its channel),
+    and what the browser tests print there (timings, latencies) is part of their result."""
+    return _WorkerCapsys(capsys) if "PYTEST_XDIST_WORKER" in os.environ else capsys
 
 
 @pytest.fixture(scope="session")
@@ -113,30 +133,6 @@ def page(chromium):
         yield pg
     finally:
         context.close()
-
-
-@pytest.fixture(scope="session")
-def artifacts(request):
-    """The screenshots folder (``artifacts/browser`` in the repo, git-ignored). ``save(name)`` gives a path in it
-    and records it for the terminal summary."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("*.png"):  # screenshots of an earlier run would pass for this run's
-        old.unlink()
-
-    class Artifacts:
-        folder = ARTIFACTS
-
-        @staticmethod
-        def path(name: str) -> Path:
-            p = ARTIFACTS / name
-            if p not in _saved_artifacts:
-                _saved_artifacts.append(p)
-            return p
-
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-        print(f"\n[browser] screenshots go to {ARTIFACTS}", flush=True)
-    return Artifacts
 
 
 # ---------------------------------------------------------------------------------------------- JupyterLab
