@@ -297,8 +297,9 @@ class LabServer:
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
 
-    def stop(self) -> list[int]:
-        """End the server and every process recorded by ``pids()``; return the pids still alive (should be [])."""
+    def stop(self, grace: float = 5.0) -> list[int]:
+        """End the server and every process recorded by ``pids()``; return the pids still alive (should be []).
+        ``grace``: the seconds SIGTERM has before SIGKILL follows."""
         ps = self._psutil
         if self.proc is None:
             return []
@@ -328,7 +329,7 @@ class LabServer:
                         p.send_signal(sig)
                 except (ProcessLookupError, ps.Error):
                     pass
-            _, still = ps.wait_procs(alive, timeout=5)
+            _, still = ps.wait_procs(alive, timeout=grace)
             if not still:
                 break
         try:
@@ -368,7 +369,7 @@ class VoilaServer(LabServer):
     def shutdown_kernels(self) -> None:
         self.pids()
 
-    def stop(self) -> list[int]:
+    def stop(self, grace: float = 5.0) -> list[int]:
         self.pids()
         if self.proc is not None and self.proc.poll() is None:
             try:
@@ -376,7 +377,7 @@ class VoilaServer(LabServer):
                 self.proc.wait(timeout=10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        return super().stop()
+        return super().stop(grace)
 
 
 def require_lab() -> None:

@@ -119,7 +119,8 @@ def test_lab_server_stops_its_kernels_by_pid_even_after_a_crash(make_lab_server)
     assert kernel_proc.is_running() and kernel_proc.status() != psutil.STATUS_ZOMBIE, \
         "the hung kernel should outlive a killed server (it has its own session)"
 
-    survivors = server.stop()
+    # a stopped process leaves SIGTERM pending, so SIGKILL ends it: one second of grace before it, not five
+    survivors = server.stop(grace=1.0)
     assert survivors == []
     assert kernel_proc.pid in server.pids(), "stop() did not record the orphaned kernel"
     try:
