@@ -432,7 +432,7 @@ def cmd_train(args) -> int:
     """``seqdiff train``: in one process; with ``--nproc N`` as the launcher of N data-parallel processes of this
     same command (``ddp.launch``, torchrun's way); under torchrun (``RANK``/``WORLD_SIZE`` set) as one rank of
     such a run, where rank 0 alone holds the folder, writes and reports."""
-    from .ddp import destroy_process_group, init_process_group, launch_env
+    from .ddp import barrier, destroy_process_group, init_process_group, launch_env
 
     env = launch_env()
     if env.world > 1 and args.nproc not in (1, env.world):
@@ -443,7 +443,9 @@ def cmd_train(args) -> int:
     try:  # one rank of a data-parallel run: every rank fails alike, rank 0 alone reports
         device = init_process_group(_check_device_for(args, env.world), env)
         try:
-            return _train(args, env, device)
+            code = _train(args, env, device)
+            barrier()  # rank 0 may still be writing: the ranks leave together (ddp.barrier)
+            return code
         finally:
             destroy_process_group()
     except Exception as err:  # noqa: BLE001 - turned into one line below
@@ -741,4 +743,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # a rank of a data-parallel run (how ddp.launch starts them)
+        from .ddp import exit_rank
+
+        exit_rank(status)
+    raise SystemExit(status)

@@ -91,6 +91,23 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+def barrier() -> None:
+    """Wait until every rank of the process group got here; nothing without one. The ranks of a finished run
+    leave together (see ``exit_rank``)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def exit_rank(code: int):
+    """End a rank's process now with status ``code``, its output flushed, without the interpreter's teardown.
+    Gloo's threads outlive ``destroy_process_group``, and destroying them at exit can abort the process
+    (SIGABRT, "terminate called without an active exception") while another rank still runs, after a run that
+    succeeded. A rank's files are written and closed before it gets here."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def all_mean(values: torch.Tensor) -> torch.Tensor:
     """The mean over the ranks of ``values`` (the same tensor on every rank afterwards); ``values`` itself in
     a single process."""

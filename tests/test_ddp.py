@@ -111,6 +111,19 @@ def test_bad_process_counts_and_devices_are_one_line_before_any_work(tmp_path, c
         fit(_small(), sk.ring8(), SCHED, Loss(), steps=1, device="cuda:99", progress=False)
 
 
+def test_a_rank_ends_without_teardown_and_keeps_its_output():
+    """A rank (WORLD_SIZE > 1) leaves through ``ddp.exit_rank`` (os._exit, see there): its status and what it
+    printed still arrive, stdout and stderr both written through pipes (block-buffered)."""
+    env = {**_env(), "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    env.pop("PYTHONUNBUFFERED", None)
+    done = subprocess.run(_seqdiff("--version"), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == f"seqdiff_kit {sk.__version__}\n", done
+    bad = subprocess.run(_seqdiff("train", "--steps", "5", "--nproc", "3"), env=env, capture_output=True, text=True,
+                         timeout=LAUNCH_TIMEOUT)
+    assert bad.returncode == 1 and bad.stderr == \
+        "seqdiff: error: --nproc 3 differs from torchrun's world size 2; under torchrun leave --nproc out\n", bad
+
+
 def test_devices_are_arguments_never_a_hard_coded_cuda_call():
     """Every module places tensors with ``.to(device)`` from an argument: no ``.cuda()`` anywhere."""
     import ast
