@@ -1,7 +1,7 @@
 """What the JupyterLab browser tests share: the JavaScript that reads the page (prompts, kernel status, errors,
 dashboards, plot data) and the steps a student takes (open a notebook, run all cells, save, reload).
 
-Pasted into the functions handed to ``page.evaluate``; imported by test_jupyterlab.py and test_dashboards.py.
+Pasted into the functions handed to ``page.evaluate``; imported by test_dashboards.py.
 """
 from __future__ import annotations
 

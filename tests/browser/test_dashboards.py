@@ -9,6 +9,7 @@ For each notebook: Run All, then
   machine's load (``/proc/loadavg``); the median must stay under ``SEQDIFF_LATENCY_MS`` (default 1000 ms: a
   guard against a regression that makes a slider unusable on a busy machine, not the 100 ms target, which
   the printed numbers document; the busy-kernel check below is what shows that no kernel is in the way);
+- a mouse drag of every slider's handle moves it and redraws its figure; no cell shows an error afterwards;
 - with the kernel busy (a cell sleeping), every slider still redraws its figure and caption (the frames are
   switched in the browser);
 - reload: move every slider, save, reload the page with the kernel still running; every slider, caption and
@@ -24,9 +25,9 @@ import statistics
 import time
 
 import pytest
-from _lab import (JS_CAPTION, JS_DUPLICATE_STYLES, JS_LATENCY_ARM, JS_LATENCY_READ, JS_PLOT_DATA, JS_SLIDER_VALUE,
-                  JS_STDERR, PANEL, UPDATE_TIMEOUT_S, mark_dashboards, open_notebook, reveal_outputs, run_all, wait_back,
-                  wait_changed, wait_notebook)
+from _lab import (JS_CAPTION, JS_DUPLICATE_STYLES, JS_ERRORS, JS_LATENCY_ARM, JS_LATENCY_READ, JS_PLOT_DATA,
+                  JS_SLIDER_VALUE, JS_STDERR, PANEL, UPDATE_TIMEOUT_S, mark_dashboards, open_notebook, reveal_outputs,
+                  run_all, wait_back, wait_changed, wait_notebook)
 from _shared import NOTEBOOKS
 
 pytestmark = pytest.mark.browser
@@ -125,6 +126,14 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
         if slow:
             failures.append(f"{name}: median slider latency over {LATENCY_LIMIT_MS:.0f} ms: {slow}")
 
+        for i in range(n):
+            try:
+                _drag(page, i, name)
+            except AssertionError as err:
+                failures.append(str(err))
+        errors = page.evaluate(JS_ERRORS)
+        if errors:
+            failures.append(f"{name}: cells show errors after moving the sliders:\n" + "\n---\n".join(errors))
         try:
             _sliders_need_no_kernel(page, lab_server, n, name)
         except AssertionError as err:
@@ -146,6 +155,23 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
         raise
     finally:
         lab_server.shutdown_kernels()
+
+
+def _drag(page, i: int, name: str) -> None:
+    """A mouse drag of slider ``i``'s handle over a third of its rail moves the slider and redraws the figure."""
+    page.locator(f'[data-seqdiff-box="{i}"]').scroll_into_view_if_needed()
+    handle = page.locator(f'[data-seqdiff-slider="{i}"] .noUi-handle').first
+    before = _state(page, i)
+    hb = handle.bounding_box()
+    rail = page.locator(f'[data-seqdiff-slider="{i}"] .noUi-target').first.bounding_box()
+    x0, y0 = hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(min(x0 + rail["width"] / 3, rail["x"] + rail["width"] - 2), y0, steps=8)
+    page.mouse.up()
+    wait_changed(page, i, before["data"], "a mouse drag", name)
+    assert page.evaluate(JS_SLIDER_VALUE, i) != before["value"], \
+        f"{name}: slider {i} value did not move by a mouse drag ({before['value']!r})"
 
 
 def _sliders_need_no_kernel(page, lab, n: int, name: str) -> None:
@@ -170,8 +196,8 @@ def _sliders_need_no_kernel(page, lab, n: int, name: str) -> None:
             page.locator(f'[data-seqdiff-slider="{i}"] .noUi-handle').first.focus()
             page.keyboard.press("ArrowRight")
             try:
-                page.wait_for_function(f"(r) => ({JS_PLOT_DATA})({i}) !== r && ({JS_CAPTION})({i}) !== {before['caption']!r}",
-                                       arg=before["data"], timeout=1500, polling=20)
+                changed = f"(r) => ({JS_PLOT_DATA})({i}) !== r && ({JS_CAPTION})({i}) !== {before['caption']!r}"
+                page.wait_for_function(changed, arg=before["data"], timeout=1500, polling=20)
             except Exception as err:
                 raise AssertionError(f"{name}: with the kernel busy, slider {i} did not redraw its figure and "
                                      f"caption within 1.5 s") from err
