@@ -133,7 +133,8 @@ def test_dask_rows_equal_local_rows_and_a_killed_worker_loses_nothing(cluster, t
     keys = _jsonl_keys(tmp_path / "dask" / "rows.jsonl")
     assert len(keys) == len(set(keys)) == n_rows
     assert res.stats["errors"] == [] and res.stats["executor"] == "dask" and res.stats["workers"] == 2
-    assert res.stats["trained"] == res.stats["jobs"] == 6
+    # every job trained here, but the killed one may have saved its model before the kill: then w1 loads it
+    assert res.stats["trained"] + res.stats["loaded"] == res.stats["jobs"] == 6 and res.stats["trained"] >= 5
     assert res.rows == local.rows
     assert (tmp_path / "dask" / "rows.csv").read_text() == (tmp_path / "local" / "rows.csv").read_text()
     err = capsys.readouterr().err
