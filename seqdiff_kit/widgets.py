@@ -276,8 +276,7 @@ def load_frames(fig: FigureWidget, frames: Sequence[Changes], n_frames: int) -> 
         flat = []
         for k, props in frame.items():
             for key, value in props.items():
-                a = np.asarray([[math.nan if v is None else v for v in row] for row in value]
-                               if isinstance(value, list) else value, dtype=np.float32)
+                a = np.asarray(value, dtype=np.float32)  # a None of a list (a gap) becomes NaN
                 if a.ndim not in (1, 2):
                     raise ValueError(f"frames[{j}][{k}][{key!r}] must be a 1-D or 2-D array, got shape {a.shape}")
                 flat.append(a.ravel())
@@ -1228,19 +1227,24 @@ class SolverDashboard(StepCountDashboard):
                 raise ValueError(f"finals[{solver!r}] must hold the models {list(next(iter(finals.values())))}, "
                                  f"got {self.names}")
             self._clouds[str(solver)] = self.clouds
-        self.solver, self.n_pages = self.solvers[0], len(self.solvers)
+        self.n_pages = len(self.solvers)
         # the figure's bounds hold every solver's samples, so a switch never moves the axes
         self.clouds = {n: np.concatenate([self._clouds[s][n] for s in self.solvers], axis=1) for n in self.names}
         self.fig = FigureWidget(self._figure())
-        self.clouds = self._clouds[self.solver]
+        self.clouds = self._clouds[self.solvers[0]]
         self._wire("steps")
-        self.toggle = W.ToggleButtons(options=self.solvers, value=self.solver, description="solver",
+        self.toggle = W.ToggleButtons(options=self.solvers, value=self.solvers[0], description="solver",
                                       style={"button_width": "auto", "description_width": "initial"})
         self._links += [W.jslink((self.toggle, "index"), (self.fig, "_seqdiff_page")),
                         W.jslink((self.toggle, "index"), (self.label, "page"))]
         self.toggle.observe(lambda change: self.select(change["new"]), names="value")
         self.widget = W.VBox([self.toggle, self.widget])
         self.update(0)
+
+    @property
+    def solver(self) -> str:
+        """The solver shown (the page)."""
+        return self.solvers[self.page]
 
     def caption(self, j: int, page: int = 0) -> str:
         return f"<b>{steps_label(self.steps[j])}</b>, solver {self.solvers[page]}"
@@ -1253,7 +1257,7 @@ class SolverDashboard(StepCountDashboard):
         """Show ``solver``'s samples at the current step count."""
         if solver not in self._clouds:
             raise ValueError(f"solver must be one of {self.solvers}, got {solver!r}")
-        self.solver, self.clouds, self.page = solver, self._clouds[solver], self.solvers.index(solver)
+        self.page, self.clouds = self.solvers.index(solver), self._clouds[solver]
         if self.toggle.value != solver:
             self.toggle.value = solver  # its observer calls select(solver) again
             return

@@ -29,6 +29,7 @@ def setup():
 
 
 def arr(v):
+    """``v`` (an array, or nested lists whose None are gaps) as a float64 array, the gaps as NaN."""
     return np.asarray(v, dtype=float)
 
 
@@ -47,8 +48,7 @@ def saved(fig: go.FigureWidget, k: int, key: str) -> np.ndarray:
     value = state["_widget_data"][k][key]
     if isinstance(value, dict) and "buffer" in value:
         return np.frombuffer(value["buffer"], dtype=value["dtype"]).reshape(value["shape"])
-    return np.asarray([[math.nan if v is None else v for v in row] for row in value] if value and
-                      isinstance(value[0], list) else value, dtype=float)
+    return arr(value)
 
 
 def sent_messages(fig: go.FigureWidget) -> list:
@@ -294,10 +294,7 @@ def test_every_dashboard_sends_json_and_keeps_its_state(setup):
                 shown = trace.to_plotly_json().get(key)
                 if shown is None:
                     continue
-                shown = np.asarray([[math.nan if v is None else v for v in r] for r in shown]
-                                   if isinstance(shown, (list, tuple)) and shown and isinstance(shown[0], (list, tuple))
-                                   else shown, dtype=float)
-                np.testing.assert_allclose(saved(d.fig, k, key), shown, rtol=2 * F32, atol=0,
+                np.testing.assert_allclose(saved(d.fig, k, key), arr(shown), rtol=2 * F32, atol=0,
                                            err_msg=f"{type(d).__name__} {k}.{key}")
 
 
@@ -335,9 +332,7 @@ def test_every_frame_and_caption_is_in_the_browser_and_a_slider_move_sends_no_ar
                 assert set(browser) == set(d.frame(j, p)), name
                 for k, props in browser.items():
                     for key, got in props.items():
-                        shown = getattr(d.fig.data[k], key)
-                        shown = np.asarray([[math.nan if v is None else v for v in r] for r in shown]
-                                           if key == "z" else shown, dtype=float)
+                        shown = arr(getattr(d.fig.data[k], key))
                         np.testing.assert_allclose(got, shown, rtol=2 * F32, atol=0, err_msg=f"{name} {j} {k}.{key}")
         d.update(0)
         messages, buffers = [], []
