@@ -201,20 +201,24 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _sample_parser(sub) -> argparse.ArgumentParser:
+def _add_solver_options(p: argparse.ArgumentParser) -> None:
+    """``--eta`` and ``--solver``, as ``sample`` and ``compare`` take them."""
     from .solvers import SOLVERS
 
+    p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0,
+                   help="with --solver ddim: 0 = DDIM, 1 = DDPM (default: 0)")
+    p.add_argument("--solver", default="ddim", choices=sorted(SOLVERS), help=SOLVER_HELP)
+
+
+def _sample_parser(sub) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     seed, threads = _seed_and_threads()
-    solver_names = sorted(SOLVERS)
     p = sub.add_parser("sample", formatter_class=fmt, help=COMMAND_HELP["sample"],
                        description="Sample a checkpoint with the generalized DDIM/DDPM sampler and write an .npz "
                                    "(no pickle) holding `samples` [n, ...], `x_T`, `timesteps` and `config` (JSON).")
     p.add_argument("--checkpoint", required=True, help="a checkpoint stem, .json, .safetensors, or a train folder")
     p.add_argument("--steps", type=int, default=50, help="sampling steps, >= 1 (default: 50)")
-    p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0,
-                   help="with --solver ddim: 0 = DDIM, 1 = DDPM (default: 0)")
-    p.add_argument("--solver", default="ddim", choices=solver_names, help=SOLVER_HELP)
+    _add_solver_options(p)
     p.add_argument("--n", type=_pos_int("--n"), default=1000, help="number of samples (default: 1000)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--spacing", default="trailing", choices=("trailing", "leading", "linspace", "quad", "karras"))
@@ -226,11 +230,9 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
 
 def _compare_parser(sub) -> argparse.ArgumentParser:
     from .demo import DEMO_STEPS
-    from .solvers import SOLVERS
 
     fmt = argparse.RawDescriptionHelpFormatter
     seed, threads = _seed_and_threads()
-    solver_names = sorted(SOLVERS)
     p = sub.add_parser("compare", formatter_class=fmt, help=COMMAND_HELP["compare"],
                        description="Sample two or more checkpoints of one dataset from the same x_T at each step "
                                    "count (plus the ideal denoiser on 2-D data), print a table and write "
@@ -239,8 +241,7 @@ def _compare_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", default=list(DEMO_STEPS),
                    help="step counts (default: 5 10 20 50 100)")
     p.add_argument("--points", type=_pos_int("--points"), default=1000, help="samples per run (default: 1000)")
-    p.add_argument("--eta", type=_float("--eta", 0.0), default=0.0, help="with --solver ddim (default: 0)")
-    p.add_argument("--solver", default="ddim", choices=solver_names, help=SOLVER_HELP)
+    _add_solver_options(p)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
     p.add_argument("--threads", type=threads, default=1, help="torch threads (default: 1)")
