@@ -10,8 +10,9 @@ after the last cell while the kernel is still alive. It asserts
   ``kernel.km.provisioner.process``), < 2 GB (Binder's limit).
 
 Both numbers go into the item's ``user_properties`` (and so into JUnit XML and, under pytest-xdist, to the
-controller) and into a table at the end of the run. ``SEQDIFF_NB_SECONDS`` / ``SEQDIFF_NB_MEGABYTES`` override the limits. The fast path is the default here
-(``SEQDIFF_FAST=1`` unless set), and the kernel imports this checkout (its root goes first on PYTHONPATH).
+controller) and into a table at the end of the run. ``SEQDIFF_NB_SECONDS`` / ``SEQDIFF_NB_MEGABYTES`` override
+the limits. The fast path is the default here (``SEQDIFF_FAST=1`` unless set), and the kernel imports this
+checkout (its root goes first on PYTHONPATH).
 """
 from __future__ import annotations
 
