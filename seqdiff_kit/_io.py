@@ -3,6 +3,7 @@ that gives one output folder to one writer at a time."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -113,20 +114,56 @@ def remove_stale_temp_files(target) -> list[Path]:
     return removed
 
 
+# how the lock file is opened: never through a symbolic link (a link planted there would aim our writes at
+# another file), never blocking on a FIFO planted there, not inherited by the processes we start
+_LOCK_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_PID_TEXT = 32  # a lock file holds its holder's pid and a newline; anything longer was not written by us
+
+
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of the regular file ``path`` (created if absent), refusing anything else with a ValueError
+    that names it: a symbolic link, a folder, a FIFO or device, a file with other hard links."""
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _LOCK_FLAGS, 0o644)
+        except PermissionError:
+            fd = os.open(path, os.O_RDONLY | _LOCK_FLAGS)  # someone else's lock file: locking needs no write access
+    except OSError:
+        if not (os.path.islink(path) or os.path.isdir(path)):
+            raise
+        fd = None
+    st = None if fd is None else os.fstat(fd)
+    if st is None or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        if fd is not None:
+            os.close(fd)
+        raise ValueError(f"{str(path)!r} is {_kind_of(path, st)}, not the plain file seqdiff locks; remove it or "
+                         f"choose another output folder")
+    return fd
+
+
+def _kind_of(path: Path, st) -> str:
+    if os.path.islink(path):
+        return f"a symbolic link (to {os.readlink(path)!r:.80})"
+    if st is None or stat.S_ISDIR(st.st_mode):
+        return "a folder"
+    if stat.S_ISREG(st.st_mode):
+        return f"a file with {st.st_nlink} hard links (another name of some other file)"
+    return "a FIFO, socket or device"
+
+
 @contextmanager
 def locked_folder(folder):
     """Hold an exclusive lock on ``folder`` (created if needed) while the block runs.
 
     The lock is the operating system's (``flock`` on ``<folder>/.seqdiff.lock``), so it is released when the
     process ends however it ends, kill -9 included: a lock file left behind is never stale, only reused.
-    A second holder, in this process or another, gets ``FolderLockedError`` at once instead of waiting."""
+    A second holder, in this process or another, gets ``FolderLockedError`` at once instead of waiting.
+    The lock file is opened without following links and must be a plain file of its own (else ValueError); its
+    text, the holder's pid, is rewritten only when it already is a pid (or empty), so no other file is changed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except PermissionError:
-        fd = os.open(path, os.O_RDONLY)  # someone else's lock file: locking needs no write access
+    fd = _open_lock_file(path)
     try:
         try:
             if fcntl is not None:
@@ -134,20 +171,28 @@ def locked_folder(folder):
             else:  # pragma: no cover - Windows
                 msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except OSError:
-            try:
-                os.lseek(fd, 0, os.SEEK_SET)
-                holder = os.read(fd, 32).decode("ascii", "replace").strip()
-            except OSError:
-                holder = ""
-            who = f" (pid {holder})" if holder.isdigit() else ""
+            holder = _read_pid(fd)
+            who = f" (pid {holder})" if holder else ""
             raise FolderLockedError(f"{str(folder)!r} is being written by another seqdiff process{who}; wait for "
                                     f"it to finish or choose another folder") from None
         try:  # who holds it, for the message above; the lock itself is the flock, not this text
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+            if _read_pid(fd) is not None:
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         except OSError:
             pass
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+def _read_pid(fd: int) -> str | None:
+    """The pid a lock file holds ("" when empty), None when it holds anything else."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, _PID_TEXT + 1)
+    except OSError:
+        return None
+    text = text.decode("ascii", "replace").strip()
+    return text if len(text) <= _PID_TEXT and (text == "" or text.isdigit()) else None

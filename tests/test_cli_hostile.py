@@ -345,6 +345,19 @@ def stale_lock(ctx):
     (ctx.d / "x" / ".seqdiff.lock").write_text(f"{_dead_pid()}\n")
 
 
+def planted_lock(kind, folder="x"):
+    """Setup: ``folder``'s lock name is a link to ``precious.txt`` beside it (a symbolic or a hard link)."""
+    def setup(ctx):
+        (ctx.d / "precious.txt").write_text("years of work\n")
+        (ctx.d / folder).mkdir(parents=True, exist_ok=True)
+        lock = ctx.d / folder / ".seqdiff.lock"
+        if kind == "symlink":
+            lock.symlink_to(Path("..") / "precious.txt")
+        else:
+            os.link(ctx.d / "precious.txt", lock)
+    return setup
+
+
 def _dead_pid():
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
@@ -653,6 +666,10 @@ add(
     Case("train-stale-temp-files-resume", T("--resume"), must="work", setup=tmp_litter,
          check=all_of(no_tmp(), expect_history(3))),
     Case("train-stale-lock-of-a-killed-run", T("--resume"), must="work", setup=stale_lock, check=expect_history(3)),
+    Case("train-lock-is-a-symlink", T(), setup=planted_lock("symlink"), keep=("precious.txt",),
+         needles=(".seqdiff.lock", "symbolic link")),
+    Case("train-lock-is-a-hard-link", T(), setup=planted_lock("hard link"), keep=("precious.txt",),
+         needles=(".seqdiff.lock", "hard links")),
     Case("train-second-writer", T("--steps", "2", "--seed", "1"), background=T(
         "--steps", str(BACKGROUND_STEPS), "--checkpoint-every", "20"), needles=("--out",),
          check=all_of(run_is(0, BACKGROUND_STEPS), expect_history(BACKGROUND_STEPS))),

@@ -113,3 +113,48 @@ def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
     assert (tmp_path / "out" / LOCK_NAME).read_text().strip() == str(proc.pid)  # the file stays behind...
     with locked_folder(tmp_path / "out"):  # ...and does not block anyone
         pass
+
+
+# ---------------------------------------------------------------------- what a hostile folder holds at the lock's name
+def _plant(kind: str, lock: Path, victim: Path) -> None:
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    elif kind == "relative-symlink":
+        lock.symlink_to(os.path.relpath(victim, lock.parent))
+    elif kind == "dangling-symlink":
+        lock.symlink_to(victim.parent / "not-there-yet")
+    elif kind == "hard-link":
+        os.link(victim, lock)
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "folder":
+        lock.mkdir()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "relative-symlink", "dangling-symlink", "hard-link", "fifo", "folder"])
+def test_a_lock_name_that_is_not_a_plain_file_is_refused_and_nothing_is_written_through_it(tmp_path, kind):
+    """``ln -s ../precious.txt out/.seqdiff.lock`` once made the lock truncate precious.txt and write a pid in it."""
+    victim = tmp_path / "precious.txt"
+    victim.write_text("years of work\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    _plant(kind, out / LOCK_NAME, victim)
+    with pytest.raises(ValueError, match=rf"{LOCK_NAME}'? is a .*not the plain file seqdiff locks"):
+        with locked_folder(out):  # a FIFO must not block the open
+            pass
+    assert victim.read_text() == "years of work\n"
+    assert not (tmp_path / "not-there-yet").exists()
+
+
+def test_an_existing_lock_file_that_holds_no_pid_is_locked_but_not_rewritten(tmp_path):
+    (tmp_path / "out").mkdir()
+    lock = tmp_path / "out" / LOCK_NAME
+    lock.write_text("notes someone keeps here\n")
+    with locked_folder(tmp_path / "out"):
+        assert lock.read_text() == "notes someone keeps here\n"
+        with pytest.raises(FolderLockedError):
+            with locked_folder(tmp_path / "out"):
+                pass
+    lock.write_text("")  # an empty one, or a pid, is the lock's own text
+    with locked_folder(tmp_path / "out"):
+        assert lock.read_text() == f"{os.getpid()}\n"
