@@ -1,7 +1,7 @@
 """Median Python time of one slider update for each dashboard (the budget is 50 ms per update), and the size
 of the frames each dashboard sends to the browser once.
 
-The browser switches frames itself (``widgets.load_frames``: every frame travels once, a slider's index is
+The browser switches frames itself (``frontend.load_frames``: every frame travels once, a slider's index is
 jslinked to the figure); the kernel's callback only keeps ``fig.data`` equal to what is shown and sends the
 frame's index. This measures that callback (from setting ``slider.value`` to the traces holding the new data),
 not the browser's redraw: the time from a key press to the redrawn figure is measured in the browser by

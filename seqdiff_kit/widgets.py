@@ -1,17 +1,14 @@
 """ipywidgets dashboards for the notebooks: sliders that switch precomputed frames in the browser.
 
 Every dashboard computes everything it can show in its constructor (with the core modules), keeps it as
-numpy arrays, and builds one ``plotly.graph_objects.FigureWidget``. All its frames then travel to the browser
-once, as one float32 buffer (``load_frames``), with every caption; the slider's index is jslinked to the
-figure and the caption, so an arrow key or a drag redraws in the page without waiting for the kernel, however
-busy it is (``tests/browser/test_dashboards.py`` prints the time from the key press to the redrawn plot). The
-kernel follows: the slider's observer calls ``update(j)``, which keeps ``fig.data`` equal to what is shown.
-Each dashboard exposes ``fig`` (the FigureWidget), ``slider`` (the control), ``label`` (the caption; its
-``value`` is the caption shown), ``widget`` (the box to display), ``frame(j)`` (frame j's arrays) and
-``update(j)``.
-
-Reload-safe: a page reloaded while the kernel runs redraws a FigureWidget from the widget's saved state (its
-first frame), then shows the frame its saved index names from the frames it holds.
+numpy arrays, and builds one ``frontend.FigureWidget``. All its frames then travel to the browser once, as one
+float32 buffer (``frontend.load_frames``), with every caption; the slider's index is jslinked to the figure and
+the caption, so an arrow key or a drag redraws in the page without waiting for the kernel, however busy it is
+(``tests/browser/test_dashboards.py`` prints the time from the key press to the redrawn plot). The kernel
+follows: the slider's observer calls ``update(j)``, which keeps ``fig.data`` equal to what is shown. Each
+dashboard exposes ``fig`` (the FigureWidget), ``slider`` (the control), ``label`` (the caption; its ``value`` is
+the caption shown), ``widget`` (the box to display), ``frame(j)`` (frame j's arrays) and ``update(j)``. The
+browser plumbing (the front-end code, the frame encoding, reload safety) is ``frontend``'s.
 
 Slider readouts name the frame (``t = 250``, ``20 steps``), never an index.
 
@@ -20,37 +17,28 @@ Slider readouts name the frame (``t = 250``, ``20 steps``), never an index.
 - ``ScoreFieldDashboard``: the exact score ``grad log p_t(x) = -eps*(x, t) / sqrt(1 - abar_t)`` of a mixture
   as arrows over the noised density, with a slider over t (notebook 02).
 - ``PathDashboard``: one or two sampling paths with a slider over the step; two paths of the same batch are
-  joined point by point by segments (their length is the drift) (notebooks 02-04).
+  joined point by point by segments (their length is the drift) (notebooks 02-04, and the explorer page).
 - ``LiveLossPlot``: a loss curve fed from ``train.train_iter`` while it runs, over the ideal loss (03).
 - ``StepCountDashboard``: final samples of several models for a slider over the number of sampling steps, one
   panel per model (02, 05).
 - ``SAControls``: K and lam controls and a button that calls back to (re)train, with a training state (05).
 - ``DigitGridDashboard``: digit sample grids of several models for a slider over the number of steps (06).
-- ``Explorer``: the no-code page of ``make app``: dataset, loss, solver and step count; paths, drift, metrics.
 - ``SolverDashboard``: final samples of several models for a slider over the number of steps and a choice of
   solver (07).
 
-This module imports plotly and ipywidgets; the core modules never do.
+``FigureWidget`` and ``replace_figure`` (from ``frontend``) are importable from here too: the lessons use them
+beside the dashboards. This module imports plotly and ipywidgets; the core modules never do.
 """
 from __future__ import annotations
 
-import copy
-import functools
-import hashlib
-import html
-import inspect
 import math
 import time
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import anywidget
 import ipywidgets as W
 import numpy as np
-import plotly
 import plotly.graph_objects as go
 import torch
-import traitlets
 from einops import rearrange
 from plotly.subplots import make_subplots
 
@@ -60,311 +48,16 @@ from .samplers import Trajectory
 from .schedule import Schedule
 from . import viz
 from .viz import segments_xy
+from .frontend import (Changes, FigureWidget, FrameCaption, ShowsWidget, load_frames, replace_figure, show_frame,
+                       update_traces)
 
-__all__ = ["FigureWidget", "NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLossPlot", "StepCountDashboard",
-           "SAControls", "DigitGridDashboard", "Explorer", "SolverDashboard", "segments_xy", "update_traces", "replace_figure",
-           "steps_label", "load_frames", "decode_frame", "show_frame", "FrameCaption"]
+__all__ = ["NoisingDashboard", "ScoreFieldDashboard", "PathDashboard", "LiveLossPlot", "StepCountDashboard",
+           "SAControls", "DigitGridDashboard", "SolverDashboard", "LAM_CHOICES", "steps_label", "segments_xy",
+           "FigureWidget", "replace_figure"]
 
 
 # viz.style_layout options of the dashboards: narrower margins than viz's figures, no legend background
 _LOOK = dict(margin=dict(l=50, b=40), legend_bg=False)
-
-
-# ---------------------------------------------------------------------------------------------- figure widget
-# plotly's FigureWidget is an anywidget whose front-end module is all of plotly.js (5 MB), sent in every
-# figure's state and parsed again for every figure (seconds each on a busy machine); anywidget gives a model
-# 2 s to initialize, so on a page reload, when every figure of a notebook is restored at once, some fail
-# ("Failed to initialize model") and stay blank or stale. Here the module travels once per kernel, in one
-# shared widget, is parsed once per page (cached by its hash), and anywidget's initialization returns at once;
-# each figure's view waits for the module.
-_LOADER_ESM = """
-const CACHE = "__seqdiffPlotlyWidget";
-async function source(model) {
-  const id = String(model.get("_seqdiff_bundle")).replace("IPY_MODEL_", "");
-  for (let k = 0; k < 1200; k++) {  // on a reload the shared widget may be restored after this figure
-    try { return (await model.widget_manager.get_model(id)).get("source"); }
-    catch (e) { await new Promise((r) => setTimeout(r, 50)); }
-  }
-  throw new Error("seqdiff_kit: plotly's front-end module did not arrive");
-}
-function load(model) {
-  const cache = (globalThis[CACHE] ??= new Map());
-  const key = model.get("_seqdiff_bundle_id");
-  if (!cache.has(key)) {
-    cache.set(key, source(model).then((text) => {
-      const url = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
-      // the module sets window.Plotly as it loads: keep that plotly.js, the one its views draw with (the page
-      // may hold another, e.g. JupyterLab's plotly renderer's, whose calls would drop this one's event hooks)
-      return import(url).then((mod) => ({ mod, Plotly: globalThis.Plotly }))
-                        .finally(() => URL.revokeObjectURL(url));
-    }));
-  }
-  return cache.get(key);
-}
-// Frames switched in the browser (see load_frames): every frame's arrays arrive once, as one float32 buffer
-// described by _seqdiff_frame_spec; a change of _seqdiff_frame or _seqdiff_page (jslinked to a slider's or a
-// toggle's index) restyles the figure here, without the kernel.
-const FLOATS = new WeakMap();
-function floats(model) {
-  const v = model.get("_seqdiff_frames");
-  if (!v || !v.byteLength) return null;
-  if (!FLOATS.has(v)) {  // one aligned copy per buffer: a message's buffers may start at any byte
-    const bytes = v.buffer.slice(v.byteOffset || 0, (v.byteOffset || 0) + v.byteLength);
-    FLOATS.set(v, new Float32Array(bytes));
-  }
-  return FLOATS.get(v);
-}
-function frameValues(model) {  // [[trace, property, array or rows of arrays], ...] of the frame shown, or null
-  const spec = model.get("_seqdiff_frame_spec"), data = floats(model);
-  if (!spec || !spec.parts || !spec.parts.length || !data) return null;
-  const j = model.get("_seqdiff_page") * spec.n + model.get("_seqdiff_frame");
-  if (j < 0 || (j + 1) * spec.size > data.length) return null;
-  let off = j * spec.size;
-  return spec.parts.map(([k, prop, rows, cols]) => {
-    const v = rows ? Array.from({ length: rows }, (_, r) => data.subarray(off + r * cols, off + (r + 1) * cols))
-                   : data.subarray(off, off + cols);
-    off += rows ? rows * cols : cols;
-    return [k, prop, v];
-  });
-}
-function withFrame(model) {  // the saved figure with the frame shown: what a (re)drawn view starts from
-  const data = model.get("_widget_data"), values = frameValues(model);
-  if (!values || !Array.isArray(data)) return data;
-  const out = data.map((t) => ({ ...t }));
-  // in the form plotly's view decodes arrays from the kernel: {dtype, shape, buffer}, a copy of the frame's part
-  const encode = (a) => ({ dtype: "float32", shape: [a.length], buffer: { buffer: a.slice().buffer } });
-  for (const [k, prop, v] of values) if (out[k]) out[k][prop] = Array.isArray(v) ? v.map(encode) : encode(v);
-  return out;
-}
-function showFrame(model, el, Plotly) {
-  const values = frameValues(model);
-  if (!values) return;
-  const traces = [...new Set(values.map((p) => p[0]))];
-  if (traces.every((k) => el.data[k] && el.data[k].type === "scatter")) {
-    // points only: an animation frame without a transition redraws just these traces, not every trace and
-    // axis of the figure as a restyle does (half the time for a figure of three panels)
-    const data = traces.map(() => ({}));
-    for (const [k, prop, v] of values) data[traces.indexOf(k)][prop] = v;
-    Plotly.animate(el, { data, traces }, { transition: { duration: 0 }, frame: { duration: 0, redraw: false },
-                                           mode: "immediate" });
-    return;
-  }
-  const update = { _doNotReportToPy: true };
-  for (const [k, prop, v] of values) (update[prop] ??= new Array(traces.length).fill(undefined))[traces.indexOf(k)] = v;
-  Plotly.restyle(el, update, traces);
-}
-// plotly's view hooks its events on the figure once its first drawing is done; restyling before that
-// would race it
-const drawn = (el) => !!(el._ev && el._ev._events && el._ev._events.plotly_restyle);
-function followFrames(model, el, Plotly) {
-  let pending = null;
-  const show = () => {
-    if (pending !== null) return;  // the pending call shows the latest frame
-    const attempt = (n) => {
-      if (drawn(el) || n > 400) { pending = null; showFrame(model, el, Plotly); }
-      else pending = setTimeout(() => attempt(n + 1), 25);
-    };
-    attempt(0);
-  };
-  const events = "change:_seqdiff_frame change:_seqdiff_page change:_seqdiff_frames";
-  model.on(events, show);
-  return () => { model.off(events, show); clearTimeout(pending); };
-}
-// the model as plotly's view sees it: its saved data come with the frame shown (a reload, a second view)
-function framedModel(model) {
-  return new Proxy(model, {
-    get(target, prop) {
-      if (prop === "get") return (key) => (key === "_widget_data" ? withFrame(target) : target.get(key));
-      const v = target[prop];
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  });
-}
-export default () => {
-  let widget;
-  return {
-    initialize(ctx) {
-      widget = load(ctx.model).then(({ mod, Plotly }) => {
-        const w = mod.default();
-        w.initialize({ ...ctx, model: framedModel(ctx.model) });
-        return { w, Plotly };
-      });
-    },
-    async render(ctx) {
-      const { w, Plotly } = await widget;
-      const cleanup = await w.render(ctx);
-      const stop = followFrames(ctx.model, ctx.el, Plotly);
-      return () => { stop(); if (typeof cleanup === "function") cleanup(); };
-    },
-  };
-};
-"""
-
-
-class _PlotlyModule(W.Widget):
-    """A view-less widget holding plotly's FigureWidget front-end module (``source``), shared by every figure."""
-
-    source = traitlets.Unicode().tag(sync=True)
-
-
-@functools.lru_cache(maxsize=1)
-def _plotly_module() -> tuple[_PlotlyModule, str]:
-    """The shared module widget (created once per kernel) and a short hash of the module's text."""
-    text = (Path(plotly.__file__).parent / "package_data" / "widgetbundle.js").read_text(encoding="utf-8")
-    return _PlotlyModule(source=text), hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class FigureWidget(go.FigureWidget):
-    """plotly's ``FigureWidget`` whose front-end module travels and loads once (see ``_LOADER_ESM``): the same
-    figure, the same Python API, the same messages."""
-
-    _esm = _LOADER_ESM
-    _seqdiff_bundle = traitlets.Instance(W.Widget).tag(sync=True, **W.widget_serialization)
-    _seqdiff_bundle_id = traitlets.Unicode().tag(sync=True)
-    # frames switched in the browser (load_frames): every frame's arrays, their layout, the frame shown
-    _seqdiff_frames = traitlets.Bytes(b"").tag(sync=True)
-    _seqdiff_frame_spec = traitlets.Dict().tag(sync=True)
-    _seqdiff_frame = traitlets.Int(0).tag(sync=True)
-    _seqdiff_page = traitlets.Int(0).tag(sync=True)
-
-    @traitlets.default("_seqdiff_bundle")
-    def _default_bundle(self) -> W.Widget:
-        return _plotly_module()[0]
-
-    @traitlets.default("_seqdiff_bundle_id")
-    def _default_bundle_id(self) -> str:
-        return _plotly_module()[1]
-
-
-# ---------------------------------------------------------------------------------------------- figure state
-def update_traces(fig: go.FigureWidget, changes: Mapping[int, Mapping[str, object]]) -> None:
-    """Set properties of some traces of ``fig`` (``{trace index: {property: value}}``) in ONE message to the
-    browser, which redraws only those traces' data, and keep the widget's saved state equal to what is shown.
-
-    plotly.py syncs a FigureWidget's state (``_widget_data``) to the browser only when it is assigned whole (on
-    display); later edits travel as messages that the saved state never sees, so a page reloaded with the
-    kernel running would redraw the first frame. The new values are written into that state in place, which
-    sends nothing more: the message above already carried them."""
-    with fig.batch_update():
-        for k, props in changes.items():
-            fig.data[k].update(props)
-    state = fig._widget_data
-    for k, props in changes.items():
-        validated = fig._data[k]
-        for key in props:
-            state[k][key] = validated.get(key)
-
-
-Changes = Mapping[int, Mapping[str, object]]  # {trace index: {property: array}}: what one frame sets
-
-
-def load_frames(fig: FigureWidget, frames: Sequence[Changes], n_frames: int) -> None:
-    """Send every frame of ``fig`` to the browser at once, so that a slider jslinked to ``fig._seqdiff_frame``
-    (and a toggle to ``fig._seqdiff_page``) switches frames there, without a round trip to the kernel.
-
-    ``frames[page * n_frames + j]`` is frame ``j`` of page ``page``: the arrays (1-D, or 2-D such as a
-    heatmap's ``z``) that the frame puts into the traces; every frame sets the same properties with the same
-    shapes. They travel once as one float32 buffer (NaN stays a gap); a frame is then a view into it."""
-    check_type("fig", fig, FigureWidget)
-    n_frames = check_int("n_frames", n_frames, 1)
-    frames = list(frames)
-    if not frames or len(frames) % n_frames:
-        raise ValueError(f"frames must hold a whole number of pages of n_frames = {n_frames} frames, "
-                         f"got {len(frames)}")
-    parts, arrays = [], []
-    for j, frame in enumerate(frames):
-        flat = []
-        for k, props in frame.items():
-            for key, value in props.items():
-                a = np.asarray(value, dtype=np.float32)  # a None of a list (a gap) becomes NaN
-                if a.ndim not in (1, 2):
-                    raise ValueError(f"frames[{j}][{k}][{key!r}] must be a 1-D or 2-D array, got shape {a.shape}")
-                flat.append(a.ravel())
-                shape = [int(k), str(key), a.shape[0] if a.ndim == 2 else 0, a.shape[-1]]
-                if j == 0:
-                    parts.append(shape)
-                elif len(parts) < len(flat) or parts[len(flat) - 1] != shape:
-                    raise ValueError(f"frames[{j}] must set the same properties with the same shapes as frames[0] "
-                                     f"({parts}), got {shape} at position {len(flat) - 1}")
-        if len(flat) != len(parts):
-            raise ValueError(f"frames[{j}] sets {len(flat)} arrays, frames[0] {len(parts)}")
-        arrays.extend(flat)
-    size = sum((r or 1) * c for _, _, r, c in parts)
-    with fig.hold_sync():
-        fig._seqdiff_frames = np.concatenate(arrays).astype("<f4").tobytes() if arrays else b""
-        fig._seqdiff_frame_spec = {"n": n_frames, "size": size, "parts": parts}
-
-
-def decode_frame(fig: FigureWidget, j: int, page: int = 0) -> dict[int, dict[str, np.ndarray]]:
-    """Frame ``j`` of ``page`` as the browser reads it from what ``load_frames`` sent (float32 arrays)."""
-    spec = fig._seqdiff_frame_spec
-    if not spec:
-        raise ValueError("fig holds no frames: call load_frames first")
-    index = check_int("page", page, 0) * spec["n"] + check_int("j", j, 0, spec["n"] - 1)
-    data = np.frombuffer(fig._seqdiff_frames, dtype="<f4")
-    if (index + 1) * spec["size"] > data.size:
-        raise ValueError(f"page must be below {data.size // (spec['size'] * spec['n'])}, got {page}")
-    out: dict[int, dict[str, np.ndarray]] = {}
-    off = index * spec["size"]
-    for k, key, rows, cols in spec["parts"]:
-        n = (rows or 1) * cols
-        out.setdefault(k, {})[key] = data[off:off + n].reshape((rows, cols) if rows else (cols,))
-        off += n
-    return out
-
-
-def show_frame(fig: FigureWidget, j: int, page: int, changes: Changes) -> None:
-    """Show frame ``j`` of ``page`` (sent by ``load_frames``): the browser switches to it (one small message,
-    or none when a jslinked slider already moved it there), and ``fig.data`` in Python takes ``changes``, the
-    frame's arrays, without sending them again."""
-    for k, props in changes.items():
-        fig._perform_plotly_restyle({key: [value] for key, value in props.items()}, [k])
-    with fig.hold_sync():
-        fig._seqdiff_frame, fig._seqdiff_page = int(j), int(page)
-
-
-class FrameCaption(anywidget.AnyWidget):
-    """A caption that follows a slider in the browser: ``captions[page * n + frame]`` is shown, where ``frame``
-    and ``page`` are jslinked to the slider's and a toggle's index. ``value`` is the caption shown."""
-
-    _esm = """
-    function render({ model, el }) {
-      const div = document.createElement("div");
-      div.className = "widget-html-content seqdiff-caption";
-      const draw = () => {
-        const i = model.get("page") * model.get("n") + model.get("frame");
-        div.innerHTML = model.get("captions")[i] ?? "";
-      };
-      const events = "change:frame change:page change:captions change:n";
-      model.on(events, draw);
-      draw();
-      el.classList.add("widget-html");
-      el.appendChild(div);
-      return () => model.off(events, draw);
-    }
-    export default { render };
-    """
-    captions = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    n = traitlets.Int(1).tag(sync=True)
-    frame = traitlets.Int(0).tag(sync=True)
-    page = traitlets.Int(0).tag(sync=True)
-
-    @property
-    def value(self) -> str:
-        i = self.page * self.n + self.frame
-        return self.captions[i] if 0 <= i < len(self.captions) else ""
-
-
-def replace_figure(fig: go.FigureWidget, new: go.Figure) -> None:
-    """Make ``fig`` show ``new`` (its traces and layout), e.g. after a retrain: rare, so the whole state is sent."""
-    check_type("fig", fig, go.FigureWidget)
-    check_type("new", new, go.Figure)
-    with fig.batch_update():
-        fig.data = ()
-        fig.add_traces(list(new.data))
-        fig.layout = new.layout
-    fig._widget_data = copy.deepcopy(fig._data)
-    fig._widget_layout = copy.deepcopy(fig._layout_obj._props)
 
 
 def steps_label(n: int) -> str:
@@ -413,17 +106,9 @@ def _unique_labels(labels: list[str], what: str) -> list[str]:
     return labels
 
 
-class _ShowsWidget:
-    """Mixin: a bare object at the end of a notebook cell displays its ``widget``."""
-
-    widget: W.Widget
-
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
 
 
-class _SliderDashboard(_ShowsWidget):
+class _SliderDashboard(ShowsWidget):
     """Shared plumbing: a slider over ``n_frames`` precomputed frames. Every frame (``frame(j, page)``, the
     traces' arrays) and caption (``caption(j, page)``) goes to the browser once (``load_frames``); the slider's
     index is jslinked to the figure and the caption, so moving it redraws in the browser without the kernel.
@@ -743,7 +428,7 @@ class PathDashboard(_SliderDashboard):
 
 
 # ---------------------------------------------------------------------------------------------- 03: live loss
-class LiveLossPlot(_ShowsWidget):
+class LiveLossPlot(ShowsWidget):
     """A loss curve that grows while a training loop runs.
 
     ``append(step, **values)`` stores numbers (e.g. ``loss=state.loss``); ``flush()`` pushes them into the
@@ -884,7 +569,7 @@ class StepCountDashboard(_StepCountDashboard):
 LAM_CHOICES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0)
 
 
-class SAControls(_ShowsWidget):
+class SAControls(ShowsWidget):
     """K and lam controls for the sequence-aware loss and a button that calls ``on_train(K, lam)``.
 
     The callback does the (slow) work, e.g. retrain and refresh the figures; whatever it prints or displays
@@ -973,233 +658,6 @@ class DigitGridDashboard(_StepCountDashboard):
 
     def frame(self, j: int, page: int = 0) -> Changes:
         return {k: {"z": self.tiles[n][j]} for k, n in enumerate(self.names)}
-
-
-# ---------------------------------------------------------------------------------------------- the explorer
-def solver_options() -> list[tuple[str, dict]]:
-    """The samplers the explorer offers, read from ``seqdiff_kit.solvers`` when called: the generalized step
-    as DDIM (eta = 0) and DDPM (eta = 1), then every further deterministic solver of ``solvers.SOLVERS`` that
-    needs nothing from the data (DPM-Solver++(2M), Heun), each as ``(label, keyword arguments of
-    solvers.sample)``. The stochastic ones would need the learned and the ideal path to share their noise."""
-    from . import solvers
-
-    out = [("DDIM (eta = 0, deterministic)", {"eta": 0.0}), ("DDPM (eta = 1, random)", {"eta": 1.0})]
-    for name in solvers.SOLVERS:
-        needs = [v for v in solvers.solver_options(name).values() if v is inspect.Parameter.empty]
-        if name not in ("ddim", "ddpm") and name not in solvers.STOCHASTIC and not needs:
-            out.append((str(name), {"solver": name}))
-    return out
-
-
-def _html_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cell = "padding:3px 12px;text-align:right"
-    head = "".join(f"<th style='{cell}'>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td style='{cell}'>{html.escape(str(v))}</td>" for v in r) + "</tr>"
-                   for r in rows)
-    return f"<table style='border-collapse:collapse;font-size:14px'><tr>{head}</tr>{body}</table>"
-
-
-class Explorer(_ShowsWidget):
-    """The no-code explorer of ``make app`` (``app/explorer.ipynb`` served by Voila): controls for the
-    dataset, the loss (simple or SA with K and lam), the solver and the number of sampling steps; the learned
-    and the ideal paths from the same ``x_T`` (with a slider over the step), the drift from the ideal path
-    step by step, and the final samples' metrics against fresh data.
-
-    Models: every 2-D checkpoint shipped in ``checkpoint_dir`` loads at once (ring8 with the simple loss and
-    with SA K = 2, lam = 1). Any other setting is trained on a click from ``recipe`` (the page passes the shipped
-    ``recipes.RING8``; only its network and fit settings are used, with the chosen dataset and loss and
-    ``quick_steps`` updates), with a progress bar, and kept for the session; without a recipe only the shipped
-    settings can be shown. SA with lam = 0 is the simple loss."""
-
-    DATASETS = ("ring8", "grid25", "two_moons")
-    STEP_CHOICES = (5, 10, 20, 50, 100)
-
-    def __init__(self, *, recipe=None, n_points: int = 500, n_reference: int = 1000, quick_steps: int = 2000,
-                 seed: int = 0, checkpoint_dir=None, max_points: int = 250):
-        from .checkpoint import checkpoint_exists, load_checkpoint
-        from .data import CHECKPOINT_DIR, PRESETS
-
-        if recipe is not None and not all(hasattr(recipe, a) for a in ("replace", "build_model", "fit", "seed")):
-            raise TypeError(f"recipe must be a recipes.Recipe (or None: shipped models only), got "
-                            f"{type(recipe).__name__}")
-        self.recipe = recipe
-        self.n_points = check_int("n_points", n_points, 2)
-        self.n_reference = check_int("n_reference", n_reference, 2)
-        self.quick_steps = check_int("quick_steps", quick_steps, 1)
-        self.seed = check_int("seed", seed)
-        self.schedule = Schedule.linear()
-        self.models: dict[tuple, torch.nn.Module] = {}
-        self.sources: dict[tuple, str] = {}
-        folder = CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir
-        import json
-        from pathlib import Path
-        for js in sorted(Path(folder).glob("*.json")):
-            if not checkpoint_exists(js.with_suffix("")):  # a JSON without weights (e.g. a study's results)
-                continue
-            cfg = json.loads(js.read_text(encoding="utf-8"))
-            if cfg.get("dataset") in PRESETS and isinstance(cfg.get("loss"), dict):
-                key = self._key(cfg["dataset"], cfg["loss"].get("name", "simple"), cfg["loss"].get("K", 1),
-                                cfg["loss"].get("lam", 0.0))
-                self.models[key], _ = load_checkpoint(js.with_suffix(""))
-                self.sources[key] = f"shipped ({js.stem}, {cfg.get('step', '?')} updates)"
-        self._mixtures = {name: PRESETS[name]() for name in self.DATASETS}
-
-        style = {"description_width": "initial"}
-        self.dataset = W.Dropdown(options=list(self.DATASETS), value="ring8", description="dataset", style=style)
-        self.loss = W.ToggleButtons(options=[("simple loss", "simple"), ("sequence-aware (SA)", "sa")],
-                                    value="simple", description="loss", style=style)
-        self.K = W.IntSlider(value=2, min=1, max=4, description="K", style=style, continuous_update=False,
-                             layout=W.Layout(width="220px"))
-        self.lam = W.SelectionSlider(options=[(f"{v:g}", v) for v in LAM_CHOICES], value=1.0, description="lam",
-                                     style=style, continuous_update=False, layout=W.Layout(width="260px"))
-        self._solvers = solver_options()
-        self.solver = W.Dropdown(options=[(label, k) for k, (label, _) in enumerate(self._solvers)], value=0,
-                                 description="solver", style=style, layout=W.Layout(width="340px"))
-        self.steps = W.SelectionSlider(options=[(str(s), s) for s in self.STEP_CHOICES], value=10,
-                                       description="sampling steps", style=style, continuous_update=False,
-                                       layout=W.Layout(width="320px"))
-        self.train_button = W.Button(description="train this model", icon="play", button_style="warning",
-                                     layout=W.Layout(width="auto", min_width="170px", display="none"))
-        self.progress = W.IntProgress(value=0, min=0, max=self.quick_steps, description="training",
-                                      style=style, layout=W.Layout(display="none"))
-        self.status = W.HTML()
-        self.metrics = W.HTML()
-        self.train_button.on_click(lambda _: self.train())
-        for control in (self.dataset, self.loss, self.K, self.lam, self.solver, self.steps):
-            control.observe(lambda _: self.refresh(), names="value")
-
-        self.paths: PathDashboard | None = None
-        self.drift_fig = FigureWidget()
-        self.shown = None
-        self.max_points = check_int("max_points", max_points, 1)
-        self.refresh()
-        controls = W.VBox([W.HBox([self.dataset, self.solver]), W.HBox([self.loss, self.K, self.lam]),
-                           W.HBox([self.steps, self.train_button, self.progress]), self.status])
-        right = W.VBox([self.drift_fig, W.HTML("<b>Final samples against fresh data</b>"), self.metrics])
-        self.widget = W.VBox([controls, W.HBox([self.paths.widget, right])])
-
-    # ------------------------------------------------------------------ settings
-    @staticmethod
-    def _key(dataset: str, name: str, K: int = 1, lam: float = 0.0) -> tuple:
-        if name == "simple" or float(lam) == 0.0:  # lam = 0: the SA term vanishes, the loss is the simple one
-            return (dataset, "simple", 1, 0.0)
-        return (dataset, "sa", int(K), float(lam))
-
-    def setting(self) -> tuple:
-        """``(dataset, loss name, K, lam)`` of the controls (lam = 0 is the simple loss)."""
-        return self._key(self.dataset.value, self.loss.value, self.K.value, self.lam.value)
-
-    @staticmethod
-    def _model_name(key: tuple) -> str:
-        return "learned (simple)" if key[1] == "simple" else f"learned (SA, K={key[2]}, lam={key[3]:g})"
-
-    def _describe(self, key: tuple) -> str:
-        label = self._solvers[self.solver.value][0]
-        return (f"{key[0]}, {self._model_name(key)[9:-1]} loss, {label.split(' (')[0]}, "
-                f"{steps_label(int(self.steps.value))}")
-
-    # ------------------------------------------------------------------ actions
-    def refresh(self) -> None:
-        """Recompute the figures and metrics for the controls' setting, or offer to train a missing model."""
-        sa = self.loss.value == "sa"
-        self.K.disabled = self.lam.disabled = not sa
-        key = self.setting()
-        model = self.models.get(key)
-        if model is None:
-            shown = f" The figures still show: {self.shown}." if self.shown else ""
-            if self.recipe is None:
-                self.train_button.layout.display = "none"
-                self.status.value = (f"<b>No model for {key[0]} with this loss is shipped.</b> This page shows the "
-                                     f"shipped settings only.{shown}")
-                return
-            self.train_button.layout.display = None
-            self.status.value = (f"<b>No model for {key[0]} with this loss yet.</b> Click <i>train this model</i> "
-                                 f"({self.quick_steps} updates, about {self.quick_steps // 100} s on one core)."
-                                 f"{shown}")
-            return
-        self.train_button.layout.display = "none"
-        self._show(key, model)
-
-    def train(self) -> None:
-        """Train the controls' missing model from ``recipe`` (``quick_steps`` updates, progress bar), then show it."""
-        from .losses import Loss
-        from .train import train_iter
-
-        key = self.setting()
-        if key in self.models or self.recipe is None:
-            return self.refresh()
-        loss = Loss("simple") if key[1] == "simple" else Loss("sa", K=key[2], lam=key[3])
-        recipe = self.recipe.replace(name=f"explorer-{key[0]}", dataset=key[0], loss=loss, seed=self.seed,
-                                     steps=self.quick_steps)
-        fit = {k: v for k, v in recipe.fit.items() if k != "steps"}
-        self.train_button.disabled = True
-        self.progress.layout.display, self.progress.value, self.progress.max = None, 0, self.quick_steps
-        self.status.value = f"<i>training {self._model_name(key)} on {key[0]}...</i>"
-        t0 = time.perf_counter()
-        try:
-            state = None
-            for state in train_iter(recipe.build_model(), recipe.data(), recipe.make_schedule(), loss,
-                                    steps=self.quick_steps, seed=self.seed, progress=False, **fit):
-                if state.step % 50 == 0 or state.step == self.quick_steps:
-                    self.progress.value = state.step
-            self.models[key] = state.ema.eval()
-            self.sources[key] = f"trained here ({self.quick_steps} updates, {time.perf_counter() - t0:.0f} s)"
-        finally:
-            self.train_button.disabled = False
-            self.progress.layout.display = "none"
-        self.refresh()
-
-    def _show(self, key: tuple, model) -> None:
-        from . import metrics
-        from .denoisers import IdealDenoiser
-        from .drift import step_drift
-        from .solvers import sample
-
-        mixture, steps = self._mixtures[key[0]], int(self.steps.value)
-        label, kwargs = self._solvers[self.solver.value]
-        ideal = IdealDenoiser(mixture, self.schedule)
-        g = torch.Generator().manual_seed(self.seed)
-        x_T = torch.randn(self.n_points, 2, generator=g)
-        name = self._model_name(key)
-        with torch.no_grad():
-            if "solver" in kwargs:  # a solver outside the generalized step: paths only, no local/propagated split
-                learned = sample(model, x_T, self.schedule, steps, **kwargs)
-                reference = sample(ideal, x_T, self.schedule, steps, **kwargs)
-                dist = torch.linalg.vector_norm((learned.x - reference.x).double(), dim=-1).mean(dim=1)[1:]
-                curves = {"accumulated drift": dist}
-                after = reference.t[1:]                      # the timestep of the state each step reaches
-            else:
-                drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
-                                   generator=torch.Generator().manual_seed(self.seed + 1))
-                learned, reference = drift.paths.model, drift.paths.reference
-                # (no curve name says "ideal": that word is the ideal denoiser's colour)
-                curves = {"accumulated drift": drift.mean("drift"), "local error of the step": drift.mean("local"),
-                          "propagated from earlier steps": drift.mean("propagated")}
-                after = drift.next_timesteps
-        title = f"{name} and ideal paths from the same x_T"
-        if self.paths is None:
-            self.paths = PathDashboard({name: learned, "ideal": reference}, mixture=mixture,
-                                       max_points=self.max_points, title=title)
-        else:
-            self.paths.set_paths({name: learned, "ideal": reference}, title=title)
-        # x: the timestep each step reaches, in sampling order, as in the lessons (-1: the final samples)
-        fig = viz.curves_figure(after, curves, title="Distance from the ideal path, step by step",
-                                xlabel="timestep t reached (sampling runs left to right; -1: the final samples)",
-                                ylabel="mean distance", markers=steps <= 20, reverse_x=True)
-        fig.update_layout(width=560, height=380, legend=dict(orientation="h", x=0, y=-0.25))
-        replace_figure(self.drift_fig, fig)
-
-        data = mixture.sample(self.n_reference, generator=torch.Generator().manual_seed(self.seed + 2))
-        again = mixture.sample(self.n_reference, generator=torch.Generator().manual_seed(self.seed + 3))
-        rows = []
-        for who, x in ((name, learned.final), ("ideal denoiser", reference.final), ("data (a second draw)", again)):
-            rows.append((who, f"{metrics.mmd(x, data):.4f}", f"{metrics.sliced_wasserstein(x, data):.3f}",
-                         f"{metrics.std_ratio(x, data):.3f}", f"{metrics.mean_log_likelihood(x, mixture):.2f}"))
-        self.metrics.value = _html_table(rows, ("", "MMD² (0 best)", "sliced W1 (0 best)", "std ratio (1 best)",
-                                                "log-likelihood"))
-        self.shown = self._describe(key)
-        self.status.value = (f"Showing <b>{self.shown}</b>; model: {self.sources[key]}. "
-                             f"{self.n_points} samples from one seeded x_T.")
 
 
 # ---------------------------------------------------------------------------------------------- 07: solvers

@@ -1,6 +1,6 @@
-"""The explorer page of ``make app``: a stripped notebook that only builds ``widgets.Explorer`` (no code to read
+"""The explorer page of ``make app``: a stripped notebook that only builds ``explorer.Explorer`` (no code to read
 on the page, no logic in the notebook), served by Voila on 127.0.0.1 with a token. The page itself is tested in
-tests/browser/test_explorer_app.py; the widget in tests/test_widgets.py."""
+tests/browser/test_explorer_app.py; the widget in tests/test_explorer.py."""
 import ast
 import json
 import re

@@ -12,8 +12,8 @@ LAYERS = {
     "foundation": ["_runtime", "_validate", "_numeric", "_io", "_format", "_limits"],
     "core": ["schedule", "data", "denoisers", "losses", "samplers", "solvers"],
     "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "ddp", "train"],
-    "presentation": ["viz", "widgets", "report"],
-    "application": ["recipes", "evaluate", "experiments", "seed_study", "few_step", "demo", "exercises"],
+    "presentation": ["viz", "frontend", "widgets", "report"],
+    "application": ["recipes", "evaluate", "experiments", "seed_study", "few_step", "demo", "exercises", "explorer"],
     "interface": ["cli"],
 }
 RANK = {m: (i, j) for i, mods in enumerate(LAYERS.values()) for j, m in enumerate(mods)}

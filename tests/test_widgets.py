@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from seqdiff_kit import IdealDenoiser, Schedule, ring8, sample
-from seqdiff_kit import viz, widgets
+from seqdiff_kit import frontend, viz, widgets
 from seqdiff_kit.drift import paired_trajectories
 
 T = 60
@@ -33,16 +33,16 @@ def arr(v):
     return np.asarray(v, dtype=float)
 
 
-# float32's unit roundoff: the frames travel to the browser as float32 (widgets.load_frames)
+# float32's unit roundoff: the frames travel to the browser as float32 (frontend.load_frames)
 F32 = 2.0 ** -24
 
 
 def saved(fig: go.FigureWidget, k: int, key: str) -> np.ndarray:
     """Trace ``k``'s ``key`` as the browser draws it on a (re)load: the widget's saved state, then the frame
-    that its saved slider index names, from the frames the browser holds (``widgets.decode_frame``)."""
+    that its saved slider index names, from the frames the browser holds (``frontend.decode_frame``)."""
     state = fig.get_state()
     if state.get("_seqdiff_frame_spec"):
-        frame = widgets.decode_frame(fig, state["_seqdiff_frame"], state["_seqdiff_page"])
+        frame = frontend.decode_frame(fig, state["_seqdiff_frame"], state["_seqdiff_page"])
         if key in frame.get(k, {}):
             return frame[k][key].astype(float)
     value = state["_widget_data"][k][key]
@@ -328,7 +328,7 @@ def test_every_frame_and_caption_is_in_the_browser_and_a_slider_move_sends_no_ar
                     d.select(pages[p])
                 d.update(j)
                 assert d.label.captions[p * d.n_frames + j] == d.label.value == d.caption(j, p), name
-                browser = widgets.decode_frame(d.fig, j, p)
+                browser = frontend.decode_frame(d.fig, j, p)
                 assert set(browser) == set(d.frame(j, p)), name
                 for k, props in browser.items():
                     for key, got in props.items():
@@ -346,17 +346,17 @@ def test_every_frame_and_caption_is_in_the_browser_and_a_slider_move_sends_no_ar
 
 
 def test_load_frames_refuses_frames_of_other_shapes():
-    fig = widgets.FigureWidget(go.Figure([go.Scatter(x=[0, 1], y=[0, 1])]))
-    widgets.load_frames(fig, [{0: {"x": np.zeros(2)}}, {0: {"x": np.ones(2)}}], 2)
-    np.testing.assert_array_equal(widgets.decode_frame(fig, 1)[0]["x"], [1, 1])
+    fig = frontend.FigureWidget(go.Figure([go.Scatter(x=[0, 1], y=[0, 1])]))
+    frontend.load_frames(fig, [{0: {"x": np.zeros(2)}}, {0: {"x": np.ones(2)}}], 2)
+    np.testing.assert_array_equal(frontend.decode_frame(fig, 1)[0]["x"], [1, 1])
     with pytest.raises(ValueError, match="same properties with the same shapes"):
-        widgets.load_frames(fig, [{0: {"x": np.zeros(2)}}, {0: {"x": np.ones(3)}}], 2)
+        frontend.load_frames(fig, [{0: {"x": np.zeros(2)}}, {0: {"x": np.ones(3)}}], 2)
     with pytest.raises(ValueError, match="whole number of pages"):
-        widgets.load_frames(fig, [{0: {"x": np.zeros(2)}}] * 3, 2)
+        frontend.load_frames(fig, [{0: {"x": np.zeros(2)}}] * 3, 2)
     with pytest.raises(ValueError, match="1-D or 2-D"):
-        widgets.load_frames(fig, [{0: {"x": np.zeros((2, 2, 2))}}], 1)
+        frontend.load_frames(fig, [{0: {"x": np.zeros((2, 2, 2))}}], 1)
     with pytest.raises(ValueError, match="j must be in"):
-        widgets.decode_frame(fig, 2)
+        frontend.decode_frame(fig, 2)
 
 
 def test_no_figure_draws_two_series_alike(setup):
@@ -379,58 +379,6 @@ def test_no_figure_draws_two_series_alike(setup):
     # a model keeps its colour across figures
     sa = [t for fig in figs for t in fig.data if t.name == "SA"]
     assert len(sa) >= 2 and {t.marker.color for t in sa} == {viz.ROLE_COLORS["sa"]}
-
-
-def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
-    from seqdiff_kit import solvers
-
-    original = solvers.sample
-    calls = []
-
-    def counting_sample(*args, solver="ddim", **kw):
-        calls.append(solver)
-        return original(*args, solver=solver, **kw)
-
-    monkeypatch.setattr(solvers, "sample", counting_sample)
-    from seqdiff_kit.recipes import RING8
-
-    e = widgets.Explorer(recipe=RING8, n_points=40, n_reference=60, quick_steps=12, max_points=40)
-    # the deterministic solvers that need nothing from the data join the generalized step
-    assert [label.split(" ")[0] for label, _ in e.solver.options] == ["DDIM", "DDPM", "dpmpp_2m", "heun"]
-    assert "shipped (ring8_simple" in e.status.value and "10 sampling steps" in e.status.value
-    assert e.paths.names == ["learned (simple)", "ideal"] and e.paths.n_frames == 11
-    assert e.metrics.value.count("<tr>") == 4  # header, learned, ideal, a second data draw
-    assert e.K.disabled and e.lam.disabled
-
-    e.steps.value = 5
-    assert e.paths.n_frames == 6 and [label for label, _ in e.paths.slider.options][-1] == "end"
-    assert len(e.drift_fig.data) == 3 and list(e.drift_fig.data[0].x) == [799, 599, 399, 199, -1]
-    assert e.drift_fig.layout.xaxis.autorange == "reversed"
-    ddim = e.paths.paths["learned (simple)"].copy()
-    e.solver.value = 1  # DDPM: the same x_T, other paths
-    ddpm = e.paths.paths["learned (simple)"]
-    np.testing.assert_array_equal(ddpm[0], ddim[0])
-    assert not np.allclose(ddpm[-1], ddim[-1])
-    e.loss.value = "sa"
-    assert not e.K.disabled and "shipped (ring8_sa" in e.status.value
-    assert e.paths.names[0] == "learned (SA, K=2, lam=1)"
-    e.lam.value = 0.0  # lam = 0 is the simple loss: its model
-    assert e.setting() == ("ring8", "simple", 1, 0.0) and "ring8_simple" in e.status.value
-
-    e.solver.value = 3  # a solver of solvers.SOLVERS goes to solvers.sample, and only the distance is drawn
-    assert calls[-2:] == ["heun", "heun"] and len(e.drift_fig.data) == 1
-
-    e.solver.value, e.dataset.value = 0, "two_moons"
-    assert e.train_button.layout.display is None and "No model for two_moons" in e.status.value
-    assert "ring8" in e.status.value  # says what the figures still show
-    e.train()
-    assert ("two_moons", "simple", 1, 0.0) in e.models and e.train_button.layout.display == "none"
-    assert "trained here (12 updates" in e.status.value and e.progress.value == 12
-    shipped_only = widgets.Explorer(n_points=20, n_reference=30)
-    shipped_only.dataset.value = "grid25"
-    assert "is shipped" in shipped_only.status.value and shipped_only.train_button.layout.display == "none"
-    with pytest.raises(TypeError, match="recipe must be"):
-        widgets.Explorer(recipe="RING8")
 
 
 def test_solver_dashboard_shows_the_chosen_solver_and_step_count(setup):
