@@ -36,6 +36,15 @@ def check_float(name: str, value, low: float | None = None, high: float | None =
     return value
 
 
+def check_real(name: str, value) -> float:
+    """``value`` (a real number or a one-element real tensor) as a float, NaN and inf allowed; else a TypeError
+    naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)) or (
+            isinstance(value, torch.Tensor) and (value.numel() != 1 or value.is_complex())):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    return float(value)
+
+
 def check_type(name: str, value, cls):
     """Return ``value``, or raise TypeError unless it is an instance of ``cls`` (a class or a tuple of them)."""
     if not isinstance(value, cls):

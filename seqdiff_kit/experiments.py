@@ -9,7 +9,7 @@ Budgets. SA(K) evaluates the network K times per training sample, so besides *eq
 ``n`` updates) the grid trains the simple loss for ``K n`` updates: *equal compute* (model evaluations).
 
 Intervals. Over the ``n`` seeds, ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` with the sample standard deviation
-``s`` (Student's t quantile from ``scipy.stats``). Comparisons pair the two losses by seed:
+``s`` (``stats.mean_ci``). Comparisons pair the two losses by seed:
 ``d_i = m_SA,i - m_simple,i`` and the same interval on the ``d_i``.
 
 Each model is trained by ``recipes.train`` from its dataset's ``Recipe`` (loss, seed and number of updates set
@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from scipy import stats
 
 from ._format import format_number
 from ._io import atomic_write
@@ -55,11 +54,11 @@ from ._validate import check_choice, check_float, check_int, check_type
 from .checkpoint import checkpoint_exists, checkpoint_paths, load_checkpoint
 from .evaluate import evaluate
 from .losses import Loss
-from .metrics import target_distance, verdict
+from .metrics import target_distance
 from .recipes import RING8, Recipe, train
 from .schedule import Schedule
+from .stats import LEVEL, distance_difference, mean_ci
 
-LEVEL = 0.95
 # seconds to reach a Dask scheduler, and again to see its first worker
 CONNECT_TIMEOUT = 10.0
 
@@ -67,27 +66,6 @@ CONNECT_TIMEOUT = 10.0
 # so a std ratio above 1 counts as much as one below). "std_dev" = |std_ratio - 1|. The raw log-likelihood is
 # reported but not judged: a too-tight sampler beats the data's own value; its signed gap to the data is judged.
 JUDGED = ("mmd", "sw", "loglik_gap", "fd", "std_dev")
-
-
-# ====================================================================== Student-t intervals
-def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
-    """Mean and two-sided ``level`` t-interval of the finite entries of ``values``:
-
-    ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)``, ``s^2 = sum (v - mean)^2 / (n - 1)``.
-    Returns ``n, mean, sd, sem, t, half_width, low, high`` (interval entries NaN when n < 2)."""
-    level = check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
-    n = len(v)
-    nan = math.nan
-    if n == 0:
-        return dict(n=0, mean=nan, sd=nan, sem=nan, t=nan, half_width=nan, low=nan, high=nan)
-    mean = sum(v) / n
-    if n < 2:
-        return dict(n=1, mean=mean, sd=nan, sem=nan, t=nan, half_width=nan, low=nan, high=nan)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
-    sem = sd / math.sqrt(n)
-    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
-    return dict(n=n, mean=mean, sd=sd, sem=sem, t=t, half_width=t * sem, low=mean - t * sem, high=mean + t * sem)
 
 
 # ====================================================================== configuration
@@ -658,7 +636,7 @@ def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level:
     """SA against simple, paired by seed: for each SA loss, budget (``equal_steps``: the simple model with as
     many updates; ``equal_compute``: the one with K times as many), steps, eta and metric, the differences
     ``d_i = m_SA,i - m_simple,i`` of the distances to the target (``JUDGED``; ``metrics.target_distance``) with
-    their mean and t-interval, and a verdict (``metrics.verdict``): ``SA better`` / ``SA worse`` when the
+    their mean and t-interval, and a verdict (``stats.distance_difference``): ``SA better`` / ``SA worse`` when the
     interval excludes 0, else ``no clear difference``."""
     by = {}
     for row in rows:
@@ -667,26 +645,23 @@ def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level:
     sa_groups = sorted({(r["dataset"], r["loss"], r["K"], r["train_steps"], r["steps"], r["eta"])
                         for r in rows if r["loss_name"] == "sa"}, key=str)
     for dataset, loss, K, n, steps, eta in sa_groups:
+        sa = {r["seed"]: r for r in rows if (r["dataset"], r["loss"], r["train_steps"], r["steps"], r["eta"])
+              == (dataset, loss, n, steps, eta)}
         for budget, n_simple in (("equal_steps", n), ("equal_compute", K * n)):
-            seeds = sorted({r["seed"] for r in rows if (r["dataset"], r["loss"], r["train_steps"], r["steps"],
-                                                        r["eta"]) == (dataset, loss, n, steps, eta)})
-            pairs = [(by[(dataset, loss, n, steps, eta, s)], by.get((dataset, "simple", n_simple, steps, eta, s)))
-                     for s in seeds]
-            pairs = [(a, b) for a, b in pairs if b is not None]
-            if not pairs:
+            simple = {s: by[key] for s in sa if (key := (dataset, "simple", n_simple, steps, eta, s)) in by}
+            if not simple:
                 continue
-            metrics = [m for m in JUDGED if m in pairs[0][0] or m == "std_dev"]
-            for metric in metrics:
-                sa_v = [_score(a, metric) for a, _ in pairs]
-                simple_v = [_score(b, metric) for _, b in pairs]
-                ci = mean_ci([x - y for x, y in zip(sa_v, simple_v)], level)
-                word = verdict(ci["low"], ci["high"])
+            for metric in [m for m in JUDGED if m in sa[min(simple)] or m == "std_dev"]:
+                name = "std_ratio" if metric == "std_dev" else metric
+                ci = distance_difference(name, {s: r.get(name, math.nan) for s, r in sa.items()},
+                                         {s: r.get(name, math.nan) for s, r in simple.items()}, level)
+                means = [mean_ci([_score(rs[s], metric) for s in ci["keys"]], level)["mean"] for rs in (simple, sa)]
                 out.append({"dataset": dataset, "sa_loss": loss, "budget": budget, "sa_train_steps": n,
                             "simple_train_steps": n_simple, "steps": steps, "eta": eta, "metric": metric,
-                            "simple_mean": mean_ci(simple_v, level)["mean"], "sa_mean": mean_ci(sa_v, level)["mean"],
+                            "simple_mean": means[0], "sa_mean": means[1],
                             "diff_mean": ci["mean"], "diff_low": ci["low"], "diff_high": ci["high"], "n": ci["n"],
-                            "seeds": " ".join(str(a["seed"]) for a, _ in pairs),
-                            "verdict": {"better": "SA better", "worse": "SA worse"}.get(word, word)})
+                            "seeds": " ".join(map(str, ci["keys"])),
+                            "verdict": {"better": "SA better", "worse": "SA worse"}.get(ci["verdict"], ci["verdict"])})
     return out
 
 

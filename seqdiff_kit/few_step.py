@@ -43,13 +43,13 @@ from ._io import atomic_write
 from ._validate import check_choice, check_int, check_type
 from .data import GaussianMixture, ring8
 from .denoisers import IdealDenoiser
-from .experiments import mean_ci
 from .metrics import (MEDIAN_MULTIPLIERS, loglik_gap, median_bandwidth, mmd, mode_coverage, std_ratio,
                       target_distance, within_mode_spread)
 from .recipes import load_shipped
 from .samplers import Trajectory, make_noise
 from .schedule import SPACINGS, Schedule
 from .solvers import SOLVERS, STOCHASTIC, model_calls, options_from_data, sample
+from .stats import distance_difference, mean_ci
 
 IDEAL = "ideal"
 FIXES = ("ddim", "ddpm", "dpmpp_2m", "heun", "analytic_dpm", "exact_cov")
@@ -216,12 +216,10 @@ class FixGrid:
 
     def paired(self, metric: str, a: tuple, b: tuple, steps: int, level: float = 0.95) -> dict:
         """``a`` minus ``b`` (each ``(model, fix, spacing)``) in the distance to the metric's target
-        (``metrics.target_distance``), paired by seed: ``mean_ci`` of the differences (negative: ``a`` is
+        (``metrics.target_distance``), paired by seed: ``stats.distance_difference`` (negative: ``a`` is
         closer)."""
-        va, vb = self.values(metric, *a, steps), self.values(metric, *b, steps)
         check_choice("metric", metric, self.judged)
-        diffs = [target_distance(metric, va[s]) - target_distance(metric, vb[s]) for s in sorted(va) if s in vb]
-        return mean_ci(diffs, level)
+        return distance_difference(metric, self.values(metric, *a, steps), self.values(metric, *b, steps), level)
 
 
 def _quantile(sorted_values: Sequence[float], p: float) -> float:

@@ -8,8 +8,8 @@
 - ``mode_coverage``, ``within_mode_spread``, ``loglik_gap``: for mixtures, what goes wrong: modes missed or
   over-filled, modes too tight or too wide (along each component's axes), samples too tight or too diffuse;
   ``digit_class_coverage``: the digits' counterpart of mode coverage (through the digit classifier).
-- ``TARGETS``, ``target_distance``, ``verdict``, ``reading``: the one rule that judges a scored quantity, by
-  its distance to its target (two-sided: a std ratio of 1, a log-likelihood gap of 0), never "higher is better".
+- ``TARGETS``, ``target_distance``, ``reading``: the one rule that judges a scored quantity, by its distance
+  to its target (two-sided: a std ratio of 1, a log-likelihood gap of 0), never "higher is better".
 
 Images ``[N, C, H, W]`` (or any ``[N, ...]``) are flattened to ``[N, D]``. Everything is computed in float64
 and returned as a Python float.
@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 
 from ._numeric import pow2_scale
-from ._validate import check_choice, check_float, check_int, check_tensor, check_type, check_values
+from ._validate import check_choice, check_float, check_int, check_real, check_tensor, check_type, check_values
 from .data import GaussianMixture
 
 # Multiples of the median pairwise distance used when ``mmd`` is given no bandwidths: a spread of scales
@@ -645,7 +645,6 @@ TARGETS = {"mmd": 0.0, "sw": 0.0, "fd": 0.0, "coverage_tv": 0.0, "std_ratio": 1.
            "spread_radial": 1.0, "spread_tangential": 1.0}
 # a ratio below its target, or a log-likelihood gap above it, means samples packed too tightly
 _TIGHT_BELOW = {"std_ratio": True, "spread_radial": True, "spread_tangential": True, "loglik_gap": False}
-VERDICTS = ("better", "worse", "no clear difference", "undetermined")
 
 
 def _check_metric(metric: str) -> str:
@@ -657,29 +656,8 @@ def _check_metric(metric: str) -> str:
 
 def target_distance(metric: str, value: float) -> float:
     """``|value - TARGETS[metric]|``: how far a scored quantity is from what it should be (two-sided). A missing
-    value (NaN) gives NaN, which ``verdict`` turns into "undetermined"."""
-    return abs(_real("value", value) - TARGETS[_check_metric(metric)])
-
-
-def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)) or (
-            isinstance(value, torch.Tensor) and value.numel() != 1):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
-    return float(value)
-
-
-def verdict(diff_low: float, diff_high: float) -> str:
-    """The verdict of an interval ``[diff_low, diff_high]`` on ``target_distance(A) - target_distance(B)``:
-    ``"better"`` (A closer to the target: the interval lies below 0), ``"worse"`` (above 0),
-    ``"no clear difference"`` (it holds 0) or ``"undetermined"`` (no interval, e.g. a single seed)."""
-    lo, hi = _real("diff_low", diff_low), _real("diff_high", diff_high)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "undetermined"
-    if hi < 0:
-        return "better"
-    if lo > 0:
-        return "worse"
-    return "no clear difference"
+    value (NaN) gives NaN, which ``stats.verdict`` turns into "undetermined"."""
+    return abs(check_real("value", value) - TARGETS[_check_metric(metric)])
 
 
 def reading(metric: str, value: float, tolerance: float = 0.0) -> str:
@@ -689,7 +667,7 @@ def reading(metric: str, value: float, tolerance: float = 0.0) -> str:
     if _check_metric(metric) not in _TIGHT_BELOW:
         raise ValueError(f"metric must be one of {sorted(_TIGHT_BELOW)} for a reading, got {metric!r}")
     tolerance = check_float("tolerance", tolerance, 0.0)
-    d = check_float("value", _real("value", value)) - TARGETS[metric]  # a NaN has no side
+    d = check_float("value", check_real("value", value)) - TARGETS[metric]  # a NaN has no side
     if abs(d) <= tolerance:
         return "on target"
     return "too tight" if (d < 0) == _TIGHT_BELOW[metric] else "too diffuse"

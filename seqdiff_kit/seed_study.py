@@ -15,7 +15,7 @@ data draws of ``Generator(s)``:
 - a second data draw scored like a model (``data``): the data's own noise level.
 
 ``SeedStudy`` reads the stored JSON and gives per-cell means with t-intervals over seeds and paired differences
-between two models, judged by ``metrics.target_distance`` / ``metrics.verdict`` where the quantity has a target.
+between two models, judged by ``stats.distance_difference`` where the quantity has a target.
 ``scripts/measure_seed_study.py`` runs it; the notebooks and the README load the stored file (the fast path).
 """
 from __future__ import annotations
@@ -34,13 +34,13 @@ from ._validate import check_choice, check_int
 from .data import CHECKPOINT_DIR, GaussianMixture
 from .denoisers import IdealDenoiser
 from .drift import estimation_gap, step_drift
-from .experiments import LEVEL, mean_ci
 from .losses import Loss
 from .metrics import (MEDIAN_MULTIPLIERS, TARGETS, loglik_gap, mean_log_likelihood, median_bandwidth, mmd,
-                      mode_coverage, std_ratio, target_distance, verdict, within_mode_spread)
+                      mode_coverage, std_ratio, within_mode_spread)
 from .recipes import RING8, Recipe, train
 from .samplers import sample
 from .schedule import Schedule
+from .stats import LEVEL, distance_difference, mean_ci, paired, raw_difference
 
 STUDY_PATH = CHECKPOINT_DIR / "ring8_seeds.json"
 STUDY_STEPS = (5, 10, 20, 50, 100)
@@ -169,24 +169,21 @@ class SeedStudy:
         return [r[model]["steps"][str(steps)][metric] for r in res]
 
     def interval(self, model: str, metric: str, steps: int | None = None, level: float = LEVEL) -> dict:
-        """Mean and t-interval over seeds (``experiments.mean_ci``) of ``values(model, metric, steps)``."""
+        """Mean and t-interval over seeds (``stats.mean_ci``) of ``values(model, metric, steps)``."""
         return mean_ci(self.values(model, metric, steps), level)
 
     def paired(self, metric: str, steps: int | None = None, a: str = "SA", b: str = "simple",
                level: float = LEVEL) -> dict:
         """``a`` against ``b``, paired by seed. ``diff``: the t-interval of ``m_a - m_b``. For a quantity with a
         target (``metrics.TARGETS``) also ``distance``: the interval of ``|m_a - target| - |m_b - target|``,
-        and ``verdict`` (``metrics.verdict``: "better" means ``a`` is closer to the target); otherwise the
+        and ``verdict`` (``stats.verdict``: "better" means ``a`` is closer to the target); otherwise the
         verdict says whether ``a`` is ``"larger"`` or ``"smaller"``."""
         va, vb = self.values(a, metric, steps), self.values(b, metric, steps)
-        out = {"diff": mean_ci([x - y for x, y in zip(va, vb)], level)}
         if metric in TARGETS:
-            d = mean_ci([target_distance(metric, x) - target_distance(metric, y) for x, y in zip(va, vb)], level)
-            out["distance"], out["verdict"] = d, verdict(d["low"], d["high"])
-        else:
-            v = verdict(out["diff"]["low"], out["diff"]["high"])
-            out["verdict"] = {"better": "smaller", "worse": "larger"}.get(v, v)
-        return out
+            d = distance_difference(metric, va, vb, level)
+            return {"diff": paired(va, vb, level), "distance": d, "verdict": d["verdict"]}
+        d = raw_difference(va, vb, level)
+        return {"diff": d, "verdict": d["verdict"]}
 
 
 # ---------------------------------------------------------------------- tables (the README's, generated)

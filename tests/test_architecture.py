@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "seqdiff_kit"
 LAYERS = {
     "foundation": ["_runtime", "_validate", "_numeric", "_io", "_format", "_limits"],
     "core": ["schedule", "data", "denoisers", "losses", "samplers", "solvers"],
-    "tools": ["checkpoint", "classifier", "metrics", "drift", "analysis", "ddp", "train"],
+    "tools": ["checkpoint", "classifier", "metrics", "stats", "drift", "analysis", "ddp", "train"],
     "presentation": ["viz", "frontend", "widgets", "report"],
     "application": ["recipes", "evaluate", "experiments", "seed_study", "few_step", "demo", "exercises", "explorer"],
     "interface": ["cli"],

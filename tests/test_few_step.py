@@ -8,7 +8,7 @@ import torch
 from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, grid25, ring8
 from seqdiff_kit import few_step, solvers
 from seqdiff_kit.drift import reference_distance
-from seqdiff_kit.experiments import mean_ci
+from seqdiff_kit.stats import mean_ci
 from seqdiff_kit.metrics import loglik_gap, target_distance
 
 SCHED = Schedule.linear()

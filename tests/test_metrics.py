@@ -332,7 +332,8 @@ def test_the_lessons_helpers_name_bad_values():
     """Found by hypothesis: coverage_noise(weights=2.0) returned NaN; target_distance/verdict(None) raised
     "float() argument must be ..." naming no argument; reading(NaN) answered "too diffuse"; zero features
     warned from var() instead of an error."""
-    from seqdiff_kit.metrics import coverage_noise, reading, std_ratio, target_distance, verdict
+    from seqdiff_kit.metrics import coverage_noise, reading, std_ratio, target_distance
+    from seqdiff_kit.stats import verdict
 
     with pytest.raises(ValueError, match=r"weights must be in \[0.0, 1.0\], got values from 2 to 2"):
         coverage_noise(2.0, 1)

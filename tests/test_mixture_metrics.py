@@ -12,7 +12,8 @@ import torch
 
 from seqdiff_kit.data import GaussianMixture, grid25, ring8
 from seqdiff_kit.metrics import (TARGETS, coverage_noise, loglik_gap, mode_coverage, reading, std_ratio,
-                                 target_distance, verdict, within_mode_spread)
+                                 target_distance, within_mode_spread)
+from seqdiff_kit.stats import verdict
 
 
 def gen(seed):

@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqdiff_kit import analysis, drift, metrics
+from seqdiff_kit import analysis, drift, metrics, stats
 from seqdiff_kit.data import GaussianMixture, ring8
 from seqdiff_kit.denoisers import IdealDenoiser, MLPDenoiser, TinyUNet, timestep_embedding
 from seqdiff_kit.losses import sequence_aware_loss, simple_loss
@@ -405,7 +405,7 @@ def test_targets_verdicts_and_readings(metric, value, tolerance):
     outcome(metrics.target_distance, metric, value,
             _finite=lambda d: d if isinstance(value, (int, float)) and math.isfinite(value) else 0.0)
     outcome(metrics.reading, metric, value, tolerance, _finite=None)
-    outcome(metrics.verdict, value, tolerance, _finite=None)
+    outcome(stats.verdict, value, tolerance, _finite=None)
 
 
 # ---------------------------------------------------------------------- analysis
