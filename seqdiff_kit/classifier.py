@@ -6,6 +6,10 @@
 - ``save_classifier`` / ``load_classifier``: safetensors weights + a JSON config, never pickles;
   ``get_classifier``: the shipped classifier, loaded once per process (what ``classifier=None`` means).
 - ``digit_features``: features of many images in batches, without gradients.
+- ``confidence_share``, ``class_counts``: scores of generated digits.
+- ``digit_frechet_distance`` (with ``digit_feature_stats``) and ``digit_class_coverage``: the digit metrics,
+  ``metrics``' Frechet distance and mode coverage computed on this classifier's features and classes; here, not
+  in ``metrics``, because they read the shipped classifier and digits from disk.
 
 The shipped weights are ``data/classifier.safetensors`` + ``data/classifier.json``
 (regenerate with ``python scripts/train_classifier.py``).
@@ -24,8 +28,9 @@ from torch import nn
 from ._io import atomic_write
 from ._validate import check_float, check_int, check_tensor
 from .checkpoint import PICKLE_SUFFIXES, checkpoint_paths
-from .data import DATA_DIR
+from .data import DATA_DIR, digits
 from .denoisers import seeded_model
+from .metrics import ModeCoverage, coverage_noise, gaussian_fit, gaussian_frechet_distance
 
 DEFAULT_PATH = DATA_DIR / "classifier"
 
@@ -274,3 +279,64 @@ def class_counts(images: torch.Tensor, classifier: DigitClassifier | None = None
     """How many images the classifier assigns to each digit: ``bincount(argmax softmax)`` [10]."""
     p = class_probabilities(images, classifier)
     return torch.bincount(p.argmax(dim=-1), minlength=p.shape[1])
+
+
+# ---------------------------------------------------------------------- digit metrics (the classifier's features)
+def _check_digits(name: str, x) -> None:
+    check_tensor(name, x, finite=True)
+    if tuple(x.shape[1:]) not in ((1, 8, 8), (8, 8)) or x.shape[0] < 2:
+        raise ValueError(f"{name} must have shape [N, 1, 8, 8] or [N, 8, 8] with N >= 2, got {tuple(x.shape)}")
+
+
+def _digit_stats(name: str, images: torch.Tensor, classifier) -> tuple[torch.Tensor, torch.Tensor]:
+    return gaussian_fit(digit_features(images, classifier), f"features of {name}")
+
+
+def digit_feature_stats(images: torch.Tensor, classifier=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mu, S)``: the mean [F] and unbiased covariance [F, F] (float64) of ``classifier.features(x)`` over
+    ``images`` [N, 1, 8, 8] or [N, 8, 8] in [-1, 1], N >= 2 (the shipped classifier when ``classifier`` is
+    None). Compute a fixed reference's statistics once and pass them to ``digit_frechet_distance`` as
+    ``reference_stats``."""
+    _check_digits("images", images)
+    return _digit_stats("images", images, classifier)
+
+
+def digit_class_coverage(images: torch.Tensor, classifier=None) -> ModeCoverage:
+    """Digit coverage, the image counterpart of ``mode_coverage``: each image [N, 1, 8, 8] in [-1, 1] to the
+    classifier's most likely digit (the shipped classifier when ``classifier`` is None), the shares of the ten
+    digits against their shares among the 1797 real digits, and the total variation distance
+    ``(1/2) sum_k |share_k - weight_k|``. The classifier's own errors (about 1% on held-out digits) count too:
+    score real digits the same way for the floor."""
+    _check_digits("images", images)
+    counts = class_counts(images.reshape(-1, 1, 8, 8), classifier)
+    _, labels = digits()
+    weights = torch.bincount(labels, minlength=counts.numel()).double() / labels.numel()
+    n = int(counts.sum())
+    shares = counts.double() / n
+    return ModeCoverage(counts=counts, shares=shares, weights=weights, tv=0.5 * float((shares - weights).abs().sum()),
+                        tv_noise=coverage_noise(weights, n), n=n)
+
+
+def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None = None, classifier=None, *,
+                           reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """Squared Frechet distance between Gaussians fitted to digit-classifier features of two image sets:
+
+        FD = ||mu_s - mu_r||^2 + tr(S_s) + tr(S_r) - 2 tr((S_s^(1/2) S_r S_s^(1/2))^(1/2)),
+
+    with ``(mu, S)`` the mean and covariance of ``classifier.features(x)`` (the 64-D penultimate layer of the
+    shipped ``data/classifier`` when ``classifier`` is None). ``samples`` and ``reference`` are [N, 1, 8, 8]
+    (or [N, 8, 8]) images in [-1, 1]. Give either ``reference`` or ``reference_stats``, the reference's
+    ``digit_feature_stats`` under the same classifier (the same number, without recomputing them).
+    The estimate is biased upwards at small N: compare models at the same N (docs/digits_results.md gives the
+    scale: the score of real digits against real digits, and of noise). Two disjoint halves of the real digits
+    do not score 0, and their score depends on the halving: ``evaluate.frechet_floor_spread`` gives that
+    floor's mean and spread, the noise of any comparison of digit FDs.
+    """
+    if (reference is None) == (reference_stats is None):
+        raise ValueError("give exactly one of reference (images) and reference_stats (digit_feature_stats), got "
+                         + ("both" if reference is not None else "neither"))
+    _check_digits("samples", samples)
+    if reference is not None:
+        _check_digits("reference", reference)
+        reference_stats = _digit_stats("reference", reference, classifier)
+    return gaussian_frechet_distance(*_digit_stats("samples", samples, classifier), *reference_stats)

@@ -40,9 +40,9 @@ from .data import CHECKPOINT_DIR, GaussianMixture, digits, sample_shape
 from .denoisers import IdealDenoiser
 from .drift import (DistributionDrift, PairedTrajectories, StepDrift, distribution_drift, paths_drift,
                     trajectory_drift)
-from .metrics import (MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein, digit_feature_stats,
-                      digit_frechet_distance, frechet_distance, loglik_gap, mean_log_likelihood, median_bandwidth,
-                      mmd, sliced_wasserstein, std_ratio)
+from .classifier import digit_feature_stats, digit_frechet_distance
+from .metrics import (MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance, loglik_gap,
+                      mean_log_likelihood, median_bandwidth, mmd, sliced_wasserstein, std_ratio)
 from .samplers import Trajectory, make_noise
 from .solvers import SOLVERS, STOCHASTIC, options_from_data, sample
 from .schedule import Schedule

@@ -1,4 +1,5 @@
-"""Sample-quality metrics: pure functions of sample tensors (a leaf module; it only reads ``data``).
+"""Sample-quality metrics: pure functions of sample tensors (a leaf module: it reads no file; the digit metrics,
+which need the shipped classifier, are ``classifier``'s).
 
 - ``mmd``: unbiased squared maximum mean discrepancy with a sum of RBF kernels.
 - ``sliced_wasserstein``: the 1-D Wasserstein distance averaged over random projections.
@@ -6,8 +7,7 @@
 - ``frechet_distance``: the Frechet (2-Wasserstein) distance between Gaussians fitted to two feature sets.
 - ``std_ratio``: the samples' total standard deviation over the data's.
 - ``mode_coverage``, ``within_mode_spread``, ``loglik_gap``: for mixtures, what goes wrong: modes missed or
-  over-filled, modes too tight or too wide (along each component's axes), samples too tight or too diffuse;
-  ``digit_class_coverage``: the digits' counterpart of mode coverage (through the digit classifier).
+  over-filled, modes too tight or too wide (along each component's axes), samples too tight or too diffuse.
 - ``TARGETS``, ``target_distance``, ``reading``: the one rule that judges a scored quantity, by its distance
   to its target (two-sided: a std ratio of 1, a log-likelihood gap of 0), never "higher is better".
 
@@ -354,78 +354,19 @@ def _gaussian_fit(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, (c.T @ c) / (f.shape[0] - 1)
 
 
+def gaussian_fit(features: torch.Tensor, name: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mu, S)``: the mean [F] and unbiased covariance [F, F] (float64) of ``features`` [N, F] (N >= 2), the
+    Gaussian that ``frechet_distance`` fits; fit a fixed reference once and pass it to
+    ``gaussian_frechet_distance``."""
+    return _gaussian_fit(_flat(name, features, min_n=2))
+
+
 def frechet_distance(feat_x: torch.Tensor, feat_y: torch.Tensor) -> float:
     """Squared Frechet distance between Gaussians fitted to ``feat_x`` [N, F] and ``feat_y`` [M, F]
     (sample means and unbiased covariances, float64); see ``gaussian_frechet_distance`` for the formula."""
     fx, fy = _pair(feat_x, feat_y, min_n=2, names=("feat_x", "feat_y"))
     s = pow2_scale(fx, fy)  # fit on features / s (exact) so that huge features do not overflow the covariance
     return _scaled_back(_frechet(*_gaussian_fit(fx / s), *_gaussian_fit(fy / s)), s, "feat_x and feat_y")
-
-
-def _check_digits(name: str, x) -> None:
-    check_tensor(name, x, finite=True)
-    if tuple(x.shape[1:]) not in ((1, 8, 8), (8, 8)) or x.shape[0] < 2:
-        raise ValueError(f"{name} must have shape [N, 1, 8, 8] or [N, 8, 8] with N >= 2, got {tuple(x.shape)}")
-
-
-def _digit_stats(name: str, images: torch.Tensor, classifier) -> tuple[torch.Tensor, torch.Tensor]:
-    # lazy import: the classifier (and its weights) are only needed by image users
-    from .classifier import digit_features
-
-    return _gaussian_fit(_flat(f"features of {name}", digit_features(images, classifier), min_n=2))
-
-
-def digit_feature_stats(images: torch.Tensor, classifier=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mu, S)``: the mean [F] and unbiased covariance [F, F] (float64) of ``classifier.features(x)`` over
-    ``images`` [N, 1, 8, 8] or [N, 8, 8] in [-1, 1], N >= 2 (the shipped classifier when ``classifier`` is
-    None). Compute a fixed reference's statistics once and pass them to ``digit_frechet_distance`` as
-    ``reference_stats``."""
-    _check_digits("images", images)
-    return _digit_stats("images", images, classifier)
-
-
-def digit_class_coverage(images: torch.Tensor, classifier=None) -> "ModeCoverage":
-    """Digit coverage, the image counterpart of ``mode_coverage``: each image [N, 1, 8, 8] in [-1, 1] to the
-    classifier's most likely digit (the shipped classifier when ``classifier`` is None), the shares of the ten
-    digits against their shares among the 1797 real digits, and the total variation distance
-    ``(1/2) sum_k |share_k - weight_k|``. The classifier's own errors (about 1% on held-out digits) count too:
-    score real digits the same way for the floor."""
-    from .classifier import class_counts  # lazy, as for the features: only image users need the classifier
-    from .data import digits
-
-    _check_digits("images", images)
-    counts = class_counts(images.reshape(-1, 1, 8, 8), classifier)
-    _, labels = digits()
-    weights = torch.bincount(labels, minlength=counts.numel()).double() / labels.numel()
-    n = int(counts.sum())
-    shares = counts.double() / n
-    return ModeCoverage(counts=counts, shares=shares, weights=weights, tv=0.5 * float((shares - weights).abs().sum()),
-                        tv_noise=coverage_noise(weights, n), n=n)
-
-
-def digit_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None = None, classifier=None, *,
-                           reference_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
-    """Squared Frechet distance between Gaussians fitted to digit-classifier features of two image sets:
-
-        FD = ||mu_s - mu_r||^2 + tr(S_s) + tr(S_r) - 2 tr((S_s^(1/2) S_r S_s^(1/2))^(1/2)),
-
-    with ``(mu, S)`` the mean and covariance of ``classifier.features(x)`` (the 64-D penultimate layer of the
-    shipped ``data/classifier`` when ``classifier`` is None). ``samples`` and ``reference`` are [N, 1, 8, 8]
-    (or [N, 8, 8]) images in [-1, 1]. Give either ``reference`` or ``reference_stats``, the reference's
-    ``digit_feature_stats`` under the same classifier (the same number, without recomputing them).
-    The estimate is biased upwards at small N: compare models at the same N (docs/digits_results.md gives the
-    scale: the score of real digits against real digits, and of noise). Two disjoint halves of the real digits
-    do not score 0, and their score depends on the halving: ``evaluate.frechet_floor_spread`` gives that
-    floor's mean and spread, the noise of any comparison of digit FDs.
-    """
-    if (reference is None) == (reference_stats is None):
-        raise ValueError("give exactly one of reference (images) and reference_stats (digit_feature_stats), got "
-                         + ("both" if reference is not None else "neither"))
-    _check_digits("samples", samples)
-    if reference is not None:
-        _check_digits("reference", reference)
-        reference_stats = _digit_stats("reference", reference, classifier)
-    return gaussian_frechet_distance(*_digit_stats("samples", samples, classifier), *reference_stats)
 
 
 # ---------------------------------------------------------------------- spread, modes and the two-sided verdicts

@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "seqdiff_kit"
 LAYERS = {
     "foundation": ["_runtime", "_validate", "_numeric", "_io", "_format", "_limits"],
     "core": ["schedule", "data", "denoisers", "losses", "samplers", "solvers"],
-    "tools": ["checkpoint", "classifier", "metrics", "stats", "drift", "analysis", "ddp", "train"],
+    "tools": ["checkpoint", "metrics", "classifier", "stats", "drift", "analysis", "ddp", "train"],
     "presentation": ["viz", "frontend", "widgets", "report"],
     "application": ["recipes", "evaluate", "experiments", "seed_study", "few_step", "demo", "exercises", "explorer"],
     "interface": ["cli"],
@@ -88,3 +88,17 @@ def test_the_documented_chain_is_the_real_one():
         assert [m.strip("` ") for m in line.split("|")[2].split(",")] == mods, line
     chain = " -> ".join(LAYERS)
     assert chain in arch and chain in (root / "README.md").read_text()
+
+
+def test_metrics_takes_tensors_only():
+    """``metrics`` reads no file: from the package it takes the argument checks, ``pow2_scale`` and the
+    ``GaussianMixture`` class (a density, not data on disk); the digit metrics, which load the shipped classifier
+    and digits, are ``classifier``'s."""
+    allowed = {"_numeric": {"pow2_scale"}, "_validate": None, "data": {"GaussianMixture"}}
+    for target, names, line in imports("metrics"):
+        assert target in allowed, f"metrics:{line} imports {target}"
+        assert allowed[target] is None or set(names) <= allowed[target], f"metrics:{line} imports {target}.{names}"
+    src = (PKG / "metrics.py").read_text()
+    calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+             for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)}
+    assert not calls & {"open", "load", "load_file", "read_text", "read_bytes", "Path"}, calls

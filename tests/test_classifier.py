@@ -187,7 +187,8 @@ def _blur(x):
 
 
 def test_digit_frechet_distance_floor_versus_noise_and_blur(data, clf):
-    from seqdiff_kit.metrics import digit_frechet_distance, frechet_distance
+    from seqdiff_kit.classifier import digit_frechet_distance
+    from seqdiff_kit.metrics import frechet_distance
 
     x, y = data
     a, b = digit_split(y, held_out=0.5, seed=0)  # two disjoint, class-balanced halves
@@ -210,7 +211,7 @@ def test_digit_frechet_distance_floor_versus_noise_and_blur(data, clf):
 
 
 def test_digit_frechet_distance_bad_arguments(data):
-    from seqdiff_kit.metrics import digit_frechet_distance
+    from seqdiff_kit.classifier import digit_frechet_distance
 
     x = data[0][:20]
     with pytest.raises(ValueError, match=r"samples must have shape \[N, 1, 8, 8\].*\(20, 64\)"):

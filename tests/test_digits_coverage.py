@@ -7,7 +7,7 @@ import torch
 from seqdiff_kit import digits
 from seqdiff_kit.classifier import get_classifier
 from seqdiff_kit.evaluate import frechet_floor, frechet_floor_spread
-from seqdiff_kit.metrics import digit_class_coverage
+from seqdiff_kit.classifier import digit_class_coverage
 
 
 def test_class_coverage_of_real_digits_is_bounded_by_the_classifier_error():

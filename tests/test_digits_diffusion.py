@@ -18,7 +18,7 @@ from seqdiff_kit.drift import total_std
 from seqdiff_kit.evaluate import (frechet_floor, image_drift, real_halves, sample_grids, sample_images,
                                   shipped_table, start_noise, steps_table)
 from seqdiff_kit.losses import Loss
-from seqdiff_kit.metrics import digit_frechet_distance
+from seqdiff_kit.classifier import digit_frechet_distance
 from seqdiff_kit.recipes import DIGITS, SHIPPED, load_shipped, train
 from seqdiff_kit.samplers import make_noise, sample
 from seqdiff_kit.train import train_iter
