@@ -23,8 +23,9 @@ from seqdiff_kit import analysis, drift, metrics
 from seqdiff_kit.data import GaussianMixture, ring8
 from seqdiff_kit.denoisers import IdealDenoiser, MLPDenoiser, TinyUNet, timestep_embedding
 from seqdiff_kit.losses import sequence_aware_loss, simple_loss
-from seqdiff_kit.samplers import make_noise, sample
+from seqdiff_kit.samplers import make_noise
 from seqdiff_kit.schedule import Schedule
+from seqdiff_kit.solvers import sample
 
 T = 100
 SCHED = Schedule.linear(T, 1e-4, 0.2)

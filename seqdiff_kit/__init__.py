@@ -16,7 +16,7 @@ _CORE = {"Schedule": "schedule", "GaussianMixture": "data", "digits": "data", "g
          "ring8": "data", "two_moons": "data", "IdealDenoiser": "denoisers", "MLPDenoiser": "denoisers",
          "TinyUNet": "denoisers", "Loss": "losses", "LossOutput": "losses", "sequence_aware_loss": "losses",
          "simple_loss": "losses", "Trajectory": "samplers", "generalized_step": "samplers",
-         "make_noise": "samplers", "SOLVERS": "solvers", "sample": "solvers",  # samplers' sample with a solver
+         "make_noise": "samplers", "SOLVERS": "solvers", "sample": "solvers",  # the one public sample, with solver=
          "sample_iter": "solvers"}
 
 

@@ -84,7 +84,7 @@ def _ideal_eps_at(x, t: int) -> torch.Tensor:
 
 def _ddim_one_step() -> torch.Tensor:
     """One DDIM step from T-1 to the end with the ideal denoiser is ``x0_pred = E[x0 | x_T]``."""
-    from .samplers import sample
+    from .solvers import sample
     sch = Schedule.linear()
     x_T = _inputs_02_one_step()["x_T"]
     return sample(IdealDenoiser(ring8(), sch), x_T, sch, 1).final[0]
@@ -179,7 +179,7 @@ def _ddpm_or_ddim_closer() -> str:
     """The sampler whose 10-step samples (ideal denoiser, 1000 points from one seeded x_T) have the
     log-likelihood gap to fresh data closer to 0."""
     from .metrics import loglik_gap
-    from .samplers import sample
+    from .solvers import sample
     sch, mix = Schedule.linear(), ring8()
     ideal, g = IdealDenoiser(mix, sch), torch.Generator().manual_seed(0)
     x_T = torch.randn(1000, 2, generator=g)
@@ -195,7 +195,7 @@ def _less_training_on_clusters() -> str:
     50 DDIM steps: "yes" if their mean log-likelihood under the true density is within 1 of real data's."""
     from .metrics import mean_log_likelihood
     from .recipes import RING8_FAST, train
-    from .samplers import sample
+    from .solvers import sample
     trained = train(RING8_FAST.replace(name="exercise-03-less-training", steps=150), progress=False)
     mix, g = RING8_FAST.data(), torch.Generator().manual_seed(0)
     with torch.no_grad():

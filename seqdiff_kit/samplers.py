@@ -10,7 +10,9 @@ A step from ``t`` to ``s < t`` (``s = -1`` is the end, ``alpha_bar_{-1} = 1``), 
 keeps DDPM's posterior mean (eta = 1) but draws the noise with DDPM's larger variance ``1 - a_t / a_s``
 (``beta_t`` for consecutive steps). The last step adds no noise. No clipping unless ``clip_x0`` is given.
 
-``sample_iter`` is a generator (a notebook decides what to plot); ``sample`` collects a ``Trajectory``.
+The package's ``sample``/``sample_iter`` are ``solvers``' (``solver="ddim"`` runs this step, with ``eta`` and
+``variance``); this module keeps the step, the argument checks, the loop ``run_steps`` and ``record``, which turns
+any solver's steps into a ``Trajectory``.
 """
 from __future__ import annotations
 
@@ -237,8 +239,9 @@ def call_model(model: Callable, x: torch.Tensor, t: int, where: str) -> torch.Te
 
 
 def run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0) -> Iterator[StepOutput]:
-    """The sampler loop over arguments already checked by ``check_sampler_args`` (see ``sample_iter``); for
-    callers that check once and sample several times."""
+    """The sampler loop over arguments already checked by ``check_sampler_args`` (``solvers.ddim`` runs it); for
+    callers that check once and sample several times. ``noise`` [steps, *x_T.shape] gives the ``z`` of every
+    step (so two models can share randomness); otherwise ``z`` is drawn from ``generator`` when a step needs it."""
     stochastic = eta > 0 or variance == "large"
     n = ts.numel()
     steps = ts.tolist()
@@ -262,38 +265,11 @@ def run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0
         x = prev
 
 
-def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *,
-                eta: float = 0.0, variance: str = "small", spacing: str = "trailing",
-                timesteps=None, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                clip_x0: float | None = None) -> Iterator[StepOutput]:
-    """Run the generalized sampler from ``x_T``, yielding a ``StepOutput`` per step.
-
-    ``noise`` [steps, *x_T.shape] gives the ``z`` of every step (so two models can share randomness);
-    otherwise ``z`` is drawn from ``generator`` when a step needs it. The arguments are checked at the call,
-    before the first step."""
-    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
-    return run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0)
-
-
-def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *, eta: float = 0.0,
-           variance: str = "small", spacing: str = "trailing", timesteps=None,
-           noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-           record_every: int = 1, callback: Callable[[dict], None] | None = None,
-           clip_x0: float | None = None) -> Trajectory:
-    """Sample and record a ``Trajectory`` (see ``sample_iter`` for the arguments).
-
-    ``record_every = k`` keeps every k-th step (and the last) to save memory on long runs.
-    ``callback`` receives ``StepOutput.as_dict()`` per step: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
-    record_every = check_int("record_every", record_every, 1)
-    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
-    return record(run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0), x_T, ts,
-                  record_every, callback)
-
-
 def record(steps: Iterator[StepOutput], x_T: torch.Tensor, timesteps: torch.Tensor, record_every: int = 1,
            callback: Callable[[dict], None] | None = None) -> Trajectory:
     """Collect the ``StepOutput``s of a run over ``timesteps`` into a ``Trajectory``, keeping every
-    ``record_every``-th step and the last."""
+    ``record_every``-th step and the last (to save memory on long runs). ``callback`` receives
+    ``StepOutput.as_dict()`` per step: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
     n = timesteps.numel()
     kept = [i for i in range(n) if i % record_every == 0 or i == n - 1]
     slot = {i: j for j, i in enumerate(kept)}

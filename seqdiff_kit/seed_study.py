@@ -38,7 +38,7 @@ from .losses import Loss
 from .metrics import (MEDIAN_MULTIPLIERS, TARGETS, loglik_gap, mean_log_likelihood, median_bandwidth, mmd,
                       mode_coverage, std_ratio, within_mode_spread)
 from .recipes import RING8, Recipe, train
-from .samplers import sample
+from .solvers import sample
 from .schedule import Schedule
 from .stats import LEVEL, distance_difference, mean_ci, paired, raw_difference
 

@@ -118,7 +118,8 @@ def ddim(model: Callable, x_T: torch.Tensor, schedule: Schedule, timesteps, *, n
          generator: torch.Generator | None = None, clip_x0: float | None = None, eta: float = 0.0,
          variance: str = "small") -> Iterator[StepOutput]:
     """The generalized step ``x_s = sqrt(a_s) D + sqrt(1 - a_s - sigma^2) eps + sigma z`` (``samplers``):
-    DDIM with ``eta = 0``, any ``eta`` in [0, 1] and ``variance`` as in ``samplers.sample``."""
+    DDIM with ``eta = 0`` (any ``eta`` in [0, 1]: 1 is DDPM's posterior variance), ``variance="large"`` (with
+    ``eta = 1``) DDPM's larger variance ``1 - a_t / a_s``; see ``samplers``' module docstring."""
     eta, ts, clip_x0 = check_sampler_args(x_T, schedule, 1, eta, variance, "trailing",
                                           _given(timesteps), noise, clip_x0)
     return run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0)
@@ -388,8 +389,8 @@ def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: i
     """Run the solver named ``solver`` (a key of ``SOLVERS``) from ``x_T`` over ``timesteps`` (default:
     ``schedule.timesteps(steps, spacing)``), yielding a ``StepOutput`` per step. ``options`` go to the solver
     (``eta``/``variance`` of ``ddim``, ``gamma`` of ``analytic_dpm``, ``mixture`` of ``exact_cov``, ...:
-    ``solver_options(name)``). ``solver="ddim"`` with ``eta``/``variance`` is ``samplers.sample_iter``.
-    The arguments are checked at the call, before the first step."""
+    ``solver_options(name)``); ``solver="ddim"`` with ``eta``/``variance`` is the generalized step
+    (``samplers``). The arguments are checked at the call, before the first step."""
     return _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, options)[0]
 
 
@@ -398,8 +399,9 @@ def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 
            generator: torch.Generator | None = None, record_every: int = 1,
            callback: Callable[[dict], None] | None = None, clip_x0: float | None = None,
            **options) -> Trajectory:
-    """Sample with the solver named ``solver`` and record a ``Trajectory`` (see ``sample_iter``; ``record_every``
-    and ``callback`` as in ``samplers.sample``, which this is for ``solver="ddim"``, bit for bit)."""
+    """Sample with the solver named ``solver`` and record a ``Trajectory`` (see ``sample_iter``): the package's
+    one ``sample``. ``record_every = k`` keeps every k-th step (and the last) to save memory on long runs;
+    ``callback`` receives ``StepOutput.as_dict()`` per step: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
     record_every = check_int("record_every", record_every, 1)
     run, ts = _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, options)
     return record(run, x_T, ts, record_every, callback)

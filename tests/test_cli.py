@@ -12,7 +12,7 @@ import torch
 import seqdiff_kit as sk
 from seqdiff_kit import cli
 from seqdiff_kit.checkpoint import load_checkpoint
-from seqdiff_kit.samplers import sample
+from seqdiff_kit.solvers import sample
 
 SUBCOMMANDS = ("demo", "train", "sample", "compare", "experiment")
 

@@ -15,7 +15,7 @@ from seqdiff_kit.denoisers import seeded_model
 from seqdiff_kit.drift import total_std
 from seqdiff_kit.metrics import mean_log_likelihood
 from seqdiff_kit.recipes import SHIPPED, load_shipped
-from seqdiff_kit.samplers import sample
+from seqdiff_kit.solvers import sample
 
 SCHED = sk.Schedule.linear()
 

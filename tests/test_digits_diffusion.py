@@ -20,7 +20,8 @@ from seqdiff_kit.evaluate import (frechet_floor, image_drift, real_halves, sampl
 from seqdiff_kit.losses import Loss
 from seqdiff_kit.classifier import digit_frechet_distance
 from seqdiff_kit.recipes import DIGITS, SHIPPED, load_shipped, train
-from seqdiff_kit.samplers import make_noise, sample
+from seqdiff_kit.samplers import make_noise
+from seqdiff_kit.solvers import sample
 from seqdiff_kit.train import train_iter
 
 DIGIT_MODELS = ("simple", "sa")  # the shipped checkpoints digits_<name>

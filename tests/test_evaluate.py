@@ -13,7 +13,7 @@ from seqdiff_kit.drift import total_std
 from seqdiff_kit.evaluate import DATA_ROW, evaluate, format_table, real_halves
 from seqdiff_kit.metrics import mean_log_likelihood, mmd, sliced_wasserstein
 from seqdiff_kit.recipes import load_shipped
-from seqdiff_kit.samplers import sample
+from seqdiff_kit.solvers import sample
 
 SCHED = sk.Schedule.linear()
 

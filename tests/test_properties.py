@@ -24,8 +24,9 @@ from seqdiff_kit import analysis, drift, metrics, stats
 from seqdiff_kit.data import GaussianMixture, ring8
 from seqdiff_kit.denoisers import IdealDenoiser, MLPDenoiser, TinyUNet, timestep_embedding
 from seqdiff_kit.losses import sequence_aware_loss, simple_loss
-from seqdiff_kit.samplers import make_noise, sample
+from seqdiff_kit.samplers import make_noise
 from seqdiff_kit.schedule import Schedule
+from seqdiff_kit.solvers import sample
 
 # derandomized: the same examples on every run and machine; SEQDIFF_HYPOTHESIS_EXAMPLES=2000 searches deeper
 FUZZ = settings(max_examples=int(os.environ.get("SEQDIFF_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
@@ -274,7 +275,7 @@ x_T_shapes = st.sampled_from(((4, 2), (4, 2), (4, 2), (1, 2), (0, 2), (4, 3), (4
        st.one_of(st.none(), numbers))
 def test_sample(x_T, steps, eta, variance, spacing, clip_x0):
     outcome(sample, IDEAL, x_T, SCHED, steps, eta=eta, variance=variance, spacing=spacing, clip_x0=clip_x0,
-            generator=torch.Generator().manual_seed(0), _names=("x", "model"))
+            generator=torch.Generator().manual_seed(0), _names=("x", "model", "eta", "variance"))
 
 
 @FUZZ
@@ -283,7 +284,7 @@ def test_sample(x_T, steps, eta, variance, spacing, clip_x0):
 def test_sample_with_noise_and_timesteps(x_T, noise, timesteps):
     steps = 3 if timesteps is None else None
     outcome(sample, IDEAL, x_T, SCHED, steps or 3, eta=1.0, noise=noise, timesteps=timesteps,
-            _names=("x", "model"))
+            _names=("x", "model", "eta"))
 
 
 @FUZZ
@@ -337,7 +338,7 @@ def test_gap_survival(to):
 @given(st.one_of(tensors(shape=(5, 2)), tensors()), st.integers(0, 3))
 def test_distribution_drift(data, steps):
     outcome(drift.distribution_drift, IDEAL, data, SCHED, steps, n_samples=6,
-            generator=torch.Generator().manual_seed(0), _names=("x", "model"))
+            generator=torch.Generator().manual_seed(0), _names=("x", "model", "eta", "variance"))
 
 
 # ---------------------------------------------------------------------- metrics
@@ -426,7 +427,7 @@ def test_optimum_ratio(var, K, lam):
 @given(st.integers(-1, 3), numbers, st.integers(-1, 8), st.integers(0, 3))
 def test_scaled_ideal_losses(K, lam, n, batches):
     out = outcome(analysis.scaled_ideal_losses, MIX, SCHED, K, lam, n=n, batches=batches,
-                  generator=torch.Generator().manual_seed(0), _names=("x", "model"))
+                  generator=torch.Generator().manual_seed(0), _names=("x", "model", "eta", "variance"))
     if out is not None:
         assert math.isfinite(out.argmin("simple")) or float(out.simple[0].abs().max()) == 0.0
 

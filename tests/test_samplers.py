@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, generalized_step, make_noise, ring8, sample
-from seqdiff_kit.samplers import sample_iter
+from seqdiff_kit.solvers import sample_iter
 
 
 @pytest.fixture(scope="module")
