@@ -44,6 +44,12 @@ Both variance solvers apply their formula at the last step too (``final_noise=Tr
 Sigma)``, ``Sigma`` then the posterior covariance of x0 itself); ``final_noise=False`` ends with the mean like
 ``ddpm``. ``sample``/``sample_iter`` pick a solver by name from ``SOLVERS``.
 
+Epsilon Scaling (Ning et al., "Elucidating the Exposure Bias in Diffusion Models", ICLR 2024) is a sampling-side
+option of ``sample``/``sample_iter`` for every solver, not a solver: ``eps_scale`` wraps the model
+(``scaled_model``) so that every call returns ``eps_theta(x_t, t) / lambda_t``, the paper's
+``lambda_t = b + k t`` (``EpsScale(b, k)``; ``k = 0`` the constant schedule), or ``c eps_theta`` for a plain
+number ``c`` (``c = 1 / lambda``, the factor of the kit's ``c eps*`` scan in ``analysis``).
+
 This module builds on ``samplers`` (the step's vocabulary, the argument checks, ``record`` and the generalized
 step that ``ddim``/``ddpm`` are); ``samplers`` never imports it.
 """
@@ -51,11 +57,12 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 
-from ._validate import check_choice, check_float, check_int, check_tensor, check_type
+from ._validate import check_choice, check_float, check_int, check_real, check_tensor, check_type
 from .data import GaussianMixture
 from .samplers import (StepOutput, Trajectory, call_model, check_sampler_args, record, resolve_timesteps,
                        run_steps, sigmas)
@@ -360,6 +367,58 @@ def options_from_data(solver: str, model: Callable, data, schedule: Schedule, ti
     return {"gamma": analytic_gamma(model, x0, schedule, timesteps, generator=generator)}
 
 
+# ---------------------------------------------------------------------- Epsilon Scaling
+@dataclass(frozen=True)
+class EpsScale:
+    """Epsilon Scaling's schedule (Ning et al., ICLR 2024): at sampling the network's output is divided by
+    ``lambda_t = b + k t``, ``t`` the timestep of the call (0-based here: the paper counts from 1, which shifts
+    ``b`` by ``k``). ``k = 0`` is the constant schedule; ``lambda_t > 1`` shrinks the predicted noise."""
+
+    b: float = 1.0
+    k: float = 0.0
+
+    def __post_init__(self):
+        check_float("b", self.b, 0.0, low_open=True)
+        check_float("k", self.k)
+
+    def factor(self, t: torch.Tensor) -> torch.Tensor:
+        """``1 / lambda_t`` (float64) at the timesteps ``t``."""
+        return 1.0 / (self.b + self.k * t.to(torch.float64))
+
+
+class ScaledModel:
+    """``model`` with its output scaled: ``c * model(x, t)`` for a number ``c``, ``model(x, t) * (1 /
+    lambda_t)`` for an ``EpsScale``. Built by ``scaled_model``."""
+
+    def __init__(self, model: Callable, scale: float | EpsScale):
+        self.model, self.scale = model, scale
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = self.model(x, t)
+        if not isinstance(eps, torch.Tensor):
+            return eps  # the caller's output check names what came back
+        if not isinstance(self.scale, EpsScale):
+            return self.scale * eps
+        f = self.scale.factor(t.reshape(-1)).to(device=eps.device, dtype=eps.dtype)
+        return eps * f.reshape(-1, *([1] * (eps.ndim - 1)))
+
+
+def scaled_model(model: Callable, eps_scale, schedule: Schedule | None = None) -> Callable:
+    """``model`` under Epsilon Scaling: ``eps_scale`` a number ``c > 0`` (output times ``c``) or an ``EpsScale``
+    (output over ``lambda_t``, which must be positive at every timestep of ``schedule`` when it is given);
+    ``None`` returns ``model`` itself."""
+    if eps_scale is None:
+        return model
+    if isinstance(eps_scale, EpsScale):
+        if schedule is not None and min(eps_scale.b, eps_scale.b + eps_scale.k * (schedule.T - 1)) <= 0:
+            raise ValueError(f"eps_scale={eps_scale} gives lambda_t = b + k t <= 0 at some t in [0, "
+                             f"{schedule.T - 1}]; lambda_t must stay positive")
+        return ScaledModel(model, eps_scale)
+    if isinstance(eps_scale, torch.Tensor):
+        eps_scale = check_real("eps_scale", eps_scale)
+    return ScaledModel(model, check_float("eps_scale", eps_scale, 0.0, low_open=True))
+
+
 def _check_options(solver: str, options: dict) -> None:
     allowed = solver_options(solver)
     unknown = sorted(set(options) - set(allowed))
@@ -371,12 +430,13 @@ def _check_options(solver: str, options: dict) -> None:
         raise TypeError(f"solver {solver!r} needs the option(s) {missing}")
 
 
-def _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0,
+def _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, eps_scale,
            options) -> tuple[Iterator[StepOutput], torch.Tensor]:
     """The checked run of ``sample_iter`` and its timesteps."""
     check_choice("solver", solver, SOLVERS)
     _check_options(solver, options)
     check_type("schedule", schedule, Schedule)
+    model = scaled_model(model, eps_scale, schedule)
     ts = resolve_timesteps(schedule, steps, spacing, timesteps)
     run = SOLVERS[solver](model, x_T, schedule, ts, noise=noise, generator=generator, clip_x0=clip_x0, **options)
     return run, ts
@@ -385,23 +445,26 @@ def _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, gener
 def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *, solver: str = "ddim",
                 spacing: str = "trailing", timesteps=None, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, clip_x0: float | None = None,
-                **options) -> Iterator[StepOutput]:
+                eps_scale: float | EpsScale | None = None, **options) -> Iterator[StepOutput]:
     """Run the solver named ``solver`` (a key of ``SOLVERS``) from ``x_T`` over ``timesteps`` (default:
     ``schedule.timesteps(steps, spacing)``), yielding a ``StepOutput`` per step. ``options`` go to the solver
     (``eta``/``variance`` of ``ddim``, ``gamma`` of ``analytic_dpm``, ``mixture`` of ``exact_cov``, ...:
     ``solver_options(name)``); ``solver="ddim"`` with ``eta``/``variance`` is the generalized step
-    (``samplers``). The arguments are checked at the call, before the first step."""
-    return _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, options)[0]
+    (``samplers``). ``eps_scale``: Epsilon Scaling of the model's output (``scaled_model``; the recorded
+    ``eps_pred`` is the scaled one). The arguments are checked at the call, before the first step."""
+    return _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, eps_scale,
+                  options)[0]
 
 
 def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 50, *, solver: str = "ddim",
            spacing: str = "trailing", timesteps=None, noise: torch.Tensor | None = None,
            generator: torch.Generator | None = None, record_every: int = 1,
            callback: Callable[[dict], None] | None = None, clip_x0: float | None = None,
-           **options) -> Trajectory:
+           eps_scale: float | EpsScale | None = None, **options) -> Trajectory:
     """Sample with the solver named ``solver`` and record a ``Trajectory`` (see ``sample_iter``): the package's
     one ``sample``. ``record_every = k`` keeps every k-th step (and the last) to save memory on long runs;
     ``callback`` receives ``StepOutput.as_dict()`` per step: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
     record_every = check_int("record_every", record_every, 1)
-    run, ts = _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, options)
+    run, ts = _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, eps_scale,
+                     options)
     return record(run, x_T, ts, record_every, callback)

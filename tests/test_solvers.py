@@ -347,3 +347,59 @@ def test_solver_options_and_model_calls():
     assert solvers.solver_options("heun") == {}
     assert list(solvers.solver_options("analytic_dpm")) == ["gamma", "eta", "final_noise"]
     assert solvers.model_calls("heun", 10) == 19 and solvers.model_calls("dpmpp_2m", 10) == 10
+
+
+# ---------------------------------------------------------------------- Epsilon Scaling
+def _every_solver_run(model, solver, eps_scale=None, steps=5):
+    """One run of ``solver`` on ring8 from a fixed x_T with shared noise (the options the solver needs)."""
+    mix = ring8()
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    noise = make_noise(steps, x_T.shape, torch.Generator().manual_seed(4), dtype=torch.float64)
+    opts = {"analytic_dpm": {"gamma": torch.full((SCHED.T,), 0.6, dtype=torch.float64)},
+            "exact_cov": {"mixture": mix}}.get(solver, {})
+    kw = {} if eps_scale is None else {"eps_scale": eps_scale}
+    return solvers.sample(model, x_T, SCHED, steps, solver=solver, noise=noise, **kw, **opts)
+
+
+@pytest.mark.parametrize("solver", sorted(solvers.SOLVERS))
+def test_epsilon_scaling_by_one_is_the_plain_solver_and_by_c_is_sampling_with_c_eps(solver):
+    """Factor 1 (a number or the paper's schedule with b = 1, k = 0) changes no bit of any solver's run; a
+    constant c with the ideal denoiser is, bit for bit, the same solver driven by ``c eps*``."""
+    den = IdealDenoiser(ring8(), SCHED)
+    plain = _every_solver_run(den, solver)
+    for one in (1.0, solvers.EpsScale()):
+        run = _every_solver_run(den, solver, one)
+        assert torch.equal(run.x, plain.x) and torch.equal(run.eps_pred, plain.eps_pred), (solver, one)
+    c = 0.965
+    scaled = _every_solver_run(den, solver, c)
+    by_hand = _every_solver_run(lambda x, t: c * den(x, t), solver)
+    assert torch.equal(scaled.x, by_hand.x) and torch.equal(scaled.x0_pred, by_hand.x0_pred)
+    assert not torch.equal(scaled.x, plain.x)
+    # the paper's constant schedule lambda = 1 / c is the same run to float64 rounding
+    torch.testing.assert_close(_every_solver_run(den, solver, solvers.EpsScale(b=1 / c)).x, scaled.x,
+                               atol=1e-12, rtol=1e-12)
+
+
+def test_the_linear_schedule_divides_each_call_by_its_own_lambda():
+    """``EpsScale(b, k)``: the eps each step records is eps*(x_t, t) / (b + k t) at that step's own state."""
+    den = IdealDenoiser(ring8(), SCHED)
+    es = solvers.EpsScale(b=1.01, k=4e-5)
+    run = _every_solver_run(den, "ddim", es, steps=8)
+    for j, t in enumerate(run.timesteps.tolist()):
+        want = den(run.x[j], torch.full((64,), t)) / (1.01 + 4e-5 * t)
+        torch.testing.assert_close(run.eps_pred[j], want, atol=1e-14, rtol=1e-14)
+    # Heun's corrector calls are scaled too: its one-step run is DDIM's (the Euler step to sigma = 0)
+    x_T = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(solvers.sample(den, x_T, SCHED, 1, solver="heun", eps_scale=es).x,
+                               solvers.sample(den, x_T, SCHED, 1, eps_scale=es).x, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("eps_scale, err, match", [
+    (0.0, ValueError, r"eps_scale must be in \(0.0"), (-1.0, ValueError, "eps_scale"),
+    ("0.9", TypeError, "eps_scale must be a real number"), (float("nan"), ValueError, "eps_scale must be finite"),
+    (solvers.EpsScale(b=1.0, k=-0.002), ValueError, "lambda_t = b \\+ k t <= 0")])
+def test_bad_epsilon_scaling(eps_scale, err, match):
+    with pytest.raises(err, match=match):
+        solvers.sample(IdealDenoiser(ring8(), SCHED), torch.randn(4, 2), SCHED, 3, eps_scale=eps_scale)
+    with pytest.raises(ValueError, match="b must be in"):
+        solvers.EpsScale(b=0.0)
