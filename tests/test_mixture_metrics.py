@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from seqdiff_kit.data import GaussianMixture, grid25, ring8
-from seqdiff_kit.metrics import (TARGETS, coverage_noise, loglik_gap, mode_coverage, reading, std_ratio,
-                                 target_distance, within_mode_spread)
+from seqdiff_kit.metrics import (MAD_SE, TARGETS, coverage_noise, loglik_gap, mode_coverage, reading,
+                                 robust_mode_spread, std_ratio, target_distance, within_mode_spread)
 from seqdiff_kit.stats import verdict
 
 
@@ -121,6 +121,56 @@ def test_a_mode_without_samples_is_nan_and_left_out_of_the_pool():
     sp = within_mode_spread(two.sample(5000, generator=gen(4)), mixture)
     assert bool(torch.isnan(sp.ratio[2]).all()) and bool(torch.isfinite(sp.ratio[:2]).all())
     assert bool(torch.isfinite(sp.pooled).all()) and bool(((sp.pooled - 1).abs() < 4 * sp.pooled_se).all())
+
+
+# ---------------------------------------------------------------------- robust within-mode spread
+@pytest.mark.parametrize("name,axes", [("ring8", "radial"), ("grid25", "principal"), ("lopsided", "principal")])
+def test_exact_samples_have_robust_spread_one_and_the_expected_off_mode_share(name, axes):
+    mixture, n = MIXTURES[name](), 20000
+    rs = robust_mode_spread(mixture.sample(n, generator=gen(5)), mixture, axes)
+    assert rs.ratio.shape == (mixture.n_components, mixture.dim) and int(rs.n.sum()) <= n
+    assert bool(((rs.pooled - 1).abs() < 4 * rs.pooled_se).all()), (rs.pooled, rs.pooled_se)
+    per_mode_se = MAD_SE * rs.ratio / rs.n[:, None].double().sqrt()
+    assert bool(((rs.ratio - 1).abs() < 4 * per_mode_se).all()), rs.ratio
+    # off every mode: P(chi^2_D > k^2), exp(-k^2 / 2) for D = 2; a binomial share of n draws
+    assert rs.off_expected == pytest.approx(math.exp(-8.0), rel=1e-12)
+    assert abs(rs.off_share - rs.off_expected) < 4 * math.sqrt(rs.off_expected / n) + 1 / n
+    assert rs.as_dict()[rs.axis_names[0]]["ratio"] == pytest.approx(float(rs.pooled[0]))
+
+
+def test_robust_spread_of_a_quarter_scaled_mixture_is_one_half_and_its_se_is_the_replicates_spread():
+    mixture = lopsided()
+    rs = robust_mode_spread(scaled(mixture, 0.25).sample(20000, generator=gen(6)), mixture)
+    assert bool(((rs.pooled - 0.5).abs() < 4 * rs.pooled_se).all()), rs.pooled
+    reps = 30
+    runs = [robust_mode_spread(ring8().sample(2000, generator=gen(200 + s)), ring8(), "radial") for s in range(reps)]
+    pooled = torch.stack([r.pooled for r in runs])
+    se = torch.stack([r.pooled_se for r in runs]).mean(0)
+    assert bool(((pooled.std(0) / se - 1).abs() < 3 / math.sqrt(2 * (reps - 1))).all()), (pooled.std(0), se)
+
+
+def test_five_percent_uniform_outliers_barely_move_the_robust_spread_but_move_the_std():
+    """A 5% share of points uniform over the ring's box: the MAD of the cores moves by less than 0.05, the
+    responsibility-weighted std by more; the off-mode share rises by most of the 5%."""
+    mixture, n = ring8(), 20000
+    clean = mixture.sample(n, generator=gen(7), dtype=torch.float64)
+    dirty = clean.clone()
+    m = n // 20
+    dirty[:m] = (torch.rand(m, 2, generator=gen(8), dtype=torch.float64) - 0.5) * 5.0  # the box [-2.5, 2.5]^2
+    r0, r1 = robust_mode_spread(clean, mixture, "radial"), robust_mode_spread(dirty, mixture, "radial")
+    s0, s1 = within_mode_spread(clean, mixture, "radial"), within_mode_spread(dirty, mixture, "radial")
+    assert bool(((r1.pooled - r0.pooled).abs() < 0.05).all()), (r0.pooled, r1.pooled)
+    assert bool(((s1.pooled - s0.pooled).abs() > 0.05).all()), (s0.pooled, s1.pooled)
+    assert 0.03 < r1.off_share - r0.off_share <= 0.05
+
+
+def test_robust_spread_leaves_an_empty_mode_out_and_checks_k():
+    mixture = lopsided()
+    two = GaussianMixture([0.5, 0.5], mixture.means[:2], mixture.covariances[:2])
+    rs = robust_mode_spread(two.sample(5000, generator=gen(9)), mixture)
+    assert bool(torch.isnan(rs.ratio[2]).all()) and int(rs.n[2]) == 0 and bool(torch.isfinite(rs.pooled).all())
+    with pytest.raises(ValueError, match=r"k must be in \(0.0"):
+        robust_mode_spread(two.sample(50, generator=gen(9)), mixture, k=0)
 
 
 # ---------------------------------------------------------------------- log-likelihood gap and std ratio
