@@ -37,6 +37,7 @@ from torch import nn
 
 from ._runtime import __version__
 from ._io import atomic_write
+from ._validate import FLOATING
 from . import _limits
 
 FORMAT = "seqdiff_kit-checkpoint"
@@ -297,12 +298,28 @@ def check_schedule_config(config, where: str = "schedule config") -> dict:
     return config
 
 
+def _check_same_T(spec: dict, schedule: dict, where: str) -> None:
+    """The network embeds t in [0, T) of its own T: a schedule of another length would feed it timesteps it was
+    not trained on (or out of its range)."""
+    from . import denoisers
+
+    T = schedule["T"] if schedule["name"] != "custom" else len(schedule["betas"])
+    param = inspect.signature(getattr(denoisers, spec["class"])).parameters.get("T")
+    if param is None:
+        return
+    net_T = spec["args"].get("T", param.default)
+    if net_T != T:
+        raise _bad(where, "schedule", f"has T={T} but the network was built for T={net_T} (key 'model.args.T'); a "
+                                      f"network samples only the schedule it was trained with")
+
+
 def check_config(meta, where: str = "config") -> dict:
     """Check a checkpoint config (the JSON) against its schema and return it; a ValueError names the key.
 
     Required: ``format``, ``format_version`` (at most ``FORMAT_VERSION``), ``model`` (``check_model_spec``).
     When present: ``schedule`` (``check_schedule_config``), ``step`` (an integer >= 0), ``has_ema`` (a bool),
-    ``seed`` (an integer), ``weights_sha256`` (64 hex digits). Other keys are free."""
+    ``seed`` (an integer), ``weights_sha256`` (64 hex digits); a schedule's T must be the network's T.
+    Other keys are free."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{where!r} is not a seqdiff_kit checkpoint config (expected \"format\": "
@@ -316,6 +333,7 @@ def check_config(meta, where: str = "config") -> dict:
     check_model_spec(meta["model"], where)
     if "schedule" in meta:
         check_schedule_config(meta["schedule"], where)
+        _check_same_T(meta["model"], meta["schedule"], where)
     if "step" in meta and (not _is_int(meta["step"]) or meta["step"] < 0):
         raise _bad(where, "step", f"must be an integer >= 0, got {meta['step']!r:.80}")
     if "seed" in meta and not _is_int(meta["seed"]):
@@ -387,16 +405,44 @@ def sub_state(tensors: dict, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def check_state(state: dict, model: nn.Module, where: str, prefix: str = "", same_dtype: bool = False) -> None:
+    """Raise ValueError naming the tensor unless each tensor of ``state`` (a state dict to load into ``model``,
+    its names without ``prefix``) is finite and floating point where the model's is (float16, bfloat16, float32
+    or float64: integer or bool weights are not weights). ``same_dtype``: the model's very dtype, as a resume
+    needs (a cast weight is no longer the run that was saved). Names the model lacks are left to
+    ``load_state_dict``."""
+    own = model.state_dict()
+    for name, t in state.items():
+        ref = own.get(name)
+        if ref is None:
+            continue
+        full = prefix + name
+        if same_dtype and t.dtype != ref.dtype:
+            raise ValueError(f"{where}: tensor {full!r} is {t.dtype}, the model's is {ref.dtype}; a run resumes "
+                             f"only with the dtype it saved (a cast changes every later step)")
+        if not ref.is_floating_point():
+            continue
+        if t.dtype not in FLOATING:
+            raise ValueError(f"{where}: tensor {full!r} has dtype {t.dtype}; weights must be floating point "
+                             f"(float16, bfloat16, float32 or float64)")
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise ValueError(f"{where}: tensor {full!r} holds {bad} NaN or infinite value(s); weights must be "
+                             f"finite")
+
+
 def load_checkpoint(path, device="cpu", use_ema: bool = True) -> tuple[nn.Module, dict]:
     """Rebuild the model of a checkpoint: ``(model in eval mode on device, config)``.
 
     ``path`` is the stem, the ``.json`` or the ``.safetensors`` file. ``use_ema`` loads the EMA weights when
     the checkpoint has them (the usual choice for sampling), else the raw weights.
-    Raises FileNotFoundError for a missing file, ValueError for a corrupt, mismatched or pickle file."""
+    Raises FileNotFoundError for a missing file, ValueError for a corrupt, mismatched or pickle file and for
+    weights that are not finite floating-point numbers (``check_state``)."""
     tensors, meta = read_checkpoint(path, device="cpu")
     model = build_model(meta.get("model"))
     prefix = EMA_PREFIX if use_ema and any(k.startswith(EMA_PREFIX) for k in tensors) else MODEL_PREFIX
     state = sub_state(tensors, prefix)
+    check_state(state, model, f"checkpoint {str(path)!r}", prefix)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -413,7 +413,12 @@ def _describe_run(out: Path) -> str:
 
 def _write_history(out: Path, loss, dataset: str, history: list) -> None:
     atomic_write(out / "history.json",
-                 json.dumps({"loss": loss.config, "dataset": dataset, "history": history}, indent=1) + "\n")
+                 json.dumps({"loss": loss.config, "dataset": dataset, "history": history}, indent=1,
+                            allow_nan=False) + "\n")  # strict JSON: a bare NaN is not JSON
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # history.json is strict JSON: NaN or Infinity there is damage
 
 
 def _older_history(out: Path, first_step: int) -> list:
@@ -422,7 +427,7 @@ def _older_history(out: Path, first_step: int) -> list:
     if first_step <= 1:
         return []
     try:
-        rows = json.loads((out / "history.json").read_text())["history"]
+        rows = json.loads((out / "history.json").read_text(), parse_constant=_refuse_constant)["history"]
         rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] < first_step]
     except (OSError, ValueError, KeyError, TypeError):
         return []

@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 
 from ._runtime import set_threads
 from ._validate import check_device_arg, check_float, check_int, check_tensor, check_type
-from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, checkpoint_exists, checkpoint_paths, model_spec,
-                         read_checkpoint, save_checkpoint, sub_state)
+from .checkpoint import (EMA_PREFIX, EXTRA_PREFIX, MODEL_PREFIX, check_state, checkpoint_exists, checkpoint_paths,
+                         model_spec, read_checkpoint, save_checkpoint, sub_state)
 from .data import GaussianMixture
 from .ddp import all_mean, gather_objects, shard_seed, world
 from .losses import Loss, LossOutput
@@ -169,8 +169,19 @@ class _Batches:
         return {"pos": self.pos, "has_perm": True}, {"data_perm": self.perm.clone()}
 
     def load(self, meta: dict, tensors: dict) -> None:
-        self.pos = int(meta.get("pos", 0))
-        self.perm = tensors["data_perm"].long().cpu() if meta.get("has_perm") else None
+        """Restore ``state()``'s output, checked: a position within the data, a permutation of its indices."""
+        n = None if self.is_mixture else self.data.shape[0]
+        pos, has_perm = meta.get("pos", 0), meta.get("has_perm", False)
+        if (not isinstance(pos, int) or isinstance(pos, bool) or not 0 <= pos <= (n or 0)
+                or not isinstance(has_perm, bool) or (has_perm and n is None)):
+            raise ValueError(f"the data-order state must be {{\"pos\": an integer in [0, {n or 0}], \"has_perm\": "
+                             f"{'true or false' if n else 'false'}}}, got {meta!r:.80}")
+        perm = tensors["data_perm"].cpu() if has_perm else None
+        if perm is not None and (perm.is_floating_point() or perm.dtype == torch.bool or perm.shape != (n,)
+                                 or not torch.equal(perm.sort().values, torch.arange(n, dtype=perm.dtype))):
+            raise ValueError(f"tensor 'extra.data_perm' must be a permutation of the data's {n} indices, got "
+                             f"{perm.dtype} {list(perm.shape)}")
+        self.pos, self.perm = pos, None if perm is None else perm.long()
 
 
 def _dataset_name(data) -> str:
@@ -210,10 +221,14 @@ def history_tensor(history: list[dict]) -> torch.Tensor:
 
 
 def history_from_tensor(table: torch.Tensor, step: int, where: str = "checkpoint") -> list[dict]:
-    """The list of dicts of a history tensor, checked: one row per step, consecutive, ending at ``step``."""
+    """The list of dicts of a history tensor, checked: finite, one row per step, consecutive, ending at ``step``."""
     if table.dtype != torch.float64 or table.ndim != 2 or table.shape[1] != len(HISTORY_KEYS):
         raise ValueError(f"{where}: extra.history must be float64 [steps, {len(HISTORY_KEYS)}], got "
                          f"{table.dtype} {list(table.shape)}")
+    if not bool(torch.isfinite(table).all()):
+        row = int((~torch.isfinite(table)).any(1).nonzero()[0])
+        raise ValueError(f"{where}: extra.history holds NaN or inf (row {row}); training stops before a step whose "
+                         f"loss or gradient is not finite, so a history of real steps is finite")
     rows = [dict(zip(HISTORY_KEYS, r)) for r in table.tolist()]
     for r in rows:
         r["step"] = int(r["step"])
@@ -339,45 +354,14 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
     batches = [_Batches(data, batch_size // shards, g, device) for g in generators]
     params = list(model.parameters())
     opt = _adam(params, lr)
-    train_cfg = {"batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "grad_clip": grad_clip,
-                 "warmup": warmup, "cosine_decay": cosine_decay, "optimizer": "Adam",
-                 "adam_betas": list(ADAM_BETAS), "adam_eps": ADAM_EPS, "steps": steps}
-    if shards > 1:  # absent for one shard: the checkpoints of single-process runs stay as they were
-        train_cfg["shards"] = shards
-    run_cfg = {"dataset": dataset, "schedule": schedule.config(), "loss": loss.config, "seed": seed,
-               "train": train_cfg, "model": model_spec(model) if checkpoint is not None else None}
+    run_cfg = _run_config(model, schedule, loss, args, cosine_decay, dataset, checkpoint)
 
-    start = 0
-    ema = None
-    history: list[dict] = []
+    start, ema, history = 0, None, []
     if resume and checkpoint_exists(checkpoint):
-        tensors, meta = read_checkpoint(checkpoint, device=device)
-        start = _resume_step(checkpoint, meta)
-        _check_resume(checkpoint, meta, run_cfg)
-        if start > steps:
-            raise ValueError(f"checkpoint {str(checkpoint)!r} is at step {start}, beyond steps={steps}")
-        extra = {k: v.cpu() for k, v in sub_state(tensors, EXTRA_PREFIX).items()}
-        if "history" in extra:
-            history = history_from_tensor(extra["history"], start, repr(str(checkpoint)))
-        try:  # a checkpoint that passed the schema and the hash can still lack what a resume needs
-            model.load_state_dict(sub_state(tensors, MODEL_PREFIX))
-            ema = copy.deepcopy(model)
-            ema.load_state_dict(sub_state(tensors, EMA_PREFIX))
-            _load_optim(opt, {k: v.to(device) for k, v in extra.items() if k.startswith("optim.")})
-            for r, generator, shard in zip(local, generators, batches):
-                prefix = _shard_prefix(r)
-                generator.set_state(extra[prefix + "rng_state"])
-                data_meta = meta.get("data_state", {}) if r == 0 else meta["shard_data_states"][r - 1]
-                shard.load(data_meta, {k: extra[prefix + k] for k in ("data_perm",) if prefix + k in extra})
-        except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as err:
-            what = f"no tensor {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
-            raise ValueError(f"cannot resume from {str(checkpoint)!r}: its training state is incomplete or "
-                             f"damaged ({what})") from None
+        start, ema, history = _resume(checkpoint, run_cfg, steps, model, opt, zip(local, generators, batches))
     elif resume:
         warnings.warn(f"resume=True but no checkpoint at {str(checkpoint)!r}; starting from step 0", stacklevel=2)
-    if ema is None:
-        ema = copy.deepcopy(model)
-    ema.requires_grad_(False).eval()
+    ema = (copy.deepcopy(model) if ema is None else ema).requires_grad_(False).eval()
     ema_params, ema_buffers = list(ema.parameters()), list(zip(ema.buffers(), model.buffers()))
     last_saved = start if (resume and start > 0) else None
     net = model
@@ -386,25 +370,12 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def save(step: int, state: TrainState) -> None:
+    def save(state: TrainState) -> None:
         # every rank sends its shards' random and data-order states (a collective); rank 0 alone writes
         mine = {r: (g.get_state(), *b.state()) for r, g, b in zip(local, generators, batches)}
         every = {r: st for part in gather_objects(mine) for r, st in part.items()}
-        if rank != 0:
-            return
-        extra, shard_meta = {}, []
-        for r in range(shards):
-            rng_state, data_meta, data_tensors = every[r]
-            prefix = _shard_prefix(r)
-            extra[prefix + "rng_state"] = rng_state
-            extra.update({prefix + k: v for k, v in data_tensors.items()})
-            shard_meta.append(data_meta)
-        extra.update({**_optim_tensors(opt), "history": history_tensor(history)})
-        cfg = {k: v for k, v in run_cfg.items() if k != "model"}
-        cfg.update({"step": step, "data_state": shard_meta[0], "last": state.as_dict()})
-        if shards > 1:
-            cfg["shard_data_states"] = shard_meta[1:]
-        save_checkpoint(checkpoint, model, cfg, ema=ema, extra_tensors=extra)
+        if rank == 0:
+            _save(checkpoint, state, opt, run_cfg, [every[r] for r in range(shards)])
 
     bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="train", dynamic_ncols=True)
     try:
@@ -422,8 +393,8 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
                 raise NonFiniteLossError(_nonfinite_msg(f"loss is {value}", i + 1, out, checkpoint, last_saved))
             opt.zero_grad(set_to_none=True)
             out.total.backward()
-            max_norm = grad_clip if grad_clip is not None else math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, math.inf if grad_clip is None else grad_clip,
+                                                             foreach=True))
             if not math.isfinite(grad_norm):
                 raise NonFiniteLossError(_nonfinite_msg(f"gradient norm is {grad_norm}", i + 1, out, checkpoint,
                                                         last_saved))
@@ -436,7 +407,7 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
             history.append(state.as_dict())
             if checkpoint is not None and ((checkpoint_every and state.step % checkpoint_every == 0)
                                            or state.step == steps):
-                save(state.step, state)
+                save(state)
                 last_saved = state.step
                 state.checkpointed = True
             bar.update(1)
@@ -445,6 +416,104 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
     finally:
         bar.close()
     return ema
+
+
+def _run_config(model, schedule, loss, args, cosine_decay, dataset, checkpoint) -> dict:
+    """What makes a run this run (saved in its checkpoints, compared on a resume)."""
+    train_cfg = {k: args[k] for k in ("batch_size", "lr", "ema_decay", "grad_clip", "warmup")}
+    train_cfg.update({"cosine_decay": cosine_decay, "optimizer": "Adam", "adam_betas": list(ADAM_BETAS),
+                      "adam_eps": ADAM_EPS, "steps": args["steps"]})
+    if args["shards"] > 1:  # absent for one shard: the checkpoints of single-process runs stay as they were
+        train_cfg["shards"] = args["shards"]
+    return {"dataset": dataset, "schedule": schedule.config(), "loss": loss.config, "seed": args["seed"],
+            "train": train_cfg, "model": model_spec(model) if checkpoint is not None else None}
+
+
+def _save(checkpoint, state: TrainState, opt: torch.optim.Optimizer, run_cfg: dict, shard_states: list) -> None:
+    """Write the checkpoint after ``state``: the weights, the EMA, Adam's moments, the history and each shard's
+    ``(generator state, data-order JSON, data-order tensors)`` of ``shard_states``."""
+    extra, shard_meta = {}, []
+    for r, (rng_state, data_meta, data_tensors) in enumerate(shard_states):
+        prefix = _shard_prefix(r)
+        extra[prefix + "rng_state"] = rng_state
+        extra.update({prefix + k: v for k, v in data_tensors.items()})
+        shard_meta.append(data_meta)
+    extra.update({**_optim_tensors(opt), "history": history_tensor(state.history)})
+    cfg = {k: v for k, v in run_cfg.items() if k != "model"}
+    cfg.update({"step": state.step, "data_state": shard_meta[0], "last": state.as_dict()})
+    if len(shard_states) > 1:
+        cfg["shard_data_states"] = shard_meta[1:]
+    save_checkpoint(checkpoint, state.model, cfg, ema=state.ema, extra_tensors=extra)
+
+
+def _resume(checkpoint, run_cfg: dict, steps: int, model: nn.Module, opt: torch.optim.Optimizer,
+            shards) -> tuple[int, nn.Module, list[dict]]:
+    """Load the training state of ``checkpoint`` into ``model``, ``opt`` and each ``(rank, generator, batches)``
+    of ``shards``: ``(step, EMA model, history)``. Everything a resume reads is checked before it is used: the
+    run's settings, finite weights of the model's dtype, Adam's moments for every parameter at the checkpoint's
+    step, the generators' and the data order's states, a finite history; anything else is a ValueError."""
+    device = next(model.parameters()).device
+    tensors, meta = read_checkpoint(checkpoint, device=device)
+    start = _resume_step(checkpoint, meta)
+    _check_resume(checkpoint, meta, run_cfg)
+    if start > steps:
+        raise ValueError(f"checkpoint {str(checkpoint)!r} is at step {start}, beyond steps={steps}")
+    where = f"cannot resume from {str(checkpoint)!r}"
+    extra = {k: v.cpu() for k, v in sub_state(tensors, EXTRA_PREFIX).items()}
+    history = history_from_tensor(extra["history"], start, where) if "history" in extra else []
+    for prefix in (MODEL_PREFIX, EMA_PREFIX):
+        check_state(sub_state(tensors, prefix), model, where, prefix, same_dtype=True)
+    optim = {k: v for k, v in extra.items() if k.startswith("optim.")}
+    _check_optim(optim, list(model.parameters()), start, where)
+    try:  # a checkpoint that passed the schema and the hash can still lack what a resume needs
+        model.load_state_dict(sub_state(tensors, MODEL_PREFIX))
+        ema = copy.deepcopy(model)
+        ema.load_state_dict(sub_state(tensors, EMA_PREFIX))
+        _load_optim(opt, {k: v.to(device) for k, v in optim.items()})
+        for r, generator, shard in shards:
+            prefix = _shard_prefix(r)
+            generator.set_state(extra[prefix + "rng_state"])
+            key = "data_state" if r == 0 else "shard_data_states"
+            data_meta = meta.get("data_state", {}) if r == 0 else meta[key][r - 1]
+            shard.load(_data_state(data_meta, key), {k: extra[prefix + k] for k in ("data_perm",)
+                                                      if prefix + k in extra})
+    except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as err:
+        what = f"no tensor {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+        raise ValueError(f"{where}: its training state is incomplete or damaged ({what})") from None
+    return start, ema, history
+
+
+def _data_state(value, key: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"key {key!r} must hold objects like {{\"pos\": 0, \"has_perm\": false}}, got "
+                         f"{value!r:.60}")
+    return value
+
+
+def _check_optim(optim: dict[str, torch.Tensor], params: list, step: int, where: str) -> None:
+    """Adam's state as ``_optim_tensors`` saved it after ``step`` updates: ``step``, ``exp_avg`` and
+    ``exp_avg_sq`` of every parameter, the moments finite and shaped and typed as their parameter. A dropped or
+    partial state would make the resumed run continue with fresh moments: another run, not this one."""
+    expected = {f"optim.{i}.{key}" for i in range(len(params) if step > 0 else 0)
+                for key in ("step", "exp_avg", "exp_avg_sq")}
+    missing, unknown = sorted(expected - set(optim)), sorted(set(optim) - expected)
+    if missing or unknown:
+        what = (f"lacks {len(missing)} of its {len(expected)} tensors (e.g. {missing[0]!r})" if missing
+                else f"has tensors no parameter of the model owns (e.g. {unknown[0]!r})")
+        raise ValueError(f"{where}: the optimizer state {what}; without it the resumed run would start Adam afresh "
+                         f"and not be the run that was saved")
+    for i, p in enumerate(params if step > 0 else ()):
+        for key in ("exp_avg", "exp_avg_sq"):
+            t = optim[f"optim.{i}.{key}"]
+            if t.shape != p.shape or t.dtype != p.dtype or not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{where}: tensor 'extra.optim.{i}.{key}' must be finite, {p.dtype} "
+                                 f"{list(p.shape)} like its parameter, got {t.dtype} {list(t.shape)}"
+                                 + ("" if bool(torch.isfinite(t).all()) else " holding NaN or inf"))
+        t = optim[f"optim.{i}.step"]
+        # Adam counts in its step tensor's dtype (float32): compare with the count as that dtype holds it
+        if t.numel() != 1 or not t.is_floating_point() or float(t) != float(torch.tensor(step, dtype=t.dtype)):
+            raise ValueError(f"{where}: tensor 'extra.optim.{i}.step' must be Adam's update count {step} (the "
+                             f"checkpoint's step), got {t.flatten()[:2].tolist()}")
 
 
 def _nonfinite_msg(what: str, step: int, out: LossOutput, checkpoint, last_saved) -> str:

@@ -265,7 +265,7 @@ def _rewrite_json(stem, edit):
 
 @pytest.mark.parametrize("edit, keys", [
     (lambda m: m.update(step=100), "'step'"),
-    (lambda m: m["schedule"].update(T=500), "'schedule'"),
+    (lambda m: m["schedule"].update(name="cosine"), "'schedule'"),  # T=500 the schema refuses first
     (lambda m: m.update(dataset="grid25", note="x"), "'dataset', 'note'"),
 ])
 def test_an_edited_json_is_refused_naming_the_keys(saved, edit, keys):
@@ -292,13 +292,14 @@ def test_a_json_beside_another_runs_weights_is_refused(saved, tmp_path):
         load_checkpoint(stem)
 
 
-def _craft(stem, edit):
+def _craft(stem, edit, tensors=None):
     """Rewrite a pair consistently (embedded config and SHA-256 agree) after ``edit(meta)``: only the schema
-    can refuse it."""
+    can refuse it. ``tensors``: what the tensor file holds afterwards (default: what it held)."""
     from safetensors.torch import load, save
 
     st, js = ck.checkpoint_paths(stem)
-    tensors, meta = load(st.read_bytes()), json.loads(js.read_text())
+    meta = json.loads(js.read_text())
+    tensors = load(st.read_bytes()) if tensors is None else tensors
     meta = {k: v for k, v in meta.items() if k not in ("weights_file", "weights_sha256")}
     edit(meta)
     blob = save(tensors, metadata={"config": json.dumps(meta, sort_keys=True)})
@@ -324,6 +325,9 @@ def _craft(stem, edit):
     (lambda m: m.update(step="7"), r"key 'step'"),
     (lambda m: m.update(format_version=2), r"key 'format_version' must be an integer in \[1, 1\]"),
     (lambda m: m.update(has_ema="yes"), r"key 'has_ema'"),
+    (lambda m: m["schedule"].update(T=500), r"key 'schedule' has T=500 but the network was built for T=1000"),
+    (lambda m: m.update(schedule={"name": "custom", "betas": [0.1] * 3}), r"key 'schedule' has T=3 but .* T=1000"),
+    (lambda m: m["model"]["args"].update(T=999), r"key 'schedule' has T=1000 but the network was built for T=999"),
 ])
 def test_the_schema_names_the_bad_key(saved, edit, match):
     stem, *_ = saved
@@ -369,4 +373,60 @@ def test_sizes_that_cannot_fit_are_refused_before_allocation(saved, monkeypatch)
 def test_save_refuses_a_config_that_could_not_be_loaded(tmp_path):
     with pytest.raises(ValueError, match="key 'schedule.T'"):
         save_checkpoint(tmp_path / "c", _model(), {"schedule": {"name": "linear", "T": 0}})
+    assert not any(tmp_path.iterdir())
+
+
+def _craft_tensors(stem, edit):
+    """Rewrite a pair consistently after ``edit(tensors)``: neither the hash nor the schema can refuse it."""
+    from safetensors.torch import load
+
+    tensors = load(ck.checkpoint_paths(stem)[0].read_bytes())
+    edit(tensors)
+    _craft(stem, lambda meta: None, tensors=tensors)
+
+
+def _every(fn):
+    def edit(tensors, p):
+        for k in [k for k in tensors if k.startswith(p + ".")]:
+            tensors[k] = fn(tensors[k])
+    return edit
+
+
+def _poke(name, value):
+    def edit(tensors, p):
+        tensors[f"{p}.{name}"] = tensors[f"{p}.{name}"].clone()
+        tensors[f"{p}.{name}"].view(-1)[0] = value
+    return edit
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+@pytest.mark.parametrize("edit, match", [
+    (_poke("out.bias", float("nan")), r"tensor '{p}.out.bias' holds 1 NaN or infinite value\(s\); weights must be "
+                                      r"finite"),
+    (_poke("inp.weight", float("-inf")), r"tensor '{p}.inp.weight' holds 1 NaN or infinite"),
+    (_every(lambda t: t.to(torch.int8)), r"tensor '{p}\.[^']*' has dtype torch.int8; weights must be floating point "
+                                         r"\(float16, bfloat16, float32 or float64\)"),
+    (_every(lambda t: t > 0), r"tensor '{p}\.[^']*' has dtype torch.bool; weights must be floating point"),
+    (_every(lambda t: t.to(torch.int64)), r"tensor '{p}\.[^']*' has dtype torch.int64"),
+])
+def test_weights_that_are_not_finite_floating_point_numbers_are_refused(saved, edit, match, use_ema):
+    """Such weights once loaded (an int8 or bool network sampled happily, a NaN one failed at its first step)."""
+    stem, *_ = saved
+    p = "ema" if use_ema else "model"
+    _craft_tensors(stem, lambda tensors: edit(tensors, p))
+    with pytest.raises(ValueError, match="checkpoint '.*ckpt': " + match.replace("{p}", p)):
+        load_checkpoint(stem, use_ema=use_ema)
+
+
+def test_float64_weights_load_as_the_model_s_float32(saved):
+    """A cast between floating dtypes is a choice a user may make; only a resume insists on the saved dtype."""
+    stem, model, ema, _ = saved
+    _craft_tensors(stem, lambda tensors: _every(lambda t: t.double())(tensors, "ema"))
+    loaded, _ = load_checkpoint(stem)
+    assert torch.equal(_probe(loaded), _probe(ema))
+
+
+def test_save_refuses_a_schedule_of_another_T_than_the_network(tmp_path):
+    with pytest.raises(ValueError, match=r"key 'schedule' has T=500 but the network was built for T=1000"):
+        save_checkpoint(tmp_path / "c", _model(), {"schedule": {"name": "linear", "T": 500}})
     assert not any(tmp_path.iterdir())

@@ -273,6 +273,36 @@ def _set(path, value):
 _DEL = object()
 
 
+def torch_dtype(name):
+    import torch
+
+    return getattr(torch, name)
+
+
+def _poke(name, value, at=0):
+    """An edit: element ``at`` of tensor ``name`` set to ``value``."""
+    def edit(meta, tensors):
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[at] = value
+    return edit
+
+
+def _cast(dtype):
+    """An edit: every weight (model and EMA) cast to ``dtype``."""
+    def edit(meta, tensors):
+        for k in [k for k in tensors if k.startswith(("model.", "ema."))]:
+            tensors[k] = tensors[k] > 0 if str(dtype) == "torch.bool" else tensors[k].to(dtype)
+    return edit
+
+
+def _drop(prefix):
+    """An edit: the tensors whose names start with ``prefix`` removed."""
+    def edit(meta, tensors):
+        for k in [k for k in tensors if k.startswith(prefix)]:
+            del tensors[k]
+    return edit
+
+
 def _deep_json():
     depth = 200_000
     head = json.dumps({"format": FORMAT, "format_version": 1})[:-1]
@@ -356,6 +386,23 @@ def planted_lock(kind, folder="x"):
         else:
             os.link(ctx.d / "precious.txt", lock)
     return setup
+
+
+def resume_crafted(edit):
+    """Setup: a finished run in ``x`` whose pair is rewritten consistently after ``edit(meta, tensors)``."""
+    return lambda ctx: (run_x(ctx), _craft_in(ctx.d / "x" / "model", edit))
+
+
+def strict_history(rel="x"):
+    def check(ctx):
+        def refuse(name):
+            raise ValueError(f"bare {name}")
+        try:
+            json.loads((ctx.d / rel / "history.json").read_text(), parse_constant=refuse)
+        except ValueError as err:
+            return f"history.json is not strict JSON: {err}"
+        return None
+    return check
 
 
 def _dead_pid():
@@ -610,6 +657,12 @@ add(
          needles=("out.bias",)),
     Case("sample-crafted-wrong-shape", S(), setup=crafted(lambda m, t: t.update({"ema.out.bias": t["ema.out.bias"][:1]})),
          needles=("out.bias",)),
+    Case("sample-crafted-int8-weights", S(), setup=crafted(_cast(torch_dtype("int8"))), needles=("int8", "floating")),
+    Case("sample-crafted-bool-weights", S(), setup=crafted(_cast(torch_dtype("bool"))), needles=("bool", "floating")),
+    Case("sample-crafted-nan-weights", S(), setup=crafted(_poke("ema.out.bias", float("nan"))),
+         needles=("ema.out.bias", "finite")),
+    Case("sample-crafted-schedule-T-of-another-network", S(), setup=crafted(_set(["schedule", "T"], 500)),
+         needles=("T=500", "T=1000")),
     Case("compare-corrupt-second", C(), setup=raw_file("model.safetensors", "junk"), needles=("corrupt",)),
     Case("compare-missing-second", C(), needles=("not found",)),
     Case("compare-different-datasets", ["compare", "{a}", "{g}", "--steps", "2", "--points", "16", "--out",
@@ -662,6 +715,35 @@ add(
         c.d / "x" / "model", lambda m, t: t.pop("extra.rng_state"))), keep=("x",), needles=("rng_state",)),
     Case("train-resume-crafted-T-1e12", T("--resume"), setup=lambda c: (run_x(c), _craft_in(
         c.d / "x" / "model", _set(["schedule", "T"], 10**12))), keep=("x",), needles=("T",)),
+    Case("train-resume-crafted-nan-ema", T("--resume"), setup=resume_crafted(_poke("ema.out.bias", float("nan"))),
+         keep=("x",), needles=("ema.out.bias", "finite")),
+    Case("train-resume-crafted-inf-weights", T("--resume"), setup=resume_crafted(_poke("model.inp.weight",
+                                                                                        float("inf"))),
+         keep=("x",), needles=("model.inp.weight", "finite")),
+    Case("train-resume-crafted-float64-weights", T("--resume"), setup=resume_crafted(_cast(torch_dtype("float64"))),
+         keep=("x",), needles=("float64", "float32")),
+    Case("train-resume-crafted-float16-weights", T("--resume"), setup=resume_crafted(_cast(torch_dtype("float16"))),
+         keep=("x",), needles=("float16", "float32")),
+    Case("train-resume-crafted-no-optimizer-state", T("--resume"), setup=resume_crafted(_drop("extra.optim.")),
+         keep=("x",), needles=("optimizer state", "optim.0")),
+    Case("train-resume-crafted-half-the-optimizer-state", T("--resume"), setup=resume_crafted(
+        _drop("extra.optim.3.")), keep=("x",), needles=("optimizer state", "optim.3")),
+    Case("train-resume-crafted-optimizer-step-0", T("--resume"), setup=resume_crafted(_poke("extra.optim.0.step", 0.0)),
+         keep=("x",), needles=("optim.0.step", "3")),
+    Case("train-resume-crafted-nan-adam-moment", T("--resume"), setup=resume_crafted(
+        _poke("extra.optim.1.exp_avg_sq", float("nan"))), keep=("x",), needles=("optim.1.exp_avg_sq", "NaN")),
+    Case("train-resume-crafted-nan-history", T("--resume"), setup=resume_crafted(_poke("extra.history", float("nan"),
+                                                                                       at=7)),
+         keep=("x",), needles=("history", "NaN")),
+    Case("train-resume-nan-in-history-json", T("--resume"), must="work", setup=both(  # a checkpoint of before
+        resume_crafted(_drop("extra.history")), lambda c: (c.d / "x" / "history.json").write_text(  # histories
+            '{"history": [{"step": 1, "loss": NaN}, {"step": 2}, {"step": 3}]}')), check=strict_history()),
+    Case("train-resume-crafted-data-state-list", T("--resume"), setup=resume_crafted(_set(["data_state"], [1, 2])),
+         keep=("x",), needles=("data_state",)),
+    Case("train-resume-crafted-data-state-pos-string", T("--resume"), setup=resume_crafted(
+        _set(["data_state"], {"pos": "x", "has_perm": False})), keep=("x",), needles=("pos",)),
+    Case("train-resume-crafted-data-state-has-perm", T("--resume"), setup=resume_crafted(
+        _set(["data_state"], {"pos": 0, "has_perm": True})), keep=("x",), needles=("has_perm",)),
     Case("train-stale-temp-files", T("--overwrite"), must="work", setup=tmp_litter, check=no_tmp()),
     Case("train-stale-temp-files-resume", T("--resume"), must="work", setup=tmp_litter,
          check=all_of(no_tmp(), expect_history(3))),
