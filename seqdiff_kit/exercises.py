@@ -14,18 +14,23 @@ the ids. Kinds: a number ("float"), an integer ("int"), a tensor ("tensor"), one
 """
 from __future__ import annotations
 
+import ast
 import functools
 import math
 from dataclasses import dataclass, field
 from numbers import Real
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from ._validate import check_choice, check_type
-from .data import digits, ring8
+from ._validate import check_choice, check_int, check_type
+from .data import GaussianMixture, digits, ring8
 from .denoisers import IdealDenoiser
+from .losses import sequence_aware_loss, simple_loss
+from .samplers import Trajectory, generalized_step
 from .schedule import Schedule
+from .solvers import heun, sample
 
 
 KINDS = ("float", "int", "tensor", "choice", "choices")
@@ -538,18 +543,30 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
 ]}
 
 
+# ---------------------------------------------------------------------------------------------- grading
 def problem(exercise_id: str) -> dict:
-    """The question text and the inputs it needs: ``{"question": str, **inputs}``."""
+    """The question text and the inputs it needs: ``{"question": str, **inputs}``; for a coding exercise its task
+    and the signature to write: ``{"question": str, "signature": str}``."""
     ex = _get(exercise_id)
+    if isinstance(ex, CodeExercise):
+        return {"question": ex.task, "signature": ex.signature}
     return {"question": ex.question, **ex.inputs()}
 
 
-def _get(exercise_id) -> Exercise:
+def _get(exercise_id):
     check_type("exercise_id", exercise_id, str)  # first, so a non-str gets a TypeError, not a lookup error
-    return EXERCISES[check_choice("exercise_id", exercise_id, EXERCISES)]
+    every = {**EXERCISES, **CODE}
+    return every[check_choice("exercise_id", exercise_id, every)]
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0][:160] if text else type(err).__name__)
 
 
 def _as_tensor(answer) -> torch.Tensor:
+    if isinstance(answer, str):
+        raise TypeError(f"that is the text {answer!r}: answer with numbers, without quotes")
     if isinstance(answer, torch.Tensor):
         return answer.detach().to(torch.float64).cpu()
     try:
@@ -563,17 +580,15 @@ def _words(ex: Exercise, answer) -> tuple:
     """A "choice" answer as a 1-tuple, a "choices" answer as a tuple of words, each checked against the choices."""
     if ex.kind == "choice":
         if not isinstance(answer, str):
-            raise TypeError(f"answer to {ex.id!r} must be one word of {list(ex.choices)}, got "
-                            f"{type(answer).__name__}")
+            raise TypeError(f"answer with one word in quotes, one of {list(ex.choices)}, not {answer!r}")
         answer = (answer,)
     elif isinstance(answer, str) or not isinstance(answer, Sequence):
-        raise TypeError(f"answer to {ex.id!r} must be a list of words, each one of {list(ex.choices)}, got "
-                        f"{answer!r}")
+        raise TypeError(f"answer with a list of words, each one of {list(ex.choices)}, not {answer!r}")
     words = tuple(str(w).strip() for w in answer)
     lowered = {c.lower(): c for c in ex.choices}
     for w in words:
         if w.lower() not in lowered:
-            raise ValueError(f"answer to {ex.id!r} must use the words {list(ex.choices)}, got {w!r}")
+            raise ValueError(f"answer with the words {list(ex.choices)}, got {w!r}")
     return tuple(lowered[w.lower()] for w in words)
 
 
@@ -592,41 +607,38 @@ def _off_by(value: float, expected: float) -> str:
     return f"it is far {side} (off by more than a factor of 2)"
 
 
-def grade(exercise_id: str, answer) -> tuple[bool, str]:
-    """``(right, message)`` without printing. A wrong answer's message says which way it is off (never the
-    expected value); ``answer=None`` means not answered yet."""
-    ex = _get(exercise_id)
-    if answer is None:
-        return False, f"[{ex.id}] no answer yet: replace None with your answer. Question: {ex.question}"
-    expected = ex.expected()
-    if ex.kind in ("choice", "choices"):
-        words = _words(ex, answer)
-        want = expected if isinstance(expected, tuple) else (expected,)
-        if len(words) != len(want):
-            return False, f"[{ex.id}] not quite: the question asks for {len(want)} word(s), you gave {len(words)}"
-        if words == want:
-            return True, f"[{ex.id}] right: {', '.join(words)}. Why: {ex.why}"
-        wrong = [k + 1 for k, (w, e) in enumerate(zip(words, want)) if w != e]
-        where = "" if len(want) == 1 else f" (part {', '.join(map(str, wrong))} is not)"
-        return False, f"[{ex.id}] not quite: that is not what the numbers show{where}"
+def _judge_words(ex: Exercise, answer, expected) -> tuple[bool, str]:
+    words = _words(ex, answer)
+    want = expected if isinstance(expected, tuple) else (expected,)
+    if len(words) != len(want):
+        return False, f"[{ex.id}] not quite: the question asks for {len(want)} word(s), you gave {len(words)}"
+    if words == want:
+        return True, f"[{ex.id}] right: {', '.join(words)}. Why: {ex.why}"
+    wrong = [str(k + 1) for k, (w, e) in enumerate(zip(words, want)) if w != e]
+    where = ("" if len(want) == 1 else f" (part {wrong[0]} is not)" if len(wrong) == 1
+             else f" (parts {', '.join(wrong[:-1])} and {wrong[-1]} are not)")
+    return False, f"[{ex.id}] not quite: that is not what the numbers show{where}"
+
+
+def _judge_number(ex: Exercise, answer, expected) -> tuple[bool, str]:
+    if isinstance(answer, str):
+        raise TypeError(f"that is the text {answer!r}: answer with a number, without quotes")
+    if isinstance(answer, bool):
+        raise TypeError("that is True/False: answer with a number")
+    if isinstance(answer, torch.Tensor) and answer.numel() != 1:
+        raise TypeError(f"answer with a single number, not a tensor of shape {tuple(answer.shape)}")
+    value = float(answer) if isinstance(answer, (Real, torch.Tensor)) else float(_as_tensor(answer))
     if ex.kind == "int":
-        if isinstance(answer, bool) or not isinstance(answer, (int, Real, torch.Tensor)):
-            raise TypeError(f"answer to {ex.id!r} must be an integer, got {type(answer).__name__}")
-        value = float(answer)
         shown = f"{int(value) if value.is_integer() else value}"
         if value == float(expected):
             return True, f"[{ex.id}] right: {shown}. Why: {ex.why}"
         return False, f"[{ex.id}] not quite: {shown} is {'too small' if value < expected else 'too large'}"
-    if ex.kind == "float":
-        if isinstance(answer, bool):
-            raise TypeError(f"answer to {ex.id!r} must be a number, got a bool")
-        if isinstance(answer, torch.Tensor) and answer.numel() != 1:
-            raise TypeError(f"answer to {ex.id!r} must be a single number, got a tensor of shape "
-                            f"{tuple(answer.shape)}")
-        value = float(answer) if isinstance(answer, (Real, torch.Tensor)) else float(_as_tensor(answer))
-        if math.isfinite(value) and math.isclose(value, expected, rel_tol=ex.rtol, abs_tol=ex.atol):
-            return True, f"[{ex.id}] right: {value:.6g}. Why: {ex.why}"
-        return False, f"[{ex.id}] not quite: {value:.6g} - {_off_by(value, expected)}"
+    if math.isfinite(value) and math.isclose(value, expected, rel_tol=ex.rtol, abs_tol=ex.atol):
+        return True, f"[{ex.id}] right: {value:.6g}. Why: {ex.why}"
+    return False, f"[{ex.id}] not quite: {value:.6g} - {_off_by(value, expected)}"
+
+
+def _judge_tensor(ex: Exercise, answer, expected) -> tuple[bool, str]:
     value, expected = _as_tensor(answer), expected.to(torch.float64)
     if value.shape != expected.shape:
         return False, (f"[{ex.id}] not quite: your answer has shape {tuple(value.shape)}, the question asks for "
@@ -639,6 +651,33 @@ def grade(exercise_id: str, answer) -> tuple[bool, str]:
     parts = [f"entry {k}: {_off_by(flat_v[k], flat_e[k])}" for k in off[:4]]
     more = f" (and {len(off) - 4} more)" if len(off) > 4 else ""
     return False, f"[{ex.id}] not quite: {len(off)} of {len(flat_v)} entries are off - " + "; ".join(parts) + more
+
+
+def _verdict(ex: Exercise, answer) -> tuple[str, str]:
+    """``(state, one-line message)``, state "right", "wrong" or "open" (no answer yet, or one that cannot be read
+    as an answer of this kind: a word for a number, a list for one word; it costs no try)."""
+    if answer is None:
+        return "open", f"[{ex.id}] no answer yet: replace None with your answer. Question: {ex.question}"
+    judge = (_judge_words if ex.kind in ("choice", "choices") else _judge_number if ex.kind in ("int", "float")
+             else _judge_tensor)
+    try:
+        ok, message = judge(ex, answer, ex.expected())
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        return "open", f"[{ex.id}] cannot read that as an answer: {_one_line(err)}"
+    return ("right" if ok else "wrong"), message
+
+
+def grade(exercise_id: str, answer, *, part: str = "all") -> tuple[bool, str]:
+    """``(right, one-line message)`` without printing. A wrong answer's message says which way it is off (never
+    the expected value); ``answer=None`` means not answered yet; an answer of the wrong type is not right and
+    says what kind of answer is wanted. A coding exercise (``CODE``) takes the student's function; ``part``
+    picks its cases: "basic", "edge" (the hidden tests of the nbgrader course) or "all"."""
+    ex = _get(exercise_id)
+    if isinstance(ex, CodeExercise):
+        state, message = _code_verdict(ex, answer, check_choice("part", part, ("all", "basic", "edge")))
+    else:
+        state, message = _verdict(ex, answer)
+    return state == "right", message
 
 
 # wrong tries per exercise in this session: each new wrong try gets the next hint
@@ -654,20 +693,34 @@ def hint(exercise_id: str, tries: int) -> str:
 
 
 def check(exercise_id: str, answer) -> None:
-    """Print whether ``answer`` is right for ``exercise_id``: why when it is; which way it is off and the next
-    hint when it is not (never the expected value). Returns None; ``solution(exercise_id)`` shows the answer."""
-    ok, message = grade(exercise_id, answer)
-    if ok or answer is None:
-        print(("✔ " if ok else "✘ ") + message)
+    """Print whether ``answer`` (a coding exercise: the student's function) is right for ``exercise_id``: why
+    when it is; what is wrong, in one line, and the next hint when it is not (never the expected value). Never
+    raises: any input gets a printed answer. Returns None; ``solution(exercise_id)`` shows the answer."""
+    try:
+        ex = _get(exercise_id)
+    except (TypeError, ValueError) as err:
+        print(f"✘ {_one_line(err)}")
+        return
+    state, message = _code_verdict(ex, answer) if isinstance(ex, CodeExercise) else _verdict(ex, answer)
+    if state != "wrong":
+        print(("✔ " if state == "right" else "✘ ") + message)
         return
     tries = _TRIES[exercise_id] = _TRIES.get(exercise_id, 0) + 1
-    print(f"✘ {message}.\n  Hint {min(tries, max(len(_get(exercise_id).hints), 1))}: {hint(exercise_id, tries)}"
+    print(f"✘ {message}.\n  Hint {min(tries, max(len(ex.hints), 1))}: {hint(exercise_id, tries)}"
           f"\n  (Stuck? exercises.solution({exercise_id!r}) shows the model answer.)")
 
 
 def solution(exercise_id: str) -> None:
-    """Print the model answer of ``exercise_id``: its value, how to compute it, and why. Returns None."""
+    """Print the model answer of ``exercise_id``: its value, how to compute it, and why (a coding exercise:
+    where the kit's own version is, and the teacher's solution when ``teacher/solutions.py`` is there).
+    Returns None."""
     ex = _get(exercise_id)
+    if isinstance(ex, CodeExercise):
+        name = ex.signature.split("(")[0]
+        print(f"[{ex.id}] the kit's own version: {ex.how}\n  Why: {ex.why}")
+        if TEACHER_SOLUTIONS.is_file():
+            print(f"  The teacher's solution ({TEACHER_SOLUTIONS.name}):\n{solution_source(name)}")
+        return
     value = ex.expected()
     if isinstance(value, torch.Tensor):
         shown = str((value.numpy().round(6) + 0.0).tolist())  # + 0.0: no "-0.0"
@@ -678,3 +731,498 @@ def solution(exercise_id: str) -> None:
     else:
         shown = str(value)
     print(f"[{ex.id}] model answer: {shown}\n  How: {ex.how or '(see the question)'}\n  Why: {ex.why}")
+
+
+# ---------------------------------------------------------------------------------------------- coding exercises
+# The student writes a function; it is run on seeded random inputs beside the kit's own version. A wrong result
+# that matches a typical mistake (``bugs``) is named in one line; else the first case where it goes wrong is.
+TEACHER_SOLUTIONS = Path(__file__).resolve().parent.parent / "teacher" / "solutions.py"
+
+
+@dataclass(frozen=True)
+class CodeExercise:
+    """A function to write, ``signature``. ``cases()`` gives ``(label, kwargs, edge)`` triples (``edge``: t = 0,
+    t = T-1, the last step, the mask: the nbgrader course's hidden tests); ``reference`` is the kit's answer, with
+    the same signature, so ``yours`` can stand one in for the other. ``bugs``: ``(reading, wrong_version)`` pairs,
+    checked in order. ``how`` says where the kit's own version is."""
+
+    id: str
+    signature: str
+    task: str
+    cases: Callable[[], list]
+    reference: Callable[..., torch.Tensor]
+    why: str
+    hints: tuple = ()
+    bugs: tuple = ()
+    how: str = ""
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(27)
+
+
+def _ab(schedule: Schedule, t, like: torch.Tensor) -> torch.Tensor:
+    """alpha_bar(t) (t an int or [B], -1 the data) shaped [B, 1, ...] against ``like`` [B, ...], float64."""
+    return schedule.alpha_bar(torch.as_tensor(t)).reshape(-1, *[1] * (like.ndim - 1))
+
+
+def _toy_model(x: torch.Tensor, t) -> torch.Tensor:
+    """A fixed model of x and t: a wrong x_t, a shifted t or a skipped call changes what it returns."""
+    t = torch.as_tensor(t).to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+    return 0.5 * x + torch.sin(t / 50)
+
+
+def _sq(v: torch.Tensor) -> torch.Tensor:
+    """``||v_b||^2`` per sample [B]."""
+    return v.pow(2).flatten(1).sum(1)
+
+
+def _noised(x0, a, noise, sign=1.0):
+    return (a.sqrt() * x0 + sign * (1 - a).sqrt() * noise).to(x0.dtype)
+
+
+def _ddim(x, eps, a_t, a_s, sign=1.0):
+    x0 = (x - sign * (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+    return (a_s ** 0.5 * x0 + (1 - a_s) ** 0.5 * eps).to(x.dtype)
+
+
+def _heun(model, x, t, s, schedule, t_corr=None):
+    a_t, a_s = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(s))
+    sig_t, sig_s = ((1 - a_t) / a_t) ** 0.5, ((1 - a_s) / a_s) ** 0.5
+    b = torch.full((x.shape[0],), t)
+    eps = model(x, b)
+    guess = a_s ** 0.5 * (x / a_t ** 0.5 + (sig_s - sig_t) * eps)
+    eps_s = model(guess, b * 0 + (s if t_corr is None else t_corr))
+    return a_s ** 0.5 * (x / a_t ** 0.5 + (sig_s - sig_t) * 0.5 * (eps + eps_s))
+
+
+def _path(model, x_T, schedule, pairs, restart=False):
+    xs = [x_T]
+    for t, s in pairs:
+        x = x_T if restart else xs[-1]
+        xs.append(_ddim(x, model(x, torch.full((x.shape[0],), t)), float(schedule.alpha_bar(t)),
+                        float(schedule.alpha_bar(s))))
+    return torch.stack(xs)
+
+
+def _sa(model, x0, t, noise, schedule, K, mask=True, each=False, norm=None, wrap=False):
+    """The SA term with switches for its typical mistakes (no mask, squares of each term, no 1/K^2)."""
+    total = 0
+    for k in range(K):
+        tk = t - k if wrap else (t - k).clamp(min=0)
+        r = noise[k] - model(_noised(x0, _ab(schedule, tk, x0) if not wrap else
+                                     schedule.alpha_bars[tk].reshape(-1, *[1] * (x0.ndim - 1)), noise[k]), tk)
+        keep = ((t >= k) | (not mask)).to(x0.dtype).reshape(-1, *[1] * (x0.ndim - 1))
+        total = total + (_sq(keep * r) if each else keep * r)
+    return ((total if each else _sq(total)) / (K * K if norm is None else norm)).mean()
+
+
+def _cases_alpha_bars():
+    g = _gen()
+    return [("the linear betas (T = 1000)", {"betas": Schedule.linear().betas.clone()}, False),
+            ("5 random betas in float32", {"betas": torch.rand(5, generator=g) * 0.3 + 0.01}, False),
+            ("the cosine betas, up to t = T-1 where beta is 0.999", {"betas": Schedule.cosine().betas.clone()},
+             True)]
+
+
+def _case_maker(g, dtype=torch.float64):
+    return lambda *shape: torch.randn(shape, generator=g, dtype=dtype)
+
+
+def _cases_add_noise():
+    sch, g = Schedule.linear(), _gen()
+
+    def case(shape, t, dtype=torch.float64):
+        r = _case_maker(g, dtype)
+        return {"x0": r(*shape), "t": torch.as_tensor(t), "noise": r(*shape), "schedule": sch}
+    return [("6 points, t in [1, 998]", case((6, 2), torch.randint(1, 999, (6,), generator=g)), False),
+            ("3 digits [3, 1, 8, 8] in float32", case((3, 1, 8, 8), [10, 400, 900], torch.float32), False),
+            ("t = 0 and t = T-1", case((2, 2), [0, 999]), True),
+            ("t = -1, the clean data", case((3, 2), [-1, 5, -1]), True)]
+
+
+def _cases_gauss_eps():
+    sch, g = Schedule.linear(), _gen()
+
+    def case(B, D, t, dtype=torch.float64):
+        r = _case_maker(g, dtype)
+        return {"x": 2 * r(B, D), "alpha_bar": float(sch.alpha_bar(t)), "mean": r(D), "var": 0.3}
+    return [("5 points in 2-D at t = 500", case(5, 2, 500), False),
+            ("4 points in 3-D at t = 200, float32", case(4, 3, 200, torch.float32), False),
+            ("t = 0 (alpha_bar near 1)", case(3, 2, 0), True), ("t = T-1 (alpha_bar near 0)", case(3, 2, 999), True)]
+
+
+def _loss_cases(K=None):
+    sch, g = Schedule.linear(), _gen()
+
+    def case(shape, t, dtype=torch.float64, k=None):
+        r = _case_maker(g, dtype)
+        kw = {"model": _toy_model, "x0": r(*shape), "t": torch.as_tensor(t), "schedule": sch}
+        return {**kw, "noise": r(*shape) if k is None else r(k, *shape), **({} if k is None else {"K": k})}
+    low = 0 if K is None else 3
+    return [("8 points, t in [{}, 998]".format(low), case((8, 2), torch.randint(low, 999, (8,), generator=g), k=K),
+             False),
+            ("4 digits [4, 1, 8, 8] in float32", case((4, 1, 8, 8), [3, 50, 500, 990], torch.float32,
+                                                      k=None if K is None else 3), False),
+            ("t = 0, 1 and 2 (the mask decides)" if K else "t = 0 for every point",
+             case((3, 2), [0, 1, 2] if K else [0, 0, 0], k=None if K is None else 3), True),
+            ("t = T-1 for every point", case((3, 2), [999] * 3, k=K), True)]
+
+
+def _cases_steps(heun=False):
+    sch, g = Schedule.linear(), _gen()
+
+    def case(shape, t, s, dtype=torch.float64):
+        r = _case_maker(g, dtype)
+        return {**({"model": _toy_model} if heun else {}), "x": r(*shape), **({} if heun else {"eps": r(*shape)}),
+                "t": t, "s": s, "schedule": sch}
+    return [("t = 499 -> s = 399", case((6, 2), 499, 399), False),
+            ("t = 800 -> s = 650 in float32", case((4, 2), 800, 650, torch.float32), False),
+            ("t = T-1 = 999 -> s = 899", case((3, 2), 999, 899), True),
+            ("the last step, t = 99 -> s = -1 (the data)", case((3, 2), 99, -1), True)]
+
+
+def _cases_sampler():
+    sch, g = Schedule.linear(), _gen()
+
+    def case(B, ts, dtype=torch.float64):
+        return {"model": _toy_model, "x_T": torch.randn(B, 2, generator=g, dtype=dtype), "schedule": sch,
+                "timesteps": list(ts)}
+    return [("5 trailing steps, 4 points", case(4, sch.timesteps(5).tolist()), False),
+            ("3 steps in float32", case(3, [900, 500, 100], torch.float32), False),
+            ("1 step, from T-1 straight to the data", case(3, [999]), True),
+            ("steps down to t = 0", case(2, [40, 20, 0]), True)]
+
+
+# the kit's own versions, with the signatures the students write
+def _ref_alpha_bars(betas):
+    return Schedule(betas.double()).alpha_bars.to(betas.dtype)
+
+
+def _ref_add_noise(x0, t, noise, schedule):
+    return schedule.add_noise(x0, t, noise)
+
+
+def _ref_gauss_eps(x, alpha_bar, mean, var):
+    d = mean.numel()
+    one = GaussianMixture(torch.ones(1), mean.double()[None], var * torch.eye(d, dtype=torch.float64)[None])
+    return one.ideal_eps(x.double(), alpha_bar).to(x.dtype)
+
+
+def _ref_simple(model, x0, t, noise, schedule):
+    return simple_loss(model, x0, schedule, t=t, noise=noise).simple
+
+
+def _ref_ddim_step(x, eps, t, s, schedule):
+    return generalized_step(x, eps, t, s, schedule)[0]
+
+
+def _ref_sampler(model, x_T, schedule, timesteps):
+    return sample(model, x_T, schedule, timesteps=timesteps).x
+
+
+def _ref_sa(model, x0, t, noise, schedule, K):
+    return sequence_aware_loss(model, x0, schedule, K, 1.0, t=t, noise=noise).sa
+
+
+def _ref_heun_step(model, x, t, s, schedule):
+    return next(iter(heun(model, x, schedule, [t, s] if s >= 0 else [t]))).x_s
+
+
+_WRAP = ("at t = -1 (the clean data) alpha_bar is 1, but schedule.alpha_bars[-1] is the LAST timestep's: use "
+         "schedule.alpha_bar(t)")
+_OFF = "off by one timestep: use alpha_bar at t itself (alpha_bars[t] holds alpha_bar_t, t counted from 0)"
+_T_MAX = 999
+CODE: dict[str, CodeExercise] = {e.id: e for e in [
+    CodeExercise(
+        "01-alpha-bars", "alpha_bars_from_betas(betas)",
+        "From the betas [T] of a schedule, return alpha_bar_t = prod_{s <= t} (1 - beta_s) for every t ([T], the "
+        "betas' dtype).", _cases_alpha_bars, _ref_alpha_bars,
+        "Each step keeps a share 1 - beta_s of the signal's variance, so after t + 1 steps the share left is the "
+        "product: alpha_bar falls from 1 - beta_0 towards 0.",
+        hints=("alpha_bar_t is a running PRODUCT over s = 0..t (torch has one for tensors, along a dimension).",
+               "Of what? alpha_s = 1 - beta_s, the share each step keeps."),
+        bugs=(("a running sum: alpha_bar_t is the PRODUCT of the (1 - beta_s)",
+               lambda betas: torch.cumsum(1 - betas, 0)),
+              ("a product of the betas: multiply alpha_s = 1 - beta_s, the share each step keeps",
+               lambda betas: torch.cumprod(betas, 0)),
+              ("off by one timestep: alpha_bar_0 is already 1 - beta_0 (the product runs over s <= t)",
+               lambda betas: torch.cat([betas.new_ones(1), torch.cumprod(1 - betas, 0)[:-1]]))),
+        how="seqdiff_kit.Schedule(betas).alpha_bars"),
+    CodeExercise(
+        "01-add-noise", "add_noise(x0, t, noise, schedule)",
+        "Return x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise for a batch: x0, noise [B, ...] (points "
+        "or images), t a LongTensor [B] in [-1, T-1] (t = -1: the clean data), in x0's dtype.",
+        _cases_add_noise, _ref_add_noise,
+        "alpha_bar_t is the share of the signal's variance left at t; x0 and the noise are independent, so "
+        "Var[x_t] = alpha_bar Var[x0] + 1 - alpha_bar. One coefficient per sample, broadcast over its features.",
+        hints=("schedule.alpha_bar(t) gives alpha_bar for a tensor of timesteps (and 1 at t = -1).",
+               "It has shape [B]: reshape it to [B, 1, ...] (one 1 per feature dimension of x0) to multiply x0, "
+               "and cast it to x0's dtype."),
+        bugs=(("wrong sign: x_t ADDS the noise, + sqrt(1 - alpha_bar_t) noise",
+               lambda x0, t, noise, schedule: _noised(x0, _ab(schedule, t, x0), noise, -1.0)),
+              ("no square roots: alpha_bar is a share of the VARIANCE, so x0 is scaled by sqrt(alpha_bar)",
+               lambda x0, t, noise, schedule: (_ab(schedule, t, x0) * x0 + (1 - _ab(schedule, t, x0)) * noise)),
+              ("signal and noise swapped: x0 gets sqrt(alpha_bar_t), the noise sqrt(1 - alpha_bar_t)",
+               lambda x0, t, noise, schedule: _noised(noise, _ab(schedule, t, x0), x0)),
+              (_WRAP, lambda x0, t, noise, schedule: _noised(x0, schedule.alpha_bars[t].reshape(_ab(
+                  schedule, t, x0).shape), noise)),
+              (_OFF, lambda x0, t, noise, schedule: _noised(x0, _ab(schedule, t - 1, x0), noise)),
+              (_OFF, lambda x0, t, noise, schedule: _noised(x0, _ab(schedule, (t + 1).clamp(max=_T_MAX), x0),
+                                                           noise)),
+              ("wrong broadcast: alpha_bar(t) [B] must line up with the batch dimension of x0, reshape it to "
+               "[B, 1, ...]", lambda x0, t, noise, schedule: _noised(x0, schedule.alpha_bar(t), noise))),
+        how="seqdiff_kit.Schedule.add_noise (seqdiff_kit/schedule.py)"),
+    CodeExercise(
+        "02-gauss-eps", "gauss_eps(x, alpha_bar, mean, var)",
+        "Data N(mean, var I): return the ideal noise prediction eps*(x) = E[eps | x_t = x] at a noise level "
+        "alpha_bar (a float), for x [B, D], mean [D], var a float; in x's dtype.",
+        _cases_gauss_eps, _ref_gauss_eps,
+        "x_t ~ N(sqrt(a) mu, (a var + 1 - a) I), so its score is -(x - sqrt(a) mu) / (a var + 1 - a) and eps* = "
+        "-sqrt(1 - a) score: it points from the noised mean towards x, all noise at a = 0, none at a = 1.",
+        hints=("First the noised data: x_t = sqrt(a) x0 + sqrt(1 - a) eps is Gaussian too: what are its mean and "
+               "variance?",
+               "eps* = -sqrt(1 - a) * grad log p_t(x); for a Gaussian, grad log p = -(x - its mean) / its variance."),
+        bugs=(("wrong sign: eps* points from the noised mean TOWARDS x (it is MINUS sqrt(1 - alpha_bar) times "
+               "the score)", lambda x, alpha_bar, mean, var: -_ref_gauss_eps(x, alpha_bar, mean, var)),
+              ("the noised data's mean is sqrt(alpha_bar) mean, not mean", lambda x, alpha_bar, mean, var: (
+                  (1 - alpha_bar) ** 0.5 * (x - mean) / (alpha_bar * var + 1 - alpha_bar))),
+              ("the noised data's variance is alpha_bar var + 1 - alpha_bar", lambda x, alpha_bar, mean, var: (
+                  (1 - alpha_bar) ** 0.5 * (x - alpha_bar ** 0.5 * mean) / (var + 1 - alpha_bar))),
+              ("that is minus the score; eps* is sqrt(1 - alpha_bar) times it", lambda x, alpha_bar, mean, var: (
+                  (x - alpha_bar ** 0.5 * mean) / (alpha_bar * var + 1 - alpha_bar)))),
+        how="seqdiff_kit.GaussianMixture.ideal_eps with one component (seqdiff_kit/data.py)"),
+    CodeExercise(
+        "03-simple-loss", "my_simple_loss(model, x0, t, noise, schedule)",
+        "Return the simple loss (1/B) sum_b ||noise_b - model(x_t, t)_b||^2 (a scalar tensor) with x_t = "
+        "sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise; t [B] in [0, T-1], x0 and noise [B, ...].",
+        lambda: _loss_cases(), _ref_simple,
+        "The network sees only x_t and t and is scored on the noise that was actually added: the squared error "
+        "summed over a sample's features, averaged over the batch (so 2-D points and 64-pixel digits differ in "
+        "scale by their dimension).",
+        hints=("Build x_t as in notebook 1 (alpha_bar reshaped to [B, 1, ...]), call model(x_t, t), compare with "
+               "noise.",
+               "Square the error, sum it over every dimension but the batch (.flatten(1).sum(1)), then .mean()."),
+        bugs=(("averaged over the features too: SUM the squares over a sample's features, average over the batch",
+               lambda model, x0, t, noise, schedule: (noise - model(_noised(x0, _ab(schedule, t, x0), noise),
+                                                                    t)).pow(2).mean()),
+              ("summed over the batch too: average the per-sample squared norms over the batch",
+               lambda model, x0, t, noise, schedule: _sq(noise - model(_noised(x0, _ab(schedule, t, x0), noise),
+                                                                       t)).sum()),
+              ("the target is the noise, not x0", lambda model, x0, t, noise, schedule: _sq(
+                  x0 - model(_noised(x0, _ab(schedule, t, x0), noise), t)).mean()),
+              ("the model must see the noised x_t, not x0", lambda model, x0, t, noise, schedule: _sq(
+                  noise - model(x0, t)).mean()),
+              ("wrong sign in x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) noise",
+               lambda model, x0, t, noise, schedule: _sq(noise - model(_noised(x0, _ab(schedule, t, x0), noise,
+                                                                               -1.0), t)).mean()),
+              (_OFF, lambda model, x0, t, noise, schedule: _sq(noise - model(_noised(x0, _ab(schedule, t - 1, x0),
+                                                                                     noise), t)).mean())),
+        how="seqdiff_kit.losses.simple_loss(model, x0, schedule, t=t, noise=noise).simple"),
+    CodeExercise(
+        "04-ddim-step", "ddim_step(x, eps, t, s, schedule)",
+        "One DDIM step from x_t to x_s (ints t > s, s = -1 at the last step, where alpha_bar = 1): x0_pred = "
+        "(x - sqrt(1 - a_t) eps) / sqrt(a_t), then x_s = sqrt(a_s) x0_pred + sqrt(1 - a_s) eps; x's dtype.",
+        lambda: _cases_steps(), _ref_ddim_step,
+        "DDIM keeps the predicted noise and moves the predicted clean point to the noise level of s: at s = -1 "
+        "it returns x0_pred itself.",
+        hints=("a_t = float(schedule.alpha_bar(t)) and a_s = float(schedule.alpha_bar(s)): alpha_bar(-1) is 1.",
+               "First invert the forward process for x0_pred, then noise it again to level s with the SAME eps."),
+        bugs=(("at s = -1 (the data) alpha_bar is 1, but schedule.alpha_bars[-1] is the LAST timestep's: use "
+               "schedule.alpha_bar(s)", lambda x, eps, t, s, schedule: _ddim(
+                   x, eps, float(schedule.alpha_bars[t]), float(schedule.alpha_bars[s]))),
+              ("wrong sign: x0_pred = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)",
+               lambda x, eps, t, s, schedule: _ddim(x, eps, float(schedule.alpha_bar(t)),
+                                                    float(schedule.alpha_bar(s)), -1.0)),
+              ("that is x0_pred: the step goes on to x_s = sqrt(alpha_bar_s) x0_pred + sqrt(1 - alpha_bar_s) eps",
+               lambda x, eps, t, s, schedule: _ddim(x, eps, float(schedule.alpha_bar(t)), 1.0)),
+              ("t and s swapped: x0_pred uses alpha_bar_t, the new point alpha_bar_s",
+               lambda x, eps, t, s, schedule: _ddim(x, eps, float(schedule.alpha_bar(s)),
+                                                    float(schedule.alpha_bar(t)))),
+              (_OFF, lambda x, eps, t, s, schedule: _ddim(x, eps, float(schedule.alpha_bar(t - 1)),
+                                                          float(schedule.alpha_bar(max(s - 1, -1)))))),
+        how="seqdiff_kit.samplers.generalized_step(x, eps, t, s, schedule)[0]"),
+    CodeExercise(
+        "04-sampler", "ddim_sampler(model, x_T, schedule, timesteps)",
+        "Run DDIM from x_T over the descending timesteps (a list of ints; after the last one the step goes to "
+        "s = -1, the data) and return the whole path, a tensor [len(timesteps) + 1, *x_T.shape]: x_T first, the "
+        "sample last.", _cases_sampler, _ref_sampler,
+        "A sampler is a loop of steps, each from the previous step's output: the path records every state, from "
+        "the noise to the sample, which is what the path dashboard draws.",
+        hints=("Pair each t with the next timestep s (and -1 after the last): zip(timesteps, timesteps[1:] + [-1]).",
+               "Keep a list, xs = [x_T]; each step calls the model at (xs[-1], t) as a tensor of timesteps "
+               "torch.full((B,), t), appends the step's output; return torch.stack(xs)."),
+        bugs=(("the path must start with x_T: record the starting point before the first step",
+               lambda model, x_T, schedule, timesteps: _ref_sampler(model, x_T, schedule, timesteps)[1:]),
+              ("the last step, to the data (s = -1), is missing",
+               lambda model, x_T, schedule, timesteps: _ref_sampler(model, x_T, schedule, timesteps)[:-1]),
+              ("each step must start from the previous step's output, not from x_T",
+               lambda model, x_T, schedule, timesteps: _path(model, x_T, schedule, zip(
+                   timesteps, timesteps[1:] + [-1]), restart=True)),
+              ("step from each t to the NEXT timestep of the list (and to -1 after the last), not to t - 1",
+               lambda model, x_T, schedule, timesteps: _path(model, x_T, schedule, [(t, t - 1) for t in timesteps]))),
+        how="seqdiff_kit.solvers.sample(model, x_T, schedule, timesteps=timesteps).x"),
+    CodeExercise(
+        "05-sa-loss", "sa_term(model, x0, t, noise, schedule, K)",
+        "Return L_sa = (1/B) sum_b (1/K^2) ||sum_{k<K} 1[t_b >= k] (noise_k - model(x_{t-k}, t - k))_b||^2 "
+        "(a scalar), x_{t-k} = sqrt(alpha_bar_{t-k}) x0 + sqrt(1 - alpha_bar_{t-k}) noise_k; noise [K, B, ...].",
+        lambda: _loss_cases(K=2), _ref_sa,
+        "The SA term squares the SUM of K neighbouring errors, so errors that point the same way along a "
+        "sampler's path cost more than ones that cancel; a term with t - k < 0 does not exist and is masked out.",
+        hints=("Loop over k: x_{t-k} from noise[k], the residual noise[k] - model(x_{t-k}, t - k); add them up, "
+               "square the sum's norm per sample, divide by K^2, average.",
+               "Where t - k < 0 that term must not count: multiply its residual by (t >= k) reshaped to [B, 1, ...] "
+               "(and call the model at (t - k).clamp(min=0), a valid timestep)."),
+        bugs=(("missing mask: a term with t - k < 0 does not exist, multiply each residual by 1[t >= k]",
+               lambda model, x0, t, noise, schedule, K: _sa(model, x0, t, noise, schedule, K, mask=False)),
+              ("missing mask: a term with t - k < 0 does not exist (and alpha_bars[t - k] wraps around there)",
+               lambda model, x0, t, noise, schedule, K: _sa(model, x0, t, noise, schedule, K, mask=False,
+                                                            wrap=True)),
+              ("square the SUM over k of the residuals, not each residual",
+               lambda model, x0, t, noise, schedule, K: _sa(model, x0, t, noise, schedule, K, each=True)),
+              ("missing the 1/K^2", lambda model, x0, t, noise, schedule, K: _sa(model, x0, t, noise, schedule,
+                                                                                  K, norm=1))),
+        how="seqdiff_kit.losses.sequence_aware_loss(model, x0, schedule, K, 1.0, t=t, noise=noise).sa"),
+    CodeExercise(
+        "07-heun-step", "heun_step(model, x, t, s, schedule)",
+        "One Heun step of the probability-flow ODE from t to s in x~ = x / sqrt(a), sigma~ = sqrt((1 - a) / a): "
+        "an Euler guess x' with eps(x, t), then the average of eps(x, t) and eps(x', s); s = -1 (the last step) "
+        "is the plain Euler step. model(x, t) takes t as a tensor [B].", lambda: _cases_steps(heun=True),
+        _ref_heun_step,
+        "Heun averages the slope at both ends of the step, which cancels the first-order error of Euler's "
+        "method (DDIM): two model calls per step, and second-order accuracy.",
+        hints=("Euler guess: x' = sqrt(a_s) (x / sqrt(a_t) + (sig_s - sig_t) eps_t), sig = sqrt((1 - a) / a); then "
+               "eps_s = model(x', s).",
+               "x_s = sqrt(a_s) (x / sqrt(a_t) + (sig_s - sig_t) (eps_t + eps_s) / 2); at s = -1 return the Euler "
+               "step (eps_s does not exist there)."),
+        bugs=(("that is the Euler (DDIM) step: correct it with the slope at the guess, eps(x', s), and average",
+               lambda model, x, t, s, schedule: _ddim(x, model(x, torch.full((x.shape[0],), t)),
+                                                      float(schedule.alpha_bar(t)), float(schedule.alpha_bar(s)))),
+              ("the corrector calls the model at s, where the Euler guess lives, not at t",
+               lambda model, x, t, s, schedule: _heun(model, x, t, s, schedule, t_corr=t)),
+              ("the last step, to s = -1 (the data), is the plain Euler step: there is no timestep -1 to call the "
+               "model at", lambda model, x, t, s, schedule: _heun(model, x, t, s, schedule))),
+        how="seqdiff_kit.solvers.heun (one step of it)"),
+]}
+
+
+def _matching_bug(ex: CodeExercise, got: torch.Tensor, kwargs: dict, want: torch.Tensor) -> str | None:
+    """The reading of the first typical mistake whose result ``got`` reproduces (and the right answer does not)."""
+    for reading, wrong in ex.bugs:
+        try:
+            with torch.no_grad():
+                b = wrong(**_copy(kwargs)).detach()
+        except Exception:  # noqa: BLE001 - a mistake that cannot even run on this case does not match
+            continue
+        if (b.shape == got.shape and torch.allclose(got.double(), b.double(), rtol=1e-4, atol=1e-6)
+                and not (b.shape == want.shape and torch.allclose(b.double(), want.double(), rtol=1e-4, atol=1e-6))):
+            return reading
+    return None
+
+
+def _copy(kwargs: dict) -> dict:
+    return {k: v.clone() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, list) else v
+            for k, v in kwargs.items()}
+
+
+def _raised(ex: CodeExercise, err: Exception, label: str) -> str:
+    text = _one_line(err)
+    why = ""
+    if "size of tensor" in text or "broadcast" in text:
+        why = " - a wrong broadcast? a coefficient per sample [B] must be reshaped to [B, 1, ...] to multiply x"
+    elif isinstance(err, IndexError) or "out of bounds" in text:
+        why = " - a timestep outside [0, T-1]? alpha_bar at t = -1 (the data) is 1: schedule.alpha_bar(t)"
+    return f"[{ex.id}] {ex.signature.split('(')[0]} raised {type(err).__name__} on {label}: {text}{why}"
+
+
+def _run_case(ex: CodeExercise, fn: Callable, label: str, kwargs: dict) -> tuple[str, str] | None:
+    """None when ``fn`` agrees with the kit on this case, else ``(state, one-line message)``."""
+    want = ex.reference(**_copy(kwargs)).detach()
+    try:
+        got = fn(**_copy(kwargs))
+        if isinstance(got, (list, tuple)) and got and all(isinstance(g, torch.Tensor) for g in got):
+            got = torch.stack(list(got))
+    except NotImplementedError:
+        return "open", f"[{ex.id}] not yet written: fill in {ex.signature.split('(')[0]} and run its cell again"
+    except Exception as err:  # noqa: BLE001 - the student's code: any error is answered in one line
+        return "wrong", _raised(ex, err, label)
+    if not isinstance(got, torch.Tensor):
+        return "wrong", f"[{ex.id}] returned a {type(got).__name__} on {label}: return a tensor"
+    got = got.detach()
+    reading = _matching_bug(ex, got, kwargs, want)
+    if reading:
+        return "wrong", f"[{ex.id}] not quite on {label}: {reading}"
+    if got.shape != want.shape:
+        return "wrong", f"[{ex.id}] returned shape {tuple(got.shape)} on {label}; the kit's has {tuple(want.shape)}"
+    if got.dtype != want.dtype:
+        return "wrong", (f"[{ex.id}] returned {str(got.dtype)[6:]} on {label}; keep the inputs' dtype, "
+                         f"{str(want.dtype)[6:]} (cast the float64 coefficients with .to(x.dtype))")
+    if not bool(torch.isfinite(got).all()):
+        return "wrong", f"[{ex.id}] returned NaN or inf on {label}"
+    tol = (1e-4, 1e-5) if want.dtype in (torch.float32, torch.float16, torch.bfloat16) else (1e-7, 1e-9)
+    if not torch.allclose(got.double(), want.double(), rtol=tol[0], atol=tol[1]):
+        err = float((got.double() - want.double()).abs().max())
+        return "wrong", f"[{ex.id}] wrong values on {label} (largest error {err:.2g})"
+    return None
+
+
+def _code_verdict(ex: CodeExercise, fn, part: str = "all") -> tuple[str, str]:
+    """``(state, one-line message)`` of the student's function on the cases of ``part`` (all, basic, edge)."""
+    name = ex.signature.split("(")[0]
+    if fn is None:
+        return "open", f"[{ex.id}] no function yet: write {ex.signature} and pass it: check({ex.id!r}, {name})"
+    if not callable(fn):
+        return "open", f"[{ex.id}] pass your function itself, check({ex.id!r}, {name}), not a {type(fn).__name__}"
+    cases = [(label, kw) for label, kw, edge in ex.cases() if part == "all" or edge == (part == "edge")]
+    for label, kwargs in cases:
+        problem = _run_case(ex, fn, label, kwargs)
+        if problem is not None:
+            return problem
+    return "right", f"[{ex.id}] right on all {len(cases)} cases ({'; '.join(c[0] for c in cases)}). Why: {ex.why}"
+
+
+def yours(exercise_id: str, fn: Callable) -> Callable:
+    """``fn`` when it passes ``check(exercise_id, fn)``, else the kit's own version (same signature): the cells
+    after an exercise run with either, so a lesson never stops at an unwritten or wrong function."""
+    ex = _get(exercise_id)
+    if not isinstance(ex, CodeExercise):
+        raise ValueError(f"exercise_id must be a coding exercise, one of {sorted(CODE)}, got {exercise_id!r}")
+    return fn if _code_verdict(ex, fn)[0] == "right" else ex.reference
+
+
+def trajectory(path, timesteps) -> Trajectory:
+    """A path [N + 1, B, ...] (``ddim_sampler``'s) over ``timesteps`` [N] as a ``Trajectory`` for the dashboards
+    (the predictions it does not record are NaN)."""
+    x = torch.stack(list(path)) if isinstance(path, (list, tuple)) else path
+    ts = torch.as_tensor(list(timesteps))
+    nan = torch.full_like(x[:-1], math.nan)
+    return Trajectory(ts, torch.arange(ts.numel()), x.detach(), nan, nan)
+
+
+def train_with(loss: Callable, model: torch.nn.Module, data, schedule: Schedule, *, steps: int = 300,
+               batch_size: int = 256, lr: float = 2e-3, seed: int = 0) -> list[float]:
+    """Train ``model`` in place with Adam on ``loss(model, x0, t, noise, schedule)`` (``my_simple_loss``'s
+    signature) over fresh draws of the mixture ``data``; returns the loss of every update."""
+    steps, batch_size = check_int("steps", steps, 1), check_int("batch_size", batch_size, 1)
+    g = torch.Generator().manual_seed(check_int("seed", seed))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    out = []
+    for _ in range(steps):
+        x0 = data.sample(batch_size, generator=g)
+        t = schedule.sample_t(batch_size, generator=g)
+        value = loss(model, x0, t, torch.randn(x0.shape, generator=g, dtype=x0.dtype), schedule)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        out.append(float(value.detach()))
+    return out
+
+
+def solution_source(name: str) -> str:
+    """The source of the teacher's solution ``name`` in ``teacher/solutions.py`` (for ``solution`` and the
+    nbgrader course), found by the function's name."""
+    text = TEACHER_SOLUTIONS.read_text(encoding="utf-8")
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.get_source_segment(text, node)
+    raise ValueError(f"name must be a function of {TEACHER_SOLUTIONS}, got {name!r}")

@@ -197,11 +197,13 @@ class NoisingDashboard(_SliderDashboard):
 
     ``points`` [N, 2] clean 2-D data; ``images`` [M, 1, H, W] clean images in [-1, 1] (optional), tiled in a row.
     ``ts`` the timesteps of the frames (default: 41 evenly spaced from 0 to T-1, plus the clean data t=-1
-    first). The noise is drawn once from ``generator``."""
+    first). The noise is drawn once from ``generator``. ``add_noise(x0, t, noise, schedule)``: the function that
+    noises (default ``schedule.add_noise``; a student's own from the coding exercise "01-add-noise")."""
 
     def __init__(self, points: torch.Tensor, schedule: Schedule, images: torch.Tensor | None = None, *,
                  ts: Sequence[int] | None = None, generator: torch.Generator | None = None,
-                 max_points: int = 400, title: str | None = "The forward process: data becomes noise"):
+                 max_points: int = 400, title: str | None = "The forward process: data becomes noise",
+                 add_noise: Callable | None = None):
         check_tensor("points", points, ndim=2, nonempty=True, finite=True)
         if points.shape[1] != 2:
             raise ValueError(f"points must have shape [N, 2], got {tuple(points.shape)}")
@@ -220,7 +222,9 @@ class NoisingDashboard(_SliderDashboard):
         def noised(x0: torch.Tensor) -> torch.Tensor:
             """Every frame at once, [S, *x0.shape]: one eps (drawn here) for all t, so a point moves smoothly."""
             eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-            return schedule.add_noise(x0.expand(S, *x0.shape), t, eps.expand(S, *x0.shape))
+            if add_noise is None:
+                return schedule.add_noise(x0.expand(S, *x0.shape), t, eps.expand(S, *x0.shape))
+            return add_noise(x0.expand(S, *x0.shape).clone(), t, eps.expand(S, *x0.shape).clone(), schedule)
 
         self.xy = noised(points[:max_points].double()).numpy()                              # [S, N, 2]
         self.abar = schedule.alpha_bar(t).numpy()

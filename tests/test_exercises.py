@@ -208,22 +208,28 @@ def test_less_training_leaves_samples_off_the_clusters(capsys):
     assert exercises.grade("03-less-training", "yes")[0] is False
 
 
-def test_check_refuses_bad_arguments(capsys):
+def test_bad_arguments_are_answered_in_one_line(capsys):
+    """``check`` never raises to the student (issue 24): a mistyped id or an answer of the wrong kind gets one
+    printed line; ``grade`` says the same, and only the programmer's API raises for an unknown exercise."""
     with pytest.raises(ValueError, match="exercise_id must be one of"):
-        exercises.check("99-nope", 1)
-    with pytest.raises(TypeError, match="exercise_id must be a str"):
-        exercises.check(1, 1)
-    with pytest.raises(TypeError, match="must be an integer"):
-        exercises.check("01-alpha-bar-half", "259")
-    with pytest.raises(TypeError, match="single number"):
-        exercises.check("01-snr-cosine-500", torch.ones(3))
-    with pytest.raises(TypeError, match="answer must be a number"):
-        exercises.check("02-eps-axis", object())
-    with pytest.raises(TypeError, match="one word of"):
-        exercises.check("02-ddpm-or-ddim", 1)
-    with pytest.raises(ValueError, match="must use the words"):
-        exercises.check("02-ddpm-or-ddim", "Euler")
-    with pytest.raises(TypeError, match="list of words"):
-        exercises.check("05-k4", "above")
+        exercises.grade("99-nope", 1)
     with pytest.raises(ValueError, match="exercise_id must be one of"):
         exercises.solution("nope")
+    with pytest.raises(TypeError, match="exercise_id must be a str"):
+        exercises.problem(1)
+    for ex_id, answer, words in [("01-alpha-bar-half", "259", "that is the text '259'"),
+                                 ("01-snr-cosine-500", torch.ones(3), "a single number"),
+                                 ("01-snr-cosine-500", "maybe", "without quotes"),
+                                 ("02-eps-axis", object(), "answer must be a number"),
+                                 ("02-ddpm-or-ddim", 1, "one word in quotes"),
+                                 ("02-ddpm-or-ddim", ["DDIM"], "one word in quotes"),
+                                 ("02-ddpm-or-ddim", "Euler", "answer with the words"),
+                                 ("05-k4", "above", "a list of words")]:
+        ok, message = exercises.grade(ex_id, answer)
+        assert not ok and words in message and "\n" not in message, message
+        assert exercises.check(ex_id, answer) is None
+        out = capsys.readouterr().out
+        assert out == f"✘ {message}\n"  # one line, no hint: a wrong kind of answer costs no try
+    for bad in ("99-nope", 1):
+        exercises.check(bad, 1)
+        assert capsys.readouterr().out.startswith("✘ exercise_id must be")
