@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[test,lab]"
+	$(PY) -m pip install --quiet -e ".[test,lab,teach]"
+	# nbgrader's JupyterLab and server extensions off: the course is made with its command line, and JupyterLab
+	# (and its browser tests) should look as they do without the teach extra
+	$(VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader @jupyter-notebook/lab-extension
+	$(VENV)/bin/jupyter server extension disable --sys-prefix nbgrader.server_extensions.formgrader \
+		nbgrader.server_extensions.assignment_list nbgrader.server_extensions.course_list \
+		nbgrader.server_extensions.validate_assignment
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,83 @@
+"""The nbgrader course of scripts/make_course.py, round-tripped through nbgrader itself, offline: the instructor's
+copy marks the solutions and the hidden tests; ``generate_assignment`` hides both; ``autograde`` gives a
+filled-in copy full marks and takes from a copy with one planted bug exactly that exercise's points."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSON = "01_forward_process"
+NBGRADER = Path(sys.executable).with_name("nbgrader")
+pytestmark = pytest.mark.slow  # about half a minute: two runs of lesson 1 under nbgrader
+
+
+def run(cmd, cwd):
+    out = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "SEQDIFF_FAST": "1"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out.stdout + out.stderr
+
+
+def src(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def fill(release: dict, bug: tuple[str, str] | None) -> dict:
+    """The students' copy with every stub replaced by the teacher's solution (``bug``: one edit of the solution)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_course
+    nb = json.loads(json.dumps(release))
+    for cell in nb["cells"]:
+        text = src(cell)
+        stub = re.search(r"^( *)# YOUR CODE HERE\n *raise NotImplementedError\(\)", text, flags=re.M)
+        if stub:
+            name = re.match(r"def (\w+)\(", text).group(1)
+            body = make_course.solution_body(name)
+            if bug is not None and bug[0] in body:
+                body = body.replace(*bug)
+            cell["source"] = text[:stub.start()] + body + text[stub.end():]
+    return nb
+
+
+def test_nbgrader_round_trip(tmp_path, monkeypatch):
+    # nbgrader's gradebook runs the `alembic` command: the one installed beside this Python
+    monkeypatch.setenv("PATH", f"{NBGRADER.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    course = tmp_path / "course"
+    run([sys.executable, ROOT / "scripts" / "make_course.py", course, "--lessons", "01", "--points", "3"], tmp_path)
+    source = json.loads((course / "source" / LESSON / f"{LESSON}.ipynb").read_text())
+    graded = {c["metadata"]["nbgrader"]["grade_id"]: c for c in source["cells"] if "nbgrader" in c["metadata"]}
+    assert set(graded) == {"code-01-alpha-bars", "code-01-add-noise", "test-01-alpha-bars", "test-01-add-noise"}
+    assert "### BEGIN SOLUTION" in src(graded["code-01-add-noise"]) and graded["test-01-add-noise"]["metadata"][
+        "nbgrader"]["points"] == 3
+    assert "### BEGIN HIDDEN TESTS" in src(graded["test-01-add-noise"])
+
+    run([NBGRADER, "generate_assignment", LESSON, "--force"], course)
+    release_path = course / "release" / LESSON / f"{LESSON}.ipynb"
+    text = release_path.read_text()
+    for hidden in ("BEGIN SOLUTION", "cumprod", "BEGIN HIDDEN", 'part="edge"'):
+        assert hidden not in text, hidden  # the students' copy has neither the solutions nor the hidden tests
+    assert text.count("YOUR CODE HERE") == 2 and 'part=\\"basic\\"' in text
+
+    release = json.loads(text)
+    planted = ("(1 - a).sqrt() * noise", "- (1 - a).sqrt() * noise")  # add_noise with the wrong sign
+    for student, bug in (("full", None), ("bug", planted)):
+        folder = course / "submitted" / student / LESSON
+        folder.mkdir(parents=True)
+        (folder / f"{LESSON}.ipynb").write_text(json.dumps(fill(release, bug)))
+    run([NBGRADER, "autograde", LESSON, "--create", "--force"], course)
+
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        scores = {s: gb.find_submission(LESSON, s).score for s in ("full", "bug")}
+        cells = {s: {g.name: g.score for g in gb.find_submission_notebook(LESSON, LESSON, s).grades}
+                 for s in ("full", "bug")}
+        assert gb.find_submission(LESSON, "full").max_score == 6
+    assert scores == {"full": 6, "bug": 3}
+    assert cells["bug"] == {"test-01-alpha-bars": 3, "test-01-add-noise": 0}
+    feedback = (course / "autograded" / "bug" / LESSON / f"{LESSON}.ipynb").read_text()
+    assert "wrong sign" in feedback  # the grader's record keeps the one-line reading of the mistake
