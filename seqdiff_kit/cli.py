@@ -698,6 +698,8 @@ def cmd_experiment(args) -> int:
                              scheduler=args.scheduler, progress=not args.quiet, **timeout)
     except JobsFailedError as err:  # a result, not a crash: one line like every other error
         raise ValueError(str(err)) from None
+    except FolderLockedError as err:
+        raise ValueError(f"--out {err}") from None
     print(f"{len(res.rows)} rows; trained {res.stats['trained']} models, evaluated {res.stats['evaluated']} cells "
           f"in {res.stats['seconds']:.0f} s")
     for name, p in res.paths.items():

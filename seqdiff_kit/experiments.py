@@ -48,7 +48,7 @@ from typing import Sequence
 import torch
 
 from ._format import format_number
-from ._io import atomic_write
+from ._io import atomic_write, locked_folder
 from ._runtime import __version__
 from ._validate import check_choice, check_float, check_int, check_type
 from .checkpoint import checkpoint_exists, checkpoint_paths, load_checkpoint
@@ -314,31 +314,51 @@ def evaluate_model(model, ds: DatasetSpec, data, schedule: Schedule, seed: int, 
 
 
 def _checkpoint_done(stem: Path, steps: int) -> bool:
+    """Whether the JSON at ``stem`` says its training reached ``steps`` (whether the pair loads is learnt when
+    it is loaded: ``_load_or_train``)."""
     if not checkpoint_exists(stem):
         return False
     try:
         meta = json.loads(checkpoint_paths(stem)[1].read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return False
-    return int(meta.get("step", -1)) == steps
+    return isinstance(meta, dict) and type(meta.get("step")) is int and meta["step"] == steps
+
+
+def _load_or_train(recipe: Recipe, stem: Path, steps: int) -> tuple:
+    """``(model, trained, seconds, note)``: the finished checkpoint at ``stem``, else a training that resumes a
+    partial one. A checkpoint that cannot be loaded or resumed (damaged files) is trained again from scratch and
+    ``note`` says so in one line: left as it was, it would fail every rerun of the grid."""
+    damage = None
+    if _checkpoint_done(stem, steps):
+        try:
+            return load_checkpoint(stem, use_ema=True)[0], False, 0.0, None
+        except ValueError as err:
+            damage = err
+    kwargs = dict(checkpoint=stem, checkpoint_every=max(1, steps // 4), progress=False, threads=1)
+    if damage is None and checkpoint_exists(stem):
+        try:
+            res = train(recipe, resume=True, **kwargs)
+            return res.model, True, res.seconds, None
+        except ValueError as err:
+            damage = err
+    res = train(recipe, resume=False, **kwargs)
+    note = None if damage is None else (f"its checkpoint {stem.name} could not be used "
+                                        f"({' '.join(str(damage).split())[:200]}); trained it again from scratch")
+    return res.model, True, res.seconds, note
 
 
 def _run_job(job: dict) -> dict:
     """Worker: load the finished model or train it (resuming a partial checkpoint), then run the missing
-    eval cells. Returns ``{"key", "trained", "train_seconds", "rows", "eval_seconds"}``."""
+    eval cells. Returns ``{"key", "trained", "train_seconds", "rows", "eval_seconds", "note"}`` (``note``: a
+    damaged checkpoint trained again, else None)."""
     torch.set_num_threads(int(job.get("threads", 1)))
     ds, cell = job["dataset"], job["cell"]
     loss_cfg = json.loads(cell["loss"])
     recipe = ds.recipe.replace(loss=Loss.from_config(loss_cfg), seed=cell["seed"], steps=cell["train_steps"])
     data, schedule = recipe.data(), recipe.make_schedule()
     stem = Path(job["stem"])
-    trained, t_train = False, 0.0
-    if _checkpoint_done(stem, cell["train_steps"]):
-        model, _ = load_checkpoint(stem, use_ema=True)
-    else:
-        res = train(recipe, checkpoint=stem, checkpoint_every=max(1, cell["train_steps"] // 4),
-                    resume=checkpoint_exists(stem), progress=False, threads=1)
-        model, trained, t_train = res.model, True, res.seconds
+    model, trained, t_train, note = _load_or_train(recipe, stem, cell["train_steps"])
     model.eval()
     rows = []
     t0 = time.perf_counter()
@@ -350,7 +370,7 @@ def _run_job(job: dict) -> dict:
                      "compute": cell["train_steps"] * evals_per_sample(loss_cfg),
                      "steps": steps, "eta": eta, "n_eval": ds.n_eval, **metrics})
     return {"key": cell["key"], "trained": trained, "train_seconds": t_train, "rows": rows,
-            "eval_seconds": time.perf_counter() - t0}
+            "eval_seconds": time.perf_counter() - t0, "note": note}
 
 
 # ====================================================================== results
@@ -495,7 +515,9 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, sch
     whose worker dies is run again on another worker by Dask (up to the scheduler's
     ``distributed.scheduler.allowed-failures``, then it counts as failed); a retried training resumes the
     checkpoint its first attempt left. Whatever the executor, this process alone appends the rows, each
-    key once."""
+    key once, and it holds ``out``'s lock (``_io.locked_folder``) meanwhile: a second run on the same folder
+    gets ``FolderLockedError`` at once. A checkpoint of the grid that cannot be loaded or resumed is trained
+    again (one line on stderr, ``stats["retrained"]``)."""
     if isinstance(config, str):
         config = grid_config(config)
     if not isinstance(config, ExperimentConfig):
@@ -504,7 +526,10 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, sch
     workers = check_int("workers", workers, 1)
     client = connect_scheduler(scheduler, connect_timeout) if scheduler is not None else None
     try:
-        return _run(config, Path(out), workers, client, progress, report, level)
+        # one client per folder (FolderLockedError for a second): two would each train every model and append
+        # every row
+        with locked_folder(out):
+            return _run(config, Path(out), workers, client, progress, report, level)
     finally:
         if client is not None:
             client.close()
@@ -526,7 +551,7 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
     store = out / "rows.jsonl"
     done = _read_rows(store)
     jobs = plan_jobs(config, out, set(done))
-    stats = {"jobs": len(jobs), "trained": 0, "loaded": 0, "evaluated": 0, "reused_rows": 0, "errors": [],
+    stats = {"jobs": len(jobs), "trained": 0, "loaded": 0, "evaluated": 0, "reused_rows": 0, "errors": [], "retrained": [],
              "train_seconds": 0.0, "executor": "dask" if client is not None else "local",
              "workers": len(answers) if client is not None else min(workers, max(len(jobs), 1))}
     t0 = time.perf_counter()
@@ -544,6 +569,9 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
         stats["trained" if res["trained"] else "loaded"] += 1
         stats["evaluated"] += len(new)
         stats["train_seconds"] += res["train_seconds"]
+        if res.get("note"):  # said whatever --quiet asks: a file of the grid was damaged
+            stats["retrained"].append(f"{res['key']}: {res['note']}")
+            print(f"{res['key']}: {res['note']}", file=sys.stderr, flush=True)
         if progress:
             what = f"trained in {res['train_seconds']:.0f} s" if res["trained"] else "loaded"
             print(f"[{i}/{len(jobs)} jobs done] {res['key']}: {what}, {len(new)} evals in {res['eval_seconds']:.0f} s "

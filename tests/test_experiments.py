@@ -14,7 +14,7 @@ from seqdiff_kit import cli
 from seqdiff_kit import experiments as ex
 from seqdiff_kit import stats as st
 from seqdiff_kit.analysis import gaussian_sa_optimum, linear_sampler_std_ratio
-from seqdiff_kit.checkpoint import checkpoint_paths
+from seqdiff_kit.checkpoint import checkpoint_paths, load_checkpoint
 from seqdiff_kit.data import dataset
 from seqdiff_kit.recipes import Recipe
 
@@ -235,3 +235,55 @@ def test_second_run_trains_and_evaluates_nothing(fast_run, monkeypatch):
         p.unlink()
     ex.run_experiment("fast", fast_run, workers=1, progress=False, report=False)
     assert calls == {"fit": 1, "eval": 1}
+
+
+# ---------------------------------------------------------------------- one folder, one client; damaged files
+def _tiny_grid():
+    recipe = Recipe("tiny", "ring8", "MLPDenoiser", dict(dim=2, width=8, depth=1, time_dim=4),
+                    {"steps": 4, "batch_size": 16})
+    return ex.ExperimentConfig([ex.DatasetSpec(recipe, [{"name": "simple"}], sampling_steps=(2,), n_eval=32)],
+                               seeds=(0, 1))
+
+
+def test_a_second_client_on_the_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """Two clients on one folder once both trained every model and wrote every row twice."""
+    from seqdiff_kit._io import FolderLockedError, locked_folder
+
+    monkeypatch.setattr(ex, "GRIDS", {**ex.GRIDS, "tiny": _tiny_grid})
+    with locked_folder(tmp_path / "out"):  # the first client, running
+        with pytest.raises(FolderLockedError, match="being written by another seqdiff process"):
+            ex.run_experiment(_tiny_grid(), tmp_path / "out", progress=False, report=False)
+        rc = cli.main(["experiment", "--preset", "tiny", "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 1 and len(err.strip().splitlines()) == 1 and err.startswith("seqdiff: error: --out "), err
+        assert "being written by another seqdiff process" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".seqdiff.lock"]  # nothing trained or written
+    res = ex.run_experiment(_tiny_grid(), tmp_path / "out", progress=False, report=False)  # once it is free
+    assert res.stats["trained"] == 2 and len(res.rows) == 2
+
+
+@pytest.mark.parametrize("damage", ["weights-junk", "json-list", "json-step-string"])
+def test_a_damaged_finished_checkpoint_is_trained_again_saying_so(tmp_path, capsys, damage):
+    """Once, a finished checkpoint that no longer loaded made every rerun of the grid fail (or show a raw
+    'invalid literal for int()'); now that cell is trained again, in one line on stderr, and the rerun ends."""
+    out, cfg = tmp_path / "grid", _tiny_grid()
+    first = ex.run_experiment(cfg, out, progress=False, report=False)
+    cell = ex.train_cells(cfg)[0]
+    st, js = checkpoint_paths(cell.stem(out))
+    if damage == "weights-junk":
+        st.write_bytes(b"junk")
+    elif damage == "json-list":
+        js.write_text("[1, 2]")
+    else:
+        js.write_text(json.dumps({**json.loads(js.read_text()), "step": "x"}))
+    (out / "rows.jsonl").unlink()  # its rows must be computed again, so the model is needed
+    capsys.readouterr()
+    again = ex.run_experiment(cfg, out, progress=False, report=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(cell.key) and "trained it again from scratch" in err[0], err
+    assert f"its checkpoint {cell.stem(out).name} could not be used" in err[0]
+    assert again.stats["trained"] == 1 and again.stats["loaded"] == 1 and len(again.stats["retrained"]) == 1
+    assert again.rows == first.rows  # the same seed and recipe: the same model, the same numbers
+    assert load_checkpoint(cell.stem(out))[1]["step"] == cell.train_steps  # the damaged pair was replaced
+    third = ex.run_experiment(cfg, out, progress=False, report=False)
+    assert third.stats["jobs"] == 0 and third.stats["retrained"] == []
