@@ -1,11 +1,15 @@
-"""One evaluation for every model comparison: the demo, ``seqdiff compare``, the experiment grid, the digits
-tables and the notebooks all call ``evaluate``.
+"""The one scorer and the one evaluation of every model comparison: the demo, ``seqdiff compare``, the experiment
+grid, the seed study, the few-step grid, the explorer, the digits tables and the notebooks all score through
+``Scorer``, and compare models through ``evaluate``.
 
-``evaluate(models, data, schedule, steps)`` samples every model from one shared ``x_T`` at each step count and
-scores the samples. The metrics of a row (``steps`` sampler steps of one model, ``N`` samples):
+``Scorer(data, reference, own=...)`` scores samples against a reference draw with the metrics of the one
+registry ``METRICS`` that apply to the data, and scores a second data draw the same way (``data_level``: the
+floor sampling noise allows, shown beside every score). The metrics (``N`` samples):
 
-- ``mmd``: unbiased squared MMD to the reference with RBF kernels of fixed bandwidths
-  ``h = (0.25, 0.5, 1, 2, 4) x median pairwise distance of the data`` (fixed, so rows are comparable);
+- ``mmd``: unbiased squared MMD to the reference, a sum of RBF kernels of the bandwidths ``mmd_bandwidths(data)``:
+  the median pairwise distance of the data and its halvings down to the data's 1% quantile of pairwise distances
+  (about one mode's width), fixed per dataset so every table's MMD is comparable; docs/performance.md has the
+  measurement behind the rule;
 - ``sw``: sliced 1-Wasserstein distance to the reference (256 directions from the seed);
 - ``loglik``: ``(1/N) sum_i log p(x_i)`` under the true mixture (mixtures); its target is the data's own value,
   not "as high as possible": a sampler whose modes are too tight scores above the data;
@@ -13,16 +17,21 @@ scores the samples. The metrics of a row (``steps`` sampler steps of one model, 
   above 0 too tight, below 0 too diffuse;
 - ``fd``: Frechet distance of digit-classifier features to the reference (images);
 - ``confident``: the share of samples the digit classifier labels with confidence >= 0.9 (images);
-- ``std_ratio``: ``sqrt(tr Cov(samples) / tr Cov(reference))`` (< 1 shrinks, > 1 over-disperses).
+- ``std_ratio``: ``sqrt(tr Cov(samples) / tr Cov(reference))`` (< 1 shrinks, > 1 over-disperses);
+- ``coverage_tv``: ``metrics.mode_coverage``'s total variation between the modes' shares and weights (mixtures);
+- ``spread_radial``, ``spread_tangential``, ``radial_offset`` (2-D rings): ``metrics.within_mode_spread``
+  pooled over the modes: the within-mode std ratio across and along the ring, the mean radial offset;
+- ``tail_share`` (mixtures): the share of samples whose ``log p`` falls below the data's 1% quantile of ``log p``.
 
 The reference. Mixtures: ``N`` fresh draws of the data. Images: half A of a fixed split of the data set into two
 halves (``real_halves``: a permutation from seed 0), the reference of the shipped digits tables in the README;
 it does not depend on the evaluation's seed, so every digits number in the project is against the same images.
-The ``data`` row scores a second draw (mixtures) or the other half (images) the same way: the floor sampling
-noise allows. Image samples are clamped to the pixel range [-1, 1] before they are scored.
+The ``data`` row scores a second draw (mixtures) or the other half (images) the same way. Image samples are
+clamped to the pixel range [-1, 1] before they are scored.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -34,15 +43,15 @@ import torch
 from ._format import format_number
 from ._io import atomic_write
 from ._validate import check_choice, check_float, check_int, check_type
-from .classifier import confidence_share, digit_features, get_classifier
+from .classifier import (confidence_share, digit_feature_stats, digit_features, digit_frechet_distance,
+                         get_classifier)
 from .checkpoint import read_checkpoint
 from .data import CHECKPOINT_DIR, GaussianMixture, digits, sample_shape
 from .denoisers import IdealDenoiser
 from .drift import (DistributionDrift, PairedTrajectories, StepDrift, distribution_drift, paths_drift,
                     trajectory_drift)
-from .classifier import digit_feature_stats, digit_frechet_distance
-from .metrics import (MEDIAN_MULTIPLIERS, ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance, loglik_gap,
-                      mean_log_likelihood, median_bandwidth, mmd, sliced_wasserstein, std_ratio)
+from .metrics import (ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance, loglik_gap, mean_log_likelihood,
+                      mode_coverage, std_ratio, within_mode_spread)
 from .samplers import Trajectory, make_noise
 from .solvers import SOLVERS, STOCHASTIC, options_from_data, sample
 from .schedule import Schedule
@@ -52,7 +61,7 @@ IDEAL = "ideal"
 DATA_ROW = "data (own)"
 PIXEL_RANGE = (-1.0, 1.0)
 CONFIDENCE = 0.9
-METRICS = ("mmd", "sw", "loglik", "loglik_gap", "fd", "confident", "std_ratio")
+TAIL, TAIL_DRAWS = 0.01, 100_000
 
 
 # ---------------------------------------------------------------------- the digits reference
@@ -105,33 +114,198 @@ def frechet_floor_spread(seeds=tuple(range(8)), classifier=None) -> FloorSpread:
                        low=float(v.min()), high=float(v.max()))
 
 
-# ---------------------------------------------------------------------- one row
-def score(x: torch.Tensor, reference: torch.Tensor, data, bandwidths, seed: int, *, reference_stats=None,
-          classifier=None, metrics: Sequence[str] = METRICS, mmd_reference: ReferenceMMD | None = None,
-          sw_reference: ReferenceSlicedWasserstein | None = None) -> dict:
-    """The metrics of samples ``x`` against the reference draws (the module docstring), in ``METRICS`` order,
-    those of ``metrics`` that apply to ``data`` (a ``GaussianMixture`` or images). ``reference_stats``: the
-    digit-feature statistics of ``reference``; ``mmd_reference`` (``ReferenceMMD(reference, bandwidths)``) and
-    ``sw_reference`` (``ReferenceSlicedWasserstein(reference, seed=seed)``): the reference's parts of the MMD and
-    the sliced Wasserstein distance. All three give the same numbers, computed once per evaluation."""
-    is_mixture = isinstance(data, GaussianMixture)
-    row = {}
-    if "mmd" in metrics:
-        row["mmd"] = mmd_reference(x) if mmd_reference is not None else mmd(x, reference, bandwidths)
-    if "sw" in metrics:
-        row["sw"] = (sw_reference(x) if sw_reference is not None
-                     else sliced_wasserstein(x, reference, generator=torch.Generator().manual_seed(seed)))
-    if is_mixture and "loglik" in metrics:
-        row["loglik"] = mean_log_likelihood(x, data)
-    if is_mixture and "loglik_gap" in metrics:
-        row["loglik_gap"] = loglik_gap(x, reference, data).gap
-    if not is_mixture and "fd" in metrics:
-        row["fd"] = digit_frechet_distance(x, classifier=classifier, reference_stats=reference_stats)
-    if not is_mixture and "confident" in metrics:
-        row["confident"] = confidence_share(x, classifier, threshold=CONFIDENCE)
-    if "std_ratio" in metrics:
-        row["std_ratio"] = std_ratio(x, reference)
-    return row
+# ---------------------------------------------------------------------- the MMD kernel
+BANDWIDTH_POINTS = 1000
+BANDWIDTH_QUANTILE = 0.01
+
+
+def data_key(data) -> str:
+    """A digest of a dataset's content (a mixture's parameters, or the samples): what the per-dataset
+    constants below are cached by."""
+    if isinstance(data, GaussianMixture):
+        parts = [data.weights, data.means, data.covariances]
+    elif isinstance(data, torch.Tensor):
+        parts = [data]
+    else:
+        raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples, got {type(data).__name__}")
+    h = hashlib.sha256()
+    for t in parts:
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+_CACHE: dict = {}
+
+
+def _cached(kind: str, data, compute: Callable):
+    key = (kind, data_key(data))
+    if key not in _CACHE:
+        _CACHE[key] = compute()
+    return _CACHE[key]
+
+
+def mmd_bandwidths(data) -> list[float]:
+    """The MMD kernel's bandwidths of a dataset, one rule for every table (docs/performance.md measures it):
+    the median pairwise distance and its halvings down to the ``BANDWIDTH_QUANTILE`` quantile of the pairwise
+    distances, both over a fixed set of ``BANDWIDTH_POINTS`` data points (a mixture's draws from
+    ``Generator().manual_seed(0)``; the first rows of a tensor of clean samples). The median sees the layout of
+    the modes; the small quantile is about the width of one mode (pairs inside one mode), where a sampler's
+    errors show. The same for every seed, sample size and table (computed once per dataset)."""
+    return list(_cached("bandwidths", data, lambda: _bandwidths(data)))
+
+
+def _bandwidths(data) -> tuple[float, ...]:
+    if isinstance(data, GaussianMixture):
+        z = data.sample(BANDWIDTH_POINTS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    else:
+        z = data[:BANDWIDTH_POINTS].flatten(1).double().cpu()
+    iu = torch.triu_indices(len(z), len(z), offset=1)
+    d = torch.cdist(z, z)[iu[0], iu[1]]
+    k = max(1, round(BANDWIDTH_QUANTILE * d.numel()))
+    out, narrow = [float(d.median())], float(d.kthvalue(k).values)
+    while out[-1] / 2 >= narrow:
+        out.append(out[-1] / 2)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------- the metrics and the scorer
+@dataclass(frozen=True)
+class Metric:
+    """One scored quantity of the registry ``METRICS``: its column ``title``, the data it ``applies`` to
+    (``"all"``, ``"mixture"``, ``"ring"``: a 2-D mixture whose modes all sit away from its mean, ``"images"``)
+    and ``compute(scorer, x) -> float`` (``x`` already clamped for images)."""
+
+    title: str
+    applies: str
+    compute: Callable
+
+
+def _spread(scorer: "Scorer", x: torch.Tensor, k: int, offset: bool = False) -> float:
+    spread = scorer.memo(x, "spread", lambda: within_mode_spread(x, scorer.data, axes="radial"))
+    return float((spread.pooled_offset if offset else spread.pooled)[k])
+
+
+# The one registry of scored quantities: every table path (evaluate, the experiment grid, the seed study, the
+# few-step grid, the explorer) scores through ``Scorer``, which computes the entries that apply to its data.
+METRICS: dict[str, Metric] = {
+    "mmd": Metric("MMD^2", "all", lambda s, x: s.mmd_reference(x)),
+    "sw": Metric("sliced W1", "all", lambda s, x: s.sw_reference(x)),
+    "loglik": Metric("log-lik", "mixture", lambda s, x: mean_log_likelihood(x, s.data)),
+    "loglik_gap": Metric("log-lik gap", "mixture", lambda s, x: loglik_gap(x, s.reference, s.data).gap),
+    "fd": Metric("digit FD", "images", lambda s, x: digit_frechet_distance(x, classifier=s.classifier,
+                                                                            reference_stats=s.reference_stats)),
+    "confident": Metric("conf>=0.9", "images", lambda s, x: confidence_share(x, s.classifier, threshold=CONFIDENCE)),
+    "std_ratio": Metric("std ratio", "all", lambda s, x: std_ratio(x, s.reference)),
+    "coverage_tv": Metric("coverage TV", "mixture", lambda s, x: mode_coverage(x, s.data).tv),
+    "spread_radial": Metric("radial spread", "ring", lambda s, x: _spread(s, x, 0)),
+    "spread_tangential": Metric("tangential spread", "ring", lambda s, x: _spread(s, x, 1)),
+    "radial_offset": Metric("radial offset", "ring", lambda s, x: _spread(s, x, 0, offset=True)),
+    "tail_share": Metric(f"share in the {TAIL:.0%} tail", "mixture",
+                         lambda s, x: float((s.data.log_prob(x.double()) < s.tail_log_p).double().mean())),
+}
+
+
+def is_ring(data) -> bool:
+    """A 2-D mixture whose every mode sits away from its mean (the radial/tangential axes are defined)."""
+    if not isinstance(data, GaussianMixture) or data.dim != 2:
+        return False
+    return bool((torch.linalg.vector_norm(data.means - data.mean(), dim=1) > 1e-12).all())
+
+
+def applicable(data, metrics: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The names of ``metrics`` (default: all of ``METRICS``, in its order) that apply to ``data``."""
+    kinds = {"all"} | ({"mixture"} | ({"ring"} if is_ring(data) else set()) if isinstance(data, GaussianMixture)
+                       else {"images"})
+    names = list(METRICS) if metrics is None else [check_choice("metrics[i]", m, METRICS) for m in metrics]
+    return tuple(m for m in names if METRICS[m].applies in kinds)
+
+
+class Scorer:
+    """The one scorer of samples against a dataset: every table (the demo, ``seqdiff compare``, the experiment
+    grid, the seed study, the few-step grid, the explorer, the notebooks) calls it.
+
+    ``Scorer(data, reference, own=...)``: ``data`` a ``GaussianMixture`` or clean images [M, ...];
+    ``reference`` the draw samples are scored against; ``own`` a second draw of the data, whose score
+    (``data_level``) is the level sampling noise alone reaches, shown beside every score. ``metrics``: names of
+    ``METRICS`` (default all), kept where they apply to ``data`` (``applicable``). The MMD's bandwidths are
+    ``mmd_bandwidths(data)``, the same for every reference draw, seed and sample size; the sliced Wasserstein's
+    directions come from ``seed``. Image samples are clamped to ``PIXEL_RANGE`` before they are scored.
+    ``Scorer.draw`` draws the reference and ``own`` the way every table does; ``against`` re-uses everything
+    but the draws."""
+
+    def __init__(self, data, reference: torch.Tensor, *, own: torch.Tensor | None = None,
+                 metrics: Sequence[str] | None = None, seed: int = 0, classifier=None, bandwidths=None,
+                 tail_log_p: float | None = None):
+        if not isinstance(data, (GaussianMixture, torch.Tensor)):
+            raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples, got {type(data).__name__}")
+        self.data, self.reference, self.own, self.seed = data, reference, own, check_int("seed", seed)
+        self.metrics = applicable(data, metrics)
+        self.is_mixture = isinstance(data, GaussianMixture)
+        self.bandwidths = list(bandwidths) if bandwidths is not None else mmd_bandwidths(data)
+        self.mmd_reference = ReferenceMMD(reference, self.bandwidths) if "mmd" in self.metrics else None
+        self.sw_reference = ReferenceSlicedWasserstein(reference, seed=seed) if "sw" in self.metrics else None
+        self.classifier = self.reference_stats = None
+        if not self.is_mixture and {"fd", "confident"} & set(self.metrics):
+            self.classifier = get_classifier(classifier, reference.device)
+            self.reference_stats = digit_feature_stats(reference, self.classifier) if "fd" in self.metrics else None
+        self._tail_log_p, self._memo, self._level = tail_log_p, None, None
+
+    @classmethod
+    def draw(cls, data, n_points: int, seed: int = 0, *, generator: torch.Generator | None = None,
+             device="cpu", **kwargs) -> "Scorer":
+        """A scorer against fresh draws: a mixture's ``reference`` and ``own`` are two draws of ``n_points``
+        from ``generator`` (default ``Generator().manual_seed(seed)``), in that order; images' are halves A and B
+        of ``real_halves(0, data)``, whatever the seed (every digits score is against the same images)."""
+        n_points = check_int("n_points", n_points, 2)
+        if isinstance(data, GaussianMixture):
+            gen = generator if generator is not None else torch.Generator().manual_seed(check_int("seed", seed))
+            ref, own = data.sample(n_points, generator=gen), data.sample(n_points, generator=gen)
+        else:
+            ref, own = real_halves(0, data)
+        return cls(data, ref.to(device), own=own.to(device), seed=seed, **kwargs)
+
+    def against(self, reference: torch.Tensor, own: torch.Tensor | None = None, seed: int | None = None) -> "Scorer":
+        """The same scorer (metrics, bandwidths, classifier, tail; ``seed`` unless given) against another
+        reference draw."""
+        return Scorer(self.data, reference, own=own, metrics=self.metrics, seed=self.seed if seed is None else seed,
+                      classifier=self.classifier, bandwidths=self.bandwidths, tail_log_p=self._tail_log_p)
+
+    @property
+    def tail_log_p(self) -> float:
+        """The data's ``TAIL`` quantile of ``log p`` (a mixture's; ``TAIL_DRAWS`` draws of ``Generator(0)``)."""
+        if self._tail_log_p is None:
+            def quantile():
+                draws = self.data.sample(TAIL_DRAWS, torch.Generator().manual_seed(0), dtype=torch.float64)
+                return float(torch.quantile(self.data.log_prob(draws), TAIL))
+            self._tail_log_p = _cached("tail", self.data, quantile)
+        return self._tail_log_p
+
+    def memo(self, x: torch.Tensor, key: str, compute: Callable):
+        """``compute()``, kept while the same ``x`` is scored (several metrics share one computation)."""
+        if self._memo is None or self._memo[0] is not x:
+            self._memo = (x, {})
+        if key not in self._memo[1]:
+            self._memo[1][key] = compute()
+        return self._memo[1][key]
+
+    def score(self, x: torch.Tensor) -> dict:
+        """``{metric: value}`` of samples ``x`` for every metric of this scorer, in ``METRICS`` order."""
+        if not self.is_mixture:
+            x = x.clamp(*PIXEL_RANGE)
+        try:
+            return {m: METRICS[m].compute(self, x) for m in self.metrics}
+        finally:
+            self._memo = None
+
+    @property
+    def data_level(self) -> dict:
+        """The score of ``own``, the second data draw: what sampling noise alone reaches."""
+        if self.own is None:
+            raise ValueError("this scorer has no second data draw (own) for the data's level")
+        if self._level is None:
+            self._level = self.score(self.own)
+        return self._level
 
 
 # ---------------------------------------------------------------------- the evaluation
@@ -201,21 +375,20 @@ def check_steps(steps, T: int, name: str = "steps", allow_empty: bool = False) -
 def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Sequence[int] = DEFAULT_STEPS, *,
              n_points: int = 1000, seed: int = 0, ideal: bool = True, eta: float = 0.0, solver: str = "ddim",
              spacing: str = "trailing", drift_steps: Sequence[int] | None = None,
-             slider_steps: int | None = None, metrics: Sequence[str] = METRICS, classifier=None,
+             slider_steps: int | None = None, metrics: Sequence[str] | None = None, classifier=None,
              dataset: str | None = None, log: Callable | None = None, device="cpu") -> Evaluation:
     """Sample every model from one shared ``x_T ~ N(0, I)`` [n_points, ...] at each step count and score them.
 
-    ``data``: a ``GaussianMixture`` (adds the ideal denoiser when ``ideal``; scores MMD, sliced W,
-    log-likelihood) or clean images [M, 1, 8, 8] (MMD, sliced W, digit Frechet distance, confidence; no ideal
-    path). ``metrics``: the row metrics to compute (default: every one that applies). ``solver``: a name of
+    ``data``: a ``GaussianMixture`` (adds the ideal denoiser when ``ideal``) or clean images [M, 1, 8, 8] (no
+    ideal path). ``metrics``: names of ``METRICS`` to compute (default: every one that applies to ``data``); the
+    rows are ``Scorer.score`` of each model's samples, the data row ``Scorer.data_level``. ``solver``: a name of
     ``solvers.SOLVERS`` (``eta`` belongs to ``ddim``, the generalized step; the options a solver needs from the
     data come from ``solvers.options_from_data``, seeded by ``seed``). With ``eta > 0`` or a stochastic solver
     all models share the per-step noise of each step count. ``drift_steps`` (default: the smallest and the largest
     step count; ``()`` for none) get the per-step drift against the ideal path and the per-step spread ratio.
     Randomness, in order, from ``seed``: ``x_T``, the reference draws (mixtures), the data row's draws
     (mixtures), the noise."""
-    n_points = check_int("n_points", n_points, 2)
-    seed = check_int("seed", seed)
+    n_points, seed = check_int("n_points", n_points, 2), check_int("seed", seed)
     eta = check_float("eta", eta, 0.0, 1.0)
     check_choice("solver", solver, SOLVERS)
     if solver != "ddim" and eta != 0.0:
@@ -223,8 +396,6 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
     check_type("schedule", schedule, Schedule)
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models must be a non-empty dict of name -> model")
-    for m in metrics:
-        check_choice("metrics[i]", m, METRICS)
     steps = check_steps(steps, schedule.T)
     drift_steps = (steps[0], steps[-1]) if drift_steps is None else check_steps(drift_steps, schedule.T,
                                                                                  "drift_steps", allow_empty=True)
@@ -232,87 +403,69 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
     missing = sorted(set(drift_steps) - set(steps)) + ([slider_steps] if slider_steps not in steps else [])
     if missing:
         raise ValueError(f"drift_steps and slider_steps must be among steps {list(steps)}, got {missing}")
-    is_mixture = isinstance(data, GaussianMixture)
-    if not is_mixture and not isinstance(data, torch.Tensor):
+    if not isinstance(data, (GaussianMixture, torch.Tensor)):
         raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples, got {type(data).__name__}")
-    say = log or (lambda msg: None)
     t0 = time.perf_counter()
-
     gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n_points, *sample_shape(data)), generator=gen).to(device)
-    if is_mixture:
-        ref = data.sample(n_points, generator=gen)
-        own = data.sample(n_points, generator=gen)
-    else:
-        ref, own = real_halves(0, data)
-    ref, own = ref.to(device), own.to(device)
-    # fixed bandwidths from the data alone: every row is scored with the same kernel
-    h0 = median_bandwidth(ref, own)
-    bandwidths = [m * h0 for m in MEDIAN_MULTIPLIERS]
-
+    scorer = Scorer.draw(data, n_points, seed, generator=gen, device=device, metrics=metrics, classifier=classifier)
     all_models = dict(models)
-    if ideal and is_mixture:
+    if ideal and isinstance(data, GaussianMixture):
         all_models[IDEAL] = IdealDenoiser(data, schedule)
-    ref_stats = None
-    if not is_mixture:  # the reference's classifier features are the same for every row
-        classifier = get_classifier(classifier, device)
-        ref_stats = digit_feature_stats(ref, classifier) if "fd" in metrics else None
-
-    # the reference's parts of the MMD and the sliced Wasserstein distance: the same for every row
-    mmd_ref = ReferenceMMD(ref, bandwidths) if "mmd" in metrics else None
-    sw_ref = ReferenceSlicedWasserstein(ref, seed=seed) if "sw" in metrics else None
-
-    def score_row(x):
-        if not is_mixture:
-            x = x.clamp(*PIXEL_RANGE)
-        return score(x, ref, data, bandwidths, seed, reference_stats=ref_stats, classifier=classifier,
-                     metrics=metrics, mmd_reference=mmd_ref, sw_reference=sw_ref)
-
-    rows = [{"model": DATA_ROW, "steps": 0, **score_row(own)}]
-    trajectories: dict[str, dict[int, Trajectory]] = {n: {} for n in all_models}
-    stochastic = eta > 0 or solver in STOCHASTIC
-    noises = {s: (make_noise(s, x_T.shape, gen, device=device) if stochastic else None) for s in steps}
-    step_args = {"eta": eta} if solver == "ddim" else {}
+    noises = {s: (make_noise(s, x_T.shape, gen, device=device) if eta > 0 or solver in STOCHASTIC else None)
+              for s in steps}
+    ev = Evaluation(dataset=dataset or getattr(data, "name", "data"), data=data, schedule=schedule, steps=steps,
+                    x_T=x_T, reference=scorer.reference, own=scorer.own, bandwidths=scorer.bandwidths,
+                    rows=[{"model": DATA_ROW, "steps": 0, **scorer.data_level}],
+                    trajectories={n: {} for n in all_models}, drift_steps=drift_steps, slider_steps=slider_steps,
+                    seed=seed, eta=eta)
     for s in steps:
         for name, model in all_models.items():
             opts = options_from_data(solver, model, data, schedule, schedule.timesteps(s, spacing),
                                      generator=torch.Generator().manual_seed(seed))
-            tr = sample(model, x_T, schedule, s, solver=solver, spacing=spacing, noise=noises[s], **step_args,
-                        **opts)
-            trajectories[name][s] = tr
-            rows.append({"model": name, "steps": s, **score_row(tr.final)})
-        say(f"sampled {len(all_models)} models at {s} steps")
+            tr = sample(model, x_T, schedule, s, solver=solver, spacing=spacing, noise=noises[s],
+                        **({"eta": eta} if solver == "ddim" else {}), **opts)
+            ev.trajectories[name][s] = tr
+            ev.rows.append({"model": name, "steps": s, **scorer.score(tr.final)})
+        (log or (lambda msg: None))(f"sampled {len(all_models)} models at {s} steps")
+    _measure_drift(ev, all_models, noises, solver, device)
+    ev.settings = _settings(ev, all_models, solver, spacing, n_points)
+    ev.seconds = time.perf_counter() - t0
+    return ev
 
-    drift: dict[str, dict[int, StepDrift]] = {}
-    std_ratio: dict[str, dict[int, torch.Tensor]] = {}
-    for s in drift_steps:  # from the paths sampled above (same x_T, same noise): nothing is sampled again
-        for name, model in all_models.items():
-            if is_mixture and IDEAL in all_models and name != IDEAL and solver == "ddim":  # paths_drift's step
-                paths = PairedTrajectories(trajectories[name][s], trajectories[IDEAL][s], noises[s])
-                drift.setdefault(name, {})[s] = paths_drift(model, paths, schedule, eta=eta)
-            dd = trajectory_drift(trajectories[name][s], data if is_mixture else data.to(device), schedule,
-                                  with_mmd=False)
-            std_ratio.setdefault(name, {})[s] = dd.std_ratio
-    settings = {"dataset": dataset or getattr(data, "name", "data"), "models": ", ".join(all_models),
+
+def _measure_drift(ev: Evaluation, models: dict, noises: dict, solver: str, device) -> None:
+    """``ev.drift`` and ``ev.std_ratio`` at ``ev.drift_steps``, from the paths sampled (nothing sampled again)."""
+    is_mixture = isinstance(ev.data, GaussianMixture)
+    for s in ev.drift_steps:
+        for name, model in models.items():
+            if is_mixture and IDEAL in models and name != IDEAL and solver == "ddim":  # paths_drift's step
+                paths = PairedTrajectories(ev.trajectories[name][s], ev.trajectories[IDEAL][s], noises[s])
+                ev.drift.setdefault(name, {})[s] = paths_drift(model, paths, ev.schedule, eta=ev.eta)
+            dd = trajectory_drift(ev.trajectories[name][s], ev.data if is_mixture else ev.data.to(device),
+                                  ev.schedule, with_mmd=False)
+            ev.std_ratio.setdefault(name, {})[s] = dd.std_ratio
+
+
+def _settings(ev: Evaluation, models: dict, solver: str, spacing: str, n_points: int) -> dict:
+    eta = ev.eta
+    settings = {"dataset": ev.dataset, "models": ", ".join(models),
                 "sampler": (f"DDIM (eta={eta})" if eta == 0 else f"generalized DDIM (eta={eta})") if solver == "ddim"
                 else solver,
-                "timestep spacing": spacing, "steps": ", ".join(map(str, steps)), "points": n_points,
-                "seed": seed, "schedule": f"{schedule.name}, T={schedule.T}",
-                "MMD bandwidths": ", ".join(f"{b:.3g}" for b in bandwidths),
-                "drift steps": ", ".join(map(str, drift_steps)), "slider steps": slider_steps}
-    if not is_mixture:
-        settings["reference"] = (f"half A of the real images ({ref.shape[0]} of {data.shape[0]}, a fixed split); "
-                                 f"samples clamped to {list(PIXEL_RANGE)}")
-    return Evaluation(dataset=settings["dataset"], data=data, schedule=schedule, steps=steps, x_T=x_T,
-                      reference=ref, own=own, bandwidths=bandwidths, rows=rows,
-                      trajectories=trajectories, drift=drift, std_ratio=std_ratio, drift_steps=drift_steps,
-                      slider_steps=slider_steps, seed=seed, eta=eta, settings=settings,
-                      seconds=time.perf_counter() - t0)
+                "timestep spacing": spacing, "steps": ", ".join(map(str, ev.steps)), "points": n_points,
+                "seed": ev.seed, "schedule": f"{ev.schedule.name}, T={ev.schedule.T}",
+                "MMD bandwidths": ", ".join(f"{b:.3g}" for b in ev.bandwidths),
+                "drift steps": ", ".join(map(str, ev.drift_steps)), "slider steps": ev.slider_steps}
+    if not isinstance(ev.data, GaussianMixture):
+        settings["reference"] = (f"half A of the real images ({ev.reference.shape[0]} of {ev.data.shape[0]}, a fixed "
+                                 f"split); samples clamped to {list(PIXEL_RANGE)}")
+    return settings
 
 
 # ---------------------------------------------------------------------- tables
-COLUMN_TITLES = {"model": "model", "steps": "steps", "mmd": "MMD^2", "sw": "sliced W1", "loglik": "log-lik",
-                 "loglik_gap": "log-lik gap", "fd": "digit FD", "confident": "conf>=0.9", "std_ratio": "std ratio"}
+# the columns of the plain-text table and the report's (the rows hold every metric of the scorer)
+TABLE_METRICS = ("mmd", "sw", "loglik", "loglik_gap", "fd", "confident", "std_ratio")
+COLUMN_TITLES = {"model": "model", "steps": "steps", **{m: METRICS[m].title for m in TABLE_METRICS}}
 
 
 def table_columns(rows: Sequence[dict]) -> list[str]:

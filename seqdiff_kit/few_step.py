@@ -10,8 +10,11 @@ noise of each (spacing, steps).
 
 Metrics (``metrics``' two-sided rule: each is judged by its distance to its target, ``metrics.TARGETS``):
 
-- ``mmd``: unbiased MMD^2 against n fresh data draws, RBF bandwidths ``MEDIAN_MULTIPLIERS`` times the median
-  distance of the data (fixed once, so every row and every data draw uses the same kernel); target 0;
+Every sample set is scored by ``evaluate.Scorer`` against that seed's reference draw (so the rows hold every
+metric of ``evaluate.METRICS`` that applies); the tables show these (``REPORTED``):
+
+- ``mmd``: unbiased MMD^2 against n fresh data draws with the bandwidths of ``evaluate.mmd_bandwidths`` (fixed
+  per dataset, so every row and every data draw uses the same kernel); target 0;
 - ``loglik_gap``: ``metrics.loglik_gap``, mean log p(samples) - mean log p(reference) under the exact density;
   target 0. Positive: too concentrated on the modes; negative: mass between them or too spread;
 - ``std_ratio``: ``metrics.std_ratio`` against the reference draw; target 1;
@@ -43,8 +46,8 @@ from ._io import atomic_write
 from ._validate import check_choice, check_int, check_type
 from .data import GaussianMixture, ring8
 from .denoisers import IdealDenoiser
-from .metrics import (MEDIAN_MULTIPLIERS, loglik_gap, median_bandwidth, mmd, mode_coverage, std_ratio,
-                      target_distance, within_mode_spread)
+from .evaluate import METRICS, TAIL, Scorer
+from .metrics import target_distance
 from .recipes import load_shipped
 from .samplers import Trajectory, make_noise
 from .schedule import SPACINGS, Schedule
@@ -57,59 +60,19 @@ STEPS = (5, 10, 20, 50)
 JUDGED = ("mmd", "loglik_gap", "std_ratio", "coverage_tv", "spread_radial", "spread_tangential")
 REPORTED = JUDGED + ("tail_share",)
 ONE_SIDED = ("mmd", "coverage_tv")  # distances that data draws push only upwards
-TAIL = 0.01
-METRIC_TITLES = {"mmd": "MMD^2", "loglik_gap": "log-lik gap", "std_ratio": "std ratio",
-                 "coverage_tv": "coverage TV", "spread_radial": "radial spread", "spread_tangential":
-                 "tangential spread", "tail_share": "share in the 1% tail"}
+METRIC_TITLES = {m: METRICS[m].title for m in REPORTED}
 
 
 # ---------------------------------------------------------------------- scoring
-@dataclass(frozen=True)
-class Reference:
-    """What every sample set of a grid is scored against: the mixture, the fixed MMD bandwidths and the data's
-    ``TAIL`` quantile of ``log p`` (float64, from ``tail_draws`` draws)."""
-
-    mixture: GaussianMixture
-    bandwidths: tuple
-    tail_log_p: float
-
-    @classmethod
-    def of(cls, mixture: GaussianMixture, seed: int = 0, tail_draws: int = 200_000) -> "Reference":
-        """Bandwidths from two 2000-point data draws; the quantile over ``tail_draws`` draws."""
-        check_type("mixture", mixture, GaussianMixture)
-        g = torch.Generator().manual_seed(seed)
-        h0 = median_bandwidth(mixture.sample(2000, g), mixture.sample(2000, g))
-        log_p = mixture.log_prob(mixture.sample(check_int("tail_draws", tail_draws, 100), g, dtype=torch.float64))
-        return cls(mixture, tuple(m * h0 for m in MEDIAN_MULTIPLIERS), float(torch.quantile(log_p, TAIL)))
-
-    def score(self, x: torch.Tensor, ref: torch.Tensor) -> dict:
-        """The metrics of samples ``x`` against the data draw ``ref`` (see the module docstring); the spreads
-        only for a 2-D mixture whose modes sit around its mean (a ring)."""
-        log_p = self.mixture.log_prob(x.double())
-        out = {"mmd": mmd(x, ref, list(self.bandwidths)), "loglik_gap": loglik_gap(x, ref, self.mixture).gap,
-               "std_ratio": std_ratio(x, ref), "coverage_tv": mode_coverage(x, self.mixture).tv,
-               "tail_share": float((log_p < self.tail_log_p).double().mean())}
-        if self.mixture.dim == 2 and self.ring:
-            spread = within_mode_spread(x, self.mixture, axes="radial").pooled
-            out["spread_radial"], out["spread_tangential"] = float(spread[0]), float(spread[1])
-        return out
-
-    @property
-    def ring(self) -> bool:
-        """Whether every mode sits away from the mixture's mean (the radial/tangential axes are defined)."""
-        centred = self.mixture.means - self.mixture.mean()
-        return bool((torch.linalg.vector_norm(centred, dim=1) > 1e-12).all())
-
-
-def data_level(reference: Reference, n_points: int, draws: int = 50, seed: int = 0) -> list[dict]:
-    """The metrics of ``draws`` fresh data draws of ``n_points`` against as many independent reference draws:
-    the level that sampling noise alone reaches."""
+def data_level(scorer: Scorer, n_points: int, draws: int = 50, seed: int = 0) -> list[dict]:
+    """The metrics (``scorer``'s) of ``draws`` fresh data draws of ``n_points`` against as many independent
+    reference draws: the level that sampling noise alone reaches."""
     n_points, draws = check_int("n_points", n_points, 2), check_int("draws", draws, 2)
     g = torch.Generator().manual_seed(seed)
     out = []
     for k in range(draws):
-        ref, own = reference.mixture.sample(n_points, g), reference.mixture.sample(n_points, g)
-        out.append({"draw": k, **reference.score(own, ref)})
+        ref, own = scorer.data.sample(n_points, g), scorer.data.sample(n_points, g)
+        out.append({"draw": k, **scorer.against(ref).score(own)})
     return out
 
 
@@ -125,7 +88,7 @@ class FixGrid:
 
     rows: list
     data: list
-    reference: Reference | None = None
+    scorer: Scorer | None = None
     schedule: Schedule | None = None
     x_T: torch.Tensor | None = None
     trajectories: dict = field(default_factory=dict)
@@ -243,7 +206,7 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
              steps: Sequence[int] = STEPS, fixes: Sequence[str] = FIXES, spacings: Sequence[str] = ("trailing",),
              seeds: Sequence[int] = (0, 1, 2), n_points: int = 2000, n_gamma: int = 4000, ideal: bool = True,
              exact_cov_models: Sequence[str] = (IDEAL,), data_draws: int = 50, keep_trajectories: bool = False,
-             reference: Reference | None = None, log: Callable[[str], None] | None = None) -> FixGrid:
+             scorer: Scorer | None = None, log: Callable[[str], None] | None = None) -> FixGrid:
     """Sample every (model, fix, spacing, steps) for every seed and score it (see the module docstring).
 
     ``models``: name -> learned model (``ideal`` adds ``IdealDenoiser(mixture, schedule)``). ``exact_cov`` runs
@@ -269,7 +232,6 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
         raise ValueError("models must hold at least one model (or ideal=True)")
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
-    reference = reference or Reference.of(mixture)
     grids = {(sp, n): schedule.timesteps(n, sp) for sp in spacings for n in steps}
     visited = sorted({int(t) for ts in grids.values() for t in ts}, reverse=True)
 
@@ -278,6 +240,8 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
         g = torch.Generator().manual_seed(seed)
         x_T = torch.randn(n_points, mixture.dim, generator=g)
         ref = mixture.sample(n_points, g)
+        seed_scorer = Scorer(mixture, ref, seed=seed) if scorer is None else scorer.against(ref, seed=seed)
+        scorer = scorer or seed_scorer  # the metrics, bandwidths and tail quantile of every seed and data draw
         noises = {(sp, n): make_noise(n, x_T.shape, g) for sp, n in grids}
         first_x_T = x_T if first_x_T is None else first_x_T
         for name, model in all_models.items():
@@ -294,14 +258,14 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
                     if keep:
                         kept[(name, fix, spacing, n)] = tr
                     rows.append({"model": name, "fix": fix, "spacing": spacing, "steps": n, "seed": seed,
-                                 "model_calls": model_calls(fix, n), **reference.score(tr.final, ref)})
+                                 "model_calls": model_calls(fix, n), **seed_scorer.score(tr.final)})
             say(f"seed {seed}: {name} done ({time.perf_counter() - t0:.0f} s)")
-    data = data_level(reference, n_points, data_draws, seed=10_000 + seeds[0])
+    data = data_level(scorer, n_points, data_draws, seed=10_000 + seeds[0])
     settings = {"models": list(all_models), "fixes": list(fixes), "spacings": list(spacings), "steps": list(steps),
                 "seeds": list(seeds), "n_points": n_points, "n_gamma": n_gamma, "data_draws": data_draws,
                 "schedule": f"{schedule.name}, T={schedule.T}", "mixture": mixture.name,
                 "exact_cov_models": list(exact_cov_models)}
-    return FixGrid(rows=rows, data=data, reference=reference, schedule=schedule, x_T=first_x_T, trajectories=kept,
+    return FixGrid(rows=rows, data=data, scorer=scorer, schedule=schedule, x_T=first_x_T, trajectories=kept,
                    settings=settings, seconds=time.perf_counter() - t0)
 
 

@@ -5,9 +5,11 @@ One seed ``s``: train an MLP with each loss (``recipes.train`` of ``study_recipe
 recipe with a shorter step count, weights and data drawn from ``s``), then from ``x_T``, reference and second
 data draws of ``Generator(s)``:
 
-- per model (and the ideal denoiser) and DDIM step count, the sample metrics of ``measure_samples``: MMD^2,
-  the mean log-likelihood and the signed ``loglik_gap`` against the reference draws, the std ratio, the mode
-  coverage's total variation distance, the within-mode radial and tangential spread and the mean radial offset;
+- per model (and the ideal denoiser) and DDIM step count, the sample metrics of ``evaluate.Scorer`` against the
+  reference draws (``SAMPLE_METRICS``: every metric of ``evaluate.METRICS`` that applies to ring8: MMD^2, the
+  sliced Wasserstein distance, the mean log-likelihood and the signed ``loglik_gap``, the std ratio, the mode
+  coverage's total variation distance, the within-mode radial and tangential spread, the mean radial offset and
+  the share of samples in the data's 1% tail of ``log p``);
 - per learned model and step count, against the ideal path from the same ``x_T`` (``drift.step_drift``): the
   final mean distance ``drift_final`` and the sum of the per-step local errors ``local_sum``;
 - per model, the paper's estimation gap from ``t = 100`` (``drift.estimation_gap``, same ``x0``, ``eps`` and
@@ -31,12 +33,12 @@ import torch
 from ._format import format_number
 from ._io import atomic_write
 from ._validate import check_choice, check_int
-from .data import CHECKPOINT_DIR, GaussianMixture
+from .data import CHECKPOINT_DIR, GaussianMixture, ring8
 from .denoisers import IdealDenoiser
 from .drift import estimation_gap, step_drift
+from .evaluate import METRICS, Scorer, applicable
 from .losses import Loss
-from .metrics import (MEDIAN_MULTIPLIERS, TARGETS, loglik_gap, mean_log_likelihood, median_bandwidth, mmd,
-                      mode_coverage, std_ratio, within_mode_spread)
+from .metrics import TARGETS
 from .recipes import RING8, Recipe, train
 from .solvers import sample
 from .schedule import Schedule
@@ -46,23 +48,13 @@ STUDY_PATH = CHECKPOINT_DIR / "ring8_seeds.json"
 STUDY_STEPS = (5, 10, 20, 50, 100)
 STUDY_MODELS = {"simple": Loss("simple"), "SA": Loss("sa", K=2, lam=1.0)}
 IDEAL, DATA = "ideal", "data"
-SAMPLE_METRICS = ("mmd", "loglik", "loglik_gap", "std_ratio", "coverage_tv", "spread_radial", "spread_tangential",
-                  "radial_offset")
+# the metrics a cell holds: every one of evaluate.METRICS that applies to ring8
+SAMPLE_METRICS = applicable(ring8())
 PATH_METRICS = ("drift_final", "local_sum")
 GAP_START = 100
 
 
 # ---------------------------------------------------------------------- measuring
-def measure_samples(x: torch.Tensor, reference: torch.Tensor, mixture: GaussianMixture, bandwidths) -> dict:
-    """The sample metrics (``SAMPLE_METRICS``) of samples ``x`` [N, 2] against data draws ``reference``."""
-    spread = within_mode_spread(x, mixture, "radial")
-    gap = loglik_gap(x, reference, mixture)
-    return {"mmd": mmd(x, reference, bandwidths), "loglik": mean_log_likelihood(x, mixture), "loglik_gap": gap.gap,
-            "std_ratio": std_ratio(x, reference), "coverage_tv": mode_coverage(x, mixture).tv,
-            "spread_radial": float(spread.pooled[0]), "spread_tangential": float(spread.pooled[1]),
-            "radial_offset": float(spread.pooled_offset[0])}
-
-
 def measure_seed(models: dict, mixture: GaussianMixture, schedule: Schedule, seed: int,
                  steps: Sequence[int] = STUDY_STEPS, n_points: int = 1000) -> dict:
     """Everything one seed contributes: ``{name: {"steps": {S: metrics}, "gap_from_100": float}}`` for each
@@ -75,17 +67,17 @@ def measure_seed(models: dict, mixture: GaussianMixture, schedule: Schedule, see
     ref = mixture.sample(n_points, generator=gen)
     own = mixture.sample(n_points, generator=gen)
     x0 = mixture.sample(n_points, generator=gen)
-    bandwidths = [m * median_bandwidth(ref, own) for m in MEDIAN_MULTIPLIERS]  # fixed by the data alone
+    scorer = Scorer(mixture, ref, own=own, seed=seed)
     ideal = IdealDenoiser(mixture, schedule)
-    out: dict = {DATA: measure_samples(own, ref, mixture, bandwidths)}
+    out: dict = {DATA: scorer.data_level}
     for name, model in {**models, IDEAL: ideal}.items():
         cells = {}
         for s in steps:
             if name == IDEAL:
-                cells[str(s)] = measure_samples(sample(ideal, x_T, schedule, s).final, ref, mixture, bandwidths)
+                cells[str(s)] = scorer.score(sample(ideal, x_T, schedule, s).final)
                 continue
             d = step_drift(model, ideal, x_T, schedule, s)
-            cells[str(s)] = {**measure_samples(d.paths.model.final, ref, mixture, bandwidths),
+            cells[str(s)] = {**scorer.score(d.paths.model.final),
                              "drift_final": float(d.mean("drift")[-1]), "local_sum": float(d.mean("local").sum())}
         g = estimation_gap(model, x0, schedule, start_t=GAP_START, generator=torch.Generator().manual_seed(seed))
         out[name] = {"steps": cells, "gap_from_100": float(g.mean("e")[-1])}
@@ -187,9 +179,7 @@ class SeedStudy:
 
 
 # ---------------------------------------------------------------------- tables (the README's, generated)
-METRIC_TITLES = {"mmd": "MMD^2", "loglik": "log-lik", "loglik_gap": "log-lik gap", "std_ratio": "std ratio",
-                 "coverage_tv": "coverage TV", "spread_radial": "radial spread", "spread_tangential":
-                 "tangential spread", "radial_offset": "radial offset", "drift_final": "distance from ideal path",
+METRIC_TITLES = {**{m: METRICS[m].title for m in SAMPLE_METRICS}, "drift_final": "distance from ideal path",
                  "local_sum": "summed local errors", "gap_from_100": "estimation gap from t = 100"}
 
 

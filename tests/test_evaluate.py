@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import seqdiff_kit as sk
-from seqdiff_kit import demo
+from seqdiff_kit import demo, few_step, seed_study
 from seqdiff_kit.data import dataset, digits
 from seqdiff_kit.denoisers import seeded_model
 from seqdiff_kit.drift import total_std
-from seqdiff_kit.evaluate import DATA_ROW, evaluate, format_table, real_halves
+from seqdiff_kit.evaluate import (BANDWIDTH_POINTS, DATA_ROW, METRICS, Metric, Scorer, applicable, evaluate,
+                                  format_table, real_halves)
 from seqdiff_kit.metrics import mean_log_likelihood, mmd, sliced_wasserstein
 from seqdiff_kit.recipes import load_shipped
 from seqdiff_kit.solvers import sample
@@ -54,10 +55,19 @@ def test_every_model_starts_from_the_same_x_T_and_rows_recompute(small_eval, shi
     assert ev.column("ideal", "steps") == [2, 5, 20]
 
 
-def test_bandwidths_come_from_the_data_and_mmd_orders_sensibly(small_eval):
+def test_bandwidths_come_from_the_data_and_mmd_orders_sensibly(small_eval, shipped):
     ev = small_eval
-    h0 = ev.bandwidths[2]  # the median multiplier 1
-    assert [b / h0 for b in ev.bandwidths] == pytest.approx([0.25, 0.5, 1.0, 2.0, 4.0])
+    # the median pairwise distance of the fixed data draw, halved down to the draw's 1% quantile of distances
+    z = sk.ring8().sample(BANDWIDTH_POINTS, torch.Generator().manual_seed(0), dtype=torch.float64)
+    d = torch.pdist(z)
+    assert ev.bandwidths[0] == pytest.approx(float(d.median()), rel=1e-12)
+    assert [b / ev.bandwidths[0] for b in ev.bandwidths] == [0.5 ** k for k in range(len(ev.bandwidths))]
+    q = float(torch.quantile(d, 0.01))
+    assert ev.bandwidths[-1] >= 0.99 * q and ev.bandwidths[-1] / 2 < 1.01 * q
+    assert ev.bandwidths[-1] < 0.1 < ev.bandwidths[-2]  # down to ring8's mode width (standard deviation 0.1)
+    # the same kernel whatever the seed and the sample size
+    assert evaluate({"simple": shipped["simple"]}, sk.ring8(), SCHED, (2,), n_points=40, seed=11,
+                    ideal=False, drift_steps=()).bandwidths == ev.bandwidths
     # 2 DDIM steps from pure noise are far from the data; 20 ideal steps are close to it
     worst = max(ev.column(n, "mmd")[0] for n in ev.names)
     assert ev.column("ideal", "mmd")[-1] < 0.2 * worst
@@ -163,3 +173,38 @@ def test_digits_reference_is_the_shipped_tables_reference():
         assert set(ev.rows[1]) == {"model", "steps", "fd", "confident"} and not ev.std_ratio
         # samples are clamped to the pixel range before they are scored
         assert float(ev.samples("untrained", 1).abs().max()) <= 1.0
+
+
+# ---------------------------------------------------------------------- one scorer behind every table
+def _one_sample_set_through_every_path(steps=5, n=96, seed=3):
+    """The ideal denoiser's DDIM samples at ``steps`` from seed ``seed``: every table path draws ``x_T`` and the
+    reference from ``Generator(seed)`` in that order, so they all score the very same samples."""
+    mix = sk.ring8()
+    ev = evaluate({"copy": sk.IdealDenoiser(mix, SCHED)}, mix, SCHED, (steps,), n_points=n, seed=seed,
+                  drift_steps=())
+    grid = few_step.run_grid({}, mix, SCHED, steps=(steps,), fixes=("ddim",), seeds=(seed,), n_points=n,
+                             data_draws=2)
+    study = seed_study.measure_seed({}, mix, SCHED, seed, steps=(steps,), n_points=n)
+    return {"evaluate (demo, compare, experiment grid)": next(r for r in ev.rows if r["model"] == "ideal"),
+            "few-step grid": grid.rows[0],
+            "seed study": study[seed_study.IDEAL]["steps"][str(steps)],
+            "Scorer (explorer, notebooks)": Scorer(mix, ev.reference, seed=seed).score(ev.samples("ideal", steps)),
+            }, ev, study
+
+
+def test_one_set_of_samples_scores_the_same_through_every_table_path():
+    rows, ev, study = _one_sample_set_through_every_path()
+    want = rows["Scorer (explorer, notebooks)"]
+    assert set(want) == set(applicable(sk.ring8())) and "mmd" in want and "sw" in want
+    for path, row in rows.items():
+        assert {m: row[m] for m in want} == want, path
+    # the data's own level: the same second draw scored the same way
+    assert {k: ev.data_row()[k] for k in want} == study[seed_study.DATA]
+
+
+def test_a_metric_added_to_the_one_registry_reaches_every_table_path(monkeypatch):
+    monkeypatch.setitem(METRICS, "points", Metric("points", "all", lambda scorer, x: float(x.shape[0])))
+    rows, ev, study = _one_sample_set_through_every_path(steps=2, n=40)
+    for path, row in rows.items():
+        assert row["points"] == 40.0, path
+    assert ev.data_row()["points"] == 40.0 and study[seed_study.DATA]["points"] == 40.0
