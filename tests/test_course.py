@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from seqdiff_kit import exercises
+
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = "01_forward_process"
 NBGRADER = Path(sys.executable).with_name("nbgrader")
-pytestmark = pytest.mark.slow  # about half a minute: two runs of lesson 1 under nbgrader
+pytestmark = pytest.mark.slow  # three runs of lesson 1 under nbgrader
 
 
 def run(cmd, cwd):
@@ -25,6 +27,12 @@ def run(cmd, cwd):
 
 def src(cell):
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def index_wraps(x0, t, noise, schedule):
+    """The "edge" student's add_noise: alpha_bars[t] wraps around at t = -1 (the clean data)."""
+    a = schedule.alpha_bars[t].reshape(-1, *[1] * (x0.ndim - 1)).to(x0.dtype)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
 def fill(release: dict, bug: tuple[str, str] | None) -> dict:
@@ -64,8 +72,10 @@ def test_nbgrader_round_trip(tmp_path, monkeypatch):
     assert text.count("YOUR CODE HERE") == 2 and 'part=\\"basic\\"' in text
 
     release = json.loads(text)
-    planted = ("(1 - a).sqrt() * noise", "- (1 - a).sqrt() * noise")  # add_noise with the wrong sign
-    for student, bug in (("full", None), ("bug", planted)):
+    planted = {"full": None,
+               "bug": ("(1 - a).sqrt() * noise", "- (1 - a).sqrt() * noise"),  # add_noise with the wrong sign
+               "edge": ("schedule.alpha_bar(t)", "schedule.alpha_bars[t]")}  # wrong only at t = -1: hidden tests
+    for student, bug in planted.items():
         folder = course / "submitted" / student / LESSON
         folder.mkdir(parents=True)
         (folder / f"{LESSON}.ipynb").write_text(json.dumps(fill(release, bug)))
@@ -73,11 +83,14 @@ def test_nbgrader_round_trip(tmp_path, monkeypatch):
 
     from nbgrader.api import Gradebook
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        scores = {s: gb.find_submission(LESSON, s).score for s in ("full", "bug")}
+        scores = {s: gb.find_submission(LESSON, s).score for s in planted}
         cells = {s: {g.name: g.score for g in gb.find_submission_notebook(LESSON, LESSON, s).grades}
-                 for s in ("full", "bug")}
+                 for s in planted}
         assert gb.find_submission(LESSON, "full").max_score == 6
-    assert scores == {"full": 6, "bug": 3}
-    assert cells["bug"] == {"test-01-alpha-bars": 3, "test-01-add-noise": 0}
+    assert scores == {"full": 6, "bug": 3, "edge": 3}
+    assert cells["bug"] == cells["edge"] == {"test-01-alpha-bars": 3, "test-01-add-noise": 0}
     feedback = (course / "autograded" / "bug" / LESSON / f"{LESSON}.ipynb").read_text()
     assert "wrong sign" in feedback  # the grader's record keeps the one-line reading of the mistake
+    edge = (course / "autograded" / "edge" / LESSON / f"{LESSON}.ipynb").read_text()
+    assert 'part=\\"edge\\"' in edge and "alpha_bars[-1] is the LAST timestep" in edge  # hidden tests put back
+    assert exercises.grade("01-add-noise", index_wraps, part="basic")[0]  # the visible test alone passes it
