@@ -22,7 +22,13 @@ Five views, all returning tensors indexed by step (with the timesteps) so a note
   (noised real data, or the exact noised mixture) at every step: MMD and the ratio of standard deviations.
   ``trajectory_drift`` does the same for a run already sampled.
 - ``reference_distance``: the mean distance of any solver's run to a reference path (e.g. the exact
-  probability-flow path) at the same timesteps.
+  probability-flow path, ``exact_flow``) at the same timesteps.
+- ``two_references``: a learned model's run measured against both references at once. The *estimation error*
+  is its distance to the ideal denoiser's run with the same solver, steps, ``x_T`` (and noise): what the network
+  gets wrong. The *total error* is its distance to the exact probability-flow path from the same ``x_T``: what
+  the samples get wrong. The vector between them, ideal run minus flow, is the ideal sampler's own
+  *discretisation error*, so per point ``total^2 = estimation^2 + discretisation^2 + 2 cross``: a negative
+  ``cross`` means the network's error points against the sampler's and cancels part of it.
 
 Distances are Euclidean norms over all features of a sample (``||.||`` of the flattened image for 8x8 digits).
 """
@@ -37,11 +43,13 @@ import torch
 from einops import rearrange, reduce
 
 from ._numeric import pow2_scale
-from ._validate import check_choice, check_int, check_tensor, check_timesteps, check_type
+from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps, check_type
 from .data import GaussianMixture
+from .denoisers import IdealDenoiser
 from .metrics import mmd, std_ratio
 from .samplers import (Trajectory, apply_step, call_model, check_sampler_args, check_step_args, make_noise, record,
                        run_steps, step_coefficients)
+from .solvers import STOCHASTIC, sample
 from .schedule import Schedule, forward_noise
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -537,6 +545,11 @@ def reference_distance(traj: Trajectory, reference: Trajectory) -> tuple[torch.T
     distance ``d = mean_b ||x_traj(t)_b - x_ref(t)_b||`` to the state of ``reference`` at the same timestep (any
     solver, e.g. ``few_step.exact_flow``, the exact probability-flow path). ``reference`` must have recorded
     every timestep of ``traj`` and start from the same ``x_T``."""
+    return traj.t, _norms(traj.x.double() - _states_at(traj, reference).double(), batch_dims=2).mean(dim=1)
+
+
+def _states_at(traj: Trajectory, reference: Trajectory) -> torch.Tensor:
+    """The states of ``reference`` at the recorded timesteps of ``traj`` [R+1, B, ...] (checked)."""
     check_type("traj", traj, Trajectory)
     check_type("reference", reference, Trajectory)
     where = {int(t): j for j, t in enumerate(reference.t.tolist())}
@@ -546,5 +559,122 @@ def reference_distance(traj: Trajectory, reference: Trajectory) -> tuple[torch.T
     if reference.x.shape[1:] != traj.x.shape[1:]:
         raise ValueError(f"traj and reference must hold the same batch, got states of shape "
                          f"{tuple(traj.x.shape[1:])} and {tuple(reference.x.shape[1:])}")
-    ref = reference.x[[where[int(t)] for t in traj.t.tolist()]]
-    return traj.t, _norms(traj.x.double() - ref.double(), batch_dims=2).mean(dim=1)
+    return reference.x[[where[int(t)] for t in traj.t.tolist()]]
+
+
+# ---------------------------------------------------------------------- the exact flow and the two references
+def _flow_eps(mixture: GaussianMixture, x_tilde: torch.Tensor, sig: float) -> torch.Tensor:
+    """``eps*`` at ``x = x~ / sqrt(1 + sig^2)``, ``alpha_bar = 1 / (1 + sig^2)`` (any real ``sig``, float64)."""
+    a = 1.0 / (1.0 + sig * sig)
+    return mixture.ideal_eps(x_tilde * math.sqrt(a), torch.tensor(a, dtype=torch.float64))
+
+
+def _rk4_between(mixture, x_tilde, sig_t: float, sig_s: float, n: int, eps_t: torch.Tensor) -> torch.Tensor:
+    """``n`` classical Runge-Kutta steps of ``dx~/dsig = eps*`` from ``sig_t`` to ``sig_s`` (uniform in ``sig``;
+    ``eps_t``: eps* at the start)."""
+    h = (sig_s - sig_t) / n
+    for j in range(n):
+        lo = sig_t + j * h
+        k1 = eps_t if j == 0 else _flow_eps(mixture, x_tilde, lo)
+        k2 = _flow_eps(mixture, x_tilde + 0.5 * h * k1, lo + 0.5 * h)
+        k3 = _flow_eps(mixture, x_tilde + 0.5 * h * k2, lo + 0.5 * h)
+        k4 = _flow_eps(mixture, x_tilde + h * k3, sig_s if j == n - 1 else lo + h)
+        x_tilde = x_tilde + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x_tilde
+
+
+def exact_flow(mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor, solver: str = "rk4", *,
+               max_rel_step: float = 0.1, final_substeps: int = 16) -> Trajectory:
+    """The probability-flow ODE of ``mixture`` from ``x_T`` [B, D], recorded at every integer timestep: the
+    reference of the total error (``two_references``) and of ``reference_distance``; every coarser run's
+    states sit on it.
+
+    ``solver="rk4"``: the classical Runge-Kutta method on ``dx~/dsigma~ = eps*(x, sigma~)`` (``x~ = x / sqrt(a)``,
+    ``sigma~ = sqrt((1 - a) / a)``, Karras et al. 2022) with ``eps*`` of the mixture at any noise level, each
+    interval between timesteps cut into sub-steps of at most ``max_rel_step`` of its ``sigma~``, and the last
+    one, to the data (``sigma~ = 0``), into ``final_substeps`` equal sub-steps; on a 1-D Gaussian its end is the
+    closed form to 1e-6 (the tests). ``"heun"`` and ``"dpmpp_2m"``: the registry's second-order solvers with the
+    ideal denoiser over all T timesteps, cross-checks with a larger error. States in ``x_T``'s dtype (the
+    ``rk4`` path computes in float64)."""
+    check_type("mixture", mixture, GaussianMixture)
+    check_type("schedule", schedule, Schedule)
+    check_choice("solver", solver, ("rk4", "heun", "dpmpp_2m"))
+    max_rel_step = check_float("max_rel_step", max_rel_step, 0.0, 1.0, low_open=True)
+    final_substeps = check_int("final_substeps", final_substeps, 1)
+    if solver != "rk4":
+        return sample(IdealDenoiser(mixture, schedule), x_T, schedule, schedule.T, solver=solver)
+    check_tensor("x_T", x_T, ndim=2, nonempty=True, finite=True, dtypes="floating")
+    if x_T.shape[1] != mixture.dim:
+        raise ValueError(f"x_T must have shape [B, {mixture.dim}] for this {mixture.dim}-D mixture, "
+                         f"got {tuple(x_T.shape)}")
+    ts = torch.arange(schedule.T - 1, -1, -1)
+    a = schedule.alpha_bar(ts).tolist()
+    sig = [math.sqrt((1 - v) / v) for v in a] + [0.0]
+    xs = x_T.new_empty((ts.numel() + 1, *x_T.shape))
+    x0s, epss = torch.empty_like(xs[1:]), torch.empty_like(xs[1:])
+    x_tilde = x_T.double().cpu() / math.sqrt(a[0])
+    for i in range(ts.numel()):
+        x = x_T.double().cpu() if i == 0 else x_tilde * math.sqrt(a[i])  # the run starts exactly at x_T
+        eps = mixture.ideal_eps(x, torch.tensor(a[i], dtype=torch.float64))
+        xs[i], epss[i] = x, eps
+        x0s[i] = (x - math.sqrt(1 - a[i]) * eps) / math.sqrt(a[i])
+        n = final_substeps if i == ts.numel() - 1 else math.ceil((sig[i] - sig[i + 1]) / sig[i] / max_rel_step)
+        x_tilde = _rk4_between(mixture, x_tilde, sig[i], sig[i + 1], n, eps)
+    xs[-1] = x_tilde
+    return Trajectory(ts, torch.arange(ts.numel()), xs, x0s, epss)
+
+
+@dataclass(frozen=True)
+class TwoReferences:
+    """A learned run against both references, per recorded state (``t``, -1 the final sample) and point:
+    [R+1, B] tables of
+
+    - ``estimation = ||x_model - x_ideal||``: against the ideal denoiser's run (same solver, steps, x_T, noise);
+    - ``total = ||x_model - x_flow||``: against the exact probability-flow path (``exact_flow``);
+    - ``discretisation = ||x_ideal - x_flow||``: the ideal sampler's own error;
+    - ``cross = <x_model - x_ideal, x_ideal - x_flow>``, so that ``total^2 = estimation^2 + discretisation^2 +
+      2 cross`` per point: negative when the network's error points against the sampler's.
+
+    ``mean(name)`` [R+1] averages a table over the points; ``final(name)`` [B] is its last row."""
+
+    t: torch.Tensor
+    estimation: torch.Tensor
+    total: torch.Tensor
+    discretisation: torch.Tensor
+    cross: torch.Tensor
+    model: Trajectory
+    ideal: Trajectory
+
+    TABLES = ("estimation", "total", "discretisation", "cross")
+
+    def mean(self, name: str) -> torch.Tensor:
+        return getattr(self, check_choice("name", name, self.TABLES)).mean(dim=1)
+
+    def final(self, name: str) -> torch.Tensor:
+        return getattr(self, check_choice("name", name, self.TABLES))[-1]
+
+
+def two_references(model: Callable, mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor,
+                   steps: int = 50, *, solver: str = "ddim", spacing: str = "trailing", timesteps=None,
+                   flow: Trajectory | None = None, eps_scale=None, **options) -> TwoReferences:
+    """Sample ``model`` and the ideal denoiser of ``mixture`` with one deterministic ``solver`` (a key of
+    ``solvers.SOLVERS``; ``options`` go to it) from ``x_T``, and measure the model's run against both (see
+    ``TwoReferences``). ``flow``: ``exact_flow(mixture, schedule, x_T)`` when not given (pass it to score
+    several models from the same ``x_T`` without solving the ODE again). ``eps_scale`` applies Epsilon Scaling
+    to ``model`` only (``solvers.sample``), so a sampling-side fix is measured against the same references."""
+    if solver in STOCHASTIC or options.get("eta", 0.0) != 0.0 or options.get("variance", "small") != "small":
+        raise ValueError(f"two_references needs a deterministic solver (the exact flow is the reference of an ODE "
+                         f"solver), got solver={solver!r} with options {options}")
+    check_type("mixture", mixture, GaussianMixture)
+    run = sample(model, x_T, schedule, steps, solver=solver, spacing=spacing, timesteps=timesteps,
+                 eps_scale=eps_scale, **options)
+    ideal = sample(IdealDenoiser(mixture, schedule), x_T, schedule, steps, solver=solver, spacing=spacing,
+                   timesteps=timesteps, **options)
+    flow = exact_flow(mixture, schedule, x_T) if flow is None else check_type("flow", flow, Trajectory)
+    if not torch.equal(flow.x[0], x_T):
+        raise ValueError("flow must start from this x_T (exact_flow(mixture, schedule, x_T))")
+    at = _states_at(run, flow).double()
+    est, disc = run.x.double() - ideal.x.double(), ideal.x.double() - at
+    return TwoReferences(t=run.t, estimation=_norms(est, 2), total=_norms(run.x.double() - at, 2),
+                         discretisation=_norms(disc, 2), cross=(est * disc).flatten(2).sum(-1), model=run,
+                         ideal=ideal)

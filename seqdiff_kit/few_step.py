@@ -46,10 +46,11 @@ from ._io import atomic_write
 from ._validate import check_choice, check_int, check_type
 from .data import GaussianMixture, ring8
 from .denoisers import IdealDenoiser
+from .drift import exact_flow  # noqa: F401  (its one copy; notebook 07 and the tests import it from here)
 from .evaluate import METRICS, TAIL, Scorer
 from .metrics import target_distance
 from .recipes import load_shipped
-from .samplers import Trajectory, make_noise
+from .samplers import make_noise
 from .schedule import SPACINGS, Schedule
 from .solvers import SOLVERS, STOCHASTIC, model_calls, options_from_data, sample
 from .stats import distance_difference, mean_ci
@@ -313,15 +314,6 @@ def run_study(out, *, steps: Sequence[int] = STEPS, fixes: Sequence[str] = FIXES
                                             "seconds": wall, "load": list(load)}, indent=1))
     atomic_write(paths["results"], study_markdown(grid, wall, load))
     return grid, paths
-
-
-# ---------------------------------------------------------------------- the exact flow
-def exact_flow(mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor, solver: str = "heun") -> Trajectory:
-    """The probability-flow ODE of ``mixture`` from ``x_T`` at every integer timestep: the ideal denoiser
-    through ``solver`` over all T timesteps (every step recorded), the finest grid the schedule has; every
-    coarser run's states sit on it. Its own error is measured in the tests (two second-order solvers agree)."""
-    check_choice("solver", solver, ("dpmpp_2m", "heun"))
-    return sample(IdealDenoiser(mixture, schedule), x_T, schedule, schedule.T, solver=solver)
 
 
 # ---------------------------------------------------------------------- tables
