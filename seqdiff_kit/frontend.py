@@ -280,12 +280,16 @@ def decode_frame(fig: FigureWidget, j: int, page: int = 0) -> dict[int, dict[str
     return out
 
 
-def show_frame(fig: FigureWidget, j: int, page: int, changes: Changes) -> None:
+def show_frame(fig: FigureWidget, j: int, page: int, changes: Changes, *, move: bool = True) -> None:
     """Show frame ``j`` of ``page`` (sent by ``load_frames``): the browser switches to it (one small message,
     or none when a jslinked slider already moved it there), and ``fig.data`` in Python takes ``changes``, the
-    frame's arrays, without sending them again."""
+    frame's arrays, without sending them again. ``move=False``: ``fig.data`` only, for a move the browser made
+    itself (its jslinks already told the figure, and a kernel that lags behind a fast hand would send back a
+    frame the browser has left)."""
     for k, props in changes.items():
         fig._perform_plotly_restyle({key: [value] for key, value in props.items()}, [k])
+    if not move:
+        return
     with fig.hold_sync():
         fig._seqdiff_frame, fig._seqdiff_page = int(j), int(page)
 

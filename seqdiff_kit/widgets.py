@@ -168,7 +168,14 @@ class _SliderDashboard(ShowsWidget):
         if self.slider.value != j:
             self.slider.value = j  # its observer calls update(j) again
             return
-        show_frame(self.fig, j, self.page, self.frame(j, self.page))
+        # A move made in the browser reached the figure and the caption there, by the jslinks, and their own
+        # messages bring the kernel their state: telling them again could send a frame the browser has left
+        # since (the kernel reads the slider's message late on a busy machine), and the jslink would move the
+        # slider back to it. ipywidgets applies a browser message under the widget's property lock.
+        moved_there = any(getattr(w, "_property_lock", None) for w in (self.slider, getattr(self, "toggle", None)))
+        show_frame(self.fig, j, self.page, self.frame(j, self.page), move=not moved_there)
+        if moved_there:
+            return
         with self.label.hold_sync():
             self.label.frame, self.label.page = j, self.page
 

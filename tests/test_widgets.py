@@ -345,6 +345,44 @@ def test_every_frame_and_caption_is_in_the_browser_and_a_slider_move_sends_no_ar
             ((solver.toggle.model_id, "index"), (solver.label.model_id, "page"))} <= _links(solver)
 
 
+def test_a_late_slider_message_does_not_send_the_browser_back_a_frame_it_left(setup):
+    """Keys pressed faster than a busy kernel reads them: the browser has moved the figure and the caption to
+    frame 2 (the jslinks' messages arrive first) when the slider's message of frame 1 is read. The kernel must
+    not answer with frame 1: the jslink would move the browser's slider back. fig.data still follows the
+    slider, and a move made from Python still reaches the figure and the caption."""
+    mix, sch, a, b = setup
+    boards = [widgets.PathDashboard({"learned (simple)": b, "ideal": a}, mixture=mix),
+              widgets.SolverDashboard([5, 10, 20], {"ddim": {"ideal": [a.x[1], a.x[2], a.x[3]]},
+                                                    "heun": {"ideal": [a.x[3], a.x[4], a.x[5]]}}, mixture=mix)]
+    for d in boards:
+        name = type(d).__name__
+        sent = []
+        for w in (d.fig, d.label):
+            # echoes of the browser's own messages (ipywidgets 8) left out: they repeat what the browser sent
+            w._send = lambda msg, buffers=None, w=w: (msg.get("method") == "echo_update"
+                                                      or sent.append((w, dict(msg.get("state", {})))))
+        d.fig.set_state({"_seqdiff_frame": 2})  # the browser's messages, in the order they arrive
+        d.label.set_state({"frame": 2})
+        d.slider.set_state({"index": 1})
+        moves = [(w, state) for w, state in sent if {"_seqdiff_frame", "_seqdiff_page", "frame", "page"} & set(state)]
+        assert not moves, f"{name}: the kernel sent the browser {moves} after the slider's late message"
+        assert (d.fig._seqdiff_frame, d.label.frame) == (2, 2), name
+        for k, props in d.frame(1, d.page).items():  # Python's fig.data follows the slider's message
+            for key, want in props.items():
+                np.testing.assert_allclose(arr(getattr(d.fig.data[k], key)), np.asarray(want), err_msg=name)
+        d.slider.set_state({"index": 2})
+        if hasattr(d, "toggle"):
+            d.fig.set_state({"_seqdiff_page": 1})
+            d.label.set_state({"page": 1})
+            d.toggle.set_state({"index": 1})
+            assert d.solver == "heun" and (d.fig._seqdiff_page, d.label.page) == (1, 1), name
+            assert not [s for _, s in sent if {"_seqdiff_page", "page"} & set(s)], name
+        sent.clear()
+        d.update(0)  # from Python: the browser is told
+        assert (d.fig._seqdiff_frame, d.label.frame, d.slider.index) == (0, 0, 0), name
+        assert any(s.get("_seqdiff_frame") == 0 for w, s in sent if w is d.fig), (name, sent)
+
+
 def test_load_frames_refuses_frames_of_other_shapes():
     fig = frontend.FigureWidget(go.Figure([go.Scatter(x=[0, 1], y=[0, 1])]))
     frontend.load_frames(fig, [{0: {"x": np.zeros(2)}}, {0: {"x": np.ones(2)}}], 2)

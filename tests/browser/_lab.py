@@ -89,6 +89,15 @@ JS_PLOT_DATA = f"""(i) => {{
         .concat(['x', 'y', 'z'].map(k => norm(t[k]))))));
 }}"""
 
+# True once plotly's own view of slider i's figure finished its first drawing: it hooks its plotly_restyle handler
+# then, and the dashboards' frame switching waits for that handler (``drawn`` in seqdiff_kit/widgets.py). Checked
+# before the test hooks events of its own (JS_LATENCY_ARM), which would otherwise pass for that handler.
+JS_DRAWN = """(i) => {
+    const gd = document.querySelector(`[data-seqdiff-plot="${i}"]`);
+    return !!(gd && gd._fullData && gd._fullData.length && gd._ev && gd._ev._events
+              && gd._ev._events.plotly_restyle);
+}"""
+
 JS_SLIDER_VALUE = """(i) => {
     const s = document.querySelector(`[data-seqdiff-slider="${i}"]`);
     const r = s && s.querySelector('.widget-readout');
@@ -140,8 +149,8 @@ JS_LATENCY_ARM = """(i) => {
             if (c.t0 === null) c.t0 = performance.now();
         }, true);
     }
-    if (!gd.__sdHooked) {
-        gd.__sdHooked = true;
+    if (gd.__sdHooked !== gd._ev) {  // a new plot (Plotly.newPlot) drops every listener with its _ev
+        gd.__sdHooked = gd._ev;
         const done = () => {
             const c = window.__sdClock;
             if (c.t0 !== null && c.t1 === null) requestAnimationFrame(() => { if (c.t1 === null) c.t1 = performance.now(); });
@@ -229,6 +238,17 @@ def reveal_outputs(page, n: int, name: str, timeout_s: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{name}: {found} of {n} dashboards rendered within {timeout_s:.0f} s")
         page.wait_for_timeout(500)
+
+
+def wait_drawn(page, n: int, name: str) -> None:
+    """Wait until the figures of the ``n`` marked dashboards show data and plotly's view finished drawing each
+    (JS_DRAWN): a slider moved earlier would race that first drawing, which no student's key press can do on
+    a busy machine before the figure is on the screen."""
+    for i in range(n):
+        try:
+            page.wait_for_function(JS_DRAWN, arg=i, timeout=RUN_TIMEOUT_S * 1000, polling=100)
+        except Exception as err:
+            raise AssertionError(f"{name}: the figure of slider {i} was not drawn within {RUN_TIMEOUT_S} s") from err
 
 
 def mark_dashboards(page) -> int:

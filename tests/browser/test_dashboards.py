@@ -27,7 +27,7 @@ import time
 import pytest
 from _lab import (JS_CAPTION, JS_DUPLICATE_STYLES, JS_ERRORS, JS_LATENCY_ARM, JS_LATENCY_READ, JS_PLOT_DATA,
                   JS_SLIDER_VALUE, JS_STDERR, PANEL, UPDATE_TIMEOUT_S, mark_dashboards, open_notebook, reveal_outputs,
-                  run_all, wait_back, wait_changed, wait_notebook)
+                  run_all, wait_back, wait_changed, wait_drawn, wait_notebook)
 from _shared import NOTEBOOKS
 
 pytestmark = pytest.mark.browser
@@ -52,17 +52,20 @@ def _latency(page, i: int, name: str) -> tuple[list[float], list[float]]:
     keydown -> caption changed (both switched in the browser)."""
     handle = page.locator(f'[data-seqdiff-slider="{i}"] .noUi-handle').first
     page.locator(f'[data-seqdiff-box="{i}"]').scroll_into_view_if_needed()
-    handle.focus()
     times, captions = [], []
     for key in PRESSES:
         before = page.evaluate(JS_PLOT_DATA, i)
+        value = page.evaluate(JS_SLIDER_VALUE, i)
         page.evaluate(JS_LATENCY_ARM, i)
-        page.keyboard.press(key)
+        handle.press(key)  # focuses the handle first: the key reaches the slider whatever had the focus
         try:
+            page.wait_for_function(f"(v) => ({JS_SLIDER_VALUE})({i}) !== v", arg=value,
+                                   timeout=UPDATE_TIMEOUT_S * 1000, polling=20)
             page.wait_for_function(JS_LATENCY_READ, timeout=UPDATE_TIMEOUT_S * 1000, polling=20)
         except Exception as err:
-            raise AssertionError(f"{name}: slider {i} ({key}) did not redraw its figure within "
-                                 f"{UPDATE_TIMEOUT_S} s") from err
+            raise AssertionError(f"{name}: slider {i} ({key}, from {value!r} to "
+                                 f"{page.evaluate(JS_SLIDER_VALUE, i)!r}) did not redraw its figure within "
+                                 f"{UPDATE_TIMEOUT_S} s (load average {_load()})") from err
         wait_changed(page, i, before, key, name)
         page.wait_for_timeout(150)  # let late messages settle: the next press starts from a quiet page
         ms, caption_ms = page.evaluate(JS_LATENCY_READ)
@@ -99,8 +102,7 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
         page.wait_for_selector(".jp-OutputArea .js-plotly-plot", timeout=30_000)
         n = mark_dashboards(page)
         assert n >= 1, f"{name}: no slider that drives a plotly figure was found in the outputs"
-        for i in range(n):
-            page.wait_for_function(f"() => ({JS_PLOT_DATA})({i}) !== null", timeout=30_000)
+        wait_drawn(page, n, name)
 
         # every check runs and reports: the latency numbers are the point even when another check fails
         failures = []
@@ -231,8 +233,8 @@ def _reload_keeps_state(page, n: int, name: str, stem: str, artifacts) -> None:
     page.reload(wait_until="domcontentloaded", timeout=90_000)
     wait_notebook(page, name)
     reveal_outputs(page, n, name)
+    wait_drawn(page, n, name)
     for i, want in enumerate(moved):
-        page.wait_for_function(f"() => ({JS_PLOT_DATA})({i}) !== null", timeout=30_000)
         page.locator(f'[data-seqdiff-box="{i}"]').scroll_into_view_if_needed()
         got = _state(page, i)
         assert (got["value"], got["caption"]) == (want["value"], want["caption"]), \
