@@ -34,22 +34,12 @@ EVAL_THREADS = 1
 
 
 # ---------------------------------------------------------------------- the report
-def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comparison",
-                 subtitle: str | None = None, intro: str | None = None, extra_settings: Mapping | None = None):
-    """Write the HTML report of an ``Evaluation``: samples on the data density, sampling paths with a slider
-    over the step, drift and spread per step, metrics versus the number of steps, the table, the settings."""
-    from .report import Section, write_report  # plotly lives in the report layer only
+def _sample_sections(ev: Evaluation, Section) -> list:
+    """The report's samples: on the data density and along the paths (2-D), or as image grids."""
     # figure specs (plain dicts) where they exist: the report writes them without plotly's validated objects
-    from .viz import curves_spec, density_spec, image_grid_figure, trajectory_slider_spec
+    from .viz import density_spec, image_grid_figure, trajectory_slider_spec
 
-    ev = evaluation
-    is_mixture = isinstance(ev.data, GaussianMixture)
-    names = ev.names
-    learned = [n for n in names if n != IDEAL]
-    sections = []
-    if intro:
-        sections.append(Section("What this shows", intro))
-
+    is_mixture, names, sections = isinstance(ev.data, GaussianMixture), ev.names, []
     few, many = ev.steps[0], ev.steps[-1]
     if is_mixture and ev.data.dim == 2:
         figs = [density_spec(ev.data, {f"{n}": ev.samples(n, s) for n in names}, max_points=1000,
@@ -74,6 +64,15 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
         sections.append(Section("Samples", f"The first 32 samples of each model from the same x_T, "
                                            f"at {few} and {many} steps.", figure=figs))
 
+    return sections
+
+
+def _curve_sections(ev: Evaluation, Section) -> list:
+    """The report's curves: drift from the ideal path and spread per step, each metric against the steps."""
+    from .viz import curves_spec
+
+    is_mixture, names, sections = isinstance(ev.data, GaussianMixture), ev.names, []
+    learned = [n for n in names if n != IDEAL]
     if ev.drift:
         figs = []
         for s in ev.drift_steps:
@@ -121,6 +120,18 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
     sections.append(Section("Metrics versus the number of steps",
                             "Each metric against the number of sampling steps; the dashed line is the data's own "
                             "score (a second draw of the data, scored the same way).", figure=figs))
+    return sections
+
+
+def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comparison",
+                 subtitle: str | None = None, intro: str | None = None, extra_settings: Mapping | None = None):
+    """Write the HTML report of an ``Evaluation``: samples on the data density, sampling paths with a slider
+    over the step, drift and spread per step, metrics versus the number of steps, the table, the settings."""
+    from .report import Section, write_report  # plotly lives in the report layer only
+
+    ev = evaluation
+    sections = [Section("What this shows", intro)] if intro else []
+    sections += _sample_sections(ev, Section) + _curve_sections(ev, Section)
     sections.append(Section("Table", "Every row scores N samples against N fresh data draws; `data (own)` is a "
                                      "second data draw (the floor of each metric).", table=display_rows(ev.rows)))
     settings = dict(ev.settings)
