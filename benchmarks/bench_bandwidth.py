@@ -93,8 +93,8 @@ def main():
             ideal = f"{r['ideal_mean']:.2e} ({r['ideal_sd']:.1e})" if "z" in r else "-"
             z = f"{r['z']:.1f}" if "z" in r else "-"
             d = f"{r['diff']['mean']:.2e} [{r['diff']['low']:.2e}, {r['diff']['high']:.2e}]" if "z" in r else "-"
-            print(f"| {name} | {steps} | {r['rule']} | {hs} | {r['data_mean']:.2e} ({r['data_sd']:.1e}) | {ideal} | {z} | {d} |",
-                  flush=True)
+            own = f"{r['data_mean']:.2e} ({r['data_sd']:.1e})"
+            print(f"| {name} | {steps} | {r['rule']} | {hs} | {own} | {ideal} | {z} | {d} |", flush=True)
     print(f"{time.perf_counter() - t0:.0f} s; load average {' / '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

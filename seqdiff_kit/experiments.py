@@ -302,6 +302,8 @@ def evaluate_model(model, ds: DatasetSpec, data, schedule: Schedule, seed: int, 
     row = next(r for r in ev.rows if r["model"] == name)
     ratio = ev.std_ratio[name][steps]
     out = {k: row[k] for k in ds.metrics}
+    # the data's own level beside every score: a second data draw scored the same way (the same per seed)
+    out.update({f"data_{k}": v for k, v in ev.data_row().items() if k in ds.metrics})
     out["std_ratio"] = float(ratio[-1])
     out["path_t"] = ev.trajectories[name][steps].t.tolist()
     out["path_std_ratio"] = [round(float(v), 6) for v in ratio]
@@ -551,7 +553,8 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
     store = out / "rows.jsonl"
     done = _read_rows(store)
     jobs = plan_jobs(config, out, set(done))
-    stats = {"jobs": len(jobs), "trained": 0, "loaded": 0, "evaluated": 0, "reused_rows": 0, "errors": [], "retrained": [],
+    stats = {"jobs": len(jobs), "trained": 0, "loaded": 0, "evaluated": 0, "reused_rows": 0, "errors": [],
+             "retrained": [],
              "train_seconds": 0.0, "executor": "dask" if client is not None else "local",
              "workers": len(answers) if client is not None else min(workers, max(len(jobs), 1))}
     t0 = time.perf_counter()
@@ -684,9 +687,11 @@ def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level:
                 ci = distance_difference(name, {s: r.get(name, math.nan) for s, r in sa.items()},
                                          {s: r.get(name, math.nan) for s, r in simple.items()}, level)
                 means = [mean_ci([_score(rs[s], metric) for s in ci["keys"]], level)["mean"] for rs in (simple, sa)]
+                own = mean_ci([target_distance(name, sa[s][f"data_{name}"]) for s in ci["keys"]
+                               if f"data_{name}" in sa[s]], level)["mean"]
                 out.append({"dataset": dataset, "sa_loss": loss, "budget": budget, "sa_train_steps": n,
                             "simple_train_steps": n_simple, "steps": steps, "eta": eta, "metric": metric,
-                            "simple_mean": means[0], "sa_mean": means[1],
+                            "simple_mean": means[0], "sa_mean": means[1], "data_mean": own,
                             "diff_mean": ci["mean"], "diff_low": ci["low"], "diff_high": ci["high"], "n": ci["n"],
                             "seeds": " ".join(map(str, ci["keys"])),
                             "verdict": {"better": "SA better", "worse": "SA worse"}.get(ci["verdict"], ci["verdict"])})
@@ -695,9 +700,9 @@ def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level:
 
 _COLUMN_ORDER = ("dataset", "loss", "sa_loss", "loss_name", "K", "lam", "budget", "seed", "train_steps", "compute",
                  "sa_train_steps", "simple_train_steps", "steps", "eta", "n_eval", "metric", "n", "mean", "sd",
-                 "ci_low", "ci_high", "level", "simple_mean", "sa_mean", "diff_mean", "diff_low", "diff_high",
-                 "verdict", "seeds", "mmd", "sw", "loglik", "loglik_gap", "fd", "std_ratio", "std_ratio_closed_form",
-                 "error", "key")
+                 "ci_low", "ci_high", "level", "simple_mean", "sa_mean", "data_mean", "diff_mean", "diff_low",
+                 "diff_high", "verdict", "seeds", "mmd", "sw", "loglik", "loglik_gap", "fd", "std_ratio",
+                 "std_ratio_closed_form", "error", "key")
 
 
 def write_csv(path, rows: Sequence[dict]) -> Path:
@@ -720,21 +725,25 @@ _fmt = functools.partial(format_number, float_format="{:.3g}", nonfinite="n/a") 
 
 def comparison_markdown(comparison: Sequence[dict], metrics=("mmd", "fd", "std_dev")) -> str:
     """A Markdown table of the paired comparisons, both budgets side by side: per dataset, eta, sampling steps
-    and metric, the simple and SA means, ``SA - simple`` with its t-interval and the verdict."""
+    and metric, the simple and SA means, the data's own level (a second data draw scored the same way; ``-``
+    where the metric has none, such as the std ratio against the exact law), ``SA - simple`` with its t-interval
+    and the verdict."""
     rows = [r for r in comparison if r["metric"] in metrics]
     by = {}
     for r in rows:
         by.setdefault((r["dataset"], r["sa_loss"], r["eta"], r["metric"], r["steps"]), {})[r["budget"]] = r
-    head = ("| dataset | SA loss | eta | steps | metric | simple, n updates | SA | SA - simple [95% CI] | verdict "
+    head = ("| dataset | SA loss | eta | steps | metric | simple, n updates | SA | data's own | SA - simple [95% CI] "
+            "| verdict "
             "| simple, K n updates | SA - simple [95% CI] | verdict |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for (ds, loss, eta, metric, steps), b in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
                                                                                  kv[0][3], kv[0][4])):
         e, c = b.get("equal_steps"), b.get("equal_compute")
         cells = [ds, loss, f"{eta:g}", str(steps), metric]
-        cells += [_fmt(e["simple_mean"]), _fmt(e["sa_mean"]),
+        own = (e or c).get("data_mean", math.nan)
+        cells += [_fmt(e["simple_mean"]), _fmt(e["sa_mean"]), _fmt(own) if math.isfinite(own) else "-",
                   f"{_fmt(e['diff_mean'])} [{_fmt(e['diff_low'])}, {_fmt(e['diff_high'])}]",
-                  e["verdict"]] if e else ["", "", "", ""]
+                  e["verdict"]] if e else ["", "", "", "", ""]
         cells += [_fmt(c["simple_mean"]), f"{_fmt(c['diff_mean'])} [{_fmt(c['diff_low'])}, {_fmt(c['diff_high'])}]",
                   c["verdict"]] if c else ["-", "-", "-"]
         lines.append("| " + " | ".join(cells) + " |")

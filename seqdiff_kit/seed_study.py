@@ -211,8 +211,9 @@ def paired_markdown(study: SeedStudy, metrics: Sequence[str] = ("mmd", "std_rati
                     a: str = "SA", b: str = "simple") -> str:
     """A Markdown table of ``a - b`` paired by seed per step count: for a quantity with a target the difference
     of the distances to it (``|m_a - target| - |m_b - target|``) and the verdict, otherwise the raw difference
-    and whether ``a`` is larger; plus the estimation gap from t = 100 (one row, no step count)."""
-    head = "| steps | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
+    and whether ``a`` is larger. The MMD^2 column's title carries the data's own level (a second data draw)."""
+    titles = {**METRIC_TITLES, "mmd": f"MMD^2 (data's own: {format_interval(study.interval(DATA, 'mmd'))})"}
+    head = "| steps | " + " | ".join(titles[m] for m in metrics) + " |"
     lines = [head, "|---:|" + "---|" * len(metrics)]
 
     def cell(p: dict) -> str:

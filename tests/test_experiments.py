@@ -77,6 +77,14 @@ def test_compare_pairs_by_seed_with_both_budgets():
     # std_dev = |std_ratio - 1|: SA 0.9.. is closer to 1 than 0.8 (better), farther than 1.0.. (worse)
     assert comp[("equal_steps", "std_dev")]["verdict"] == "SA better"
     assert comp[("equal_compute", "std_dev")]["verdict"] == "SA worse"
+    # the data's own level beside the scores: the mean distance of the data rows (none recorded here)
+    assert math.isnan(eq["data_mean"])
+    for r in rows:
+        r["data_mmd"] = -0.001 * (1 + r["seed"])  # a second data draw's MMD^2 per seed: its distance |.| to 0
+    eq = {(r["budget"], r["metric"]): r for r in ex.compare(rows)}[("equal_steps", "mmd")]
+    assert eq["data_mean"] == pytest.approx(0.002)
+    table = ex.comparison_markdown(ex.compare(rows))
+    assert "| data's own |" in table and "| 0.002 |" in table
     # unpaired noise of either sign: no verdict
     rows2 = [_row("simple", 1, 10, s, 5, 0.1, 1.0) for s in range(3)]
     rows2 += [_row(sa, 2, 10, s, 5, 0.1 + d, 1.0) for s, d in enumerate((0.01, -0.012, 0.004))]

@@ -72,6 +72,7 @@ def test_tables_have_a_row_per_cell():
     assert "| SA | 5 | 0.015 [" in ss.summary_markdown(study)
     paired = ss.paired_markdown(study).splitlines()
     assert len(paired) == 2 + 2 and "worse" in paired[2]   # MMD^2 0.015 against simple's 0: farther from 0
+    assert paired[0].startswith("| steps | MMD^2 (data's own: 0 [0, 0]) |")  # the data's level beside the MMD
     gaps = fake_study({("SA", "gap_from_100"): [0.4, 0.5, 0.45], ("simple", "gap_from_100"): [0.3, 0.35, 0.32]})
     gap = ss.gap_markdown(gaps).splitlines()
     assert len(gap) == 3 and gap[2].endswith("larger |") and "| 0.45 [" in gap[2]
