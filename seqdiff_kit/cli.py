@@ -395,7 +395,7 @@ def cmd_demo(args) -> int:
     out = check_out_path("--out", args.out, folder=True, files=REPORT_FILES)
     if args.retrain:
         check_out_path("--out", out / "checkpoints", folder=True,
-                       files=[f"{stem}{suffix}" for stem, _ in DEMO_MODELS.values()
+                       files=[f"{stem}{suffix}" for stem in DEMO_MODELS.values()
                               for suffix in (".json", ".safetensors")])
     with _writing("--out", out):
         run_demo(out, retrain=args.retrain, points=args.points, seed=args.seed, progress=not args.quiet,

@@ -114,6 +114,26 @@ def test_demo_writes_report_and_prints_table(tmp_path, capsys):
         assert format_number(r["sw"]) in out and f">{format_number(r['sw'])}<" in html
 
 
+def test_demo_retrain_runs_from_the_command_line(tmp_path):
+    """`seqdiff demo --retrain` as a user types it (a process; few steps): both models trained and saved, the
+    report written, the checkpoints loadable and trained for the steps asked."""
+    exe = os.path.join(os.path.dirname(sys.executable), "seqdiff")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "seqdiff_kit.cli"]
+    out = tmp_path / "demo"
+    done = subprocess.run(cmd + ["demo", "--retrain", "--train-steps", "3", "--points", "40", "--out", str(out),
+                                 "--quiet", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    from seqdiff_kit.demo import DEMO_MODELS
+    for stem in DEMO_MODELS.values():
+        model, meta = load_checkpoint(out / "checkpoints" / stem)
+        assert isinstance(model, sk.MLPDenoiser) and meta["step"] == 3, stem
+    assert (out / "report.html").is_file()
+    assert "retrained (seed 0)" in (out / "report.html").read_text()
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert {r["model"] for r in rows} >= set(DEMO_MODELS), rows
+
+
 # ---------------------------------------------------------------------- train
 def test_train_writes_a_loadable_checkpoint(trained):
     model, meta = load_checkpoint(trained / "b" / "model")
