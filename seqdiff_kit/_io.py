@@ -196,3 +196,21 @@ def _read_pid(fd: int) -> str | None:
         return None
     text = text.decode("ascii", "replace").strip()
     return text if len(text) <= _PID_TEXT and (text == "" or text.isdigit()) else None
+
+
+# ---------------------------------------------------------------------- one-line messages about paths
+def one_line(message) -> str:
+    """``message`` as one line: every run of whitespace (newlines too) a single space."""
+    return " ".join(str(message).split())
+
+
+def shorten(text, limit: int = 60) -> str:
+    """``repr`` of a path or value, cut in the middle when long (a 5000-character path stays one readable line)."""
+    r = repr(str(text))
+    return r if len(r) <= limit else f"{r[:limit // 2]}...{r[-limit // 4:]} ({len(str(text))} characters)"
+
+
+def os_error_line(err: OSError) -> str:
+    """The OS's words for ``err`` and the path it names, as one line."""
+    where = f": {shorten(err.filename)}" if getattr(err, "filename", None) else ""
+    return one_line(f"{err.strerror or err}{where}")

@@ -12,9 +12,11 @@ Bad input (an unknown dataset, a missing or corrupt checkpoint, K < 1, a negativ
 path that cannot be written, a size that cannot fit in memory) ends with one line ``seqdiff: error: ...`` on
 stderr and exit status 2 (usage) or 1 (anything the library refused), before any work starts.
 
-Nothing is lost: ``train`` refuses to replace a run in ``--out`` unless given ``--resume`` or ``--overwrite``;
-one process at a time writes an output folder (an OS lock on ``OUT/.seqdiff.lock``, released however the
-process ends); ``history.json`` is rewritten with every checkpoint, from the history the checkpoint stores.
+``train`` turns its arguments into a ``recipes.Recipe`` and makes one call, ``runs.train_run``, which keeps its
+rules: nothing is lost (a run in ``--out`` is replaced only with ``--overwrite``, continued only with
+``--resume``), one process at a time writes an output folder (an OS lock on ``OUT/.seqdiff.lock``, released
+however the process ends), ``history.json`` is rewritten with every checkpoint, and ``--nproc N`` starts N
+data-parallel processes.
 """
 from __future__ import annotations
 
@@ -23,18 +25,13 @@ import io
 import json
 import os
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from ._io import TMP_EXTRA, FolderLockedError, atomic_write, locked_folder, remove_stale_temp_files
+from ._io import atomic_write, one_line, os_error_line, shorten
 
 PROG = "seqdiff"
 MAX_THREADS = 1024
 MAX_NPROC = 256
-# where the processes of `train --nproc` leave rank 0's error line for the launcher to print
-REPORT_ENV = "SEQDIFF_RANK0_ERROR_FILE"
-TRAIN_FILES = ("model.safetensors", "model.json", "history.json")
 REPORT_FILES = ("report.html", "metrics.json")
 # Rough memory per unit of each size option, in bytes (see _limits: the point is to refuse the hopeless, not to
 # predict the peak): a history row is a dict of six floats in the list, a row of the stored tensor and of the
@@ -53,18 +50,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse's hook
         sub = self.prog[len(PROG):].strip()
         hint = f" (see `{PROG}{' ' + sub if sub else ''} --help`)"
-        sys.stderr.write(f"{PROG}: error: {_one_line(message)}{hint}\n")
+        sys.stderr.write(f"{PROG}: error: {one_line(message)}{hint}\n")
         raise SystemExit(2)
-
-
-def _one_line(message) -> str:
-    return " ".join(str(message).split())
-
-
-def _short(text, limit: int = 60) -> str:
-    """``repr`` of a path or value, cut in the middle when long (a 5000-character path stays one readable line)."""
-    r = repr(str(text))
-    return r if len(r) <= limit else f"{r[:limit // 2]}...{r[-limit // 4:]} ({len(str(text))} characters)"
 
 
 def _int_in(name: str, low: int, high: int | None = None):
@@ -73,7 +60,7 @@ def _int_in(name: str, low: int, high: int | None = None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {_short(text, 40)}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {shorten(text, 40)}") from None
         if value < low or (high is not None and value > high):
             allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
             digits = str(value)
@@ -279,81 +266,7 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------------- output paths, locks, sizes
-def _exists(p) -> bool:
-    return os.path.lexists(p)  # False for names the OS refuses (too long), instead of raising
-
-
-def _fs_limits(p: Path) -> tuple[int, int]:
-    """(longest name, longest path) in bytes on the file system of ``p``'s nearest existing ancestor."""
-    anc = p
-    while not os.path.isdir(anc) and anc != anc.parent:
-        anc = anc.parent
-    limits = []
-    for key, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
-        try:
-            limits.append(int(os.pathconf(anc if os.path.isdir(anc) else ".", key)))
-        except (OSError, ValueError, AttributeError):
-            limits.append(default)
-    return limits[0], limits[1]
-
-
-def check_out_path(option: str, path, *, folder: bool, files=()) -> Path:
-    """Refuse, before any work, an output path that cannot be written: empty, a name or path too long for the
-    file system (counting the temporary file written first and, for a folder, the ``files`` written in it),
-    under an existing file, a file where a folder is wanted or the reverse, or one of ``files`` a folder."""
-    what = "folder" if folder else "file"
-    text = os.fspath(path) if isinstance(path, os.PathLike) else path
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{option} must name an output {what}, got {text!r}")
-    p = Path(text)
-    name_max, path_max = _fs_limits(p)
-    for part in p.parts:
-        n = len(os.fsencode(part))
-        if n > name_max:
-            raise ValueError(f"{option} {_short(text)} is too long: the name {_short(part, 30)} is {n} bytes, more "
-                             f"than the {name_max} this file system allows")
-    inner = max((len(os.fsencode(f)) for f in files), default=0) if folder else len(os.fsencode(p.name))
-    if inner + TMP_EXTRA > name_max:
-        raise ValueError(f"{option} {_short(text)} is too long: the temporary file written before it needs "
-                         f"{inner + TMP_EXTRA} bytes of name, more than the {name_max} this file system allows")
-    total = len(os.fsencode(text)) + ((1 + inner + TMP_EXTRA) if folder else TMP_EXTRA)
-    if total > path_max:
-        raise ValueError(f"{option} {_short(text)} is too long: {total} bytes with the files written in it, more "
-                         f"than the {path_max} this file system allows")
-    anc = p
-    while not _exists(anc) and anc != anc.parent:
-        anc = anc.parent
-    if _exists(anc) and anc != p and not os.path.isdir(anc):
-        raise ValueError(f"{option} {_short(text)}: {_short(anc)} is a file, so nothing can be created under it")
-    if _exists(p) and os.path.isdir(p) != folder:
-        raise ValueError(f"{option} {_short(text)} is a {'file' if folder else 'folder'}; give a {what}")
-    for f in files if folder else ():
-        if os.path.isdir(p / f):
-            raise ValueError(f"{option} {_short(text)}: {f} there is a folder, where seqdiff writes the file {f}")
-    return p
-
-
-def _make_folder(option: str, folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{option} {_short(folder)}: cannot create the folder ({err.strerror or err})") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{option} {_short(folder)}: no permission to write in this folder")
-
-
-@contextmanager
-def _writing(option: str, folder: Path):
-    """Create ``folder`` and hold its lock while the block runs (a second writer gets a one-line error)."""
-    _make_folder(option, folder)
-    try:
-        with locked_folder(folder):
-            yield folder
-    except FolderLockedError as err:
-        raise ValueError(f"{option} {err}") from None
-
-
+# ---------------------------------------------------------------------- sizes
 def _check_memory(option: str, value, nbytes: float, what: str) -> None:
     from ._limits import check_memory
 
@@ -377,7 +290,6 @@ def _check_evaluation_memory(points: int, steps, n_models: int, dim: int) -> Non
 
 
 
-# ---------------------------------------------------------------------- commands
 def _check_steps_arg(name: str, value: int, low: int = 1) -> int:
     if value < low:
         what = "a positive" if low >= 1 else "a non-negative"
@@ -388,6 +300,7 @@ def _check_steps_arg(name: str, value: int, low: int = 1) -> int:
 # ---------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
     from .demo import DEMO_MODELS, DEMO_STEPS, run_demo
+    from .runs import check_out_path, writing
 
     _check_evaluation_memory(args.points, DEMO_STEPS, len(DEMO_MODELS) + 1, 2)
     if args.retrain and args.train_steps is not None:
@@ -397,218 +310,64 @@ def cmd_demo(args) -> int:
         check_out_path("--out", out / "checkpoints", folder=True,
                        files=[f"{stem}{suffix}" for stem in DEMO_MODELS.values()
                               for suffix in (".json", ".safetensors")])
-    with _writing("--out", out):
+    with writing("--out", out):
         run_demo(out, retrain=args.retrain, points=args.points, seed=args.seed, progress=not args.quiet,
                  train_steps=args.train_steps, threads=args.threads)
     return 0
 
 
-def _describe_run(out: Path) -> str:
-    try:
-        meta = json.loads((out / "model.json").read_text())
-        return f"step {meta['step']} of {meta['train']['steps']}, dataset {meta['dataset']}"
-    except Exception:  # noqa: BLE001 - only a description for the refusal below
-        return "a checkpoint"
-
-
-def _write_history(out: Path, loss, dataset: str, history: list) -> None:
-    atomic_write(out / "history.json",
-                 json.dumps({"loss": loss.config, "dataset": dataset, "history": history}, indent=1,
-                            allow_nan=False) + "\n")  # strict JSON: a bare NaN is not JSON
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not JSON")  # history.json is strict JSON: NaN or Infinity there is damage
-
-
-def _older_history(out: Path, first_step: int) -> list:
-    """The rows before ``first_step`` from an existing history.json (checkpoints of older versions stored no
-    history of their own); empty when there is none or it is unreadable."""
-    if first_step <= 1:
-        return []
-    try:
-        rows = json.loads((out / "history.json").read_text(), parse_constant=_refuse_constant)["history"]
-        rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] < first_step]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return rows if [r["step"] for r in rows] == list(range(1, first_step)) else []
-
-
-def cmd_train(args) -> int:
-    """``seqdiff train``: in one process; with ``--nproc N`` as the launcher of N data-parallel processes of this
-    same command (``ddp.launch``, torchrun's way); under torchrun (``RANK``/``WORLD_SIZE`` set) as one rank of
-    such a run, where rank 0 alone holds the folder, writes and reports."""
-    from .ddp import barrier, destroy_process_group, init_process_group, launch_env
-
-    env = launch_env()
-    if env.world > 1 and args.nproc not in (1, env.world):
-        raise ValueError(f"--nproc {args.nproc} differs from torchrun's world size {env.world}; under torchrun leave "
-                         f"--nproc out")
-    if env.world == 1:
-        return _train(args, env, _check_device_for(args, args.nproc))
-    try:  # one rank of a data-parallel run: every rank fails alike, rank 0 alone reports
-        device = init_process_group(_check_device_for(args, env.world), env)
-        try:
-            code = _train(args, env, device)
-            barrier()  # rank 0 may still be writing: the ranks leave together (ddp.barrier)
-            return code
-        finally:
-            destroy_process_group()
-    except Exception as err:  # noqa: BLE001 - turned into one line below
-        if env.rank != 0:
-            return 1
-        line = _rank_error_line(err)
-        report = os.environ.get(REPORT_ENV)
-        if report:  # launched by `seqdiff train --nproc`: the launcher prints one line for the whole run
-            atomic_write(report, line + "\n")
-        else:
-            sys.stderr.write(f"{PROG}: error: {line}\n")
-        return 1
-
-
-def _rank_error_line(err: Exception) -> str:
-    from .train import NonFiniteLossError
-
-    if isinstance(err, OSError):
-        return _one_line(_os_error_line(err))
-    if isinstance(err, RuntimeError) and not isinstance(err, NonFiniteLossError):  # a collective failed
-        return (f"training stopped: another process of the run failed ({_one_line(err)[:200]}); the last "
-                f"checkpoint in --out is complete: --resume continues it")
-    return _one_line(err)
-
-
-def _check_device_for(args, nproc: int):
-    import torch
-
-    from ._validate import check_device_arg
-
-    device = check_device_arg("--device", args.device)
-    if device.type == "cuda" and nproc > torch.cuda.device_count():
-        raise ValueError(f"--nproc {nproc} with --device cuda needs {nproc} CUDA devices (one per process), this "
-                         f"machine has {torch.cuda.device_count()}")
-    return device
-
-
-def _launch_train(args, out: Path) -> int:
-    """Run this command in ``args.nproc`` processes (``ddp.launch``); one line when the run fails: the rank that
-    was killed, else rank 0's own error (handed over in a file), else the first rank that failed."""
-    import tempfile
-
-    from .ddp import LaunchFailed, launch
-
-    with tempfile.TemporaryDirectory(prefix="seqdiff-launch-") as tmp:
-        report = Path(tmp) / "rank0-error"
-        before = os.environ.get(REPORT_ENV)
-        os.environ[REPORT_ENV] = str(report)
-        try:
-            launch(args.nproc, args.argv)
-        except LaunchFailed as err:
-            if err.signal is None and report.is_file():
-                raise ValueError(report.read_text().strip()) from None
-            raise ValueError(f"training stopped: {err}; the last checkpoint in --out {_short(out)} is complete: "
-                             f"--resume continues it") from None
-        finally:
-            if before is None:
-                os.environ.pop(REPORT_ENV, None)
-            else:
-                os.environ[REPORT_ENV] = before
-    return 0
-
-
-def _existing_run(out: Path, stem: Path, args) -> bool:
-    """Whether the run in ``out`` is resumed; refuses to replace one without --resume or --overwrite."""
-    from .checkpoint import checkpoint_exists
-
-    present = [name for name in TRAIN_FILES[:2] if (out / name).exists()]
-    if present and not (args.resume or args.overwrite):
-        raise ValueError(f"--out {_short(out)} already holds a run ({_describe_run(out)}); pass --resume to "
-                         f"continue it or --overwrite to replace it")
-    resume = args.resume and checkpoint_exists(stem)
-    if args.resume and present and not resume:
-        raise ValueError(f"--out {_short(out)} holds only {present[0]} of the checkpoint pair, so there is "
-                         f"nothing to resume; pass --overwrite to start a new run there")
-    return resume
-
-
-def _train(args, env, device) -> int:
-    from contextlib import nullcontext
-
+def _train_recipe(args):
+    """``train``'s arguments as a Recipe: the dataset's default recipe (``recipes.recipe_for``) with the loss, the
+    seed and the fit settings given."""
     from .losses import Loss
     from .recipes import recipe_for
-    from . import train as train_mod
 
     recipe = recipe_for(args.dataset)  # refuses an unknown dataset first
-    data = recipe.data()
     model_kind = args.model or ("unet" if args.dataset == "digits" else "mlp")
     if (args.dataset == "digits") != (model_kind == "unet"):
         raise ValueError(f"model must be 'unet' for digits and 'mlp' for the 2-D datasets, got --model {model_kind} "
                          f"with --dataset {args.dataset}")
-    schedule = recipe.make_schedule()
     if args.loss == "simple":
         if (args.K not in (None, 1)) or (args.lam not in (None, 0.0)):
             raise ValueError(f"the simple loss takes no K or lam (got K={args.K}, lam={args.lam}); use --loss sa")
         loss = Loss("simple")
     else:
-        if args.K is not None and args.K > schedule.T:
-            raise ValueError(f"--K must be in [1, {schedule.T}] (at most the schedule's T), got {args.K}")
+        T = recipe.make_schedule().T
+        if args.K is not None and args.K > T:
+            raise ValueError(f"--K must be in [1, {T}] (at most the schedule's T), got {args.K}")
         loss = Loss("sa", K=2 if args.K is None else args.K, lam=1.0 if args.lam is None else args.lam)
     changes = {"steps": _check_steps_arg("steps", args.steps, 0)} if args.steps is not None else {}
     changes.update({key: getattr(args, key) for key in ("batch_size", "lr") if getattr(args, key) is not None})
-    recipe = recipe.replace(loss=loss, seed=args.seed, **changes)
-    spec = recipe.model_spec()
-    steps, batch_size = recipe.fit["steps"], recipe.fit.get("batch_size", 256)
-    nproc = max(env.world, args.nproc)
-    if batch_size % nproc:
-        raise ValueError(f"--batch-size {batch_size} must be divisible by the number of processes {nproc} (--nproc or "
-                         f"torchrun's world size): each process draws batch-size / {nproc} samples")
+    return recipe.replace(loss=loss, seed=args.seed, **changes)
+
+
+def cmd_train(args) -> int:
+    """``seqdiff train``: the arguments as a Recipe, trained into --out by ``runs.train_run`` (in one process; in
+    N data-parallel processes with ``--nproc N``; as one rank under torchrun, where rank 0 alone reports)."""
+    from .runs import Names, RankFailed, train_run
+
+    recipe = _train_recipe(args)
+    steps, batch_size, loss = recipe.steps, recipe.fit.get("batch_size", 256), recipe.loss
     _check_memory("--steps", steps, HISTORY_ROW_BYTES * steps, "its per-step history")
-    _check_memory("--batch-size", batch_size, 4 * (loss.K + 1) * batch_size * _per_sample_floats(spec, train=True),
+    _check_memory("--batch-size", batch_size,
+                  4 * (loss.K + 1) * batch_size * _per_sample_floats(recipe.model_spec(), train=True),
                   "the activations of a batch" + (f" for K={loss.K}" if loss.K > 1 else ""))
-    if args.resume and args.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
-                         "--overwrite replaces it; give one")
-    out = check_out_path("--out", args.out, folder=True, files=TRAIN_FILES)
-    stem = out / "model"
-    if env.world == 1 and args.nproc > 1:  # the launcher: every check above and the folder's, then the processes
-        _existing_run(out, stem, args)
-        return _launch_train(args, out)
-    main_rank = env.rank == 0
-    with _writing("--out", out) if main_rank else nullcontext():
-        if main_rank:
-            for name in TRAIN_FILES:  # what writers killed mid-save left (nobody else writes here: we hold the lock)
-                remove_stale_temp_files(out / name)
-        resume = _existing_run(out, stem, args)
-        if args.resume and not resume and main_rank:
-            sys.stderr.write(f"{PROG}: no run in {_short(out)} to resume; starting a new one\n")
-        model = recipe.build_model()
-        t0 = time.perf_counter()
-        history, last, n_new = None, None, 0
-        for state in train_mod.train_iter(model, data, schedule, loss, seed=args.seed, checkpoint=stem,
-                                          checkpoint_every=args.checkpoint_every, resume=resume,
-                                          progress=not args.quiet, threads=args.threads, device=device,
-                                          dataset_name=args.dataset, **recipe.fit):
-            history, last, n_new = state.history, state, n_new + 1
-            if state.checkpointed and main_rank:
-                _write_history(out, loss, args.dataset, _older_history(out, history[0]["step"]) + history)
-        if last is None:
-            if not resume:
-                raise ValueError("steps must be >= 1 for a new run (0 steps writes no checkpoint)")
-            if main_rank:
-                history = train_mod.read_history(stem)  # a finished run resumed: its stored history, kept whole
-                first = history[0]["step"] if history else _resume_step_of(stem) + 1
-                _write_history(out, loss, args.dataset, _older_history(out, first) + history)
-    if main_rank:
-        tail = f", final loss {last.loss:.4f}" if last is not None else ""
-        ranks = f" on {env.world} processes" if env.world > 1 else ""
-        print(f"wrote {stem}.safetensors and {stem}.json ({n_new} steps{ranks} in {time.perf_counter() - t0:.1f} s"
+    names = Names(out="--out", resume="--resume", overwrite="--overwrite", nproc="--nproc",
+                  batch_size="--batch-size", device="--device")
+    try:
+        run = train_run(recipe, args.out, resume=args.resume, overwrite=args.overwrite,
+                        checkpoint_every=args.checkpoint_every, progress=not args.quiet, threads=args.threads,
+                        device=args.device, nproc=args.nproc, names=names,
+                        note=lambda text: sys.stderr.write(f"{PROG}: {text}\n"))
+    except RankFailed:  # another rank of a torchrun launch: rank 0 reports the run's error
+        return 1
+    if run.main:
+        stem = run.checkpoint
+        tail = f", final loss {run.last_loss:.4f}" if run.last_loss is not None else ""
+        ranks = f" on {run.processes} processes" if run.processes > 1 else ""
+        print(f"wrote {stem}.safetensors and {stem}.json ({run.new_steps} steps{ranks} in {run.seconds:.1f} s"
               f"{tail})")
     return 0
-
-
-def _resume_step_of(stem: Path) -> int:
-    from .checkpoint import read_checkpoint
-
-    return int(read_checkpoint(stem)[1]["step"])
 
 
 def cmd_sample(args) -> int:
@@ -617,14 +376,15 @@ def cmd_sample(args) -> int:
 
     from .data import dataset
     from .recipes import load_for_sampling
+    from .runs import check_out_path, make_folder
     from .solvers import options_from_data, sample
 
     steps = _check_steps_arg("steps", args.steps)
     _check_solver_args(args)
     out = check_out_path("--out", args.out, folder=False)
     if out.suffix.lower() != ".npz":
-        raise ValueError(f"--out must be a .npz file, got {_short(out)}")
-    _make_folder("--out", out.parent)
+        raise ValueError(f"--out must be a .npz file, got {shorten(out)}")
+    make_folder("--out", out.parent)
     from ._runtime import set_threads
 
     set_threads(args.threads)
@@ -665,27 +425,27 @@ def _check_solver_args(args) -> None:
 
 def cmd_compare(args) -> int:
     from .demo import compare_checkpoints
+    from .runs import check_out_path, writing
 
     steps = [_check_steps_arg("steps", s) for s in args.steps]
     _check_solver_args(args)
     _check_evaluation_memory(args.points, steps, len(args.checkpoints) + 1, 64)
     out = check_out_path("--out", args.out, folder=True, files=REPORT_FILES)
-    with _writing("--out", out):
+    with writing("--out", out):
         compare_checkpoints(args.checkpoints, steps, out, points=args.points, seed=args.seed, eta=args.eta,
                             solver=args.solver, threads=args.threads)
     return 0
 
 
 def cmd_experiment(args) -> int:
-    import os
-
     from .experiments import JobsFailedError, run_experiment
     from .few_step import PRESET, run_study
+    from .runs import check_out_path, writing
 
     out = os.path.join("runs", args.preset) if args.out is None else args.out
     check_out_path("--out", out, folder=True)
     if args.preset == PRESET:
-        with _writing("--out", Path(out)):
+        with writing("--out", Path(out)):
             _, paths = run_study(out, log=None if args.quiet else print)
         for name, p in paths.items():
             print(f"{name}: {p}")
@@ -711,11 +471,6 @@ COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "compare
             "experiment": cmd_experiment}
 
 
-def _os_error_line(err: OSError) -> str:
-    where = f": {_short(err.filename)}" if getattr(err, "filename", None) else ""
-    return f"{err.strerror or err}{where}"
-
-
 def main(argv=None) -> int:
     """Entry point of the ``seqdiff`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -737,10 +492,10 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as err:
-        sys.stderr.write(f"{PROG}: error: {_one_line(err)}\n")
+        sys.stderr.write(f"{PROG}: error: {one_line(err)}\n")
         return 1
     except OSError as err:  # the disk filled up, permissions changed under us: the OS's words, one line
-        sys.stderr.write(f"{PROG}: error: {_one_line(_os_error_line(err))}\n")
+        sys.stderr.write(f"{PROG}: error: {os_error_line(err)}\n")
         return 1
     except MemoryError:
         sys.stderr.write(f"{PROG}: error: out of memory; try smaller sizes (--n, --points, --batch-size)\n")

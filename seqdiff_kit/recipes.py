@@ -118,17 +118,19 @@ class Trained:
 
 
 def train(recipe: Recipe, *, progress: bool = True, threads: int | None = None, device="cpu", checkpoint=None,
-          checkpoint_every: int | None = None, resume: bool = False) -> Trained:
+          checkpoint_every: int | None = None, resume: bool = False, on_step=None) -> Trained:
     """Build ``recipe``'s network and train it with ``train.fit`` on its data, loss and schedule.
 
-    ``checkpoint``, ``checkpoint_every`` and ``resume`` are ``fit``'s (a checkpoint there holds the raw weights,
-    the EMA, the optimiser and the random state); the returned ``config`` is the JSON of a small EMA-only
-    checkpoint (``checkpoint.save_checkpoint(path, trained.model, trained.config)``), with no wall time so that
-    the files stay reproducible."""
+    ``checkpoint``, ``checkpoint_every``, ``resume`` and ``on_step`` (called with every ``TrainState``) are
+    ``fit``'s (a checkpoint there holds the raw weights, the EMA, the optimiser and the random state); the
+    returned ``config`` is the JSON of a small EMA-only checkpoint (``checkpoint.save_checkpoint(path,
+    trained.model, trained.config)``), with no wall time so that the files stay reproducible. A run in an output
+    folder, with its lock, resume rules and history file: ``runs.train_run``."""
     check_type("recipe", recipe, Recipe)
     res = fit(recipe.build_model(), recipe.data(), recipe.make_schedule(), recipe.loss, seed=recipe.seed,
               progress=progress, threads=threads, device=device, checkpoint=checkpoint,
-              checkpoint_every=checkpoint_every, resume=resume, dataset_name=recipe.dataset, **recipe.fit)
+              checkpoint_every=checkpoint_every, resume=resume, dataset_name=recipe.dataset, on_step=on_step,
+              **recipe.fit)
     last = res.history[-1] if res.history else {}
     config = {"dataset": recipe.dataset, "schedule": dict(recipe.schedule), "loss": recipe.loss.config,
               "seed": recipe.seed, "step": recipe.steps, "weights": "ema",

@@ -551,17 +551,21 @@ def _check_resume(checkpoint, meta: dict, run_cfg: dict) -> None:
                          + "; ".join(bad) + ")")
 
 
-def fit(model: nn.Module, data, schedule: Schedule, loss: Loss, **kwargs) -> FitResult:
-    """Run ``train_iter`` to the end (same arguments); return the model, its EMA, the per-step history
-    (``TrainState.as_dict()``) and the wall time in seconds."""
+def fit(model: nn.Module, data, schedule: Schedule, loss: Loss, *, on_step=None, **kwargs) -> FitResult:
+    """Run ``train_iter`` to the end (same arguments), calling ``on_step(state)`` with every ``TrainState`` when
+    given; return the model, its EMA, the per-step history (``TrainState.as_dict()``) and the wall time in
+    seconds."""
     t0 = time.perf_counter()
     history, states = [], train_iter(model, data, schedule, loss, **kwargs)
     while True:
         try:
-            history.append(next(states).as_dict())
+            state = next(states)
         except StopIteration as stop:  # the loop returns its EMA (the checkpoint's when a finished run resumes)
             ema = stop.value
             break
+        history.append(state.as_dict())
+        if on_step is not None:
+            on_step(state)
     return FitResult(model=model, ema=ema, history=history, seconds=time.perf_counter() - t0)
 
 

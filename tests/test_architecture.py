@@ -22,7 +22,8 @@ LAYERS = {
     "core": ["schedule", "data", "denoisers", "losses", "samplers", "solvers"],
     "tools": ["checkpoint", "metrics", "classifier", "stats", "drift", "analysis", "ddp", "train"],
     "presentation": ["viz", "frontend", "widgets", "report"],
-    "application": ["recipes", "evaluate", "experiments", "seed_study", "few_step", "demo", "exercises", "explorer"],
+    "application": ["recipes", "runs", "evaluate", "experiments", "seed_study", "few_step", "demo", "exercises",
+                    "explorer"],
     "interface": ["cli"],
 }
 RANK = {m: (i, j) for i, mods in enumerate(LAYERS.values()) for j, m in enumerate(mods)}
