@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._io import atomic_write, one_line, os_error_line, shorten
+from ._io import FolderLockedError, atomic_write, one_line, os_error_line, shorten
 
 PROG = "seqdiff"
 MAX_THREADS = 1024
