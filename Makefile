@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# torch is pinned here (a local CPU build exists for it); pyproject.toml keeps a compatible range.
+# torch is pinned here; pyproject.toml keeps a compatible range. It comes from PyTorch's CPU wheel index (the CPU
+# build, no CUDA packages) where this machine reaches it within 3 s, else from the configured package index
+# (scripts/torch_index.py). TORCH_INDEX=none takes the plain pin, TORCH_INDEX=URL that index; TORCH_CPU_INDEX is
+# the CPU index that auto tries (a mirror of it may stand in).
 TORCH  := torch==2.13.0
+TORCH_INDEX ?= auto
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export OMP_NUM_THREADS ?= 1
 export SEQDIFF_THREADS ?= 1
 
@@ -13,7 +18,7 @@ export SEQDIFF_THREADS ?= 1
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
+	args=$$($(PY) scripts/torch_index.py $(TORCH_INDEX) --cpu-index $(TORCH_CPU_INDEX)) && $(PY) -m pip install --quiet $(TORCH) $$args
 	$(PY) -m pip install --quiet -e ".[test,lab,teach]"
 	# nbgrader's JupyterLab and server extensions off: the course is made with its command line, and JupyterLab
 	# (and its browser tests) should look as they do without the teach extra
