@@ -14,6 +14,7 @@ from typing import Sequence
 import ipywidgets as W
 import torch
 
+from ._format import format_number
 from ._validate import check_int, check_type
 from .schedule import Schedule
 from .data import CHECKPOINT_DIR, PRESETS
@@ -21,15 +22,20 @@ from .denoisers import IdealDenoiser
 from .losses import Loss
 from . import solvers
 from .checkpoint import checkpoint_exists, load_checkpoint
-from . import metrics
 from .drift import step_drift
 from .train import train_iter
 from . import viz
 from .frontend import FigureWidget, ShowsWidget, replace_figure
 from .widgets import LAM_CHOICES, PathDashboard, steps_label
 from .recipes import Recipe
+from .evaluate import METRICS, Scorer
 
-__all__ = ["Explorer", "solver_options"]
+__all__ = ["Explorer", "solver_options", "TABLE"]
+
+# the page's score table: metrics of evaluate.METRICS (scored by evaluate.Scorer, as every table is) and what
+# each should read; the data's own row is the level sampling noise alone reaches
+TABLE = ("mmd", "sw", "std_ratio", "loglik")
+TARGET = {"mmd": "0 best", "sw": "0 best", "std_ratio": "1 best", "loglik": "the data's row is the target"}
 
 
 def solver_options() -> list[tuple[str, dict]]:
@@ -76,6 +82,8 @@ class Explorer(ShowsWidget):
         self.quick_steps = check_int("quick_steps", quick_steps, 1)
         self.seed = check_int("seed", seed)
         self.schedule = Schedule.linear()
+        self._scorers: dict[str, Scorer] = {}
+        self.scores: dict[str, dict] = {}
         self.models, self.sources = self._shipped(CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir)
         self._mixtures = {name: PRESETS[name]() for name in self.DATASETS}
 
@@ -196,28 +204,37 @@ class Explorer(ShowsWidget):
             self.progress.layout.display = "none"
         self.refresh()
 
-    def _show(self, key: tuple, model) -> None:
-        mixture, steps = self._mixtures[key[0]], int(self.steps.value)
-        label, kwargs = self._solvers[self.solver.value]
+    def _paths(self, mixture, model, steps: int, kwargs: dict):
+        """The learned and the ideal paths from one seeded ``x_T``, and the drift curves between them: the
+        accumulated drift split into local and propagated error for the generalized step, the distance alone
+        for another solver. Returns ``(learned, reference, curves, timesteps reached)``."""
         ideal = IdealDenoiser(mixture, self.schedule)
-        g = torch.Generator().manual_seed(self.seed)
-        x_T = torch.randn(self.n_points, 2, generator=g)
-        name = self._model_name(key)
+        x_T = torch.randn(self.n_points, 2, generator=torch.Generator().manual_seed(self.seed))
         with torch.no_grad():
             if "solver" in kwargs:  # a solver outside the generalized step: paths only, no local/propagated split
                 learned = solvers.sample(model, x_T, self.schedule, steps, **kwargs)
                 reference = solvers.sample(ideal, x_T, self.schedule, steps, **kwargs)
                 dist = torch.linalg.vector_norm((learned.x - reference.x).double(), dim=-1).mean(dim=1)[1:]
-                curves = {"accumulated drift": dist}
-                after = reference.t[1:]                      # the timestep of the state each step reaches
-            else:
-                drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
-                                   generator=torch.Generator().manual_seed(self.seed + 1))
-                learned, reference = drift.paths.model, drift.paths.reference
-                # (no curve name says "ideal": that word is the ideal denoiser's colour)
-                curves = {"accumulated drift": drift.mean("drift"), "local error of the step": drift.mean("local"),
-                          "propagated from earlier steps": drift.mean("propagated")}
-                after = drift.next_timesteps
+                return learned, reference, {"accumulated drift": dist}, reference.t[1:]
+            drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
+                               generator=torch.Generator().manual_seed(self.seed + 1))
+        # (no curve name says "ideal": that word is the ideal denoiser's colour)
+        curves = {"accumulated drift": drift.mean("drift"), "local error of the step": drift.mean("local"),
+                  "propagated from earlier steps": drift.mean("propagated")}
+        return drift.paths.model, drift.paths.reference, curves, drift.next_timesteps
+
+    def scorer(self, dataset: str) -> Scorer:
+        """The scorer of ``dataset``'s final samples: ``evaluate.Scorer`` (the tables' metrics and MMD bandwidths)
+        against ``n_reference`` fresh draws, with a second draw for the data's own level; one per dataset."""
+        if dataset not in self._scorers:
+            self._scorers[dataset] = Scorer.draw(self._mixtures[dataset], self.n_reference, seed=self.seed + 2,
+                                                 metrics=TABLE)
+        return self._scorers[dataset]
+
+    def _show(self, key: tuple, model) -> None:
+        mixture, steps = self._mixtures[key[0]], int(self.steps.value)
+        name = self._model_name(key)
+        learned, reference, curves, after = self._paths(mixture, model, steps, self._solvers[self.solver.value][1])
         title = f"{name} and ideal paths from the same x_T"
         if self.paths is None:
             self.paths = PathDashboard({name: learned, "ideal": reference}, mixture=mixture,
@@ -231,15 +248,11 @@ class Explorer(ShowsWidget):
         fig.update_layout(width=560, height=380, legend=dict(orientation="h", x=0, y=-0.25))
         replace_figure(self.drift_fig, fig)
 
-        data = mixture.sample(self.n_reference, generator=torch.Generator().manual_seed(self.seed + 2))
-        again = mixture.sample(self.n_reference, generator=torch.Generator().manual_seed(self.seed + 3))
-        rows = []
-        for who, x in ((name, learned.final), ("ideal denoiser", reference.final), ("data (a second draw)", again)):
-            rows.append((who, f"{metrics.mmd(x, data):.4f}", f"{metrics.sliced_wasserstein(x, data):.3f}",
-                         f"{metrics.std_ratio(x, data):.3f}", f"{metrics.mean_log_likelihood(x, mixture):.2f}"))
-        self.metrics.value = _html_table(rows, ("", "MMD² (0 best)", "sliced W1 (0 best)", "std ratio (1 best)",
-                                                "log-likelihood"))
+        scorer = self.scorer(key[0])
+        self.scores = {name: scorer.score(learned.final), "ideal denoiser": scorer.score(reference.final),
+                       "data (a second draw)": scorer.data_level}
+        rows = [(who, *(format_number(row[m]) for m in TABLE)) for who, row in self.scores.items()]
+        self.metrics.value = _html_table(rows, ("", *(f"{METRICS[m].title} ({TARGET[m]})" for m in TABLE)))
         self.shown = self._describe(key)
         self.status.value = (f"Showing <b>{self.shown}</b>; model: {self.sources[key]}. "
                              f"{self.n_points} samples from one seeded x_T.")
-

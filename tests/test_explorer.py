@@ -4,7 +4,9 @@ the metrics table, a missing setting trains from a ``Recipe``, and a recipe of a
 import numpy as np
 import pytest
 
-from seqdiff_kit import explorer
+from seqdiff_kit import explorer, ring8
+from seqdiff_kit._format import format_number
+from seqdiff_kit.evaluate import Scorer, mmd_bandwidths
 
 
 def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
@@ -26,6 +28,13 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
     assert "shipped (ring8_simple" in e.status.value and "10 sampling steps" in e.status.value
     assert e.paths.names == ["learned (simple)", "ideal"] and e.paths.n_frames == 11
     assert e.metrics.value.count("<tr>") == 4  # header, learned, ideal, a second data draw
+    # the page scores through evaluate's one scorer: the same numbers as a Scorer of the tables, built apart
+    scorer = Scorer.draw(ring8(), 60, seed=2, metrics=explorer.TABLE)
+    learned, ideal, _, _ = e._paths(ring8(), e.models[e.setting()], 10, {"eta": 0.0})
+    assert e.scores == {"learned (simple)": scorer.score(learned.final), "ideal denoiser": scorer.score(ideal.final),
+                        "data (a second draw)": scorer.data_level}
+    assert e.scorer("ring8").bandwidths == mmd_bandwidths(ring8())
+    assert format_number(e.scores["ideal denoiser"]["mmd"]) in e.metrics.value
     assert e.K.disabled and e.lam.disabled
 
     e.steps.value = 5
