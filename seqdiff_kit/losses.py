@@ -6,6 +6,13 @@ With ``x_s = sqrt(alpha_bar_s) x0 + sqrt(1 - alpha_bar_s) eps`` and ``t`` unifor
     L_sa     = E (1/K^2) || sum_{k=0}^{K-1} m_k (eps_k - eps_theta(x_{t-k}, t-k)) ||^2,   m_k = 1[t >= k]
     L        = L_simple + lam * L_sa
 
+Input Perturbation (Ning et al., "Input Perturbation Reduces Exposure Bias in Diffusion Models", ICML 2023)
+trains on a perturbed input with the target unchanged:
+
+    L_ip = E || eps - eps_theta(sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) (eps + gamma xi), t) ||^2,
+
+``xi`` a second independent standard normal draw; ``gamma = 0`` is ``L_simple``.
+
 The ``eps_k`` are *independent* noise draws for the *same* ``x0``; ``eps_0`` and ``x_t`` are shared with the
 simple term. Norms sum over the features of one sample; expectations are means over the batch.
 The K model evaluations run as one batched call of K*B. A loss that overflows its dtype (a diverging model)
@@ -22,7 +29,7 @@ from einops import rearrange, reduce, repeat
 from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps, check_type
 from .schedule import Schedule, forward_noise
 
-LOSS_NAMES = ("simple", "sa")
+LOSS_NAMES = ("simple", "sa", "ip")
 
 
 @dataclass
@@ -55,7 +62,7 @@ def _resolve_t(t, x0: torch.Tensor, schedule: Schedule, generator, antithetic: b
     return check_timesteps("t", t, schedule.T, batch=B).to(x0.device)
 
 
-def _resolve_noise(noise, x0: torch.Tensor, K: int, generator) -> torch.Tensor:
+def _resolve_noise(noise, x0: torch.Tensor, K: int, generator, name: str = "noise") -> torch.Tensor:
     """The K independent noise draws [K, B, ...]. Drawn in the order eps_0, then eps_1..eps_{K-1}, so that
     the SA loss's simple term sees exactly the draws ``simple_loss`` would see with the same generator."""
     if noise is None:
@@ -64,11 +71,11 @@ def _resolve_noise(noise, x0: torch.Tensor, K: int, generator) -> torch.Tensor:
             return rearrange(eps0, "... -> 1 ...")
         rest = torch.randn((K - 1, *x0.shape), generator=generator, dtype=x0.dtype).to(x0.device)
         return torch.cat([rearrange(eps0, "... -> 1 ..."), rest])
-    check_tensor("noise", noise, finite=True, dtypes="floating")
+    check_tensor(name, noise, finite=True, dtypes="floating")
     if K == 1 and noise.shape == x0.shape:  # the simple loss also takes a plain [B, ...] noise
         noise = rearrange(noise, "... -> 1 ...")
     if noise.shape != (K, *x0.shape):
-        raise ValueError(f"noise must have shape [K, *x0.shape] = {(K, *x0.shape)}, got {tuple(noise.shape)}")
+        raise ValueError(f"{name} must have shape [K, *x0.shape] = {(K, *x0.shape)}, got {tuple(noise.shape)}")
     return noise.to(device=x0.device, dtype=x0.dtype)
 
 
@@ -80,9 +87,10 @@ def _sq_norm(v: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- the losses
-def _residuals(model, x0, schedule, K, t, noise):
+def _residuals(model, x0, schedule, K, t, noise, inputs=None):
     """``r_k = eps_k - eps_theta(x_{t-k}, max(t-k, 0))`` [K, B, ...] from ONE model call on K*B inputs, and the
-    mask ``m_k = 1[t >= k]`` [K, B]. Terms with t < k are fed the valid timestep 0 and masked out later."""
+    mask ``m_k = 1[t >= k]`` [K, B]. Terms with t < k are fed the valid timestep 0 and masked out later.
+    ``inputs`` [K, B, ...]: the noise that builds ``x_{t-k}`` when it differs from the target ``eps_k``."""
     K_idx = torch.arange(K, device=t.device)
     t_k = rearrange(t, "b -> 1 b") - rearrange(K_idx, "k -> k 1")          # [K, B]: t - k
     mask = t_k >= 0
@@ -90,7 +98,8 @@ def _residuals(model, x0, schedule, K, t, noise):
     x0_rep = repeat(x0, "b ... -> (k b) ...", k=K)
     eps_flat = rearrange(noise, "k b ... -> (k b) ...")
     t_flat = rearrange(t_k, "k b -> (k b)")
-    x_flat = forward_noise(x0_rep, schedule.alpha_bars[t_flat.cpu()], eps_flat)  # x_{t-k} from eps_k, same x0
+    built = eps_flat if inputs is None else rearrange(inputs, "k b ... -> (k b) ...")
+    x_flat = forward_noise(x0_rep, schedule.alpha_bars[t_flat.cpu()], built)  # x_{t-k} from eps_k, same x0
     eps_pred = model(x_flat, t_flat)
     if not isinstance(eps_pred, torch.Tensor) or eps_pred.shape != x_flat.shape:
         got = tuple(eps_pred.shape) if isinstance(eps_pred, torch.Tensor) else type(eps_pred).__name__
@@ -136,25 +145,57 @@ def sequence_aware_loss(model: Callable, x0: torch.Tensor, schedule: Schedule, K
     return LossOutput(total=simple + lam * sa, simple=simple, sa=sa)
 
 
+def input_perturbation_loss(model: Callable, x0: torch.Tensor, schedule: Schedule, gamma: float = 0.1, *, t=None,
+                            noise=None, perturbation=None, generator: torch.Generator | None = None,
+                            antithetic: bool = False) -> LossOutput:
+    """Input Perturbation (Ning et al., ICML 2023): ``L_ip = (1/B) sum_b || eps_b - eps_theta(sqrt(abar_{t_b}) x0_b
+    + sqrt(1 - abar_{t_b}) (eps_b + gamma xi_b), t_b) ||^2``, the network's input built with the perturbed noise
+    and its target the unperturbed one.
+
+    ``t`` [B], ``noise`` and ``perturbation`` (``xi``, each [B, ...]) are drawn from ``generator`` when not given:
+    t, eps, then xi, which is not drawn at all when ``gamma = 0``, so that this is then ``simple_loss`` bit for
+    bit with the same generator. Returns ``LossOutput(total=L_ip, simple=L_ip, sa=0)``."""
+    _check_common(model, x0, schedule)
+    gamma = check_float("gamma", gamma, 0.0)
+    t = _resolve_t(t, x0, schedule, generator, antithetic)
+    noise = _resolve_noise(noise, x0, 1, generator)
+    inputs = None
+    if gamma != 0.0:
+        xi = _resolve_noise(perturbation, x0, 1, generator, "perturbation")
+        inputs = noise + gamma * xi
+    r, _ = _residuals(model, x0, schedule, 1, t, noise, inputs)
+    loss = _sq_norm(r[0]).mean()
+    return LossOutput(total=loss, simple=loss, sa=torch.zeros((), dtype=loss.dtype, device=loss.device))
+
+
 class Loss:
     """A JSON-able loss configuration, called as ``loss(model, x0, schedule, generator) -> LossOutput``.
 
-    ``name="simple"`` is ``L_simple`` (K = 1, lam = 0); ``name="sa"`` is ``L_simple + lam L_sa`` over K steps.
+    ``name="simple"`` is ``L_simple`` (K = 1, lam = 0); ``name="sa"`` is ``L_simple + lam L_sa`` over K steps;
+    ``name="ip"`` is Input Perturbation with ``gamma`` (K = 1, lam = 0; ``input_perturbation_loss``).
     ``antithetic=True`` pairs training timesteps t and T-1-t (recorded in ``config`` only when set)."""
 
-    def __init__(self, name: str = "simple", K: int = 1, lam: float = 0.0, antithetic: bool = False):
+    def __init__(self, name: str = "simple", K: int = 1, lam: float = 0.0, antithetic: bool = False,
+                 gamma: float | None = None):
         check_choice("name", name, LOSS_NAMES)
         K = check_int("K", K, 1)
         lam = check_float("lam", lam, 0.0)
-        if name == "simple" and (K != 1 or lam != 0.0):
-            raise ValueError(f"the simple loss takes K=1 and lam=0.0, got K={K} and lam={lam}; use name='sa'")
+        if name != "sa" and (K != 1 or lam != 0.0):
+            raise ValueError(f"the {name} loss takes K=1 and lam=0.0, got K={K} and lam={lam}; use name='sa'")
+        if name == "ip":
+            gamma = check_float("gamma", 0.1 if gamma is None else gamma, 0.0)
+        elif gamma is not None:
+            raise ValueError(f"gamma belongs to name='ip' (Input Perturbation), got gamma={gamma!r} with "
+                             f"name={name!r}")
         if not isinstance(antithetic, bool):
             raise TypeError(f"antithetic must be a bool, got {antithetic!r}")
-        self.name, self.K, self.lam, self.antithetic = name, K, lam, antithetic
+        self.name, self.K, self.lam, self.antithetic, self.gamma = name, K, lam, antithetic, gamma
 
     @property
     def config(self) -> dict:
         cfg = {"name": self.name, "K": self.K, "lam": self.lam}
+        if self.name == "ip":
+            cfg["gamma"] = self.gamma
         if self.antithetic:
             cfg["antithetic"] = True
         return cfg
@@ -163,15 +204,19 @@ class Loss:
     def from_config(cls, d: dict) -> "Loss":
         if not isinstance(d, dict):
             raise TypeError(f"config must be a dict, got {type(d).__name__}")
-        unknown = set(d) - {"name", "K", "lam", "antithetic"}
+        unknown = set(d) - {"name", "K", "lam", "antithetic", "gamma"}
         if unknown:
-            raise ValueError(f"config has unknown keys {sorted(unknown)}; allowed: name, K, lam, antithetic")
-        return cls(d.get("name", "simple"), d.get("K", 1), d.get("lam", 0.0), d.get("antithetic", False))
+            raise ValueError(f"config has unknown keys {sorted(unknown)}; allowed: name, K, lam, antithetic, gamma")
+        return cls(d.get("name", "simple"), d.get("K", 1), d.get("lam", 0.0), d.get("antithetic", False),
+                   d.get("gamma"))
 
     def __call__(self, model: Callable, x0: torch.Tensor, schedule: Schedule,
                  generator: torch.Generator | None = None) -> LossOutput:
         if self.name == "simple":
             return simple_loss(model, x0, schedule, generator=generator, antithetic=self.antithetic)
+        if self.name == "ip":
+            return input_perturbation_loss(model, x0, schedule, self.gamma, generator=generator,
+                                           antithetic=self.antithetic)
         return sequence_aware_loss(model, x0, schedule, self.K, self.lam, generator=generator,
                                    antithetic=self.antithetic)
 
@@ -184,4 +229,6 @@ class Loss:
     def __repr__(self) -> str:
         if self.name == "simple":
             return "Loss('simple')"
+        if self.name == "ip":
+            return f"Loss('ip', gamma={self.gamma})"
         return f"Loss('sa', K={self.K}, lam={self.lam})"

@@ -323,3 +323,89 @@ def test_float16_losses_see_the_noise_at_t_0():
     half = simple_loss(m, x0.half(), s, t=t, noise=noise.half()).total
     # float16 rounds x_t, eps_pred and each residual about once: a few eps(float16) of relative error
     assert torch.isfinite(half) and float(half) == pytest.approx(float(full), rel=8 * torch.finfo(torch.float16).eps)
+
+
+# ---------------------------------------------------------------------- Input Perturbation
+def test_input_perturbation_with_gamma_zero_is_the_simple_loss_bit_for_bit(sched, x0):
+    from seqdiff_kit.losses import input_perturbation_loss
+    model = mlp(7)
+    for anti in (False, True):
+        ip = input_perturbation_loss(model, x0, sched, 0.0, generator=torch.Generator().manual_seed(3),
+                                     antithetic=anti)
+        simple = simple_loss(model, x0, sched, generator=torch.Generator().manual_seed(3), antithetic=anti)
+        assert torch.equal(ip.total, simple.total) and torch.equal(ip.simple, simple.simple)
+    # through the JSON-able configuration too
+    assert torch.equal(Loss("ip", gamma=0.0)(model, x0, sched, torch.Generator().manual_seed(4)).total,
+                       Loss()(model, x0, sched, torch.Generator().manual_seed(4)).total)
+
+
+def test_the_perturbed_input_has_the_expected_variance_and_the_target_is_unchanged(sched):
+    """With x0 = 0 the network sees x_t = sqrt(1 - a_t) (eps + gamma xi): variance (1 - a_t)(1 + gamma^2) per
+    feature. The noise it is asked to predict is eps itself: a model that returns the perturbed noise
+    eps + gamma xi scores gamma^2 E||xi||^2 = gamma^2 d, not 0."""
+    from seqdiff_kit.losses import input_perturbation_loss
+    gamma, n, t = 0.3, 50000, 30
+    a = float(sched.alpha_bars[t])
+    seen = []
+
+    def probe(x, tt):
+        seen.append(x)
+        return torch.zeros_like(x)
+
+    x0 = torch.zeros(n, 2, dtype=torch.float64)
+    input_perturbation_loss(probe, x0, sched, gamma, t=torch.full((n,), t), generator=torch.Generator().manual_seed(0))
+    var, want = float(seen[0].var()), (1 - a) * (1 + gamma**2)
+    assert abs(var - want) < 4 * want * (2 / (2 * n)) ** 0.5, (var, want)
+    # the same call with gamma = 0 sees the unperturbed variance 1 - a
+    seen.clear()
+    input_perturbation_loss(probe, x0, sched, 0.0, t=torch.full((n,), t), generator=torch.Generator().manual_seed(0))
+    assert abs(float(seen[0].var()) - (1 - a)) < 4 * (1 - a) * (1 / n) ** 0.5
+    # the target: given eps and xi, the perturbed-noise oracle leaves exactly gamma^2 ||xi||^2
+    g = torch.Generator().manual_seed(1)
+    x0 = ring8().sample(4000, g, dtype=torch.float64)
+    eps, xi = torch.randn(x0.shape, generator=g, dtype=torch.float64), torch.randn(x0.shape, generator=g,
+                                                                                   dtype=torch.float64)
+    tt = sched.sample_t(4000, generator=g)
+    ab = sched.alpha_bars[tt][:, None]
+    oracle = lambda x, s: (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # noqa: E731  recovers eps + gamma xi
+    out = input_perturbation_loss(oracle, x0, sched, gamma, t=tt, noise=eps, perturbation=xi)
+    torch.testing.assert_close(out.total, (gamma**2 * xi.pow(2).sum(1)).mean(), atol=1e-12, rtol=1e-12)
+    assert abs(float(out.total) - gamma**2 * 2) < 4 * gamma**2 * 2 / 4000 ** 0.5
+
+
+def test_input_perturbation_config_and_bad_arguments(sched, x0):
+    loss = Loss("ip", gamma=0.15)
+    assert loss.config == {"name": "ip", "K": 1, "lam": 0.0, "gamma": 0.15} and repr(loss) == "Loss('ip', gamma=0.15)"
+    again = Loss.from_config(json.loads(json.dumps(loss.config)))
+    assert again == loss and pickle.loads(pickle.dumps(loss)) == loss and Loss("ip").gamma == 0.1
+    from seqdiff_kit.losses import input_perturbation_loss
+    model = mlp(8)
+    torch.testing.assert_close(loss(model, x0, sched, torch.Generator().manual_seed(5)).total,
+                               input_perturbation_loss(model, x0, sched, 0.15,
+                                                       generator=torch.Generator().manual_seed(5)).total)
+    with pytest.raises(ValueError, match=r"gamma must be in \[0.0, inf\], got -0.1"):
+        Loss("ip", gamma=-0.1)
+    with pytest.raises(ValueError, match="gamma belongs to name='ip'"):
+        Loss("sa", K=2, lam=1.0, gamma=0.1)
+    with pytest.raises(ValueError, match="the ip loss takes K=1"):
+        Loss("ip", K=2)
+    with pytest.raises(ValueError, match=r"perturbation must have shape"):
+        input_perturbation_loss(model, x0, sched, 0.1, perturbation=torch.zeros(3, 2))
+
+
+def test_any_recipe_trains_with_input_perturbation_and_gamma_zero_trains_the_simple_loss():
+    """``Loss("ip")`` is a Recipe's loss like any other: it round-trips through the recipe's JSON and trains;
+    with gamma = 0 the run is the simple loss's, bit for bit (xi is never drawn)."""
+    from seqdiff_kit.recipes import SHIPPED, Recipe, train
+    base = SHIPPED["ring8_simple"].replace(steps=3, seed=1, model_args={"dim": 2, "width": 16, "depth": 1})
+    ip = base.replace(loss=Loss("ip", gamma=0.1))
+    assert Recipe.from_config(json.loads(json.dumps(ip.config()))) == ip
+    threads = torch.get_num_threads()
+    try:
+        runs = {g: train(base.replace(loss=Loss("ip", gamma=g)), progress=False, threads=1) for g in (0.0, 0.1)}
+        simple = train(base, progress=False, threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0.1].config["loss"] == {"name": "ip", "K": 1, "lam": 0.0, "gamma": 0.1}
+    assert all(torch.equal(p, q) for p, q in zip(runs[0.0].model.parameters(), simple.model.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(runs[0.1].model.parameters(), simple.model.parameters()))
