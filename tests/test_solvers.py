@@ -403,3 +403,30 @@ def test_bad_epsilon_scaling(eps_scale, err, match):
         solvers.sample(IdealDenoiser(ring8(), SCHED), torch.randn(4, 2), SCHED, 3, eps_scale=eps_scale)
     with pytest.raises(ValueError, match="b must be in"):
         solvers.EpsScale(b=0.0)
+
+
+# ---------------------------------------------------------------------- the last step, with and without noise
+def test_without_last_step_noise_every_stochastic_solver_ends_on_its_mean_bit_for_bit():
+    """The last step (to t = -1, a_s = 1) has the mean D = x0_pred exactly (the eps coefficient sqrt(1 - a_s -
+    lam^2) is 0): DDPM (either variance) and the variance solvers with ``final_noise=False`` end there bit for
+    bit; with ``final_noise=True`` Analytic-DPM adds exactly sqrt(sigma*^2) z of its last step."""
+    mix = ring8()
+    den = IdealDenoiser(mix, SCHED)
+    x_T = torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise = make_noise(5, x_T.shape, torch.Generator().manual_seed(1), dtype=torch.float64)
+    gamma = torch.full((SCHED.T,), 0.7, dtype=torch.float64)
+    runs = {"ddpm": solvers.sample(den, x_T, SCHED, 5, solver="ddpm", noise=noise),
+            "ddpm large": solvers.sample(den, x_T, SCHED, 5, solver="ddpm", variance="large", noise=noise),
+            "analytic_dpm": solvers.sample(den, x_T, SCHED, 5, solver="analytic_dpm", gamma=gamma, noise=noise,
+                                           final_noise=False),
+            "exact_cov": solvers.sample(den, x_T, SCHED, 5, solver="exact_cov", mixture=mix, noise=noise,
+                                        final_noise=False)}
+    for name, run in runs.items():
+        assert torch.equal(run.final, run.x0_pred[-1]), name
+        assert not torch.equal(run.x[-2], solvers.sample(den, x_T, SCHED, 5).x[-2]), name  # noise before the end
+    noisy = solvers.sample(den, x_T, SCHED, 5, solver="analytic_dpm", gamma=gamma, noise=noise)
+    assert torch.equal(noisy.x[:-1], runs["analytic_dpm"].x[:-1])
+    t_last = int(noisy.timesteps[-1])
+    var = solvers.analytic_variance(float(SCHED.alpha_bar(t_last)), 1.0, 0.7)
+    assert var > 0
+    torch.testing.assert_close(noisy.final - noisy.x0_pred[-1], math.sqrt(var) * noise[4], atol=1e-12, rtol=1e-12)
