@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import inspect
 import json
-import time
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -23,11 +23,11 @@ from .losses import Loss
 from . import solvers
 from .checkpoint import checkpoint_exists, load_checkpoint
 from .drift import step_drift
-from .train import train_iter
 from . import viz
 from .frontend import FigureWidget, ShowsWidget, replace_figure
 from .widgets import LAM_CHOICES, PathDashboard, steps_label
 from .recipes import Recipe
+from .runs import train_run
 from .evaluate import METRICS, Scorer
 
 __all__ = ["Explorer", "solver_options", "TABLE"]
@@ -83,6 +83,7 @@ class Explorer(ShowsWidget):
         self.seed = check_int("seed", seed)
         self.schedule = Schedule.linear()
         self._scorers: dict[str, Scorer] = {}
+        self._folder: tempfile.TemporaryDirectory | None = None
         self.scores: dict[str, dict] = {}
         self.models, self.sources = self._shipped(CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir)
         self._mixtures = {name: PRESETS[name]() for name in self.DATASETS}
@@ -179,26 +180,29 @@ class Explorer(ShowsWidget):
         self._show(key, model)
 
     def train(self) -> None:
-        """Train the controls' missing model from ``recipe`` (``quick_steps`` updates, progress bar), then show it."""
+        """Train the controls' missing model from ``recipe`` (``quick_steps`` updates, progress bar) through
+        ``runs.train_run``, into this page's session folder, then show it."""
         key = self.setting()
         if key in self.models or self.recipe is None:
             return self.refresh()
         loss = Loss("simple") if key[1] == "simple" else Loss("sa", K=key[2], lam=key[3])
         recipe = self.recipe.replace(name=f"explorer-{key[0]}", dataset=key[0], loss=loss, seed=self.seed,
                                      steps=self.quick_steps)
-        fit = {k: v for k, v in recipe.fit.items() if k != "steps"}
+
+        def step(state) -> None:
+            if state.step % 50 == 0 or state.step == self.quick_steps:
+                self.progress.value = state.step
+
         self.train_button.disabled = True
         self.progress.layout.display, self.progress.value, self.progress.max = None, 0, self.quick_steps
         self.status.value = f"<i>training {self._model_name(key)} on {key[0]}...</i>"
-        t0 = time.perf_counter()
         try:
-            state = None
-            for state in train_iter(recipe.build_model(), recipe.data(), recipe.make_schedule(), loss,
-                                    steps=self.quick_steps, seed=self.seed, progress=False, **fit):
-                if state.step % 50 == 0 or state.step == self.quick_steps:
-                    self.progress.value = state.step
-            self.models[key] = state.ema.eval()
-            self.sources[key] = f"trained here ({self.quick_steps} updates, {time.perf_counter() - t0:.0f} s)"
+            if self._folder is None:  # the session's runs, removed with the page (a temporary folder)
+                self._folder = tempfile.TemporaryDirectory(prefix="seqdiff-explorer-")
+            folder = Path(self._folder.name) / "_".join(str(v) for v in key)
+            run = train_run(recipe, folder, overwrite=True, progress=False, on_step=step)
+            self.models[key] = run.load().model
+            self.sources[key] = f"trained here ({self.quick_steps} updates, {run.seconds:.0f} s)"
         finally:
             self.train_button.disabled = False
             self.progress.layout.display = "none"

@@ -1,6 +1,9 @@
 """The explorer page's widget (``make app``; the page itself: tests/test_app.py and
 tests/browser/test_explorer_app.py): shipped models load at once, the controls switch paths, drift curves and
 the metrics table, a missing setting trains from a ``Recipe``, and a recipe of another type is refused."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,6 +64,10 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch):
     e.train()
     assert ("two_moons", "simple", 1, 0.0) in e.models and e.train_button.layout.display == "none"
     assert "trained here (12 updates" in e.status.value and e.progress.value == 12
+    # trained through runs.train_run: a run folder of the session with its checkpoint and history
+    run = Path(e._folder.name) / "two_moons_simple_1_0.0"
+    assert json.loads((run / "history.json").read_text())["history"][-1]["step"] == 12
+    assert json.loads((run / "model.json").read_text())["dataset"] == "two_moons"
     shipped_only = explorer.Explorer(n_points=20, n_reference=30)
     shipped_only.dataset.value = "grid25"
     assert "is shipped" in shipped_only.status.value and shipped_only.train_button.layout.display == "none"
