@@ -384,11 +384,8 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
             for group in opt.param_groups:
                 group["lr"] = lr_i
             out = _mean_output([loss(net, shard.next(), schedule, generator=shard.generator) for shard in batches])
-            if size > 1:  # the logged losses: means over the ranks, so that every rank decides alike
-                value, simple, sa = all_mean(torch.stack([out.total.detach(), out.simple.detach(),
-                                                          out.sa.detach()])).tolist()
-            else:
-                value, simple, sa = float(out.total.detach()), float(out.simple.detach()), float(out.sa.detach())
+            # the logged losses: means over the ranks (one process: its own), so that every rank decides alike
+            value, simple, sa = all_mean(torch.stack([out.total, out.simple, out.sa]).detach()).tolist()
             if not math.isfinite(value):
                 raise NonFiniteLossError(_nonfinite_msg(f"loss is {value}", i + 1, out, checkpoint, last_saved))
             opt.zero_grad(set_to_none=True)
