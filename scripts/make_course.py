@@ -1,17 +1,18 @@
-"""Turn the lessons into an nbgrader course folder: the coding exercises become graded work.
+"""Turn the lessons into an nbgrader course folder: every exercise becomes graded work.
 
-    python scripts/make_course.py OUT [--lessons 01,04] [--points 2]
+    python scripts/make_course.py OUT [--lessons 01,04] [--points 2] [--answer-points 1]
     cd OUT && nbgrader generate_assignment 01_forward_process     # the students' copy, in OUT/release
 
-OUT gets ``nbgrader_config.py`` and ``source/<lesson>/<lesson>.ipynb``, the instructor's copy of each lesson with a
-coding exercise (``seqdiff_kit.exercises.CODE``): the stub of each function to write becomes a solution cell
-whose body, the teacher's solution from ``teacher/solutions.py``, sits between ``### BEGIN SOLUTION`` and
-``### END SOLUTION`` (nbgrader replaces it with ``raise NotImplementedError()`` in the students' copy), and after
-each ``exercises.check`` of one comes a locked, autograded test cell worth ``--points``: the cases the check shows
-as visible asserts, the edge cases (t = 0, t = T-1, the last step, the mask) between ``### BEGIN HIDDEN TESTS``
-and ``### END HIDDEN TESTS``. The numeric exercises stay as they are (self-checked, not graded). Everything else
-of the lesson is unchanged; ``nbgrader autograde`` runs it whole, so the kernel must import seqdiff_kit.
-Needs the ``teach`` extra (nbgrader) only to run nbgrader, not to build the folder.
+OUT gets ``nbgrader_config.py`` and ``source/<lesson>/<lesson>.ipynb``, the instructor's copy of each lesson. The
+stub of each function to write (``seqdiff_kit.exercises.CODE``) becomes a solution cell whose body, the teacher's
+solution from ``teacher/solutions.py``, sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (nbgrader
+puts ``raise NotImplementedError()`` there in the students' copy); after its ``exercises.check`` comes a locked,
+autograded test cell worth ``--points``: the cases the check shows as visible asserts, the edge cases (t = 0,
+t = T-1, the last step, the mask) between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``. Each numeric
+exercise's ``answer = None`` becomes a solution region holding the value the kit computes
+(``exercises.EXERCISES[id].expected()``, at build time), followed by a test cell worth ``--answer-points``.
+Everything else of the lesson is unchanged; ``nbgrader autograde`` runs it whole, so the kernel must import
+seqdiff_kit. Building the folder needs no nbgrader; running it needs the ``teach`` extra.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from seqdiff_kit import exercises  # noqa: E402
 
 STUB = "raise NotImplementedError  # your code here"
 CHECK = re.compile(r'exercises\.check\("([^"]+)",\s*(\w+)\)')
+ANSWER = re.compile(r"^answer = None.*$", flags=re.M)
 CONFIG = '''c = get_config()  # noqa: F821 - nbgrader's config loader defines it
 c.CourseDirectory.course_id = "seqdiff_kit"
 c.CourseDirectory.root = "."
@@ -60,17 +62,28 @@ def meta(cell: dict, grade_id: str, *, solution: bool = False, points: int | Non
     return out
 
 
+def answer_code(ex_id: str) -> str:
+    """``answer = <the expected value>`` as code: a number, words, or a float64 tensor."""
+    value = exercises.EXERCISES[ex_id].expected()
+    if hasattr(value, "tolist"):
+        return f"answer = torch.tensor({value.tolist()!r}, dtype=torch.float64)"
+    return f"answer = {list(value) if isinstance(value, tuple) else value!r}"
+
+
 def test_cell(ex_id: str, name: str, points: int) -> dict:
-    body = (f'# autograded: the cases exercises.check shows; the edge cases are hidden\n'
-            f'ok, message = exercises.grade("{ex_id}", {name}, part="basic")\nassert ok, message\n'
-            f'### BEGIN HIDDEN TESTS\nok, message = exercises.grade("{ex_id}", {name}, part="edge")\n'
-            f'assert ok, message\n### END HIDDEN TESTS')
+    if ex_id in exercises.EXERCISES:
+        body = f'ok, message = exercises.grade("{ex_id}", {name})\nassert ok, message'
+    else:
+        body = (f'# autograded: the cases exercises.check shows; the edge cases are hidden\n'
+                f'ok, message = exercises.grade("{ex_id}", {name}, part="basic")\nassert ok, message\n'
+                f'### BEGIN HIDDEN TESTS\nok, message = exercises.grade("{ex_id}", {name}, part="edge")\n'
+                f'assert ok, message\n### END HIDDEN TESTS')
     cell = {"cell_type": "code", "execution_count": None, "id": f"test-{ex_id}", "metadata": {}, "outputs": [],
             "source": body}
     return meta(cell, f"test-{ex_id}", points=points)
 
 
-def to_assignment(nb: dict, points: int) -> tuple[dict, list[str]]:
+def to_assignment(nb: dict, points: int, answer_points: int) -> tuple[dict, list[str]]:
     """The instructor's copy of a lesson and the ids of its graded exercises."""
     cells, graded = [], []
     for cell in nb["cells"]:
@@ -81,10 +94,15 @@ def to_assignment(nb: dict, points: int) -> tuple[dict, list[str]]:
             indent = re.search(r"^( *)" + re.escape(STUB), text, flags=re.M).group(1)
             region = f"{indent}### BEGIN SOLUTION\n{solution_body(stub.group(1))}\n{indent}### END SOLUTION"
             cell = meta({**cell, "source": text.replace(indent + STUB, region)}, f"code-{ex.id}", solution=True)
-        cells.append(cell)
         check = CHECK.search(text)
-        if check and check.group(1) in exercises.CODE:
-            cells.append(test_cell(check.group(1), check.group(2), points))
+        if check and check.group(1) in exercises.EXERCISES and ANSWER.search(text):
+            region = f"### BEGIN SOLUTION\n{answer_code(check.group(1))}\n### END SOLUTION"
+            cell = meta({**cell, "source": ANSWER.sub(lambda m: region, text)}, f"answer-{check.group(1)}",
+                        solution=True)
+        cells.append(cell)
+        if check and (check.group(1) in exercises.CODE or check.group(1) in exercises.EXERCISES):
+            worth = points if check.group(1) in exercises.CODE else answer_points
+            cells.append(test_cell(check.group(1), check.group(2), worth))
             graded.append(check.group(1))
     return {**nb, "cells": cells}, graded
 
@@ -95,12 +113,13 @@ def main(argv=None) -> int:
     p.add_argument("--lessons", default="", help="comma-separated lesson numbers (default: every lesson with a "
                    "coding exercise), e.g. 01,04")
     p.add_argument("--points", type=int, default=2, help="points per coding exercise (default 2)")
+    p.add_argument("--answer-points", type=int, default=1, help="points per numeric exercise (default 1)")
     args = p.parse_args(argv)
-    if args.points < 1:
-        p.error(f"--points must be a positive integer, got {args.points}")
+    for flag, value in (("--points", args.points), ("--answer-points", args.answer_points)):
+        if value < 1:
+            p.error(f"{flag} must be a positive integer, got {value}")
     wanted = [w.strip() for w in args.lessons.split(",") if w.strip()]
-    lessons = [nb for nb in sorted((ROOT / "notebooks").glob("0*.ipynb"))
-               if not wanted or nb.name[:2] in wanted]
+    lessons = [nb for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")) if not wanted or nb.name[:2] in wanted]
     unknown = sorted(set(wanted) - {nb.name[:2] for nb in lessons})
     if unknown:
         p.error(f"--lessons must name lessons of notebooks/ (01 to 07), got {unknown}")
@@ -109,14 +128,14 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nbgrader_config.py").write_text(CONFIG, encoding="utf-8")
     for path in lessons:
-        nb, graded = to_assignment(json.loads(path.read_text(encoding="utf-8")), args.points)
+        nb, graded = to_assignment(json.loads(path.read_text(encoding="utf-8")), args.points, args.answer_points)
         if not graded:
             continue
         folder = args.out / "source" / path.stem
         folder.mkdir(parents=True)
         (folder / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"{path.stem}: {len(graded)} graded exercises ({', '.join(graded)}), {args.points * len(graded)} "
-              "points")
+        total = sum(args.points if g in exercises.CODE else args.answer_points for g in graded)
+        print(f"{path.stem}: {len(graded)} graded exercises ({', '.join(graded)}), {total} points")
     print(f"next: cd {args.out} && nbgrader generate_assignment <lesson>")
     return 0
 

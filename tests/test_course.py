@@ -1,6 +1,7 @@
 """The nbgrader course of scripts/make_course.py, round-tripped through nbgrader itself, offline: the instructor's
-copy marks the solutions and the hidden tests; ``generate_assignment`` hides both; ``autograde`` gives a
-filled-in copy full marks and takes from a copy with one planted bug exactly that exercise's points."""
+copy marks the solutions (the functions to write and the numeric answers) and the hidden tests;
+``generate_assignment`` hides both; ``autograde`` gives a filled-in copy full marks and takes from a copy with one
+planted bug exactly that exercise's points."""
 import json
 import os
 import re
@@ -25,6 +26,10 @@ def run(cmd, cwd):
     return out.stdout + out.stderr
 
 
+def text_of(nb):
+    return "\n".join(src(c) for c in nb["cells"])
+
+
 def src(cell):
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
@@ -35,20 +40,20 @@ def index_wraps(x0, t, noise, schedule):
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
-def fill(release: dict, bug: tuple[str, str] | None) -> dict:
-    """The students' copy with every stub replaced by the teacher's solution (``bug``: one edit of the solution)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_course
+def fill(release: dict, source: dict, bug: tuple[str, str, str] | None) -> dict:
+    """The students' copy with every solution region filled in as the instructor's copy has it; ``bug``
+    ``(grade_id, old, new)``: one edit of that cell's solution."""
+    solved = {c["metadata"]["nbgrader"]["grade_id"]: src(c) for c in source["cells"]
+              if c["metadata"].get("nbgrader", {}).get("solution")}
     nb = json.loads(json.dumps(release))
     for cell in nb["cells"]:
-        text = src(cell)
-        stub = re.search(r"^( *)# YOUR CODE HERE\n *raise NotImplementedError\(\)", text, flags=re.M)
-        if stub:
-            name = re.match(r"def (\w+)\(", text).group(1)
-            body = make_course.solution_body(name)
-            if bug is not None and bug[0] in body:
-                body = body.replace(*bug)
-            cell["source"] = text[:stub.start()] + body + text[stub.end():]
+        grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if grade_id in solved:
+            text = re.sub(r"^ *### (BEGIN|END) SOLUTION\n", "", solved[grade_id], flags=re.M)
+            if bug is not None and bug[0] == grade_id:
+                assert bug[1] in text
+                text = text.replace(bug[1], bug[2])
+            cell["source"] = text
     return nb
 
 
@@ -58,8 +63,11 @@ def test_nbgrader_round_trip(tmp_path, monkeypatch):
     course = tmp_path / "course"
     run([sys.executable, ROOT / "scripts" / "make_course.py", course, "--lessons", "01", "--points", "3"], tmp_path)
     source = json.loads((course / "source" / LESSON / f"{LESSON}.ipynb").read_text())
+    assert "answer = 259" in text_of(source)  # a numeric exercise's answer, as the kit computes it
     graded = {c["metadata"]["nbgrader"]["grade_id"]: c for c in source["cells"] if "nbgrader" in c["metadata"]}
-    assert set(graded) == {"code-01-alpha-bars", "code-01-add-noise", "test-01-alpha-bars", "test-01-add-noise"}
+    assert set(graded) == {f"{kind}-01-{name}" for kind, name in [
+        ("code", "alpha-bars"), ("code", "add-noise"), ("test", "alpha-bars"), ("test", "add-noise"),
+        *[(kind, name) for kind in ("answer", "test") for name in ("alpha-bar-half", "snr-cosine-500", "std-xt")]]}
     assert "### BEGIN SOLUTION" in src(graded["code-01-add-noise"]) and graded["test-01-add-noise"]["metadata"][
         "nbgrader"]["points"] == 3
     assert "### BEGIN HIDDEN TESTS" in src(graded["test-01-add-noise"])
@@ -69,16 +77,16 @@ def test_nbgrader_round_trip(tmp_path, monkeypatch):
     text = release_path.read_text()
     for hidden in ("BEGIN SOLUTION", "cumprod", "BEGIN HIDDEN", 'part="edge"'):
         assert hidden not in text, hidden  # the students' copy has neither the solutions nor the hidden tests
-    assert text.count("YOUR CODE HERE") == 2 and 'part=\\"basic\\"' in text
+    assert text.count("YOUR CODE HERE") == 5 and 'part=\\"basic\\"' in text and "answer = 259" not in text
 
     release = json.loads(text)
-    planted = {"full": None,
-               "bug": ("(1 - a).sqrt() * noise", "- (1 - a).sqrt() * noise"),  # add_noise with the wrong sign
-               "edge": ("schedule.alpha_bar(t)", "schedule.alpha_bars[t]")}  # wrong only at t = -1: hidden tests
+    planted = {"full": None,  # add_noise with the wrong sign; with alpha_bars[t], wrong only at t = -1 (hidden tests)
+               "bug": ("code-01-add-noise", "(1 - a).sqrt() * noise", "- (1 - a).sqrt() * noise"),
+               "edge": ("code-01-add-noise", "schedule.alpha_bar(t)", "schedule.alpha_bars[t]")}
     for student, bug in planted.items():
         folder = course / "submitted" / student / LESSON
         folder.mkdir(parents=True)
-        (folder / f"{LESSON}.ipynb").write_text(json.dumps(fill(release, bug)))
+        (folder / f"{LESSON}.ipynb").write_text(json.dumps(fill(release, source, bug)))
     run([NBGRADER, "autograde", LESSON, "--create", "--force"], course)
 
     from nbgrader.api import Gradebook
@@ -86,9 +94,10 @@ def test_nbgrader_round_trip(tmp_path, monkeypatch):
         scores = {s: gb.find_submission(LESSON, s).score for s in planted}
         cells = {s: {g.name: g.score for g in gb.find_submission_notebook(LESSON, LESSON, s).grades}
                  for s in planted}
-        assert gb.find_submission(LESSON, "full").max_score == 6
-    assert scores == {"full": 6, "bug": 3, "edge": 3}
-    assert cells["bug"] == cells["edge"] == {"test-01-alpha-bars": 3, "test-01-add-noise": 0}
+        assert gb.find_submission(LESSON, "full").max_score == 2 * 3 + 3 * 1
+    assert scores == {"full": 9, "bug": 6, "edge": 6}
+    assert cells["bug"] == cells["edge"] == {"test-01-alpha-bars": 3, "test-01-add-noise": 0, "test-01-alpha-bar-half": 1,
+                                             "test-01-snr-cosine-500": 1, "test-01-std-xt": 1}
     feedback = (course / "autograded" / "bug" / LESSON / f"{LESSON}.ipynb").read_text()
     assert "wrong sign" in feedback  # the grader's record keeps the one-line reading of the mistake
     edge = (course / "autograded" / "edge" / LESSON / f"{LESSON}.ipynb").read_text()
