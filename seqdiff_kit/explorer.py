@@ -35,7 +35,7 @@ __all__ = ["Explorer", "solver_options", "TABLE"]
 # the page's score table: metrics of evaluate.METRICS (scored by evaluate.Scorer, as every table is) and what
 # each should read; the data's own row is the level sampling noise alone reaches
 TABLE = ("mmd", "sw", "std_ratio", "loglik")
-TARGET = {"mmd": "0 best", "sw": "0 best", "std_ratio": "1 best", "loglik": "the data's row is the target"}
+TARGET = {"mmd": "0 best", "sw": "0 best", "std_ratio": "1 best", "loglik": "as the data"}
 
 
 def solver_options() -> list[tuple[str, dict]]:
