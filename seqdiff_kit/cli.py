@@ -237,7 +237,7 @@ def _compare_parser(sub) -> argparse.ArgumentParser:
 
 def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``experiment`` on an argparse ``subparsers`` object (``seqdiff experiment ...``)."""
-    from .experiments import GRIDS
+    from .experiments import GRIDS, MAX_CONNECT_TIMEOUT
     from .few_step import PRESET as STUDY
 
     p = subparsers.add_parser("experiment", help=COMMAND_HELP["experiment"],
@@ -260,8 +260,10 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
                                                                  "default: 2)")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="run the jobs on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:PORT)")
-    p.add_argument("--connect-timeout", type=_float("--connect-timeout", 0.1), default=None, metavar="SECONDS",
-                   help="with --scheduler: seconds to reach it and to see a worker (default: 10)")
+    p.add_argument("--connect-timeout", type=_float("--connect-timeout", 0.1, MAX_CONNECT_TIMEOUT, " (an hour)"),
+                   default=None, metavar="SECONDS",
+                   help=f"with --scheduler: seconds to reach it and to see a worker, in [0.1, {MAX_CONNECT_TIMEOUT:g}] "
+                        f"(default: 10)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 

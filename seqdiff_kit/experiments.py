@@ -59,8 +59,10 @@ from .recipes import RING8, Recipe, train
 from .schedule import Schedule
 from .stats import LEVEL, distance_difference, mean_ci
 
-# seconds to reach a Dask scheduler, and again to see its first worker
+# seconds to reach a Dask scheduler, and again to see its first worker; at most an hour (a longer wait is a
+# typo, and asyncio refuses the largest floats)
 CONNECT_TIMEOUT = 10.0
+MAX_CONNECT_TIMEOUT = 3600.0
 
 # The quantities a comparison judges, each by its distance to its target (``metrics.target_distance``: two-sided,
 # so a std ratio above 1 counts as much as one below). "std_dev" = |std_ratio - 1|. The raw log-likelihood is
@@ -447,14 +449,21 @@ def plan_jobs(config: ExperimentConfig, out: Path, done_keys) -> list[dict]:
 def connect_scheduler(address: str, timeout: float = CONNECT_TIMEOUT):
     """A ``distributed.Client`` of the Dask scheduler at ``address`` (``"tcp://HOST:PORT"``) once at least one
     worker has joined it. A ValueError naming the address when dask.distributed is not installed (the ``dist``
-    extra), the address is malformed, nothing answers within ``timeout`` seconds or no worker joins in as long."""
+    extra), the address is malformed, nothing answers within ``timeout`` seconds (at most
+    ``MAX_CONNECT_TIMEOUT``), what answers is not a Dask scheduler, or no worker joins in as long."""
     check_type("scheduler", address, str)
-    timeout = check_float("timeout", timeout, 0.0, low_open=True)
+    timeout = check_float("timeout", timeout, 0.0, MAX_CONNECT_TIMEOUT, low_open=True)
     try:
         from distributed import Client
     except ImportError:
         raise ValueError(f"scheduler {address!r} needs dask.distributed, an optional dependency: "
                          f"pip install 'seqdiff_kit[dist]'") from None
+    # asked first, within the timeout: Client() itself waits forever on a port that accepts and never answers,
+    # and a Client that failed to start prints a traceback from its __del__ and takes seconds to go
+    identity = _scheduler_identity(address, timeout)
+    if identity.get("type") != "Scheduler":
+        raise ValueError(f"{address!r} answers but is not a Dask scheduler (a {identity.get('type')!r:.40}); give "
+                         f"the tcp://HOST:PORT of `dask scheduler`")
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, ValueError, TypeError) as err:  # TimeoutError is an OSError
@@ -467,6 +476,35 @@ def connect_scheduler(address: str, timeout: float = CONNECT_TIMEOUT):
         raise ValueError(f"scheduler {address!r} has no workers after {timeout:g} s ({type(err).__name__}); start "
                          f"some with `dask worker {address} --nthreads 1`") from None
     return client
+
+
+def _scheduler_identity(address: str, timeout: float) -> dict:
+    """The answer of the Dask server at ``address`` to ``identity`` (``{"type": "Scheduler", ...}`` from a
+    scheduler), all within ``timeout`` seconds; a ValueError naming the address otherwise."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def ask():
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded():
+        return await asyncio.wait_for(ask(), timeout)
+
+    try:  # a thread of its own: the caller may be running an event loop (a notebook)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(asyncio.run, bounded()).result()
+    except Exception as err:  # noqa: BLE001 - whatever the address or the peer did, it is not a scheduler we can use
+        why = " ".join(str(err).split()) or f"no Dask answer within {timeout:g} s"
+        raise ValueError(f"scheduler {address!r} is not a reachable Dask scheduler ({why}); start one with "
+                         f"`dask scheduler` and give its tcp://HOST:PORT") from None
+    return answer if isinstance(answer, dict) else {"type": type(answer).__name__}
 
 
 def worker_probe(path: str) -> dict:

@@ -197,3 +197,68 @@ def test_seeded_model_draws_its_own_weights_under_threads():
         for state in states:
             assert all(torch.equal(state[k], want[s][k]) for k in want[s]), s
     assert len(got) == 4
+
+
+def _in_thread(fn, seconds: float):
+    """``fn()`` in a daemon thread: (finished within ``seconds``, what it returned or raised)."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            box["value"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive(), box.get("value")
+
+
+def test_a_port_that_accepts_and_never_answers_is_one_line_within_the_timeout(tmp_path, capsys):
+    """Such a port (not a Dask scheduler) once kept `seqdiff experiment --scheduler` waiting for good (still
+    after 420 s), whatever --connect-timeout said."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        address = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+        t0 = time.monotonic()
+        done, value = _in_thread(lambda: cli.main(["experiment", "--preset", "fast", "--out", str(tmp_path / "x"),
+                                                   "--quiet", "--scheduler", address, "--connect-timeout", "1"]), 60)
+        took = time.monotonic() - t0
+    assert done, "still waiting after 60 s"
+    err = capsys.readouterr().err
+    assert value == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"scheduler '{address}' is not a reachable Dask scheduler (no Dask answer within 1 s)" in err
+    assert took < 30 and not (tmp_path / "x").exists()
+
+
+def test_a_malformed_address_leaves_no_client_traceback_behind(tmp_path):
+    """A Client that failed to start printed a traceback from its __del__ after the one-line error (and took
+    seconds more): the address is now tried before any Client exists."""
+    code = "import sys; from seqdiff_kit.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, "experiment", "--preset", "fast", "--out",
+                           str(tmp_path / "x"), "--scheduler", "foo://127.0.0.1:8786", "--connect-timeout", "2"],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.startswith("seqdiff: error: scheduler 'foo://127.0.0.1:8786'")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_dask_worker_s_address_is_not_taken_for_the_scheduler(cluster):
+    address, _ = cluster
+    with distributed.Client(address, timeout=30, set_as_default=False) as client:
+        worker = next(iter(client.scheduler_info()["workers"]))
+    with pytest.raises(ValueError, match=rf"'{worker}' answers but is not a Dask scheduler \(a 'Worker'\)"):
+        ex.connect_scheduler(worker, timeout=10)
+
+
+def test_connect_timeout_is_bounded(tmp_path, capsys):
+    """--connect-timeout 1e308 was accepted (and asyncio cannot wait that long)."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["experiment", "--out", str(tmp_path / "x"), "--scheduler", "tcp://127.0.0.1:8786",
+                  "--connect-timeout", "1e308"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "--connect-timeout must be <= 3600.0 (an hour), got 1e+308" in err
+    with pytest.raises(ValueError, match=r"timeout must be in \(0.0, 3600.0\], got 1e\+308"):
+        ex.connect_scheduler("tcp://127.0.0.1:8786", timeout=1e308)
