@@ -4,14 +4,16 @@ CLI) with its history whole, and the folder is locked while it trains. The CLI's
 are tested in test_cli.py and test_cli_hostile.py, its processes in test_ddp.py."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from seqdiff_kit import cli
+from seqdiff_kit import cli, runs
 from seqdiff_kit._io import FolderLockedError, locked_folder, shorten
 from seqdiff_kit.checkpoint import read_checkpoint
-from seqdiff_kit.recipes import recipe_for, train
+from seqdiff_kit.ddp import LaunchFailed
+from seqdiff_kit.recipes import Recipe, recipe_for, train
 from seqdiff_kit.runs import Names, Run, train_run
 
 RECIPE = recipe_for("ring8").replace(steps=6, batch_size=16, seed=3)
@@ -133,3 +135,38 @@ def test_notes_names_and_refusals_before_work(tmp_path):
     with pytest.raises(TypeError, match="recipe"):
         train_run({"dataset": "ring8"}, tmp_path / "m")
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_processes_start_in_runs_with_the_recipe_and_rank_0_speaks_for_them(tmp_path, monkeypatch):
+    """``nproc = 2`` launches ``python -m seqdiff_kit.runs SPEC`` (never the CLI again) with the recipe in SPEC;
+    rank 0's result, or its error line, is the launcher's. (test_ddp.py runs real processes.)"""
+    seen = {}
+
+    def launch(nproc, argv, module):
+        spec = json.loads(Path(argv[0]).read_text())
+        seen.update(nproc=nproc, module=module, recipe=Recipe.from_config(spec["recipe"]).config(),
+                    options=spec["options"])
+        Path(spec["result"]).write_text(json.dumps({"new_steps": 6, "seconds": 1.5, "last_loss": 0.25}))
+
+    monkeypatch.setattr(runs, "launch", launch)
+    run = train_run(RECIPE, tmp_path / "p", nproc=2, checkpoint_every=3, **QUIET)
+    assert seen["module"] == "seqdiff_kit.runs" and seen["nproc"] == 2 and seen["recipe"] == RECIPE.config()
+    assert seen["options"]["checkpoint_every"] == 3 and seen["options"]["nproc"] == 2
+    assert (run.new_steps, run.processes, run.seconds, run.last_loss, run.main) == (6, 2, 1.5, 0.25, True)
+
+    def failing(nproc, argv, module):
+        Path(json.loads(Path(argv[0]).read_text())["report"]).write_text("rank 0's own error\n")
+        raise LaunchFailed(1, 2, 4321, 1, None)
+
+    monkeypatch.setattr(runs, "launch", failing)
+    with pytest.raises(ValueError, match="^rank 0's own error$"):
+        train_run(RECIPE, tmp_path / "p", nproc=2, **QUIET)
+
+    def killed(nproc, argv, module):
+        raise LaunchFailed(1, 2, 4321, -9, "SIGKILL")
+
+    monkeypatch.setattr(runs, "launch", killed)
+    with pytest.raises(ValueError, match=re.escape(f"training stopped: rank 1 of 2 (pid 4321) was killed by SIGKILL; "
+                                                   f"the last checkpoint in out {shorten(tmp_path / 'p')} is complete: "
+                                                   f"resume=True continues it")):
+        train_run(RECIPE, tmp_path / "p", nproc=2, **QUIET)
