@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from ._io import FolderLockedError, atomic_write, one_line, os_error_line, shorten
+from ._limits import check_memory
 
 PROG = "seqdiff"
 MAX_THREADS = 1024
@@ -269,12 +270,6 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------- sizes
-def _check_memory(option: str, value, nbytes: float, what: str) -> None:
-    from ._limits import check_memory
-
-    check_memory(option, value, nbytes, what)
-
-
 def _per_sample_floats(spec: dict, train: bool = False) -> int:
     """Rough float32 count one sample keeps alive through the network (``train``: the activations kept for the
     backward pass too)."""
@@ -287,9 +282,8 @@ def _per_sample_floats(spec: dict, train: bool = False) -> int:
 
 def _check_evaluation_memory(points: int, steps, n_models: int, dim: int) -> None:
     paths = 4 * points * dim * (sum(steps) + len(steps)) * (n_models + 1)  # every sampled path is kept
-    _check_memory("--points", points, KERNEL_BYTES * points**2 + paths,
+    check_memory("--points", points, KERNEL_BYTES * points**2 + paths,
                   "the MMD kernel matrices and the sampled paths")
-
 
 
 def _check_steps_arg(name: str, value: int, low: int = 1) -> int:
@@ -306,7 +300,7 @@ def cmd_demo(args) -> int:
 
     _check_evaluation_memory(args.points, DEMO_STEPS, len(DEMO_MODELS) + 1, 2)
     if args.retrain and args.train_steps is not None:
-        _check_memory("--train-steps", args.train_steps, HISTORY_ROW_BYTES * args.train_steps, "its history")
+        check_memory("--train-steps", args.train_steps, HISTORY_ROW_BYTES * args.train_steps, "its history")
     out = check_out_path("--out", args.out, folder=True, files=REPORT_FILES)
     if args.retrain:
         check_out_path("--out", out / "checkpoints", folder=True,
@@ -350,8 +344,8 @@ def cmd_train(args) -> int:
 
     recipe = _train_recipe(args)
     steps, batch_size, loss = recipe.steps, recipe.fit.get("batch_size", 256), recipe.loss
-    _check_memory("--steps", steps, HISTORY_ROW_BYTES * steps, "its per-step history")
-    _check_memory("--batch-size", batch_size,
+    check_memory("--steps", steps, HISTORY_ROW_BYTES * steps, "its per-step history")
+    check_memory("--batch-size", batch_size,
                   4 * (loss.K + 1) * batch_size * _per_sample_floats(recipe.model_spec(), train=True),
                   "the activations of a batch" + (f" for K={loss.K}" if loss.K > 1 else ""))
     names = Names(out="--out", resume="--resume", overwrite="--overwrite", nproc="--nproc",
@@ -396,7 +390,7 @@ def cmd_sample(args) -> int:
         raise ValueError(f"steps must be in [1, {schedule.T}] for this schedule, got {steps}")
     spec = meta.get("model", {}).get("args", {})
     shape = (spec["dim"],) if "dim" in spec else (1, 8, 8)
-    _check_memory("--n", args.n, 4 * args.n * _per_sample_floats(meta.get("model", {})), "the samples and the "
+    check_memory("--n", args.n, 4 * args.n * _per_sample_floats(meta.get("model", {})), "the samples and the "
                   "network's activations")
     gen = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn((args.n, *shape), generator=gen)
