@@ -33,7 +33,6 @@ CHECK = re.compile(r'exercises\.check\("([^"]+)",\s*(\w+)\)')
 ANSWER = re.compile(r"^answer = None.*$", flags=re.M)
 CONFIG = '''c = get_config()  # noqa: F821 - nbgrader's config loader defines it
 c.CourseDirectory.course_id = "seqdiff_kit"
-c.CourseDirectory.root = "."
 c.Execute.timeout = 600  # a lesson's slowest cell (training on the full path) stays under it
 '''
 
