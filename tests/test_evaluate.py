@@ -208,3 +208,16 @@ def test_a_metric_added_to_the_one_registry_reaches_every_table_path(monkeypatch
     for path, row in rows.items():
         assert row["points"] == 40.0, path
     assert ev.data_row()["points"] == 40.0 and study[seed_study.DATA]["points"] == 40.0
+
+
+def test_the_explorer_scores_through_the_one_scorer():
+    """The explorer's table (``explorer.Explorer.scorer``): the one scorer, the tables' bandwidths, its columns."""
+    from seqdiff_kit import explorer
+
+    page = explorer.Explorer(n_points=20, n_reference=60)
+    x = sk.ring8().sample(50, torch.Generator().manual_seed(5))
+    got = page.scorer("ring8")
+    want = Scorer.draw(sk.ring8(), 60, seed=page.seed + 2, metrics=explorer.TABLE)
+    assert got.bandwidths == want.bandwidths == Scorer(sk.ring8(), x).bandwidths
+    assert got.score(x) == want.score(x) and got.data_level == want.data_level
+    assert set(got.score(x)) == set(explorer.TABLE)
