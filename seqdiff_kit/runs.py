@@ -209,7 +209,7 @@ def train_run(recipe: Recipe, out, *, resume: bool = False, overwrite: bool = Fa
                          f"in other processes")
     job = _Job(recipe, out, bool(resume), bool(overwrite), checkpoint_every, bool(progress), threads,
                str(device), max(env.world, nproc), names, on_step,
-               note or (lambda text: warnings.warn(text, stacklevel=3)))
+               note or (lambda text: warnings.warn(text, stacklevel=4)))  # at train_run's caller
     if env.world > 1:
         return _as_rank(job, env)
     device = _checked(job)
@@ -226,6 +226,9 @@ def _checked(job: _Job):
         raise ValueError(f"{n.batch_size} {batch_size} must be divisible by the number of processes {job.nproc} "
                          f"({n.nproc} or torchrun's world size): each process draws {n.batch_size.lstrip('-')} / "
                          f"{job.nproc} samples")
+    for name in ("threads", "checkpoint_every"):  # here, not in the processes a launch would start
+        if getattr(job, name) is not None:
+            check_int(name, getattr(job, name), 1)
     if job.resume and job.overwrite:
         raise ValueError(f"{n.resume} and {n.overwrite} contradict each other: {n.resume} continues the run in "
                          f"{n.out}, {n.overwrite} replaces it; give one")

@@ -130,6 +130,8 @@ def test_notes_names_and_refusals_before_work(tmp_path):
         train_run(RECIPE.replace(steps=0), tmp_path / "m", **QUIET)
     with pytest.raises(ValueError, match="batch_size 16 must be divisible by the number of processes 3"):
         train_run(RECIPE, tmp_path / "m", nproc=3)
+    with pytest.raises(ValueError, match=r"threads must be in \[1, inf\], got 0"):  # before processes start
+        train_run(RECIPE, tmp_path / "m", nproc=2, threads=0)
     with pytest.raises(ValueError, match="on_step sees the states of this process; with nproc 2"):
         train_run(RECIPE, tmp_path / "m", nproc=2, on_step=print)
     with pytest.raises(TypeError, match="recipe"):
