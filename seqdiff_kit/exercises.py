@@ -10,7 +10,13 @@ Every expected answer is computed here by the library (a schedule, the ideal den
 closed forms of ``analysis``, a short training run), never typed in as a number, so the checks stay right if a
 default changes. ``problem(exercise_id)`` returns the question and any inputs it needs; ``EXERCISES`` lists
 the ids. Kinds: a number ("float"), an integer ("int"), a tensor ("tensor"), one word of ``choices``
-("choice"), or one word per part ("choices"). This module never imports plotly or ipywidgets.
+("choice"), or one word per part ("choices"). Any answer, of any type, is answered in one line: ``check`` never
+raises to the student. This module never imports plotly or ipywidgets.
+
+Coding exercises (``CODE``): the student writes a function (``add_noise``, a DDIM step, a sampler, the simple and
+the SA loss, eps* of a Gaussian, a Heun step) and ``check(exercise_id, function)`` runs it beside the kit's own
+version on seeded cases; a wrong result is named by the typical mistake it reproduces. ``yours`` then plugs it
+into the lesson. The model solutions are outside the package, in ``teacher/solutions.py``.
 """
 from __future__ import annotations
 
