@@ -679,8 +679,9 @@ def grade(exercise_id: str, answer, *, part: str = "all") -> tuple[bool, str]:
     says what kind of answer is wanted. A coding exercise (``CODE``) takes the student's function; ``part``
     picks its cases: "basic", "edge" (the hidden tests of the nbgrader course) or "all"."""
     ex = _get(exercise_id)
+    check_choice("part", part, ("all", "basic", "edge"))
     if isinstance(ex, CodeExercise):
-        state, message = _code_verdict(ex, answer, check_choice("part", part, ("all", "basic", "edge")))
+        state, message = _code_verdict(ex, answer, part)
     else:
         state, message = _verdict(ex, answer)
     return state == "right", message
@@ -863,8 +864,10 @@ def _loss_cases(K=None):
 
     def case(shape, t, dtype=torch.float64, k=None):
         r = _case_maker(g, dtype)
-        kw = {"model": _toy_model, "x0": r(*shape), "t": torch.as_tensor(t), "schedule": sch}
-        return {**kw, "noise": r(*shape) if k is None else r(k, *shape), **({} if k is None else {"K": k})}
+        kw = {"model": _toy_model, "x0": r(*shape), "t": torch.as_tensor(t),
+              "noise": r(*shape) if k is None else r(k, *shape), "schedule": sch}
+        return kw if k is None else {**kw, "K": k}  # in the signature's order: the student's function is called
+        # positionally, so its own parameter names do not matter
     low = 0 if K is None else 3
     return [("8 points, t in [{}, 998]".format(low), case((8, 2), torch.randint(low, 999, (8,), generator=g), k=K),
              False),
@@ -1145,7 +1148,7 @@ def _run_case(ex: CodeExercise, fn: Callable, label: str, kwargs: dict) -> tuple
     """None when ``fn`` agrees with the kit on this case, else ``(state, one-line message)``."""
     want = ex.reference(**_copy(kwargs)).detach()
     try:
-        got = fn(**_copy(kwargs))
+        got = fn(*_copy(kwargs).values())
         if isinstance(got, (list, tuple)) and got and all(isinstance(g, torch.Tensor) for g in got):
             got = torch.stack(list(got))
     except NotImplementedError:

@@ -142,6 +142,18 @@ def test_a_planted_bug_gets_its_one_line_reading(ex_id, fn, reading, capsys):
     assert not [line for line in body if len(line.strip()) > 12 and line.strip() in out]  # never the solution
 
 
+def test_the_student_s_own_parameter_names_do_not_matter():
+    def add_noise(x, step, eps, sch):  # called positionally, in the stub's order
+        return solutions.add_noise(x, step, eps, sch)
+
+    def sa(net, data, ts, noises, sched, k):
+        return solutions.sa_term(net, data, ts, noises, sched, k)
+    assert exercises.grade("01-add-noise", add_noise)[0] and exercises.grade("05-sa-loss", sa)[0]
+    for ex in exercises.CODE.values():  # every case lists its inputs in the signature's order
+        names = [a.strip() for a in ex.signature[ex.signature.index("(") + 1:-1].split(",")]
+        assert all(list(kw) == names for _, kw, _ in ex.cases()), ex.id
+
+
 def test_the_mask_is_caught_only_by_the_hidden_edge_cases():
     assert exercises.grade("05-sa-loss", sa_no_mask, part="basic")[0] is True
     ok, message = exercises.grade("05-sa-loss", sa_no_mask, part="edge")
@@ -149,7 +161,7 @@ def test_the_mask_is_caught_only_by_the_hidden_edge_cases():
 
 
 ANY_INPUT = ["maybe", "259", ["DDIM"], ("above",), object(), float("nan"), math.inf, torch.ones(3), True, {}, -1,
-             [["a"]], torch.tensor(float("nan")), b"x", None, print]
+             [["a"]], torch.tensor(float("nan")), b"x", None, len]
 
 
 @pytest.mark.parametrize("ex_id", ["01-alpha-bar-half", "01-snr-cosine-500", "02-eps-axis", "02-ddpm-or-ddim",
