@@ -48,7 +48,7 @@ from .data import GaussianMixture
 from .denoisers import IdealDenoiser
 from .metrics import mmd, std_ratio
 from .samplers import (Trajectory, apply_step, call_model, check_sampler_args, check_step_args, make_noise, record,
-                       run_steps, step_coefficients)
+                       resolve_timesteps, run_steps, step_coefficients)
 from .solvers import STOCHASTIC, sample
 from .schedule import Schedule, forward_noise
 
@@ -570,46 +570,53 @@ def _flow_eps(mixture: GaussianMixture, x_tilde: torch.Tensor, sig: float) -> to
 
 
 def _rk4_between(mixture, x_tilde, sig_t: float, sig_s: float, n: int, eps_t: torch.Tensor) -> torch.Tensor:
-    """``n`` classical Runge-Kutta steps of ``dx~/dsig = eps*`` from ``sig_t`` to ``sig_s`` (uniform in ``sig``;
-    ``eps_t``: eps* at the start)."""
-    h = (sig_s - sig_t) / n
-    for j in range(n):
-        lo = sig_t + j * h
+    """``n`` classical Runge-Kutta steps of ``dx~/dsig = eps*`` from ``sig_t`` down to ``sig_s`` (``eps_t``: eps*
+    at the start): geometric in ``sig`` (equal steps of ``log sig``), or equal steps of ``sig`` down to 0."""
+    grid = [sig_t + (sig_s - sig_t) * j / n if sig_s == 0 else sig_t * (sig_s / sig_t) ** (j / n)
+            for j in range(n)] + [sig_s]
+    for j, (lo, hi) in enumerate(zip(grid, grid[1:])):
+        h, mid = hi - lo, 0.5 * (lo + hi)
         k1 = eps_t if j == 0 else _flow_eps(mixture, x_tilde, lo)
-        k2 = _flow_eps(mixture, x_tilde + 0.5 * h * k1, lo + 0.5 * h)
-        k3 = _flow_eps(mixture, x_tilde + 0.5 * h * k2, lo + 0.5 * h)
-        k4 = _flow_eps(mixture, x_tilde + h * k3, sig_s if j == n - 1 else lo + h)
+        k2 = _flow_eps(mixture, x_tilde + 0.5 * h * k1, mid)
+        k3 = _flow_eps(mixture, x_tilde + 0.5 * h * k2, mid)
+        k4 = _flow_eps(mixture, x_tilde + h * k3, hi)
         x_tilde = x_tilde + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
     return x_tilde
 
 
 def exact_flow(mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor, solver: str = "rk4", *,
-               max_rel_step: float = 0.1, final_substeps: int = 16) -> Trajectory:
-    """The probability-flow ODE of ``mixture`` from ``x_T`` [B, D], recorded at every integer timestep: the
-    reference of the total error (``two_references``) and of ``reference_distance``; every coarser run's
-    states sit on it.
+               timesteps=None, max_log_step: float = 0.05, final_substeps: int = 16) -> Trajectory:
+    """The probability-flow ODE of ``mixture`` from ``x_T`` [B, D] (at timestep T-1), recorded at ``timesteps``
+    (descending, starting at T-1; default: every integer timestep): the reference of the total error
+    (``two_references``) and of ``reference_distance``, which needs every timestep of the run it measures.
 
     ``solver="rk4"``: the classical Runge-Kutta method on ``dx~/dsigma~ = eps*(x, sigma~)`` (``x~ = x / sqrt(a)``,
-    ``sigma~ = sqrt((1 - a) / a)``, Karras et al. 2022) with ``eps*`` of the mixture at any noise level, each
-    interval between timesteps cut into sub-steps of at most ``max_rel_step`` of its ``sigma~``, and the last
-    one, to the data (``sigma~ = 0``), into ``final_substeps`` equal sub-steps; on a 1-D Gaussian its end is the
-    closed form to 1e-6 (the tests). ``"heun"`` and ``"dpmpp_2m"``: the registry's second-order solvers with the
-    ideal denoiser over all T timesteps, cross-checks with a larger error. States in ``x_T``'s dtype (the
-    ``rk4`` path computes in float64)."""
+    ``sigma~ = sqrt((1 - a) / a)``, Karras et al. 2022) with ``eps*`` of the mixture at any noise level, between
+    two recorded timesteps in sub-steps of at most ``max_log_step`` in ``log sigma~``, and from the last one to
+    the data (``sigma~ = 0``) in ``final_substeps`` equal sub-steps; on a 1-D Gaussian it is the closed form to
+    1e-6 (the tests), recording every timestep or only a few. ``"heun"`` and ``"dpmpp_2m"``: the registry's
+    second-order solvers with the ideal denoiser over all T timesteps (``timesteps`` must be None), cross-checks
+    with a larger error. States in ``x_T``'s dtype (the ``rk4`` path computes in float64)."""
     check_type("mixture", mixture, GaussianMixture)
     check_type("schedule", schedule, Schedule)
     check_choice("solver", solver, ("rk4", "heun", "dpmpp_2m"))
-    max_rel_step = check_float("max_rel_step", max_rel_step, 0.0, 1.0, low_open=True)
+    max_log_step = check_float("max_log_step", max_log_step, 0.0, low_open=True)
     final_substeps = check_int("final_substeps", final_substeps, 1)
     if solver != "rk4":
+        if timesteps is not None:
+            raise ValueError(f"timesteps belongs to solver='rk4'; solver={solver!r} records every timestep")
         return sample(IdealDenoiser(mixture, schedule), x_T, schedule, schedule.T, solver=solver)
     check_tensor("x_T", x_T, ndim=2, nonempty=True, finite=True, dtypes="floating")
     if x_T.shape[1] != mixture.dim:
         raise ValueError(f"x_T must have shape [B, {mixture.dim}] for this {mixture.dim}-D mixture, "
                          f"got {tuple(x_T.shape)}")
-    ts = torch.arange(schedule.T - 1, -1, -1)
+    ts = torch.arange(schedule.T - 1, -1, -1) if timesteps is None else resolve_timesteps(schedule, 1, "trailing",
+                                                                                           timesteps)
+    if int(ts[0]) != schedule.T - 1:
+        raise ValueError(f"timesteps must start at T-1 = {schedule.T - 1}, where x_T is, got {int(ts[0])}")
     a = schedule.alpha_bar(ts).tolist()
-    sig = [math.sqrt((1 - v) / v) for v in a] + [0.0]
+    sig = [math.sqrt((1 - v) / v) for v in a]
+    sig_0 = math.sqrt((1 - float(schedule.alpha_bar(0))) / float(schedule.alpha_bar(0)))
     xs = x_T.new_empty((ts.numel() + 1, *x_T.shape))
     x0s, epss = torch.empty_like(xs[1:]), torch.empty_like(xs[1:])
     x_tilde = x_T.double().cpu() / math.sqrt(a[0])
@@ -618,8 +625,14 @@ def exact_flow(mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor, 
         eps = mixture.ideal_eps(x, torch.tensor(a[i], dtype=torch.float64))
         xs[i], epss[i] = x, eps
         x0s[i] = (x - math.sqrt(1 - a[i]) * eps) / math.sqrt(a[i])
-        n = final_substeps if i == ts.numel() - 1 else math.ceil((sig[i] - sig[i + 1]) / sig[i] / max_rel_step)
-        x_tilde = _rk4_between(mixture, x_tilde, sig[i], sig[i + 1], n, eps)
+        hi, lo = sig[i], sig[i + 1] if i + 1 < ts.numel() else sig_0  # geometric down to timestep 0 at most
+        if lo < hi:
+            x_tilde = _rk4_between(mixture, x_tilde, hi, lo, max(1, math.ceil(math.log(hi / lo) / max_log_step)),
+                                   eps)
+            eps = None
+        if i + 1 == ts.numel():  # then in equal steps to the data
+            eps = _flow_eps(mixture, x_tilde, sig_0) if eps is None else eps
+            x_tilde = _rk4_between(mixture, x_tilde, sig_0, 0.0, final_substeps, eps)
     xs[-1] = x_tilde
     return Trajectory(ts, torch.arange(ts.numel()), xs, x0s, epss)
 
@@ -659,8 +672,9 @@ def two_references(model: Callable, mixture: GaussianMixture, schedule: Schedule
                    flow: Trajectory | None = None, eps_scale=None, **options) -> TwoReferences:
     """Sample ``model`` and the ideal denoiser of ``mixture`` with one deterministic ``solver`` (a key of
     ``solvers.SOLVERS``; ``options`` go to it) from ``x_T``, and measure the model's run against both (see
-    ``TwoReferences``). ``flow``: ``exact_flow(mixture, schedule, x_T)`` when not given (pass it to score
-    several models from the same ``x_T`` without solving the ODE again). ``eps_scale`` applies Epsilon Scaling
+    ``TwoReferences``). ``flow``: an ``exact_flow`` from ``x_T`` that records the run's timesteps; when not given,
+    ``exact_flow(mixture, schedule, x_T, timesteps=...)`` at exactly those (pass one to score several models
+    from the same ``x_T`` without solving the ODE again). ``eps_scale`` applies Epsilon Scaling
     to ``model`` only (``solvers.sample``), so a sampling-side fix is measured against the same references."""
     if solver in STOCHASTIC or options.get("eta", 0.0) != 0.0 or options.get("variance", "small") != "small":
         raise ValueError(f"two_references needs a deterministic solver (the exact flow is the reference of an ODE "
@@ -670,7 +684,9 @@ def two_references(model: Callable, mixture: GaussianMixture, schedule: Schedule
                  eps_scale=eps_scale, **options)
     ideal = sample(IdealDenoiser(mixture, schedule), x_T, schedule, steps, solver=solver, spacing=spacing,
                    timesteps=timesteps, **options)
-    flow = exact_flow(mixture, schedule, x_T) if flow is None else check_type("flow", flow, Trajectory)
+    if flow is None:
+        flow = exact_flow(mixture, schedule, x_T, timesteps=run.timesteps)
+    check_type("flow", flow, Trajectory)
     if not torch.equal(flow.x[0], x_T):
         raise ValueError("flow must start from this x_T (exact_flow(mixture, schedule, x_T))")
     at = _states_at(run, flow).double()

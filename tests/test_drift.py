@@ -523,8 +523,21 @@ def test_the_exact_flow_of_a_gaussian_is_the_closed_form_and_the_total_error_ref
                                    atol=1e-12, rtol=1e-12)
         assert r.mean("total").shape == (steps + 1,) and float(r.total[0].abs().max()) == 0.0
     # the flow is computed when not given; a flow from another x_T and a stochastic solver are refused
+    # without a flow it solves one at the run's own timesteps only, as exact
     own = two_references(ideal, mix, sched, x_T, 3)
     assert torch.equal(own.final("estimation"), torch.zeros(4, dtype=torch.float64))
+    end = x_T * _gauss_flow_scale(v, -1, sched)
+    assert float((own.final("total") - (own.model.final - end).abs()[:, 0]).abs().max()) < 1e-6
+    sparse = exact_flow(mix, sched, x_T, timesteps=[999, 500, 3])
+    assert sparse.t.tolist() == [999, 500, 3, -1]
+    closed = torch.stack([x_T * _gauss_flow_scale(v, t, sched) for t in sparse.t.tolist()])
+    assert float((sparse.x - closed).abs().max()) < 1e-6
+    with pytest.raises(ValueError, match="timesteps must start at T-1 = 999"):
+        exact_flow(mix, sched, x_T, timesteps=[500, 3])
+    with pytest.raises(ValueError, match="timesteps belongs to solver='rk4'"):
+        exact_flow(mix, sched, x_T, "heun", timesteps=[999, 3])
+    with pytest.raises(ValueError, match="reference must record every timestep"):
+        two_references(ideal, mix, sched, x_T, 4, flow=sparse)
     with pytest.raises(ValueError, match="flow must start from this x_T"):
         two_references(ideal, mix, sched, x_T + 1, 3, flow=flow)
     with pytest.raises(ValueError, match="deterministic solver"):
@@ -533,7 +546,7 @@ def test_the_exact_flow_of_a_gaussian_is_the_closed_form_and_the_total_error_ref
         two_references(ideal, mix, sched, x_T, 3, eta=0.5, flow=flow)
 
 
-@pytest.mark.slow  # the exact flow of 4000 points through 1000 timesteps
+@pytest.mark.slow  # the exact flow of 4000 points
 def test_on_the_shipped_ring8_networks_sa_is_farther_from_the_ideal_path_but_closer_to_the_exact_flow():
     """5 DDIM steps, 1000 points from each x_T seed 0-3. Against the ideal denoiser's 5-step path (estimation
     error) SA ends farther than simple; against the exact probability-flow endpoint (total error) it ends closer,
@@ -544,7 +557,7 @@ def test_on_the_shipped_ring8_networks_sa_is_farther_from_the_ideal_path_but_clo
     from seqdiff_kit.recipes import load_shipped
     sched, mix = Schedule.linear(), ring8()
     x_T = torch.cat([torch.randn(1000, 2, generator=gen(s)) for s in range(4)])
-    flow = exact_flow(mix, sched, x_T)
+    flow = exact_flow(mix, sched, x_T, timesteps=sched.timesteps(5))  # the states the 5-step runs visit
     r = {k: two_references(load_shipped(f"ring8_{k}").model, mix, sched, x_T, 5, flow=flow) for k in ("simple", "sa")}
 
     def paired(d):
