@@ -197,7 +197,8 @@ def train_run(recipe: Recipe, out, *, resume: bool = False, overwrite: bool = Fa
     ``note``) or ``overwrite`` (replace it). ``nproc = N > 1`` trains on N data-parallel processes of this
     machine (the batch split into N shards; see the module docstring). ``on_step(state)`` is called with every
     ``train.TrainState`` in this process (not with ``nproc > 1``). ``note(text)`` receives remarks (default: a
-    warning). Every check runs before the folder is touched."""
+    warning). Every check runs before training starts; the arguments' before the folder is created, the folder's
+    content's under its lock."""
     check_type("recipe", recipe, Recipe)
     env = launch_env()
     nproc = check_int("nproc", nproc, 1)
