@@ -298,6 +298,9 @@ def cmd_demo(args) -> int:
     from .demo import DEMO_MODELS, DEMO_STEPS, run_demo
     from .runs import check_out_path, writing
 
+    if args.train_steps is not None and not args.retrain:
+        raise ValueError(f"--train-steps {args.train_steps} applies to --retrain only (the shipped models are not "
+                         f"trained again without it); give both or neither")
     _check_evaluation_memory(args.points, DEMO_STEPS, len(DEMO_MODELS) + 1, 2)
     if args.retrain and args.train_steps is not None:
         check_memory("--train-steps", args.train_steps, HISTORY_ROW_BYTES * args.train_steps, "its history")
@@ -424,6 +427,9 @@ def cmd_compare(args) -> int:
     from .runs import check_out_path, writing
 
     steps = [_check_steps_arg("steps", s) for s in args.steps]
+    twice = sorted({s for s in steps if steps.count(s) > 1})
+    if twice:
+        raise ValueError(f"--steps lists {', '.join(map(str, twice))} more than once; give each step count once")
     _check_solver_args(args)
     _check_evaluation_memory(args.points, steps, len(args.checkpoints) + 1, 64)
     out = check_out_path("--out", args.out, folder=True, files=REPORT_FILES)
@@ -441,6 +447,11 @@ def cmd_experiment(args) -> int:
     out = os.path.join("runs", args.preset) if args.out is None else args.out
     check_out_path("--out", out, folder=True)
     if args.preset == PRESET:
+        unused = [f"--{k.replace('_', '-')}" for k in ("workers", "scheduler", "connect_timeout")
+                  if getattr(args, k) is not None]
+        if unused:
+            raise ValueError(f"{' and '.join(unused)} do(es) not apply to --preset {PRESET}, which runs in this one "
+                             f"process; leave {'them' if len(unused) > 1 else 'it'} out")
         with writing("--out", Path(out)):
             _, paths = run_study(out, log=None if args.quiet else print)
         for name, p in paths.items():
