@@ -210,6 +210,9 @@ def _sample_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--n", type=_pos_int("--n"), default=1000, help="number of samples (default: 1000)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--spacing", default="trailing", choices=("trailing", "leading", "linspace", "quad", "karras"))
+    p.add_argument("--eps-scale", type=_float("--eps-scale"), default=None, metavar="C",
+                   help="Epsilon Scaling (Ning et al. 2024): sample with C times the network's noise, C > 0 "
+                        "(default: none)")
     p.add_argument("--out", default="samples.npz", help="output .npz file (default: samples.npz)")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch threads (default: SEQDIFF_THREADS or 1)")
@@ -376,10 +379,12 @@ def cmd_sample(args) -> int:
     from .data import dataset
     from .recipes import load_for_sampling
     from .runs import check_out_path, make_folder
-    from .solvers import options_from_data, sample
+    from .solvers import options_from_data, sample, scaled_model
 
     steps = _check_steps_arg("steps", args.steps)
     _check_solver_args(args)
+    if args.eps_scale is not None and args.eps_scale <= 0:
+        raise ValueError(f"--eps-scale must be > 0 (the factor on the predicted noise), got {args.eps_scale}")
     out = check_out_path("--out", args.out, folder=False)
     if out.suffix.lower() != ".npz":
         raise ValueError(f"--out must be a .npz file, got {shorten(out)}")
@@ -399,14 +404,14 @@ def cmd_sample(args) -> int:
     x_T = torch.randn((args.n, *shape), generator=gen)
     opts = {"eta": args.eta} if args.solver == "ddim" else {}
     if args.solver in ("analytic_dpm", "exact_cov"):  # what only the checkpoint's data can give
-        opts = options_from_data(args.solver, model, dataset(meta.get("dataset")), schedule,
-                                 schedule.timesteps(steps, args.spacing),
+        opts = options_from_data(args.solver, scaled_model(model, args.eps_scale), dataset(meta.get("dataset")),
+                                 schedule, schedule.timesteps(steps, args.spacing),
                                  generator=torch.Generator().manual_seed(args.seed))
     traj = sample(model, x_T, schedule, steps, solver=args.solver, spacing=args.spacing, generator=gen,
-                  record_every=steps, **opts)  # keep only the last step: the samples are what is written
+                  record_every=steps, eps_scale=args.eps_scale, **opts)  # only the samples are written
     config = {"checkpoint": str(args.checkpoint), "steps": steps, "eta": args.eta, "solver": args.solver,
               "n": args.n, "seed": args.seed, "spacing": args.spacing, "dataset": meta.get("dataset"),
-              "loss": meta.get("loss"), "schedule": meta.get("schedule")}
+              "loss": meta.get("loss"), "schedule": meta.get("schedule"), "eps_scale": args.eps_scale}
     buf = io.BytesIO()
     np.savez(buf, samples=traj.final.numpy().astype(np.float32), x_T=x_T.numpy().astype(np.float32),
              timesteps=traj.timesteps.numpy().astype(np.int64), config=np.array(json.dumps(config)))

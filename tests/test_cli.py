@@ -365,3 +365,33 @@ def test_train_and_sample_digits_with_the_tinyunet(tmp_path, capsys):
                       str(tmp_path / "d.npz")], capsys)
     assert rc == 0, err
     assert np.load(tmp_path / "d.npz", allow_pickle=False)["samples"].shape == (3, 1, 8, 8)
+
+
+def test_sample_with_eps_scale_is_epsilon_scaling(trained, tmp_path, capsys):
+    """--eps-scale C: the library's sample with eps_scale=C from the seeded x_T (Gamma of analytic_dpm from the
+    scaled network too), recorded in the config; C <= 0 is one line before any work."""
+    from seqdiff_kit import solvers
+
+    model, _ = load_checkpoint(trained / "a" / "model")
+    sch = sk.Schedule.linear()
+    for solver in ("ddim", "analytic_dpm"):
+        out = tmp_path / f"es_{solver}.npz"
+        rc, _, err = run(["sample", "--checkpoint", str(trained / "a"), "--steps", "5", "--solver", solver,
+                          "--eps-scale", "0.95", "--n", "16", "--seed", "2", "--out", str(out)], capsys)
+        assert rc == 0, err
+        with np.load(out, allow_pickle=False) as f:
+            samples, config = f["samples"], json.loads(str(f["config"]))
+        assert config["eps_scale"] == 0.95
+        gen = torch.Generator().manual_seed(2)
+        x_T = torch.randn(16, 2, generator=gen)
+        opts = solvers.options_from_data(solver, solvers.scaled_model(model, 0.95), sk.ring8(), sch,
+                                         sch.timesteps(5), generator=torch.Generator().manual_seed(2))
+        again = solvers.sample(model, x_T, sch, 5, solver=solver, generator=gen, eps_scale=0.95, **opts).final
+        assert np.array_equal(samples, again.numpy())
+        plain = solvers.sample(model, x_T, sch, 5, solver=solver, generator=torch.Generator().manual_seed(2), **opts)
+        assert not np.array_equal(samples, plain.final.numpy())
+    for bad in ("0", "-1", "nan"):
+        rc, _, err = run(["sample", "--checkpoint", str(trained / "a"), "--eps-scale", bad, "--out",
+                          str(tmp_path / "bad.npz")], capsys)
+        assert_one_line_error(rc, err, "--eps-scale")
+        assert not (tmp_path / "bad.npz").exists()
