@@ -198,9 +198,11 @@ GRIDS = {"fast": _fast, "paper-toy": _paper_toy}
 
 # ====================================================================== cells
 def loss_label(cfg: dict) -> str:
-    """``"simple"`` or ``"SA(K=2,lam=1)"``."""
+    """``"simple"``, ``"SA(K=2,lam=1)"`` or ``"IP(gamma=0.1)"`` (Input Perturbation)."""
     if cfg["name"] == "simple":
         return "simple"
+    if cfg["name"] == "ip":
+        return f"IP(gamma={cfg['gamma']:g})"
     return f"SA(K={cfg['K']},lam={cfg['lam']:g})"
 
 

@@ -3,6 +3,7 @@ the fast grid end to end (CSV, HTML, interval arithmetic against scipy), and res
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from seqdiff_kit import stats as st
 from seqdiff_kit.analysis import gaussian_sa_optimum, linear_sampler_std_ratio
 from seqdiff_kit.checkpoint import checkpoint_paths, load_checkpoint
 from seqdiff_kit.data import dataset
+from seqdiff_kit.losses import Loss
 from seqdiff_kit.recipes import Recipe
 
 
@@ -49,6 +51,18 @@ def test_equal_compute_gives_the_simple_loss_K_times_the_updates():
     assert {ex.evals_per_sample(c.loss_config) * c.train_steps for c in cells if c.train_steps == 100} == {100, 200, 300}
     spec.equal_compute = False
     assert {c.train_steps for c in ex.train_cells(ex.ExperimentConfig([spec]))} == {100}
+
+
+def test_an_input_perturbation_cell_is_labelled_IP_with_its_gamma_and_never_shares_a_key():
+    ip = Loss("ip", gamma=0.1).config
+    assert ex.loss_label(ip) == "IP(gamma=0.1)"
+    assert ex.loss_label(Loss("ip", gamma=0.25).config) == "IP(gamma=0.25)"
+    assert ex.loss_label(Loss("sa", K=1, lam=0.0).config) == "SA(K=1,lam=0)"
+    cell = {loss: ex.TrainCell("ring8", json.dumps(cfg), 0, 100, "r")
+            for loss, cfg in {"ip": ip, "sa": Loss("sa", K=1, lam=0.0).config, "simple": Loss().config}.items()}
+    assert len({c.key for c in cell.values()}) == 3
+    assert len({c.stem(Path("/o")) for c in cell.values()}) == 3
+    assert cell["ip"].stem(Path("/o")).name.startswith("IP_gamma0.1_n100_s0")
 
 
 def _row(loss, K, n, seed, steps, mmd, std_ratio):
