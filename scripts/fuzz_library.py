@@ -75,6 +75,8 @@ def cases():
     # ---------------------------------------------------------------- schedule
     for lab, v in variants(torch.full((T,), 0.01)):
         yield "schedule", f"Schedule(betas {lab})", lambda v=v: Schedule(v)
+    for name in ("linear", "cosine", "quadratic", "sigmoid"):
+        yield "schedule", f"from_config({name}, T=10**9)", lambda n=name: Schedule.from_config({"name": n, "T": 10**9})
     for lab, v in variants(x2):
         yield "schedule", f"add_noise(x0 {lab})", lambda v=v: SCHED.add_noise(v, t8, torch.randn(8, 2))
         yield "schedule", f"add_noise(noise {lab})", lambda v=v: SCHED.add_noise(x2, t8, v)
@@ -108,6 +110,14 @@ def cases():
     for dt in (torch.int64, torch.bool, torch.complex64, torch.float16):
         yield "data", f"sample(dtype={dt})", lambda dt=dt: MIX.sample(4, dtype=dt)
     # ---------------------------------------------------------------- denoisers
+    # sizes that once built until stopped (issue 25): refused before anything is allocated, or built if they fit
+    for label, build in (("MLPDenoiser(depth=2**40)", lambda: MLPDenoiser(depth=2**40)),
+                         ("MLPDenoiser(width=10**6)", lambda: MLPDenoiser(width=10**6)),
+                         ("MLPDenoiser(width=16384, depth=256)", lambda: MLPDenoiser(width=16384, depth=256)),
+                         ("MLPDenoiser(time_dim=10**9)", lambda: MLPDenoiser(time_dim=10**9)),
+                         ("TinyUNet(channels=10**6)", lambda: TinyUNet(channels=10**6)),
+                         ("TinyUNet(T=10**12)", lambda: TinyUNet(T=10**12))):
+        yield "denoisers", label, build
     for lab, v in variants(x2):
         yield "denoisers", f"IdealDenoiser(x {lab})", lambda v=v: IDEAL(v, t8)
         yield "denoisers", f"IdealDenoiser.x0(x {lab})", lambda v=v: IDEAL.x0(v, t8)

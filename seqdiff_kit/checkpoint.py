@@ -38,6 +38,8 @@ from torch import nn
 from ._runtime import __version__
 from ._io import atomic_write
 from ._validate import FLOATING
+from .denoisers import ARG_LIMITS
+from .schedule import MAX_T
 from . import _limits
 
 FORMAT = "seqdiff_kit-checkpoint"
@@ -47,12 +49,11 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 MODEL_PREFIX, EMA_PREFIX, EXTRA_PREFIX = "model.", "ema.", "extra."
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 MAX_JSON_BYTES = 256 * 1024 * 1024  # a custom schedule of MAX_T betas is about 25 MB of JSON
-MAX_T = 1_000_000
 SCHEDULE_NAMES = ("linear", "cosine", "quadratic", "sigmoid")  # the named schedules Schedule.from_config builds
-# Upper bounds on the integer constructor arguments a checkpoint may ask for (depth bounds the time it takes to
-# build the network on the meta device and count its parameters; the parameter count is then checked against
-# the memory available).
-MODEL_ARG_LIMITS = {"dim": 65536, "width": 16384, "depth": 256, "time_dim": 16384, "channels": 4096, "T": MAX_T}
+# Upper bounds on the integer constructor arguments a checkpoint may ask for: the constructors' own (depth bounds
+# the time it takes to build the network on the meta device and count its parameters; the parameter count is
+# then checked against the memory available).
+MODEL_ARG_LIMITS = ARG_LIMITS
 _UNBOUND_KEYS = ("weights_file", "weights_sha256")  # the JSON's own keys, not part of the config bound to the weights
 _RUN_KEYS = ("dataset", "schedule", "loss", "seed", "model", "train")  # what makes two checkpoints one run
 

@@ -16,9 +16,25 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from . import _limits
 from ._validate import check_float, check_int, check_tensor, check_timesteps, check_type, dtype_name
 from .data import GaussianMixture
-from .schedule import Schedule
+from .schedule import MAX_T, Schedule
+
+# Upper bounds of the networks' integer arguments, the same for a constructor as for a checkpoint that asks for
+# one (checkpoint.MODEL_ARG_LIMITS): depth bounds the time a build takes, and the parameter count the bounds
+# allow is then checked against the memory available (``_limits.check_memory``) before anything is allocated.
+ARG_LIMITS = {"dim": 65536, "width": 16384, "depth": 256, "time_dim": 16384, "channels": 4096, "T": MAX_T}
+
+
+def _arg(name: str, value, low: int) -> int:
+    return check_int(name, value, low, ARG_LIMITS[name])
+
+
+def _check_params(cls: str, config: dict, n_params: int) -> None:
+    """Refuse a network whose float32 weights cannot fit in the memory available, naming its arguments."""
+    _limits.check_memory(f"{cls} size", "(" + ", ".join(f"{k}={v}" for k, v in config.items()) + ")",
+                         4 * n_params, f"{n_params} float32 parameters")
 
 
 def _check_call(x: torch.Tensor, t, T: int, model: nn.Module | None = None) -> torch.Tensor:
@@ -121,9 +137,11 @@ class MLPDenoiser(nn.Module):
 
     def __init__(self, dim: int = 2, width: int = 128, depth: int = 3, time_dim: int = 64, T: int = 1000):
         super().__init__()
-        self.config = {"dim": check_int("dim", dim, 1), "width": check_int("width", width, 1),
-                       "depth": check_int("depth", depth, 1), "time_dim": check_int("time_dim", time_dim, 2),
-                       "T": check_int("T", T, 1)}
+        self.config = {"dim": _arg("dim", dim, 1), "width": _arg("width", width, 1), "depth": _arg("depth", depth, 1),
+                       "time_dim": _arg("time_dim", time_dim, 2), "T": _arg("T", T, 1)}
+        _check_params("MLPDenoiser", self.config,  # time MLP, input, hidden and output layers
+                      time_dim * width + width * width + 2 * width + (dim + 1) * width + depth * (width + 1) * width
+                      + (width + 1) * dim)
         self.dim, self.T, self.time_dim = dim, T, time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
         self.inp = nn.Linear(dim, width)
@@ -186,11 +204,12 @@ class TinyUNet(nn.Module):
 
     def __init__(self, channels: int = 32, time_dim: int = 64, T: int = 1000):
         super().__init__()
-        channels = check_int("channels", channels, 2)
+        channels = _arg("channels", channels, 2)
         if channels % 2:
             raise ValueError(f"channels must be an even integer >= 2, got {channels}")
-        self.config = {"channels": channels, "time_dim": check_int("time_dim", time_dim, 2),
-                       "T": check_int("T", T, 1)}
+        self.config = {"channels": channels, "time_dim": _arg("time_dim", time_dim, 2), "T": _arg("T", T, 1)}
+        # an upper bound of the parameter count (within 10% of it)
+        _check_params("TinyUNet", self.config, 200 * channels**2 + 4 * channels * time_dim + 100 * channels)
         C, emb_dim = channels, 4 * channels
         self.T, self.time_dim = T, time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))

@@ -17,6 +17,9 @@ SPACINGS = ("leading", "uniform", "trailing", "linspace", "quad", "karras")
 KARRAS_RHO = 7.0
 # the smallest beta_0 with 1 - beta_0 < 1 in float64 for sure (every step divides by sqrt(1 - alpha_bar_t))
 MIN_BETA = 2.0**-52
+# the most timesteps a schedule has (a checkpoint may ask for no more): a thousand times the usual T, and a
+# bound, so that a typo like T=10**9 is refused instead of filling the memory
+MAX_T = 1_000_000
 
 
 class Schedule:
@@ -27,8 +30,8 @@ class Schedule:
 
     def __init__(self, betas, name: str = "custom"):
         betas = check_values("betas", betas).flatten().cpu()
-        if betas.numel() < 1:
-            raise ValueError(f"T (the number of betas) must be >= 1, got {betas.numel()}")
+        if not 1 <= betas.numel() <= MAX_T:
+            raise ValueError(f"T (the number of betas) must be in [1, {MAX_T}], got {betas.numel()}")
         if not bool(torch.isfinite(betas).all()) or bool((betas <= 0).any()) or bool((betas >= 1).any()):
             raise ValueError(f"betas must all lie in (0, 1), got min {betas.min().item()} and max {betas.max().item()}")
         alpha_bars = torch.cumprod(1.0 - betas, dim=0)
@@ -49,14 +52,14 @@ class Schedule:
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """DDPM's linear schedule: ``beta_t = beta_start + (beta_end - beta_start) t / (T - 1)``."""
-        T = check_int("T", T, 1)
+        T = check_int("T", T, 1, MAX_T)
         beta_start, beta_end = _check_betas(beta_start, beta_end)
         return _built(cls, torch.linspace(beta_start, beta_end, T, dtype=torch.float64), "linear", T, beta_end)
 
     @classmethod
     def quadratic(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """``beta_t = (sqrt(beta_start) + (sqrt(beta_end) - sqrt(beta_start)) t / (T - 1))^2``."""
-        T = check_int("T", T, 1)
+        T = check_int("T", T, 1, MAX_T)
         beta_start, beta_end = _check_betas(beta_start, beta_end)
         root = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
         return _built(cls, root**2, "quadratic", T, beta_end)
@@ -64,7 +67,7 @@ class Schedule:
     @classmethod
     def sigmoid(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """``beta_t = beta_start + (beta_end - beta_start) sigmoid(-6 + 12 t / (T - 1))``."""
-        T = check_int("T", T, 1)
+        T = check_int("T", T, 1, MAX_T)
         beta_start, beta_end = _check_betas(beta_start, beta_end)
         s = torch.sigmoid(torch.linspace(-6.0, 6.0, T, dtype=torch.float64))
         return _built(cls, beta_start + (beta_end - beta_start) * s, "sigmoid", T, beta_end)
@@ -73,7 +76,7 @@ class Schedule:
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "Schedule":
         """Nichol and Dhariwal: ``alpha_bar(t) = f(t)/f(0)``, ``f(t) = cos(((t/T) + s)/(1 + s) pi/2)^2``,
         ``beta_t = min(1 - alpha_bar(t+1)/alpha_bar(t), max_beta)``."""
-        T = check_int("T", T, 1)
+        T = check_int("T", T, 1, MAX_T)
         s = check_float("s", s, 0.0)
         max_beta = check_float("max_beta", max_beta, 0.0, 1.0, low_open=True, high_open=True)
         u = torch.arange(T + 1, dtype=torch.float64) / T

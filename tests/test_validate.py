@@ -104,3 +104,49 @@ def test_check_timesteps_broadcasts_and_bounds():
             (torch.zeros(2, dtype=torch.long, device="meta"), TypeError, "t must hold values on a real device")]:
         with pytest.raises(exc, match=msg):
             check_timesteps("t", bad, 10, batch=2)
+
+
+# ---------------------------------------------------------------------- sizes the constructors refuse (issue 25)
+def test_network_and_schedule_sizes_are_bounded_as_a_checkpoint_s_are():
+    """``MLPDenoiser(depth=2**40)`` and ``Schedule.from_config({"name": "linear", "T": 10**9})`` once ran until
+    stopped: the constructors now take the checkpoint loader's bounds, one check for both."""
+    from seqdiff_kit import checkpoint
+    from seqdiff_kit.denoisers import ARG_LIMITS, MLPDenoiser, TinyUNet
+    from seqdiff_kit.schedule import MAX_T, Schedule
+
+    assert checkpoint.MODEL_ARG_LIMITS is ARG_LIMITS and checkpoint.MAX_T == MAX_T == ARG_LIMITS["T"]
+    with pytest.raises(ValueError, match=r"^depth must be in \[1, 256\], got 257$"):
+        MLPDenoiser(depth=257)
+    with pytest.raises(ValueError, match=r"^T must be in \[1, 1000000\], got 1000001$"):
+        Schedule.linear(MAX_T + 1)
+    with pytest.raises(ValueError, match=r"^T \(the number of betas\) must be in \[1, 1000000\], got 1000001$"):
+        Schedule(torch.full((MAX_T + 1,), 0.01, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^depth must be in \[1, 256\], got 1099511627776$"):
+        MLPDenoiser(depth=2**40)
+    with pytest.raises(ValueError, match=r"^T must be in \[1, 1000000\], got 1000000000$"):
+        Schedule.from_config({"name": "linear", "T": 10**9})
+    with pytest.raises(ValueError, match=r"^channels must be in \[2, 4096\], got 4098$"):
+        TinyUNet(channels=4098)
+    assert MLPDenoiser(depth=256, width=2).config["depth"] == 256 and Schedule.linear(MAX_T).T == MAX_T
+
+
+@pytest.mark.parametrize("cls, args", [("MLPDenoiser", dict(dim=3, width=16, depth=2, time_dim=8)),
+                                       ("TinyUNet", dict(channels=8, time_dim=8))])
+def test_a_network_that_cannot_fit_in_memory_is_refused_before_it_is_allocated(monkeypatch, cls, args):
+    """The parameter count is known from the arguments: the MLP's exactly, the U-Net's within 10% above."""
+    import seqdiff_kit._limits as limits
+    from seqdiff_kit import denoisers
+
+    build = getattr(denoisers, cls)
+    n = sum(p.numel() for p in build(**args).parameters())
+    if cls == "MLPDenoiser":  # counted exactly: one byte short is refused
+        monkeypatch.setattr(limits, "available_memory", lambda: 4 * n - 1)
+        with pytest.raises(ValueError, match=rf"^MLPDenoiser size \(dim=3, width=16, depth=2, time_dim=8, T=1000\) "
+                                             rf"needs about .* of memory \({n} float32 parameters\), more than"):
+            build(**args)
+    monkeypatch.setattr(limits, "available_memory", lambda: int(4 * n * 1.1))
+    assert sum(p.numel() for p in build(**args).parameters()) == n
+    monkeypatch.setattr(limits, "available_memory", lambda: 4 * n // 2)
+    with pytest.raises(ValueError, match=rf"^{cls} size \(.*\) needs about .* more than the .* available; use a "
+                                         rf"smaller {cls} size$"):
+        build(**args)
