@@ -63,10 +63,11 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip=$(LAB_IP) --port=$(LAB_PORT) --notebook-dir=notebooks $(LAB_ROOT) $(LAB_ARGS)
 
 # the no-code explorer for a classroom projector: app/explorer.ipynb served by Voila on 127.0.0.1 only, behind a
-# token (open the address it prints); no code on the page. Voila has no --allow-root flag (it is not a Jupyter
-# server app) and runs as root without one.
+# token (open the address it prints); no code on the page. Its template (app/voila/templates/explorer, found through
+# JUPYTER_PATH) is Voila's lab one without the icon font it would fetch from a CDN: the page works offline. Voila
+# has no --allow-root flag (it is not a Jupyter server app) and runs as root without one.
 app: $(STAMP)
-	$(VENV)/bin/voila app/explorer.ipynb --no-browser --Voila.ip=127.0.0.1 --token
+	JUPYTER_PATH=$(CURDIR)/app$${JUPYTER_PATH:+:$$JUPYTER_PATH} $(VENV)/bin/voila app/explorer.ipynb --template=explorer --no-browser --Voila.ip=127.0.0.1 --token
 
 bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

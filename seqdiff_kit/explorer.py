@@ -1,193 +1,238 @@
 """The no-code explorer of ``make app`` (``app/explorer.ipynb``, served by Voila): an application page that
-finds the shipped 2-D checkpoints, trains missing settings from a ``recipes.Recipe``, samples the learned and
-the ideal paths and scores the final samples, drawn with the lessons' ``PathDashboard`` and ``viz``'s curves.
+finds the shipped 2-D checkpoints and those trained earlier in the server's session, trains missing settings
+from a ``recipes.Recipe``, samples the learned and the ideal paths and scores the final samples, drawn with the
+lessons' ``PathDashboard`` and ``viz``'s curves.
+
+This module imports only ipywidgets at the top: the page's controls show at once, in a loading state, and the
+work (torch, the checkpoints, the first paths: ``explorer_engine``) starts once the browser has drawn them.
 """
 from __future__ import annotations
 
 import html
-import inspect
-import json
 import tempfile
-from pathlib import Path
-from typing import Sequence
+import threading
+from numbers import Integral
 
 import ipywidgets as W
-import torch
 
-from ._format import format_number
-from ._validate import check_int, check_type
-from .schedule import Schedule
-from .data import CHECKPOINT_DIR, PRESETS
-from .denoisers import IdealDenoiser
-from .losses import Loss
-from . import solvers
-from .checkpoint import checkpoint_exists, load_checkpoint
-from .drift import step_drift
-from . import viz
-from .frontend import FigureWidget, ShowsWidget, replace_figure
-from .widgets import LAM_CHOICES, PathDashboard, steps_label
-from .recipes import Recipe
-from .runs import train_run
-from .evaluate import METRICS, Scorer
+__all__ = ["Explorer", "RECIPES", "GLOSSARY"]
 
-__all__ = ["Explorer", "solver_options", "TABLE"]
-
-# the page's score table: metrics of evaluate.METRICS (scored by evaluate.Scorer, as every table is) and what
-# each should read; the data's own row is the level sampling noise alone reaches
-TABLE = ("mmd", "sw", "std_ratio", "loglik")
-TARGET = {"mmd": "0 best", "sw": "0 best", "std_ratio": "1 best", "loglik": "as the data"}
+# the recipes the page can name without importing them (``recipes``' constants): torch loads after the page shows
+RECIPES = ("RING8", "RING8_FAST")
+GLOSSARY = "docs/glossary.md"
+# seconds after which the work starts even if no browser reported a drawn view
+START_ANYWAY_S = 20.0
 
 
-def solver_options() -> list[tuple[str, dict]]:
-    """The samplers the explorer offers, read from ``seqdiff_kit.solvers`` when called: the generalized step
-    as DDIM (eta = 0) and DDPM (eta = 1), then every further deterministic solver of ``solvers.SOLVERS`` that
-    needs nothing from the data (DPM-Solver++(2M), Heun), each as ``(label, keyword arguments of
-    solvers.sample)``. The stochastic ones would need the learned and the ideal path to share their noise."""
-    out = [("DDIM (eta = 0, deterministic)", {"eta": 0.0}), ("DDPM (eta = 1, random)", {"eta": 1.0})]
-    for name in solvers.SOLVERS:
-        needs = [v for v in solvers.solver_options(name).values() if v is inspect.Parameter.empty]
-        if name not in ("ddim", "ddpm") and name not in solvers.STOCHASTIC and not needs:
-            out.append((str(name), {"solver": name}))
-    return out
+def _count(name: str, value, low: int = 1) -> int:
+    # the page's own check (``_validate`` would import torch before the page shows)
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
 
 
-def _html_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cell = "padding:3px 12px;text-align:right"
-    head = "".join(f"<th style='{cell}'>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td style='{cell}'>{html.escape(str(v))}</td>" for v in r) + "</tr>"
-                   for r in rows)
-    return f"<table style='border-collapse:collapse;font-size:14px'><tr>{head}</tr>{body}</table>"
-
-
-class Explorer(ShowsWidget):
+class Explorer:
     """The no-code explorer of ``make app`` (``app/explorer.ipynb`` served by Voila): controls for the
     dataset, the loss (simple or SA with K and lam), the solver and the number of sampling steps; the learned
     and the ideal paths from the same ``x_T`` (with a slider over the step), the drift from the ideal path
-    step by step, and the final samples' metrics against fresh data.
+    step by step, and the final samples' two-sided scores against fresh data beside the data's own level.
 
-    Models: every 2-D checkpoint shipped in ``checkpoint_dir`` loads at once (ring8 with the simple loss and
-    with SA K = 2, lam = 1). Any other setting is trained on a click from ``recipe`` (the page passes the shipped
-    ``recipes.RING8``; only its network and fit settings are used, with the chosen dataset and loss and
-    ``quick_steps`` updates), with a progress bar, and kept for the session; without a recipe only the shipped
-    settings can be shown. SA with lam = 0 is the simple loss."""
+    The controls show at once, disabled, with a loading note; the work starts when the browser has drawn them
+    (``start()``; ``wait()`` starts it and waits for it). Models: every 2-D checkpoint shipped in
+    ``checkpoint_dir`` (ring8 with the simple loss and with SA K = 2, lam = 1), and every setting trained by an
+    earlier page of the same server (kept in ``cache_dir``/server-<pid>-<start>; ``cache_dir=None``: a temporary
+    folder of this page). Any other setting is trained on a click from ``recipe`` (a ``recipes.Recipe`` or the
+    name of one in ``RECIPES``; only its network and fit settings are used, with the chosen dataset and loss and
+    ``quick_steps`` updates), after a training-time estimate measured on the spot. Each setting's paths and
+    scores are computed once and kept. SA with lam = 0 is the simple loss, and the page says so."""
 
     DATASETS = ("ring8", "grid25", "two_moons")
     STEP_CHOICES = (5, 10, 20, 50, 100)
 
-    def __init__(self, *, recipe: Recipe | None = None, n_points: int = 500, n_reference: int = 1000,
-                 quick_steps: int = 2000, seed: int = 0, checkpoint_dir=None, max_points: int = 250):
-        self.recipe = None if recipe is None else check_type("recipe", recipe, Recipe)
-        self.n_points = check_int("n_points", n_points, 2)
-        self.n_reference = check_int("n_reference", n_reference, 2)
-        self.quick_steps = check_int("quick_steps", quick_steps, 1)
-        self.seed = check_int("seed", seed)
-        self.schedule = Schedule.linear()
-        self._scorers: dict[str, Scorer] = {}
-        self._folder: tempfile.TemporaryDirectory | None = None
-        self.scores: dict[str, dict] = {}
-        self.models, self.sources = self._shipped(CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir)
-        self._mixtures = {name: PRESETS[name]() for name in self.DATASETS}
+    def __init__(self, *, recipe=None, n_points: int = 500, n_reference: int = 1000, quick_steps: int = 2000,
+                 seed: int = 0, checkpoint_dir=None, max_points: int = 250, cache_dir="runs/explorer",
+                 threads: int | None = 1, precompute: bool = True):
+        if isinstance(recipe, str):
+            if recipe not in RECIPES:
+                raise ValueError(f"recipe must be a recipes.Recipe or one of {RECIPES}, got {recipe!r}")
+        elif recipe is not None:
+            from .recipes import Recipe  # loaded already when the caller holds a Recipe
 
+            if not isinstance(recipe, Recipe):
+                raise TypeError(f"recipe must be a recipes.Recipe or one of {RECIPES}, got {type(recipe).__name__}")
+        self.recipe = recipe
+        self.n_points, self.n_reference = _count("n_points", n_points, 2), _count("n_reference", n_reference, 2)
+        self.quick_steps, self.seed = _count("quick_steps", quick_steps), _count("seed", seed, 0)
+        self.max_points, self.threads = _count("max_points", max_points), threads
+        self.checkpoint_dir, self.cache_dir, self.precompute = checkpoint_dir, cache_dir, bool(precompute)
+        self.engine = self.paths = self.drift_fig = self.shown = self.error = None
+        self.scores: dict[str, dict] = {}
+        self._temp: tempfile.TemporaryDirectory | None = None
+        self._build_controls()
+        self._started, self._ready = threading.Event(), threading.Event()
+        self._lock = threading.Lock()
+        # the browser reports each view it draws (ipywidgets' _view_count): the work starts after the first
+        self.status._view_count = 0
+        self.status.observe(lambda change: change["new"] and self.start(), names="_view_count")
+        timer = threading.Timer(START_ANYWAY_S, self.start)
+        timer.daemon = True
+        timer.start()
+
+    def _build_controls(self) -> None:
         style = {"description_width": "initial"}
         self.dataset = W.Dropdown(options=list(self.DATASETS), value="ring8", description="dataset", style=style)
         self.loss = W.ToggleButtons(options=[("simple loss", "simple"), ("sequence-aware (SA)", "sa")],
                                     value="simple", description="loss", style=style)
         self.K = W.IntSlider(value=2, min=1, max=4, description="K", style=style, continuous_update=False,
                              layout=W.Layout(width="220px"))
-        self.lam = W.SelectionSlider(options=[(f"{v:g}", v) for v in LAM_CHOICES], value=1.0, description="lam",
-                                     style=style, continuous_update=False, layout=W.Layout(width="260px"))
-        self._solvers = solver_options()
-        self.solver = W.Dropdown(options=[(label, k) for k, (label, _) in enumerate(self._solvers)], value=0,
-                                 description="solver", style=style, layout=W.Layout(width="340px"))
+        self.lam = W.SelectionSlider(options=[("1", 1.0)], value=1.0, description="lam", style=style,
+                                     continuous_update=False, layout=W.Layout(width="260px"))
+        self.solver = W.Dropdown(options=[("loading...", 0)], value=0, description="solver", style=style,
+                                 layout=W.Layout(width="340px"))
         self.steps = W.SelectionSlider(options=[(str(s), s) for s in self.STEP_CHOICES], value=10,
                                        description="sampling steps", style=style, continuous_update=False,
                                        layout=W.Layout(width="320px"))
-        self.train_button = W.Button(description="train this model", icon="play", button_style="warning",
+        # (no icon: the icon font would come from a CDN)
+        self.train_button = W.Button(description="train this model", button_style="warning",
                                      layout=W.Layout(width="auto", min_width="170px", display="none"))
         self.progress = W.IntProgress(value=0, min=0, max=self.quick_steps, description="training",
                                       style=style, layout=W.Layout(display="none"))
-        self.status = W.HTML()
-        self.metrics = W.HTML()
-        self.train_button.on_click(lambda _: self.train())
-        for control in (self.dataset, self.loss, self.K, self.lam, self.solver, self.steps):
-            control.observe(lambda _: self.refresh(), names="value")
-
-        self.paths: PathDashboard | None = None
-        self.drift_fig = FigureWidget()
-        self.shown = None
-        self.max_points = check_int("max_points", max_points, 1)
-        self.refresh()
+        self.status = W.HTML("<i>Loading: the models and the first paths are being prepared...</i>")
+        self.metrics = W.HTML("<i>loading...</i>")
+        self.drift_note = W.HTML()
+        self.glossary = W.HTML(f"<span style='font-size:12px'>What each score means, its target and how to read "
+                               f"it: the glossary, <code>{GLOSSARY}</code> in the toolkit.</span>")
+        self.controls = (self.dataset, self.loss, self.K, self.lam, self.solver, self.steps)
+        for control in self.controls:
+            control.disabled = True
+        loading = W.HTML("<div style='width:520px;height:520px;display:flex;align-items:center;justify-content:"
+                         "center;color:#777'>loading the paths...</div>")
+        self.paths_box, self.drift_box = W.Box([loading]), W.Box()
         controls = W.VBox([W.HBox([self.dataset, self.solver]), W.HBox([self.loss, self.K, self.lam]),
                            W.HBox([self.steps, self.train_button, self.progress]), self.status])
-        right = W.VBox([self.drift_fig, W.HTML("<b>Final samples against fresh data</b>"), self.metrics])
-        self.widget = W.VBox([controls, W.HBox([self.paths.widget, right])])
+        right = W.VBox([self.drift_box, self.drift_note, W.HTML("<b>Final samples against fresh data</b>"),
+                        self.metrics, self.glossary])
+        self.widget = W.VBox([controls, W.HBox([self.paths_box, right])])
 
-    @classmethod
-    def _shipped(cls, folder) -> tuple[dict[tuple, torch.nn.Module], dict[tuple, str]]:
-        """Every 2-D checkpoint in ``folder`` by its setting, and where each came from."""
-        models, sources = {}, {}
-        for js in sorted(Path(folder).glob("*.json")):
-            if not checkpoint_exists(js.with_suffix("")):  # a JSON without weights (e.g. a study's results)
-                continue
-            cfg = json.loads(js.read_text(encoding="utf-8"))
-            if cfg.get("dataset") in PRESETS and isinstance(cfg.get("loss"), dict):
-                key = cls._key(cfg["dataset"], cfg["loss"].get("name", "simple"), cfg["loss"].get("K", 1),
-                               cfg["loss"].get("lam", 0.0))
-                models[key], _ = load_checkpoint(js.with_suffix(""))
-                sources[key] = f"shipped ({js.stem}, {cfg.get('step', '?')} updates)"
-        return models, sources
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ------------------------------------------------------------------ loading
+    def start(self) -> None:
+        """Start the work (once): load torch, the models and the first paths in a background thread."""
+        with self._lock:
+            if self._started.is_set():
+                return
+            self._started.set()
+        threading.Thread(target=self._load, name="explorer-load", daemon=True).start()
+
+    def wait(self, timeout: float | None = None) -> "Explorer":
+        """Start the work if it has not started and wait for the first view; re-raise its error, if any."""
+        self.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the explorer did not load within {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def _load(self) -> None:
+        try:
+            from ._runtime import set_threads
+            from .explorer_engine import Engine
+            from .frontend import FigureWidget
+            from .widgets import LAM_CHOICES
+
+            if self.threads is not None:
+                set_threads(self.threads)  # tiny networks: a second thread only waits on a busy machine
+            self.engine = Engine(recipe=self.recipe, n_points=self.n_points, n_reference=self.n_reference,
+                                 quick_steps=self.quick_steps, seed=self.seed, checkpoint_dir=self.checkpoint_dir,
+                                 cache_dir=self.cache_dir)
+            self.solver.options = [(label, k) for k, (label, _) in enumerate(self.engine.solvers)]
+            self.lam.options = [(f"{v:g}", v) for v in LAM_CHOICES]
+            self.lam.value = 1.0
+            self.drift_fig = FigureWidget()
+            self.drift_box.children = (self.drift_fig,)
+            self.train_button.on_click(lambda _: self.train())
+            for control in self.controls:
+                control.disabled = False
+                control.observe(lambda _: self.refresh(), names="value")
+            self.refresh()
+        except BaseException as err:  # noqa: BLE001 (shown on the page, re-raised by wait())
+            self.error = err
+            self.status.value = f"<b>The explorer could not load:</b> {html.escape(repr(err))}"
+        finally:
+            self._ready.set()
+        if self.error is None and self.precompute:
+            self._precompute()
+
+    def _precompute(self) -> None:
+        """The other step counts, then the other solvers, of the first setting, computed while the page is
+        read, so that moving those controls only picks results up."""
+        key, solver, steps = self.setting(), self.solver.value, int(self.steps.value)
+        if key not in self.engine.models:
+            return
+        todo = [(solver, s) for s in self.STEP_CHOICES] + [(k, steps) for k in range(len(self.engine.solvers))]
+        for k, s in todo:
+            self.engine.view(key, k, s, self._model_name(key))
 
     # ------------------------------------------------------------------ settings
-    @staticmethod
-    def _key(dataset: str, name: str, K: int = 1, lam: float = 0.0) -> tuple:
-        if name == "simple" or float(lam) == 0.0:  # lam = 0: the SA term vanishes, the loss is the simple one
-            return (dataset, "simple", 1, 0.0)
-        return (dataset, "sa", int(K), float(lam))
-
     def setting(self) -> tuple:
         """``(dataset, loss name, K, lam)`` of the controls (lam = 0 is the simple loss)."""
-        return self._key(self.dataset.value, self.loss.value, self.K.value, self.lam.value)
+        from .explorer_engine import Engine
+
+        return Engine.key(self.dataset.value, self.loss.value, self.K.value, self.lam.value)
 
     @staticmethod
     def _model_name(key: tuple) -> str:
         return "learned (simple)" if key[1] == "simple" else f"learned (SA, K={key[2]}, lam={key[3]:g})"
 
     def _describe(self, key: tuple) -> str:
-        label = self._solvers[self.solver.value][0]
+        from .widgets import steps_label
+
+        label = self.engine.solvers[self.solver.value][0]
         return (f"{key[0]}, {self._model_name(key)[9:-1]} loss, {label.split(' (')[0]}, "
                 f"{steps_label(int(self.steps.value))}")
 
+    def _lam_zero_note(self) -> str:
+        if self.loss.value == "sa" and float(self.lam.value) == 0.0:
+            return (" <b>SA with lam = 0 is the simple loss</b> (its sequence term has weight 0): the simple "
+                    "model is shown, and K has no effect.")
+        return ""
+
     # ------------------------------------------------------------------ actions
     def refresh(self) -> None:
-        """Recompute the figures and metrics for the controls' setting, or offer to train a missing model."""
+        """Show the controls' setting (its kept results, or computed now), or offer to train a missing model
+        with a training time measured now."""
         sa = self.loss.value == "sa"
-        self.K.disabled = self.lam.disabled = not sa
+        self.lam.disabled = not sa
+        self.K.disabled = not sa or float(self.lam.value) == 0.0
         key = self.setting()
-        model = self.models.get(key)
-        if model is None:
+        if key not in self.engine.models:
             shown = f" The figures still show: {self.shown}." if self.shown else ""
-            if self.recipe is None:
+            if self.engine.recipe is None:
                 self.train_button.layout.display = "none"
                 self.status.value = (f"<b>No model for {key[0]} with this loss is shipped.</b> This page shows the "
                                      f"shipped settings only.{shown}")
                 return
+            seconds = self.engine.estimate(key)
             self.train_button.layout.display = None
             self.status.value = (f"<b>No model for {key[0]} with this loss yet.</b> Click <i>train this model</i> "
-                                 f"({self.quick_steps} updates, about {self.quick_steps // 100} s on one core)."
-                                 f"{shown}")
+                                 f"({self.quick_steps} updates: about {seconds:.0f} s at this machine's present "
+                                 f"load, timed on 20 updates just now).{shown}")
             return
         self.train_button.layout.display = "none"
-        self._show(key, model)
+        self._show(key)
 
     def train(self) -> None:
-        """Train the controls' missing model from ``recipe`` (``quick_steps`` updates, progress bar) through
-        ``runs.train_run``, into this page's session folder, then show it."""
+        """Train the controls' missing model (``quick_steps`` updates, progress bar) through the engine
+        (``runs.train_run``), into the server's session folder, then show it."""
         key = self.setting()
-        if key in self.models or self.recipe is None:
+        if key in self.engine.models or self.engine.recipe is None:
             return self.refresh()
-        loss = Loss("simple") if key[1] == "simple" else Loss("sa", K=key[2], lam=key[3])
-        recipe = self.recipe.replace(name=f"explorer-{key[0]}", dataset=key[0], loss=loss, seed=self.seed,
-                                     steps=self.quick_steps)
 
         def step(state) -> None:
             if state.step % 50 == 0 or state.step == self.quick_steps:
@@ -197,66 +242,45 @@ class Explorer(ShowsWidget):
         self.progress.layout.display, self.progress.value, self.progress.max = None, 0, self.quick_steps
         self.status.value = f"<i>training {self._model_name(key)} on {key[0]}...</i>"
         try:
-            if self._folder is None:  # the session's runs, removed with the page (a temporary folder)
-                self._folder = tempfile.TemporaryDirectory(prefix="seqdiff-explorer-")
-            folder = Path(self._folder.name) / "_".join(str(v) for v in key)
-            run = train_run(recipe, folder, overwrite=True, progress=False, on_step=step)
-            self.models[key] = run.load().model
-            self.sources[key] = f"trained here ({self.quick_steps} updates, {run.seconds:.0f} s)"
+            self.engine.train(key, self.session_folder(), on_step=step)
         finally:
             self.train_button.disabled = False
             self.progress.layout.display = "none"
         self.refresh()
 
-    def _paths(self, mixture, model, steps: int, kwargs: dict):
-        """The learned and the ideal paths from one seeded ``x_T``, and the drift curves between them: the
-        accumulated drift split into local and propagated error for the generalized step, the distance alone
-        for another solver. Returns ``(learned, reference, curves, timesteps reached)``."""
-        ideal = IdealDenoiser(mixture, self.schedule)
-        x_T = torch.randn(self.n_points, 2, generator=torch.Generator().manual_seed(self.seed))
-        with torch.no_grad():
-            if "solver" in kwargs:  # a solver outside the generalized step: paths only, no local/propagated split
-                learned = solvers.sample(model, x_T, self.schedule, steps, **kwargs)
-                reference = solvers.sample(ideal, x_T, self.schedule, steps, **kwargs)
-                dist = torch.linalg.vector_norm((learned.x - reference.x).double(), dim=-1).mean(dim=1)[1:]
-                return learned, reference, {"accumulated drift": dist}, reference.t[1:]
-            drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
-                               generator=torch.Generator().manual_seed(self.seed + 1))
-        # (no curve name says "ideal": that word is the ideal denoiser's colour)
-        curves = {"accumulated drift": drift.mean("drift"), "local error of the step": drift.mean("local"),
-                  "propagated from earlier steps": drift.mean("propagated")}
-        return drift.paths.model, drift.paths.reference, curves, drift.next_timesteps
+    def session_folder(self):
+        """Where this page trains: the server's session folder (``engine.folder``), or a temporary one."""
+        if self.engine.folder is not None:
+            return self.engine.folder
+        if self._temp is None:
+            self._temp = tempfile.TemporaryDirectory(prefix="seqdiff-explorer-")
+        return self._temp.name
 
-    def scorer(self, dataset: str) -> Scorer:
-        """The scorer of ``dataset``'s final samples: ``evaluate.Scorer`` (the tables' metrics and MMD bandwidths)
-        against ``n_reference`` fresh draws, with a second draw for the data's own level; one per dataset."""
-        if dataset not in self._scorers:
-            self._scorers[dataset] = Scorer.draw(self._mixtures[dataset], self.n_reference, seed=self.seed + 2,
-                                                 metrics=TABLE)
-        return self._scorers[dataset]
+    def _show(self, key: tuple) -> None:
+        from . import viz
+        from .explorer_engine import NO_SPLIT, score_table
+        from .frontend import replace_figure
+        from .widgets import PathDashboard
 
-    def _show(self, key: tuple, model) -> None:
-        mixture, steps = self._mixtures[key[0]], int(self.steps.value)
-        name = self._model_name(key)
-        learned, reference, curves, after = self._paths(mixture, model, steps, self._solvers[self.solver.value][1])
+        steps, name = int(self.steps.value), self._model_name(key)
+        view = self.engine.view(key, self.solver.value, steps, name)
+        trajectories, mixture = {name: view.learned, "ideal": view.reference}, self.engine.mixtures[key[0]]
         title = f"{name} and ideal paths from the same x_T"
         if self.paths is None:
-            self.paths = PathDashboard({name: learned, "ideal": reference}, mixture=mixture,
-                                       max_points=self.max_points, title=title)
+            self.paths = PathDashboard(trajectories, mixture=mixture, max_points=self.max_points, title=title)
+            self.paths_box.children = (self.paths.widget,)
         else:
-            self.paths.set_paths({name: learned, "ideal": reference}, title=title)
+            self.paths.set_paths(trajectories, title=title)
         # x: the timestep each step reaches, in sampling order, as in the lessons (-1: the final samples)
-        fig = viz.curves_figure(after, curves, title="Distance from the ideal path, step by step",
+        fig = viz.curves_figure(view.after, view.curves, title="Distance from the ideal path, step by step",
                                 xlabel="timestep t reached (sampling runs left to right; -1: the final samples)",
                                 ylabel="mean distance", markers=steps <= 20, reverse_x=True)
         fig.update_layout(width=560, height=380, legend=dict(orientation="h", x=0, y=-0.25))
         replace_figure(self.drift_fig, fig)
-
-        scorer = self.scorer(key[0])
-        self.scores = {name: scorer.score(learned.final), "ideal denoiser": scorer.score(reference.final),
-                       "data (a second draw)": scorer.data_level}
-        rows = [(who, *(format_number(row[m]) for m in TABLE)) for who, row in self.scores.items()]
-        self.metrics.value = _html_table(rows, ("", *(f"{METRICS[m].title} ({TARGET[m]})" for m in TABLE)))
+        solver = self.engine.solvers[self.solver.value][0]
+        self.drift_note.value = "" if view.split else f"<i>{html.escape(NO_SPLIT.format(solver=solver))}</i>"
+        self.scores = view.scores
+        self.metrics.value = score_table(view.scores)
         self.shown = self._describe(key)
-        self.status.value = (f"Showing <b>{self.shown}</b>; model: {self.sources[key]}. "
-                             f"{self.n_points} samples from one seeded x_T.")
+        self.status.value = (f"Showing <b>{self.shown}</b>; model: {self.engine.sources[key]}. "
+                             f"{self.n_points} samples from one seeded x_T.{self._lam_zero_note()}")

@@ -20,7 +20,7 @@ def test_explorer_notebook_is_stripped_and_only_builds_the_explorer():
     code = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
     assert len(code) == 1
     tree = ast.parse(code[0])
-    assert isinstance(tree.body[-1], ast.Expr) and ast.unparse(tree.body[-1]) == "Explorer(recipe=RING8)"
+    assert isinstance(tree.body[-1], ast.Expr) and ast.unparse(tree.body[-1]) == "Explorer(recipe='RING8')"
     assert not any(isinstance(n, (ast.FunctionDef, ast.For, ast.While, ast.ClassDef)) for n in ast.walk(tree))
 
 
@@ -30,5 +30,10 @@ def test_make_app_serves_it_on_localhost_with_a_token():
     assert rule, "the Makefile has an app target"
     cmd = rule.group(1)
     assert "voila app/explorer.ipynb" in cmd and "--Voila.ip=127.0.0.1" in cmd and "--token" in cmd
+    # the template without the CDN's icon font, found through JUPYTER_PATH
+    assert "--template=explorer" in cmd and cmd.startswith("JUPYTER_PATH=$(CURDIR)/app")
+    template = ROOT / "app" / "voila" / "templates" / "explorer"
+    assert json.loads((template / "conf.json").read_text())["base_template"] == "lab"
+    assert "cdn.jsdelivr.net' not in line" in (template / "index.html.j2").read_text()
     assert "app" in re.search(r"^\.PHONY: (.+)$", make, re.M).group(1).split()
     assert '"voila' in (ROOT / "pyproject.toml").read_text()

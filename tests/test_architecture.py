@@ -23,7 +23,7 @@ LAYERS = {
     "tools": ["checkpoint", "metrics", "classifier", "stats", "drift", "analysis", "ddp", "train"],
     "presentation": ["viz", "frontend", "widgets", "report"],
     "application": ["recipes", "runs", "evaluate", "experiments", "seed_study", "few_step", "demo", "exercises",
-                    "explorer"],
+                    "explorer_engine", "explorer"],
     "interface": ["cli"],
 }
 RANK = {m: (i, j) for i, mods in enumerate(LAYERS.values()) for j, m in enumerate(mods)}

@@ -348,10 +348,13 @@ class VoilaServer(LabServer):
     def __init__(self, root: Path, notebook: Path, **kw):
         super().__init__(root, Path(notebook).parent, **kw)
         self.notebook = Path(notebook)
+        # the explorer's template (app/voila/templates/explorer: no CDN), found as `make app` finds it
+        self.env["JUPYTER_PATH"] = str(self.notebook_dir)
 
     def command(self) -> list[str]:
         # Voila has no --allow-root (it is not a jupyter_server ServerApp); it runs as root as it is
-        return [sys.executable, "-m", "voila", str(self.notebook), "--no-browser", "--Voila.ip=127.0.0.1",
+        return [sys.executable, "-m", "voila", str(self.notebook), "--template=explorer", "--no-browser",
+                "--Voila.ip=127.0.0.1",
                 f"--port={self.port}", f"--token={self.token}", "--Voila.port_retries=0"]
 
     def ready_path(self) -> str:
