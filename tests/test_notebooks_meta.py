@@ -134,3 +134,20 @@ def test_strip_script_removes_outputs_widget_state_and_keeps_tags(tmp_path):
     assert code["outputs"] == [] and code["execution_count"] is None and code["metadata"] == {"tags": ["parameters"]}
     assert src(code) == "x = 1\nx" and mdc["metadata"] == {}
     assert subprocess.run(run + ["--check", str(p)], capture_output=True).returncode == 0  # idempotent
+
+
+# a training time stated as a constant ("about 25 s", "15 minutes on 2 cores") is wrong on most machines
+_TRAINING_TIME = re.compile(r"(train\w*|updates?)[^.\n]{0,80}?\babout \d+(\.\d+)? ?(s|seconds?|minutes?)\b|"
+                            r"\b\d+ (to \d+ )?minutes (on|for)\b[^.\n]{0,40}(cores?|SA|train)", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("name", ["03_training", "06_digits"])
+def test_training_time_is_measured_on_the_spot(name):
+    cells = load(NB_DIR / f"{name}.ipynb")["cells"]
+    code = [src(c) for c in cells if c["cell_type"] == "code"]
+    training = [c for c in code if re.search(r"\btrain(_iter)?\(", c)]
+    assert training, "the lesson trains a network on some path"
+    # the training cell (or the cell that picks the path) measures how long before it starts
+    assert all("estimate_seconds(" in c for c in training), "every training cell measures its time first"
+    stated = [m.group(0) for c in cells for m in _TRAINING_TIME.finditer(src(c))]
+    assert not stated, f"training time stated as a constant: {stated}"
