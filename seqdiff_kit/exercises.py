@@ -1117,6 +1117,8 @@ CODE: dict[str, CodeExercise] = {e.id: e for e in [
 
 def _matching_bug(ex: CodeExercise, got: torch.Tensor, kwargs: dict, want: torch.Tensor) -> str | None:
     """The reading of the first typical mistake whose result ``got`` reproduces (and the right answer does not)."""
+    if got.is_complex():
+        return None
     for reading, wrong in ex.bugs:
         try:
             with torch.no_grad():
@@ -1149,12 +1151,14 @@ def _run_case(ex: CodeExercise, fn: Callable, label: str, kwargs: dict) -> tuple
     want = ex.reference(**_copy(kwargs)).detach()
     try:
         got = fn(*_copy(kwargs).values())
-        if isinstance(got, (list, tuple)) and got and all(isinstance(g, torch.Tensor) for g in got):
-            got = torch.stack(list(got))
     except NotImplementedError:
         return "open", f"[{ex.id}] not yet written: fill in {ex.signature.split('(')[0]} and run its cell again"
     except Exception as err:  # noqa: BLE001 - the student's code: any error is answered in one line
         return "wrong", _raised(ex, err, label)
+    if isinstance(got, (list, tuple)) and got and all(isinstance(g, torch.Tensor) for g in got):
+        if len({g.shape for g in got}) > 1:
+            return "wrong", f"[{ex.id}] returned tensors of different shapes on {label}: every state has x's shape"
+        got = torch.stack(list(got))
     if not isinstance(got, torch.Tensor):
         return "wrong", f"[{ex.id}] returned a {type(got).__name__} on {label}: return a tensor"
     got = got.detach()
@@ -1184,7 +1188,11 @@ def _code_verdict(ex: CodeExercise, fn, part: str = "all") -> tuple[str, str]:
         return "open", f"[{ex.id}] pass your function itself, check({ex.id!r}, {name}), not a {type(fn).__name__}"
     cases = [(label, kw) for label, kw, edge in ex.cases() if part == "all" or edge == (part == "edge")]
     for label, kwargs in cases:
-        problem = _run_case(ex, fn, label, kwargs)
+        try:
+            problem = _run_case(ex, fn, label, kwargs)
+        except Exception as err:  # noqa: BLE001 - a result too odd to compare (complex, sparse...): one line too
+            problem = "wrong", f"[{ex.id}] {name} returned something that cannot be compared on {label}: " \
+                               f"{_one_line(err)}"
         if problem is not None:
             return problem
     return "right", f"[{ex.id}] right on all {len(cases)} cases ({'; '.join(c[0] for c in cases)}). Why: {ex.why}"

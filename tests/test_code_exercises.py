@@ -123,6 +123,11 @@ PLANTED = [
     ("07-heun-step", heun_is_euler, "that is the Euler (DDIM) step"),
     ("02-gauss-eps", lambda x, alpha_bar, mean, var: -solutions.gauss_eps(x, alpha_bar, mean, var), "wrong sign"),
     ("02-gauss-eps", lambda x, alpha_bar, mean, var: [1.0], "returned a list"),
+    ("02-gauss-eps", lambda x, alpha_bar, mean, var: torch.zeros_like(x, dtype=torch.complex64),
+     "returned complex64 on 5 points in 2-D at t = 500; keep the inputs' dtype"),
+    ("02-gauss-eps", lambda x, alpha_bar, mean, var: solutions.gauss_eps(x, alpha_bar, mean, var).to_sparse(),
+     "returned something that cannot be compared on 5 points"),
+    ("04-sampler", lambda model, x_T, schedule, timesteps: [x_T, x_T[:1]], "returned tensors of different shapes"),
 ]
 
 
