@@ -458,7 +458,8 @@ def cmd_experiment(args) -> int:
             raise ValueError(f"{' and '.join(unused)} do(es) not apply to --preset {PRESET}, which runs in this one "
                              f"process; leave {'them' if len(unused) > 1 else 'it'} out")
         with writing("--out", Path(out)):
-            _, paths = run_study(out, log=None if args.quiet else print)
+            # progress on stderr, as the other presets: stdout keeps the result's paths
+            _, paths = run_study(out, log=None if args.quiet else lambda msg: print(msg, file=sys.stderr, flush=True))
         for name, p in paths.items():
             print(f"{name}: {p}")
         return 0

@@ -37,15 +37,18 @@ import json
 import math
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ._format import format_number
 from ._io import atomic_write, locked_folder
@@ -582,7 +585,35 @@ def _executor(workers: int, client, n_jobs: int):
     if client is not None:
         return client.get_executor(pure=False)  # pure=False: every submit is a new task, never a cached one
     # each job sets its own torch thread count (_run_job)
-    return ProcessPoolExecutor(max_workers=min(workers, n_jobs), mp_context=mp.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=min(workers, n_jobs), mp_context=mp.get_context("spawn"),
+                               initializer=_ignore_sigint)
+
+
+def _ignore_sigint() -> None:
+    """A local worker's start: Ctrl-C reaches the whole process group, and the parent alone answers it (it ends
+    the workers, ``_end_pool``); a worker would otherwise report it as its job's error and take the next job.
+    tqdm's lock made a thread lock: its default is a named semaphore, which a worker ended by ``_end_pool``
+    would leave behind (and Python would warn of it at exit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
+
+
+def _end_pool(pool: ProcessPoolExecutor) -> None:
+    """End a local pool now (an interrupted run): the jobs not started are dropped and the running ones stopped,
+    instead of waiting minutes for them. What finished is already in rows.jsonl; a stopped training left its
+    last checkpoint, which a rerun resumes."""
+    # concurrent.futures has no public way to stop running workers before Python 3.14 (terminate_workers)
+    stop = getattr(pool, "terminate_workers", None)
+    if stop is not None:
+        stop()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(5)
+    pool.shutdown(wait=True)  # the pool's own thread sees its workers gone and frees its queues
 
 
 def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bool, report: bool,
@@ -598,10 +629,14 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
              "train_seconds": 0.0, "executor": "dask" if client is not None else "local",
              "workers": len(answers) if client is not None else min(workers, max(len(jobs), 1))}
     t0 = time.perf_counter()
+    # the jobs done so far, refreshed every second on a terminal (a job takes minutes); a line per job anyway
+    bar = tqdm(total=len(jobs), unit="job", desc="jobs done", file=sys.stderr, leave=False,
+               disable=None if progress and jobs else True)
+    say = functools.partial(tqdm.write, file=sys.stderr)
     if progress and jobs:
         where = (f"the Dask scheduler {client.scheduler.address} ({len(answers)} workers)" if client is not None
                  else f"{stats['workers']} local worker{'s' * (stats['workers'] > 1)}")
-        print(f"{len(jobs)} jobs on {where}", file=sys.stderr, flush=True)
+        say(f"{len(jobs)} jobs on {where}; Ctrl-C stops the run and keeps every finished job (rerun to resume)")
 
     def record(res: dict, i: int) -> None:
         # each key is written once, by this process alone, whatever the executor delivered
@@ -614,36 +649,17 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
         stats["train_seconds"] += res["train_seconds"]
         if res.get("note"):  # said whatever --quiet asks: a file of the grid was damaged
             stats["retrained"].append(f"{res['key']}: {res['note']}")
-            print(f"{res['key']}: {res['note']}", file=sys.stderr, flush=True)
+            say(f"{res['key']}: {res['note']}")
+        bar.update(1)
         if progress:
             what = f"trained in {res['train_seconds']:.0f} s" if res["trained"] else "loaded"
-            print(f"[{i}/{len(jobs)} jobs done] {res['key']}: {what}, {len(new)} evals in {res['eval_seconds']:.0f} s "
-                  f"({time.perf_counter() - t0:.0f} s elapsed)", file=sys.stderr, flush=True)
+            say(f"[{i}/{len(jobs)} jobs done] {res['key']}: {what}, {len(new)} evals in {res['eval_seconds']:.0f} s "
+                f"({time.perf_counter() - t0:.0f} s elapsed)")
 
-    if jobs and workers == 1 and client is None:
-        before = torch.get_num_threads()
-        try:
-            for i, job in enumerate(jobs, 1):
-                try:
-                    record(_run_job(job), i)
-                except Exception as err:  # keep the finished cells; report the failure at the end
-                    stats["errors"].append(f"{job['cell']['key']}: {type(err).__name__}: {err}")
-        finally:
-            torch.set_num_threads(before)
-    elif jobs:
-        pool = _executor(workers, client, len(jobs))
-        futures = {}
-        try:
-            futures = {pool.submit(_run_job, job): job for job in jobs}
-            for i, fut in enumerate(as_completed(futures), 1):
-                try:
-                    record(fut.result(), i)
-                except Exception as err:  # a failed job (on Dask also one whose workers kept dying)
-                    stats["errors"].append(f"{futures[fut]['cell']['key']}: {type(err).__name__}: {err}")
-        finally:  # interrupted: drop what has not started (a Dask cluster also cancels what is running)
-            for fut in futures:
-                fut.cancel()
-            pool.shutdown(wait=client is None)
+    try:
+        _run_jobs(jobs, workers, client, record, stats["errors"], bar)
+    finally:
+        bar.close()
     stats["seconds"] = time.perf_counter() - t0
 
     wanted = {eval_key(c, s, e, d.n_eval) for d in config.datasets for c in train_cells(config)
@@ -664,6 +680,49 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
         raise JobsFailedError(f"{len(stats['errors'])} job(s) failed (the others are saved in {str(out)!r}; rerun to "
                            f"retry only the missing cells): " + "; ".join(stats["errors"][:3]))
     return result
+
+
+def _run_jobs(jobs: list, workers: int, client, record, errors: list, bar) -> None:
+    """Run ``jobs`` (in this process, a local pool or on Dask), ``record(result, i)`` each as it finishes; a failed
+    job goes to ``errors`` and the others go on. Ctrl-C (KeyboardInterrupt) stops at once: the pool's workers
+    are ended (a Dask cluster cancels the tasks), what finished stays recorded."""
+    if jobs and workers == 1 and client is None:
+        before = torch.get_num_threads()
+        try:
+            for i, job in enumerate(jobs, 1):
+                try:
+                    record(_run_job(job), i)
+                except Exception as err:  # keep the finished cells; report the failure at the end
+                    errors.append(f"{job['cell']['key']}: {type(err).__name__}: {err}")
+        finally:
+            torch.set_num_threads(before)
+        return
+    if not jobs:
+        return
+    pool = _executor(workers, client, len(jobs))
+    futures, ended = {}, False
+    try:
+        futures = {pool.submit(_run_job, job): job for job in jobs}
+        pending, i = set(futures), 0
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                i += 1
+                try:
+                    record(fut.result(), i)
+                except Exception as err:  # a failed job (on Dask also one whose workers kept dying)
+                    errors.append(f"{futures[fut]['cell']['key']}: {type(err).__name__}: {err}")
+            bar.refresh()  # the elapsed time moves while a long job runs
+    except BaseException:
+        if client is None:
+            _end_pool(pool)
+            ended = True
+        raise
+    finally:  # drop what has not started (a Dask cluster also cancels what is running)
+        for fut in futures:
+            fut.cancel()
+        if not ended:
+            pool.shutdown(wait=client is None)
 
 
 # ====================================================================== tables

@@ -260,7 +260,9 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
                         kept[(name, fix, spacing, n)] = tr
                     rows.append({"model": name, "fix": fix, "spacing": spacing, "steps": n, "seed": seed,
                                  "model_calls": model_calls(fix, n), **seed_scorer.score(tr.final)})
-            say(f"seed {seed}: {name} done ({time.perf_counter() - t0:.0f} s)")
+            done = seeds.index(seed) * len(all_models) + list(all_models).index(name) + 1
+            say(f"[{done}/{len(seeds) * len(all_models)} done] seed {seed}: {name} "
+                f"({time.perf_counter() - t0:.0f} s elapsed)")
     data = data_level(scorer, n_points, data_draws, seed=10_000 + seeds[0])
     settings = {"models": list(all_models), "fixes": list(fixes), "spacings": list(spacings), "steps": list(steps),
                 "seeds": list(seeds), "n_points": n_points, "n_gamma": n_gamma, "data_draws": data_draws,
