@@ -220,13 +220,28 @@ def _parse_safetensors(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor]
     return tensors, embedded if isinstance(embedded, dict) else None
 
 
-def _parse_json(path: Path, data: bytes) -> dict:
+def _parse_json(path: Path, data: bytes):
     _refuse_if_pickle(path, data)
     try:
-        meta = _loads(data.decode("utf-8"), f"config {str(path)!r}")
+        return _loads(data.decode("utf-8"), f"config {str(path)!r}")
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"corrupt checkpoint config {str(path)!r}: not valid UTF-8 JSON ({err})") from None
-    return check_config(meta, str(path))
+
+
+def read_json_file(path):
+    """The JSON value of a config file beside a tensor file, read as a checkpoint's JSON is: at most
+    ``MAX_JSON_BYTES``, a pickle refused, bad UTF-8, bad JSON or nesting that exhausts the stack a ValueError
+    naming the file (FileNotFoundError when it is missing). The caller checks what the value holds."""
+    path = Path(path)
+    return _parse_json(path, _read_bytes(path, MAX_JSON_BYTES))
+
+
+def read_tensor_file(path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, read as a checkpoint's are: refused when it cannot fit in memory,
+    when it is a pickle or a zip archive in disguise, and when safetensors cannot parse it (a ValueError naming
+    the file; FileNotFoundError when it is missing)."""
+    path = Path(path)
+    return _parse_safetensors(path, _read_bytes(path))[0]
 
 
 # ---------------------------------------------------------------------- the schema
@@ -364,7 +379,7 @@ def read_checkpoint(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
     dataset, schedule, loss, seed, model and training settings); its embedded config is then used. Any other
     mismatch (files of different runs, an edited JSON, corrupted weights) raises ValueError."""
     st_path, js_path = checkpoint_paths(path)
-    meta = _parse_json(js_path, _read_bytes(js_path, MAX_JSON_BYTES))
+    meta = check_config(read_json_file(js_path), str(js_path))
     st_bytes = _read_bytes(st_path)
     tensors, embedded = _parse_safetensors(st_path, st_bytes)
     stripped = {k: v for k, v in meta.items() if k not in _UNBOUND_KEYS}

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
 from ._io import atomic_write
+from ._limits import check_memory
 from ._validate import check_float, check_int, check_tensor
-from .checkpoint import PICKLE_SUFFIXES, checkpoint_paths
+from .checkpoint import PICKLE_SUFFIXES, check_state, checkpoint_paths, read_json_file, read_tensor_file
 from .data import DATA_DIR, digits
 from .denoisers import seeded_model
 from .metrics import ModeCoverage, coverage_noise, gaussian_fit, gaussian_frechet_distance
@@ -46,7 +47,9 @@ class DigitClassifier(nn.Module):
         self.config = {"channels": check_int("channels", channels, 1),
                        "feature_dim": check_int("feature_dim", feature_dim, 1),
                        "n_classes": check_int("n_classes", n_classes, 2)}
-        c = channels
+        c = channels  # the parameters: 90 c^2 + 16 c in the convolutions, then the two linear layers
+        n = 90 * c**2 + 16 * c * (feature_dim + 1) + feature_dim * (n_classes + 1) + n_classes
+        check_memory("DigitClassifier size", self.config, 4 * n, f"{n} float32 parameters")  # before allocating
         self.conv = nn.Sequential(
             nn.Conv2d(1, c, 3, padding=1), nn.SiLU(),
             nn.Conv2d(c, 2 * c, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
@@ -213,11 +216,25 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
     for f in (js, st):
         if not f.is_file():
             raise FileNotFoundError(f"classifier file not found at {f}; run scripts/train_classifier.py to create it")
-    meta = json.loads(js.read_text())
-    if meta.get("class") != "DigitClassifier":
-        raise ValueError(f"{js} describes class {meta.get('class')!r}, expected 'DigitClassifier'")
-    model = DigitClassifier(**meta["config"])
-    model.load_state_dict(load_file(str(st), device="cpu"), strict=True)
+    meta = read_json_file(js)
+    got = meta.get("class") if isinstance(meta, dict) else type(meta).__name__
+    if got != "DigitClassifier":
+        raise ValueError(f"{js} describes class {got!r:.60}, expected 'DigitClassifier'")
+    config = meta.get("config")
+    try:
+        if not isinstance(config, dict):
+            raise TypeError(f"got {config!r:.60}")
+        model = DigitClassifier(**config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{js}: key 'config' must hold DigitClassifier's arguments (channels, feature_dim, "
+                         f"n_classes): {' '.join(str(err).split())[:160]}") from None
+    tensors = read_tensor_file(st)  # a file safetensors cannot parse is a ValueError naming it, never a crash
+    check_state(tensors, model, f"classifier {str(st)!r}")
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"classifier {str(st)!r}: its weights do not fit DigitClassifier({config}): "
+                         f"{' '.join(str(err).split())[:200]}") from None
     model.info = meta
     return model.to(device).eval()
 

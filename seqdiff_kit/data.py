@@ -266,11 +266,36 @@ def digits(path: str | Path | None = None, dtype=torch.float32):
     path = Path(path) if path is not None else DATA_DIR / "digits.npz"
     if not path.is_file():
         raise FileNotFoundError(f"digits file not found at {path}; run scripts/make_digits.py to create it")
-    with np.load(path, allow_pickle=False) as f:
-        images = torch.from_numpy(f["images"].astype(np.float32))
-        labels = torch.from_numpy(f["labels"].astype(np.int64))
-    x = rearrange(images, "n h w -> n 1 h w") / 8.0 - 1.0
-    return x.to(dtype), labels
+    images, labels = _read_digits(path)
+    x = rearrange(torch.from_numpy(images.astype(np.float32)), "n h w -> n 1 h w") / 8.0 - 1.0
+    return x.to(dtype), torch.from_numpy(labels.astype(np.int64))
+
+
+def _read_digits(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(images [N, H, W] in [0, 16], labels [N] integers)`` of a digits ``.npz`` (never a pickle); a ValueError
+    naming the file and what it lacks otherwise."""
+    where = f"digits file {str(path)!r}"
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{where} is not a NumPy .npz archive ({' '.join(str(err).split())[:100]})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{where} holds one array, not an .npz archive with 'images' and 'labels'")
+    with f:
+        missing = [k for k in ("images", "labels") if k not in f.files]
+        if missing:
+            raise ValueError(f"{where} lacks {missing} (it holds {f.files[:5]}); it must hold images [N, 8, 8] and "
+                             f"labels [N] (scripts/make_digits.py writes it)")
+        try:
+            images, labels = f["images"], f["labels"]
+        except (ValueError, OSError, EOFError) as err:  # an object array (a pickle) or a torn archive
+            raise ValueError(f"{where}: {' '.join(str(err).split())[:100]}") from None
+    if images.ndim != 3 or images.dtype.kind not in "iuf" or not np.isfinite(images).all():
+        raise ValueError(f"{where}: 'images' must be finite numbers [N, H, W], got {images.dtype} {list(images.shape)}")
+    if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu":
+        raise ValueError(f"{where}: 'labels' must be integers [{images.shape[0]}] (one per image), got {labels.dtype} "
+                         f"{list(labels.shape)}")
+    return images, labels
 
 
 # ---------------------------------------------------------------------- every dataset by name

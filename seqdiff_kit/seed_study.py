@@ -121,18 +121,57 @@ def save_study(study: dict, path=STUDY_PATH) -> Path:
 
 
 # ---------------------------------------------------------------------- reading
+def _check_study(data) -> None:
+    """Raise ValueError naming the first key that ``run_study``'s dict would have and ``data`` lacks (seeds, steps,
+    models, and per seed the results of every model, the ideal denoiser and the data at every step count)."""
+    def need(ok: bool, key: str, what: str, got) -> None:
+        if not ok:
+            raise ValueError(f"key {key!r} must be {what}, got {got!r:.60}")
+
+    need(isinstance(data, dict), "study", "a JSON object (run_study's dict)", type(data).__name__)
+    for key in ("seeds", "steps"):
+        value = data.get(key)
+        need(isinstance(value, list) and value and all(type(v) is int for v in value), key,
+             "a non-empty list of integers", value)
+    models = data.get("models")
+    need(isinstance(models, (dict, list)) and models and all(isinstance(m, str) for m in models), "models",
+         "the studied models' names", models)
+    results = data.get("results")
+    need(isinstance(results, dict), "results", "an object of per-seed results", type(results).__name__)
+    for seed in data["seeds"]:
+        res = results.get(str(seed))
+        need(isinstance(res, dict) and isinstance(res.get(DATA), dict), f"results.{seed}",
+             f"an object with the {DATA!r} scores", res)
+        for model in [*models, IDEAL]:
+            cells = res.get(model, {}).get("steps") if isinstance(res.get(model), dict) else None
+            need(isinstance(cells, dict) and all(isinstance(cells.get(str(s)), dict) for s in data["steps"]),
+                 f"results.{seed}.{model}.steps", f"an object with the scores at steps {data['steps']}", cells)
+
+
 @dataclass
 class SeedStudy:
     """A stored study (``run_study``'s dict): per-seed values, intervals and paired differences."""
 
     data: dict
 
+    def __post_init__(self):
+        _check_study(self.data)
+
     @classmethod
     def load(cls, path=STUDY_PATH) -> "SeedStudy":
+        """The study stored at ``path``; a ValueError naming the file and the key when it is not one."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"seed study not found at {str(path)!r}; run scripts/measure_seed_study.py")
-        return cls(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise ValueError(f"seed study {str(path)!r} is not valid UTF-8 JSON ({' '.join(str(err).split())[:120]})"
+                             ) from None
+        try:
+            return cls(data)
+        except ValueError as err:
+            raise ValueError(f"seed study {str(path)!r}: {err}") from None
 
     @property
     def seeds(self) -> list[int]:

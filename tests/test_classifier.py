@@ -179,6 +179,43 @@ def test_load_refuses_pickles_and_bad_files(tmp_path):
         save_classifier(torch.nn.Linear(2, 2), tmp_path / "d")
 
 
+@pytest.mark.parametrize("name, data, match", [
+    ("c.safetensors", b"not safetensors at all", r"corrupt checkpoint '.*c.safetensors': not a safetensors file"),
+    ("c.safetensors", b"", r"'.*c.safetensors': 0 bytes is too short"),
+    ("c.safetensors", b"\x80\x04K\x01.", r"pickle"),
+    ("c.json", b"[1, 2]", r"describes class 'list', expected 'DigitClassifier'"),
+    ("c.json", b"{trunc", r"not valid UTF-8 JSON"),
+    ("c.json", b'{"class": "DigitClassifier"}', r"key 'config' must hold DigitClassifier's arguments .*got None"),
+    ("c.json", b'{"class": "DigitClassifier", "config": {"evil": 1}}', r"unexpected keyword argument 'evil'"),
+    ("c.json", b'{"class": "DigitClassifier", "config": {"channels": 1000000}}',
+     r"DigitClassifier size .* needs about .* of memory"),
+    ("c.json", b'{"class": "DigitClassifier", "config": {"channels": 4, "feature_dim": 4}}',
+     r"its weights do not fit DigitClassifier\(\{'channels': 4, 'feature_dim': 4\}\): .*size mismatch"),
+])
+def test_load_names_the_damaged_file_in_one_value_error(tmp_path, name, data, match):
+    """Non-safetensors bytes once escaped as safetensors' own error, a list as an AttributeError, a huge config
+    tried to allocate terabytes."""
+    save_classifier(DigitClassifier(channels=2, feature_dim=4), tmp_path / "c")
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=match):
+        load_classifier(tmp_path / "c")
+
+
+def test_load_refuses_weights_that_are_not_finite_floats(tmp_path):
+    from safetensors.torch import load, save
+
+    stem = save_classifier(DigitClassifier(channels=2, feature_dim=4), tmp_path / "c")
+    tensors = load((tmp_path / "c.safetensors").read_bytes())
+    tensors["head.bias"][3] = float("nan")
+    (tmp_path / "c.safetensors").write_bytes(save(tensors))
+    with pytest.raises(ValueError, match=r"classifier '.*c.safetensors': tensor 'head.bias' holds 1 NaN"):
+        load_classifier(stem)
+    tensors["head.bias"] = tensors["head.bias"].to(torch.int8)
+    (tmp_path / "c.safetensors").write_bytes(save(tensors))
+    with pytest.raises(ValueError, match=r"tensor 'head.bias' has dtype torch.int8; weights must be floating"):
+        load_classifier(stem)
+
+
 # ------------------------------------------------------------------------------------ digit Frechet distance
 def _blur(x):
     """3x3 box blur with the background value (-1) outside the image."""

@@ -1,6 +1,7 @@
 """Gaussian mixtures: the exact noised marginal, posterior mean and eps* against independent references."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import MultivariateNormal
@@ -213,6 +214,30 @@ def test_digits_are_scaled_and_labelled():
     assert x.min().item() == -1.0 and x.max().item() == 1.0
     assert sorted(y.unique().tolist()) == list(range(10))
     assert torch.bincount(y).min().item() >= 170
+
+
+@pytest.mark.parametrize("arrays, match", [
+    (dict(labels=np.arange(3)), r"lacks \['images'\] \(it holds \['labels'\]\); it must hold images"),
+    (dict(images=np.zeros((3, 8, 8))), r"lacks \['labels'\]"),
+    (dict(images=np.zeros((3, 8, 8)), labels=np.arange(4)), r"'labels' must be integers \[3\] .*got int64 \[4\]"),
+    (dict(images=np.zeros((3, 64)), labels=np.arange(3)), r"'images' must be finite numbers \[N, H, W\]"),
+    (dict(images=np.full((3, 8, 8), np.nan), labels=np.arange(3)), r"'images' must be finite numbers"),
+    (dict(images=np.array([{}], dtype=object), labels=np.arange(1)), r"Object arrays cannot be loaded"),
+    (np.zeros(3), r"holds one array, not an .npz archive"),
+    (b"junk", r"is not a NumPy .npz archive"),
+])
+def test_a_digits_file_that_is_not_one_is_a_value_error_naming_it(tmp_path, arrays, match):
+    """An .npz without 'images' once escaped as a KeyError."""
+    path = tmp_path / "d.npz"
+    if isinstance(arrays, bytes):
+        path.write_bytes(arrays)
+    elif isinstance(arrays, dict):
+        np.savez(path, **arrays)
+    else:
+        with open(path, "wb") as f:
+            np.save(f, arrays)
+    with pytest.raises(ValueError, match=rf"^digits file '.*d.npz'.*{match}"):
+        digits(path)
 
 
 # ---------------------------------------------------------------------- bad input (issue 16)

@@ -1,6 +1,7 @@
 """The multi-seed study behind the lessons: t-intervals against scipy, paired comparisons judged two-sided,
 the measurement of one seed (the ideal denoiser against itself has zero drift), the generated tables and the
 stored file's shape."""
+import json
 import math
 
 import pytest
@@ -76,6 +77,30 @@ def test_tables_have_a_row_per_cell():
     gaps = fake_study({("SA", "gap_from_100"): [0.4, 0.5, 0.45], ("simple", "gap_from_100"): [0.3, 0.35, 0.32]})
     gap = ss.gap_markdown(gaps).splitlines()
     assert len(gap) == 3 and gap[2].endswith("larger |") and "| 0.45 [" in gap[2]
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.pop("seeds"), r"key 'seeds' must be a non-empty list of integers, got None"),
+    (lambda d: d.update(steps=["5"]), r"key 'steps' must be a non-empty list of integers"),
+    (lambda d: d["results"].pop("3"), r"key 'results.3' must be an object with the 'data' scores"),
+    (lambda d: d["results"]["0"]["SA"]["steps"].pop("50"), r"key 'results.0.SA.steps' must be an object with the "
+                                                           r"scores at steps \[5, 10, 20, 50, 100\]"),
+    (lambda d: d["results"]["1"].pop(ss.IDEAL), r"key 'results.1.ideal.steps'"),
+    (lambda d: d.update(models=[]), r"key 'models' must be the studied models' names"),
+])
+def test_a_damaged_study_file_is_a_value_error_naming_the_key(tmp_path, edit, match):
+    """A study without 'seeds' once loaded and failed later with a KeyError."""
+    data = json.loads(ss.STUDY_PATH.read_text())
+    edit(data)
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"^seed study '.*s.json': {match}"):
+        ss.SeedStudy.load(tmp_path / "s.json")
+    (tmp_path / "s.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"key 'study' must be a JSON object"):
+        ss.SeedStudy.load(tmp_path / "s.json")
+    (tmp_path / "s.json").write_bytes(b"\xff{")
+    with pytest.raises(ValueError, match=r"is not valid UTF-8 JSON"):
+        ss.SeedStudy.load(tmp_path / "s.json")
 
 
 def test_the_stored_study_is_complete():
