@@ -63,3 +63,18 @@ def test_torch_is_pinned_in_the_makefile_and_cpu_only_in_conda():
     assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
     env = (ROOT / "environment.yml").read_text()
     assert "pytorch-cpu" in env and "cuda" not in env.lower()
+
+
+def test_pyproject_reads_without_a_setuptools_deprecation_warning():
+    """The install printed setuptools' banner for the table form of project.license three times: the SPDX string
+    form (setuptools >= 77, which build-system requires) reads without any warning."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    assert 'requires = ["setuptools>=77"]' in (ROOT / "pyproject.toml").read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
+    assert dist.metadata.license_expression == "MIT"
