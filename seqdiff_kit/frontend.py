@@ -326,14 +326,44 @@ class FrameCaption(anywidget.AnyWidget):
         return self.captions[i] if 0 <= i < len(self.captions) else ""
 
 
+def _changed(old: dict, new: dict) -> dict:
+    """The entries of ``new`` that differ from ``old`` (arrays compared by value; anything that cannot be compared
+    counts as changed)."""
+    out = {}
+    for key, value in new.items():
+        if key == "type":
+            continue
+        try:
+            was = old.get(key)
+            if isinstance(value, np.ndarray) or isinstance(was, np.ndarray):
+                same = was is not None and np.array_equal(np.asarray(was), np.asarray(value))
+            else:
+                same = bool(was == value)
+        except (ValueError, TypeError):  # e.g. dicts holding arrays
+            same = False
+        if not same:
+            out[key] = value
+    return out
+
+
 def replace_figure(fig: go.FigureWidget, new: go.Figure) -> None:
-    """Make ``fig`` show ``new`` (its traces and layout), e.g. after a retrain: rare, so the whole state is sent."""
+    """Make ``fig`` show ``new`` (its traces and layout), e.g. after a retrain or another setting of a page.
+
+    When ``new`` has the same kinds of traces, only the properties that differ are overwritten in place: one
+    update message, which plotly.js applies in one redraw of what changed (removing and adding the traces
+    costs a redraw each, and sends the unchanged ones, such as a density background, again)."""
     check_type("fig", fig, go.FigureWidget)
     check_type("new", new, go.Figure)
+    same = len(fig.data) == len(new.data) and all(a.type == b.type for a, b in zip(fig.data, new.data))
     with fig.batch_update():
-        fig.data = ()
-        fig.add_traces(list(new.data))
-        fig.layout = new.layout
+        if same:
+            for old, trace in zip(fig.data, new.data):
+                old.update(_changed(old.to_plotly_json(), trace.to_plotly_json()), overwrite=True)
+            fig.layout.update(_changed(fig.layout.to_plotly_json(), new.layout.to_plotly_json()), overwrite=True)
+        else:
+            fig.data = ()
+            fig.add_traces(list(new.data))
+            fig.layout = new.layout
     fig._widget_data = copy.deepcopy(fig._data)
     fig._widget_layout = copy.deepcopy(fig._layout_obj._props)
 
