@@ -126,7 +126,14 @@ class Engine:
         self.solvers = solver_options()
         self.mixtures = {name: PRESETS[name]() for name in ("ring8", "grid25", "two_moons")}
         self.models, self.sources = {}, {}
-        self._add_folder(CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir, "shipped")
+        shipped = Path(CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir)
+        if not shipped.is_dir():
+            raise ValueError(f"checkpoint_dir {str(shipped)!r} is not a folder; give a folder of checkpoints")
+        self._add_folder(shipped, "shipped")
+        if not self.models and self.recipe is None:
+            raise ValueError(f"checkpoint_dir {str(shipped)!r} holds no finished checkpoint of {sorted(self.mixtures)} "
+                             f"and recipe is None, so the page has nothing to show; give a folder of `seqdiff train` "
+                             f"checkpoints or a recipe to train from")
         self.folder = None if cache_dir is None else session_folder(cache_dir)
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -148,14 +155,22 @@ class Engine:
         for js in sorted(Path(folder).glob("*.json")):
             if not checkpoint_exists(js.with_suffix("")):  # a JSON without weights (e.g. a study's results)
                 continue
-            cfg = json.loads(js.read_text(encoding="utf-8"))
-            if cfg.get("dataset") not in PRESETS or not isinstance(cfg.get("loss"), dict):
-                continue
-            if how != "shipped" and cfg.get("step") != self.quick_steps:
-                continue
-            loss = cfg["loss"]
-            key = self.key(cfg["dataset"], loss.get("name", "simple"), loss.get("K", 1), loss.get("lam", 0.0))
-            self.models[key], _ = load_checkpoint(js.with_suffix(""))
+            try:
+                cfg = json.loads(js.read_text(encoding="utf-8"))
+                if not isinstance(cfg, dict):
+                    raise ValueError(f"it holds a JSON {type(cfg).__name__}, not a checkpoint config")
+                if cfg.get("dataset") not in PRESETS or not isinstance(cfg.get("loss"), dict):
+                    continue
+                if how != "shipped" and cfg.get("step") != self.quick_steps:
+                    continue
+                loss = cfg["loss"]
+                key = self.key(cfg["dataset"], loss.get("name", "simple"), loss.get("K", 1), loss.get("lam", 0.0))
+                self.models[key], _ = load_checkpoint(js.with_suffix(""))
+            except (ValueError, TypeError, OSError, RecursionError) as err:
+                if how != "shipped":  # a session's damaged run: that setting is trained again on request
+                    continue
+                raise ValueError(f"checkpoint_dir {str(folder)!r}: {js.name} is not a usable checkpoint "
+                                 f"({' '.join(str(err).split())[:200]})") from None
             name = js.stem if how == "shipped" else js.parent.name
             self.sources[key] = f"{how} ({name}, {cfg.get('step', '?')} updates)"
 

@@ -164,3 +164,42 @@ def test_precompute_fills_the_other_step_counts_and_solvers(tmp_path):
         time.sleep(0.2)
     assert all(e.engine.has_view(key, 0, s) for s in explorer.Explorer.STEP_CHOICES)
     assert all(e.engine.has_view(key, k, 10) for k in range(4))
+
+
+def _folder(tmp_path, kind):
+    import shutil
+
+    from seqdiff_kit.data import CHECKPOINT_DIR
+
+    d = tmp_path / kind
+    if kind == "missing":
+        return d
+    d.mkdir()
+    if kind in ("json-list", "junk-weights", "digits-only"):
+        stem = "digits_simple" if kind == "digits-only" else "ring8_simple"
+        for suffix in (".json", ".safetensors"):
+            shutil.copy(CHECKPOINT_DIR / (stem + suffix), d)
+        if kind == "json-list":
+            (d / "ring8_simple.json").write_text("[1, 2]")
+        elif kind == "junk-weights":
+            (d / "ring8_simple.safetensors").write_bytes(b"junk")
+    return d
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("json-list", r"checkpoint_dir '.*json-list': ring8_simple.json is not a usable checkpoint \(it holds a JSON list"),
+    ("junk-weights", r"ring8_simple.json is not a usable checkpoint \(corrupt checkpoint"),
+    ("empty", r"checkpoint_dir '.*empty' holds no finished checkpoint of \['grid25', 'ring8', 'two_moons'\] and "
+              r"recipe is None"),
+    ("digits-only", r"holds no finished checkpoint"),
+    ("missing", r"checkpoint_dir '.*missing' is not a folder"),
+])
+def test_a_folder_without_a_usable_checkpoint_is_one_line_on_the_page_and_from_wait(tmp_path, kind, match):
+    """A JSON list among the checkpoints once escaped as an AttributeError, and a folder with nothing to show
+    made a page with nothing on it."""
+    e = explorer.Explorer(checkpoint_dir=_folder(tmp_path, kind), n_points=20, n_reference=30, cache_dir=None,
+                          precompute=False)
+    with pytest.raises(ValueError, match=match):
+        e.wait(300)
+    assert e.status.value.startswith("<b>The explorer could not load:</b> ValueError(")
+    assert "\n" not in e.status.value and "Traceback" not in e.status.value
