@@ -210,12 +210,23 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
                                                       "torch threads": torch.get_num_threads()})
 
 
+def _checkpoint_name(path, paths: Sequence) -> str:
+    """The name ``compare`` shows for a checkpoint: the run folder's name the user gave (a run keeps its checkpoint
+    as FOLDER/model), else the checkpoint's stem; the path as given where two of ``paths`` share that name."""
+    def name(p) -> str:
+        stem = resolve_checkpoint(p)
+        return stem.parent.name if stem.name == "model" and stem.parent.name else stem.name
+
+    mine = name(path)
+    return str(path) if sum(name(q) == mine for q in paths) > 1 else mine
+
+
 def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out="runs/compare", *,
                         points: int = 1000, seed: int = 0, eta: float = 0.0, solver: str = "ddim",
                         threads: int | None = EVAL_THREADS, echo: Callable | None = print):
     """Compare checkpoints of one dataset: ``evaluate`` them with ``solver`` (plus the ideal path on 2-D data),
-    print the table, write ``out/report.html`` and ``out/metrics.json``. Names are the checkpoint stems (made
-    unique)."""
+    print the table, write ``out/report.html`` and ``out/metrics.json``. Names: the run folders' names (made
+    unique) and the loss."""
     if isinstance(paths, (str, Path)) or len(paths) < 1:
         raise ValueError(f"paths must be a list of at least one checkpoint, got {paths!r}")
     say = echo or (lambda msg: None)
@@ -225,7 +236,7 @@ def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out=
         loaded = load_for_sampling(p)
         meta = loaded.config
         loss = meta.get("loss", {})
-        label = resolve_checkpoint(p).name
+        label = _checkpoint_name(p, paths)
         if isinstance(loss, dict) and loss.get("name") == "sa":
             label += f" [SA K={loss.get('K')}, lam={loss.get('lam')}]"
         elif isinstance(loss, dict) and loss.get("name") == "simple":

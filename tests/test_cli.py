@@ -2,6 +2,7 @@
 ending in one line on stderr with a non-zero status and no traceback."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -195,10 +196,23 @@ def test_compare_two_checkpoints(trained, tmp_path, capsys):
     rows = json.loads((tmp_path / "cmp" / "metrics.json").read_text())["rows"]
     models = [r["model"] for r in rows]
     assert models[0] == "data (own)" and len(rows) == 1 + 3 * 2
-    assert {"model [simple]", "model [SA K=2, lam=1.0]", "ideal"} == set(models[1:])
+    assert {"a [simple]", "b [SA K=2, lam=1.0]", "ideal"} == set(models[1:])  # the folders' names
     html = (tmp_path / "cmp" / "report.html").read_text()
-    assert "Drift from the ideal path" in html and "model [SA K=2, lam=1.0]" in html
-    assert "model [simple]" in out
+    assert "Drift from the ideal path" in html and "b [SA K=2, lam=1.0]" in html
+    assert "a [simple]" in out
+
+
+def test_compare_names_rows_by_folder_and_keeps_them_unique(trained, tmp_path, capsys):
+    """Two folders of one name (other parents), or one run given as its folder and as its checkpoint, are told
+    apart by the paths as given."""
+    (tmp_path / "x").mkdir()
+    shutil.copytree(trained / "a", tmp_path / "x" / "a")
+    rc, _, err = run(["compare", str(trained / "a"), str(tmp_path / "x" / "a"), str(trained / "b" / "model"),
+                      str(trained / "b"), "--steps", "2", "--points", "16", "--out", str(tmp_path / "cmp")], capsys)
+    assert rc == 0, err
+    models = [r["model"] for r in json.loads((tmp_path / "cmp" / "metrics.json").read_text())["rows"]]
+    assert set(models) == {"data (own)", "ideal", f"{trained / 'a'} [simple]", f"{tmp_path / 'x' / 'a'} [simple]",
+                           f"{trained / 'b' / 'model'} [SA K=2, lam=1.0]", f"{trained / 'b'} [SA K=2, lam=1.0]"}, models
 
 
 def test_compare_refuses_checkpoints_of_different_datasets(trained, tmp_path, capsys):
