@@ -20,8 +20,12 @@ metric of ``evaluate.METRICS`` that applies); the tables show these (``REPORTED`
 - ``std_ratio``: ``metrics.std_ratio`` against the reference draw; target 1;
 - ``coverage_tv``: ``metrics.mode_coverage``'s total variation between the modes' shares and their weights;
   target 0;
-- ``spread_radial``, ``spread_tangential`` (2-D rings): ``metrics.within_mode_spread`` pooled over the modes,
-  the within-mode std ratio across and along the ring; target 1;
+- ``spread_radial_mad``, ``spread_tangential_mad`` (2-D rings): ``metrics.robust_mode_spread`` pooled over the
+  modes, the within-mode spread across and along the ring from the median absolute deviation of each mode's
+  core; target 1. The judged spread: a few samples between two modes do not widen it;
+- ``spread_radial``, ``spread_tangential`` (reported, not judged): ``metrics.within_mode_spread``, the same
+  ratios as responsibility-weighted standard deviations, which those few samples do widen;
+- ``off_mode_share`` (reported, not judged): the samples farther than 4 (Mahalanobis) from every mode;
 - ``tail_share`` (reported, not judged): the share of samples whose ``log p`` falls below the data's 1% quantile
   of ``log p`` (0.01 for data): the points left between the modes, which dominate a negative ``loglik_gap``;
 - ``model_calls``: model evaluations of the run (Heun: ``2 steps - 1``).
@@ -58,9 +62,9 @@ from .stats import distance_difference, mean_ci
 IDEAL = "ideal"
 FIXES = ("ddim", "ddpm", "dpmpp_2m", "heun", "analytic_dpm", "exact_cov")
 STEPS = (5, 10, 20, 50)
-JUDGED = ("mmd", "loglik_gap", "std_ratio", "coverage_tv", "spread_radial", "spread_tangential")
-REPORTED = JUDGED + ("tail_share",)
-ONE_SIDED = ("mmd", "coverage_tv")  # distances that data draws push only upwards
+JUDGED = ("mmd", "loglik_gap", "std_ratio", "coverage_tv", "spread_radial_mad", "spread_tangential_mad")
+REPORTED = JUDGED + ("spread_radial", "spread_tangential", "off_mode_share", "tail_share")
+ONE_SIDED = ("mmd", "coverage_tv", "off_mode_share")  # quantities that data draws push only upwards
 METRIC_TITLES = {m: METRICS[m].title for m in REPORTED}
 
 
@@ -170,13 +174,14 @@ class FixGrid:
 
     def closest(self, steps: int, metric: str, models: Sequence[str] | None = None) -> dict:
         """The summary row at ``steps`` whose mean is closest to the metric's target (``metrics.target_distance``),
-        among ``models`` (default: all)."""
+        among ``models`` (default: all). A cell whose metric is undefined (NaN: the MAD spreads when every sample
+        is off the modes) is never the closest unless every cell's is."""
         check_choice("metric", metric, self.judged)
         rows = [r for r in self.summary() if r["steps"] == steps and r["metric"] == metric
                 and (models is None or r["model"] in models)]
         if not rows:
             raise ValueError(f"no cell at steps={steps} for models {models}")
-        return min(rows, key=lambda r: r["distance"])
+        return min(rows, key=lambda r: (math.isnan(r["distance"]), r["distance"]))
 
     def paired(self, metric: str, a: tuple, b: tuple, steps: int, level: float = 0.95) -> dict:
         """``a`` minus ``b`` (each ``(model, fix, spacing)``) in the distance to the metric's target

@@ -668,9 +668,11 @@ def loglik_gap(x: torch.Tensor, reference: torch.Tensor, mixture: GaussianMixtur
 # W1, FD, coverage TV) the target is 0 and the distance is the value itself (lower is better). The raw mean
 # log-likelihood has no fixed target (the data's own value depends on the data): judge ``loglik_gap``.
 TARGETS = {"mmd": 0.0, "sw": 0.0, "fd": 0.0, "coverage_tv": 0.0, "std_ratio": 1.0, "loglik_gap": 0.0,
-           "spread_radial": 1.0, "spread_tangential": 1.0}
+           "spread_radial": 1.0, "spread_tangential": 1.0, "spread_radial_mad": 1.0, "spread_tangential_mad": 1.0,
+           "off_mode_share": 0.0}
 # a ratio below its target, or a log-likelihood gap above it, means samples packed too tightly
-_TIGHT_BELOW = {"std_ratio": True, "spread_radial": True, "spread_tangential": True, "loglik_gap": False}
+_TIGHT_BELOW = {"std_ratio": True, "spread_radial": True, "spread_tangential": True, "spread_radial_mad": True,
+                "spread_tangential_mad": True, "loglik_gap": False}
 
 
 def _check_metric(metric: str) -> str:

@@ -8,8 +8,9 @@ data draws of ``Generator(s)``:
 - per model (and the ideal denoiser) and DDIM step count, the sample metrics of ``evaluate.Scorer`` against the
   reference draws (``SAMPLE_METRICS``: every metric of ``evaluate.METRICS`` that applies to ring8: MMD^2, the
   sliced Wasserstein distance, the mean log-likelihood and the signed ``loglik_gap``, the std ratio, the mode
-  coverage's total variation distance, the within-mode radial and tangential spread, the mean radial offset and
-  the share of samples in the data's 1% tail of ``log p``);
+  coverage's total variation distance, the within-mode radial and tangential spread by std and by MAD (the
+  robust one, which the tables judge when the stored study holds it), the off-mode share, the mean radial
+  offset and the share of samples in the data's 1% tail of ``log p``);
 - per learned model and step count, against the ideal path from the same ``x_T`` (``drift.step_drift``): the
   final mean distance ``drift_final`` and the sum of the per-step local errors ``local_sum``;
 - per model, the paper's estimation gap from ``t = 100`` (``drift.estimation_gap``, same ``x0``, ``eps`` and
@@ -185,11 +186,29 @@ class SeedStudy:
     def models(self) -> list[str]:
         return [*self.data["models"], IDEAL]
 
+    @property
+    def sample_metrics(self) -> tuple[str, ...]:
+        """The ``SAMPLE_METRICS`` this stored study holds (a study measured before a metric joined the registry
+        lacks it)."""
+        held = self.data["results"][str(self.seeds[0])][DATA]
+        return tuple(m for m in SAMPLE_METRICS if m in held)
+
+    @property
+    def spread_metrics(self) -> tuple[str, str]:
+        """The radial and tangential spread the tables judge: the robust (MAD) ones where the study holds them,
+        else the std ones."""
+        robust = ("spread_radial_mad", "spread_tangential_mad")
+        return robust if set(robust) <= set(self.sample_metrics) else ("spread_radial", "spread_tangential")
+
     def values(self, model: str, metric: str, steps: int | None = None) -> list[float]:
         """One number per seed: ``metric`` of ``model`` at ``steps`` (``model="data"``: the second data draw,
         no steps; ``metric="gap_from_100"``: no steps)."""
         check_choice("model", model, [*self.models, DATA])
         res = [self.data["results"][str(s)] for s in self.seeds]
+        if metric in SAMPLE_METRICS and metric not in self.sample_metrics:
+            raise ValueError(f"metric {metric!r} is not in this stored study (measured before it was added to "
+                             f"evaluate.METRICS); it holds {list(self.sample_metrics)}: re-run "
+                             f"scripts/measure_seed_study.py")
         if model == DATA:
             check_choice("metric", metric, SAMPLE_METRICS)
             return [r[DATA][metric] for r in res]
@@ -228,11 +247,13 @@ def format_interval(ci: dict) -> str:
                      f"[{format_number(ci['low'], '{:.3g}', 'n/a')}, {format_number(ci['high'], '{:.3g}', 'n/a')}]"])
 
 
-def summary_markdown(study: SeedStudy, metrics: Sequence[str] = ("mmd", "std_ratio", "spread_radial",
-                                                                  "spread_tangential", "loglik_gap", "coverage_tv"),
+def summary_markdown(study: SeedStudy, metrics: Sequence[str] | None = None,
                      models: Sequence[str] | None = None) -> str:
     """A Markdown table: one row per (steps, model) plus the data row, each cell the mean [95% interval] over
-    seeds."""
+    seeds. Default ``metrics``: MMD^2, std ratio, the spreads (``study.spread_metrics``), log-lik gap, coverage
+    TV."""
+    if metrics is None:
+        metrics = ("mmd", "std_ratio", *study.spread_metrics, "loglik_gap", "coverage_tv")
     models = list(models or study.models)
     head = "| model | steps | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(metrics)]
@@ -245,12 +266,15 @@ def summary_markdown(study: SeedStudy, metrics: Sequence[str] = ("mmd", "std_rat
     return "\n".join(lines) + "\n"
 
 
-def paired_markdown(study: SeedStudy, metrics: Sequence[str] = ("mmd", "std_ratio", "spread_radial", "loglik_gap",
-                                                                "drift_final", "local_sum"),
-                    a: str = "SA", b: str = "simple") -> str:
+def paired_markdown(study: SeedStudy, metrics: Sequence[str] | None = None, a: str = "SA",
+                    b: str = "simple") -> str:
     """A Markdown table of ``a - b`` paired by seed per step count: for a quantity with a target the difference
     of the distances to it (``|m_a - target| - |m_b - target|``) and the verdict, otherwise the raw difference
-    and whether ``a`` is larger. The MMD^2 column's title carries the data's own level (a second data draw)."""
+    and whether ``a`` is larger. The MMD^2 column's title carries the data's own level (a second data draw).
+    Default ``metrics``: MMD^2, std ratio, the radial spread (``study.spread_metrics``: the robust one where
+    held), log-lik gap, ``drift_final``, ``local_sum``."""
+    if metrics is None:
+        metrics = ("mmd", "std_ratio", study.spread_metrics[0], "loglik_gap", "drift_final", "local_sum")
     titles = {**METRIC_TITLES, "mmd": f"MMD^2 (data's own: {format_interval(study.interval(DATA, 'mmd'))})"}
     head = "| steps | " + " | ".join(titles[m] for m in metrics) + " |"
     lines = [head, "|---:|" + "---|" * len(metrics)]

@@ -78,3 +78,23 @@ def sampler_rounding_bound(traj, schedule, dtype) -> float:
     size = torch.stack([traj.x[:-1].abs().flatten(1).amax(1), traj.eps_pred.abs().flatten(1).amax(1),
                         traj.x[1:].abs().flatten(1).amax(1)]).amax(0).double()
     return 4 * torch.finfo(dtype).eps * float((kappa * size).sum())
+
+
+def _ring_with_outliers(seed: int, n: int = 2000, outliers: int = 100):
+    """Exact ring8 draws with ``outliers`` of them replaced by uniform points over the ring's box, and the same
+    draws with every mode's core shrunk to 0.85 of its width (no outliers); the reference draw."""
+    from seqdiff_kit import ring8
+
+    mix = ring8()
+    g = torch.Generator().manual_seed(seed)
+    ref, x = mix.sample(n, g), mix.sample(n, g)
+    spread = x.clone()
+    spread[:outliers] = (torch.rand(outliers, 2, generator=g) * 2 - 1) * 1.2 * float(mix.means.norm(dim=1).max())
+    centre = mix.means[mix.responsibilities(x.double(), 1.0).argmax(1)].float()
+    return mix, ref, spread, centre + 0.85 * (x - centre)
+
+
+@pytest.fixture
+def ring_with_outliers():
+    """``(mixture, reference, with 5% outliers, cores 0.85 wide)`` of a seed: where std and MAD spread disagree."""
+    return _ring_with_outliers

@@ -12,7 +12,7 @@ from seqdiff_kit.denoisers import seeded_model
 from seqdiff_kit.drift import total_std
 from seqdiff_kit.evaluate import (BANDWIDTH_POINTS, DATA_ROW, METRICS, Metric, Scorer, applicable, evaluate,
                                   format_table, real_halves)
-from seqdiff_kit.metrics import mean_log_likelihood, mmd, sliced_wasserstein
+from seqdiff_kit.metrics import mean_log_likelihood, mmd, robust_mode_spread, sliced_wasserstein
 from seqdiff_kit.recipes import load_shipped
 from seqdiff_kit.solvers import sample
 
@@ -208,6 +208,20 @@ def test_a_metric_added_to_the_one_registry_reaches_every_table_path(monkeypatch
     for path, row in rows.items():
         assert row["points"] == 40.0, path
     assert ev.data_row()["points"] == 40.0 and study[seed_study.DATA]["points"] == 40.0
+
+
+def test_the_robust_spread_and_the_off_mode_share_are_in_the_one_registry(ring_with_outliers):
+    mix, ref, outliers, _ = ring_with_outliers(0)
+    s = Scorer(mix, ref).score(outliers)
+    robust = robust_mode_spread(outliers, mix, axes="radial")
+    assert s["spread_radial_mad"] == float(robust.pooled[0]) and s["spread_tangential_mad"] == float(robust.pooled[1])
+    assert s["off_mode_share"] == robust.off_share and 0.02 < s["off_mode_share"] < 0.05
+    # the std spread, kept beside it, is widened by the 5% between the modes; the MAD spread is not
+    assert s["spread_radial"] > 1.4 and abs(s["spread_radial_mad"] - 1) < 0.1
+    assert {"spread_radial", "spread_tangential"} <= set(s)
+    flat = Scorer(sk.grid25(), sk.grid25().sample(500, torch.Generator().manual_seed(1))).score(
+        sk.grid25().sample(500, torch.Generator().manual_seed(2)))
+    assert "off_mode_share" in flat and "spread_radial_mad" not in flat  # a mode at the centre: no ring axes
 
 
 def test_the_explorer_scores_through_the_one_scorer():

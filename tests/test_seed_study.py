@@ -111,3 +111,24 @@ def test_the_stored_study_is_complete():
         for s in study.steps:
             assert all(math.isfinite(v) for v in study.values(model, "mmd", s))
     assert torch.isfinite(torch.tensor(study.values(ss.DATA, "loglik_gap"))).all()
+
+
+def test_the_tables_judge_spread_by_the_robust_measure_where_the_study_holds_it():
+    robust = fake_study({("SA", "spread_radial_mad"): [1.0, 1.01, 0.99], ("simple", "spread_radial_mad"): [0.8, 0.82, 0.79],
+                         ("SA", "spread_radial"): [1.5, 1.6, 1.55], ("simple", "spread_radial"): [0.9, 0.91, 0.89]})
+    assert robust.spread_metrics == ("spread_radial_mad", "spread_tangential_mad")
+    assert robust.paired("spread_radial_mad", 5)["verdict"] == "better"
+    assert robust.paired("spread_radial", 5)["verdict"] == "worse"  # the std, widened by points between the modes
+    table = ss.paired_markdown(robust)
+    assert "radial spread (MAD)" in table and "| radial spread |" not in table and "better" in table
+    assert "tangential spread (MAD)" in ss.summary_markdown(robust)
+    # a study stored before the MAD spread joined the registry: the std spread, and a clear error for the rest
+    old = fake_study({})
+    for r in old.data["results"].values():
+        for cell in [r[ss.DATA], *(c for m in ("simple", "SA", ss.IDEAL) for c in r[m]["steps"].values())]:
+            for m in ("spread_radial_mad", "spread_tangential_mad", "off_mode_share"):
+                del cell[m]
+    assert old.spread_metrics == ("spread_radial", "spread_tangential")
+    assert "| radial spread |" in ss.paired_markdown(old).replace(" | MMD", "| MMD")
+    with pytest.raises(ValueError, match="'off_mode_share' is not in this stored study"):
+        old.values("SA", "off_mode_share", 5)
