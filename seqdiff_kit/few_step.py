@@ -36,6 +36,7 @@ The data's own level: the same metrics for a fresh draw of n data points against
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -45,12 +46,14 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 
 from ._io import atomic_write
 from ._validate import check_choice, check_int, check_type
-from .data import GaussianMixture, ring8
+from .data import CHECKPOINT_DIR, GaussianMixture, ring8
 from .denoisers import IdealDenoiser
-from .drift import exact_flow  # noqa: F401  (its one copy; notebook 07 and the tests import it from here)
+from .drift import exact_flow, reference_distance  # exact_flow's one copy; notebook 07 imports it from here
 from .evaluate import METRICS, TAIL, Scorer
 from .metrics import target_distance
 from .recipes import load_shipped
@@ -64,6 +67,7 @@ FIXES = ("ddim", "ddpm", "dpmpp_2m", "heun", "analytic_dpm", "exact_cov")
 STEPS = (5, 10, 20, 50)
 JUDGED = ("mmd", "loglik_gap", "std_ratio", "coverage_tv", "spread_radial_mad", "spread_tangential_mad")
 REPORTED = JUDGED + ("spread_radial", "spread_tangential", "off_mode_share", "tail_share")
+FLOW_FIXES = ("ddim", "dpmpp_2m", "heun")  # the deterministic solvers, whose runs follow the probability flow
 ONE_SIDED = ("mmd", "coverage_tv", "off_mode_share")  # quantities that data draws push only upwards
 METRIC_TITLES = {m: METRICS[m].title for m in REPORTED}
 
@@ -99,6 +103,9 @@ class FixGrid:
     trajectories: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+    finals: dict = field(default_factory=dict)
+    flow: dict = field(default_factory=dict)
+    flow_end: torch.Tensor | None = None
     _summary: tuple | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -109,6 +116,35 @@ class FixGrid:
     @property
     def steps(self) -> list[int]:
         return sorted({r["steps"] for r in self.rows})
+
+    def final(self, model: str, fix: str, spacing: str, steps: int) -> torch.Tensor:
+        """The first seed's final samples of a cell: from its kept run, or from ``finals`` (a stored grid)."""
+        key = (model, fix, spacing, steps)
+        if key in self.trajectories:
+            return self.trajectories[key].final
+        if key in self.finals:
+            return self.finals[key]
+        raise ValueError(f"no samples of the cell {key}: run the grid with keep_trajectories=True")
+
+    def flow_distance(self, mixture: GaussianMixture, fixes: Sequence[str] = FLOW_FIXES,
+                      spacing: str = "trailing") -> dict[tuple, torch.Tensor]:
+        """``{(model, fix, steps): d}``: ``drift.reference_distance`` of each kept run of ``fixes`` at ``spacing``
+        from the exact probability-flow path of ``x_T`` (``exact_flow`` at the runs' timesteps), at every state;
+        computed once and kept in ``flow``, the path's end in ``flow_end`` (a stored grid brings both along)."""
+        keys = [(m, f, n) for (m, f, sp, n) in self.trajectories if f in fixes and sp == spacing]
+        missing = [k for k in keys if (*k, spacing) not in self.flow]
+        if missing:
+            runs = [self.trajectories[(m, f, spacing, n)] for m, f, n in missing]
+            visited = sorted({int(t) for tr in runs for t in tr.timesteps}, reverse=True)
+            path = exact_flow(mixture, self.schedule, self.x_T, timesteps=visited)
+            self.flow_end = path.final
+            for (m, f, n), tr in zip(missing, runs):
+                self.flow[(m, f, n, spacing)] = reference_distance(tr, path)[1]
+        out = {k[:3]: v for k, v in self.flow.items() if k[1] in fixes and k[3] == spacing}
+        if not out:
+            raise ValueError(f"no kept runs of {list(fixes)} at spacing {spacing!r}: run the grid with "
+                             f"keep_trajectories=True")
+        return out
 
     def cells(self, steps: int | None = None) -> list[tuple]:
         """The distinct ``(model, fix, spacing)`` of the grid (at ``steps`` when given), in run order."""
@@ -275,6 +311,82 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
                 "exact_cov_models": list(exact_cov_models)}
     return FixGrid(rows=rows, data=data, scorer=scorer, schedule=schedule, x_T=first_x_T, trajectories=kept,
                    settings=settings, seconds=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------- a grid computed once (notebook 07's fast path)
+LESSON_GRID = CHECKPOINT_DIR / "ring8_lesson07"  # .json + .safetensors, written by scripts/make_lesson_grid.py
+# notebook 07's fast path: one seed, 500 points (its parameters cell); the same grid for every student
+LESSON_KWARGS = {"steps": STEPS, "spacings": ("trailing", "quad", "karras"), "seeds": (0,), "n_points": 500,
+                 "n_gamma": 500, "data_draws": 20, "keep_trajectories": True}
+
+
+def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(tensors.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def grid_call(models: Mapping[str, torch.nn.Module], mixture: GaussianMixture, schedule: Schedule,
+              **kwargs) -> dict:
+    """What a grid is computed from, as JSON: each learned network's and the mixture's and schedule's
+    ``_digest`` and ``run_grid``'s other arguments. Two calls with equal ``grid_call`` give the same grid."""
+    mix = {"weights": mixture.weights, "means": mixture.means, "covariances": mixture.covariances}
+    return json.loads(json.dumps({
+        "models": {name: _digest(model.state_dict()) for name, model in models.items()},
+        "mixture": _digest(mix), "schedule": _digest({"alpha_bar": schedule.alpha_bar(torch.arange(schedule.T))}),
+        "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(kwargs.items())}}))
+
+
+def save_grid(grid: FixGrid, stem, call: dict, mixture: GaussianMixture) -> tuple[Path, Path]:
+    """Write a grid run with ``keep_trajectories``: ``<stem>.json`` (``call``, from ``grid_call``; settings,
+    rows, data draws) and ``<stem>.safetensors`` (``x_T``, every kept cell's final samples, the flow distances
+    of ``FixGrid.flow_distance`` and the flow's end)."""
+    if not grid.trajectories:
+        raise ValueError("grid must hold its runs (run_grid(..., keep_trajectories=True)) to be saved")
+    flow = grid.flow_distance(mixture)
+    tensors = {"x_T": grid.x_T, "flow_end": grid.flow_end}
+    tensors.update({f"final|{m}|{f}|{sp}|{n}": tr.final for (m, f, sp, n), tr in grid.trajectories.items()})
+    tensors.update({f"flow|{m}|{f}|trailing|{n}": d for (m, f, n), d in flow.items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    st_path, json_path = Path(f"{stem}.safetensors"), Path(f"{stem}.json")
+    atomic_write(st_path, safetensors_save(tensors))
+    atomic_write(json_path, json.dumps({"call": call, "settings": grid.settings, "rows": grid.rows,
+                                        "data": grid.data}, indent=1))
+    return json_path, st_path
+
+
+def load_grid(stem) -> FixGrid:
+    """A grid written by ``save_grid``: its tables, ``x_T``, ``finals``, ``flow`` and ``flow_end`` (no runs, no
+    scorer)."""
+    meta = json.loads(Path(f"{stem}.json").read_text(encoding="utf-8"))
+    tensors = safetensors_load(Path(f"{stem}.safetensors").read_bytes())
+    grid = FixGrid.from_rows(meta["rows"], meta["data"], meta["settings"])
+    grid.x_T, grid.flow_end = tensors.pop("x_T"), tensors.pop("flow_end")
+    for key, t in tensors.items():
+        kind, m, f, sp, n = key.split("|")
+        if kind == "final":
+            grid.finals[(m, f, sp, int(n))] = t
+        else:
+            grid.flow[(m, f, int(n), sp)] = t
+    return grid
+
+
+def lesson_grid(models: Mapping[str, torch.nn.Module], mixture: GaussianMixture, schedule: Schedule, *,
+                stem=LESSON_GRID, **kwargs) -> FixGrid:
+    """``run_grid(models, mixture, schedule, **kwargs)``, or the grid stored at ``stem`` when it was computed
+    from the same ``grid_call`` (the same networks, data, schedule and arguments, so the same numbers): notebook
+    07's one-seed fast path is the same for every student, and ``scripts/make_lesson_grid.py`` computes it once.
+    A stored grid holds no runs: each cell's final samples (``FixGrid.final``), the flow distances
+    (``FixGrid.flow_distance``) and the flow's end (``FixGrid.flow_end``) instead."""
+    path = Path(f"{stem}.json")
+    if path.is_file() and json.loads(path.read_text(encoding="utf-8"))["call"] == grid_call(
+            models, mixture, schedule, **kwargs):
+        return load_grid(stem)
+    return run_grid(models, mixture, schedule, **kwargs)
 
 
 # ---------------------------------------------------------------------- the study (a preset of `seqdiff experiment`)
