@@ -54,7 +54,7 @@ from ._validate import check_choice, check_int, check_type
 from .data import CHECKPOINT_DIR, GaussianMixture, ring8
 from .denoisers import IdealDenoiser
 from .drift import exact_flow, reference_distance  # exact_flow's one copy; notebook 07 imports it from here
-from .evaluate import METRICS, TAIL, Scorer
+from .evaluate import METRICS, TAIL, Scorer, applicable, mmd_bandwidths
 from .metrics import target_distance
 from .recipes import load_shipped
 from .samplers import make_noise
@@ -333,11 +333,13 @@ def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
 def grid_call(models: Mapping[str, torch.nn.Module], mixture: GaussianMixture, schedule: Schedule,
               **kwargs) -> dict:
     """What a grid is computed from, as JSON: each learned network's and the mixture's and schedule's
-    ``_digest`` and ``run_grid``'s other arguments. Two calls with equal ``grid_call`` give the same grid."""
+    ``_digest``, the scorer's metrics and MMD bandwidths, and ``run_grid``'s other arguments. Two calls with equal
+    ``grid_call`` give the same grid."""
     mix = {"weights": mixture.weights, "means": mixture.means, "covariances": mixture.covariances}
     return json.loads(json.dumps({
         "models": {name: _digest(model.state_dict()) for name, model in models.items()},
         "mixture": _digest(mix), "schedule": _digest({"alpha_bar": schedule.alpha_bar(torch.arange(schedule.T))}),
+        "metrics": list(applicable(mixture)), "bandwidths": mmd_bandwidths(mixture),
         "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(kwargs.items())}}))
 
 
