@@ -9,19 +9,29 @@ work (torch, the checkpoints, the first paths: ``explorer_engine``) starts once 
 from __future__ import annotations
 
 import html
+import os
 import tempfile
 import threading
 from numbers import Integral
+from pathlib import Path
 
 import ipywidgets as W
 
-__all__ = ["Explorer", "RECIPES", "GLOSSARY"]
+__all__ = ["Explorer", "RECIPES", "GLOSSARY", "glossary_note"]
 
 # the recipes the page can name without importing them (``recipes``' constants): torch loads after the page shows
 RECIPES = ("RING8", "RING8_FAST")
 GLOSSARY = "docs/glossary.md"
 # seconds after which the work starts even if no browser reported a drawn view
 START_ANYWAY_S = 20.0
+
+
+def glossary_note() -> str:
+    """The page's pointer to the glossary (every metric, its target and its reading), where the toolkit has it."""
+    if not (Path(__file__).resolve().parent.parent / GLOSSARY).is_file():
+        return ""
+    return (f"<span style='font-size:12px'>What each score means, its target and how to read it: the glossary, "
+            f"<code>{GLOSSARY}</code> in the toolkit.</span>")
 
 
 def _count(name: str, value, low: int = 1) -> int:
@@ -102,8 +112,7 @@ class Explorer:
         self.status = W.HTML("<i>Loading: the models and the first paths are being prepared...</i>")
         self.metrics = W.HTML("<i>loading...</i>")
         self.drift_note = W.HTML()
-        self.glossary = W.HTML(f"<span style='font-size:12px'>What each score means, its target and how to read "
-                               f"it: the glossary, <code>{GLOSSARY}</code> in the toolkit.</span>")
+        self.glossary = W.HTML(glossary_note())
         self.controls = (self.dataset, self.loss, self.K, self.lam, self.solver, self.steps)
         for control in self.controls:
             control.disabled = True
@@ -156,11 +165,13 @@ class Explorer:
             self.lam.value = 1.0
             self.drift_fig = FigureWidget()
             self.drift_box.children = (self.drift_fig,)
+            self.refresh()
+            # the controls answer only after the first view is drawn: no second thread draws beside this one
             self.train_button.on_click(lambda _: self.train())
             for control in self.controls:
                 control.disabled = False
                 control.observe(lambda _: self.refresh(), names="value")
-            self.refresh()
+            self._loss_controls()
         except BaseException as err:  # noqa: BLE001 (shown on the page, re-raised by wait())
             self.error = err
             self.status.value = f"<b>The explorer could not load:</b> {html.escape(repr(err))}"
@@ -175,6 +186,10 @@ class Explorer:
         key, solver, steps = self.setting(), self.solver.value, int(self.steps.value)
         if key not in self.engine.models:
             return
+        try:  # this thread at the lowest priority (Linux: per thread), behind the page's answers and the browser
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         todo = [(solver, s) for s in self.STEP_CHOICES] + [(k, steps) for k in range(len(self.engine.solvers))]
         for k, s in todo:
             self.engine.view(key, k, s, self._model_name(key))
@@ -203,13 +218,17 @@ class Explorer:
                     "model is shown, and K has no effect.")
         return ""
 
+    def _loss_controls(self) -> None:
+        """K and lam only for the SA loss, and K not at lam = 0 (the SA term is gone)."""
+        sa = self.loss.value == "sa"
+        self.lam.disabled = not sa
+        self.K.disabled = not sa or float(self.lam.value) == 0.0
+
     # ------------------------------------------------------------------ actions
     def refresh(self) -> None:
         """Show the controls' setting (its kept results, or computed now), or offer to train a missing model
         with a training time measured now."""
-        sa = self.loss.value == "sa"
-        self.lam.disabled = not sa
-        self.K.disabled = not sa or float(self.lam.value) == 0.0
+        self._loss_controls()
         key = self.setting()
         if key not in self.engine.models:
             shown = f" The figures still show: {self.shown}." if self.shown else ""
@@ -270,7 +289,7 @@ class Explorer:
             self.paths = PathDashboard(trajectories, mixture=mixture, max_points=self.max_points, title=title)
             self.paths_box.children = (self.paths.widget,)
         else:
-            self.paths.set_paths(trajectories, title=title)
+            self.paths.set_paths(trajectories, title=title, mixture=mixture)
         # x: the timestep each step reaches, in sampling order, as in the lessons (-1: the final samples)
         fig = viz.curves_figure(view.after, view.curves, title="Distance from the ideal path, step by step",
                                 xlabel="timestep t reached (sampling runs left to right; -1: the final samples)",

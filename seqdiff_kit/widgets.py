@@ -100,6 +100,15 @@ def _bounds(clouds: np.ndarray, mixture: GaussianMixture | None) -> tuple[float,
     return viz.square_bounds(clouds, include=viz.mixture_bounds(mixture) if mixture is not None else None)
 
 
+def _square_union(a, b) -> tuple[float, float, float, float]:
+    """The square bounds holding both square bounds ``a`` and ``b`` (``a`` itself when it holds ``b``)."""
+    if a[0] <= b[0] and b[1] <= a[1] and a[2] <= b[2] and b[3] <= a[3]:
+        return tuple(a)
+    x0, x1, y0, y1 = min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
+    half, cx, cy = max(x1 - x0, y1 - y0) / 2, (x0 + x1) / 2, (y0 + y1) / 2
+    return (cx - half, cx + half, cy - half, cy + half)
+
+
 def _unique_labels(labels: list[str], what: str) -> list[str]:
     if len(set(labels)) != len(labels):
         raise ValueError(f"{what} must be distinct (one slider position each), got {labels}")
@@ -395,9 +404,10 @@ class PathDashboard(_SliderDashboard):
             self.mean_distance = viz.to_numpy("mean_distance",
                                               torch.linalg.vector_norm(full.double(), dim=-1).mean(dim=1))
 
-    def _figure(self, title: str) -> go.Figure:
+    def _figure(self, title: str, keep=None) -> go.Figure:
         bounds = _bounds(np.concatenate(list(self.paths.values()), axis=1), self.mixture)
-        fig = _cloud_figure(self.mixture, bounds, title)
+        self.bounds = bounds if keep is None else _square_union(keep, bounds)
+        fig = _cloud_figure(self.mixture, self.bounds, title)
         self._first = len(fig.data)
         if self.pair:
             fig.add_trace(go.Scatter(x=self.segments[0, :, 0], y=self.segments[0, :, 1], mode="lines",
@@ -409,10 +419,17 @@ class PathDashboard(_SliderDashboard):
                                      marker=viz.marker_style(style, 5, 0.8, edge=False), hoverinfo="skip"))
         return fig
 
-    def set_paths(self, trajectories: Mapping[str, Trajectory], *, title: str | None = None) -> None:
-        """Show other paths (the explorer's new settings): a new figure and slider range, the same widgets."""
+    def set_paths(self, trajectories: Mapping[str, Trajectory], *, title: str | None = None,
+                  mixture: GaussianMixture | None = None) -> None:
+        """Show other paths (the explorer's new settings): a new figure and slider range, the same widgets.
+        ``mixture``: another data density behind them (default: the same). Over the same density the axes only
+        grow, so paths of several settings are seen on one scale, and the background is not sent again."""
+        same = mixture is None or mixture is self.mixture
+        if mixture is not None:
+            self.mixture = check_type("mixture", mixture, GaussianMixture)
         self._load(trajectories)
-        replace_figure(self.fig, self._figure(title or self.fig.layout.title.text or "Sampling paths"))
+        replace_figure(self.fig, self._figure(title or self.fig.layout.title.text or "Sampling paths",
+                                              keep=self.bounds if same else None))
         self._new_frames()
 
     def frame_labels(self) -> list[str]:

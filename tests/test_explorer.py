@@ -43,6 +43,11 @@ def test_recipe_names_and_bad_arguments():
         explorer.Explorer(quick_steps=2.5)
 
 
+def test_the_page_points_to_the_glossary_where_the_toolkit_has_it():
+    note = explorer.glossary_note()
+    assert ("docs/glossary.md" in note) == (ROOT / "docs" / "glossary.md").is_file()
+
+
 def test_score_table_is_two_sided_with_the_data_level():
     scores = {"learned": {"mmd": 0.01, "sw": 0.05, "std_ratio": 0.90, "loglik_gap": 0.30},
               "ideal denoiser": {"mmd": 0.001, "sw": 0.02, "std_ratio": 1.001, "loglik_gap": -0.4},
@@ -88,7 +93,13 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch, tmp_pa
     assert format_number(e.scores["ideal denoiser"]["mmd"]) in e.metrics.value
     assert e.K.disabled and e.lam.disabled and e.drift_note.value == ""
 
+    z, bounds = np.array(e.paths.fig.data[0].z, dtype=float), e.paths.bounds
     e.steps.value = 5
+    # over the same density the axes only grow (one scale across settings), the background stays
+    assert all(np.array(e.paths.bounds)[[0, 2]] <= np.array(bounds)[[0, 2]])
+    assert all(np.array(e.paths.bounds)[[1, 3]] >= np.array(bounds)[[1, 3]])
+    if e.paths.bounds == bounds:
+        np.testing.assert_array_equal(np.array(e.paths.fig.data[0].z, dtype=float), z)
     assert e.paths.n_frames == 6 and [label for label, _ in e.paths.slider.options][-1] == "end"
     assert len(e.drift_fig.data) == 3 and list(e.drift_fig.data[0].x) == [799, 599, 399, 199, -1]
     assert e.drift_fig.layout.xaxis.autorange == "reversed"
@@ -113,13 +124,18 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch, tmp_pa
     assert calls[-2:] == ["heun", "heun"] and len(e.drift_fig.data) == 1
     assert "heun shows only the accumulated drift" in e.drift_note.value and "generalized" in e.drift_note.value
 
-    e.loss.value, e.solver.value, e.dataset.value = "simple", 0, "two_moons"
+
+def test_quick_training_is_kept_for_the_servers_later_pages(tmp_path):
+    e = explorer.Explorer(recipe=recipes.RING8, n_points=40, n_reference=60, quick_steps=12, max_points=40,
+                          cache_dir=tmp_path, precompute=False).wait(300)
+    e.dataset.value = "two_moons"
     assert e.train_button.layout.display is None and "No model for two_moons" in e.status.value
     assert "ring8" in e.status.value  # says what the figures still show
     assert re.search(r"about \d+ s at this machine's present load, timed on 20 updates just now", e.status.value)
     e.train()
     assert ("two_moons", "simple", 1, 0.0) in e.engine.models and e.train_button.layout.display == "none"
     assert "trained here (12 updates" in e.status.value and e.progress.value == 12
+    assert e.paths.mixture is e.engine.mixtures["two_moons"]  # its own density behind its paths
     # trained through runs.train_run into the server's session folder, with its checkpoint and history
     run = explorer_engine.session_folder(tmp_path) / "two_moons_simple_1_0.0"
     assert json.loads((run / "history.json").read_text())["history"][-1]["step"] == 12

@@ -17,7 +17,7 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-from _shared import JS_NORM_AND_HASH
+from _shared import JS_NORM_AND_HASH, REPO
 
 pytestmark = pytest.mark.browser
 
@@ -68,17 +68,20 @@ def _off_host(urls: list[str]) -> list[str]:
             and urlparse(u).hostname not in ("127.0.0.1", "localhost")]
 
 
-def _round_trip(page, press, k: int, before: str, text: str, what: str) -> tuple[str, float]:
-    """Seconds from a key press until figure ``k`` shows other (non-empty) data and the page says ``text``."""
+def _round_trip(page, press, before: str, steps: int, what: str) -> tuple[str, float]:
+    """Seconds from a key press until the page shows ``steps`` sampling steps: the status, the paths' slider
+    caption (its frames rebuilt) and another (non-empty) drift figure. Returns the drift figure's hash too."""
     t0 = time.monotonic()
     press()
     try:
-        page.wait_for_function(f"([b, t]) => {{ const h = ({JS_PLOT})({k}); return h !== null && h !== b && "
-                               f"document.body.innerText.includes(t); }}", arg=[before, text], timeout=60_000,
+        page.wait_for_function(f"([b, s]) => {{ const h = ({JS_PLOT})(1); const t = document.body.innerText; "
+                               f"return h !== null && h !== b && t.includes(s + ' sampling steps') && "
+                               f"t.includes('of ' + s + ' steps'); }}", arg=[before, steps], timeout=60_000,
                                polling="raf")
     except Exception as err:
-        raise AssertionError(f"explorer: {what} did not change figure {k}; the page says {_status(page)!r}") from err
-    return page.evaluate(JS_PLOT, k), time.monotonic() - t0
+        raise AssertionError(f"explorer: {what} did not redraw for {steps} steps; the page says "
+                             f"{_status(page)!r}") from err
+    return page.evaluate(JS_PLOT, 1), time.monotonic() - t0
 
 
 def _first_page(page, url: str, t0: float) -> tuple[float, float]:
@@ -106,7 +109,8 @@ def test_explorer_loads_without_code_and_its_controls_change_the_figures(voila_s
         assert "shipped (ring8_simple" in text and "10 sampling steps" in text, _status(page)
         # the two-sided score table: a target row, the log-likelihood gap read against its target, the data's row
         assert "target" in text and "log-lik gap" in text and "data (a second draw)" in text
-        assert any(w in text for w in ("(too tight)", "(too diffuse)", "(on target)")) and "glossary" in text
+        assert any(w in text for w in ("(too tight)", "(too diffuse)", "(on target)"))
+        assert ("docs/glossary.md" in text) == (REPO / "docs" / "glossary.md").is_file()  # named where it exists
         # no code: Voila strips the sources
         assert page.locator(".CodeMirror, .cm-editor, .jp-InputArea-editor").count() == 0
         assert "import seqdiff_kit" not in text and "Explorer(" not in text
@@ -120,29 +124,27 @@ def test_explorer_loads_without_code_and_its_controls_change_the_figures(voila_s
         # more sampling steps: new paths and a longer drift curve; then back and forth between kept settings
         steps = page.locator(".widget-hslider", has=page.locator("label", has_text="sampling steps")).first
         steps.locator(".noUi-handle").first.focus()
-        paths, _ = _round_trip(page, lambda: page.keyboard.press("ArrowRight"), 0, paths, "20 sampling steps",
-                               "ArrowRight on the steps slider")
-        drift = _wait_changed(page, 1, drift, "a step count of 20")
+        drift, _ = _round_trip(page, lambda: page.keyboard.press("ArrowRight"), drift, 20, "ArrowRight on steps")
         trips = []
         for key, n in [("ArrowLeft", 10), ("ArrowRight", 20)] * 3:
-            paths, seconds = _round_trip(page, lambda: page.keyboard.press(key), 0, paths, f"{n} sampling steps",
-                                         f"{key} on the steps slider")
+            drift, seconds = _round_trip(page, lambda: page.keyboard.press(key), drift, n, f"{key} on steps")
             trips.append(seconds)
 
-        # another solver: the same x_T, other paths; heun: the drift figure says why it is not split
+        # another solver: the same x_T, other paths and drift; heun: the drift figure says why it is not split
         solver = page.locator(".widget-dropdown", has=page.locator("label", has_text="solver")).locator("select")
         solver.select_option(index=1)
         _wait_text(page, "DDPM", "choosing DDPM")
-        paths = _wait_changed(page, 0, paths, "DDPM")
+        drift = _wait_changed(page, 1, drift, "DDPM")
         solver.select_option(index=3)
         _wait_text(page, "heun shows only the accumulated drift", "choosing heun")
         solver.select_option(index=0)
         _wait_text(page, "DDIM, 20 sampling steps", "choosing DDIM again")
+        drift = _wait_changed(page, 1, drift, "DDIM again")
 
         # the shipped SA model; lam = 0 shows the simple model and says so
         page.locator(".widget-toggle-button", has_text="sequence-aware").first.click()
         _wait_text(page, "shipped (ring8_sa", "choosing the SA loss")
-        paths = _wait_changed(page, 0, paths, "the SA model")
+        _wait_changed(page, 1, drift, "the SA model")
         page.screenshot(path=artifacts.path("explorer_sa.png"), full_page=True)
         lam = page.locator(".widget-hslider", has=page.locator("label", has_text="lam")).first
         lam.locator(".noUi-handle").first.focus()
