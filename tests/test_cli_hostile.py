@@ -185,7 +185,7 @@ def run_case(case: Case, ctx: Ctx) -> Outcome:
 
 
 class _Background(threading.Thread):
-    """A first writer: ``cli.main(argv)`` in a thread; ``start`` returns once one of ``markers`` exists (its
+    """A first writer: ``cli.main(argv)`` in a thread; ``start`` returns once one of ``markers`` is non-empty (its
     lock, or its first checkpoint where there is no lock)."""
 
     def __init__(self, argv, markers):
@@ -201,8 +201,17 @@ class _Background(threading.Thread):
     def start(self):
         super().start()
         deadline = time.monotonic() + 60
-        while not any(m.exists() for m in self.markers) and self.is_alive() and time.monotonic() < deadline:
+        # a marker counts once it holds something: the lock file exists a moment before its flock is taken, and
+        # its holder's pid is written after it, so an empty lock file could still go to the second writer
+        while not any(_nonempty(m) for m in self.markers) and self.is_alive() and time.monotonic() < deadline:
             time.sleep(0.002)
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------- checkpoint surgery
