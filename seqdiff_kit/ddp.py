@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import sys
 import uuid
 from contextlib import contextmanager
@@ -82,8 +83,27 @@ def init_process_group(device: torch.device, launch: Launch) -> torch.device:
         backend = "nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(backend, rank=launch.rank, world_size=launch.world)
+    store = _loopback_rank_store(launch)
+    if store is None:
+        dist.init_process_group(backend, rank=launch.rank, world_size=launch.world)
+    else:
+        dist.init_process_group(backend, store=store, rank=launch.rank, world_size=launch.world)
     return device
+
+
+def _loopback_rank_store(launch: Launch):
+    """The ranks' store of a launch on this machine (``MASTER_ADDR`` 127.0.0.1, as ``launch`` sets it), listening
+    on 127.0.0.1 only: rank 0 hosts it on a socket it binds itself (torch's own store server would listen on
+    every address). ``None`` for any other launch: torch's default (``env://``)."""
+    from torch.distributed import TCPStore
+
+    if os.environ.get("MASTER_ADDR") != "127.0.0.1" or "MASTER_PORT" not in os.environ:
+        return None
+    port = int(os.environ["MASTER_PORT"])
+    if launch.rank != 0:
+        return TCPStore("127.0.0.1", port, world_size=launch.world, is_master=False)
+    fd, _ = _loopback_listener(port)
+    return TCPStore("127.0.0.1", port, world_size=launch.world, is_master=True, master_listen_fd=fd)
 
 
 def destroy_process_group() -> None:
@@ -153,6 +173,56 @@ def _quiet_elastic():
             lg.setLevel(level)
 
 
+@contextmanager
+def _loopback_store():
+    """The rendezvous store of a launch on this machine, listening on 127.0.0.1 only; yields its port. torch's
+    TCPStore server listens on every address of the machine and takes no address to bind; it does take a socket
+    already bound (``master_listen_fd``), and the rendezvous's own store (``multi_tenant``, same port) then
+    shares this server instead of opening one."""
+    from torch.distributed import TCPStore
+
+    fd, port = _loopback_listener(0)
+    store = TCPStore("127.0.0.1", port, is_master=True, multi_tenant=True, master_listen_fd=fd,
+                     wait_for_workers=False)
+    try:
+        yield port
+    finally:
+        del store
+
+
+def _loopback_listener(port: int) -> tuple[int, int]:
+    """A TCP socket listening on 127.0.0.1:``port`` (0: a free one), as a file descriptor for a TCPStore, which
+    owns (and closes) it from then on; returns ``(fd, port)``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+    except BaseException:
+        sock.close()
+        raise
+    return sock.detach(), port
+
+
+@contextmanager
+def _loopback_gloo():
+    """The ranks' environment (they inherit it): gloo's connections on the loopback interface (else it listens on
+    the address the host name resolves to, which may face a network), and each launch's ranks host their own
+    store (``_loopback_rank_store``) instead of the launcher's shared one, which listens on every address."""
+    names = {"GLOO_SOCKET_IFNAME": "lo", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    old = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def launch(nproc: int, argv: list[str], module: str = "seqdiff_kit.cli") -> None:
     """Run ``python -m module *argv`` in ``nproc`` processes on this machine, as ``torchrun --standalone
     --nproc-per-node nproc -m module *argv`` does (torch's elastic launcher, called in this process: no
@@ -163,10 +233,12 @@ def launch(nproc: int, argv: list[str], module: str = "seqdiff_kit.cli") -> None
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     nproc = check_int("nproc", nproc, 1)
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"seqdiff-{uuid.uuid4().hex}",
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1)
     try:
-        with _quiet_elastic():
+        with _quiet_elastic(), _loopback_store() as port, _loopback_gloo():
+            config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
+                                  run_id=f"seqdiff-{uuid.uuid4().hex}", rdzv_backend="c10d",
+                                  rdzv_endpoint=f"127.0.0.1:{port}", rdzv_configs={"is_host": True},
+                                  local_addr="127.0.0.1", max_restarts=0, monitor_interval=0.1)
             elastic_launch(config, sys.executable)("-u", "-m", module, *argv)
     except ChildFailedError as err:
         # the cause: a process killed from outside (the agent itself stops the others with SIGTERM), else the
