@@ -134,6 +134,38 @@ JS_DUPLICATE_STYLES = """(root) => {
     return out;
 }"""
 
+# What plotly drew against what its data lists, for every figure of the notebook that has drawn: each visible
+# heatmap trace is one <image> (a density background, a digit tile) and each visible scatter trace one
+# g.trace group. A fast redraw path that drops a layer leaves plotly's data intact, so only the DOM shows it.
+JS_UNDRAWN = """(root) => {
+    const out = [];
+    document.querySelectorAll(root + ' .js-plotly-plot').forEach((gd, k) => {
+        const data = (gd._fullData || []).filter(t => t.visible === true);
+        if (!data.length || !gd.querySelector('.main-svg')) return;
+        const heat = data.filter(t => t.type === 'heatmap').length;
+        const images = gd.querySelectorAll('.heatmaplayer image').length;
+        if (images !== heat) out.push(`figure ${k}: ${heat} heatmap traces, ${images} heatmap images drawn`);
+        const points = data.filter(t => t.type === 'scatter').length;
+        const groups = gd.querySelectorAll('.scatterlayer g.trace').length;
+        if (groups !== points) out.push(`figure ${k}: ${points} scatter traces, ${groups} drawn`);
+    });
+    return out;
+}"""
+
+
+# Markdown shown as text: an output (printed text or rendered Markdown/HTML) or a Markdown cell that still
+# shows table rows ("| a | b |") or bold markers ("**") literally
+JS_RAW_MARKDOWN = """(root) => {
+    const out = [];
+    document.querySelectorAll(root + ' .jp-OutputArea-output, ' + root + ' .jp-MarkdownOutput').forEach(e => {
+        const text = e.innerText || '';
+        const bad = text.split('\\n').filter(l => /^\\s*\\|.*\\|\\s*$/.test(l) || l.includes('**'));
+        if (bad.length) out.push(`${bad.length} lines such as ${JSON.stringify(bad[0].slice(0, 120))}`);
+    });
+    return out;
+}"""
+
+
 # Latency of one arrow-key step, measured in the page: from the keydown (capture phase, before the slider sees
 # it) to the first animation frame after plotly finished redrawing the figure (its restyle/update/afterplot
 # event); and to the caption's change (the slider's index reaches the caption through a jslink in the page,

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -122,17 +123,38 @@ def chromium():
             browser.close()
 
 
+def leaves_loopback(url: str) -> bool:
+    """Whether a request to ``url`` leaves the machine: any http(s)/ws(s) host but 127.0.0.1 (file:, data:,
+    blob: and about: stay in the browser)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https", "ws", "wss") and parts.hostname != "127.0.0.1"
+
+
 @pytest.fixture
 def page(chromium):
-    """A fresh browser context and page (1280 x 900); uncaught page errors are collected in ``page.errors``."""
+    """A fresh browser context and page (1280 x 900). Uncaught page errors are collected in ``page.errors``,
+    console errors in ``page.console_errors``, requests that would leave 127.0.0.1 in ``page.outside``; such
+    requests are aborted (the tests run offline), and at teardown the test fails if any console error or
+    outside request happened: a student's page shows neither."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
-    pg.errors = []
+    pg.errors, pg.console_errors, pg.outside = [], [], []
     pg.on("pageerror", lambda err: pg.errors.append(str(err)))
+    pg.on("console", lambda msg: pg.console_errors.append(f"{msg.text[:300]} ({msg.location.get('url', '?')})")
+          if msg.type == "error" else None)
+
+    def outside(route):
+        pg.outside.append(route.request.url)
+        route.abort()
+
+    context.route(lambda url: leaves_loopback(url), outside)
+    pg.on("websocket", lambda ws: pg.outside.append(ws.url) if leaves_loopback(ws.url) else None)
     try:
         yield pg
     finally:
         context.close()
+    assert not pg.outside, f"requests that leave 127.0.0.1: {pg.outside[:5]}"
+    assert not pg.console_errors, f"console errors in the page: {pg.console_errors[:5]}"
 
 
 # ---------------------------------------------------------------------------------------------- JupyterLab

@@ -26,8 +26,8 @@ import time
 
 import pytest
 from _lab import (JS_CAPTION, JS_DUPLICATE_STYLES, JS_ERRORS, JS_LATENCY_ARM, JS_LATENCY_READ, JS_PLOT_DATA,
-                  JS_SLIDER_VALUE, JS_STDERR, PANEL, UPDATE_TIMEOUT_S, mark_dashboards, open_notebook, reveal_outputs,
-                  run_all, wait_back, wait_changed, wait_drawn, wait_notebook)
+                  JS_RAW_MARKDOWN, JS_SLIDER_VALUE, JS_STDERR, JS_UNDRAWN, PANEL, UPDATE_TIMEOUT_S, mark_dashboards,
+                  open_notebook, reveal_outputs, run_all, wait_back, wait_changed, wait_drawn, wait_notebook)
 from _shared import NOTEBOOKS
 
 pytestmark = pytest.mark.browser
@@ -75,6 +75,18 @@ def _latency(page, i: int, name: str) -> tuple[list[float], list[float]]:
     return times, captions
 
 
+def _undrawn(page, when: str, name: str) -> list[str]:
+    """What plotly's data lists but the page does not draw (a density background, a panel's points), ``when``
+    in the test; waits up to ``UPDATE_TIMEOUT_S`` for a redraw in flight to finish."""
+    try:
+        page.wait_for_function(f"() => ({JS_UNDRAWN})('{PANEL}').length === 0", timeout=UPDATE_TIMEOUT_S * 1000,
+                               polling=200)
+        return []
+    except Exception:
+        missing = page.evaluate(JS_UNDRAWN, PANEL)
+        return [f"{name}: {when}, figures do not draw what their data lists: " + "; ".join(missing)] if missing else []
+
+
 def _state(page, i: int) -> dict:
     return {"value": page.evaluate(JS_SLIDER_VALUE, i), "caption": page.evaluate(JS_CAPTION, i),
             "data": page.evaluate(JS_PLOT_DATA, i)}
@@ -109,6 +121,10 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
         stderr = page.evaluate(JS_STDERR)
         if stderr:
             failures.append(f"{name}: cells show stderr:\n" + "\n---\n".join(stderr))
+        failures += _undrawn(page, "after Run All", name)
+        raw = page.evaluate(JS_RAW_MARKDOWN, PANEL)
+        if raw:
+            failures.append(f"{name}: Markdown shown as raw text in {len(raw)} places: " + "; ".join(raw[:3]))
         duplicates = page.evaluate(JS_DUPLICATE_STYLES, PANEL)
         if duplicates:
             failures.append(f"{name}: series drawn alike:\n" + "\n".join(duplicates))
@@ -124,6 +140,7 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
                       f"keydown -> figure redrawn over {len(times)} arrow-key steps (min {min(times):.0f}, "
                       f"max {max(times):.0f}); keydown -> caption median {kernel}; "
                       f"load average {_load()}", flush=True)
+        failures += _undrawn(page, "after the arrow keys moved every slider", name)
         slow = [f"{i}: {m:.0f} ms" for i, m in enumerate(medians) if m > LATENCY_LIMIT_MS]
         if slow:
             failures.append(f"{name}: median slider latency over {LATENCY_LIMIT_MS:.0f} ms: {slow}")
@@ -133,6 +150,7 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
                 _drag(page, i, name)
             except AssertionError as err:
                 failures.append(str(err))
+        failures += _undrawn(page, "after a mouse drag of every slider", name)
         errors = page.evaluate(JS_ERRORS)
         if errors:
             failures.append(f"{name}: cells show errors after moving the sliders:\n" + "\n---\n".join(errors))
@@ -144,6 +162,7 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
             _reload_keeps_state(page, n, name, stem, artifacts)
         except AssertionError as err:
             failures.append(str(err))
+        failures += _undrawn(page, "after the reload and a slider move", name)
         assert not page.errors, f"{name}: uncaught errors in the page: {page.errors[:5]}"
         assert not failures, "\n\n".join(failures)
         with capsys.disabled():
@@ -160,7 +179,8 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
 
 
 def _drag(page, i: int, name: str) -> None:
-    """A mouse drag of slider ``i``'s handle over a third of its rail moves the slider and redraws the figure."""
+    """A mouse drag of slider ``i``'s handle over a third of its rail moves the slider and redraws the figure
+    while the button is still down (a teacher scrubs through t), not only on release."""
     page.locator(f'[data-seqdiff-box="{i}"]').scroll_into_view_if_needed()
     handle = page.locator(f'[data-seqdiff-slider="{i}"] .noUi-handle').first
     before = _state(page, i)
@@ -170,8 +190,10 @@ def _drag(page, i: int, name: str) -> None:
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move(min(x0 + rail["width"] / 3, rail["x"] + rail["width"] - 2), y0, steps=8)
-    page.mouse.up()
-    wait_changed(page, i, before["data"], "a mouse drag", name)
+    try:
+        wait_changed(page, i, before["data"], "a mouse drag (button still down)", name)
+    finally:
+        page.mouse.up()
     assert page.evaluate(JS_SLIDER_VALUE, i) != before["value"], \
         f"{name}: slider {i} value did not move by a mouse drag ({before['value']!r})"
 
