@@ -103,6 +103,35 @@ function withFrame(model) {  // the saved figure with the frame shown: what a (r
   for (const [k, prop, v] of values) if (out[k]) out[k][prop] = Array.isArray(v) ? v.map(encode) : encode(v);
   return out;
 }
+// plotly's animation path (redraw: false) draws only the layers of the traces it animates and takes every
+// other layer of the figure off the page (a density background, a digit tile, a panel whose points do not
+// move) while its data still lists them. keepLayers puts each such layer back where it was, as the removal
+// happens (a MutationObserver answers before the browser paints), for as long as the animation runs; a layer
+// goes back only while a visible trace of its type is in its subplot, so a real redraw still removes layers.
+function keepLayers(el) {
+  const restore = (records) => {
+    for (const r of records.reverse()) {
+      for (const node of Array.from(r.removedNodes).reverse()) {
+        const layer = node.__data__ && node.__data__.className, id = r.target.getAttribute("class");
+        if (node.isConnected || typeof layer !== "string") continue;
+        const type = layer.replace(/layer\\d*$/, "");
+        if (!(el._fullData || []).some((t) => t.visible === true && t.type === type && t.xaxis + t.yaxis === id)) continue;
+        const next = r.nextSibling && r.nextSibling.parentNode === r.target ? r.nextSibling : null;
+        r.target.insertBefore(node, next);
+      }
+    }
+  };
+  const observer = new MutationObserver(restore);
+  // a subplot's traces are drawn in g.subplot > g.overplot > g.<id> (e.g. g.xy)
+  el.querySelectorAll(".cartesianlayer .subplot > .overplot > g").forEach((g) => observer.observe(g, { childList: true }));
+  let on = true;
+  return () => {
+    if (!on) return;
+    on = false;
+    restore(observer.takeRecords());
+    observer.disconnect();
+  };
+}
 function showFrame(model, el, Plotly) {
   const values = frameValues(model);
   if (!values) return;
@@ -112,8 +141,10 @@ function showFrame(model, el, Plotly) {
     // axis of the figure as a restyle does (half the time for a figure of three panels)
     const data = traces.map(() => ({}));
     for (const [k, prop, v] of values) data[traces.indexOf(k)][prop] = v;
+    const release = keepLayers(el);
     Plotly.animate(el, { data, traces }, { transition: { duration: 0 }, frame: { duration: 0, redraw: false },
-                                           mode: "immediate" });
+                                           mode: "immediate" }).then(release, release);
+    setTimeout(release, 5000);  // an animation cut short by the next one may never settle
     return;
   }
   const update = { _doNotReportToPy: true };
