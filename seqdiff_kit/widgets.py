@@ -94,10 +94,12 @@ def _cloud_figure(mixture: GaussianMixture | None, bounds, title: str | None) ->
     return fig
 
 
-def _bounds(clouds: np.ndarray, mixture: GaussianMixture | None) -> tuple[float, float, float, float]:
-    """Square bounds holding (almost) every point of ``clouds`` [..., 2] and every cluster of ``mixture`` whole:
-    the outer clusters are where over-dispersion shows, so they are never clipped."""
-    return viz.square_bounds(clouds, include=viz.mixture_bounds(mixture) if mixture is not None else None)
+def _bounds(clouds: np.ndarray, mixture: GaussianMixture | None,
+            q: float = 0.002) -> tuple[float, float, float, float]:
+    """Square bounds holding the central ``1 - 2q`` of the points of ``clouds`` [..., 2] in each coordinate and
+    every cluster of ``mixture`` whole: the outer clusters are where over-dispersion shows, so they are never
+    clipped."""
+    return viz.square_bounds(clouds, q, include=viz.mixture_bounds(mixture) if mixture is not None else None)
 
 
 def _square_union(a, b) -> tuple[float, float, float, float]:
@@ -133,7 +135,9 @@ class _SliderDashboard(ShowsWidget):
     def _wire(self, description: str) -> None:
         labels = _unique_labels(self.frame_labels(), "the frames' labels")
         self.slider = W.SelectionSlider(options=list(zip(labels, range(len(labels)))), value=0,
-                                        description=description, continuous_update=False,
+                                        description=description,
+                                        # a drag redraws as it moves: the frames switch in the page
+                                        continuous_update=True,
                                         layout=W.Layout(width="420px"), style={"description_width": "initial"})
         self.label = FrameCaption(layout=W.Layout(min_width="300px", flex="1 1 auto"))
         self._links = [W.jslink((self.slider, "index"), (self.fig, "_seqdiff_frame")),
@@ -264,7 +268,9 @@ class NoisingDashboard(_SliderDashboard):
         lim = 3.6
         base.update_xaxes(range=[-lim, lim], row=1, col=1, title="x<sub>1</sub>")
         base.update_yaxes(range=[-lim, lim], row=1, col=1, scaleanchor="x", title="x<sub>2</sub>")
-        viz.style_layout(base, title, **_LOOK, width=900 if cols == 2 else 520, height=470, showlegend=False)
+        # two panels take the output's width (no fixed width: a notebook beside the file browser has about 850 px)
+        size = dict(autosize=True) if cols == 2 else dict(width=520)
+        viz.style_layout(base, title, **_LOOK, **size, height=470, showlegend=False)
         self.fig = FigureWidget(base)
         self._wire("timestep")
 
@@ -547,8 +553,10 @@ class StepCountDashboard(_StepCountDashboard):
                                  f"got {len(lst)}")
             self.clouds[n] = np.stack([viz.to_numpy(f"finals[{n!r}]", x[:self.max_points]) for x in lst])
 
+    bounds_quantile = 0.002  # the share of points (per side and coordinate) the axes may leave out
+
     def _figure(self) -> go.Figure:
-        bounds = _bounds(np.concatenate(list(self.clouds.values()), axis=1), self.mixture)
+        bounds = _bounds(np.concatenate(list(self.clouds.values()), axis=1), self.mixture, self.bounds_quantile)
         panels = len(self.names) > 1 if self.panels is None else bool(self.panels)
         styles = viz.series_styles(self.names)
         if not panels:
@@ -677,8 +685,8 @@ class DigitGridDashboard(_StepCountDashboard):
             fig.add_trace(go.Heatmap(z=self.tiles[n][0], zmin=-1, zmax=1, colorscale="gray", showscale=False,
                                      hoverinfo="skip", name=n), row=1, col=i + 1)
         h, w = len(self.tiles[self.names[0]][0]), len(self.tiles[self.names[0]][0][0])
-        viz.style_layout(fig, title, **_LOOK, width=min(1000, 80 + len(self.names) * (w * 7 + 20)),
-                         height=h * 7 + 110, plot_bgcolor="white")
+        # the output's width (no fixed width): the tiles keep their aspect and shrink to fit a narrow notebook
+        viz.style_layout(fig, title, **_LOOK, autosize=True, height=h * 7 + 110, plot_bgcolor="white")
         fig.update_xaxes(visible=False, constrain="domain")
         fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=1)
         self.fig = FigureWidget(fig)
@@ -695,7 +703,11 @@ class SolverDashboard(StepCountDashboard):
 
     ``finals[solver][name][k]`` is the [N, 2] final sample of model ``name`` run by ``solver`` with ``steps[k]``
     steps (all from the same ``x_T``); every solver must hold the same models. ``select(solver)`` and
-    ``update(j)`` only swap precomputed arrays into the traces."""
+    ``update(j)`` only swap precomputed arrays into the traces. The axes hold 98% of all the solvers' points
+    in each coordinate (and the clusters whole): a few points thrown far out by one solver at few steps fall
+    outside rather than shrinking every panel's clusters to a dot."""
+
+    bounds_quantile = 0.01
 
     def __init__(self, steps: Sequence[int], finals: Mapping[str, Mapping[str, Sequence[torch.Tensor]]], *,
                  mixture: GaussianMixture | None = None, max_points: int = 250, panels: bool | None = None,

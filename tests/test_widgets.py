@@ -444,3 +444,20 @@ def test_solver_dashboard_shows_the_chosen_solver_and_step_count(setup):
         widgets.SolverDashboard([5], {"ddim": []})
 
 
+
+
+def test_solver_dashboard_axes_keep_the_clusters_large_when_one_solver_throws_points_far(setup):
+    """One solver throwing 1% of its points far out (karras timesteps at 5 steps in notebook 07) must not widen
+    the axes of every panel: they stay within 1.5 times the box that holds the mixture's clusters."""
+    mix = setup[0]
+    gen = torch.Generator().manual_seed(3)
+    near = [mix.sample(400, generator=gen) for _ in range(2)]
+    far = [x.clone() for x in near]
+    for x in far:
+        x[:4] = 40.0 * torch.randn(4, 2, generator=gen)
+    d = widgets.SolverDashboard([5, 10], {"ddim": {"ideal": near}, "heun": {"ideal": far}}, mixture=mix)
+    lo, hi = d.fig.layout.xaxis.range
+    box = viz.mixture_bounds(mix)
+    assert hi - lo <= 1.5 * (box[1] - box[0]), (lo, hi, box)
+    wide = widgets.StepCountDashboard([5, 10], {"ideal": far}, mixture=mix)  # one cloud: every point shown
+    assert wide.fig.layout.xaxis.range[1] - wide.fig.layout.xaxis.range[0] > 1.5 * (box[1] - box[0])
