@@ -1,6 +1,8 @@
 """Notebook budget under nbval: every notebook must finish within 90 s with a kernel peak memory under 2 GB.
 
-pytest loads this file when it collects ``notebooks/`` (``pytest --nbval --nbval-current-env notebooks``).
+It sits at the repository's root, not in ``notebooks/``, so that the students' file list holds only the lessons;
+pytest loads it for every run, and it acts only when nbval collected notebooks
+(``pytest --nbval --nbval-current-env notebooks``).
 For each notebook nbval collects (one item per code cell, all sharing one kernel that lives on the notebook's
 ``IPyNbFile`` collector), we append one more item, ``<notebook>::budget``, with the same parent, so it runs
 after the last cell while the kernel is still alive. It asserts
@@ -11,8 +13,8 @@ after the last cell while the kernel is still alive. It asserts
 
 Both numbers go into the item's ``user_properties`` (and so into JUnit XML and, under pytest-xdist, to the
 controller) and into a table at the end of the run. ``SEQDIFF_NB_SECONDS`` / ``SEQDIFF_NB_MEGABYTES`` override
-the limits. The fast path is the default here (``SEQDIFF_FAST=1`` unless set), and the kernel imports this
-checkout (its root goes first on PYTHONPATH).
+the limits. When notebooks are collected the fast path is the default (``SEQDIFF_FAST=1`` unless set) and the
+kernel imports this checkout (its root goes first on PYTHONPATH).
 """
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 BUDGET_SECONDS = float(os.environ.get("SEQDIFF_NB_SECONDS", "90"))
 BUDGET_BYTES = float(os.environ.get("SEQDIFF_NB_MEGABYTES", "2048")) * 1024**2
 
-# the kernel inherits this process's environment
-os.environ.setdefault("SEQDIFF_FAST", "1")
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+def _notebook_environment() -> None:
+    """What a notebook's kernel inherits from this process: the fast path and this checkout first."""
+    os.environ.setdefault("SEQDIFF_FAST", "1")
+    if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != str(ROOT):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 _START: dict[str, float] = {}
 RESULTS: list[dict] = []
@@ -83,7 +88,10 @@ class NotebookBudget(pytest.Item):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Insert a budget item after the last cell of every notebook."""
+    """Insert a budget item after the last cell of every notebook (and, if there is one, set the kernels'
+    environment: collection ends before any kernel starts)."""
+    if any(_is_notebook(item.parent) for item in items):
+        _notebook_environment()
     out, seen = [], set()
     for k, item in enumerate(items):
         out.append(item)
