@@ -20,7 +20,7 @@ from ._runtime import set_threads
 from ._validate import check_int
 from .checkpoint import save_checkpoint
 from .data import CHECKPOINT_DIR, GaussianMixture, dataset, preset
-from .evaluate import (DEFAULT_STEPS, IDEAL, Evaluation, display_rows, evaluate, format_table,
+from .evaluate import (COLUMN_TITLES, DEFAULT_STEPS, IDEAL, Evaluation, display_rows, evaluate, format_table,
                        write_metrics_json)
 from .recipes import SHIPPED, load_for_sampling, load_shipped, resolve_checkpoint, train
 
@@ -115,11 +115,14 @@ def _curve_sections(ev: Evaluation, Section) -> list:
         # an unbiased MMD can be slightly negative: then a log axis would lie, so fall back to a linear one
         log_y = log_y and all(v > 0 for c in curves.values() for v in c)
         ref = data_row[key] if (not log_y or data_row[key] > 0) else None
-        figs.append(curves_spec(list(ev.steps), curves, title=label, xlabel="DDIM steps", ylabel=key,
-                                log_x=True, log_y=log_y, reference=ref))
+        if ref is None:  # the data's own score is 0 or below: a log axis cannot draw it, so the title gives it
+            label += f" (the data's own: {data_row[key]:.2g}, not drawable on a log axis)"
+        figs.append(curves_spec(list(ev.steps), curves, title=label, xlabel="DDIM steps",
+                                ylabel=COLUMN_TITLES.get(key, key), log_x=True, log_y=log_y, reference=ref))
     sections.append(Section("Metrics versus the number of steps",
                             "Each metric against the number of sampling steps; the dashed line is the data's own "
-                            "score (a second draw of the data, scored the same way).", figure=figs))
+                            "score (a second draw of the data, scored the same way). Where that score is 0 or "
+                            "below, a log axis cannot draw it: the chart's title gives it instead.", figure=figs))
     return sections
 
 
@@ -134,10 +137,30 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
     sections += _sample_sections(ev, Section) + _curve_sections(ev, Section)
     sections.append(Section("Table", "Every row scores N samples against N fresh data draws; `data (own)` is a "
                                      "second data draw (the floor of each metric).", table=display_rows(ev.rows)))
+    shown = [c for c in READINGS if any(c in r for r in ev.rows)]
+    sections.append(Section(
+        "Reading the numbers", "Each metric of this report, its target and how to read it (every metric of the "
+        "project: docs/glossary.md, beside the lessons).",
+        table=[{"metric": COLUMN_TITLES[c], "target": READINGS[c][0], "reading": READINGS[c][1]} for c in shown]))
     settings = dict(ev.settings)
     settings.update(extra_settings or {})
     settings["evaluation seconds"] = round(ev.seconds, 1)
     return write_report(path, sections, title=title, subtitle=subtitle, settings=settings)
+
+
+# the report's own short glossary (docs/glossary.md has every metric of the project): target, reading
+READINGS = {
+    "mmd": ("0 (the data's own level)", "unbiased squared MMD to fresh data: lower is closer; about 0 and possibly "
+            "slightly negative for data against data"),
+    "sw": ("the data's own level", "sliced 1-Wasserstein distance to fresh data: lower is closer"),
+    "loglik": ("the data's own value", "mean log-density under the true mixture: not higher-is-better, samples "
+               "too tight on the modes score above the data"),
+    "loglik_gap": ("0", "log-lik minus the data's: above 0 too tight, below 0 too diffuse"),
+    "fd": ("the data's own level (two halves of the real digits)", "Frechet distance of classifier features: "
+           "lower is closer"),
+    "confident": ("that of real digits", "share of samples the classifier labels with probability >= 0.9"),
+    "std_ratio": ("1", "spread of the samples over that of the data: below 1 shrinks, above 1 over-disperses"),
+}
 
 
 DEMO_INTRO = (
@@ -198,8 +221,10 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
         else:
             trained = load_shipped(stem, checkpoint_dir)
         models[name] = trained.model
-    source = (f"retrained (seed {seed}), saved in {out / 'checkpoints'}" if retrain
-              else f"shipped checkpoints in {checkpoint_dir}")
+    # no absolute path in a report a student may pass on: the package's own checkpoints are named as such
+    shipped = ("the package's shipped checkpoints (data/checkpoints)" if Path(checkpoint_dir) == CHECKPOINT_DIR
+               else f"checkpoints in {checkpoint_dir}")
+    source = f"retrained (seed {seed}), saved in {out / 'checkpoints'}" if retrain else shipped
     set_threads(threads or EVAL_THREADS)
     mixture, schedule = preset(DEMO_DATASET), trained.schedule
     ev = evaluate(models, mixture, schedule, DEMO_STEPS, n_points=points, seed=seed, dataset=DEMO_DATASET,

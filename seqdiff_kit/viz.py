@@ -47,8 +47,9 @@ class Style(NamedTuple):
 
 
 # Colour-blind-friendly (Okabe-Ito) roles, so "simple", "SA" and "ideal" read the same in every figure.
-ROLE_STYLES = {"simple": Style("#0072B2"), "sa": Style("#D55E00"), "ideal": Style("#009E73"),
-               "data": Style("#555555")}
+# blue and green clouds of small points are hard to tell apart: each role also has its own marker shape
+ROLE_STYLES = {"simple": Style("#0072B2"), "sa": Style("#D55E00", symbol="square"),
+               "ideal": Style("#009E73", symbol="diamond"), "data": Style("#555555")}
 ROLE_COLORS = {role: style.color for role, style in ROLE_STYLES.items()}
 # the rest of the Okabe-Ito palette, for series without a role (never a role's colour); yellow is left out
 # because it does not read on white
@@ -89,7 +90,8 @@ def series_styles(names: Sequence[str]) -> list[Style]:
             raise ValueError(f"names hold more than {len(DASHES)} series of colour {color}; "
                              f"a figure cannot draw them all apart: {list(names)}")
         count[color] = k + 1
-        out.append(Style(color, DASHES[k], SYMBOLS[k]))
+        first = SYMBOLS.index(ROLE_STYLES[role].symbol) if role is not None else 0
+        out.append(Style(color, DASHES[k], SYMBOLS[(first + k) % len(SYMBOLS)]))
     return out
 
 
@@ -558,7 +560,11 @@ def curves_spec(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabe
         reference = check_float("reference", reference)
     data = []
     shown = []  # every value drawn on y, to place a log axis's range and ticks
-    for (name, y), style in zip(curves.items(), series_styles(list(curves))):
+    n_curves = len(curves)
+    for i, ((name, y), style) in enumerate(zip(curves.items(), series_styles(list(curves)))):
+        # where curves coincide the later one covers the earlier: earlier ones are drawn wider (and their
+        # markers larger), so each shows at the edges of those drawn over it
+        wider = min(n_curves - 1 - i, 2)
         yv = to_numpy(f"curves[{name!r}]", y, ndim=1)
         if len(yv) != len(xv):
             raise ValueError(f"curves[{name!r}] must have len(x) = {len(xv)} values, got {len(yv)}")
@@ -574,8 +580,8 @@ def curves_spec(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabe
                              fillcolor=_rgba(style.color, 0.18), line=dict(width=0), hoverinfo="skip",
                              showlegend=False, legendgroup=str(name), name=f"{name} band"))
         data.append(dict(type="scatter", x=xv, y=yv, mode="lines+markers" if markers else "lines", name=str(name),
-                         legendgroup=str(name), line=line_style(style),
-                         marker=marker_style(style, 6, 1.0, edge=False)))
+                         legendgroup=str(name), line=line_style(style, 2.2 + 1.8 * wider),
+                         marker=marker_style(style, 6 + 3 * wider, 1.0, edge=False)))
     layout = layout_spec(title or None, width=700, height=430)
     if reference is not None:  # a dashed line across the whole plot at y = reference
         layout["shapes"] = [dict(type="line", xref="x domain", x0=0, x1=1, yref="y", y0=reference, y1=reference,

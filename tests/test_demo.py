@@ -99,8 +99,11 @@ def test_run_demo_writes_report_with_plotly_once_slider_and_table(tmp_path):
         for key in ("mmd", "sw", "loglik", "std_ratio"):
             assert f"<td class=\"num\">{format_number(r[key])}</td>" in html
     for title in ("Data and samples", "Sampling paths", "Drift from the ideal path", "Spread: variance ratio",
-                  "Metrics versus the number of steps", "Table", "Settings"):
+                  "Metrics versus the number of steps", "Table", "Reading the numbers", "Settings"):
         assert title in html
+    # a report is passed on: no absolute path of this machine in it (the shipped checkpoints are named)
+    assert str(CHECKPOINT_DIR) not in html and str(tmp_path) not in html
+    assert "shipped checkpoints (data/checkpoints)" in html
     assert res.evaluation.steps == demo.DEMO_STEPS
     saved = json.loads(res.metrics.read_text())
     assert len(saved["rows"]) == 1 + 3 * len(demo.DEMO_STEPS) and saved["settings"]["points"] == 64
