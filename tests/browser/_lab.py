@@ -166,6 +166,32 @@ JS_RAW_MARKDOWN = """(root) => {
 }"""
 
 
+# What sticks out of its output area (cut off, or behind a scroll bar): figures, images and widget boxes wider
+# than the room the notebook gives them
+JS_CLIPPED = """(root) => {
+    const out = [];
+    document.querySelectorAll(root + ' .jp-OutputArea-output').forEach((o, k) => {
+        const box = o.getBoundingClientRect();
+        if (!box.width) return;
+        const seen = new Set();
+        o.querySelectorAll('.js-plotly-plot, img, .widget-box, .widget-hbox, .widget-vbox').forEach(e => {
+            const r = e.getBoundingClientRect();
+            const what = e.classList.contains('js-plotly-plot') ? 'figure' : e.tagName === 'IMG' ? 'image' : 'widget box';
+            const svg = e.querySelector(':scope > div > .svg-container, .svg-container');
+            const right = svg ? Math.max(r.right, svg.getBoundingClientRect().right) : r.right;
+            if (right > box.right + 1 && !seen.has(what)) {
+                seen.add(what);
+                out.push(`output ${k}: a ${what} ends ${Math.round(right - box.right)} px past the output's ${Math.round(box.width)} px`);
+            }
+        });
+    });
+    return out;
+}"""
+
+# JupyterLab's file browser, open (as a student has it) or closed
+JS_FILE_BROWSER_OPEN = """() => { const fb = document.querySelector('#filebrowser'); return !!fb && !fb.classList.contains('lm-mod-hidden') && fb.getBoundingClientRect().width > 0; }"""
+
+
 # Latency of one arrow-key step, measured in the page: from the keydown (capture phase, before the slider sees
 # it) to the first animation frame after plotly finished redrawing the figure (its restyle/update/afterplot
 # event); and to the caption's change (the slider's index reaches the caption through a jslink in the page,
@@ -257,6 +283,13 @@ JS_REVEAL = f"""async () => {{
         await new Promise(r => setTimeout(r, 60));
     }}
 }}"""
+
+
+def open_file_browser(page) -> None:
+    """Show JupyterLab's file browser beside the notebook (a narrower notebook, as a student usually has it)."""
+    if not page.evaluate(JS_FILE_BROWSER_OPEN):
+        page.locator('.jp-SideBar.jp-mod-left [data-id="filebrowser"]').first.click()
+    page.wait_for_function(JS_FILE_BROWSER_OPEN, timeout=30_000)
 
 
 def reveal_outputs(page, n: int, name: str, timeout_s: float = 60) -> None:

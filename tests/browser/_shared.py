@@ -24,3 +24,78 @@ JS_NORM_AND_HASH = """
         for (let k = 0; k < s.length; k++) { h ^= s.charCodeAt(k); h = Math.imul(h, 16777619); }
         return (h >>> 0).toString(16) + ':' + s.length;
     };"""
+
+
+# Every legend entry drawn as a line, per figure under a root selector: [figure index, name, colour]. The
+# figures are marked (data-seqdiff-fig) so that hidden_series can screenshot each one.
+JS_LINE_SERIES = """(root) => {
+    const out = [];
+    document.querySelectorAll(root + ' .js-plotly-plot').forEach((gd, k) => {
+        gd.setAttribute('data-seqdiff-fig', String(k));
+        (gd._fullData || []).forEach(t => {
+            if (t.type === 'scatter' && t.visible === true && t.showlegend !== false && (t.mode || '').includes('lines'))
+                out.push([k, String(t.name), t.line.color]);
+        });
+    });
+    return out;
+}"""
+
+# Axes that show tick labels but say nothing of what they measure, and axis titles that are raw column keys
+JS_AXIS_TITLES = """(root) => {
+    const out = [];
+    document.querySelectorAll(root + ' .js-plotly-plot').forEach((gd, k) => {
+        const L = gd._fullLayout;
+        if (!L) return;
+        const fig = ((L.title && L.title.text) || '').slice(0, 60);
+        Object.keys(L).filter(a => /^[xy]axis\\d*$/.test(a)).forEach(a => {
+            const ax = L[a], text = (ax.title && ax.title.text) || '';
+            if (ax.visible && ax.showticklabels && !text) out.push(`figure ${k} (${fig}): ${a} has tick labels but no title`);
+            if (/^(mmd|sw|loglik_gap|loglik|fd|std_ratio)$/.test(text)) out.push(`figure ${k} (${fig}): ${a} is titled with the key ${text}`);
+        });
+    });
+    return out;
+}"""
+
+MIN_SERIES_PIXELS = 30
+
+
+def _rgb(color: str) -> tuple[int, int, int] | None:
+    import re
+
+    if color.startswith("#") and len(color) == 7:
+        return tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+    m = re.match(r"rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)", color)
+    return tuple(round(float(v)) for v in m.groups()) if m else None
+
+
+def hidden_series(page, root: str) -> list[str]:
+    """Legend entries (line series) of the figures under ``root`` whose colour shows on fewer than
+    ``MIN_SERIES_PIXELS`` pixels of the figure's screenshot (legend hidden): a curve drawn under another one."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    by_figure: dict[int, list] = {}
+    for k, name, color in page.evaluate(JS_LINE_SERIES, root):
+        by_figure.setdefault(k, []).append((name, color))
+    out = []
+    for k, series in by_figure.items():
+        if len(series) < 2:
+            continue
+        plot = page.locator(f'{root} [data-seqdiff-fig="{k}"]').first
+        plot.scroll_into_view_if_needed()
+        plot.evaluate("gd => gd.querySelectorAll('.legend').forEach(l => l.style.visibility = 'hidden')")
+        try:
+            pixels = np.asarray(Image.open(io.BytesIO(plot.screenshot())).convert("RGB")).astype(int)
+        finally:
+            plot.evaluate("gd => gd.querySelectorAll('.legend').forEach(l => l.style.visibility = '')")
+        title = page.evaluate("gd => ((gd._fullLayout.title || {}).text || '').slice(0, 60)", plot.element_handle())
+        for name, color in series:
+            rgb = _rgb(color)
+            if rgb is None:
+                continue
+            n = int((np.abs(pixels - np.array(rgb)).sum(-1) < 40).sum())
+            if n < MIN_SERIES_PIXELS:
+                out.append(f"figure {k} ({title}): '{name}' ({color}) shows on {n} pixels: hidden under another series")
+    return out

@@ -25,10 +25,11 @@ import statistics
 import time
 
 import pytest
-from _lab import (JS_CAPTION, JS_DUPLICATE_STYLES, JS_ERRORS, JS_LATENCY_ARM, JS_LATENCY_READ, JS_PLOT_DATA,
-                  JS_RAW_MARKDOWN, JS_SLIDER_VALUE, JS_STDERR, JS_UNDRAWN, PANEL, UPDATE_TIMEOUT_S, mark_dashboards,
-                  open_notebook, reveal_outputs, run_all, wait_back, wait_changed, wait_drawn, wait_notebook)
-from _shared import NOTEBOOKS
+from _lab import (JS_CAPTION, JS_CLIPPED, JS_DUPLICATE_STYLES, JS_ERRORS, JS_LATENCY_ARM, JS_LATENCY_READ,
+                  JS_PLOT_DATA, JS_RAW_MARKDOWN, JS_REVEAL, JS_SLIDER_VALUE, JS_STDERR, JS_UNDRAWN, PANEL,
+                  UPDATE_TIMEOUT_S, mark_dashboards, open_file_browser, open_notebook, reveal_outputs, run_all,
+                  wait_back, wait_changed, wait_drawn, wait_notebook)
+from _shared import JS_AXIS_TITLES, NOTEBOOKS, hidden_series
 
 pytestmark = pytest.mark.browser
 
@@ -87,6 +88,21 @@ def _undrawn(page, when: str, name: str) -> list[str]:
         return [f"{name}: {when}, figures do not draw what their data lists: " + "; ".join(missing)] if missing else []
 
 
+def _clipped(page, name: str) -> list[str]:
+    """With the file browser open at 1280 px (about 850 px of output), nothing sticks out of its output area;
+    waits for figures that size themselves to the new width."""
+    open_file_browser(page)
+    page.evaluate(JS_REVEAL)
+    try:
+        page.wait_for_function(f"() => ({JS_CLIPPED})('{PANEL}').length === 0", timeout=UPDATE_TIMEOUT_S * 1000,
+                               polling=250)
+        return []
+    except Exception:
+        clipped = page.evaluate(JS_CLIPPED, PANEL)
+        width = page.evaluate(f"() => document.querySelector('{PANEL} .jp-OutputArea-output').clientWidth")
+        return [f"{name}: with the file browser open ({width} px of output), " + "; ".join(clipped)] if clipped else []
+
+
 def _state(page, i: int) -> dict:
     return {"value": page.evaluate(JS_SLIDER_VALUE, i), "caption": page.evaluate(JS_CAPTION, i),
             "data": page.evaluate(JS_PLOT_DATA, i)}
@@ -122,6 +138,10 @@ def test_dashboards_latency_reload_and_looks(name, lab_server, page, artifacts, 
         if stderr:
             failures.append(f"{name}: cells show stderr:\n" + "\n---\n".join(stderr))
         failures += _undrawn(page, "after Run All", name)
+        failures += _clipped(page, name)
+        legibility = hidden_series(page, PANEL) + page.evaluate(JS_AXIS_TITLES, PANEL)
+        if legibility:
+            failures.append(f"{name}: figures a student cannot read:\n" + "\n".join(legibility))
         raw = page.evaluate(JS_RAW_MARKDOWN, PANEL)
         if raw:
             failures.append(f"{name}: Markdown shown as raw text in {len(raw)} places: " + "; ".join(raw[:3]))

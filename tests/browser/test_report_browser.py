@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _shared import JS_NORM_AND_HASH
+from _shared import JS_AXIS_TITLES, JS_NORM_AND_HASH, hidden_series
 
 pytestmark = pytest.mark.browser
 
@@ -122,6 +122,8 @@ def test_demo_report_slider_changes_trajectory_plot(demo_report, page, artifacts
     assert 0 < dragged["active"] < clicked["active"], f"dragging left went from {clicked['active']} to {dragged['active']}"
 
     plot.screenshot(path=artifacts.path("report_paths_moved.png"))
+    legibility = hidden_series(page, "body") + page.evaluate(JS_AXIS_TITLES, "body")
+    assert not legibility, "figures of the report a reader cannot read:\n" + "\n".join(legibility)
     page.screenshot(path=artifacts.path("report.png"), full_page=False)
     assert not page.errors, f"page errors in the report: {page.errors}"
     assert not requests, f"the report is not standalone: it requested {requests[:5]}"
@@ -129,3 +131,20 @@ def test_demo_report_slider_changes_trajectory_plot(demo_report, page, artifacts
         print(f"\n[browser] report: seqdiff demo ({POINTS} points) {demo_seconds:.1f} s; {info['n_plots']} figures; "
               f"slider steps {start['label']} -> {clicked['label']} (click) -> {dragged['label']} (drag); "
               f"{time.monotonic() - t0:.1f} s in the browser; screenshots in {artifacts.folder}", flush=True)
+
+
+def test_coinciding_curves_each_show(page, tmp_path):
+    """Three series with the same values (the report's 100-step spread chart, where "simple" and "ideal" agree)
+    each keep visible pixels of their colour: none is hidden under the one drawn after it."""
+    from seqdiff_kit.report import Section, write_report
+    from seqdiff_kit.viz import curves_spec
+
+    y = [1.0, 0.9, 0.95, 1.0, 1.02]
+    fig = curves_spec(list(range(5)), {"simple": y, "SA (K=2, lam=1)": [v + 0.002 for v in y], "ideal": y},
+                      title="same values", xlabel="sampling step", ylabel="std ratio", reference=1.0)
+    path = write_report(tmp_path / "curves.html", [Section("curves", figure=fig)], timestamp=False)
+    page.goto(path.as_uri(), wait_until="load", timeout=60_000)
+    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
+    hidden = hidden_series(page, "body")
+    assert not hidden, "\n".join(hidden)
+    assert not page.errors, f"page errors: {page.errors}"
