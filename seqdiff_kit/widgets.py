@@ -586,8 +586,10 @@ class StepCountDashboard(_StepCountDashboard):
         for c in range(m):
             suffix = "" if c == 0 else str(c + 1)
             _cloud_layout(fig, bounds, suffix)
-            fig.update_layout({f"xaxis{suffix}": dict(showticklabels=False),
-                               f"yaxis{suffix}": dict(showticklabels=c == 0)})
+            # every panel says which coordinate it shows; the shared y title sits on the first panel only
+            fig.update_layout({f"xaxis{suffix}": dict(showticklabels=False, title="x<sub>1</sub>"),
+                               f"yaxis{suffix}": dict(showticklabels=c == 0,
+                                                      title="x<sub>2</sub>" if c == 0 else None)})
         return fig
 
     def set_samples(self, steps: Sequence[int], finals: Mapping[str, Sequence[torch.Tensor]]) -> None:
