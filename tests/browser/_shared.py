@@ -40,16 +40,22 @@ JS_LINE_SERIES = """(root) => {
     return out;
 }"""
 
-# Axes that show tick labels but say nothing of what they measure, and axis titles that are raw column keys
+# Axes that say nothing of what they measure (one with tick labels and no title; panels whose x or y axes have
+# no title at all), and axis titles that are raw column keys
 JS_AXIS_TITLES = """(root) => {
     const out = [];
     document.querySelectorAll(root + ' .js-plotly-plot').forEach((gd, k) => {
         const L = gd._fullLayout;
         if (!L) return;
         const fig = ((L.title && L.title.text) || '').slice(0, 60);
-        Object.keys(L).filter(a => /^[xy]axis\\d*$/.test(a)).forEach(a => {
-            const ax = L[a], text = (ax.title && ax.title.text) || '';
-            if (ax.visible && ax.showticklabels && !text) out.push(`figure ${k} (${fig}): ${a} has tick labels but no title`);
+        const axes = Object.keys(L).filter(a => /^[xy]axis\\d*$/.test(a) && L[a].visible);
+        const title = (a) => (L[a].title && L[a].title.text) || '';
+        // panels side by side may share one title per letter (the first panel's y), never none at all
+        const titled = (letter) => axes.some(a => a[0] === letter && title(a));
+        axes.forEach(a => {
+            const ax = L[a], text = title(a);
+            if (!text && (ax.showticklabels || !titled(a[0])))
+                out.push(`figure ${k} (${fig}): ${a} has no title` + (ax.showticklabels ? ' (it has tick labels)' : ''));
             if (/^(mmd|sw|loglik_gap|loglik|fd|std_ratio)$/.test(text)) out.push(`figure ${k} (${fig}): ${a} is titled with the key ${text}`);
         });
     });

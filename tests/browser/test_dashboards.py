@@ -76,16 +76,22 @@ def _latency(page, i: int, name: str) -> tuple[list[float], list[float]]:
     return times, captions
 
 
-def _undrawn(page, when: str, name: str) -> list[str]:
-    """What plotly's data lists but the page does not draw (a density background, a panel's points), ``when``
-    in the test; waits up to ``UPDATE_TIMEOUT_S`` for a redraw in flight to finish."""
+def _settled(page, check: str, polling: int = 200) -> list[str]:
+    """What the page check ``check`` (a JS function of the panel's selector returning a list of problems) still
+    lists once the page settled: [] as soon as it lists nothing, else its list after ``UPDATE_TIMEOUT_S``."""
     try:
-        page.wait_for_function(f"() => ({JS_UNDRAWN})('{PANEL}').length === 0", timeout=UPDATE_TIMEOUT_S * 1000,
-                               polling=200)
+        page.wait_for_function(f"() => ({check})('{PANEL}').length === 0", timeout=UPDATE_TIMEOUT_S * 1000,
+                               polling=polling)
         return []
     except Exception:
-        missing = page.evaluate(JS_UNDRAWN, PANEL)
-        return [f"{name}: {when}, figures do not draw what their data lists: " + "; ".join(missing)] if missing else []
+        return page.evaluate(check, PANEL)
+
+
+def _undrawn(page, when: str, name: str) -> list[str]:
+    """What plotly's data lists but the page does not draw (a density background, a panel's points), ``when``
+    in the test; waits for a redraw in flight to finish."""
+    missing = _settled(page, JS_UNDRAWN)
+    return [f"{name}: {when}, figures do not draw what their data lists: " + "; ".join(missing)] if missing else []
 
 
 def _clipped(page, name: str) -> list[str]:
@@ -93,14 +99,11 @@ def _clipped(page, name: str) -> list[str]:
     waits for figures that size themselves to the new width."""
     open_file_browser(page)
     page.evaluate(JS_REVEAL)
-    try:
-        page.wait_for_function(f"() => ({JS_CLIPPED})('{PANEL}').length === 0", timeout=UPDATE_TIMEOUT_S * 1000,
-                               polling=250)
+    clipped = _settled(page, JS_CLIPPED, polling=250)
+    if not clipped:
         return []
-    except Exception:
-        clipped = page.evaluate(JS_CLIPPED, PANEL)
-        width = page.evaluate(f"() => document.querySelector('{PANEL} .jp-OutputArea-output').clientWidth")
-        return [f"{name}: with the file browser open ({width} px of output), " + "; ".join(clipped)] if clipped else []
+    width = page.evaluate(f"() => document.querySelector('{PANEL} .jp-OutputArea-output').clientWidth")
+    return [f"{name}: with the file browser open ({width} px of output), " + "; ".join(clipped)]
 
 
 def _state(page, i: int) -> dict:
