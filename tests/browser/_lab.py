@@ -254,6 +254,17 @@ def wait_notebook(page, name: str) -> None:
                          f"status {page.evaluate(JS_STATUS)!r})")
 
 
+def save_notebook(page, name: str) -> None:
+    """Save the notebook (its outputs and widget references) as a student does, with Ctrl+S."""
+    page.locator(f"{PANEL} .jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.keyboard.press("Control+s")
+    try:
+        page.wait_for_function("() => !document.querySelector('.jp-mod-current.jp-mod-dirty, "
+                               ".lm-TabBar-tab.jp-mod-current.jp-mod-dirty')", timeout=30_000, polling=200)
+    except Exception as err:
+        raise AssertionError(f"{name}: the notebook was not saved before the reload") from err
+
+
 def run_all(page, name: str) -> float:
     """Run > Run All Cells; wait until every cell ran; assert no cell shows an error. Returns the seconds."""
     t0 = time.monotonic()

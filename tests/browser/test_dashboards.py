@@ -28,7 +28,7 @@ import pytest
 from _lab import (JS_CAPTION, JS_CLIPPED, JS_DUPLICATE_STYLES, JS_ERRORS, JS_LATENCY_ARM, JS_LATENCY_READ,
                   JS_PLOT_DATA, JS_RAW_MARKDOWN, JS_REVEAL, JS_SLIDER_VALUE, JS_STDERR, JS_UNDRAWN, PANEL,
                   UPDATE_TIMEOUT_S, mark_dashboards, open_file_browser, open_notebook, reveal_outputs, run_all,
-                  wait_back, wait_changed, wait_drawn, wait_notebook)
+                  save_notebook, wait_back, wait_changed, wait_drawn, wait_notebook)
 from _shared import JS_AXIS_TITLES, NOTEBOOKS, hidden_series
 
 pytestmark = pytest.mark.browser
@@ -109,16 +109,6 @@ def _clipped(page, name: str) -> list[str]:
 def _state(page, i: int) -> dict:
     return {"value": page.evaluate(JS_SLIDER_VALUE, i), "caption": page.evaluate(JS_CAPTION, i),
             "data": page.evaluate(JS_PLOT_DATA, i)}
-
-
-def _save(page, name: str) -> None:
-    page.locator(f"{PANEL} .jp-Notebook").first.click(position={"x": 5, "y": 5})
-    page.keyboard.press("Control+s")
-    try:
-        page.wait_for_function("() => !document.querySelector('.jp-mod-current.jp-mod-dirty, "
-                               ".lm-TabBar-tab.jp-mod-current.jp-mod-dirty')", timeout=30_000, polling=200)
-    except Exception as err:
-        raise AssertionError(f"{name}: the notebook was not saved before the reload") from err
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -274,7 +264,7 @@ def _reload_keeps_state(page, n: int, name: str, stem: str, artifacts) -> None:
         assert state["value"] != before["value"] and state["caption"] != before["caption"], \
             f"{name}: slider {i} or its caption did not move: {before} -> {state}"
         moved.append(state)
-    _save(page, name)
+    save_notebook(page, name)
     page.reload(wait_until="domcontentloaded", timeout=90_000)
     wait_notebook(page, name)
     reveal_outputs(page, n, name)
