@@ -105,7 +105,8 @@ def _kernel_block(d2: torch.Tensor, gamma: list[float]) -> torch.Tensor:
     costs more than the arithmetic)."""
     total, prev_g, k = None, None, None
     for g in sorted(gamma):  # widest kernel first
-        squarings = _squarings(g / prev_g) if prev_g is not None else None
+        # a zero gamma (h/s past float64's range: the kernel is 1) has no ratio to the next one
+        squarings = _squarings(g / prev_g) if prev_g else None
         if squarings is None:
             # gamma is inf for h below ~1e-154, where exp(-inf * 0) would be NaN: k = 1 at distance 0, else 0
             k = (d2 == 0).to(d2.dtype) if math.isinf(g) else torch.mul(d2, -g).exp_()
