@@ -496,26 +496,10 @@ def trajectory_slider_spec(trajectories: Mapping[str, Trajectory], max_points: i
     frames = [dict(data=traces_at(j, static=False), name=str(j), traces=list(animated)) for j in range(n_states)]
 
     redraw = schedule is not None  # contour changes need a full redraw; scatter-only frames animate cheaply
-
-    def anim():
-        return dict(mode="immediate", frame=dict(duration=0, redraw=redraw), transition=dict(duration=0))
-
-    steps = [dict(method="animate", label=_step_label(t), args=[[str(j)], anim()]) for j, t in enumerate(t_labels)]
     if title is None:
         title = "Sampling paths" + (" (segments join paired samples)" if pair else "")
     layout = layout_spec(title, margin=dict(b=110, t=90), width=640, height=660)
-    layout.update(
-        sliders=[dict(active=0, steps=steps, x=0.17, len=0.83, y=0, yanchor="top", pad=dict(t=40),
-                      currentvalue=dict(prefix="sampling step: ", font=dict(size=13)))],
-        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=0, xanchor="left", yanchor="top",
-                          pad=dict(t=40, r=8), showactive=False, buttons=[
-                              dict(label="▶", method="animate",
-                                   args=[None, dict(mode="immediate", fromcurrent=True,
-                                                    frame=dict(duration=350, redraw=redraw),
-                                                    transition=dict(duration=150))]),
-                              dict(label="❚❚", method="animate",
-                                   args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False),
-                                                      transition=dict(duration=0))])])])
+    layout.update(_step_slider([_step_label(t) for t in t_labels], redraw))
     layout["legend"].update(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom")
     # fixed axes: frames do not autorange, and a moving frame would hide the contraction of the cloud
     layout["xaxis"] = dict(title=dict(text="x<sub>1</sub>"), range=[bounds[0], bounds[1]], autorange=False,
@@ -523,6 +507,23 @@ def trajectory_slider_spec(trajectories: Mapping[str, Trajectory], max_points: i
     layout["yaxis"] = dict(title=dict(text="x<sub>2</sub>"), range=[bounds[2], bounds[3]], autorange=False,
                            scaleanchor="x", scaleratio=1, constrain="domain")
     return dict(data=data, layout=layout, frames=frames)
+
+
+def _step_slider(labels: Sequence[str], redraw: bool) -> dict:
+    """The layout's slider over animation frames ``"0", "1", ...`` (one per label) and its play/pause buttons;
+    ``redraw``: whether a frame needs plotly's full redraw (a heatmap that changes) or animates its traces only."""
+    def anim(duration: int = 0, transition: int = 0, redraw: bool = redraw, **extra) -> dict:
+        return dict(mode="immediate", frame=dict(duration=duration, redraw=redraw),
+                    transition=dict(duration=transition), **extra)
+
+    steps = [dict(method="animate", label=label, args=[[str(j)], anim()]) for j, label in enumerate(labels)]
+    return dict(
+        sliders=[dict(active=0, steps=steps, x=0.17, len=0.83, y=0, yanchor="top", pad=dict(t=40),
+                      currentvalue=dict(prefix="sampling step: ", font=dict(size=13)))],
+        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=0, xanchor="left", yanchor="top",
+                          pad=dict(t=40, r=8), showactive=False, buttons=[
+                              dict(label="▶", method="animate", args=[None, anim(350, 150, fromcurrent=True)]),
+                              dict(label="❚❚", method="animate", args=[[None], anim(redraw=False)])])])
 
 
 # ---------------------------------------------------------------------------------------------- curves
