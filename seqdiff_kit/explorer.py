@@ -118,12 +118,15 @@ class Explorer:
             control.disabled = True
         loading = W.HTML("<div style='width:520px;height:520px;display:flex;align-items:center;justify-content:"
                          "center;color:#777'>loading the paths...</div>")
-        self.paths_box, self.drift_box = W.Box([loading]), W.Box()
+        # the paths keep their width (a flex row would squeeze them beside the right column)
+        self.paths_box, self.drift_box = W.Box([loading], layout=W.Layout(flex="0 0 auto")), W.Box()
         controls = W.VBox([W.HBox([self.dataset, self.solver]), W.HBox([self.loss, self.K, self.lam]),
                            W.HBox([self.steps, self.train_button, self.progress]), self.status])
         right = W.VBox([self.drift_box, self.drift_note, W.HTML("<b>Final samples against fresh data</b>"),
                         self.metrics, self.glossary])
-        self.widget = W.VBox([controls, W.HBox([self.paths_box, right])])
+        # side by side where the page is wide enough, the right column below the paths where it is not (a
+        # projector's 1024 px): nothing is squeezed or cut
+        self.widget = W.VBox([controls, W.HBox([self.paths_box, right], layout=W.Layout(flex_flow="row wrap"))])
 
     def _ipython_display_(self):
         from IPython.display import display
