@@ -115,6 +115,7 @@ def test_demo_writes_report_and_prints_table(tmp_path, capsys):
         assert format_number(r["sw"]) in out and f">{format_number(r['sw'])}<" in html
 
 
+@pytest.mark.slow
 def test_demo_retrain_runs_from_the_command_line(tmp_path):
     """`seqdiff demo --retrain` as a user types it (a process; few steps): both models trained and saved, the
     report written, the checkpoints loadable and trained for the steps asked."""

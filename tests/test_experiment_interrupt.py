@@ -14,6 +14,7 @@ import threading
 import time
 
 import psutil
+import pytest
 
 # a grid registered in the child before the CLI reads its presets: gauss1d trains 5 updates, ring8 10**6; the
 # longest jobs start first, so a third worker is the one that runs a quick job
@@ -37,6 +38,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_run_at_once_and_keeps_the_finished_job(tmp_path):
     out = tmp_path / "grid"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
