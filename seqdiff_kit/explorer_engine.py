@@ -61,11 +61,9 @@ def session_folder(base) -> Path:
     and start time), so every page load of one Voila server (a new kernel each) finds the models trained on
     the earlier ones, and a restarted server starts afresh."""
     parent = os.getppid()
-    try:
-        import psutil  # jupyter_server's dependency; without it the pid alone names the server
-
-        started = f"-{int(psutil.Process(parent).create_time())}"
-    except Exception:  # noqa: BLE001 (no psutil, or the parent is gone)
+    try:  # the parent's start time in clock ticks since boot (proc(5), field 22): a reused pid is a new server
+        started = "-" + Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):  # no /proc (not Linux), or the parent is gone: the pid alone names it
         started = ""
     return Path(base) / f"server-{parent}{started}"
 

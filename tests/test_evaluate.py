@@ -225,13 +225,14 @@ def test_the_robust_spread_and_the_off_mode_share_are_in_the_one_registry(ring_w
 
 
 def test_the_explorer_scores_through_the_one_scorer():
-    """The explorer's table (``explorer.Explorer.scorer``): the one scorer, the tables' bandwidths, its columns."""
-    from seqdiff_kit import explorer
+    """The explorer's table (``explorer_engine.Engine.scorer``): the one scorer, the tables' bandwidths, its
+    columns."""
+    from seqdiff_kit import explorer_engine
 
-    page = explorer.Explorer(n_points=20, n_reference=60)
+    engine = explorer_engine.Engine(recipe=None, n_points=20, n_reference=60, quick_steps=10, seed=0)
     x = sk.ring8().sample(50, torch.Generator().manual_seed(5))
-    got = page.scorer("ring8")
-    want = Scorer.draw(sk.ring8(), 60, seed=page.seed + 2, metrics=explorer.TABLE)
+    got = engine.scorer("ring8")
+    want = Scorer.draw(sk.ring8(), 60, seed=engine.seed + 2, metrics=explorer_engine.TABLE)
     assert got.bandwidths == want.bandwidths == Scorer(sk.ring8(), x).bandwidths
     assert got.score(x) == want.score(x) and got.data_level == want.data_level
-    assert set(got.score(x)) == set(explorer.TABLE)
+    assert set(got.score(x)) == set(explorer_engine.TABLE)
