@@ -51,6 +51,14 @@ def test_the_first_role_word_of_a_name_decides():
     assert viz.role_of("DDIM (eta = 0)") is None
 
 
+def test_the_roles_clouds_differ_in_shape_not_only_in_colour():
+    """Blue (simple) and green (ideal) clouds of small points are hard to tell apart by colour alone."""
+    styles = viz.series_styles(["simple", "SA (K=2, lam=1)", "ideal", "data"])
+    assert len({s.symbol for s in styles[:3]}) == 3, styles
+    second = viz.series_styles(["ideal", "ideal (heun)"])  # a role's second series takes the next shape
+    assert second[0].symbol != second[1].symbol, second
+
+
 def test_series_styles_never_draw_two_series_alike():
     cases = [["|e| learned (simple)", "|e| ideal", "|delta| learned (simple)"],            # 04's gap plot
              ["simple (lam = 0): the ideal", "SA (K=2, lam=1)", "SA (K=4, lam=1)"],       # 05's closed form
