@@ -99,6 +99,30 @@ def _first_page(page, url: str, t0: float) -> tuple[float, float]:
     return first_s, time.monotonic() - t0
 
 
+# what sticks out of the page's width: figures and widget boxes whose right edge is past the window's
+JS_WIDER = """() => {
+    const w = document.documentElement.clientWidth, out = [];
+    document.querySelectorAll('.js-plotly-plot, .widget-box, .widget-hbox, .widget-vbox').forEach(e => {
+        const r = e.getBoundingClientRect();
+        if (r.width && r.right > w + 1) out.push(`${e.className.slice(0, 60)}: ${Math.round(r.width)} px wide, ends at ${Math.round(r.right)}`);
+    });
+    if (document.documentElement.scrollWidth > w + 1) out.push(`the page scrolls sideways (${document.documentElement.scrollWidth} px)`);
+    return out;
+}"""
+
+
+def _fits(page, width: int, artifacts) -> None:
+    """At ``width`` px nothing is cut or needs a sideways scroll (waits for figures that size themselves)."""
+    page.set_viewport_size({"width": width, "height": 900})
+    try:
+        page.wait_for_function(f"() => ({JS_WIDER})().length === 0", timeout=20_000, polling=250)
+    except Exception:
+        page.screenshot(path=artifacts.path(f"explorer_{width}px.png"), full_page=True)
+        raise AssertionError(f"explorer at {width} px: " + "; ".join(page.evaluate(JS_WIDER))) from None
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+
 def test_explorer_loads_without_code_and_its_controls_change_the_figures(voila_server, page, artifacts, capsys):
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
@@ -115,6 +139,7 @@ def test_explorer_loads_without_code_and_its_controls_change_the_figures(voila_s
         assert page.locator(".CodeMirror, .cm-editor, .jp-InputArea-editor").count() == 0
         assert "import seqdiff_kit" not in text and "Explorer(" not in text
         page.screenshot(path=artifacts.path("explorer.png"), full_page=True)
+        _fits(page, 1024, artifacts)  # a projector's width
         # a reload of the same server finds what this one trains: the kernel's session folder is this server's
         sessions = list((voila_server.notebook_dir / "runs" / "explorer").glob(f"server-{voila_server.proc.pid}-*"))
         assert len(sessions) == 1, sessions
