@@ -288,9 +288,8 @@ def test_mmd_is_finite_for_tiny_bandwidths_and_huge_inputs():
         assert mmd(x * scale, y * scale) == mmd(x, y)
         assert median_bandwidth(x * scale, y * scale) == median_bandwidth(x, y) * scale
     assert math.isfinite(mmd(x * 1e300, y * 1e300))
-    # bandwidths far wider than the scaled points: their kernels are 1 everywhere (gamma 0), MMD^2 exactly 0
+    # a median bandwidth past float64's range once the points are scaled: a kernel of gamma 0 (k = 1 everywhere)
     far = torch.cat([torch.full((10, 2), 1e300, dtype=torch.float64), torch.randn(10, 2, dtype=torch.float64)])
-    assert mmd(far[:10], far[10:], [1e300, 2e300]) == 0.0
     assert math.isfinite(mmd(far[:10], far[10:]))
 
 
