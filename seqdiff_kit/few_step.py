@@ -332,14 +332,17 @@ def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
 
 def grid_call(models: Mapping[str, torch.nn.Module], mixture: GaussianMixture, schedule: Schedule,
               **kwargs) -> dict:
-    """What a grid is computed from, as JSON: each learned network's and the mixture's and schedule's
-    ``_digest``, the scorer's metrics and MMD bandwidths, and ``run_grid``'s other arguments. Two calls with equal
-    ``grid_call`` give the same grid."""
+    """What a grid is computed from, as JSON: each learned network's and the mixture's ``_digest``, the
+    schedule's config, the scorer's metrics and MMD bandwidths (to 9 digits), and ``run_grid``'s other arguments.
+    Two calls with equal ``grid_call`` give the same grid, to float rounding. What is computed (a named schedule's
+    betas, the bandwidths) is described by its definition or rounded: its last bits differ between CPU kernels
+    (``ATEN_CPU_CAPABILITY``), and the stored grid holds on every one of them."""
     mix = {"weights": mixture.weights, "means": mixture.means, "covariances": mixture.covariances}
+    named = schedule.config()
     return json.loads(json.dumps({
         "models": {name: _digest(model.state_dict()) for name, model in models.items()},
-        "mixture": _digest(mix), "schedule": _digest({"alpha_bar": schedule.alpha_bar(torch.arange(schedule.T))}),
-        "metrics": list(applicable(mixture)), "bandwidths": mmd_bandwidths(mixture),
+        "mixture": _digest(mix), "schedule": named if named["name"] != "custom" else _digest({"betas": schedule.betas}),
+        "metrics": list(applicable(mixture)), "bandwidths": [float(f"{h:.9g}") for h in mmd_bandwidths(mixture)],
         "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(kwargs.items())}}))
 
 

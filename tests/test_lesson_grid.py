@@ -25,7 +25,9 @@ def setting():
 
 
 def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+    # the stored grid was computed on this CPU's kernels; on the plain ones (ATEN_CPU_CAPABILITY=default) x_T's
+    # draws differ by up to ~1e-6, and a median-based metric (the MAD spreads) moves a few times that
+    return abs(a - b) <= 2e-5 * max(1.0, abs(a), abs(b))
 
 
 def test_stored_grid_matches_a_fresh_computation_on_a_small_case(setting):
@@ -33,7 +35,8 @@ def test_stored_grid_matches_a_fresh_computation_on_a_small_case(setting):
     # so a grid of only these cells reproduces the stored grid's cells (and the first data draws)
     models, mixture, schedule = setting
     fresh, stored = run_grid(models, mixture, schedule, **SMALL), load_grid(LESSON_GRID)
-    assert torch.equal(fresh.x_T, stored.x_T)
+    # randn's float32 draws follow the CPU kernel to a few ulps (ATEN_CPU_CAPABILITY): equal here, close there
+    torch.testing.assert_close(fresh.x_T, stored.x_T, rtol=1e-5, atol=1e-5)
     index = {(r["model"], r["fix"], r["spacing"], r["steps"], r["seed"]): r for r in stored.rows}
     assert len(fresh.rows) == 3 * 2 * 2
     for row in fresh.rows:
@@ -44,13 +47,13 @@ def test_stored_grid_matches_a_fresh_computation_on_a_small_case(setting):
     for fresh_draw, kept_draw in zip(fresh.data, stored.data[:2]):
         assert all(_close(fresh_draw[k], kept_draw[k]) for k in fresh_draw)
     for key in fresh.trajectories:
-        torch.testing.assert_close(stored.final(*key), fresh.final(*key), rtol=0, atol=1e-6)
+        torch.testing.assert_close(stored.final(*key), fresh.final(*key), rtol=1e-5, atol=1e-5)  # as x_T
     flow = fresh.flow_distance(mixture, ("ddim", "heun"))
     assert set(flow) == {(m, f, n) for m in (*models, IDEAL) for f in ("ddim", "heun") for n in (5, 10)}
     kept_flow = stored.flow_distance(mixture, ("ddim", "heun"))
     for key, d in flow.items():
         # the exact flow here is recorded at fewer timesteps, so its sub-steps differ: ODE error only
-        torch.testing.assert_close(kept_flow[key], d, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(kept_flow[key], d, rtol=1e-4, atol=1e-5)
 
 
 def test_notebook_07_fast_path_asks_for_the_stored_grid(setting, monkeypatch):
