@@ -506,7 +506,7 @@ def _scheduler_identity(address: str, timeout: float) -> dict:
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(asyncio.run, bounded()).result()
     except Exception as err:  # noqa: BLE001 - whatever the address or the peer did, it is not a scheduler we can use
-        why = " ".join(str(err).split()) or f"no Dask answer within {timeout:g} s"
+        why = " ".join(str(err).split()) or f"no Dask answer after {timeout:g} s"
         raise ValueError(f"scheduler {address!r} is not a reachable Dask scheduler ({why}); start one with "
                          f"`dask scheduler` and give its tcp://HOST:PORT") from None
     return answer if isinstance(answer, dict) else {"type": type(answer).__name__}
