@@ -149,6 +149,8 @@ def estimate_seconds(recipe: Recipe, *, probe_steps: int = 20, threads: int | No
 
 # ---------------------------------------------------------------------- the shipped recipes
 SA = Loss("sa", K=2, lam=1.0)
+# Input Perturbation (Ning et al., ICML 2023) with the paper's gamma: the second train-side fix beside SA
+IP = Loss("ip", gamma=0.1)
 # ring8 (and every 2-D dataset): an MLP 128 x 3, Adam with warm-up and cosine decay; docs/performance.md tells
 # why 8000 updates
 RING8 = Recipe("ring8", "ring8", "MLPDenoiser", {"dim": 2, "width": 128, "depth": 3},
@@ -166,6 +168,7 @@ DIGITS = Recipe("digits", "digits", "TinyUNet", {"channels": 32, "time_dim": 64,
                 {"steps": 6000, "batch_size": 128, "lr": 2e-3, "warmup": 200, "ema_decay": 0.999, "grad_clip": 1.0})
 # checkpoint name (in CHECKPOINT_DIR) -> the recipe that made it
 SHIPPED = {"ring8_simple": RING8.replace(name="ring8_simple"), "ring8_sa": RING8.replace(name="ring8_sa", loss=SA),
+           "ring8_ip": RING8.replace(name="ring8_ip", loss=IP),
            "digits_simple": DIGITS.replace(name="digits_simple"),
            "digits_sa": DIGITS.replace(name="digits_sa", loss=SA)}
 

@@ -68,13 +68,29 @@ def test_train_is_fit_on_the_recipe_parts(tmp_path):
 
 
 def test_shipped_names_are_the_checkpoints():
-    assert set(SHIPPED) == {"ring8_simple", "ring8_sa", "digits_simple", "digits_sa"}
+    assert set(SHIPPED) == {"ring8_simple", "ring8_sa", "ring8_ip", "digits_simple", "digits_sa"}
     for name, recipe in SHIPPED.items():
         assert recipe.name == name and load_shipped(name).config["loss"] == recipe.loss.config
     with pytest.raises(ValueError, match="name must be one of"):
         load_shipped("ring8_large")
     with pytest.raises(FileNotFoundError, match="shipped checkpoint not found"):
         load_shipped("ring8_sa", checkpoint_dir="/nonexistent")
+
+
+def test_the_shipped_input_perturbation_network():
+    """ring8_ip: the RING8 recipe with Input Perturbation (the paper's gamma = 0.1), its JSON saying so; it loads
+    and has learned the ring (100 DDIM steps end near a mode)."""
+    from seqdiff_kit import Schedule, ring8, solvers
+
+    ip = load_shipped("ring8_ip")
+    assert ip.config["loss"] == {"name": "ip", "K": 1, "lam": 0.0, "gamma": 0.1} == SHIPPED["ring8_ip"].loss.config
+    assert ip.config["train"] == {**ip.config["train"], "recipe": "ring8_ip", **RING8.fit}
+    assert ip.config["step"] == RING8.steps and ip.config["seed"] == 0 and not ip.model.training
+    mix = ring8()
+    x = solvers.sample(ip.model, torch.randn(500, 2, generator=torch.Generator().manual_seed(0)),
+                       Schedule.linear(), 100).final
+    near = torch.cdist(x.double(), mix.means).min(dim=1).values < 0.3  # modes of std 0.1
+    assert float(near.float().mean()) > 0.9
 
 
 def test_estimate_seconds_probes_the_recipe():
