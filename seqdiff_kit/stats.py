@@ -5,6 +5,8 @@ difference, and the verdict rule. The experiment grid, the seed study and the fe
   (Student's t quantile from ``scipy.stats``), over the finite entries of ``values``;
 - ``paired(a, b)``: ``mean_ci`` of ``d_k = a_k - b_k`` over the pairs present in both (the keys of two dicts, e.g.
   seeds, or the positions of two equally long sequences);
+- ``mean_band(values, n)``: where the mean of ``n`` new draws like ``values`` falls (a Student-t prediction
+  interval): a mean over ``n`` seeds is judged against it, not against the spread of single draws;
 - ``verdict(low, high)``: "better" / "worse" / "no clear difference" / "undetermined" from an interval on
   ``target_distance(A) - target_distance(B)``;
 - ``distance_difference(metric, a, b)``: the paired interval of the distances to the metric's target
@@ -17,7 +19,7 @@ from typing import Mapping, Sequence
 
 from scipy import stats as _scipy_stats
 
-from ._validate import check_float, check_real
+from ._validate import check_float, check_int, check_real
 from .metrics import target_distance
 
 LEVEL = 0.95
@@ -41,6 +43,19 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
     sem = sd / math.sqrt(n)
     t = float(_scipy_stats.t.ppf(0.5 + level / 2, n - 1))
     return dict(n=n, mean=mean, sd=sd, sem=sem, t=t, half_width=t * sem, low=mean - t * sem, high=mean + t * sem)
+
+
+def mean_band(values: Sequence[float], n: int, level: float = LEVEL) -> dict:
+    """The ``level`` prediction interval of the mean of ``n`` new draws from the distribution of ``values`` (the
+    finite entries, ``m`` of them): ``mean +- t_{(1+level)/2, m-1} s sqrt(1/n + 1/m)``, ``s`` their sample
+    standard deviation (a normal approximation: a mean of draws is closer to normal than one draw). ``n = 1``
+    is the band of a single draw; a mean of ``n`` is about ``sqrt(n)`` narrower. Returns ``n, m, mean, sd,
+    half_width, low, high`` (interval entries NaN when m < 2)."""
+    n = check_int("n", n, 1)
+    ci = mean_ci(values, level)
+    half = ci["t"] * ci["sd"] * math.sqrt(1 / n + 1 / ci["n"]) if ci["n"] >= 2 else math.nan
+    return dict(n=n, m=ci["n"], mean=ci["mean"], sd=ci["sd"], half_width=half, low=ci["mean"] - half,
+                high=ci["mean"] + half)
 
 
 def pairs(a, b) -> list[tuple]:
