@@ -2,7 +2,7 @@
 difference, and the verdict rule. The experiment grid, the seed study and the few-step grid all call these.
 
 - ``mean_ci(values)``: ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` with the sample standard deviation ``s``
-  (Student's t quantile from ``scipy.stats``), over the finite entries of ``values``;
+  (Student's t quantile from ``scipy.special.stdtrit``), over the finite entries of ``values``;
 - ``paired(a, b)``: ``mean_ci`` of ``d_k = a_k - b_k`` over the pairs present in both (the keys of two dicts, e.g.
   seeds, or the positions of two equally long sequences);
 - ``mean_band(values, n)``: where the mean of ``n`` new draws like ``values`` falls (a Student-t prediction
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import math
 from typing import Mapping, Sequence
-
-from scipy import stats as _scipy_stats
 
 from ._validate import check_float, check_int, check_real
 from .metrics import target_distance
@@ -41,7 +39,9 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
         return dict(n=1, mean=mean, sd=nan, sem=nan, t=nan, half_width=nan, low=nan, high=nan)
     sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     sem = sd / math.sqrt(n)
-    t = float(_scipy_stats.t.ppf(0.5 + level / 2, n - 1))
+    from scipy.special import stdtrit  # here, not at the top: importing the lessons' modules stays quick
+
+    t = float(stdtrit(n - 1, 0.5 + level / 2))
     return dict(n=n, mean=mean, sd=sd, sem=sem, t=t, half_width=t * sem, low=mean - t * sem, high=mean + t * sem)
 
 
