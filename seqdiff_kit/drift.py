@@ -694,3 +694,38 @@ def two_references(model: Callable, mixture: GaussianMixture, schedule: Schedule
     return TwoReferences(t=run.t, estimation=_norms(est, 2), total=_norms(run.x.double() - at, 2),
                          discretisation=_norms(disc, 2), cross=(est * disc).flatten(2).sum(-1), model=run,
                          ideal=ideal)
+
+
+class EpsScaleFit(NamedTuple):
+    """``fit_eps_scale``'s answer: the chosen factor ``c`` and, per factor of ``cs`` (in the order given), the mean
+    final distance to the target (float64; NaN for a factor the walk did not need to run)."""
+
+    c: float
+    cs: tuple[float, ...]
+    mean_error: torch.Tensor
+
+
+def fit_eps_scale(model: Callable, x_T: torch.Tensor, target: torch.Tensor, schedule: Schedule, steps: int,
+                  cs, *, solver: str = "ddim", spacing: str = "trailing") -> EpsScaleFit:
+    """Fit a constant Epsilon Scaling factor (Ning et al., ICLR 2024; ``solvers.sample(..., eps_scale=c)``): the
+    ``c`` of ``cs`` whose runs of ``model`` from ``x_T`` end closest, on average, to ``target`` (e.g. the exact
+    flow's end from the same ``x_T``, ``exact_flow(...).final``). The factors are run from the largest down
+    (nearest no scaling first), stopping at the first that ends farther than the one before: the mean error of a
+    constant scaling has one valley in ``c``, so the walk finds the full scan's minimum (tested against it) while
+    running only the factors down to one past the valley."""
+    x_T = check_tensor("x_T", x_T, min_ndim=2, nonempty=True, dtypes="floating")
+    target = check_tensor("target", target, dtypes="floating")
+    if target.shape != x_T.shape:
+        raise ValueError(f"target must have x_T's shape {tuple(x_T.shape)}, got {tuple(target.shape)}")
+    cs = tuple(check_float(f"cs[{i}]", c, 0.0, low_open=True) for i, c in enumerate(cs))
+    if not cs:
+        raise ValueError("cs must hold at least one factor, got none")
+    mean_error = torch.full((len(cs),), math.nan, dtype=torch.float64)
+    best = None
+    for i in sorted(range(len(cs)), key=lambda k: -cs[k]):
+        final = sample(model, x_T, schedule, steps, solver=solver, spacing=spacing, eps_scale=cs[i]).final
+        mean_error[i] = _norms((final - target).double()).mean()
+        if best is not None and mean_error[i] > mean_error[best]:
+            break
+        best = i
+    return EpsScaleFit(c=cs[best], cs=cs, mean_error=mean_error)

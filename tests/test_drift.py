@@ -572,3 +572,53 @@ def test_on_the_shipped_ring8_networks_sa_is_farther_from_the_ideal_path_but_clo
     assert vs_ideal < -4 * se_vi, (vs_ideal, se_vi)
     cross, se_cross, _ = paired(r["sa"].final("cross"))
     assert cross < -4 * se_cross, (cross, se_cross)
+
+
+def test_fit_eps_scale_walk_finds_the_full_scans_minimum_on_the_shipped_network():
+    """The walk from the largest factor down stops past the valley and picks what scanning every c picks."""
+    from seqdiff_kit.drift import exact_flow, fit_eps_scale
+    from seqdiff_kit.recipes import load_shipped
+    from seqdiff_kit.solvers import sample
+
+    mixture, schedule = ring8(), Schedule.linear(1000)
+    model = load_shipped("ring8_simple").model
+    x_T = torch.randn(200, 2, generator=torch.Generator().manual_seed(1))
+    end = exact_flow(mixture, schedule, x_T, timesteps=[schedule.T - 1]).final
+    cs = tuple(round(0.90 + 0.01 * i, 2) for i in range(11))
+    with torch.no_grad():
+        for steps in (5, 20):
+            fit = fit_eps_scale(model, x_T, end, schedule, steps, cs)
+            full = [float((sample(model, x_T, schedule, steps, eps_scale=c).final - end).double().norm(dim=1).mean())
+                    for c in cs]
+            assert fit.c == cs[full.index(min(full))] < 1.0, steps
+            ran = ~torch.isnan(fit.mean_error)
+            assert torch.allclose(fit.mean_error[ran], torch.tensor(full, dtype=torch.float64)[ran], rtol=1e-12)
+            assert not bool(ran.all()), steps  # it stopped before the smallest factors
+
+
+def test_fit_eps_scale_finds_the_planted_factor():
+    """A model that is the ideal denoiser divided by 0.8 is fitted back to c = 0.8 against the ideal's own run."""
+    from seqdiff_kit.drift import fit_eps_scale
+    from seqdiff_kit.solvers import sample
+
+    mixture, schedule = ring8(), Schedule.linear(1000)
+    ideal = IdealDenoiser(mixture, schedule)
+    x_T = torch.randn(50, 2, generator=torch.Generator().manual_seed(2))
+    target = sample(ideal, x_T, schedule, 10).final
+    fit = fit_eps_scale(lambda x, t: ideal(x, t) / 0.8, x_T, target, schedule, 10, (0.7, 0.75, 0.8, 0.85, 1.0))
+    assert fit.c == 0.8 and float(fit.mean_error[2]) < 1e-5
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(cs=()), "cs must hold"), (dict(cs=(1.0, -0.5)), "cs\\[1\\]"),
+    (dict(target=torch.zeros(3, 2)), "target must have x_T's shape"),
+])
+def test_fit_eps_scale_refuses_bad_input(kwargs, message):
+    from seqdiff_kit.drift import fit_eps_scale
+
+    schedule = Schedule.linear(1000)
+    args = dict(model=lambda x, t: x, x_T=torch.zeros(4, 2), target=torch.zeros(4, 2), schedule=schedule, steps=5,
+                cs=(1.0,))
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=message):
+        fit_eps_scale(**args)
