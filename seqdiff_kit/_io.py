@@ -120,19 +120,27 @@ _LOCK_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | geta
 _PID_TEXT = 32  # a lock file holds its holder's pid and a newline; anything longer was not written by us
 
 
-def _open_lock_file(path: Path) -> int:
+def _open_lock_file(path: Path) -> int | None:
     """A descriptor of the regular file ``path`` (created if absent), refusing anything else with a ValueError
-    that names it: a symbolic link, a folder, a FIFO or device, a file with other hard links."""
+    that names it: a symbolic link, a folder, a FIFO or device, a file with other hard links. None when the file
+    was removed between the open and the check (its holder released it): the caller opens it again."""
     try:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | _LOCK_FLAGS, 0o644)
         except PermissionError:
             fd = os.open(path, os.O_RDONLY | _LOCK_FLAGS)  # someone else's lock file: locking needs no write access
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise
+        return None  # the read-only open lost the file to its holder's release
     except OSError:
         if not (os.path.islink(path) or os.path.isdir(path)):
             raise
         fd = None
     st = None if fd is None else os.fstat(fd)
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 0:
+        os.close(fd)
+        return None
     if st is None or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         if fd is not None:
             os.close(fd)
@@ -151,30 +159,66 @@ def _kind_of(path: Path, st) -> str:
     return "a FIFO, socket or device"
 
 
-@contextmanager
-def locked_folder(folder):
-    """Hold an exclusive lock on ``folder`` (created if needed) while the block runs.
-
-    The lock is the operating system's (``flock`` on ``<folder>/.seqdiff.lock``), so it is released when the
-    process ends however it ends, kill -9 included: a lock file left behind is never stale, only reused.
-    A second holder, in this process or another, gets ``FolderLockedError`` at once instead of waiting.
-    The lock file is opened without following links and must be a plain file of its own (else ValueError); its
-    text, the holder's pid, is rewritten only when it already is a pid (or empty), so no other file is changed."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    fd = _open_lock_file(path)
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not removed, not replaced since the open)."""
     try:
+        here = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+# a releasing holder removes the lock file, so a contender may lock a file that no longer has the name; it opens
+# the name again, and it cannot lose this way more often than other holders release meanwhile
+_LOCK_TRIES = 100
+
+
+def _lock_fd(path: Path, folder: Path) -> int:
+    """A descriptor of ``path`` holding its exclusive flock, checked to still be the file at ``path``."""
+    for _ in range(_LOCK_TRIES):
+        fd = _open_lock_file(path)
+        if fd is None:
+            continue
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             else:  # pragma: no cover - Windows
                 msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except OSError:
+            if fcntl is not None and not _is_at(fd, path):
+                os.close(fd)  # the holder of a removed file: not the folder's lock
+                continue
             holder = _read_pid(fd)
+            os.close(fd)
             who = f" (pid {holder})" if holder else ""
             raise FolderLockedError(f"{str(folder)!r} is being written by another seqdiff process{who}; wait for "
                                     f"it to finish or choose another folder") from None
+        if fcntl is None or _is_at(fd, path):
+            return fd
+        os.close(fd)  # locked a file its holder removed on release (or someone replaced): take the new one
+    raise FolderLockedError(f"{str(folder)!r} is being locked and released by other seqdiff processes faster than "
+                            f"this one can take it ({_LOCK_TRIES} tries); try again")
+
+
+@contextmanager
+def locked_folder(folder):
+    """Hold an exclusive lock on ``folder`` (created if needed) while the block runs.
+
+    The lock is the operating system's (``flock`` on ``<folder>/.seqdiff.lock``), so it is released when the
+    process ends however it ends, kill -9 included: a lock file left behind by a killed holder is never stale,
+    only reused. A holder that ends normally removes the file while it still holds the lock, so a finished
+    folder holds only its results; a contender that locked the removed file sees (by device and inode) that the
+    name no longer leads to it and opens the name again.
+    A second holder, in this process or another, gets ``FolderLockedError`` at once instead of waiting.
+    The lock file is opened without following links and must be a plain file of its own (else ValueError); its
+    text, the holder's pid, is rewritten only when it already is a pid (or empty), so no other file is changed,
+    and only such a file is removed on release (a file of someone's notes at that name stays)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = _lock_fd(path, folder)
+    try:
         try:  # who holds it, for the message above; the lock itself is the flock, not this text
             if _read_pid(fd) is not None:
                 os.ftruncate(fd, 0)
@@ -183,6 +227,17 @@ def locked_folder(folder):
         except OSError:
             pass
         yield path
+    finally:
+        _release(fd, path)
+
+
+def _release(fd: int, path: Path) -> None:
+    """Remove the lock file (only ours: a pid or empty, still at ``path``) while locked, then unlock."""
+    try:
+        if fcntl is not None and _read_pid(fd) is not None and _is_at(fd, path):
+            os.unlink(path)
+    except OSError:
+        pass  # a folder we may lock but not write in: the file stays, as after a kill
     finally:
         os.close(fd)  # releases the lock
 

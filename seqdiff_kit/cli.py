@@ -15,8 +15,8 @@ stderr and exit status 2 (usage) or 1 (anything the library refused), before any
 ``train`` turns its arguments into a ``recipes.Recipe`` and makes one call, ``runs.train_run``, which keeps its
 rules: nothing is lost (a run in ``--out`` is replaced only with ``--overwrite``, continued only with
 ``--resume``), one process at a time writes an output folder (an OS lock on ``OUT/.seqdiff.lock``, released
-however the process ends), ``history.json`` is rewritten with every checkpoint, and ``--nproc N`` starts N
-data-parallel processes.
+however the process ends, the file removed when it ends normally), ``history.json`` is rewritten with every
+checkpoint, and ``--nproc N`` starts N data-parallel processes.
 """
 from __future__ import annotations
 

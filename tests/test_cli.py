@@ -104,6 +104,7 @@ def test_demo_writes_report_and_prints_table(tmp_path, capsys):
     rc, out, err = run(["demo", "--out", str(tmp_path / "demo"), "--points", "40", "--quiet", "--threads", "1"],
                        capsys)
     assert rc == 0, err
+    assert not (tmp_path / "demo" / ".seqdiff.lock").exists()  # the report's folder holds no lock file
     html = (tmp_path / "demo" / "report.html").read_text()
     assert html.count("<script type=\"text/javascript\">") == 1  # plotly.js once, no per-figure copies
     assert '"sliders"' in html
@@ -194,6 +195,7 @@ def test_compare_two_checkpoints(trained, tmp_path, capsys):
     rc, out, err = run(["compare", str(trained / "a"), str(trained / "b"), "--steps", "2", "4", "--points", "24",
                         "--out", str(tmp_path / "cmp")], capsys)
     assert rc == 0, err
+    assert not (tmp_path / "cmp" / ".seqdiff.lock").exists()
     rows = json.loads((tmp_path / "cmp" / "metrics.json").read_text())["rows"]
     models = [r["model"] for r in rows]
     assert models[0] == "data (own)" and len(rows) == 1 + 3 * 2

@@ -440,6 +440,13 @@ def no_tmp(rel="x"):
     return check
 
 
+def no_lock(rel="x"):
+    """The lock file is removed when its holder ends normally (a stale one of a killed writer too)."""
+    def check(ctx):
+        return "the lock file was left behind" if (ctx.d / rel / ".seqdiff.lock").exists() else None
+    return check
+
+
 def all_of(*checks):
     def check(ctx):
         problems = [p for c in checks if (p := c(ctx))]
@@ -768,7 +775,8 @@ add(
     Case("train-stale-temp-files", T("--overwrite"), must="work", setup=tmp_litter, check=no_tmp()),
     Case("train-stale-temp-files-resume", T("--resume"), must="work", setup=tmp_litter,
          check=all_of(no_tmp(), expect_history(3))),
-    Case("train-stale-lock-of-a-killed-run", T("--resume"), must="work", setup=stale_lock, check=expect_history(3)),
+    Case("train-stale-lock-of-a-killed-run", T("--resume"), must="work", setup=stale_lock,
+         check=all_of(expect_history(3), no_lock())),
     Case("train-lock-is-a-symlink", T(), setup=planted_lock("symlink"), keep=("precious.txt",),
          needles=(".seqdiff.lock", "symbolic link")),
     Case("train-lock-is-a-hard-link", T(), setup=planted_lock("hard link"), keep=("precious.txt",),

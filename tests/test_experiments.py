@@ -279,9 +279,18 @@ def test_a_second_client_on_the_folder_is_refused_before_any_work(tmp_path, caps
         err = capsys.readouterr().err
         assert rc == 1 and len(err.strip().splitlines()) == 1 and err.startswith("seqdiff: error: --out "), err
         assert "being written by another seqdiff process" in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".seqdiff.lock"]  # nothing trained or written
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # nothing trained or written, lock removed
     res = ex.run_experiment(_tiny_grid(), tmp_path / "out", progress=False, report=False)  # once it is free
     assert res.stats["trained"] == 2 and len(res.rows) == 2
+
+    def files():  # stats.json is this run's statistics, rewritten by each run
+        return {p.relative_to(tmp_path): p.name == "stats.json" or p.read_bytes()
+                for p in (tmp_path / "out").rglob("*") if p.is_file()}
+
+    before = files()
+    again = ex.run_experiment(_tiny_grid(), tmp_path / "out", progress=False, report=False)  # repeated: no loss
+    assert again.stats["trained"] == 0 and again.rows == res.rows and files() == before
+    assert not (tmp_path / "out" / ".seqdiff.lock").exists()
 
 
 @pytest.mark.parametrize("damage", ["weights-junk", "json-list", "json-step-string"])

@@ -78,11 +78,14 @@ def test_a_second_holder_is_refused_at_once_and_the_lock_is_released(tmp_path):
             with locked_folder(tmp_path / "out"):
                 pass
         assert time.perf_counter() - t0 < 1.0
-    with locked_folder(tmp_path / "out"):  # released on exit
+        assert path.exists()
+    assert os.listdir(tmp_path / "out") == []  # released on exit, its file removed
+    with locked_folder(tmp_path / "out"):
         pass
     with pytest.raises(RuntimeError):  # and on an exception
         with locked_folder(tmp_path / "out"):
             raise RuntimeError("crash")
+    assert os.listdir(tmp_path / "out") == []
     with locked_folder(tmp_path / "out"):
         pass
 
@@ -113,6 +116,48 @@ def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path):
     assert (tmp_path / "out" / LOCK_NAME).read_text().strip() == str(proc.pid)  # the file stays behind...
     with locked_folder(tmp_path / "out"):  # ...and does not block anyone
         pass
+    assert os.listdir(tmp_path / "out") == []  # the next holder removes it
+
+
+CONTENDER = """
+import importlib.util, os, sys, time
+spec = importlib.util.spec_from_file_location("io_mod", sys.argv[1])
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+folder, counter, go, rounds = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+while not os.path.exists(go):
+    time.sleep(0.001)
+done = refused = 0
+while done < rounds:
+    try:
+        with m.locked_folder(folder):
+            with open(counter) as f:  # read, then write: two holders at once would lose an increment
+                n = int(f.read())
+            with open(counter, "w") as f:
+                f.write(str(n + 1))
+            done += 1
+    except m.FolderLockedError:
+        refused += 1
+print(done, refused, flush=True)
+"""
+
+
+def test_contending_processes_never_hold_the_lock_together(tmp_path):
+    """Each release removes the lock file while contenders may already have it open: one that then locks the
+    removed file must notice (device and inode) and open the name again, or it and the next creator of the file
+    would both hold "the" lock. A counter incremented non-atomically under the lock ends exactly right."""
+    out, counter, go = tmp_path / "out", tmp_path / "counter", tmp_path / "go"
+    out.mkdir()
+    counter.write_text("0")
+    procs, rounds = 3, 250
+    ps = [subprocess.Popen([sys.executable, "-c", CONTENDER, io_mod.__file__, str(out), str(counter), str(go),
+                            str(rounds)], stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    go.touch()
+    results = [p.communicate(timeout=300)[0].split() for p in ps]
+    assert all(p.returncode == 0 for p in ps), results
+    assert [int(r[0]) for r in results] == [rounds] * procs
+    assert sum(int(r[1]) for r in results) > 0  # they did contend
+    assert int(counter.read_text()) == procs * rounds
+    assert os.listdir(out) == []
 
 
 # ---------------------------------------------------------------------- what a hostile folder holds at the lock's name
@@ -155,6 +200,8 @@ def test_an_existing_lock_file_that_holds_no_pid_is_locked_but_not_rewritten(tmp
         with pytest.raises(FolderLockedError):
             with locked_folder(tmp_path / "out"):
                 pass
+    assert lock.read_text() == "notes someone keeps here\n"  # not ours: not removed on release either
     lock.write_text("")  # an empty one, or a pid, is the lock's own text
     with locked_folder(tmp_path / "out"):
         assert lock.read_text() == f"{os.getpid()}\n"
+    assert not lock.exists()

@@ -86,8 +86,11 @@ def test_resumed_by_the_api_is_the_uninterrupted_run_with_its_history_whole(stra
     assert run.new_steps == 3
     assert same_tensors(out / "model", straight.checkpoint) == []
     assert history(out) == history(straight.out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["history.json", "model.json", "model.safetensors"]  # no lock file left
     again = train_run(RECIPE, out, resume=True, **QUIET)  # a finished run resumed: nothing to do, history kept
     assert again.new_steps == 0 and again.last_loss is None and history(out) == history(straight.out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the repeated command lost nothing
 
 
 def test_resumed_by_the_cli_is_the_uninterrupted_run(straight, tmp_path, capsys):
@@ -115,7 +118,8 @@ def test_the_folder_is_locked_while_the_run_trains(tmp_path):
 
     train_run(RECIPE, out, on_step=on_step, **QUIET)
     assert seen == list(range(1, 7))
-    with locked_folder(out):  # released when the run ends
+    assert not (out / ".seqdiff.lock").exists()  # released when the run ends, its file removed
+    with locked_folder(out):
         pass
 
 
