@@ -686,10 +686,21 @@ def two_references(model: Callable, mixture: GaussianMixture, schedule: Schedule
                    timesteps=timesteps, **options)
     if flow is None:
         flow = exact_flow(mixture, schedule, x_T, timesteps=run.timesteps)
-    check_type("flow", flow, Trajectory)
-    if not torch.equal(flow.x[0], x_T):
+    return measure_references(run, ideal, flow)
+
+
+def measure_references(run: Trajectory, ideal: Trajectory, flow: Trajectory) -> TwoReferences:
+    """``two_references`` for paths already sampled: ``run`` (a learned model) and ``ideal`` (the ideal denoiser)
+    from the same ``x_T`` over the same timesteps with the same deterministic solver, and ``flow``, an
+    ``exact_flow`` from that ``x_T`` that records those timesteps (``evaluate`` measures every model this way
+    against one flow)."""
+    for name, traj in (("run", run), ("ideal", ideal), ("flow", flow)):
+        check_type(name, traj, Trajectory)
+    if not torch.equal(run.t, ideal.t) or not torch.equal(run.x[0], ideal.x[0]):
+        raise ValueError("run and ideal must start from one x_T and record the same timesteps")
+    if not torch.equal(flow.x[0].to(run.x.device), run.x[0]):
         raise ValueError("flow must start from this x_T (exact_flow(mixture, schedule, x_T))")
-    at = _states_at(run, flow).double()
+    at = _states_at(run, flow).to(run.x.device).double()
     est, disc = run.x.double() - ideal.x.double(), ideal.x.double() - at
     return TwoReferences(t=run.t, estimation=_norms(est, 2), total=_norms(run.x.double() - at, 2),
                          discretisation=_norms(disc, 2), cross=(est * disc).flatten(2).sum(-1), model=run,

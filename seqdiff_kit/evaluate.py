@@ -53,8 +53,8 @@ from .classifier import (confidence_share, digit_feature_stats, digit_features, 
 from .checkpoint import read_checkpoint
 from .data import CHECKPOINT_DIR, GaussianMixture, digits, sample_shape
 from .denoisers import IdealDenoiser
-from .drift import (DistributionDrift, PairedTrajectories, StepDrift, distribution_drift, paths_drift,
-                    trajectory_drift)
+from .drift import (DistributionDrift, PairedTrajectories, StepDrift, TwoReferences, distribution_drift, exact_flow,
+                    measure_references, paths_drift, trajectory_drift)
 from .metrics import (ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance, loglik_gap, mean_log_likelihood,
                       mode_coverage, robust_mode_spread, std_ratio, within_mode_spread)
 from .samplers import Trajectory, make_noise
@@ -332,8 +332,11 @@ class Evaluation:
     the sampled paths (``x`` [steps+1, N, ...]). ``reference``: the draw every row is scored against;
     ``own``: a second draw (the data row); ``bandwidths``: the MMD kernel widths used throughout.
     ``drift[name][steps]``: ``StepDrift`` against the ideal path (mixtures and ``solver="ddim"`` only: its
-    one-step local error is the generalized step's). ``std_ratio[name][steps]``:
-    the per-step ``sqrt(tr Cov(x_t) / tr Cov(q(x_t)))`` [steps+1], exact for the data's law.
+    one-step local error is the generalized step's). ``references[name][steps]``: ``drift.TwoReferences``, the
+    same runs against both references, the ideal path (estimation error) and the exact probability-flow path
+    ``flow`` from ``x_T`` (total error), with the ideal run's own discretisation error (mixtures, deterministic
+    samplers only). ``std_ratio[name][steps]``: the per-step ``sqrt(tr Cov(x_t) / tr Cov(q(x_t)))`` [steps+1],
+    exact for the data's law.
     """
 
     dataset: str
@@ -347,6 +350,8 @@ class Evaluation:
     rows: list
     trajectories: dict
     drift: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)
+    flow: Trajectory | None = None
     std_ratio: dict = field(default_factory=dict)
     drift_steps: tuple = ()
     slider_steps: int | None = None
@@ -375,6 +380,13 @@ class Evaluation:
 
     def data_row(self) -> dict:
         return next(r for r in self.rows if r["model"] == DATA_ROW)
+
+    def reference_rows(self) -> list[dict]:
+        """Per learned model and drift step count, the mean over points of the final samples' distances: to the
+        ideal run (``estimation``), to the exact flow's end (``total``), the ideal run's own distance to it
+        (``discretisation``) and the mean ``cross`` term (``drift.TwoReferences``)."""
+        return [{"model": name, "steps": s, **{k: float(r.final(k).mean()) for k in TwoReferences.TABLES}}
+                for name, by_steps in self.references.items() for s, r in by_steps.items()]
 
 
 def check_steps(steps, T: int, name: str = "steps", allow_empty: bool = False) -> tuple[int, ...]:
@@ -450,8 +462,17 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
 
 
 def _measure_drift(ev: Evaluation, models: dict, noises: dict, solver: str, device) -> None:
-    """``ev.drift`` and ``ev.std_ratio`` at ``ev.drift_steps``, from the paths sampled (nothing sampled again)."""
+    """``ev.drift``, ``ev.references`` and ``ev.std_ratio`` at ``ev.drift_steps``, from the paths sampled (nothing
+    sampled again; the exact flow is solved once, recording every timestep of those runs)."""
     is_mixture = isinstance(ev.data, GaussianMixture)
+    if is_mixture and IDEAL in models and ev.drift_steps and not any(n is not None for n in noises.values()):
+        runs = [ev.trajectories[IDEAL][s] for s in ev.drift_steps]
+        ts = sorted({int(t) for tr in runs for t in tr.timesteps}, reverse=True)
+        ev.flow = exact_flow(ev.data, ev.schedule, ev.x_T.cpu(), timesteps=ts)
+        for name in models:
+            if name != IDEAL:
+                ev.references[name] = {s: measure_references(ev.trajectories[name][s], ev.trajectories[IDEAL][s],
+                                                             ev.flow) for s in ev.drift_steps}
     for s in ev.drift_steps:
         for name, model in models.items():
             if is_mixture and IDEAL in models and name != IDEAL and solver == "ddim":  # paths_drift's step
@@ -513,8 +534,8 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def write_metrics_json(path, evaluation: Evaluation) -> Path:
-    return atomic_write(path, json.dumps({"rows": evaluation.rows, "settings": evaluation.settings}, indent=2,
-                                         default=str) + "\n")
+    return atomic_write(path, json.dumps({"rows": evaluation.rows, "references": evaluation.reference_rows(),
+                                          "settings": evaluation.settings}, indent=2, default=str) + "\n")
 
 
 # ---------------------------------------------------------------------- the digits tables

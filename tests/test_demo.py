@@ -98,9 +98,15 @@ def test_run_demo_writes_report_with_plotly_once_slider_and_table(tmp_path):
     for r in res.evaluation.rows:
         for key in ("mmd", "sw", "loglik", "std_ratio"):
             assert f"<td class=\"num\">{format_number(r[key])}</td>" in html
-    for title in ("Data and samples", "Sampling paths", "Drift from the ideal path", "Spread: variance ratio",
-                  "Metrics versus the number of steps", "Table", "Reading the numbers", "Settings"):
+    for title in ("Data and samples", "Sampling paths", "Drift from the ideal path",
+                  "Two references: the ideal path and the exact flow", "Distance from the exact flow, 5 steps",
+                  "Spread: variance ratio", "Metrics versus the number of steps", "Table", "Reading the numbers",
+                  "Settings"):
         assert title in html
+    # the two references' table: every learned model's final distances, as the evaluation measured them
+    for r in res.evaluation.reference_rows():
+        for key in ("estimation", "total", "discretisation"):
+            assert f"<td class=\"num\">{format_number(r[key])}</td>" in html
     # a report is passed on: no absolute path of this machine in it (the shipped checkpoints are named)
     assert str(CHECKPOINT_DIR) not in html and str(tmp_path) not in html
     assert "shipped checkpoints (data/checkpoints)" in html

@@ -1,5 +1,6 @@
 """The one evaluation: shared x_T, metrics recomputed by hand, fixed bandwidths, drift against the ideal path,
 the digits reference, pivots and the plain-text table."""
+import json
 import math
 
 import pytest
@@ -85,6 +86,36 @@ def test_drift_and_spread_are_against_the_ideal_path(small_eval):
         assert r.shape == (6,)
         assert float(r[-1]) == pytest.approx(total_std(ev.samples(name, 5)) / total_std(sk.ring8().sample(
             200000, generator=torch.Generator().manual_seed(0))), rel=0.02)
+
+
+def test_evaluate_measures_every_learned_run_against_both_references(small_eval, tmp_path):
+    """Issue 23: the table's runs against the ideal path and the exact flow, as drift.two_references measures them
+    (which samples again and solves the flow at that run's timesteps only: the RK4 sub-steps differ)."""
+    from seqdiff_kit.drift import two_references
+    from seqdiff_kit.evaluate import write_metrics_json
+
+    ev = small_eval
+    assert set(ev.references) == {"simple", "SA (K=2, lam=1)"} and ev.flow is not None
+    for name in ev.references:
+        for s in ev.drift_steps:
+            got = ev.references[name][s]
+            again = two_references(_shipped_model(name), sk.ring8(), SCHED, ev.x_T, s)
+            for table in ("estimation", "total", "discretisation", "cross"):
+                assert torch.allclose(got.final(table), again.final(table), atol=1e-5), (name, s, table)
+            # the estimation error is the final drift from the ideal path, the other view of the same runs
+            assert torch.allclose(got.final("estimation"), ev.drift[name][s].drift[-1].double(), atol=1e-5)
+    rows = ev.reference_rows()
+    assert {(r["model"], r["steps"]) for r in rows} == {(n, s) for n in ev.references for s in ev.drift_steps}
+    assert json.loads(write_metrics_json(tmp_path / "m.json", ev).read_text())["references"] == rows
+
+
+def test_a_stochastic_sampler_has_no_flow_reference(shipped):
+    ev = evaluate(shipped, sk.ring8(), SCHED, (3,), n_points=32, seed=0, eta=1.0, drift_steps=(3,))
+    assert ev.references == {} and ev.flow is None and ev.reference_rows() == []
+
+
+def _shipped_model(name):
+    return load_shipped("ring8_simple" if name == "simple" else "ring8_sa").model
 
 
 def test_evaluate_with_a_solver_samples_that_solver(shipped):
