@@ -484,8 +484,24 @@ COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "compare
             "experiment": cmd_experiment}
 
 
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: the status a shell shows for a writer whose reader has gone
+
+
 def main(argv=None) -> int:
     """Entry point of the ``seqdiff`` console script; returns the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`seqdiff demo | head -1`): stop quietly, as a program ended by SIGPIPE does, and
+        # point stdout at /dev/null so that the interpreter's last flush does not fail again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return SIGPIPE_STATUS
+
+
+def _main(argv) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # the command is the first word that is not an option (the top level has only --help and --version)
     command = next((a for a in argv if not a.startswith("-")), "")
@@ -507,6 +523,8 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as err:
         sys.stderr.write(f"{PROG}: error: {one_line(err)}\n")
         return 1
+    except BrokenPipeError:
+        raise  # not an error of the job: main ends quietly
     except OSError as err:  # the disk filled up, permissions changed under us: the OS's words, one line
         sys.stderr.write(f"{PROG}: error: {os_error_line(err)}\n")
         return 1

@@ -412,3 +412,26 @@ def test_sample_with_eps_scale_is_epsilon_scaling(trained, tmp_path, capsys):
                           str(tmp_path / "bad.npz")], capsys)
         assert_one_line_error(rc, err, "--eps-scale")
         assert not (tmp_path / "bad.npz").exists()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch, capsys):
+    """`seqdiff demo | head -1`: the next print finds the pipe closed; no "error: Broken pipe", status 141 (what a
+    shell shows for a writer ended by SIGPIPE), and the interpreter's last flush has nowhere to fail."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    out = os.fdopen(write_end, "w", buffering=1)
+
+    def job(args):
+        print("a line nobody reads")  # line-buffered: written at once, into the broken pipe
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "demo", job)
+    monkeypatch.setattr(sys, "stdout", out)
+    try:
+        assert cli.main(["demo"]) == cli.SIGPIPE_STATUS
+        print("after the pipe broke")  # stdout now leads to /dev/null
+        out.flush()
+    finally:
+        monkeypatch.undo()
+        out.close()
+    assert capsys.readouterr().err == ""
