@@ -139,7 +139,8 @@ def _reference_sections(ev: Evaluation, Section) -> list:
         curves = {n: by[s].mean("total") for n, by in ev.references.items()}
         curves[f"{IDEAL} (its discretisation error)"] = next(iter(ev.references.values()))[s].mean("discretisation")
         figs.append(curves_spec(list(range(0, s + 1)), curves, title=f"Distance from the exact flow, {s} steps",
-                                xlabel="sampling step (0 = x_T)", ylabel="mean ||x - x_flow||"))
+                                xlabel="sampling step (0 = x_T)", ylabel="mean ||x - x_flow||",
+                                markers=s <= 20))  # a marker per step hides the curves of long runs
     table = [{"model": r["model"], "steps": r["steps"], "to the ideal run (estimation)": r["estimation"],
               "to the exact flow (total)": r["total"], "ideal run to the flow (discretisation)": r["discretisation"],
               "cross term": r["cross"]} for r in ev.reference_rows()]
