@@ -1,14 +1,15 @@
-"""The few-step fixes on ring8: {simple, SA, ideal} x {DDIM, DDPM, DPM-Solver++(2M), Heun, Analytic-DPM, exact
-covariance (ideal)} x timestep spacings x 5/10/20/50 steps x seeds, scored against the data's own level
-(``seqdiff_kit.few_step.run_study``; ``seqdiff experiment --preset solvers`` runs the defaults). Uses the shipped
-ring8 checkpoints (simple; SA with K = 2, lam = 1).
+"""The few-step fixes on ring8: {simple, SA, IP, ideal} x {DDIM, DDIM + Epsilon Scaling, DDPM, DPM-Solver++(2M),
+Heun, Analytic-DPM, exact covariance (ideal)} x timestep spacings x 5/10/20/50 steps x seeds, scored against the
+data's own level, every closest cell re-run on fresh seeds (``seqdiff_kit.few_step.run_study``; ``seqdiff
+experiment --preset solvers`` runs the defaults). Uses the shipped ring8 checkpoints (simple; SA with K = 2,
+lam = 1; Input Perturbation with gamma = 0.1).
 
     python scripts/solver_grid.py --out runs/solvers            # 3 seeds, 2000 points, trailing, quad, Karras
     python scripts/solver_grid.py --seeds 0 --points 500 --spacings trailing   # a quick look
     python scripts/solver_grid.py --tables runs/solvers/rows.json      # the tables again from saved rows
 
 Writes ``OUT/rows.json`` (every cell and the data draws) and ``OUT/results.md`` (one table per step count and the
-closest-to-the-data table) and prints the tables.
+closest-to-the-data tables) and prints the tables.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def main() -> None:
     if args.tables:
         saved = json.loads(Path(args.tables).read_text())
         grid = FixGrid.from_rows(saved["rows"], saved["data"], saved["settings"])
-        print(study_markdown(grid, saved.get("seconds"), saved.get("load")))
+        fresh = saved.get("fresh")
+        fresh = None if fresh is None else FixGrid.from_rows(fresh["rows"], saved["data"], fresh["settings"])
+        print(study_markdown(grid, saved.get("seconds"), saved.get("load"), fresh))
         return
     _, paths = run_study(args.out, steps=args.steps, fixes=args.fixes, spacings=args.spacings, seeds=args.seeds,
                          n_points=args.points, n_gamma=args.gamma_points, data_draws=args.data_draws, log=print)

@@ -9,7 +9,7 @@ from seqdiff_kit import GaussianMixture, IdealDenoiser, Schedule, grid25, ring8
 from seqdiff_kit import few_step, solvers
 from seqdiff_kit.drift import reference_distance
 from seqdiff_kit.evaluate import Scorer
-from seqdiff_kit.stats import mean_ci
+from seqdiff_kit.stats import mean_band, mean_ci
 from seqdiff_kit.metrics import loglik_gap, target_distance
 
 SCHED = Schedule.linear()
@@ -86,15 +86,17 @@ def test_summary_intervals_and_the_data_band(grid):
         defined = [v for v in vals.values() if not math.isnan(v)]  # mean_ci leaves NaN out
         assert row["n"] == len(defined) and (row["n"] == 3 or row["metric"].endswith("_mad"))
         assert row["mean"] == pytest.approx(ci["mean"], nan_ok=True) and row["low"] == pytest.approx(ci["low"], nan_ok=True)
-        band = grid.level(row["metric"])
-        assert row["within"] == (band["low"] <= row["mean"] <= band["high"])
+        band = grid.level(row["metric"], max(row["n"], 1))  # the band of a mean of as many data draws as seeds
+        assert row["within"] == (row["n"] > 0 and band["low"] <= row["mean"] <= band["high"])
     one = grid.cell("ideal", "heun", "karras", 6)
     assert set(one) == set(few_step.REPORTED) and one["mmd"]["model_calls"] == 11
     with pytest.raises(ValueError, match="no cell"):
         grid.cell("copy", "exact_cov", "trailing", 3)
     draws = sorted(d["loglik_gap"] for d in grid.data)
-    band = grid.level("loglik_gap")
-    assert draws[0] <= band["low"] < band["high"] <= draws[-1]
+    band = grid.level("loglik_gap", grid.n_seeds)
+    assert grid.n_seeds == 3 and draws[0] <= band["low"] < band["high"] <= draws[-1]
+    want = mean_band(draws, 3)
+    assert (band["low"], band["high"]) == (pytest.approx(want["low"]), pytest.approx(want["high"]))
     assert grid.level("mmd")["low"] == -math.inf
 
 
@@ -206,8 +208,106 @@ def test_run_study_writes_rows_and_results(tmp_path):
     grid, paths = few_step.run_study(tmp_path / "s", steps=(2,), fixes=("ddim", "exact_cov"), spacings=("trailing",),
                                      seeds=(0, 1), n_points=40, n_gamma=40, data_draws=5)
     saved = json.loads(paths["rows"].read_text())
-    assert json.dumps(saved["rows"]) == json.dumps(grid.rows) and len(grid.rows) == (3 + 1) * 2  # simple, SA, ideal; exact_cov: ideal only
+    # simple, SA, IP, ideal; exact_cov: ideal only
+    assert json.dumps(saved["rows"]) == json.dumps(grid.rows) and len(grid.rows) == (4 + 1) * 2
     again = few_step.FixGrid.from_rows(saved["rows"], saved["data"], saved["settings"])
     assert few_step.grid_markdown(again, 2) == few_step.grid_markdown(grid, 2)
     text = paths["results"].read_text()
     assert "## 2 steps" in text and "| SA | ddim | trailing | 2 |" in text and "Closest to the data" in text
+    assert "| IP | ddim | trailing | 2 |" in text
+    # every closest cell re-run on fresh seeds, which the table quotes
+    fresh = saved["fresh"]
+    assert {r["seed"] for r in fresh["rows"]} == {2, 3} and "not re-run" not in text
+    learned = ["simple", "SA", "IP"]
+    assert {tuple(c) for c in fresh["settings"]["rerun"]} == set(few_step.closest_cells(grid)) | set(
+        few_step.closest_cells(grid, models=learned))
+
+
+# ---------------------------------------------------------------------- Epsilon Scaling as a fix
+def test_epsilon_scaling_is_fitted_on_held_apart_points_and_is_ddim_at_factor_one(scorer):
+    mix = ring8()
+    kw = dict(steps=(5,), seeds=(0,), n_points=200, data_draws=2, scorer=scorer, keep_trajectories=True)
+    grid = few_step.run_grid({}, mix, SCHED, fixes=("ddim", "ddim+es"), **kw)
+    c = grid.settings["eps_scales"][few_step.es_key("ideal", "ddim+es", "trailing", 5)]
+    assert c in few_step.ES_CANDIDATES and c < 1  # 5 DDIM steps shrink: the fit shrinks the predicted noise
+    # the fit: the candidate whose run from the held-apart points ends closest to their exact flow's end
+    x_fit = torch.randn(200, 2, generator=torch.Generator().manual_seed(few_step.ES_FIT_SEED))
+    end = few_step.exact_flow(mix, SCHED, x_fit, timesteps=[999]).final
+    ideal = IdealDenoiser(mix, SCHED)
+    err = {k: float((solvers.sample(ideal, x_fit, SCHED, 5, eps_scale=k).final - end).norm(dim=1).mean())
+           for k in few_step.ES_CANDIDATES}
+    assert err[c] == min(err.values()) and few_step.fit_eps_scale(ideal, x_fit, end, SCHED, SCHED.timesteps(5)) == c
+    # on the evaluation seed's own points it ends closer to the exact flow than plain DDIM
+    d = grid.flow_distance(mix, ("ddim", "ddim+es"))
+    assert float(d[("ideal", "ddim+es", 5)][-1]) < float(d[("ideal", "ddim", 5)][-1])
+    assert grid.cell("ideal", "ddim+es", "trailing", 5)["mmd"]["model_calls"] == 5
+    # a given factor is used, not refitted: at 1 the cell is plain DDIM bit for bit
+    one = few_step.run_grid({}, mix, SCHED, fixes=("ddim", "ddim+es"), eps_scales={"ideal|ddim+es|trailing|5": 1.0},
+                            **kw)
+    assert torch.equal(one.final("ideal", "ddim+es", "trailing", 5), one.final("ideal", "ddim", "trailing", 5))
+    plain, scaled = (r for r in one.rows)
+    assert {k: _same(v) for k, v in plain.items() if k != "fix"} == {k: _same(v) for k, v in scaled.items() if k != "fix"}
+    with pytest.raises(ValueError, match="ES_FIT_SEED"):
+        few_step.run_grid({}, mix, SCHED, fixes=("ddim+es",), seeds=(few_step.ES_FIT_SEED,), n_points=20)
+    with pytest.raises(ValueError, match="fixes must be one of"):
+        few_step.run_grid({}, mix, SCHED, fixes=("ddpm+es",))  # a stochastic run has no flow end to fit to
+
+
+# ---------------------------------------------------------------------- within the data's level, fairly
+def _synthetic(cells: dict, draws) -> few_step.FixGrid:
+    """A grid of rows: ``cells[(model, fix)] = [value per seed]`` of every judged metric, and data draws."""
+    rows = [{"model": m, "fix": f, "spacing": "trailing", "steps": 5, "seed": k, **dict.fromkeys(few_step.JUDGED, v)}
+            for (m, f), vals in cells.items() for k, v in enumerate(vals)]
+    return few_step.FixGrid.from_rows(rows, [{"draw": k, **dict.fromkeys(few_step.JUDGED, v)}
+                                             for k, v in enumerate(draws)])
+
+
+NORMAL_DRAWS = [float(v) for v in torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.005, 0.995, 100))]
+
+
+def test_a_mean_over_seeds_is_judged_by_the_band_of_a_mean():
+    """100 data draws of spread 1. Four seeds at 1.5 each: inside the central 95% of single draws (the old rule
+    called it within) but outside where a mean of four draws falls (about +-1); one seed at 1.5 stays within."""
+    grid = _synthetic({("four", "ddim"): [1.4, 1.5, 1.6, 1.5], ("one", "ddim"): [1.5]}, NORMAL_DRAWS)
+    sd = mean_ci(NORMAL_DRAWS)["sd"]
+    old_band = sorted(NORMAL_DRAWS)[2], sorted(NORMAL_DRAWS)[97]
+    four, one = grid.cell("four", "ddim", "trailing", 5), grid.cell("one", "ddim", "trailing", 5)
+    assert old_band[0] < four["loglik_gap"]["mean"] < old_band[1]            # the old rule: within
+    assert not four["loglik_gap"]["within"] and one["loglik_gap"]["within"]  # the new: a mean of 4 is not
+    assert grid.level("loglik_gap", 4)["high"] == pytest.approx(1.984 * sd * math.sqrt(1 / 4 + 1 / 100), rel=1e-3)
+    assert not four["mmd"]["within"] and one["mmd"]["within"]                # one-sided: below the upper end only
+    assert grid.cell("four", "ddim", "trailing", 5)["mmd"]["n"] == 4
+    assert "data (mean of 4 own draws)" in few_step.grid_markdown(grid, 5)
+
+
+def test_the_closest_cell_is_called_within_only_on_fresh_seeds():
+    """The cell picked as closest is within on the seeds that picked it and not on fresh ones: the table says so
+    in its fresh-seed column; a cell not re-run says that."""
+    picked = _synthetic({("lucky", "ddim"): [0.1, 0.2, 0.0], ("simple", "ddim"): [2.0, 2.1, 1.9]}, NORMAL_DRAWS)
+    fresh = _synthetic({("lucky", "ddim"): [1.6, 1.8, 1.7]}, NORMAL_DRAWS)
+    assert picked.closest(5, "loglik_gap")["model"] == "lucky" and picked.cell("lucky", "ddim", "trailing",
+                                                                              5)["loglik_gap"]["within"]
+    again = few_step.confirmed(picked, fresh, 5, "loglik_gap")
+    assert again["n"] == 3 and again["mean"] == pytest.approx(1.7) and not again["within"]
+    line = next(x for x in few_step.closest_markdown(picked, ("simple", "ddim", "trailing"), fresh=fresh).splitlines()
+                if "| log-lik gap |" in x)
+    assert "| yes | 1.7 [" in line and "], no |" in line
+    assert few_step.confirmed(picked, None, 5, "loglik_gap") is None
+    assert "not re-run" in few_step.closest_markdown(picked, ("simple", "ddim", "trailing"))
+
+
+def test_rerun_samples_the_picked_cells_on_fresh_seeds(grid):
+    cells = few_step.closest_cells(grid, metrics=("mmd", "loglik_gap"))
+    assert cells and all(len(c) == 4 for c in cells)
+    fresh = few_step.rerun(grid, {"copy": IdealDenoiser(ring8(), SCHED)}, ring8(), SCHED, cells[:2])
+    assert {r["seed"] for r in fresh.rows} == {3, 4, 5} == set(few_step.fresh_seeds(grid))
+    assert fresh.data == grid.data and {(r["model"], r["fix"], r["spacing"], r["steps"]) for r in fresh.rows} \
+        == set(cells[:2])
+    for model, fix, spacing, steps in cells[:2]:
+        row = fresh.cell(model, fix, spacing, steps)["mmd"]
+        assert row["n"] == 3 and row["within"] == (row["mean"] <= grid.level("mmd", 3)["high"])
+    with pytest.raises(ValueError, match="seeds must be fresh"):
+        few_step.rerun(grid, {}, ring8(), SCHED, cells[:1], seeds=(2, 7))
+    with pytest.raises(ValueError, match="models must hold the network 'copy'"):
+        few_step.rerun(grid, {}, ring8(), SCHED, [("copy", "ddim", "trailing", 3)])
+

@@ -14,7 +14,7 @@ from seqdiff_kit.recipes import load_shipped
 
 from test_notebooks_meta import NB_DIR, load, src
 
-SMALL = {"steps": (5, 10), "fixes": ("ddim", "heun"), "spacings": ("trailing",), "seeds": (0,),
+SMALL = {"steps": (5, 10), "fixes": ("ddim", "ddim+es", "heun"), "spacings": ("trailing",), "seeds": (0,),
          "n_points": 500, "n_gamma": 500, "data_draws": 2, "keep_trajectories": True}
 
 
@@ -38,7 +38,11 @@ def test_stored_grid_matches_a_fresh_computation_on_a_small_case(setting):
     # randn's float32 draws follow the CPU kernel to a few ulps (ATEN_CPU_CAPABILITY): equal here, close there
     torch.testing.assert_close(fresh.x_T, stored.x_T, rtol=1e-5, atol=1e-5)
     index = {(r["model"], r["fix"], r["spacing"], r["steps"], r["seed"]): r for r in stored.rows}
-    assert len(fresh.rows) == 3 * 2 * 2
+    assert len(fresh.rows) == 4 * 3 * 2  # simple, SA, IP, ideal x 3 fixes x 2 step counts
+    # Epsilon Scaling's factors are fitted on the same held-apart points: the stored ones
+    assert fresh.settings["eps_scales"] == {k: v for k, v in stored.settings["eps_scales"].items()
+                                            if k in fresh.settings["eps_scales"]}
+    assert len(fresh.settings["eps_scales"]) == 4 * 2
     for row in fresh.rows:
         kept = index[(row["model"], row["fix"], row["spacing"], row["steps"], row["seed"])]
         assert row.keys() == kept.keys()
