@@ -8,7 +8,7 @@ Perturbation networks: two training-side fixes beside the plain loss) or ``ideal
 ``exact_cov`` the mixture's exact posterior covariance (the ideal denoiser only, unless asked). ``<solver>+es``
 (``ES_FIXES``; ``ddim+es`` in ``FIXES``) is that deterministic solver with Epsilon Scaling (Ning et al., ICLR
 2024), a sampling-side fix: the model's output times a constant ``c`` fitted per (model, solver, spacing, steps)
-by ``fit_eps_scale`` on starting points held apart from every evaluation seed (``ES_FIT_SEED``): the ``c`` of
+by ``drift.fit_eps_scale`` on starting points held apart from every evaluation seed (``ES_FIT_SEED``): the ``c`` of
 ``ES_CANDIDATES`` whose samples end closest to the exact probability-flow endpoint of those points. Not the
 paper's published ``lambda_t = b + k t``: its constants were tuned by FID on images and say nothing about a 2-D
 ring. The fitted factors are in ``settings["eps_scales"]``. All cells of one seed start from the same ``x_T`` [n,
@@ -60,10 +60,10 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
 from ._io import atomic_write
-from ._validate import check_choice, check_float, check_int, check_type
+from ._validate import check_choice, check_int, check_type
 from .data import CHECKPOINT_DIR, GaussianMixture, ring8
 from .denoisers import IdealDenoiser
-from .drift import exact_flow, reference_distance  # exact_flow's one copy; notebook 07 imports it from here
+from .drift import exact_flow, fit_eps_scale, reference_distance  # exact_flow: notebook 07 imports it from here
 from .evaluate import METRICS, TAIL, Scorer, applicable, mmd_bandwidths
 from .metrics import target_distance
 from .recipes import load_shipped
@@ -111,28 +111,12 @@ def es_key(model: str, fix: str, spacing: str, steps: int) -> str:
     return f"{model}|{fix}|{spacing}|{steps}"
 
 
-def fit_eps_scale(model: Callable, x_T: torch.Tensor, flow_end: torch.Tensor, schedule: Schedule, timesteps, *,
-                  solver: str = "ddim", candidates: Sequence[float] = ES_CANDIDATES) -> float:
-    """The constant Epsilon Scaling factor ``c`` (``solvers.sample(..., eps_scale=c)``; Ning et al., ICLR 2024)
-    of ``candidates`` whose ``solver`` run at ``timesteps`` from ``x_T`` [n, D] ends closest, in mean distance, to
-    ``flow_end``, the exact probability-flow endpoint of the same points (``drift.exact_flow``). Only a toy with
-    an exact flow can fit it so; the paper tunes its schedule by FID. Fit it on starting points that no
-    evaluation uses."""
-    check_choice("solver", solver, ODE_SOLVERS)
-    candidates = [check_float("candidates", c, 0.0, low_open=True) for c in candidates]
-    if not candidates:
-        raise ValueError("candidates must hold at least one factor")
-    with torch.no_grad():
-        err = {c: float((sample(model, x_T, schedule, timesteps=timesteps, solver=solver, eps_scale=c).final
-                         - flow_end).norm(dim=1).mean()) for c in candidates}
-    return min(candidates, key=err.get)  # the first of equals: candidates in the caller's order
-
-
 def _fit_scales(all_models: Mapping[str, Callable], fixes, grids: Mapping[tuple, torch.Tensor],
                 mixture: GaussianMixture, schedule: Schedule, n_points: int, given: Mapping[str, float] | None,
                 say: Callable[[str], None]) -> dict[str, float]:
     """``{es_key: c}`` for every ``+es`` fix, model and (spacing, steps): taken from ``given`` where it holds the
-    key, else fitted (``fit_eps_scale``) on ``n_points`` starting points drawn from ``ES_FIT_SEED``."""
+    key, else fitted (``drift.fit_eps_scale``: the factor of ``ES_CANDIDATES`` whose runs end closest to the exact
+    flow's end) on ``n_points`` starting points drawn from ``ES_FIT_SEED``."""
     keys = [(name, fix, sp, n) for name in all_models for fix in fixes if fix.endswith(ES) for sp, n in grids]
     out = {es_key(*k): float(given[es_key(*k)]) for k in keys if given and es_key(*k) in given}
     todo = [k for k in keys if es_key(*k) not in out]
@@ -140,8 +124,8 @@ def _fit_scales(all_models: Mapping[str, Callable], fixes, grids: Mapping[tuple,
         x_fit = torch.randn(n_points, mixture.dim, generator=torch.Generator().manual_seed(ES_FIT_SEED))
         end = exact_flow(mixture, schedule, x_fit, timesteps=[schedule.T - 1]).final
         for name, fix, sp, n in todo:
-            out[es_key(name, fix, sp, n)] = fit_eps_scale(all_models[name], x_fit, end, schedule, grids[(sp, n)],
-                                                          solver=base_solver(fix))
+            out[es_key(name, fix, sp, n)] = fit_eps_scale(all_models[name], x_fit, end, schedule, n, ES_CANDIDATES,
+                                                          solver=base_solver(fix), spacing=sp).c
         say(f"Epsilon Scaling fitted for {len(todo)} cells on held-apart starting points")
     return out
 
@@ -316,7 +300,7 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
     and then the noise of each (spacing, steps) in order; Gamma's data and noise from a generator of the same
     seed, restarted for every model (so the models' Gamma share their draws). ``keep_trajectories`` keeps the
     first seed's runs (every step recorded). The ``+es`` fixes use the factor of ``eps_scales`` (``{es_key:
-    c}``, e.g. another grid's ``settings["eps_scales"]``) where it has one, else fit it (``fit_eps_scale``, on
+    c}``, e.g. another grid's ``settings["eps_scales"]``) where it has one, else fit it (``drift.fit_eps_scale``, on
     ``n_points`` starting points from ``ES_FIT_SEED``, which must then not be among ``seeds``)."""
     check_type("mixture", mixture, GaussianMixture)
     check_type("schedule", schedule, Schedule)
