@@ -13,6 +13,11 @@ Modes:
   time    per-step wall time of the recipe (simple and SA) on the CPU at --threads threads.
   sweep   simple + SA for each lam in --lams (and extra seeds), as parallel `train` processes; gathers a
           results JSON and one tar of snapshots per seed-0 run into --out-dir.
+  seeds   the digits comparison over training seeds: trains (`train`, one thread, --jobs at a time) every
+          (loss, seed) of --seeds whose snapshot is missing in --work-dir, takes seed 0 from the shipped
+          checkpoints, scores all with seed_study.measure_digit_seeds (evaluate.steps_table) on this machine and
+          writes data/checkpoints/digits_seeds.json (per-seed FD / confident share, SA - simple paired intervals).
+            nice python scripts/train_digits.py seeds --seeds 1,2 --jobs 2
   export  copy a snapshot into data/checkpoints/digits_<name> with the recipe, what trained it and the
           measured tables recorded in its JSON.
 """
@@ -22,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -34,12 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import seqdiff_kit  # noqa: E402
 from seqdiff_kit import Schedule, TinyUNet, digits  # noqa: E402
-from seqdiff_kit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from seqdiff_kit.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint  # noqa: E402
+from seqdiff_kit.data import CHECKPOINT_DIR  # noqa: E402
 from seqdiff_kit.denoisers import seeded_model  # noqa: E402
 from seqdiff_kit.losses import Loss  # noqa: E402
 from seqdiff_kit.train import train_iter  # noqa: E402
 
 from seqdiff_kit.recipes import DIGITS  # noqa: E402
+from seqdiff_kit.seed_study import (DIGITS_LOSSES, DIGITS_SEEDS_PATH, DigitSeeds, digit_seeds_markdown,  # noqa: E402
+                                    measure_digit_seeds, save_study)
 
 # the shipped recipe (seqdiff_kit.recipes.DIGITS) as this script's defaults
 RECIPE = dict(DIGITS.model_args, schedule=DIGITS.schedule["name"], **DIGITS.fit, seed=DIGITS.seed, K=2)
@@ -163,6 +172,82 @@ def cmd_sweep(a) -> None:
     print(f"sweep done in {results['sweep_seconds']:.1f}s", flush=True)
 
 
+# ---------------------------------------------------------------------- seeds
+SHIPPED_DIGITS = {"simple": "digits_simple", "sa": "digits_sa"}  # the seed-0 networks
+
+
+def _seed_dir(work: Path, loss: str, seed: int) -> Path:
+    lam = DIGITS_LOSSES[loss].lam
+    return work / f"{'simple' if loss == 'simple' else f'sa{lam}'}_s{seed}"
+
+
+def _train_missing(a, seeds: list[int]) -> None:
+    """`train` every (loss, seed) whose snapshot at --steps is missing, --jobs processes at a time (SA first: the
+    longer runs), one torch thread each."""
+    work = Path(a.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    todo = [(loss, seed) for loss in ("sa", "simple") for seed in seeds
+            if not checkpoint_exists(_seed_dir(work, loss, seed) / f"step{a.steps}")]
+    running = []
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            loss, seed = todo.pop(0)
+            out = _seed_dir(work, loss, seed)
+            cfg = DIGITS_LOSSES[loss]
+            cmd = [sys.executable, __file__, "train", "--loss", loss, "--lam", str(cfg.lam), "--K", str(cfg.K),
+                   "--seed", str(seed), "--steps", str(a.steps), "--snapshots", str(a.steps), "--threads", "1",
+                   "--out", str(out)]
+            log = open(work / f"{out.name}.log", "w")
+            running.append((out, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
+            print(f"training {out.name}", flush=True)
+        time.sleep(2)
+        for out, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((out, proc))
+                if proc.returncode != 0:
+                    raise SystemExit(f"training {out.name} failed (rc {proc.returncode}): see {work / out.name}.log")
+                print(f"trained {out.name}", flush=True)
+
+
+def _seed_network(a, loss: str, seed: int):
+    """The network of (loss, seed) and what the stored file says about it: seed 0 is the shipped checkpoint."""
+    if seed == 0:
+        stem = CHECKPOINT_DIR / SHIPPED_DIGITS[loss]
+    else:
+        stem = _seed_dir(Path(a.work_dir), loss, seed) / f"step{a.steps}"
+    model, cfg = load_checkpoint(stem)
+    if cfg["loss"] != DIGITS_LOSSES[loss].config or cfg["step"] != a.steps or cfg["seed"] != seed:
+        raise SystemExit(f"{stem}: loss {cfg['loss']}, step {cfg['step']}, seed {cfg['seed']}; expected "
+                         f"{DIGITS_LOSSES[loss].config}, step {a.steps}, seed {seed}")
+    about = {"checkpoint": str(stem.relative_to(ROOT)) if stem.is_relative_to(ROOT) else str(stem),
+             "shipped": seed == 0, "weights_sha256": cfg["weights_sha256"], "train_steps": cfg["step"],
+             "trained_by": cfg["trained_by"], "train_seconds": cfg.get("train_seconds")}
+    return model, about
+
+
+def cmd_seeds(a) -> dict:
+    seeds = sorted({int(s) for s in a.seeds.split(",") if s} | {0})
+    _train_missing(a, [s for s in seeds if s != 0])
+    seqdiff_kit.set_threads(a.threads)
+    networks, about = {loss: {} for loss in DIGITS_LOSSES}, {loss: {} for loss in DIGITS_LOSSES}
+    for loss in DIGITS_LOSSES:
+        for seed in seeds:
+            networks[loss][seed], about[loss][str(seed)] = _seed_network(a, loss, seed)
+    schedule = Schedule.from_name(RECIPE["schedule"], RECIPE["T"])
+    steps = [int(v) for v in a.eval_steps.split(",") if v]
+    record = measure_digit_seeds(networks, schedule, steps, n_points=a.eval_n, seed=a.eval_seed)
+    for loss in DIGITS_LOSSES:
+        for seed, info in about[loss].items():
+            record["networks"][loss][seed].update(info)
+    record["recipe"] = {k: v for k, v in RECIPE.items() if k != "seed"}
+    record["evaluation"]["measured_on"] = {**_device_info("cpu"), "threads": torch.get_num_threads(),
+                                           "load_average": [round(v, 2) for v in os.getloadavg()]}
+    record["command"] = a.command
+    save_study(record, a.out)
+    print(digit_seeds_markdown(DigitSeeds(record)), flush=True)
+    return record
+
+
 # ---------------------------------------------------------------------- export
 def cmd_export(a) -> None:
     model, cfg = load_checkpoint(a.snapshot)
@@ -224,13 +309,26 @@ def main(argv=None):
     s.add_argument("--out-dir", required=True)
     s.add_argument("--work-dir", default="/tmp/digits_sweep")
 
+    d = sub.add_parser("seeds")
+    d.add_argument("--seeds", default="1,2", help="training seeds besides 0 (the shipped networks)")
+    d.add_argument("--steps", type=int, default=RECIPE["steps"])
+    d.add_argument("--jobs", type=int, default=2, help="training processes at a time (one thread each)")
+    d.add_argument("--work-dir", default=str(ROOT / "runs" / "digits_seeds"))
+    d.add_argument("--threads", type=int, default=1, help="torch threads of the evaluation")
+    d.add_argument("--eval-n", type=int, default=1000)
+    d.add_argument("--eval-seed", type=int, default=0)
+    d.add_argument("--eval-steps", default="5,10,20,50,100", help="DDIM step counts of the evaluation")
+    d.add_argument("--out", default=str(DIGITS_SEEDS_PATH))
+
     e = sub.add_parser("export")
     e.add_argument("--snapshot", required=True)
     e.add_argument("--to", required=True)
     e.add_argument("--info", default=None, help="a JSON file whose keys are added to the config")
 
     a = p.parse_args(argv)
-    {"train": cmd_train, "time": cmd_time, "sweep": cmd_sweep, "export": cmd_export}[a.mode](a)
+    a.command = shlex.join(["python", "scripts/train_digits.py", *(sys.argv[1:] if argv is None else argv)])
+    {"train": cmd_train, "time": cmd_time, "sweep": cmd_sweep, "seeds": cmd_seeds,
+     "export": cmd_export}[a.mode](a)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ data draws of ``Generator(s)``:
 ``SeedStudy`` reads the stored JSON and gives per-cell means with t-intervals over seeds and paired differences
 between two models, judged by ``stats.distance_difference`` where the quantity has a target.
 ``scripts/measure_seed_study.py`` runs it; the notebooks and the README load the stored file (the fast path).
+
+The digits comparison over training seeds (simple vs SA, K = 2, lam = 1, the ``recipes.DIGITS`` recipe):
+``measure_digit_seeds`` scores every network with the one digits evaluation (``evaluate.steps_table``: FD
+against real half A and the confident share, DDIM at 5-100 steps from one seeded ``x_T``), and ``DigitSeeds``
+reads the stored ``data/checkpoints/digits_seeds.json`` (``scripts/train_digits.py seeds`` writes it): per-seed
+values, t-intervals over seeds and SA - simple paired by training seed.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from ._validate import check_choice, check_int
 from .data import CHECKPOINT_DIR, GaussianMixture, ring8
 from .denoisers import IdealDenoiser
 from .drift import estimation_gap, step_drift
-from .evaluate import METRICS, Scorer, applicable
+from .evaluate import CONFIDENCE, METRICS, PIXEL_RANGE, Scorer, applicable, steps_table
 from .losses import Loss
 from .metrics import TARGETS
 from .recipes import RING8, Recipe, train
@@ -122,6 +128,23 @@ def save_study(study: dict, path=STUDY_PATH) -> Path:
 
 
 # ---------------------------------------------------------------------- reading
+def _read_study(cls, path, script: str):
+    """``cls(data)`` of the JSON at ``path``; FileNotFoundError naming ``script`` when it is absent, ValueError
+    naming the file (and the key) when it is not a study."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"seed study not found at {str(path)!r}; run {script}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"seed study {str(path)!r} is not valid UTF-8 JSON ({' '.join(str(err).split())[:120]})"
+                         ) from None
+    try:
+        return cls(data)
+    except ValueError as err:
+        raise ValueError(f"seed study {str(path)!r}: {err}") from None
+
+
 def _check_study(data) -> None:
     """Raise ValueError naming the first key that ``run_study``'s dict would have and ``data`` lacks (seeds, steps,
     models, and per seed the results of every model, the ideal denoiser and the data at every step count)."""
@@ -161,18 +184,7 @@ class SeedStudy:
     @classmethod
     def load(cls, path=STUDY_PATH) -> "SeedStudy":
         """The study stored at ``path``; a ValueError naming the file and the key when it is not one."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"seed study not found at {str(path)!r}; run scripts/measure_seed_study.py")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as err:
-            raise ValueError(f"seed study {str(path)!r} is not valid UTF-8 JSON ({' '.join(str(err).split())[:120]})"
-                             ) from None
-        try:
-            return cls(data)
-        except ValueError as err:
-            raise ValueError(f"seed study {str(path)!r}: {err}") from None
+        return _read_study(cls, path, "scripts/measure_seed_study.py")
 
     @property
     def seeds(self) -> list[int]:
@@ -298,3 +310,158 @@ def gap_markdown(study: SeedStudy, a: str = "SA", b: str = "simple") -> str:
                                                        for n in names)
            + f" | {format_interval(p['diff'])} {p['verdict']} |")
     return "\n".join([head, "|---|" + "---:|" * (len(names) + 1), row]) + "\n"
+
+
+# ---------------------------------------------------------------------- the digits over training seeds
+DIGITS_SEEDS_PATH = CHECKPOINT_DIR / "digits_seeds.json"
+DIGITS_LOSSES = {"simple": Loss("simple"), "sa": Loss("sa", K=2, lam=1.0)}
+DIGIT_METRICS = ("fd", "confident")
+DIGIT_TITLES = {"fd": "FD", "confident": "confident share"}
+
+
+def digit_network_name(loss: str, seed: int) -> str:
+    """The row name of the network of ``loss`` and training ``seed`` in the evaluation: ``"<loss>_s<seed>"``."""
+    return f"{check_choice('loss', loss, DIGITS_LOSSES)}_s{check_int('seed', seed, 0)}"
+
+
+def measure_digit_seeds(networks: dict, schedule: Schedule, steps: Sequence[int] = STUDY_STEPS, *,
+                        n_points: int = 1000, seed: int = 0, level: float = LEVEL, device="cpu") -> dict:
+    """The digits comparison over training seeds, in its stored form (``DigitSeeds``).
+
+    ``networks``: ``{loss: {training seed: model}}`` with the losses of ``DIGITS_LOSSES`` and the same seeds for
+    each (at least 2). Every network is scored by one ``evaluate.steps_table`` call: the same ``x_T`` (from
+    ``seed``), the same real half A, DDIM (eta = 0) at each of ``steps``, final images clamped; FD and the
+    confident share per step count. ``paired`` holds ``DigitSeeds.paired`` for every metric and step count."""
+    if not isinstance(networks, dict) or set(networks) != set(DIGITS_LOSSES):
+        raise ValueError(f"networks must be a dict with the keys {sorted(DIGITS_LOSSES)}, got "
+                         f"{sorted(networks) if isinstance(networks, dict) else type(networks).__name__}")
+    seeds = sorted(networks["simple"])
+    if sorted(networks["sa"]) != seeds or len(seeds) < 2:
+        raise ValueError(f"networks must hold the same training seeds (at least 2) for each loss, got "
+                         f"{ {k: sorted(v) for k, v in networks.items()} }")
+    models = {digit_network_name(loss, s): networks[loss][s] for loss in DIGITS_LOSSES for s in seeds}
+    t0 = time.perf_counter()
+    table = steps_table(models, schedule, steps, n=n_points, seed=seed, device=device)
+    record = {"dataset": "digits8x8", "schedule": schedule.config(), "seeds": seeds, "steps": list(table.steps),
+              "losses": {loss: cfg.config for loss, cfg in DIGITS_LOSSES.items()}, "floor": table.floor,
+              "level": level,
+              "evaluation": {"function": "seqdiff_kit.evaluate.steps_table", "n": table.n, "seed": table.seed,
+                             "sampler": f"DDIM (eta = {table.eta}), trailing spacing", "confidence": CONFIDENCE,
+                             "reference": "half A of the real digits (evaluate.real_halves(0))",
+                             "clamp": list(PIXEL_RANGE), "seconds": round(time.perf_counter() - t0, 1)},
+              "networks": {loss: {str(s): {"fd": table.fd[digit_network_name(loss, s)],
+                                           "confident": table.confident[digit_network_name(loss, s)]}
+                                  for s in seeds} for loss in DIGITS_LOSSES}}
+    record["paired"] = DigitSeeds(record).paired_table(level)
+    return record
+
+
+def _check_digit_seeds(data) -> None:
+    """Raise ValueError naming the first key ``measure_digit_seeds``'s dict would have and ``data`` lacks."""
+    def need(ok: bool, key: str, what: str, got) -> None:
+        if not ok:
+            raise ValueError(f"key {key!r} must be {what}, got {got!r:.60}")
+
+    need(isinstance(data, dict), "study", "a JSON object (measure_digit_seeds's dict)", type(data).__name__)
+    for key in ("seeds", "steps"):
+        value = data.get(key)
+        need(isinstance(value, list) and value and all(type(v) is int for v in value), key,
+             "a non-empty list of integers", value)
+    need(isinstance(data.get("floor"), (int, float)), "floor", "a number", data.get("floor"))
+    networks = data.get("networks")
+    need(isinstance(networks, dict) and set(networks) == set(DIGITS_LOSSES), "networks",
+         f"an object with the losses {sorted(DIGITS_LOSSES)}", networks)
+    for loss in DIGITS_LOSSES:
+        for seed in data["seeds"]:
+            row = networks[loss].get(str(seed)) if isinstance(networks[loss], dict) else None
+            for metric in DIGIT_METRICS:
+                values = row.get(metric) if isinstance(row, dict) else None
+                need(isinstance(values, list) and len(values) == len(data["steps"])
+                     and all(isinstance(v, (int, float)) for v in values), f"networks.{loss}.{seed}.{metric}",
+                     f"a list of {len(data['steps'])} numbers (one per step count)", values)
+
+
+@dataclass
+class DigitSeeds:
+    """The stored digits comparison over training seeds (``measure_digit_seeds``'s dict): per-seed FD and
+    confident share, their t-intervals over seeds, and SA - simple paired by training seed."""
+
+    data: dict
+
+    def __post_init__(self):
+        _check_digit_seeds(self.data)
+
+    @classmethod
+    def load(cls, path=DIGITS_SEEDS_PATH) -> "DigitSeeds":
+        """The comparison stored at ``path``; a ValueError naming the file and the key when it is not one."""
+        return _read_study(cls, path, "scripts/train_digits.py seeds")
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.data["seeds"])
+
+    @property
+    def steps(self) -> list[int]:
+        return list(self.data["steps"])
+
+    @property
+    def floor(self) -> float:
+        """FD between the two halves of the real digits under the same evaluation."""
+        return float(self.data["floor"])
+
+    def values(self, loss: str, metric: str, steps: int) -> dict[int, float]:
+        """``{training seed: metric}`` of the ``loss`` network at ``steps`` DDIM steps."""
+        check_choice("loss", loss, DIGITS_LOSSES)
+        check_choice("metric", metric, DIGIT_METRICS)
+        j = self.steps.index(check_choice("steps", steps, self.steps))
+        return {s: float(self.data["networks"][loss][str(s)][metric][j]) for s in self.seeds}
+
+    def interval(self, loss: str, metric: str, steps: int, level: float = LEVEL) -> dict:
+        """Mean and t-interval over training seeds (``stats.mean_ci``) of ``values(loss, metric, steps)``."""
+        return mean_ci(list(self.values(loss, metric, steps).values()), level)
+
+    def paired(self, metric: str, steps: int, level: float = LEVEL) -> dict:
+        """SA - simple paired by training seed: ``stats.paired``'s t-interval of the differences (``n - 1``
+        degrees of freedom) and a verdict: for FD (target 0, ``stats.distance_difference``) "better" when the
+        interval lies below 0; for the confident share (no target) "larger" / "smaller"."""
+        a, b = self.values("sa", metric, steps), self.values("simple", metric, steps)
+        d = distance_difference(metric, a, b, level) if metric in TARGETS else raw_difference(a, b, level)
+        return {**paired(a, b, level), "verdict": d["verdict"]}
+
+    def paired_table(self, level: float = LEVEL) -> dict:
+        """``{metric: {str(steps): paired(metric, steps)}}``: what the stored file holds under ``paired``."""
+        return {m: {str(s): self.paired(m, s, level) for s in self.steps} for m in DIGIT_METRICS}
+
+
+def digit_seeds_markdown(study: DigitSeeds, metrics: Sequence[str] = DIGIT_METRICS) -> str:
+    """A Markdown table per step count: each loss's mean [95% interval] over training seeds and SA - simple
+    paired by seed (mean [interval], verdict) for each of ``metrics``; the floor below."""
+    head = "| DDIM steps | " + " | ".join(f"{DIGIT_TITLES[m]} simple | {DIGIT_TITLES[m]} SA | SA - simple"
+                                          for m in metrics) + " |"
+    lines = [head, "|---:|" + "---:|---:|---|" * len(metrics)]
+    for s in study.steps:
+        cells = []
+        for m in metrics:
+            p = study.paired(m, s)
+            cells += [format_interval(study.interval("simple", m, s)), format_interval(study.interval("sa", m, s)),
+                      f"{format_interval(p)} {p['verdict']}"]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    n = len(study.seeds)
+    level = study.data.get("level", LEVEL)
+    foot = (f"\n{n} training seeds per loss ({', '.join(map(str, study.seeds))}), SA - simple paired by seed; "
+            f"intervals: {100 * level:g}% Student t with {n - 1} degree{'s' if n > 2 else ''} of freedom. "
+            f"Floor (two halves of the real digits): FD = {study.floor:.2f}.")
+    return "\n".join(lines) + "\n" + foot + "\n"
+
+
+def digit_seeds_per_seed_markdown(study: DigitSeeds, metric: str = "fd") -> str:
+    """A Markdown table of ``metric`` per network (one row per loss and training seed) and step count."""
+    check_choice("metric", metric, DIGIT_METRICS)
+    lines = ["| network | " + " | ".join(f"{s} steps" for s in study.steps) + " |",
+             "|---|" + "---:|" * len(study.steps)]
+    fmt = "{:.2f}" if metric == "fd" else "{:.3f}"
+    for loss in DIGITS_LOSSES:
+        for seed in study.seeds:
+            row = [fmt.format(study.values(loss, metric, s)[seed]) for s in study.steps]
+            lines.append(f"| {'SA' if loss == 'sa' else loss}, seed {seed} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"

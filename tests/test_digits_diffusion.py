@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from seqdiff_kit import Schedule, TinyUNet, digits
-from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint
+from seqdiff_kit.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from seqdiff_kit.classifier import class_counts, class_probabilities, confidence_share, load_classifier
 from seqdiff_kit.data import CHECKPOINT_DIR
 from seqdiff_kit.drift import total_std
@@ -284,3 +284,32 @@ def test_digit_grid_dashboard_indexes_precomputed_tiles():
     assert "20 sampling steps" in dash.label.value
     with pytest.raises(ValueError, match="one grid per step count"):
         widgets.DigitGridDashboard([5, 10], grids)
+
+
+def test_seeds_mode_scores_the_shipped_and_the_trained_networks(tmp_path):
+    """`train_digits.py seeds` with its snapshots already there: no training, seed 0 from the shipped
+    checkpoints, each row tied to its weights; a snapshot of another loss is refused before anything is scored."""
+    def copy(loss: str, name: str) -> None:  # the shipped weights as a seed-1 snapshot
+        model, cfg = load_checkpoint(CHECKPOINT_DIR / f"digits_{loss}")
+        keep = {k: cfg[k] for k in ("dataset", "schedule", "loss", "train", "weights", "step")}
+        save_checkpoint(tmp_path / name / "step6000", model, {**keep, "seed": 1, "trained_by": {"device": "cpu"}})
+
+    copy("simple", "simple_s1")
+    copy("sa", "sa1.0_s1")
+    out = tmp_path / "seeds.json"
+    common = ["seeds", "--seeds", "1", "--work-dir", str(tmp_path), "--eval-n", "40", "--eval-steps", "2",
+              "--out", str(out)]
+    record = train_digits.main(common) or json.loads(out.read_text())
+    assert record["seeds"] == [0, 1] and record["steps"] == [2] and record["evaluation"]["n"] == 40
+    for loss in ("simple", "sa"):
+        s0, s1 = record["networks"][loss]["0"], record["networks"][loss]["1"]
+        assert s0["fd"] == s1["fd"] and s0["confident"] == s1["confident"]   # the same weights score the same
+        assert s0["shipped"] and s0["checkpoint"] == f"data/checkpoints/digits_{loss}" and not s1["shipped"]
+        assert s0["weights_sha256"] == load_shipped(f"digits_{loss}").config["weights_sha256"]
+        assert s0["trained_by"]["device"] == "cuda" and s1["trained_by"] == {"device": "cpu"}
+    assert record["paired"]["fd"]["2"]["sd"] == 0.0 and record["command"].startswith("python scripts/train_digits.py seeds")
+    assert record["recipe"]["steps"] == 6000 and record["recipe"]["channels"] == 32
+    # a snapshot trained with another loss under the SA name
+    copy("simple", "sa1.0_s1")
+    with pytest.raises(SystemExit, match=r"sa1.0_s1/step6000: loss .*'simple'.*; expected .*'sa'"):
+        train_digits.main(common)

@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import scipy.stats
 import torch
 
 from seqdiff_kit import IdealDenoiser, Schedule, ring8
@@ -132,3 +133,83 @@ def test_the_tables_judge_spread_by_the_robust_measure_where_the_study_holds_it(
     assert "| radial spread |" in ss.paired_markdown(old).replace(" | MMD", "| MMD")
     with pytest.raises(ValueError, match="'off_mode_share' is not in this stored study"):
         old.values("SA", "off_mode_share", 5)
+
+
+# ---------------------------------------------------------------------- the digits over training seeds
+def fake_digit_seeds(fd: dict, confident: dict | None = None, seeds=(0, 1, 2), steps=(5, 10)) -> dict:
+    """A stored digits comparison: ``fd[loss]`` and ``confident[loss]`` hold one list (per step) per seed."""
+    confident = confident or {loss: [[0.9] * len(steps)] * len(seeds) for loss in ss.DIGITS_LOSSES}
+    data = {"seeds": list(seeds), "steps": list(steps), "floor": 6.1,
+            "networks": {loss: {str(s): {"fd": fd[loss][i], "confident": confident[loss][i]}
+                                for i, s in enumerate(seeds)} for loss in ss.DIGITS_LOSSES}}
+    return json.loads(json.dumps(data))  # no list shared between cells
+
+
+def test_digit_seeds_pair_sa_with_simple_by_training_seed():
+    data = fake_digit_seeds({"simple": [[50.0, 20.0], [60.0, 18.0], [55.0, 19.0]],
+                             "sa": [[30.0, 20.5], [41.0, 17.0], [36.0, 19.4]]},
+                            {"simple": [[0.78, 0.86], [0.79, 0.86], [0.78, 0.87]],
+                             "sa": [[0.80, 0.83], [0.805, 0.84], [0.801, 0.845]]})
+    study = ss.DigitSeeds(data)
+    p = study.paired("fd", 5)
+    diffs = [-20.0, -19.0, -19.0]
+    sd = float(torch.tensor(diffs, dtype=torch.float64).std())
+    assert p["keys"] == [0, 1, 2] and p["n"] == 3
+    assert p["mean"] == pytest.approx(-58 / 3, abs=1e-12)
+    assert p["t"] == pytest.approx(scipy.stats.t.ppf(0.975, 2), rel=1e-12) and p["t"] == pytest.approx(4.3027, abs=1e-4)
+    assert p["half_width"] == pytest.approx(p["t"] * sd / math.sqrt(3), rel=1e-12)
+    assert p["verdict"] == "better"                           # FD: lower is closer to its target 0
+    assert study.paired("fd", 10)["verdict"] == "no clear difference"
+    assert study.paired("confident", 10)["verdict"] == "smaller"
+    assert study.paired("confident", 5)["verdict"] == "larger"
+    assert study.values("sa", "fd", 10) == {0: 20.5, 1: 17.0, 2: 19.4}
+    assert study.paired_table()["fd"]["5"] == p
+    table = ss.digit_seeds_markdown(study)
+    assert "| 5 | 55 [" in table and "-19.3 [" in table and "2 degrees of freedom" in table
+    assert "| SA, seed 2 | 36.00 | 19.40 |" in ss.digit_seeds_per_seed_markdown(study)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.pop("floor"), r"key 'floor' must be a number"),
+    (lambda d: d["networks"].pop("sa"), r"key 'networks' must be an object with the losses \['sa', 'simple'\]"),
+    (lambda d: d["networks"]["sa"].pop("2"), r"key 'networks.sa.2.fd' must be a list of 2 numbers"),
+    (lambda d: d["networks"]["simple"]["1"]["confident"].pop(), r"key 'networks.simple.1.confident'"),
+])
+def test_a_damaged_digit_seeds_file_is_a_value_error_naming_the_key(tmp_path, edit, match):
+    data = fake_digit_seeds({loss: [[1.0, 2.0]] * 3 for loss in ss.DIGITS_LOSSES})
+    edit(data)
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"^seed study '.*d.json': {match}"):
+        ss.DigitSeeds.load(tmp_path / "d.json")
+    with pytest.raises(FileNotFoundError, match="run scripts/train_digits.py seeds"):
+        ss.DigitSeeds.load(tmp_path / "none.json")
+
+
+def test_digit_seeds_refuse_unknown_cells():
+    study = ss.DigitSeeds(fake_digit_seeds({loss: [[1.0, 2.0]] * 3 for loss in ss.DIGITS_LOSSES}))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        study.values("SA", "fd", 5)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        study.values("sa", "mmd", 5)
+    with pytest.raises(ValueError, match="steps must be one of"):
+        study.values("sa", "fd", 20)
+
+
+def test_measure_digit_seeds_scores_through_the_one_digits_evaluation():
+    from seqdiff_kit import TinyUNet
+    from seqdiff_kit.denoisers import seeded_model
+    from seqdiff_kit.evaluate import steps_table
+
+    schedule = Schedule.linear()
+    nets = {loss: {s: seeded_model(TinyUNet, 10 * k + s, channels=8, time_dim=16, T=schedule.T) for s in (0, 1)}
+            for k, loss in enumerate(ss.DIGITS_LOSSES)}
+    record = ss.measure_digit_seeds(nets, schedule, steps=(2, 3), n_points=40, seed=5)
+    direct = steps_table({"a": nets["sa"][1], "b": nets["simple"][0]}, schedule, (2, 3), n=40, seed=5)
+    assert record["networks"]["sa"]["1"]["fd"] == direct.fd["a"]            # the same x_T and scorer
+    assert record["networks"]["simple"]["0"]["confident"] == direct.confident["b"]
+    assert record["floor"] == direct.floor and record["seeds"] == [0, 1] and record["steps"] == [2, 3]
+    assert record["paired"] == ss.DigitSeeds(record).paired_table()
+    with pytest.raises(ValueError, match="the same training seeds"):
+        ss.measure_digit_seeds({"simple": nets["simple"], "sa": {0: nets["sa"][0]}}, schedule, steps=(2,))
+    with pytest.raises(ValueError, match=r"networks must be a dict with the keys \['sa', 'simple'\]"):
+        ss.measure_digit_seeds({"simple": nets["simple"]}, schedule, steps=(2,))
