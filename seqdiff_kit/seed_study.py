@@ -33,7 +33,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 
@@ -145,46 +145,61 @@ def _read_study(cls, path, script: str):
         raise ValueError(f"seed study {str(path)!r}: {err}") from None
 
 
+def _need(ok: bool, key: str, what: str, got) -> None:
+    """A stored study's check: ValueError naming ``key``, what it must be and (the start of) what it is."""
+    if not ok:
+        raise ValueError(f"key {key!r} must be {what}, got {got!r:.60}")
+
+
+def _check_header(data, maker: str) -> None:
+    """``data`` is a JSON object with non-empty integer lists ``seeds`` and ``steps``."""
+    _need(isinstance(data, dict), "study", f"a JSON object ({maker}'s dict)", type(data).__name__)
+    for key in ("seeds", "steps"):
+        value = data.get(key)
+        _need(isinstance(value, list) and value and all(type(v) is int for v in value), key,
+             "a non-empty list of integers", value)
+
+
 def _check_study(data) -> None:
     """Raise ValueError naming the first key that ``run_study``'s dict would have and ``data`` lacks (seeds, steps,
     models, and per seed the results of every model, the ideal denoiser and the data at every step count)."""
-    def need(ok: bool, key: str, what: str, got) -> None:
-        if not ok:
-            raise ValueError(f"key {key!r} must be {what}, got {got!r:.60}")
-
-    need(isinstance(data, dict), "study", "a JSON object (run_study's dict)", type(data).__name__)
-    for key in ("seeds", "steps"):
-        value = data.get(key)
-        need(isinstance(value, list) and value and all(type(v) is int for v in value), key,
-             "a non-empty list of integers", value)
+    _check_header(data, "run_study")
     models = data.get("models")
-    need(isinstance(models, (dict, list)) and models and all(isinstance(m, str) for m in models), "models",
+    _need(isinstance(models, (dict, list)) and models and all(isinstance(m, str) for m in models), "models",
          "the studied models' names", models)
     results = data.get("results")
-    need(isinstance(results, dict), "results", "an object of per-seed results", type(results).__name__)
+    _need(isinstance(results, dict), "results", "an object of per-seed results", type(results).__name__)
     for seed in data["seeds"]:
         res = results.get(str(seed))
-        need(isinstance(res, dict) and isinstance(res.get(DATA), dict), f"results.{seed}",
+        _need(isinstance(res, dict) and isinstance(res.get(DATA), dict), f"results.{seed}",
              f"an object with the {DATA!r} scores", res)
         for model in [*models, IDEAL]:
             cells = res.get(model, {}).get("steps") if isinstance(res.get(model), dict) else None
-            need(isinstance(cells, dict) and all(isinstance(cells.get(str(s)), dict) for s in data["steps"]),
+            _need(isinstance(cells, dict) and all(isinstance(cells.get(str(s)), dict) for s in data["steps"]),
                  f"results.{seed}.{model}.steps", f"an object with the scores at steps {data['steps']}", cells)
 
 
 @dataclass
-class SeedStudy:
-    """A stored study (``run_study``'s dict): per-seed values, intervals and paired differences."""
+class StoredStudy:
+    """A study stored as JSON over training seeds: ``data``, checked by the class's ``check``; ``load`` reads the
+    file (default ``PATH``; ``SCRIPT`` writes it)."""
 
     data: dict
+    PATH: ClassVar[Path]
+    SCRIPT: ClassVar[str]
 
     def __post_init__(self):
-        _check_study(self.data)
+        self.check(self.data)
+
+    @staticmethod
+    def check(data) -> None:
+        raise NotImplementedError
 
     @classmethod
-    def load(cls, path=STUDY_PATH) -> "SeedStudy":
-        """The study stored at ``path``; a ValueError naming the file and the key when it is not one."""
-        return _read_study(cls, path, "scripts/measure_seed_study.py")
+    def load(cls, path=None):
+        """The study stored at ``path`` (default ``PATH``); a ValueError naming the file and the key when it is
+        not one."""
+        return _read_study(cls, cls.PATH if path is None else path, cls.SCRIPT)
 
     @property
     def seeds(self) -> list[int]:
@@ -193,6 +208,15 @@ class SeedStudy:
     @property
     def steps(self) -> list[int]:
         return list(self.data["steps"])
+
+
+@dataclass
+class SeedStudy(StoredStudy):
+    """A stored study (``run_study``'s dict): per-seed values, intervals and paired differences."""
+
+    PATH: ClassVar[Path] = STUDY_PATH
+    SCRIPT: ClassVar[str] = "scripts/measure_seed_study.py"
+    check = staticmethod(_check_study)
 
     @property
     def models(self) -> list[str]:
@@ -358,51 +382,29 @@ def measure_digit_seeds(networks: dict, schedule: Schedule, steps: Sequence[int]
 
 def _check_digit_seeds(data) -> None:
     """Raise ValueError naming the first key ``measure_digit_seeds``'s dict would have and ``data`` lacks."""
-    def need(ok: bool, key: str, what: str, got) -> None:
-        if not ok:
-            raise ValueError(f"key {key!r} must be {what}, got {got!r:.60}")
-
-    need(isinstance(data, dict), "study", "a JSON object (measure_digit_seeds's dict)", type(data).__name__)
-    for key in ("seeds", "steps"):
-        value = data.get(key)
-        need(isinstance(value, list) and value and all(type(v) is int for v in value), key,
-             "a non-empty list of integers", value)
-    need(isinstance(data.get("floor"), (int, float)), "floor", "a number", data.get("floor"))
+    _check_header(data, "measure_digit_seeds")
+    _need(isinstance(data.get("floor"), (int, float)), "floor", "a number", data.get("floor"))
     networks = data.get("networks")
-    need(isinstance(networks, dict) and set(networks) == set(DIGITS_LOSSES), "networks",
+    _need(isinstance(networks, dict) and set(networks) == set(DIGITS_LOSSES), "networks",
          f"an object with the losses {sorted(DIGITS_LOSSES)}", networks)
     for loss in DIGITS_LOSSES:
         for seed in data["seeds"]:
             row = networks[loss].get(str(seed)) if isinstance(networks[loss], dict) else None
             for metric in DIGIT_METRICS:
                 values = row.get(metric) if isinstance(row, dict) else None
-                need(isinstance(values, list) and len(values) == len(data["steps"])
+                _need(isinstance(values, list) and len(values) == len(data["steps"])
                      and all(isinstance(v, (int, float)) for v in values), f"networks.{loss}.{seed}.{metric}",
                      f"a list of {len(data['steps'])} numbers (one per step count)", values)
 
 
 @dataclass
-class DigitSeeds:
+class DigitSeeds(StoredStudy):
     """The stored digits comparison over training seeds (``measure_digit_seeds``'s dict): per-seed FD and
     confident share, their t-intervals over seeds, and SA - simple paired by training seed."""
 
-    data: dict
-
-    def __post_init__(self):
-        _check_digit_seeds(self.data)
-
-    @classmethod
-    def load(cls, path=DIGITS_SEEDS_PATH) -> "DigitSeeds":
-        """The comparison stored at ``path``; a ValueError naming the file and the key when it is not one."""
-        return _read_study(cls, path, "scripts/train_digits.py seeds")
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(self.data["seeds"])
-
-    @property
-    def steps(self) -> list[int]:
-        return list(self.data["steps"])
+    PATH: ClassVar[Path] = DIGITS_SEEDS_PATH
+    SCRIPT: ClassVar[str] = "scripts/train_digits.py seeds"
+    check = staticmethod(_check_digit_seeds)
 
     @property
     def floor(self) -> float:
