@@ -5,6 +5,7 @@ Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in 
 
 - ``ring8-seeds``: the multi-seed ring8 study (``data/checkpoints/ring8_seeds.json``), mean [95% interval];
 - ``ring8-paired``: SA against simple from the same study, paired by seed, judged two-sided;
+- ``ring8-paired-ip``: Input Perturbation against simple, the same way;
 - ``ring8-gap``: the estimation gap from t = 100 of the same models;
 - ``digits``: the shipped digit models' table (recorded in their checkpoint JSON) with the Frechet floor's
   spread over random halvings of the real digits.
@@ -43,7 +44,8 @@ def digits_table() -> str:
 def tables() -> dict[str, str]:
     study = SeedStudy.load()
     return {"ring8-seeds": summary_markdown(study), "ring8-paired": paired_markdown(study),
-            "ring8-gap": gap_markdown(study), "digits": digits_table()}
+            "ring8-paired-ip": paired_markdown(study, a="IP"), "ring8-gap": gap_markdown(study),
+            "digits": digits_table()}
 
 
 def render(text: str, blocks: dict[str, str]) -> str:

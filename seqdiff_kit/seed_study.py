@@ -1,9 +1,9 @@
-"""The lessons' multi-seed study on ring8: the simple loss, the SA loss and the ideal denoiser over several
-training seeds, with intervals, stored as JSON next to the shipped checkpoints.
+"""The lessons' multi-seed study on ring8: the simple loss, the SA loss, Input Perturbation and the ideal
+denoiser over several training seeds, with intervals, stored as JSON next to the shipped checkpoints.
 
-One seed ``s``: train an MLP with each loss (``recipes.train`` of ``study_recipe``: the shipped ``RING8``
-recipe with a shorter step count, weights and data drawn from ``s``), then from ``x_T``, reference and second
-data draws of ``Generator(s)``:
+One seed ``s``: train an MLP with each loss of ``STUDY_MODELS`` (``recipes.train`` of ``study_recipe``: the
+shipped ``RING8`` recipe, all its updates, weights and data drawn from ``s``; seed 0 is the shipped networks'
+recipe), then from ``x_T``, reference and second data draws of ``Generator(s)``:
 
 - per model (and the ideal denoiser) and DDIM step count, the sample metrics of ``evaluate.Scorer`` against the
   reference draws (``SAMPLE_METRICS``: every metric of ``evaluate.METRICS`` that applies to ring8: MMD^2, the
@@ -12,13 +12,18 @@ data draws of ``Generator(s)``:
   robust one, which the tables judge when the stored study holds it), the off-mode share, the mean radial
   offset and the share of samples in the data's 1% tail of ``log p``);
 - per learned model and step count, against the ideal path from the same ``x_T`` (``drift.step_drift``): the
-  final mean distance ``drift_final`` and the sum of the per-step local errors ``local_sum``;
+  final mean distance ``drift_final`` (the estimation error) and the sum of the per-step local errors
+  ``local_sum``;
+- per model (the ideal denoiser too) and step count, against the exact probability-flow endpoint from the same
+  ``x_T`` (``drift.exact_flow``): the mean final distance ``total_final`` (the total error; the ideal
+  denoiser's is the sampler's discretisation error);
 - per model, the paper's estimation gap from ``t = 100`` (``drift.estimation_gap``, same ``x0``, ``eps`` and
   noise for every model): ``gap_from_100``, the mean final ``|e|``;
 - a second data draw scored like a model (``data``): the data's own noise level.
 
 ``SeedStudy`` reads the stored JSON and gives per-cell means with t-intervals over seeds and paired differences
-between two models, judged by ``stats.distance_difference`` where the quantity has a target.
+between two models (``"SA"`` or ``"IP"`` against ``"simple"``), judged by ``stats.distance_difference`` where
+the quantity has a target; within-mode spread is judged by its robust (MAD) measure.
 ``scripts/measure_seed_study.py`` runs it; the notebooks and the README load the stored file (the fast path).
 
 The digits comparison over training seeds (simple vs SA, K = 2, lam = 1, the ``recipes.DIGITS`` recipe):
@@ -30,7 +35,10 @@ values, t-intervals over seeds and SA - simple paired by training seed.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
@@ -38,26 +46,29 @@ from typing import Callable, ClassVar, Sequence
 import torch
 
 from ._format import format_number
+from ._runtime import set_threads
 from ._io import atomic_write
 from ._validate import check_choice, check_int
 from .data import CHECKPOINT_DIR, GaussianMixture, ring8
 from .denoisers import IdealDenoiser
-from .drift import estimation_gap, step_drift
+from .drift import estimation_gap, exact_flow, step_drift
 from .evaluate import CONFIDENCE, METRICS, PIXEL_RANGE, Scorer, applicable, steps_table
 from .losses import Loss
 from .metrics import TARGETS
-from .recipes import RING8, Recipe, train
+from .recipes import IP, RING8, SA, Recipe, train
 from .solvers import sample
 from .schedule import Schedule
 from .stats import LEVEL, distance_difference, mean_ci, paired, raw_difference
 
 STUDY_PATH = CHECKPOINT_DIR / "ring8_seeds.json"
 STUDY_STEPS = (5, 10, 20, 50, 100)
-STUDY_MODELS = {"simple": Loss("simple"), "SA": Loss("sa", K=2, lam=1.0)}
+# the shipped ring8 networks' losses (recipes.SHIPPED: ring8_simple, ring8_sa, ring8_ip)
+STUDY_MODELS = {"simple": Loss("simple"), "SA": SA, "IP": IP}
 IDEAL, DATA = "ideal", "data"
 # the metrics a cell holds: every one of evaluate.METRICS that applies to ring8
 SAMPLE_METRICS = applicable(ring8())
-PATH_METRICS = ("drift_final", "local_sum")
+PATH_METRICS = ("drift_final", "local_sum", "total_final")
+IDEAL_PATH_METRICS = ("total_final",)  # the ideal denoiser has no distance from its own path
 GAP_START = 100
 
 
@@ -65,7 +76,8 @@ GAP_START = 100
 def measure_seed(models: dict, mixture: GaussianMixture, schedule: Schedule, seed: int,
                  steps: Sequence[int] = STUDY_STEPS, n_points: int = 1000) -> dict:
     """Everything one seed contributes: ``{name: {"steps": {S: metrics}, "gap_from_100": float}}`` for each
-    model in ``models`` and the ideal denoiser, and ``{"data": metrics}`` for a second data draw.
+    model in ``models`` and the ideal denoiser, and ``{"data": metrics}`` for a second data draw. ``total_final``
+    is measured against one ``exact_flow`` endpoint per seed.
 
     Randomness from ``Generator(seed)``, in order: ``x_T`` [n_points, 2], the reference draws, the second data
     draw, the estimation gap's ``x0``; the gap's ``eps`` and noise from ``Generator(seed)`` afresh per model."""
@@ -76,51 +88,87 @@ def measure_seed(models: dict, mixture: GaussianMixture, schedule: Schedule, see
     x0 = mixture.sample(n_points, generator=gen)
     scorer = Scorer(mixture, ref, own=own, seed=seed)
     ideal = IdealDenoiser(mixture, schedule)
+    flow_end = exact_flow(mixture, schedule, x_T, timesteps=[schedule.T - 1]).final
+
+    def total(final: torch.Tensor) -> dict:
+        return {"total_final": float((final.double() - flow_end.double()).norm(dim=1).mean())}
+
     out: dict = {DATA: scorer.data_level}
     for name, model in {**models, IDEAL: ideal}.items():
         cells = {}
         for s in steps:
             if name == IDEAL:
-                cells[str(s)] = scorer.score(sample(ideal, x_T, schedule, s).final)
+                final = sample(ideal, x_T, schedule, s).final
+                cells[str(s)] = {**scorer.score(final), **total(final)}
                 continue
             d = step_drift(model, ideal, x_T, schedule, s)
-            cells[str(s)] = {**scorer.score(d.paths.model.final),
+            cells[str(s)] = {**scorer.score(d.paths.model.final), **total(d.paths.model.final),
                              "drift_final": float(d.mean("drift")[-1]), "local_sum": float(d.mean("local").sum())}
         g = estimation_gap(model, x0, schedule, start_t=GAP_START, generator=torch.Generator().manual_seed(seed))
         out[name] = {"steps": cells, "gap_from_100": float(g.mean("e")[-1])}
     return out
 
 
-def study_recipe(loss: Loss, seed: int, train_steps: int) -> Recipe:
-    """The shipped ring8 recipe (``recipes.RING8``: the cosine decay spans the updates) with ``train_steps``
-    updates, ``loss`` and ``seed``."""
-    return RING8.replace(name="ring8_seed_study", loss=loss, seed=seed, steps=train_steps)
+def study_recipe(loss: Loss, seed: int, train_steps: int | None = None) -> Recipe:
+    """The shipped ring8 recipe (``recipes.RING8``) with ``loss`` and ``seed``: with ``seed = 0`` and the
+    shipped losses it is the recipe of ``recipes.SHIPPED``'s ring8 networks (only the name differs).
+    ``train_steps`` (default: the recipe's) shortens it for quick checks; the cosine decay spans the updates."""
+    recipe = RING8.replace(name="ring8_seed_study", loss=loss, seed=seed)
+    return recipe if train_steps is None else recipe.replace(steps=train_steps)
 
 
-def run_study(seeds: Sequence[int] = (0, 1, 2, 3, 4), train_steps: int = 3000, *, n_points: int = 1000,
-              steps: Sequence[int] = STUDY_STEPS, threads: int = 1, log: Callable | None = None) -> dict:
-    """Train and measure every seed (``measure_seed``); returns the JSON-able study (settings + per-seed
-    results + the wall time)."""
+def study_seed(seed: int, train_steps: int | None, n_points: int, steps: Sequence[int], threads: int) -> dict:
+    """One seed of ``run_study``: train every model of ``STUDY_MODELS`` and ``measure_seed`` them. Returns
+    ``{"results": ..., "train_cpu": {name: s}, "cpu": s}`` (process CPU seconds of this seed's work)."""
+    set_threads(threads)  # a pool worker starts with torch's default
+    cpu0 = time.process_time()
+    base = study_recipe(Loss(), seed, train_steps)
+    models, train_cpu = {}, {}
+    for name, loss in STUDY_MODELS.items():
+        c = time.process_time()
+        models[name] = train(study_recipe(loss, seed, train_steps), progress=False, threads=threads).model
+        train_cpu[name] = round(time.process_time() - c, 1)
+    results = measure_seed(models, base.data(), base.make_schedule(), seed, steps, n_points)
+    return {"results": results, "train_cpu": train_cpu, "cpu": round(time.process_time() - cpu0, 1)}
+
+
+def run_study(seeds: Sequence[int] = (0, 1, 2, 3, 4), train_steps: int | None = None, *, n_points: int = 1000,
+              steps: Sequence[int] = STUDY_STEPS, threads: int = 1, jobs: int = 1,
+              log: Callable | None = None) -> dict:
+    """Train and measure every seed (``study_seed``), ``jobs`` seeds at a time in spawned processes (every seed
+    draws from its own generators, so ``jobs`` does not change the results); returns the JSON-able study
+    (settings, per-seed results, the wall time, the process CPU seconds of the seeds' work and of each
+    network's training, the load average at the start)."""
     seeds = [check_int("seeds[i]", s, 0) for s in seeds]
     if len(set(seeds)) < 3:
         raise ValueError(f"seeds must hold at least 3 distinct seeds for an interval, got {seeds}")
-    train_steps = check_int("train_steps", train_steps, 1)
+    train_steps = None if train_steps is None else check_int("train_steps", train_steps, 1)
+    jobs = check_int("jobs", jobs, 1)
     say = log or (lambda msg: None)
     base = study_recipe(Loss(), seeds[0], train_steps)
-    mixture, schedule = base.data(), base.make_schedule()
-    t0 = time.perf_counter()
-    per_seed = {}
-    for seed in seeds:
-        models = {name: train(study_recipe(loss, seed, train_steps), progress=False, threads=threads).model
-                  for name, loss in STUDY_MODELS.items()}
-        per_seed[str(seed)] = measure_seed(models, mixture, schedule, seed, steps, n_points)
-        say(f"seed {seed} done after {time.perf_counter() - t0:.0f} s")
+    t0, load = time.perf_counter(), os.getloadavg()[0]
+    args = (train_steps, n_points, list(steps), threads)
+    done: dict = {}
+    if jobs == 1:
+        for seed in seeds:
+            done[seed] = study_seed(seed, *args)
+            say(f"seed {seed} done after {time.perf_counter() - t0:.0f} s (training CPU s: {done[seed]['train_cpu']})")
+    else:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(study_seed, seed, *args): seed for seed in seeds}
+            for f in as_completed(futures):
+                done[futures[f]] = f.result()
+                say(f"seed {futures[f]} done after {time.perf_counter() - t0:.0f} s "
+                    f"(training CPU s: {done[futures[f]]['train_cpu']})")
     recipe = {k: v for k, v in base.config().items() if k not in ("loss", "seed")}  # per model and per seed
-    return {"dataset": "ring8", "schedule": schedule.config(), "sampler": "DDIM (eta = 0), trailing spacing",
+    return {"dataset": "ring8", "schedule": base.make_schedule().config(),
+            "sampler": "DDIM (eta = 0), trailing spacing",
             "models": {n: loss.config for n, loss in STUDY_MODELS.items()},
             "recipe": recipe, "seeds": seeds, "n_points": n_points,
             "steps": list(steps), "gap_start": GAP_START, "seconds": round(time.perf_counter() - t0, 1),
-            "torch_threads": threads, "results": per_seed}
+            "cpu_seconds": round(sum(d["cpu"] for d in done.values()), 1),
+            "train_cpu_seconds": {str(s): done[s]["train_cpu"] for s in seeds}, "load_at_start": round(load, 2),
+            "torch_threads": threads, "jobs": jobs, "results": {str(s): done[s]["results"] for s in seeds}}
 
 
 def save_study(study: dict, path=STUDY_PATH) -> Path:
@@ -220,7 +268,9 @@ class SeedStudy(StoredStudy):
 
     @property
     def models(self) -> list[str]:
-        return [*self.data["models"], IDEAL]
+        """The learned models in ``STUDY_MODELS``' order (the file stores them sorted), then the ideal one."""
+        stored = list(self.data["models"])
+        return [*(n for n in STUDY_MODELS if n in stored), *(n for n in stored if n not in STUDY_MODELS), IDEAL]
 
     @property
     def sample_metrics(self) -> tuple[str, ...]:
@@ -228,6 +278,12 @@ class SeedStudy(StoredStudy):
         lacks it)."""
         held = self.data["results"][str(self.seeds[0])][DATA]
         return tuple(m for m in SAMPLE_METRICS if m in held)
+
+    @property
+    def path_metrics(self) -> tuple[str, ...]:
+        """The ``PATH_METRICS`` this stored study holds, in the tables' order."""
+        held = self.data["results"][str(self.seeds[0])][self.models[0]]["steps"][str(self.steps[0])]
+        return tuple(m for m in ("drift_final", "total_final", "local_sum") if m in held)
 
     @property
     def spread_metrics(self) -> tuple[str, str]:
@@ -250,8 +306,11 @@ class SeedStudy(StoredStudy):
             return [r[DATA][metric] for r in res]
         if metric == "gap_from_100":
             return [r[model]["gap_from_100"] for r in res]
-        check_choice("metric", metric, SAMPLE_METRICS + (PATH_METRICS if model != IDEAL else ()))
+        check_choice("metric", metric, SAMPLE_METRICS + (PATH_METRICS if model != IDEAL else IDEAL_PATH_METRICS))
         check_choice("steps", steps, self.steps)
+        if metric not in res[0][model]["steps"][str(steps)]:
+            raise ValueError(f"metric {metric!r} is not in this stored study (measured before it was added); "
+                             f"re-run scripts/measure_seed_study.py")
         return [r[model]["steps"][str(steps)][metric] for r in res]
 
     def interval(self, model: str, metric: str, steps: int | None = None, level: float = LEVEL) -> dict:
@@ -274,7 +333,8 @@ class SeedStudy(StoredStudy):
 
 # ---------------------------------------------------------------------- tables (the README's, generated)
 METRIC_TITLES = {**{m: METRICS[m].title for m in SAMPLE_METRICS}, "drift_final": "distance from ideal path",
-                 "local_sum": "summed local errors", "gap_from_100": "estimation gap from t = 100"}
+                 "total_final": "distance from exact flow end", "local_sum": "summed local errors",
+                 "gap_from_100": "estimation gap from t = 100"}
 
 
 def format_interval(ci: dict) -> str:
@@ -286,10 +346,11 @@ def format_interval(ci: dict) -> str:
 def summary_markdown(study: SeedStudy, metrics: Sequence[str] | None = None,
                      models: Sequence[str] | None = None) -> str:
     """A Markdown table: one row per (steps, model) plus the data row, each cell the mean [95% interval] over
-    seeds. Default ``metrics``: MMD^2, std ratio, the spreads (``study.spread_metrics``), log-lik gap, coverage
-    TV."""
+    seeds. Default ``metrics``: MMD^2, std ratio, the spreads (``study.spread_metrics``), the off-mode share
+    where held, log-lik gap, coverage TV."""
     if metrics is None:
-        metrics = ("mmd", "std_ratio", *study.spread_metrics, "loglik_gap", "coverage_tv")
+        off = ("off_mode_share",) if "off_mode_share" in study.sample_metrics else ()
+        metrics = ("mmd", "std_ratio", *study.spread_metrics, *off, "loglik_gap", "coverage_tv")
     models = list(models or study.models)
     head = "| model | steps | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(metrics)]
@@ -308,9 +369,9 @@ def paired_markdown(study: SeedStudy, metrics: Sequence[str] | None = None, a: s
     of the distances to it (``|m_a - target| - |m_b - target|``) and the verdict, otherwise the raw difference
     and whether ``a`` is larger. The MMD^2 column's title carries the data's own level (a second data draw).
     Default ``metrics``: MMD^2, std ratio, the radial spread (``study.spread_metrics``: the robust one where
-    held), log-lik gap, ``drift_final``, ``local_sum``."""
+    held), log-lik gap, ``drift_final``, ``total_final`` (where held), ``local_sum``."""
     if metrics is None:
-        metrics = ("mmd", "std_ratio", study.spread_metrics[0], "loglik_gap", "drift_final", "local_sum")
+        metrics = ("mmd", "std_ratio", study.spread_metrics[0], "loglik_gap", *study.path_metrics)
     titles = {**METRIC_TITLES, "mmd": f"MMD^2 (data's own: {format_interval(study.interval(DATA, 'mmd'))})"}
     head = "| steps | " + " | ".join(titles[m] for m in metrics) + " |"
     lines = [head, "|---:|" + "---|" * len(metrics)]
@@ -324,16 +385,18 @@ def paired_markdown(study: SeedStudy, metrics: Sequence[str] | None = None, a: s
     return "\n".join(lines) + "\n"
 
 
-def gap_markdown(study: SeedStudy, a: str = "SA", b: str = "simple") -> str:
+def gap_markdown(study: SeedStudy, b: str = "simple") -> str:
     """A one-row Markdown table of the estimation gap from t = 100 (``gap_from_100``): each model's mean [95%
-    interval] over seeds, and ``a - b`` paired by seed with whether ``a``'s is larger."""
-    names = [b, a, IDEAL]
-    p = study.paired("gap_from_100", None, a, b)
-    head = "| | " + " | ".join(names) + f" | {a} - {b} (paired) |"
+    interval] over seeds, and every other learned model ``a`` minus ``b`` paired by seed, with whether ``a``'s
+    is larger."""
+    others = [n for n in study.models if n not in (b, IDEAL)]
+    names = [b, *others, IDEAL]
+    pairs = [study.paired("gap_from_100", None, a, b) for a in others]
+    head = "| | " + " | ".join(names) + "".join(f" | {a} - {b} (paired)" for a in others) + " |"
     row = ("| estimation gap from t = 100 | " + " | ".join(format_interval(study.interval(n, "gap_from_100"))
                                                        for n in names)
-           + f" | {format_interval(p['diff'])} {p['verdict']} |")
-    return "\n".join([head, "|---|" + "---:|" * (len(names) + 1), row]) + "\n"
+           + "".join(f" | {format_interval(p['diff'])} {p['verdict']}" for p in pairs) + " |")
+    return "\n".join([head, "|---|" + "---:|" * (len(names) + len(others)), row]) + "\n"
 
 
 # ---------------------------------------------------------------------- the digits over training seeds

@@ -8,24 +8,26 @@ import pytest
 import scipy.stats
 import torch
 
-from seqdiff_kit import IdealDenoiser, Schedule, ring8
+from seqdiff_kit import IdealDenoiser, Schedule, recipes, ring8
 from seqdiff_kit import seed_study as ss
+from seqdiff_kit.data import CHECKPOINT_DIR
 
 
-def fake_study(values: dict, seeds=(0, 1, 2), steps=(5,)):
-    """A study dict whose sample metrics are all 0 except ``values[(model, metric)] = [one per seed]``."""
-    def cell(model, s, i, path):
-        base = {m: 0.0 for m in ss.SAMPLE_METRICS + (ss.PATH_METRICS if path else ())}
+def fake_study(values: dict, seeds=(0, 1, 2), steps=(5,), models=("simple", "SA")):
+    """A study dict whose metrics are all 0 except ``values[(model, metric)] = [one per seed]``."""
+    def cell(model, i):
+        path = () if model == ss.DATA else ss.IDEAL_PATH_METRICS if model == ss.IDEAL else ss.PATH_METRICS
+        base = {m: 0.0 for m in ss.SAMPLE_METRICS + path}
         base.update({m: v[i] for (mod, m), v in values.items() if mod == model})
         return base
     results = {}
     for i, seed in enumerate(seeds):
-        r = {ss.DATA: cell(ss.DATA, None, i, False)}
-        for model in ("simple", "SA", ss.IDEAL):
-            r[model] = {"steps": {str(s): cell(model, s, i, model != ss.IDEAL) for s in steps},
+        r = {ss.DATA: cell(ss.DATA, i)}
+        for model in (*models, ss.IDEAL):
+            r[model] = {"steps": {str(s): cell(model, i) for s in steps},
                         "gap_from_100": values.get((model, "gap_from_100"), [0.0] * len(seeds))[i]}
         results[str(seed)] = r
-    return ss.SeedStudy({"seeds": list(seeds), "steps": list(steps), "models": {"simple": {}, "SA": {}},
+    return ss.SeedStudy({"seeds": list(seeds), "steps": list(steps), "models": {m: {} for m in models},
                          "results": results})
 
 
@@ -51,8 +53,13 @@ def test_values_refuse_unknown_cells():
     with pytest.raises(ValueError, match="steps must be one of"):
         study.values("SA", "mmd", 7)
     with pytest.raises(ValueError, match="metric must be one of"):
-        study.values(ss.IDEAL, "drift_final", 5)
+        study.values(ss.IDEAL, "drift_final", 5)   # the ideal denoiser's distance from its own path
+    assert study.values(ss.IDEAL, "total_final", 5) == [0.0, 0.0, 0.0]  # its discretisation error
     assert study.values(ss.DATA, "mmd") == [0.0, 0.0, 0.0]
+    for r in study.data["results"].values():   # a study measured before the exact-flow reference joined it
+        del r["SA"]["steps"]["5"]["total_final"]
+    with pytest.raises(ValueError, match="'total_final' is not in this stored study"):
+        study.values("SA", "total_final", 5)
 
 
 def test_measure_seed_of_the_ideal_denoiser_against_itself():
@@ -61,8 +68,11 @@ def test_measure_seed_of_the_ideal_denoiser_against_itself():
     out = ss.measure_seed({"copy": ideal}, mixture, schedule, seed=3, steps=(5, 10), n_points=200)
     for s in ("5", "10"):
         assert out["copy"]["steps"][s]["drift_final"] == 0.0 and out["copy"]["steps"][s]["local_sum"] == 0.0
-        same = {k: v for k, v in out["copy"]["steps"][s].items() if k not in ss.PATH_METRICS}
+        same = {k: v for k, v in out["copy"]["steps"][s].items() if k not in ("drift_final", "local_sum")}
         assert same == out[ss.IDEAL]["steps"][s]
+    # the total error against the exact flow's end: the ideal sampler's discretisation error, which shrinks
+    # with more steps
+    assert 0 < out[ss.IDEAL]["steps"]["10"]["total_final"] < out[ss.IDEAL]["steps"]["5"]["total_final"]
     assert out["copy"]["gap_from_100"] == out[ss.IDEAL]["gap_from_100"]
     assert set(out[ss.DATA]) == set(ss.SAMPLE_METRICS)
 
@@ -75,9 +85,12 @@ def test_tables_have_a_row_per_cell():
     paired = ss.paired_markdown(study).splitlines()
     assert len(paired) == 2 + 2 and "worse" in paired[2]   # MMD^2 0.015 against simple's 0: farther from 0
     assert paired[0].startswith("| steps | MMD^2 (data's own: 0 [0, 0]) |")  # the data's level beside the MMD
-    gaps = fake_study({("SA", "gap_from_100"): [0.4, 0.5, 0.45], ("simple", "gap_from_100"): [0.3, 0.35, 0.32]})
+    gaps = fake_study({("SA", "gap_from_100"): [0.4, 0.5, 0.45], ("simple", "gap_from_100"): [0.3, 0.35, 0.32],
+                       ("IP", "gap_from_100"): [0.2, 0.25, 0.22]}, models=("simple", "SA", "IP"))
     gap = ss.gap_markdown(gaps).splitlines()
-    assert len(gap) == 3 and gap[2].endswith("larger |") and "| 0.45 [" in gap[2]
+    assert gap[0] == "| | simple | SA | IP | ideal | SA - simple (paired) | IP - simple (paired) |"
+    assert len(gap) == 3 and gap[2].endswith(" larger | -0.1 [-0.1, -0.1] smaller |") and "| 0.45 [" in gap[2]
+    assert "distance from exact flow end" in ss.paired_markdown(gaps, a="IP")
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -104,13 +117,45 @@ def test_a_damaged_study_file_is_a_value_error_naming_the_key(tmp_path, edit, ma
         ss.SeedStudy.load(tmp_path / "s.json")
 
 
+def test_seed_0_of_the_study_is_the_shipped_ring8_recipe():
+    """The study's networks are the shipped ones' siblings: the same recipe (all its updates), only the seed
+    differs; seed 0 with a shipped loss is that checkpoint's recipe, and the checkpoint's JSON records it."""
+    assert ss.STUDY_MODELS["SA"] is recipes.SA and ss.STUDY_MODELS["IP"] is recipes.IP  # one constant each
+    assert recipes.IP.config == {"name": "ip", "K": 1, "lam": 0.0, "gamma": 0.1}  # Ning et al.'s gamma
+    studied = {json.dumps(loss.config, sort_keys=True): name for name, loss in ss.STUDY_MODELS.items()}
+    matched = set()
+    for key, shipped in recipes.SHIPPED.items():
+        if shipped.dataset != "ring8":
+            continue
+        matched.add(studied[json.dumps(shipped.loss.config, sort_keys=True)])  # every shipped ring8 loss
+        assert ss.study_recipe(shipped.loss, 0).replace(name=shipped.name).config() == shipped.config(), key
+        meta = json.loads((CHECKPOINT_DIR / f"{key}.json").read_text())
+        assert meta["loss"] == shipped.loss.config and meta["seed"] == 0 and meta["step"] == shipped.steps
+        assert {k: meta["train"][k] for k in shipped.fit} == shipped.fit, key
+    assert {"simple", "SA"} <= matched
+    other = ss.study_recipe(recipes.IP, 3)
+    assert other.seed == 3 and other.fit == recipes.RING8.fit and other.model_spec() == recipes.RING8.model_spec()
+    assert ss.study_recipe(recipes.IP, 3, train_steps=20).steps == 20
+
+
 def test_the_stored_study_is_complete():
     study = ss.SeedStudy.load()
     assert len(set(study.seeds)) >= 5 and study.steps == list(ss.STUDY_STEPS)
-    assert study.data["recipe"]["fit"]["steps"] < 8000  # the short recipe the script documents
-    for model in ("simple", "SA", ss.IDEAL):
+    assert study.models == ["simple", "SA", "IP", ss.IDEAL]
+    assert study.data["models"] == {name: loss.config for name, loss in ss.STUDY_MODELS.items()}
+    # the shipped recipe, all its updates: the networks students load are seed 0 of this study
+    assert study.data["recipe"]["fit"] == recipes.RING8.fit and study.data["recipe"]["fit"]["steps"] == 8000
+    assert study.data["recipe"]["model"] == recipes.RING8.model_spec()
+    # the robust (MAD) spread and the off-mode share beside the std ones; the tables judge the robust ones
+    assert {"spread_radial", "spread_radial_mad", "spread_tangential_mad", "off_mode_share"} <= set(
+        study.sample_metrics)
+    assert study.spread_metrics == ("spread_radial_mad", "spread_tangential_mad")
+    assert study.path_metrics == ("drift_final", "total_final", "local_sum")
+    assert set(study.data["train_cpu_seconds"]["0"]) == set(ss.STUDY_MODELS)
+    for model in study.models:
         for s in study.steps:
             assert all(math.isfinite(v) for v in study.values(model, "mmd", s))
+            assert all(0 < v < 5 for v in study.values(model, "total_final", s))
     assert torch.isfinite(torch.tensor(study.values(ss.DATA, "loglik_gap"))).all()
 
 
@@ -213,3 +258,48 @@ def test_measure_digit_seeds_scores_through_the_one_digits_evaluation():
         ss.measure_digit_seeds({"simple": nets["simple"], "sa": {0: nets["sa"][0]}}, schedule, steps=(2,))
     with pytest.raises(ValueError, match=r"networks must be a dict with the keys \['sa', 'simple'\]"):
         ss.measure_digit_seeds({"simple": nets["simple"]}, schedule, steps=(2,))
+
+
+def test_the_stored_study_backs_the_sentences_of_the_readme_and_the_lessons():
+    """Each direction the README ('What this says') and notebooks 02 and 05 state from the stored study, against
+    the reference it names (five training seeds, 95% intervals)."""
+    study = ss.SeedStudy.load()
+
+    def verdicts(metric, a, b="simple"):
+        return [study.paired(metric, s, a, b)["verdict"] for s in study.steps]
+
+    def ci(model, metric, s):
+        return study.interval(model, metric, s)
+
+    # every sampler shrinks the ring at 5 and 10 steps; at 5 the cores are wide along the ring and tight across
+    assert all(ci(m, "std_ratio", s)["high"] < 1 for m in study.models for s in (5, 10))
+    for m in study.models:
+        assert ci(m, "spread_tangential_mad", 5)["low"] > 1.5 and ci(m, "spread_radial_mad", 5)["high"] < 1, m
+        assert ci(m, "spread_radial", 5)["low"] > 1, m  # the std, inflated by the samples between the modes
+    assert all(0.4 < ci(m, "off_mode_share", 5)["low"] < 0.6 for m in ("ideal", "simple"))
+    # both training fixes: closer to the data than simple at 5-20 steps, SA by more
+    for a in ("SA", "IP"):
+        for metric in ("mmd", "std_ratio"):
+            assert verdicts(metric, a)[:3] == ["better"] * 3, (a, metric)
+    assert all(study.paired(m, s, "SA", "IP")["verdict"] == "better" for m in ("mmd", "std_ratio")
+               for s in (5, 10, 20))
+    assert ci("SA", "mmd", 5)["high"] < ci("ideal", "mmd", 5)["low"]
+    # two references: SA farther from the ideal path, closer to the exact flow's end (but at 100 steps)
+    assert verdicts("drift_final", "SA") == ["larger", "larger", "no clear difference", "larger", "larger"]
+    assert verdicts("local_sum", "SA") == ["larger"] * 5 and verdicts("local_sum", "IP") == ["larger"] * 5
+    assert study.paired("gap_from_100", None, "SA")["verdict"] == "larger"
+    assert verdicts("total_final", "SA") == ["smaller"] * 4 + ["larger"]
+    assert verdicts("total_final", "SA", "ideal")[:2] == ["smaller"] * 2
+    # IP: no farther from the ideal path, closer to the flow's end at every step count
+    assert verdicts("drift_final", "IP") == ["no clear difference"] * 5
+    assert study.paired("gap_from_100", None, "IP")["verdict"] == "no clear difference"
+    assert verdicts("total_final", "IP") == ["smaller"] * 5
+    # many steps: SA too diffuse in total, its cores nearer the right width than simple's (which are too tight)
+    assert ci("SA", "std_ratio", 100)["low"] > 1 and verdicts("std_ratio", "SA")[-1] == "worse"
+    assert verdicts("mmd", "SA")[-1] == "worse" and verdicts("loglik_gap", "SA")[-2:] == ["worse", "worse"]
+    assert verdicts("spread_radial", "SA")[-1] == "worse"  # by the std
+    for metric in ("spread_radial_mad", "spread_tangential_mad"):
+        assert verdicts(metric, "SA")[2:] == ["better"] * 3, metric
+        assert all(ci(m, metric, s)["high"] < 1 for m in ("simple", "ideal") for s in (20, 50, 100)), metric
+    # the ideal sampler: log-likelihood above the data's at 50 and 100 steps
+    assert all(ci("ideal", "loglik_gap", s)["low"] > 0 for s in (50, 100))
