@@ -15,12 +15,13 @@ or ``"default"`` (``recipes.RING8_FAST`` now); ``fit=None`` trains the recipe's 
 it, ``fit="budget"`` sizes the update count so that the cosine decay ends at each budget (a separate run per
 budget; updates per CPU-second measured by a probe of the contender just before, times 0.92). ``ema_window``:
 the EMA decay set so that its window ``1 / (1 - decay)`` is that fraction of the run's updates. Medians over
-training seeds (each seeds the initial weights and every draw), the range in brackets; updates done, the CPU
-seconds they took and the load average beside every figure. ``--loss sa`` puts the SA loss (K = 2, lam = 1) in
-every contender.
+training seeds (each seeds the initial weights and every draw), the range in brackets, and each contender against
+the first one named, paired by training seed (``stats.raw_difference``: the 95% t-interval of the differences in
+MMD^2/ideal); updates done, the CPU seconds they took and the load average beside every figure. ``--loss sa``
+puts the SA loss (K = 2, lam = 1) in every contender.
 
     .venv/bin/python benchmarks/bench_recipe_search.py [--contenders before default ...] [--budgets 10 30]
-        [--train-seeds 3] [--points 5000] [--eval-seeds 3] [--loss simple|sa]
+        [--train-seeds 3] [--first-seed 0] [--points 5000] [--eval-seeds 3] [--loss simple|sa] [--costs]
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import seqdiff_kit as sk
 from seqdiff_kit.evaluate import Scorer
 from seqdiff_kit.losses import Loss
 from seqdiff_kit.recipes import RING8_FAST, SA, Recipe
+from seqdiff_kit.stats import raw_difference
 from seqdiff_kit.train import train_iter
 
 
@@ -79,6 +81,9 @@ CONTENDERS = {
     # confirmed with 3 seeds: fixed update counts that take about 30 CPU-s at load 8-10 here, as a default must
     "b1024": Contender(fit=None, changes={"batch_size": 1024, "steps": 5000}),
     "b2048-lr6e-3": Contender(fit=None, changes={"batch_size": 2048, "steps": 3000, "lr": 6e-3, "warmup": 200}),
+    # larger batches and lr, after the confirmation (6 seeds beside b2048-lr6e-3); b2048-lr1e-2 is RING8_FAST now
+    "b2048-lr1e-2": Contender(fit=None, changes={"batch_size": 2048, "steps": 3000, "lr": 1e-2, "warmup": 200}),
+    "b4096-lr1e-2": Contender(fit=None, changes={"batch_size": 4096, "steps": 2000, "lr": 1e-2, "warmup": 200}),
     # fixed update counts screened with one seed
     "b2048": Contender(fit=None, changes={"batch_size": 2048, "steps": 3400}),
     "b1024-lr6e-3": Contender(fit=None, changes={"batch_size": 1024, "steps": 5400, "lr": 6e-3, "warmup": 200}),
@@ -159,6 +164,14 @@ def table(results: dict, names, budgets) -> None:
             span = f" [{min(ratios):.2f}-{max(ratios):.2f}]" if len(rows) > 1 else ""
             cells.append(f"{statistics.median(u for u, _ in rows):.0f}, {statistics.median(ratios):.2f}x{span}")
         print(f"{name:18s} " + "  ".join(f"{c:>40s}" for c in cells))
+    first = names[0]
+    for name in names[1:]:  # paired by training seed (stats.raw_difference: a t-interval of the differences)
+        for b in budgets:
+            ours, theirs = [r for _, r in results[(name, b)]], [r for _, r in results[(first, b)]]
+            if len(ours) > 1:
+                d = raw_difference(ours, theirs)
+                print(f"{name} - {first} at {b:g} CPU-s, paired by seed: {d['mean']:+.2f} [{d['low']:+.2f}, "
+                      f"{d['high']:+.2f}] ({d['verdict']})")
 
 
 def main(argv=None) -> int:
@@ -168,6 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=5000)
     ap.add_argument("--eval-seeds", type=int, default=3)
     ap.add_argument("--train-seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=0, help="training seeds first-seed, first-seed + 1, ...")
     ap.add_argument("--loss", choices=("simple", "sa"), default="simple")
     ap.add_argument("--costs", action="store_true", help="print each contender's CPU-ms per update and stop")
     args = ap.parse_args(argv)
@@ -183,7 +197,7 @@ def main(argv=None) -> int:
     yard = Yardstick(args.eval_seeds, args.points)
     print(f"ideal denoiser MMD^2 per eval seed: {[f'{v:.2e}' for v in yard.ideal]} ({load()})")
     results = {}  # (contender, budget) -> [(updates, ratio)] over training seeds
-    for seed in range(args.train_seeds):
+    for seed in range(args.first_seed, args.first_seed + args.train_seeds):
         for name in args.contenders:
             for b, (updates, cpu, model) in run(CONTENDERS[name], loss, budgets, seed).items():
                 results.setdefault((name, b), []).append((updates, yard.ratio(model)))

@@ -156,12 +156,12 @@ IP = Loss("ip", gamma=0.1)
 RING8 = Recipe("ring8", "ring8", "MLPDenoiser", {"dim": 2, "width": 128, "depth": 3},
                {"steps": 8000, "batch_size": 256, "lr": 2e-3, "warmup": 100, "cosine_decay": True,
                 "ema_decay": 0.999, "grad_clip": 1.0})
-# new 2-D trainings (`seqdiff train`, notebook 3, the explorer): an MLP 64 x 3 with batches of 2048 at lr 6e-3
-# and a cosine decay over 3000 updates: about 30 CPU-seconds of one thread, where an update's fixed cost makes
+# new 2-D trainings (`seqdiff train`, notebook 3, the explorer): an MLP 64 x 3 with batches of 2048 at lr 1e-2
+# and a cosine decay over 3000 updates: within 30 CPU-seconds of one thread, where an update's fixed cost makes
 # a large batch cheap and its low gradient noise beats more, smaller updates (docs/performance.md); the shipped
 # ring8 models keep RING8, recorded in their JSON
 RING8_FAST = Recipe("ring8_fast", "ring8", "MLPDenoiser", {"dim": 2, "width": 64, "depth": 3},
-                    {"steps": 3000, "batch_size": 2048, "lr": 6e-3, "warmup": 200, "cosine_decay": True,
+                    {"steps": 3000, "batch_size": 2048, "lr": 1e-2, "warmup": 200, "cosine_decay": True,
                      "ema_decay": 0.999, "grad_clip": 1.0})
 # the digits: a TinyUNet with a constant lr after warm-up, so that the EMA after N updates is the N-update run
 # (scripts/train_digits.py sweeps and exports it)
