@@ -303,3 +303,19 @@ def test_the_stored_study_backs_the_sentences_of_the_readme_and_the_lessons():
         assert all(ci(m, metric, s)["high"] < 1 for m in ("simple", "ideal") for s in (20, 50, 100)), metric
     # the ideal sampler: log-likelihood above the data's at 50 and 100 steps
     assert all(ci("ideal", "loglik_gap", s)["low"] > 0 for s in (50, 100))
+
+
+@pytest.mark.slow
+def test_run_study_gives_the_same_results_in_parallel_and_records_its_costs():
+    """Every seed draws from its own generators, so measuring seeds in spawned processes changes nothing."""
+    kwargs = dict(train_steps=2, n_points=40, steps=(2,))
+    one, two = ss.run_study((0, 1, 2), **kwargs), ss.run_study((0, 1, 2), jobs=2, **kwargs)
+    same = json.dumps(one["results"], sort_keys=True) == json.dumps(two["results"], sort_keys=True)  # NaN == NaN
+    assert same and one["jobs"] == 1 and two["jobs"] == 2
+    assert one["recipe"]["fit"]["steps"] == 2 and set(one["train_cpu_seconds"]) == {"0", "1", "2"}
+    assert set(one["train_cpu_seconds"]["1"]) == set(ss.STUDY_MODELS) and one["cpu_seconds"] > 0
+    ss.SeedStudy(json.loads(json.dumps(one)))  # the stored form reads back
+    with pytest.raises(ValueError, match="seeds must hold at least 3 distinct seeds"):
+        ss.run_study((0, 0, 1), **kwargs)
+    with pytest.raises(ValueError, match="jobs"):
+        ss.run_study((0, 1, 2), jobs=0, **kwargs)
