@@ -8,7 +8,9 @@ Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in 
 - ``ring8-paired-ip``: Input Perturbation against simple, the same way;
 - ``ring8-gap``: the estimation gap from t = 100 of the same models;
 - ``digits``: the shipped digit models' table (recorded in their checkpoint JSON) with the Frechet floor's
-  spread over random halvings of the real digits.
+  spread over random halvings of the real digits;
+- ``digits-seeds``: simple against SA over three training seeds per loss (``data/checkpoints/digits_seeds.json``),
+  mean [95% interval] and the difference paired by seed.
 
     python scripts/make_readme_tables.py           # rewrite README.md in place
     python scripts/make_readme_tables.py --check   # exit 1 if README.md is out of date
@@ -21,7 +23,8 @@ import sys
 from pathlib import Path
 
 from seqdiff_kit.evaluate import frechet_floor_spread, shipped_table
-from seqdiff_kit.seed_study import SeedStudy, gap_markdown, paired_markdown, summary_markdown
+from seqdiff_kit.seed_study import (DigitSeeds, SeedStudy, digit_seeds_markdown, gap_markdown, paired_markdown,
+                                   summary_markdown)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FLOOR_SEEDS = tuple(range(8))
@@ -45,7 +48,7 @@ def tables() -> dict[str, str]:
     study = SeedStudy.load()
     return {"ring8-seeds": summary_markdown(study), "ring8-paired": paired_markdown(study),
             "ring8-paired-ip": paired_markdown(study, a="IP"), "ring8-gap": gap_markdown(study),
-            "digits": digits_table()}
+            "digits": digits_table(), "digits-seeds": digit_seeds_markdown(DigitSeeds.load())}
 
 
 def render(text: str, blocks: dict[str, str]) -> str:
