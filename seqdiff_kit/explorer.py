@@ -294,7 +294,9 @@ class Explorer:
         else:
             self.paths.set_paths(trajectories, title=title, mixture=mixture)
         # x: the timestep each step reaches, in sampling order, as in the lessons (-1: the final samples)
-        fig = viz.curves_figure(view.after, view.curves, title="Distance from the ideal path, step by step",
+        two = "distance from the exact flow" in view.curves  # a deterministic run has the second reference
+        fig = viz.curves_figure(view.after, view.curves, title="Distance from the ideal path" + (
+                                    " and from the exact flow" if two else "") + ", step by step",
                                 xlabel="timestep t reached (sampling runs left to right; -1: the final samples)",
                                 ylabel="mean distance", markers=steps <= 20, reverse_x=True)
         fig.update_layout(width=560, height=380, legend=dict(orientation="h", x=0, y=-0.25))

@@ -25,7 +25,7 @@ from .denoisers import IdealDenoiser
 from .losses import Loss
 from . import recipes, solvers
 from .checkpoint import checkpoint_exists, load_checkpoint
-from .drift import step_drift
+from .drift import exact_flow, measure_references, step_drift
 from .metrics import TARGETS, reading, target_distance
 from .recipes import Recipe, estimate_seconds
 from .runs import train_run
@@ -35,9 +35,9 @@ __all__ = ["Engine", "View", "solver_options", "session_folder", "score_table", 
 
 # the page's score table: metrics of evaluate.METRICS with a target (metrics.TARGETS), each judged two-sided
 TABLE = ("mmd", "sw", "std_ratio", "loglik_gap")
-# why a solver outside the generalized step shows the accumulated drift alone
-NO_SPLIT = ("{solver} shows only the accumulated drift: the split into local and propagated error takes one "
-            "model step from the ideal path's state with the step's own formula (drift.step_drift), which exists "
+# why a solver outside the generalized step shows the accumulated drift unsplit
+NO_SPLIT = ("{solver} shows the accumulated drift without its split: the split into local and propagated error "
+            "takes one model step from the ideal path's state with the step's own formula (drift.step_drift), which exists "
             "for the generalized DDIM/DDPM step only; {solver} is a second-order solver whose step also depends "
             "on earlier model outputs or a second evaluation, so a single step from the ideal state is not the "
             "step the sampler took.")
@@ -222,13 +222,19 @@ class Engine:
                 learned = solvers.sample(model, x_T, self.schedule, steps, **kwargs)
                 reference = solvers.sample(ideal, x_T, self.schedule, steps, **kwargs)
                 dist = torch.linalg.vector_norm((learned.x - reference.x).double(), dim=-1).mean(dim=1)[1:]
-                return learned, reference, {"accumulated drift": dist}, reference.t[1:]
-            drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
-                               generator=torch.Generator().manual_seed(self.seed + 1))
-        # (no curve name says "ideal": that word is the ideal denoiser's colour)
-        curves = {"accumulated drift": drift.mean("drift"), "local error of the step": drift.mean("local"),
-                  "propagated from earlier steps": drift.mean("propagated")}
-        return drift.paths.model, drift.paths.reference, curves, drift.next_timesteps
+                curves, after = {"accumulated drift": dist}, reference.t[1:]
+            else:
+                drift = step_drift(model, ideal, x_T, self.schedule, steps, eta=kwargs["eta"],
+                                   generator=torch.Generator().manual_seed(self.seed + 1))
+                learned, reference = drift.paths.model, drift.paths.reference
+                # (no curve name says "ideal": that word is the ideal denoiser's colour)
+                curves = {"accumulated drift": drift.mean("drift"), "local error of the step": drift.mean("local"),
+                          "propagated from earlier steps": drift.mean("propagated")}
+                after = drift.next_timesteps
+        if kwargs.get("eta", 0.0) == 0.0:  # a deterministic run: the exact flow from x_T is the second reference
+            flow = exact_flow(mixture, self.schedule, x_T, timesteps=learned.timesteps)
+            curves["distance from the exact flow"] = measure_references(learned, reference, flow).mean("total")[1:]
+        return learned, reference, curves, after
 
     def _compute(self, key: tuple, kwargs: dict, steps: int, name: str) -> View:
         learned, reference, curves, after = self.paths(self.mixtures[key[0]], self.models[key], steps, kwargs)

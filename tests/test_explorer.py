@@ -101,7 +101,9 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch, tmp_pa
     if e.paths.bounds == bounds:
         np.testing.assert_array_equal(np.array(e.paths.fig.data[0].z, dtype=float), z)
     assert e.paths.n_frames == 6 and [label for label, _ in e.paths.slider.options][-1] == "end"
-    assert len(e.drift_fig.data) == 3 and list(e.drift_fig.data[0].x) == [799, 599, 399, 199, -1]
+    assert [tr.name for tr in e.drift_fig.data] == ["accumulated drift", "local error of the step",
+                                                 "propagated from earlier steps", "distance from the exact flow"]
+    assert list(e.drift_fig.data[0].x) == [799, 599, 399, 199, -1] and "exact flow" in e.drift_fig.layout.title.text
     assert e.drift_fig.layout.xaxis.autorange == "reversed"
     ddim = e.paths.paths["learned (simple)"].copy()
     e.solver.value = 1  # DDPM: the same x_T, other paths
@@ -121,8 +123,9 @@ def test_explorer_shipped_models_controls_and_quick_training(monkeypatch, tmp_pa
     assert e.paths.names[0] == "learned (simple)"
 
     e.solver.value = 3  # a solver of solvers.SOLVERS goes to solvers.sample, and only the distance is drawn
-    assert calls[-2:] == ["heun", "heun"] and len(e.drift_fig.data) == 1
-    assert "heun shows only the accumulated drift" in e.drift_note.value and "generalized" in e.drift_note.value
+    assert calls[-2:] == ["heun", "heun"] and [tr.name for tr in e.drift_fig.data] == ["accumulated drift",
+                                                                                 "distance from the exact flow"]
+    assert "heun shows the accumulated drift without its split" in e.drift_note.value and "generalized" in e.drift_note.value
 
 
 def test_quick_training_is_kept_for_the_servers_later_pages(tmp_path):
@@ -219,3 +222,27 @@ def test_a_folder_without_a_usable_checkpoint_is_one_line_on_the_page_and_from_w
         e.wait(300)
     assert e.status.value.startswith("<b>The explorer could not load:</b> ValueError(")
     assert "\n" not in e.status.value and "Traceback" not in e.status.value
+
+
+def test_a_deterministic_run_shows_its_distance_from_the_exact_flow():
+    """Issue 23: the second reference beside the drift from the ideal path, for DDIM (eta 0) and the deterministic
+    solvers; DDPM has no flow to follow. The curve is drift.two_references' total error from the page's x_T."""
+    import torch
+
+    from seqdiff_kit.drift import two_references
+    from seqdiff_kit.explorer_engine import Engine
+
+    engine = Engine(recipe=None, n_points=64, n_reference=200, quick_steps=10, seed=0, checkpoint_dir=None,
+                    cache_dir=None)
+    key = next(k for k in engine.models if k[0] == "ring8")
+    mixture, model = engine.mixtures["ring8"], engine.models[key]
+    for kwargs in ({"eta": 0.0}, {"solver": "heun"}):
+        learned, reference, curves, after = engine.paths(mixture, model, 5, kwargs)
+        x_T = learned.x[0]
+        direct = two_references(model, mixture, engine.schedule, x_T, 5, **({"solver": "heun"} if "solver" in kwargs
+                                                                            else {}))
+        assert torch.allclose(curves["distance from the exact flow"], direct.mean("total")[1:].to(torch.float64),
+                              atol=1e-5)
+        assert len(curves["distance from the exact flow"]) == len(after) == 5
+    _, _, curves, _ = engine.paths(mixture, model, 5, {"eta": 1.0})
+    assert "distance from the exact flow" not in curves

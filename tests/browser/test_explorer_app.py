@@ -161,7 +161,7 @@ def test_explorer_loads_without_code_and_its_controls_change_the_figures(voila_s
         _wait_text(page, "DDPM", "choosing DDPM")
         drift = _wait_changed(page, 1, drift, "DDPM")
         solver.select_option(index=3)
-        _wait_text(page, "heun shows only the accumulated drift", "choosing heun")
+        _wait_text(page, "heun shows the accumulated drift without its split", "choosing heun")
         solver.select_option(index=0)
         _wait_text(page, "DDIM, 20 sampling steps", "choosing DDIM again")
         drift = _wait_changed(page, 1, drift, "DDIM again")
