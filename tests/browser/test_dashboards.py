@@ -231,6 +231,9 @@ def _sliders_need_no_kernel(page, lab, n: int, name: str) -> None:
         page.wait_for_timeout(300)
         for i in range(n):
             page.locator(f'[data-seqdiff-box="{i}"]').scroll_into_view_if_needed()
+            # a cell scrolled back into view is drawn again by JupyterLab, which takes a moment under load: its
+            # caption reads '' until then (a flake at load 7), so the clock starts once it shows
+            page.wait_for_function(f"() => ({JS_CAPTION})({i}) !== ''", timeout=15000, polling=50)
             before = _state(page, i)
             page.locator(f'[data-seqdiff-slider="{i}"] .noUi-handle').first.focus()
             page.keyboard.press("ArrowRight")
