@@ -6,6 +6,7 @@ allocated, not to predict the peak to the byte."""
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from pathlib import Path
 
 try:
@@ -24,43 +25,27 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _meminfo(key: str) -> int | None:
+def _proc_bytes(path: str, key: str) -> int | None:
+    """``key``'s value in a /proc file of ``key: N kB`` lines, in bytes."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _vm_size() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return None
 
 
 def available_memory() -> int:
     """Bytes this process can still allocate: the system's available memory, less where a container's cgroup
     limit or this process's address-space limit (``ulimit -v``) is tighter."""
-    candidates = []
-    avail = _meminfo("MemAvailable")
-    if avail is None:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            try:
-                avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            except (ValueError, OSError, AttributeError):
-                avail = None
-    if avail:
-        candidates.append(avail)
+    avail = _proc_bytes("/proc/meminfo", "MemAvailable")
+    for key in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):  # no /proc (macOS)
+        if avail is None:
+            with suppress(ValueError, OSError, AttributeError):
+                avail = os.sysconf(key) * os.sysconf("SC_PAGE_SIZE")
+    candidates = [avail] if avail else []
     for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                                    ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
                                     "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
@@ -71,7 +56,7 @@ def available_memory() -> int:
     if resource is not None:
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft != resource.RLIM_INFINITY:
-            candidates.append(max(0, soft - _vm_size()))
+            candidates.append(max(0, soft - (_proc_bytes("/proc/self/status", "VmSize") or 0)))
     return min(candidates) if candidates else 8 * 2**30
 
 

@@ -64,7 +64,9 @@ def check_choice(name: str, value, choices) -> str:
 # takes its coefficients in float64 and casts them). "real" adds the integer types, for data that are counts.
 FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-DTYPE_GROUPS = {"floating": FLOATING, "real": FLOATING + INTEGER, "integer": INTEGER}
+# each group's dtypes and how a message names a tensor of them
+DTYPE_GROUPS = {"floating": (FLOATING, "a floating-point tensor"), "real": (FLOATING + INTEGER, "a real-valued tensor"),
+                "integer": (INTEGER, "an integer tensor")}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -98,19 +100,16 @@ def check_dtype(name: str, value: torch.Tensor, dtypes, hint: str = "") -> torch
     """Raise TypeError unless ``value.dtype`` is allowed: ``dtypes`` is a tuple of dtypes or a group name,
     ``"floating"`` (float16, bfloat16, float32, float64), ``"real"`` (those and the integer types; never bool or
     complex) or ``"integer"``."""
-    allowed = DTYPE_GROUPS[dtypes] if isinstance(dtypes, str) else tuple(dtypes)
+    allowed, what = DTYPE_GROUPS[dtypes] if isinstance(dtypes, str) else (tuple(dtypes), None)
     if value.dtype not in allowed:
-        what = {"floating": "a floating-point tensor", "real": "a real-valued tensor",
-                "integer": "an integer tensor"}.get(dtypes) if isinstance(dtypes, str) else None
-        if what is not None:
-            raise TypeError(f"{name} must be {what} ({_names(allowed)}), got dtype {dtype_name(value.dtype)}{hint}")
-        raise TypeError(f"{name} must have dtype {_names(allowed)}, got dtype {dtype_name(value.dtype)}{hint}")
+        what = f"be {what} ({_names(allowed)})" if what else f"have dtype {_names(allowed)}"
+        raise TypeError(f"{name} must {what}, got dtype {dtype_name(value.dtype)}{hint}")
     return value
 
 
 def check_dtype_arg(name: str, dtype, dtypes="floating") -> torch.dtype:
     """Raise TypeError unless ``dtype`` is a ``torch.dtype`` allowed by ``dtypes`` (see ``check_dtype``)."""
-    allowed = DTYPE_GROUPS[dtypes] if isinstance(dtypes, str) else tuple(dtypes)
+    allowed = DTYPE_GROUPS[dtypes][0] if isinstance(dtypes, str) else tuple(dtypes)
     if not isinstance(dtype, torch.dtype) or dtype not in allowed:
         got = dtype_name(dtype) if isinstance(dtype, torch.dtype) else repr(dtype)
         raise TypeError(f"{name} must be one of the dtypes {_names(allowed)}, got {got}")
@@ -146,8 +145,7 @@ def check_timesteps(name: str, t, T: int, *, batch: int | None = None, allow_cle
     tensor on a real device (its device is kept).
 
     With ``batch``, a scalar is broadcast to ``[batch]`` and any other shape than ``[batch]`` is refused; without
-    it any shape passes. The one check of "t is an integer tensor [B] in range" for schedules, losses, networks,
-    samplers and the drift analysis."""
+    it any shape passes."""
     if isinstance(t, (list, tuple)) and all(isinstance(v, Integral) and not isinstance(v, bool) for v in t):
         t = torch.tensor(t, dtype=torch.long)
     if isinstance(t, bool) or not isinstance(t, (Integral, torch.Tensor)):
@@ -182,11 +180,7 @@ def check_values(name: str, value, *, low: float | None = None, high: float | No
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"{name} must be a number, a sequence of numbers or a real tensor, "
                             f"got {type(value).__name__}") from None
-    check_tensor(name, value, dtypes="real")
-    v = value.detach().to(torch.float64)
-    if finite and not bool(torch.isfinite(v).all()):
-        bad = int((~torch.isfinite(v)).sum())
-        raise ValueError(f"{name} must be finite, got {bad} non-finite value(s) (NaN or inf)")
+    v = check_tensor(name, value, dtypes="real", finite=finite).detach().to(torch.float64)
     if bool(torch.isnan(v).any()):
         raise ValueError(f"{name} must not be NaN, got {int(torch.isnan(v).sum())} NaN value(s)")
     if v.numel() and ((low is not None and float(v.min()) < low) or (high is not None and float(v.max()) > high)):

@@ -12,11 +12,8 @@ Bad input (an unknown dataset, a missing or corrupt checkpoint, K < 1, a negativ
 path that cannot be written, a size that cannot fit in memory) ends with one line ``seqdiff: error: ...`` on
 stderr and exit status 2 (usage) or 1 (anything the library refused), before any work starts.
 
-``train`` turns its arguments into a ``recipes.Recipe`` and makes one call, ``runs.train_run``, which keeps its
-rules: nothing is lost (a run in ``--out`` is replaced only with ``--overwrite``, continued only with
-``--resume``), one process at a time writes an output folder (an OS lock on ``OUT/.seqdiff.lock``, released
-however the process ends, the file removed when it ends normally), ``history.json`` is rewritten with every
-checkpoint, and ``--nproc N`` starts N data-parallel processes.
+``train`` turns its arguments into a ``recipes.Recipe`` and makes one call, ``runs.train_run``, which owns the
+output folder, its lock, the ``--overwrite``/``--resume`` rules, ``history.json`` and the ``--nproc`` launch.
 """
 from __future__ import annotations
 
@@ -43,6 +40,7 @@ SOLVER_HELP = ("ddim (the generalized step, with --eta), ddpm, dpmpp_2m (DPM-Sol
                "model calls), analytic_dpm (Analytic-DPM's variance, Gamma from 2000 draws of the checkpoint's "
                "dataset), exact_cov (the exact posterior covariance; Gaussian-mixture datasets only) "
                "(default: ddim)")
+THREADS_HELP = "torch threads (default: SEQDIFF_THREADS or 1)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,11 +67,6 @@ def _int_in(name: str, low: int, high: int | None = None):
             raise argparse.ArgumentTypeError(f"{name} must be an integer {allowed}, got {shown}")
         return value
     return parse
-
-
-def _pos_int(name: str):
-    """An argparse type: an integer >= 1, with a one-line message naming the option."""
-    return _int_in(name, 1)
 
 
 def _float(name: str, low: float | None = None, high: float | None = None, why: str = ""):
@@ -105,64 +98,51 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``seqdiff`` parser. ``only``: fill in the options of that command alone (the others are listed with
     their help but take no options), so that ``seqdiff --help`` or one command's parse imports only what that
     command needs (torch takes seconds to import); ``None`` fills in every command."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog=PROG, formatter_class=fmt,
-                     description="seqdiff_kit: diffusion sampling, the ideal path, drift and the sequence-aware loss.",
+    parser = _Parser(prog=PROG, description="seqdiff_kit: diffusion sampling, the ideal path, drift and the "
+                                            "sequence-aware loss.",
                      epilog="Run `seqdiff COMMAND --help` for the options of a command.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    builders = {"demo": _demo_parser, "train": _train_parser, "sample": _sample_parser,
-                "compare": _compare_parser, "experiment": add_experiment_parser}
-    for name, build in builders.items():
+    for name, help_ in COMMAND_HELP.items():
+        p = sub.add_parser(name, help=help_, formatter_class=argparse.RawDescriptionHelpFormatter)
         if only is None or only == name:
-            build(sub)
-        else:
-            sub.add_parser(name, help=COMMAND_HELP[name])
+            OPTIONS[name](p)
     return parser
 
 
-def _seed_and_threads():
-    """The argparse types of --seed and --threads."""
+def _seed_and_threads(p, threads_help: str = THREADS_HELP, threads_default=None, seed_help=None) -> None:
     from .train import MAX_SEED
 
-    return _int_in("--seed", 0, MAX_SEED), _int_in("--threads", 1, MAX_THREADS)
+    p.add_argument("--seed", type=_int_in("--seed", 0, MAX_SEED), default=0, help=seed_help)
+    p.add_argument("--threads", type=_int_in("--threads", 1, MAX_THREADS), default=threads_default,
+                   help=threads_help)
 
 
-def _demo_parser(sub) -> argparse.ArgumentParser:
+def _demo_options(p) -> None:
     from .demo import DEMO_POINTS
 
-    fmt = argparse.RawDescriptionHelpFormatter
-    seed, threads = _seed_and_threads()
-
-    p = sub.add_parser("demo", formatter_class=fmt, help=COMMAND_HELP["demo"],
-                       description="Load the shipped ring8 MLPs (simple loss; SA loss K=2, lam=1), sample them and "
-                                   "the ideal denoiser with 5, 10, 20, 50 and 100 DDIM steps from one x_T, print MMD, "
-                                   "sliced Wasserstein and log-likelihood, and write OUT/report.html.")
+    p.description = ("Load the shipped ring8 MLPs (simple loss; SA loss K=2, lam=1), sample them and the ideal "
+                     "denoiser with 5, 10, 20, 50 and 100 DDIM steps from one x_T, print MMD, sliced Wasserstein "
+                     "and log-likelihood, and write OUT/report.html.")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--retrain", action="store_true", help="train both models from scratch (a few minutes on a CPU)")
-    p.add_argument("--points", type=_pos_int("--points"), default=DEMO_POINTS,
+    p.add_argument("--points", type=_int_in("--points", 1), default=DEMO_POINTS,
                    help=f"samples per model and step count (default: {DEMO_POINTS})")
-    p.add_argument("--seed", type=seed, default=0, help="seed of x_T, the data draws (and the training with --retrain)")
-    p.add_argument("--train-steps", type=_pos_int("--train-steps"), default=None,
+    p.add_argument("--train-steps", type=_int_in("--train-steps", 1), default=None,
                    help="training steps with --retrain (default: the shipped recipe's)")
-    p.add_argument("--threads", type=threads, default=None,
-                   help="torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 1 to retrain)")
+    _seed_and_threads(p, "torch threads (default: 1 to evaluate; SEQDIFF_THREADS or 1 to retrain)",
+                      seed_help="seed of x_T, the data draws (and the training with --retrain)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
-    return p
 
 
-def _train_parser(sub) -> argparse.ArgumentParser:
+def _train_options(p) -> None:
     from .data import DATASETS
 
-    fmt = argparse.RawDescriptionHelpFormatter
-    seed, threads = _seed_and_threads()
-    p = sub.add_parser("train", formatter_class=fmt, help=COMMAND_HELP["train"],
-                       description="Train an MLP (2-D presets) or a TinyUNet (digits) and write OUT/model.safetensors "
-                                   "+ OUT/model.json (weights, EMA, optimizer state) and OUT/history.json.",
-                       epilog="example: seqdiff train --dataset ring8 --model mlp --loss sa --K 2 --lam 1 "
-                              "--steps 3000 --seed 0 --out runs/x\n"
-                              "data parallel: seqdiff train ... --nproc 2 (or: torchrun --nproc-per-node 2 -m "
-                              "seqdiff_kit.cli train ...)")
+    p.description = ("Train an MLP (2-D presets) or a TinyUNet (digits) and write OUT/model.safetensors + "
+                     "OUT/model.json (weights, EMA, optimizer state) and OUT/history.json.")
+    p.epilog = ("example: seqdiff train --dataset ring8 --model mlp --loss sa --K 2 --lam 1 --steps 3000 --seed 0 "
+                "--out runs/x\ndata parallel: seqdiff train ... --nproc 2 (or: torchrun --nproc-per-node 2 -m "
+                "seqdiff_kit.cli train ...)")
     p.add_argument("--dataset", default="ring8", metavar="NAME", help=f"one of {', '.join(DATASETS)} (default: ring8)")
     p.add_argument("--model", default=None, choices=("mlp", "unet"),
                    help="mlp for the 2-D presets, unet (TinyUNet) for digits (default: by dataset)")
@@ -170,26 +150,23 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--K", type=_int_in("--K", 1), default=None, help="SA loss: consecutive steps, >= 1 (default: 2)")
     p.add_argument("--lam", type=_float("--lam"), default=None, help="SA loss: weight, >= 0 (default: 1.0)")
     p.add_argument("--steps", type=_int_in("--steps", 0), default=None, help="training steps (default: the recipe's)")
-    p.add_argument("--batch-size", type=_pos_int("--batch-size"), default=None)
+    p.add_argument("--batch-size", type=_int_in("--batch-size", 1), default=None)
     p.add_argument("--lr", type=_float("--lr", high=1.0, why=" (Adam moves every weight by about lr per step: "
                                                             "more than 1 overwrites the weights)"), default=None)
-    p.add_argument("--seed", type=seed, default=0)
+    _seed_and_threads(p)
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT (its history is kept)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in OUT (without --resume or --overwrite, an existing run is refused)")
-    p.add_argument("--checkpoint-every", type=_pos_int("--checkpoint-every"), default=None)
-    p.add_argument("--threads", type=threads, default=None,
-                   help="torch threads (default: SEQDIFF_THREADS or 1)")
+    p.add_argument("--checkpoint-every", type=_int_in("--checkpoint-every", 1), default=None)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--nproc", type=_int_in("--nproc", 1, MAX_NPROC), default=1,
                    help="data-parallel processes on this machine (DistributedDataParallel: gloo on the CPU, nccl "
                         "with one GPU each on CUDA); the batch is split into N shards (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
-def _add_solver_options(p: argparse.ArgumentParser) -> None:
+def _solver_options(p) -> None:
     """``--eta`` and ``--solver``, as ``sample`` and ``compare`` take them."""
     from .solvers import SOLVERS
 
@@ -198,60 +175,45 @@ def _add_solver_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", default="ddim", choices=sorted(SOLVERS), help=SOLVER_HELP)
 
 
-def _sample_parser(sub) -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    seed, threads = _seed_and_threads()
-    p = sub.add_parser("sample", formatter_class=fmt, help=COMMAND_HELP["sample"],
-                       description="Sample a checkpoint with the generalized DDIM/DDPM sampler and write an .npz "
-                                   "(no pickle) holding `samples` [n, ...], `x_T`, `timesteps` and `config` (JSON).")
+def _sample_options(p) -> None:
+    p.description = ("Sample a checkpoint with the generalized DDIM/DDPM sampler and write an .npz (no pickle) "
+                     "holding `samples` [n, ...], `x_T`, `timesteps` and `config` (JSON).")
     p.add_argument("--checkpoint", required=True, help="a checkpoint stem, .json, .safetensors, or a train folder")
     p.add_argument("--steps", type=int, default=50, help="sampling steps, >= 1 (default: 50)")
-    _add_solver_options(p)
-    p.add_argument("--n", type=_pos_int("--n"), default=1000, help="number of samples (default: 1000)")
-    p.add_argument("--seed", type=seed, default=0)
+    _solver_options(p)
+    p.add_argument("--n", type=_int_in("--n", 1), default=1000, help="number of samples (default: 1000)")
     p.add_argument("--spacing", default="trailing", choices=("trailing", "leading", "linspace", "quad", "karras"))
     p.add_argument("--eps-scale", type=_float("--eps-scale"), default=None, metavar="C",
                    help="Epsilon Scaling (Ning et al. 2024): sample with C times the network's noise, C > 0 "
                         "(default: none)")
     p.add_argument("--out", default="samples.npz", help="output .npz file (default: samples.npz)")
-    p.add_argument("--threads", type=threads, default=None,
-                   help="torch threads (default: SEQDIFF_THREADS or 1)")
-    return p
+    _seed_and_threads(p)
 
 
-def _compare_parser(sub) -> argparse.ArgumentParser:
+def _compare_options(p) -> None:
     from .demo import DEMO_STEPS
 
-    fmt = argparse.RawDescriptionHelpFormatter
-    seed, threads = _seed_and_threads()
-    p = sub.add_parser("compare", formatter_class=fmt, help=COMMAND_HELP["compare"],
-                       description="Sample two or more checkpoints of one dataset from the same x_T at each step "
-                                   "count (plus the ideal denoiser on 2-D data), print a table and write "
-                                   "OUT/report.html and OUT/metrics.json.")
+    p.description = ("Sample two or more checkpoints of one dataset from the same x_T at each step count (plus the "
+                     "ideal denoiser on 2-D data), print a table and write OUT/report.html and OUT/metrics.json.")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints (stems, .json files or train folders)")
     p.add_argument("--steps", type=int, nargs="+", default=list(DEMO_STEPS),
                    help="step counts (default: 5 10 20 50 100)")
-    p.add_argument("--points", type=_pos_int("--points"), default=1000, help="samples per run (default: 1000)")
-    _add_solver_options(p)
-    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--points", type=_int_in("--points", 1), default=1000, help="samples per run (default: 1000)")
+    _solver_options(p)
     p.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
-    p.add_argument("--threads", type=threads, default=1, help="torch threads (default: 1)")
-    return p
+    _seed_and_threads(p, "torch threads (default: 1)", threads_default=1)
 
 
-def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``experiment`` on an argparse ``subparsers`` object (``seqdiff experiment ...``)."""
+def _experiment_options(p) -> None:
     from .experiments import GRIDS, MAX_CONNECT_TIMEOUT
     from .few_step import PRESET as STUDY
 
-    p = subparsers.add_parser("experiment", help=COMMAND_HELP["experiment"],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Run (or resume) the simple-vs-SA comparison and write CSV + HTML. The jobs "
-                                          "run in local worker processes (--workers) or on the workers of an "
-                                          "existing Dask cluster (--scheduler; pip install 'seqdiff_kit[dist]').",
-                              epilog="example: dask scheduler --host 127.0.0.1 --port 8786 &\n"
-                                     "         dask worker tcp://127.0.0.1:8786 --nthreads 1 --nworkers 2 &\n"
-                                     "         seqdiff experiment --preset fast --scheduler tcp://127.0.0.1:8786")
+    p.description = ("Run (or resume) the simple-vs-SA comparison and write CSV + HTML. The jobs run in local "
+                     "worker processes (--workers) or on the workers of an existing Dask cluster (--scheduler; pip "
+                     "install 'seqdiff_kit[dist]').")
+    p.epilog = ("example: dask scheduler --host 127.0.0.1 --port 8786 &\n"
+                "         dask worker tcp://127.0.0.1:8786 --nthreads 1 --nworkers 2 &\n"
+                "         seqdiff experiment --preset fast --scheduler tcp://127.0.0.1:8786")
     p.add_argument("--preset", default="paper-toy", choices=sorted(GRIDS) + [STUDY],
                    help=f"a simple-vs-SA grid, or {STUDY!r}: the few-step fixes on ring8 (solvers x spacings x "
                         f"steps x 3 seeds with the shipped networks and the ideal denoiser; one local process, "
@@ -269,7 +231,10 @@ def add_experiment_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"with --scheduler: seconds to reach it and to see a worker, in [0.1, {MAX_CONNECT_TIMEOUT:g}] "
                         f"(default: 10)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    return p
+
+
+OPTIONS = {"demo": _demo_options, "train": _train_options, "sample": _sample_options, "compare": _compare_options,
+           "experiment": _experiment_options}
 
 
 # ---------------------------------------------------------------------- sizes
@@ -289,11 +254,10 @@ def _check_evaluation_memory(points: int, steps, n_models: int, dim: int) -> Non
                   "the MMD kernel matrices and the sampled paths")
 
 
-def _check_steps_arg(name: str, value: int, low: int = 1) -> int:
-    if value < low:
-        what = "a positive" if low >= 1 else "a non-negative"
-        raise ValueError(f"{name} must be {what} step count (>= {low}), got {value}")
-    return value
+def _check_steps(steps) -> None:
+    for value in steps:
+        if value < 1:
+            raise ValueError(f"steps must be a positive step count (>= 1), got {value}")
 
 
 # ---------------------------------------------------------------------- commands
@@ -338,8 +302,7 @@ def _train_recipe(args):
         if args.K is not None and args.K > T:
             raise ValueError(f"--K must be in [1, {T}] (at most the schedule's T), got {args.K}")
         loss = Loss("sa", K=2 if args.K is None else args.K, lam=1.0 if args.lam is None else args.lam)
-    changes = {"steps": _check_steps_arg("steps", args.steps, 0)} if args.steps is not None else {}
-    changes.update({key: getattr(args, key) for key in ("batch_size", "lr") if getattr(args, key) is not None})
+    changes = {key: getattr(args, key) for key in ("steps", "batch_size", "lr") if getattr(args, key) is not None}
     return recipe.replace(loss=loss, seed=args.seed, **changes)
 
 
@@ -376,12 +339,14 @@ def cmd_sample(args) -> int:
     import numpy as np
     import torch
 
+    from ._runtime import set_threads
     from .data import dataset
     from .recipes import load_for_sampling
     from .runs import check_out_path, make_folder
     from .solvers import options_from_data, sample, scaled_model
 
-    steps = _check_steps_arg("steps", args.steps)
+    steps = args.steps
+    _check_steps([steps])
     _check_solver_args(args)
     if args.eps_scale is not None and args.eps_scale <= 0:
         raise ValueError(f"--eps-scale must be > 0 (the factor on the predicted noise), got {args.eps_scale}")
@@ -389,8 +354,6 @@ def cmd_sample(args) -> int:
     if out.suffix.lower() != ".npz":
         raise ValueError(f"--out must be a .npz file, got {shorten(out)}")
     make_folder("--out", out.parent)
-    from ._runtime import set_threads
-
     set_threads(args.threads)
     loaded = load_for_sampling(args.checkpoint)
     model, meta, schedule = loaded.model, loaded.config, loaded.schedule
@@ -431,7 +394,8 @@ def cmd_compare(args) -> int:
     from .demo import compare_checkpoints
     from .runs import check_out_path, writing
 
-    steps = [_check_steps_arg("steps", s) for s in args.steps]
+    steps = args.steps
+    _check_steps(steps)
     twice = sorted({s for s in steps if steps.count(s) > 1})
     if twice:
         raise ValueError(f"--steps lists {', '.join(map(str, twice))} more than once; give each step count once")
