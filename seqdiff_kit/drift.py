@@ -1,36 +1,25 @@
-"""How far a sampled path drifts, step by step.
+"""How far a sampled path drifts, step by step. Every view returns tensors indexed by step, with the timesteps.
 
-Five views, all returning tensors indexed by step (with the timesteps) so a notebook can plot them directly:
-
-- ``paired_trajectories``: a model and a reference (the ideal denoiser, or any other model) sampled from the
-  same ``x_T`` with the same per-step noise ``z``.
-- ``step_drift``: the distance between the two paths after every step, split into the *local* error (one model
-  step from the reference's state against one reference step, same ``z``) and the *propagated* part (the model
-  step applied to the model's state against the model step applied to the reference state), plus the error of
-  the x0 predictions. The triangle inequality gives ``drift_{i+1} <= propagated_i + local_i`` per point.
-  ``paths_drift`` does the same for paths already sampled.
-- ``estimation_gap``: the paper's recursion. From ``x_t ~ q(x_t | x0)``, run the model's ancestral chain
-  ``x_hat_{t-1} = mu_tilde(x_hat_t, x0_pred) + sigma_t z`` against the actual posterior chain
-  ``x_{t-1} = mu_tilde(x_t, x0) + sigma_t z`` (same ``z``). Their difference ``e = x_hat - x`` obeys
+- ``paired_trajectories``: a model and a reference (the ideal denoiser, or any model) from the same ``x_T`` with
+  the same per-step noise ``z``.
+- ``step_drift`` / ``paths_drift``: the distance between the two paths after every step, split into the *local*
+  error (one model step from the reference's state) and the *propagated* part; ``drift_{i+1} <= propagated_i +
+  local_i`` per point (triangle inequality).
+- ``estimation_gap``: the paper's recursion (Nguyen et al., AAAI 2024). The model's ancestral chain
+  ``x_hat_{t-1} = mu_tilde(x_hat_t, x0_pred) + sigma_t z`` against the posterior chain ``x_{t-1} = mu_tilde(x_t,
+  x0) + sigma_t z`` (same ``z``); ``e = x_hat - x`` obeys
 
       e_{t-1} = gamma_t e_t + c_t delta_t,  e_start = 0,
       gamma_t = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t),  c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)),
       delta_t = eps_hat_t - eps_theta(x_hat_t, t),  eps_hat_t = (x_hat_t - sqrt(abar_t) x0) / sqrt(1 - abar_t),
 
   with ``abar_{-1} = 1`` (so ``gamma_0 = 0``). Norms are averaged, never signed errors.
-- ``distribution_drift``: where no ideal denoiser exists (digits), compare the model's ``x_t`` with ``q(x_t)``
-  (noised real data, or the exact noised mixture) at every step: MMD and the ratio of standard deviations.
-  ``trajectory_drift`` does the same for a run already sampled.
-- ``reference_distance``: the mean distance of any solver's run to a reference path (e.g. the exact
-  probability-flow path, ``exact_flow``) at the same timesteps.
-- ``two_references``: a learned model's run measured against both references at once. The *estimation error*
-  is its distance to the ideal denoiser's run with the same solver, steps, ``x_T`` (and noise): what the network
-  gets wrong. The *total error* is its distance to the exact probability-flow path from the same ``x_T``: what
-  the samples get wrong. The vector between them, ideal run minus flow, is the ideal sampler's own
-  *discretisation error*, so per point ``total^2 = estimation^2 + discretisation^2 + 2 cross``: a negative
-  ``cross`` means the network's error points against the sampler's and cancels part of it.
+- ``distribution_drift`` / ``trajectory_drift``: where no ideal denoiser exists (digits), the model's ``x_t``
+  against ``q(x_t)`` at every step: MMD and the ratio of standard deviations.
+- ``reference_distance``, ``exact_flow``, ``two_references``: a run against the exact probability-flow path and
+  the ideal denoiser's run; ``total^2 = estimation^2 + discretisation^2 + 2 cross`` per point.
 
-Distances are Euclidean norms over all features of a sample (``||.||`` of the flattened image for 8x8 digits).
+Distances are Euclidean norms over all features of a sample (the flattened image for 8x8 digits).
 """
 from __future__ import annotations
 
@@ -58,8 +47,7 @@ QUANTILES = (0.1, 0.5, 0.9)
 # ---------------------------------------------------------------------- helpers
 def _norms(v: torch.Tensor, batch_dims: int = 1) -> torch.Tensor:
     """Per-sample Euclidean norm over the features after the first ``batch_dims`` dimensions, in ``v``'s dtype
-    (summed in float64: the squares of float32 values beyond 1e19 overflow): [B, ...] -> [B], or with
-    ``batch_dims=2`` [N, B, ...] -> [N, B]."""
+    (summed in float64: float32 squares beyond 1e19 overflow)."""
     if v.ndim == batch_dims:
         return v.abs()
     return torch.linalg.vector_norm(v.flatten(start_dim=batch_dims), dim=-1, dtype=torch.float64).to(v.dtype)
@@ -72,12 +60,10 @@ def _check_quantiles(quantiles) -> tuple[float, ...]:
     return q
 
 
-def _summaries(values: torch.Tensor, quantiles) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean [N] and quantiles [N, Q] over the points of a per-point table [N, B] (NaN entries ignored)."""
-    mean = torch.nanmean(values, dim=1)
+def _quantiles(values: torch.Tensor, quantiles) -> torch.Tensor:
+    """Quantiles [N, Q] over the points of a per-point table [N, B] (NaN entries ignored)."""
     q = torch.tensor(quantiles, dtype=values.dtype, device=values.device)
-    qs = torch.nanquantile(values, q, dim=1)  # [Q, N]
-    return mean, rearrange(qs, "q n -> n q")
+    return rearrange(torch.nanquantile(values, q, dim=1), "q n -> n q")
 
 
 # ---------------------------------------------------------------------- paired trajectories
@@ -90,8 +76,7 @@ class PairedTrajectories(NamedTuple):
 
 
 def _shared_noise(noise, eta: float, variance: str, steps: int, x_T: torch.Tensor, generator):
-    """``noise`` as given, or for a stochastic run (``eta > 0`` or ``variance="large"``) drawn once with
-    ``make_noise(steps, x_T.shape, generator)`` so that every run it drives shares it."""
+    """``noise`` as given, or for a stochastic run drawn once (``make_noise``) so that every run shares it."""
     if noise is None and (eta > 0 or variance == "large"):
         noise = make_noise(steps, x_T.shape, generator, dtype=x_T.dtype, device=x_T.device)
     return noise
@@ -102,20 +87,11 @@ def paired_trajectories(model: Callable, reference: Callable, x_T: torch.Tensor,
                         timesteps=None, noise: torch.Tensor | None = None,
                         generator: torch.Generator | None = None, record_every: int = 1,
                         clip_x0: float | None = None) -> PairedTrajectories:
-    """Sample ``model`` and ``reference`` from the same ``x_T`` with the same per-step noise ``z_i``:
-
-        x_{s} = sqrt(a_s) x0_pred + sqrt(1 - a_s - sigma^2) eps + sigma z_i   for both models.
-
-    ``noise`` [steps, *x_T.shape]; when it is ``None`` and the run is stochastic (``eta > 0`` or
-    ``variance="large"``) it is drawn once with ``make_noise(steps, x_T.shape, generator)`` and shared."""
+    """Sample ``model`` and ``reference`` from the same ``x_T`` with the same per-step noise ``z_i``
+    (``x_s = sqrt(a_s) x0_pred + sqrt(1 - a_s - sigma^2) eps + sigma z_i`` for both). ``noise`` [steps,
+    *x_T.shape]; for a stochastic run without it, drawn once from ``generator`` and shared."""
     record_every = check_int("record_every", record_every, 1)
     eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
-    return _paired(model, reference, x_T, schedule, ts, eta, variance, noise, generator, record_every, clip_x0)
-
-
-def _paired(model, reference, x_T, schedule, ts, eta, variance, noise, generator, record_every,
-            clip_x0) -> PairedTrajectories:
-    """``paired_trajectories`` over checked arguments."""
     noise = _shared_noise(noise, eta, variance, ts.numel(), x_T, generator)
     runs = []
     for name, m in (("model", model), ("reference", reference)):
@@ -130,10 +106,8 @@ def _paired(model, reference, x_T, schedule, ts, eta, variance, noise, generator
 # ---------------------------------------------------------------------- per-step drift
 @dataclass
 class StepDrift:
-    """Per-step drift between a model's path and a reference path (same ``x_T``, same noise).
-
-    Row ``i`` is the sampler step ``t = timesteps[i] -> s = next_timesteps[i]`` (``s = -1``: the end).
-    Per-point tables are [N, B]:
+    """Per-step drift between a model's path and a reference path (same ``x_T``, same noise). Row ``i`` is the
+    step ``t = timesteps[i] -> s = next_timesteps[i]`` (``s = -1``: the end); per-point tables [N, B]:
 
     - ``drift[i] = ||x^model_s - x^ref_s||``: the accumulated distance after step i;
     - ``local[i] = ||step_model(x^ref_t) - step_ref(x^ref_t)||``: one model step from the reference state;
@@ -141,9 +115,6 @@ class StepDrift:
       the model's own step (``drift[i] <= propagated[i] + local[i]``);
     - ``x0_error[i] = ||x0_pred^model(x^model_t) - x0_pred^ref(x^ref_t)||`` along the two paths;
     - ``x0_local_error[i] = ||x0_pred^model(x^ref_t) - x0_pred^ref(x^ref_t)||`` at the reference state.
-
-    ``mean(name)`` [N] and ``quantile(name)`` [N, Q] summarise a table over the points; ``curves()`` gives all
-    of them as plain lists (JSON-able).
     """
 
     timesteps: torch.Tensor
@@ -158,24 +129,20 @@ class StepDrift:
 
     TABLES = ("drift", "local", "propagated", "x0_error", "x0_local_error")
 
-    def _table(self, name: str) -> torch.Tensor:
-        check_choice("name", name, self.TABLES)
-        return getattr(self, name)
-
     def mean(self, name: str = "drift") -> torch.Tensor:
-        """Mean over points of a per-point table, one value per step: [N]."""
-        return self._table(name).mean(dim=1)
+        """Mean over points of a per-point table: [N]."""
+        return getattr(self, check_choice("name", name, self.TABLES)).mean(dim=1)
 
     def quantile(self, name: str = "drift") -> torch.Tensor:
         """Quantiles (``quantile_levels``) over points of a per-point table: [N, Q]."""
-        return _summaries(self._table(name), self.quantile_levels)[1]
+        return _quantiles(getattr(self, check_choice("name", name, self.TABLES)), self.quantile_levels)
 
     def curves(self) -> dict:
-        """``{"t": [...], "s": [...], name: {"mean": [...], "quantiles": {q: [...]}}}`` for every table."""
+        """``{"t": [...], "s": [...], name: {"mean": [...], "quantiles": {q: [...]}}}`` for every table (JSON-able)."""
         out = {"t": self.timesteps.tolist(), "s": self.next_timesteps.tolist()}
         for name in self.TABLES:
-            mean, qs = _summaries(self._table(name), self.quantile_levels)
-            out[name] = {"mean": mean.tolist(),
+            qs = self.quantile(name)
+            out[name] = {"mean": torch.nanmean(getattr(self, name), dim=1).tolist(),
                          "quantiles": {q: qs[:, k].tolist() for k, q in enumerate(self.quantile_levels)}}
         return out
 
@@ -184,33 +151,24 @@ def step_drift(model: Callable, reference: Callable, x_T: torch.Tensor, schedule
                eta: float = 0.0, variance: str = "small", spacing: str = "trailing", timesteps=None,
                noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                clip_x0: float | None = None, quantiles=QUANTILES) -> StepDrift:
-    """Split the path distance into local and accumulated error at every step (see ``StepDrift``):
-    ``paired_trajectories`` then ``paths_drift``.
-
-    With ``Phi_m``/``Phi_r`` the model's/reference's step ``t -> s`` (same ``z``):
-    ``local = ||Phi_m(x^r_t) - Phi_r(x^r_t)||``, ``drift = ||Phi_m(x^m_t) - Phi_r(x^r_t)||``. For DDIM-type
-    steps and ``eps_m = eps_r + b``, ``Phi_m(x) - Phi_r(x) = (sqrt(1 - a_s - sigma^2) - sqrt(a_s) sqrt(1 - a_t)
-    / sqrt(a_t)) b`` exactly."""
-    quantiles = _check_quantiles(quantiles)
-    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise, clip_x0)
-    paths = _paired(model, reference, x_T, schedule, ts, eta, variance, noise, generator, 1, clip_x0)
-    return _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles)
+    """``paired_trajectories`` then ``paths_drift`` (see ``StepDrift``). With ``Phi_m``/``Phi_r`` the model's /
+    reference's step ``t -> s`` (same ``z``): ``local = ||Phi_m(x^r_t) - Phi_r(x^r_t)||``, ``drift =
+    ||Phi_m(x^m_t) - Phi_r(x^r_t)||``. For DDIM-type steps and ``eps_m = eps_r + b``, ``Phi_m(x) - Phi_r(x) =
+    (sqrt(1 - a_s - sigma^2) - sqrt(a_s) sqrt(1 - a_t) / sqrt(a_t)) b`` exactly."""
+    _check_quantiles(quantiles)
+    paths = paired_trajectories(model, reference, x_T, schedule, steps, eta=eta, variance=variance, spacing=spacing,
+                                timesteps=timesteps, noise=noise, generator=generator, clip_x0=clip_x0)
+    return paths_drift(model, paths, schedule, eta=eta, variance=variance, clip_x0=clip_x0, quantiles=quantiles)
 
 
 def paths_drift(model: Callable, paths: PairedTrajectories, schedule: Schedule, *, eta: float = 0.0,
                 variance: str = "small", clip_x0: float | None = None, quantiles=QUANTILES) -> StepDrift:
-    """``StepDrift`` of ready paths: ``paths`` sampled (every step recorded) with ``model``, the same sampler
-    settings (``eta``, ``variance``, ``clip_x0``) and ``paths.noise``; ``model`` takes the one-step
-    ``Phi_m(x^r_t)`` from each reference state (see ``step_drift``)."""
+    """``StepDrift`` of ready paths: ``paths`` sampled (every step recorded) with ``model``, these sampler settings
+    and ``paths.noise``; ``model`` takes the one-step ``Phi_m(x^r_t)`` from each reference state."""
     quantiles = _check_quantiles(quantiles)
     check_type("paths", paths, PairedTrajectories)
     check_type("schedule", schedule, Schedule)
     eta, clip_x0 = check_step_args(eta, variance, clip_x0)
-    return _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles)
-
-
-def _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles) -> StepDrift:
-    """``paths_drift`` over checked arguments."""
     tm, tr = paths.model, paths.reference
     ts = tr.timesteps
     n = ts.numel()
@@ -236,13 +194,10 @@ def _paths_drift(model, paths, schedule, eta, variance, clip_x0, quantiles) -> S
 
 # ---------------------------------------------------------------------- estimation gap
 def gap_coefficients(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(gamma, c)`` [T] in float64, indexed by t = 0..T-1:
-
-        gamma_t = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t),   c_t = beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)),
-
-    with ``abar_{-1} = 1``: ``gamma`` is the posterior mean's coefficient on ``x_t`` (uses abar_{t-1}, not
-    abar_t), and ``c_t`` turns an eps error into the x0 error ``sqrt(1 - abar_t)/sqrt(abar_t) delta`` times the
-    posterior mean's coefficient on ``x0``, ``sqrt(abar_{t-1}) beta_t / (1 - abar_t)``."""
+    """``(gamma, c)`` [T] in float64 of the module docstring's recursion, ``abar_{-1} = 1``: ``gamma_t`` is the
+    posterior mean's coefficient on ``x_t``; ``c_t`` turns an eps error into the x0 error ``sqrt(1 - abar_t) /
+    sqrt(abar_t) delta`` times the posterior mean's coefficient on ``x0``, ``sqrt(abar_{t-1}) beta_t / (1 -
+    abar_t)``."""
     check_type("schedule", schedule, Schedule)
     abar = schedule.alpha_bars
     abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
@@ -253,12 +208,8 @@ def gap_coefficients(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
 
 def gap_survival(schedule: Schedule, to: int = 0) -> torch.Tensor:
     """How much of an error made at step t is left in the estimation gap at step ``to``: [T] float64,
-
-        w_t = prod_{s = to+1}^{t-1} gamma_s   for t > to   (1 for t = to + 1),   0 for t <= to,
-
-    so that, unrolling ``e_{t-1} = gamma_t e_t + c_t delta_t`` from ``e_{T-1} = 0``,
-    ``e_to = sum_{t > to} w_t c_t delta_t``. With ``to = 0`` it is the weight, in the gap before the last step,
-    of the error made at t (the last step itself has ``gamma_0 = 0``: its x0 prediction replaces the state)."""
+    ``w_t = prod_{s = to+1}^{t-1} gamma_s`` for t > to (1 for t = to + 1), 0 for t <= to, so that unrolling the
+    recursion from ``e_{T-1} = 0`` gives ``e_to = sum_{t > to} w_t c_t delta_t``."""
     check_type("schedule", schedule, Schedule)
     to = check_int("to", to, 0, schedule.T - 1)
     gamma, _ = gap_coefficients(schedule)
@@ -270,18 +221,11 @@ def gap_survival(schedule: Schedule, to: int = 0) -> torch.Tensor:
 
 @dataclass
 class EstimationGap:
-    """The estimation gap along DDPM's ancestral chain, one row per timestep.
-
-    Row ``j`` is the step ``t -> t-1`` with ``t = timesteps[j]`` (descending from ``max(start_t)`` to 0).
-    Per-point tables [L, B] hold NaN where a point's chain has not started yet (``t > start_t[b]``):
-
-    - ``delta[j] = ||delta_t|| = ||eps_hat_t - eps_theta(x_hat_t, t)||``
-    - ``e[j] = ||e_{t-1}||`` from the recursion ``e_{t-1} = gamma_t e_t + c_t delta_t``
-    - ``e_direct[j] = ||x_hat_{t-1} - x_{t-1}||`` from the two chains (equal to ``e`` up to round-off)
-
-    ``gamma``/``c`` [L] are the coefficients of each row; ``x_pred`` [B, ...] the predicted chain's end
-    ``x_hat_{-1}`` (the actual chain ends at ``x0``); ``e_final`` [B, ...] the signed vector ``e_{-1}``.
-    """
+    """The estimation gap along DDPM's ancestral chain. Row ``j`` is the step ``t -> t-1``, ``t = timesteps[j]``
+    (from ``max(start_t)`` down to 0); per-point tables [L, B], NaN before a point's chain starts:
+    ``delta[j] = ||eps_hat_t - eps_theta(x_hat_t, t)||``, ``e[j] = ||e_{t-1}||`` from the recursion and
+    ``e_direct[j] = ||x_hat_{t-1} - x_{t-1}||`` from the two chains (equal up to round-off). ``gamma``/``c`` [L]:
+    each row's coefficients; ``x_pred`` [B, ...] the predicted chain's end, ``e_final`` the signed ``e_{-1}``."""
 
     timesteps: torch.Tensor
     start_t: torch.Tensor
@@ -305,33 +249,23 @@ class EstimationGap:
 
     def mean(self, name: str = "e") -> torch.Tensor:
         """Mean over the active points of ``delta``, ``e`` or ``e_direct``: [L]."""
-        check_choice("name", name, ("delta", "e", "e_direct"))
-        return torch.nanmean(getattr(self, name), dim=1)
+        return torch.nanmean(getattr(self, check_choice("name", name, ("delta", "e", "e_direct"))), dim=1)
 
     def quantile(self, name: str = "e", quantiles=QUANTILES) -> torch.Tensor:
         """Quantiles over the active points: [L, Q]."""
         check_choice("name", name, ("delta", "e", "e_direct"))
-        return _summaries(getattr(self, name), _check_quantiles(quantiles))[1]
+        return _quantiles(getattr(self, name), _check_quantiles(quantiles))
 
 
 def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_t=None, *,
                    eps: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> EstimationGap:
-    """Run the model's ancestral chain against the actual posterior chain from ``x_start ~ q(x_start | x0)``.
-
-    ``x_start = sqrt(abar) x0 + sqrt(1 - abar) eps`` at ``start_t`` (an int or a LongTensor [B], default T-1).
-    For each ``t`` from ``max(start_t)`` down to 0 (a point joins when ``t <= start_t[b]``), with
-    ``mu_tilde(x, y) = sqrt(abar_{t-1}) beta_t / (1 - abar_t) y + gamma_t x`` and
-    ``sigma_t^2 = (1 - abar_{t-1}) beta_t / (1 - abar_t)``:
-
-        actual     x_{t-1}     = mu_tilde(x_t, x0) + sigma_t z_t
-        predicted  x_hat_{t-1} = mu_tilde(x_hat_t, x0_pred) + sigma_t z_t,
-                   x0_pred = (x_hat_t - sqrt(1 - abar_t) eps_theta(x_hat_t, t)) / sqrt(abar_t),
-
-    and ``e_{t-1} = gamma_t e_t + c_t delta_t`` (see ``gap_coefficients``). ``eps`` [B, ...] is the start noise;
-    ``noise`` [L, B, ...] (L = max(start_t) + 1) the ``z`` of row j (t = max(start_t) - j). Either is drawn
-    from ``generator`` when missing (``eps`` first). Computations run in ``x0``'s dtype (use float64 to check
-    the recursion to round-off)."""
+    """The model's ancestral chain against the posterior chain (module docstring) from ``x_start =
+    sqrt(abar) x0 + sqrt(1 - abar) eps`` at ``start_t`` (an int or a LongTensor [B], default T-1; a point joins
+    when ``t <= start_t[b]``), with ``mu_tilde(x, y) = sqrt(abar_{t-1}) beta_t / (1 - abar_t) y + gamma_t x``,
+    ``sigma_t^2 = (1 - abar_{t-1}) beta_t / (1 - abar_t)`` and ``x0_pred = (x_hat_t - sqrt(1 - abar_t)
+    eps_theta) / sqrt(abar_t)``. ``eps`` [B, ...]: the start noise; ``noise`` [L, B, ...] (L = max(start_t) + 1):
+    the ``z`` of row j; either drawn from ``generator`` when missing (``eps`` first). Runs in ``x0``'s dtype."""
     check_tensor("x0", x0, min_ndim=1, nonempty=True, finite=True, dtypes="floating")
     check_type("schedule", schedule, Schedule)
     B, T = x0.shape[0], schedule.T
@@ -355,15 +289,12 @@ def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_
     x_act = x_hat.clone()
     e_vec = torch.zeros_like(x0)
     rows = torch.arange(t_max, -1, -1)
-    nan = torch.full((L, B), math.nan, dtype=torch.float64)
-    delta_n, e_n, e_direct_n = nan.clone(), nan.clone(), nan.clone()
+    delta_n, e_n, e_direct_n = (torch.full((L, B), math.nan, dtype=torch.float64) for _ in range(3))
     for j, t in enumerate(rows.tolist()):
         idx = torch.nonzero(start_t >= t).squeeze(1).to(x0.device)
         if idx.numel() == 0:
             continue
-        a_t = float(schedule.alpha_bars[t])
-        a_prev = float(schedule.alpha_bar(t - 1))
-        beta = float(schedule.betas[t])
+        a_t, a_prev, beta = float(schedule.alpha_bars[t]), float(schedule.alpha_bar(t - 1)), float(schedule.betas[t])
         gamma, c = float(gamma_all[t]), float(c_all[t])
         coef_x0 = math.sqrt(a_prev) * beta / (1 - a_t)  # posterior mean's coefficient on x0
         sigma = math.sqrt((1 - a_prev) * beta / (1 - a_t))
@@ -390,13 +321,10 @@ def estimation_gap(model: Callable, x0: torch.Tensor, schedule: Schedule, start_
 # ---------------------------------------------------------------------- distribution drift
 @dataclass
 class DistributionDrift:
-    """The model's marginal at every recorded step against ``q(x_t)``.
-
-    Entry ``j`` is the state at timestep ``t[j]`` (``t = -1``: the final samples against the data):
-    ``mmd[j]`` (unbiased MMD^2, ``metrics.mmd``), ``std_model[j]`` and ``std_data[j]`` (root mean per-feature
-    variance, ``sqrt(tr Cov / D)``), ``std_ratio[j] = std_model[j] / std_data[j]`` (1 is right, < 1
-    shrinks, > 1 over-disperses). ``trajectory`` is the model's run.
-    """
+    """The model's marginal at every recorded step against ``q(x_t)``. Entry ``j`` is the state at timestep
+    ``t[j]`` (-1: the final samples against the data): ``mmd[j]`` (unbiased MMD^2, ``metrics.mmd``),
+    ``std_model[j]`` and ``std_data[j]`` (``sqrt(tr Cov / D)``) and ``std_ratio[j]``, their ratio (1 is right,
+    < 1 shrinks, > 1 over-disperses). ``trajectory`` is the model's run."""
 
     t: torch.Tensor
     mmd: torch.Tensor
@@ -434,8 +362,7 @@ def total_std(x: torch.Tensor) -> float:
 
 
 def variance_ratio(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Deprecated alias of ``metrics.std_ratio``: ``sqrt(tr Cov(x) / tr Cov(y))``, a ratio of standard
-    deviations despite the name."""
+    """Deprecated alias of ``metrics.std_ratio`` (a ratio of standard deviations despite the name)."""
     warnings.warn("drift.variance_ratio is deprecated: it returns a ratio of standard deviations, use "
                   "metrics.std_ratio", DeprecationWarning, stacklevel=2)
     return std_ratio(x, y)
@@ -463,11 +390,8 @@ def distribution_drift(model: Callable, data, schedule: Schedule, steps: int = 5
                        generator: torch.Generator | None = None, record_every: int = 1,
                        n_reference: int | None = None, bandwidths=None, with_mmd: bool = True,
                        clip_x0: float | None = None, device="cpu") -> DistributionDrift:
-    """Per-step distance between the law of the model's ``x_t`` and ``q(x_t)``: sample the model, then
-    ``trajectory_drift`` (which describes ``data``, ``n_reference``, ``bandwidths`` and ``with_mmd``).
-
-    ``x_T`` defaults to ``n_samples`` standard normal draws. Randomness, in order: ``x_T``, the sampler's
-    noise, the reference draws, all from ``generator``."""
+    """Sample the model (``x_T``: default ``n_samples`` standard normal draws), then ``trajectory_drift``.
+    Randomness, in order: ``x_T``, the sampler's noise, the reference draws, all from ``generator``."""
     check_type("schedule", schedule, Schedule)
     shape = _data_shape(data)
     n_samples = check_int("n_samples", n_samples, 2)
@@ -478,25 +402,23 @@ def distribution_drift(model: Callable, data, schedule: Schedule, steps: int = 5
         raise ValueError(f"x_T must have the sample shape of data [B, {', '.join(map(str, shape))}], "
                          f"got {tuple(x_T.shape)}")
     record_every = check_int("record_every", record_every, 1)
-    noise = _shared_noise(noise, eta, variance, ts.numel(), x_T, generator)
     if n_reference is not None:
-        n_reference = check_int("n_reference", n_reference, 2)
+        check_int("n_reference", n_reference, 2)
+    noise = _shared_noise(noise, eta, variance, ts.numel(), x_T, generator)
     traj = record(run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0), x_T, ts,
                   record_every)
-    return _trajectory_drift(traj, data, shape, schedule, generator, n_reference, bandwidths, with_mmd)
+    return trajectory_drift(traj, data, schedule, generator=generator, n_reference=n_reference,
+                            bandwidths=bandwidths, with_mmd=with_mmd)
 
 
 def trajectory_drift(traj: Trajectory, data, schedule: Schedule, *, generator: torch.Generator | None = None,
                      n_reference: int | None = None, bandwidths=None, with_mmd: bool = True) -> DistributionDrift:
-    """``DistributionDrift`` of a ready run ``traj`` (any ``record_every``): its state at every recorded step
-    against ``q(x_t)``.
+    """``DistributionDrift`` of a ready run ``traj``: its state at every recorded step against ``q(x_t)``.
 
-    ``data``: a ``GaussianMixture`` (reference draws from the exact noised mixture
-    ``sum_i pi_i N(sqrt(abar) mu_i, abar S_i + (1 - abar) I)``; exact ``std_data``) or a tensor of clean data
-    [N, ...] (reference draws ``sqrt(abar) x0 + sqrt(1 - abar) eps`` with fresh ``eps``; ``std_data`` exact for
-    the empirical distribution: ``tr Cov(x_t) = abar tr Cov(x0) + (1 - abar) D``). ``n_reference`` reference
-    draws per step (default: the run's batch size for a mixture, all N rows for a tensor), from ``generator``.
-    ``with_mmd=False`` skips the MMD (NaN) and draws nothing."""
+    ``data``: a ``GaussianMixture`` (reference draws from the exact noised mixture, exact ``std_data``) or clean
+    data [N, ...] (reference draws ``sqrt(abar) x0 + sqrt(1 - abar) eps``; ``std_data`` exact for the empirical
+    distribution, ``tr Cov(x_t) = abar tr Cov(x0) + (1 - abar) D``). ``n_reference`` draws per step (default:
+    the run's batch for a mixture, all N rows for a tensor), from ``generator``; ``with_mmd=False``: NaN MMD."""
     check_type("traj", traj, Trajectory)
     check_type("schedule", schedule, Schedule)
     shape = _data_shape(data)
@@ -505,20 +427,13 @@ def trajectory_drift(traj: Trajectory, data, schedule: Schedule, *, generator: t
                          f"got states of shape {tuple(traj.x.shape[1:])}")
     if n_reference is not None:
         n_reference = check_int("n_reference", n_reference, 2)
-    return _trajectory_drift(traj, data, shape, schedule, generator, n_reference, bandwidths, with_mmd)
-
-
-def _trajectory_drift(traj, data, shape, schedule, generator, n_reference, bandwidths, with_mmd) -> DistributionDrift:
-    """``trajectory_drift`` over checked arguments (``shape``: the sample shape of ``data``)."""
-    D = math.prod(shape)
-    if isinstance(data, GaussianMixture):
-        std0 = math.sqrt(float(torch.trace(data.covariance())) / D)
+    mixture = isinstance(data, GaussianMixture)
+    if mixture:
+        std0 = math.sqrt(float(torch.trace(data.covariance())) / math.prod(shape))
     else:  # the population covariance of the data set
-        std0 = _std(rearrange(data.detach().double(), "n ... -> n (...)") if data.ndim > 1
-                    else data.double()[:, None], unbiased=False)
-    t_states = traj.t
+        std0 = _std(_samples("data", data), unbiased=False)
     mmds, std_m, std_d = [], [], []
-    for j, t in enumerate(t_states.tolist()):
+    for j, t in enumerate(traj.t.tolist()):
         a = float(schedule.alpha_bar(t))
         x_model = traj.x[j]
         std_m.append(total_std(x_model))
@@ -526,25 +441,23 @@ def _trajectory_drift(traj, data, shape, schedule, generator, n_reference, bandw
         if not with_mmd:
             mmds.append(math.nan)
             continue
-        if isinstance(data, GaussianMixture):
+        if mixture:
             ref = data.noised(a).sample(n_reference or x_model.shape[0], generator=generator, dtype=x_model.dtype)
         else:
             x0 = data if n_reference is None else data[torch.randint(0, data.shape[0], (n_reference,),
                                                                      generator=generator)]
-            e = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-            ref = math.sqrt(a) * x0 + math.sqrt(1 - a) * e
+            ref = math.sqrt(a) * x0 + math.sqrt(1 - a) * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         mmds.append(mmd(x_model, ref.to(x_model.device), bandwidths))
     std_m_t, std_d_t = torch.tensor(std_m, dtype=torch.float64), torch.tensor(std_d, dtype=torch.float64)
-    return DistributionDrift(t=t_states, mmd=torch.tensor(mmds, dtype=torch.float64), std_model=std_m_t,
+    return DistributionDrift(t=traj.t, mmd=torch.tensor(mmds, dtype=torch.float64), std_model=std_m_t,
                              std_data=std_d_t, std_ratio=std_m_t / std_d_t, trajectory=traj)
 
 
 # ---------------------------------------------------------------------- distance to a reference path
 def reference_distance(traj: Trajectory, reference: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(t, d)``: at every recorded state of ``traj`` (timesteps ``traj.t``, -1 for the final sample) the mean
-    distance ``d = mean_b ||x_traj(t)_b - x_ref(t)_b||`` to the state of ``reference`` at the same timestep (any
-    solver, e.g. ``few_step.exact_flow``, the exact probability-flow path). ``reference`` must have recorded
-    every timestep of ``traj`` and start from the same ``x_T``."""
+    """``(t, d)``: at every recorded state of ``traj`` (``traj.t``, -1 the final sample) the mean distance
+    ``d = mean_b ||x_traj(t)_b - x_ref(t)_b||`` to the state of ``reference`` (e.g. ``exact_flow``) at the same
+    timestep; ``reference`` must record every timestep of ``traj``, from the same ``x_T``."""
     return traj.t, _norms(traj.x.double() - _states_at(traj, reference).double(), batch_dims=2).mean(dim=1)
 
 
@@ -587,16 +500,13 @@ def _rk4_between(mixture, x_tilde, sig_t: float, sig_s: float, n: int, eps_t: to
 def exact_flow(mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor, solver: str = "rk4", *,
                timesteps=None, max_log_step: float = 0.05, final_substeps: int = 16) -> Trajectory:
     """The probability-flow ODE of ``mixture`` from ``x_T`` [B, D] (at timestep T-1), recorded at ``timesteps``
-    (descending, starting at T-1; default: every integer timestep): the reference of the total error
-    (``two_references``) and of ``reference_distance``, which needs every timestep of the run it measures.
+    (descending from T-1; default every timestep): the reference of the total error.
 
-    ``solver="rk4"``: the classical Runge-Kutta method on ``dx~/dsigma~ = eps*(x, sigma~)`` (``x~ = x / sqrt(a)``,
-    ``sigma~ = sqrt((1 - a) / a)``, Karras et al. 2022) with ``eps*`` of the mixture at any noise level, between
-    two recorded timesteps in sub-steps of at most ``max_log_step`` in ``log sigma~``, and from the last one to
-    the data (``sigma~ = 0``) in ``final_substeps`` equal sub-steps; on a 1-D Gaussian it is the closed form to
-    1e-6 (the tests), recording every timestep or only a few. ``"heun"`` and ``"dpmpp_2m"``: the registry's
-    second-order solvers with the ideal denoiser over all T timesteps (``timesteps`` must be None), cross-checks
-    with a larger error. States in ``x_T``'s dtype (the ``rk4`` path computes in float64)."""
+    ``solver="rk4"``: classical Runge-Kutta on ``dx~/dsigma~ = eps*(x, sigma~)`` (``x~ = x / sqrt(a)``, ``sigma~
+    = sqrt((1 - a) / a)``, Karras et al. 2022) with the mixture's exact ``eps*``, in sub-steps of at most
+    ``max_log_step`` in ``log sigma~`` between recorded timesteps and ``final_substeps`` equal ones down to the
+    data (``sigma~ = 0``); float64 inside, states in ``x_T``'s dtype. ``"heun"`` / ``"dpmpp_2m"``: the registry's
+    solvers with the ideal denoiser over all T timesteps (``timesteps`` must be None), cross-checks."""
     check_type("mixture", mixture, GaussianMixture)
     check_type("schedule", schedule, Schedule)
     check_choice("solver", solver, ("rk4", "heun", "dpmpp_2m"))
@@ -639,16 +549,11 @@ def exact_flow(mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor, 
 
 @dataclass(frozen=True)
 class TwoReferences:
-    """A learned run against both references, per recorded state (``t``, -1 the final sample) and point:
-    [R+1, B] tables of
-
-    - ``estimation = ||x_model - x_ideal||``: against the ideal denoiser's run (same solver, steps, x_T, noise);
-    - ``total = ||x_model - x_flow||``: against the exact probability-flow path (``exact_flow``);
-    - ``discretisation = ||x_ideal - x_flow||``: the ideal sampler's own error;
-    - ``cross = <x_model - x_ideal, x_ideal - x_flow>``, so that ``total^2 = estimation^2 + discretisation^2 +
-      2 cross`` per point: negative when the network's error points against the sampler's.
-
-    ``mean(name)`` [R+1] averages a table over the points; ``final(name)`` [B] is its last row."""
+    """A learned run against both references, [R+1, B] tables per recorded state (``t``) and point:
+    ``estimation = ||x_model - x_ideal||`` (the ideal denoiser's run, same solver, steps, x_T), ``total =
+    ||x_model - x_flow||`` (``exact_flow``), ``discretisation = ||x_ideal - x_flow||`` and ``cross = <x_model -
+    x_ideal, x_ideal - x_flow>``: ``total^2 = estimation^2 + discretisation^2 + 2 cross``, negative ``cross``
+    when the network's error points against the sampler's. ``mean(name)`` [R+1], ``final(name)`` [B]."""
 
     t: torch.Tensor
     estimation: torch.Tensor
@@ -670,12 +575,9 @@ class TwoReferences:
 def two_references(model: Callable, mixture: GaussianMixture, schedule: Schedule, x_T: torch.Tensor,
                    steps: int = 50, *, solver: str = "ddim", spacing: str = "trailing", timesteps=None,
                    flow: Trajectory | None = None, eps_scale=None, **options) -> TwoReferences:
-    """Sample ``model`` and the ideal denoiser of ``mixture`` with one deterministic ``solver`` (a key of
-    ``solvers.SOLVERS``; ``options`` go to it) from ``x_T``, and measure the model's run against both (see
-    ``TwoReferences``). ``flow``: an ``exact_flow`` from ``x_T`` that records the run's timesteps; when not given,
-    ``exact_flow(mixture, schedule, x_T, timesteps=...)`` at exactly those (pass one to score several models
-    from the same ``x_T`` without solving the ODE again). ``eps_scale`` applies Epsilon Scaling
-    to ``model`` only (``solvers.sample``), so a sampling-side fix is measured against the same references."""
+    """Sample ``model`` and the ideal denoiser of ``mixture`` with one deterministic ``solver`` (``options`` go
+    to it) from ``x_T`` and ``measure_references``. ``flow``: an ``exact_flow`` from ``x_T`` recording the run's
+    timesteps (default: solved here). ``eps_scale``: Epsilon Scaling of ``model`` only."""
     if solver in STOCHASTIC or options.get("eta", 0.0) != 0.0 or options.get("variance", "small") != "small":
         raise ValueError(f"two_references needs a deterministic solver (the exact flow is the reference of an ODE "
                          f"solver), got solver={solver!r} with options {options}")
@@ -690,10 +592,8 @@ def two_references(model: Callable, mixture: GaussianMixture, schedule: Schedule
 
 
 def measure_references(run: Trajectory, ideal: Trajectory, flow: Trajectory) -> TwoReferences:
-    """``two_references`` for paths already sampled: ``run`` (a learned model) and ``ideal`` (the ideal denoiser)
-    from the same ``x_T`` over the same timesteps with the same deterministic solver, and ``flow``, an
-    ``exact_flow`` from that ``x_T`` that records those timesteps (``evaluate`` measures every model this way
-    against one flow)."""
+    """``TwoReferences`` of paths already sampled: ``run`` and ``ideal`` from one ``x_T`` over the same
+    timesteps with one deterministic solver, and ``flow``, an ``exact_flow`` from that ``x_T`` recording them."""
     for name, traj in (("run", run), ("ideal", ideal), ("flow", flow)):
         check_type(name, traj, Trajectory)
     if not torch.equal(run.t, ideal.t) or not torch.equal(run.x[0], ideal.x[0]):
@@ -708,8 +608,7 @@ def measure_references(run: Trajectory, ideal: Trajectory, flow: Trajectory) -> 
 
 
 class EpsScaleFit(NamedTuple):
-    """``fit_eps_scale``'s answer: the chosen factor ``c`` and, per factor of ``cs`` (in the order given), the mean
-    final distance to the target (float64; NaN for a factor the walk did not need to run)."""
+    """The chosen factor ``c`` and, per factor of ``cs``, the mean final distance to the target (NaN: not run)."""
 
     c: float
     cs: tuple[float, ...]
@@ -718,12 +617,9 @@ class EpsScaleFit(NamedTuple):
 
 def fit_eps_scale(model: Callable, x_T: torch.Tensor, target: torch.Tensor, schedule: Schedule, steps: int,
                   cs, *, solver: str = "ddim", spacing: str = "trailing") -> EpsScaleFit:
-    """Fit a constant Epsilon Scaling factor (Ning et al., ICLR 2024; ``solvers.sample(..., eps_scale=c)``): the
-    ``c`` of ``cs`` whose runs of ``model`` from ``x_T`` end closest, on average, to ``target`` (e.g. the exact
-    flow's end from the same ``x_T``, ``exact_flow(...).final``). The factors are run from the largest down
-    (nearest no scaling first), stopping at the first that ends farther than the one before: the mean error of a
-    constant scaling has one valley in ``c``, so the walk finds the full scan's minimum (tested against it) while
-    running only the factors down to one past the valley."""
+    """A constant Epsilon Scaling factor (Ning et al., ICLR 2024): the ``c`` of ``cs`` whose runs of ``model``
+    from ``x_T`` end closest on average to ``target`` (e.g. ``exact_flow(...).final``). The factors run from the
+    largest down and stop at the first that ends farther than the one before: the error has one valley in ``c``."""
     x_T = check_tensor("x_T", x_T, min_ndim=2, nonempty=True, dtypes="floating")
     target = check_tensor("target", target, dtypes="floating")
     if target.shape != x_T.shape:
