@@ -1,20 +1,11 @@
-"""Sample-quality metrics: pure functions of sample tensors (a leaf module: it reads no file; the digit metrics,
-which need the shipped classifier, are ``classifier``'s).
+"""Sample-quality metrics, pure functions of sample tensors (the digit metrics, which need the shipped
+classifier, are ``classifier``'s): MMD, sliced Wasserstein, the exact mean log-likelihood under a Gaussian mixture,
+Frechet distances, the std ratio; for mixtures what goes wrong (``mode_coverage``, ``within_mode_spread``,
+``robust_mode_spread``, ``loglik_gap``); and ``TARGETS``, ``target_distance``, ``reading``: the one rule that
+judges a scored quantity by its distance to its target (two-sided), never "higher is better".
 
-- ``mmd``: unbiased squared maximum mean discrepancy with a sum of RBF kernels.
-- ``sliced_wasserstein``: the 1-D Wasserstein distance averaged over random projections.
-- ``mean_log_likelihood``: the exact mean log-density of samples under the true Gaussian mixture.
-- ``frechet_distance``: the Frechet (2-Wasserstein) distance between Gaussians fitted to two feature sets.
-- ``std_ratio``: the samples' total standard deviation over the data's.
-- ``mode_coverage``, ``within_mode_spread``, ``loglik_gap``: for mixtures, what goes wrong: modes missed or
-  over-filled, modes too tight or too wide (along each component's axes), samples too tight or too diffuse.
-- ``robust_mode_spread``: the within-mode spread of each mode's core by the median absolute deviation, which a
-  few samples between the modes cannot move, and the share of samples off every mode.
-- ``TARGETS``, ``target_distance``, ``reading``: the one rule that judges a scored quantity, by its distance
-  to its target (two-sided: a std ratio of 1, a log-likelihood gap of 0), never "higher is better".
-
-Images ``[N, C, H, W]`` (or any ``[N, ...]``) are flattened to ``[N, D]``. Everything is computed in float64
-and returned as a Python float.
+Images ``[N, C, H, W]`` (or any ``[N, ...]``) are flattened to ``[N, D]``; everything is computed in float64 and
+returned as a Python float.
 """
 from __future__ import annotations
 
@@ -57,14 +48,9 @@ def _pair(x, y, min_n: int = 1, names: tuple[str, str] = ("x", "y")) -> tuple[to
 
 
 def median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 1000) -> float:
-    """The median heuristic: ``median_{i<j} ||z_i - z_j||`` over the pooled samples ``z = [x; y]``.
-
-    Uses the first ``max_points // 2`` rows of each set (deterministic) to bound the cost."""
+    """The median heuristic: ``median_{i<j} ||z_i - z_j||`` over the pooled samples ``z = [x; y]`` (the first
+    ``max_points // 2`` rows of each set, to bound the cost)."""
     xf, yf = _pair(x, y)
-    return _median_bandwidth(xf, yf, max_points)
-
-
-def _median_bandwidth(xf: torch.Tensor, yf: torch.Tensor, max_points: int = 1000) -> float:
     half = max(1, max_points // 2)
     z = torch.cat([xf[:half], yf[:half]])
     s = pow2_scale(z)  # distances of z / s, scaled back exactly: huge values would overflow cdist's squares
@@ -76,7 +62,7 @@ def _median_bandwidth(xf: torch.Tensor, yf: torch.Tensor, max_points: int = 1000
 
 def _bandwidths(bandwidths, xf, yf) -> torch.Tensor:
     if bandwidths is None:
-        med = _median_bandwidth(xf, yf)
+        med = median_bandwidth(xf, yf)
         return torch.tensor([m * med for m in MEDIAN_MULTIPLIERS], dtype=torch.float64)
     if isinstance(bandwidths, Real) and not isinstance(bandwidths, bool):
         h = torch.tensor([float(bandwidths)], dtype=torch.float64)
@@ -96,13 +82,9 @@ KERNEL_BLOCK_ROWS = 64
 
 
 def _kernel_block(d2: torch.Tensor, gamma: list[float]) -> torch.Tensor:
-    """``sum_h exp(-gamma_h d2)`` for a block of squared distances ``d2`` (float64; ``exp(-inf * 0)`` taken
-    as 1), computed in place of ``d2``'s copies.
-
-    Where bandwidths halve, ``gamma`` quadruples and ``exp(-4 g d2) = exp(-g d2)^4``: the kernel of the narrower
-    bandwidth is the wider one's squared twice (each squaring doubles a relative error of ~1e-16), so a chain of
-    halving bandwidths costs one ``exp``. The block is updated in place (allocating it again for every bandwidth
-    costs more than the arithmetic)."""
+    """``sum_h exp(-gamma_h d2)`` for a block of squared distances ``d2`` (float64), in place. Where bandwidths
+    halve, ``exp(-4 g d2) = exp(-g d2)^4``: the narrower kernel is the wider one squared twice (each squaring
+    doubles a relative error of ~1e-16), so a chain of halving bandwidths costs one ``exp``."""
     total, prev_g, k = None, None, None
     for g in sorted(gamma):  # widest kernel first
         # a zero gamma (h/s past float64's range: the kernel is 1) has no ratio to the next one
@@ -122,14 +104,10 @@ def _kernel_block(d2: torch.Tensor, gamma: list[float]) -> torch.Tensor:
 
 
 def _kernel_total(a: torch.Tensor, b: torch.Tensor | None, gamma: list[float]) -> torch.Tensor:
-    """``sum_{i, j} sum_h exp(-gamma_h ||a_i - b_j||^2)`` over float64 matrices ``a`` [N, D] and ``b`` [M, D], a
-    float64 scalar tensor; ``b=None`` sums the pairs ``i != j`` of ``a`` with itself, each pair's kernel
-    computed once (the kernel is symmetric) and counted twice.
-
-    The kernel matrix is never held whole: it is computed and summed in blocks of ``KERNEL_BLOCK_ROWS`` rows,
-    with ``||a_i - b_j||^2 = ||a_i||^2 + ||b_j||^2 - 2 a_i . b_j`` (one matrix product; the squared norms of ``b``
-    once), clamped at 0 where rounding takes it below. The callers scale the points into the unit ball, so
-    the rounding error of the difference stays at float64's precision of that scale."""
+    """``sum_{i, j} sum_h exp(-gamma_h ||a_i - b_j||^2)`` over float64 matrices ``a`` [N, D] and ``b`` [M, D];
+    ``b=None`` sums the pairs ``i != j`` of ``a`` with itself, each symmetric pair computed once. Computed in
+    blocks of ``KERNEL_BLOCK_ROWS`` rows with ``||a_i - b_j||^2 = ||a_i||^2 + ||b_j||^2 - 2 a_i . b_j`` clamped
+    at 0 (the callers scale the points into the unit ball, so the rounding stays at float64's precision)."""
     same = b is None
     b = a if same else b
     b_sq = b.square().sum(-1)
@@ -163,9 +141,8 @@ def _gamma(h: torch.Tensor, s: float) -> list[float]:
 
 
 class ReferenceMMD:
-    """The squared MMD of any number of sample sets against one fixed ``reference`` [M, ...] with fixed
-    ``bandwidths`` (a number or a sequence): ``ReferenceMMD(y, h)(x) == mmd(x, y, h)``, the same numbers,
-    with the reference's kernel sum (a quarter of the work when M = N) computed once instead of at every call."""
+    """``ReferenceMMD(y, h)(x) == mmd(x, y, h)`` for any number of sample sets ``x`` against one fixed
+    ``reference`` [M, ...] with fixed ``bandwidths``, the reference's kernel sum computed once."""
 
     def __init__(self, reference: torch.Tensor, bandwidths):
         if bandwidths is None:
@@ -199,20 +176,16 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=None) -> float:
                 - 2/(N M) sum_{i, j} k(x_i, y_j),
         k(a, b) = sum_h exp(-||a - b||^2 / (2 h^2)).
 
-    ``bandwidths``: the ``h`` values (a number or a sequence); ``None`` uses ``MEDIAN_MULTIPLIERS`` times the
-    median pairwise distance of the pooled samples. The estimate is unbiased, so it can be slightly negative
-    when the two distributions are equal. Finite for every finite input and positive bandwidth. To score many
-    sample sets against one ``y`` with fixed bandwidths, ``ReferenceMMD`` computes ``y``'s part once.
+    ``bandwidths``: the ``h`` values (a number or a sequence); ``None``: ``MEDIAN_MULTIPLIERS`` times the median
+    pairwise distance of the pooled samples. Unbiased, so slightly negative values occur for equal distributions.
     """
     xf, yf = _pair(x, y, min_n=2)
     return ReferenceMMD(yf, _bandwidths(bandwidths, xf, yf))(xf)
 
 
 def _quantile_w(xs: torch.Tensor, ys: torch.Tensor, p: float) -> torch.Tensor:
-    """``W_p^p / M^p`` between the 1-D empirical measures in each column of sorted ``xs`` [N, P], ``ys`` [M, P],
-    and ``M``: ``int_0^1 |F^-1(u) - G^-1(u)|^p du`` (the quantile functions being piecewise constant) over the
-    largest gap ``M = max |F^-1 - G^-1|`` of all columns, so that the p-th powers neither overflow nor
-    underflow (the largest term is 1)."""
+    """``(W_p^p / M^p, M)`` per column of sorted ``xs`` [N, P], ``ys`` [M, P]: ``int_0^1 |F^-1(u) - G^-1(u)|^p du``
+    over the largest gap ``M`` of all columns, so that the p-th powers neither overflow nor underflow."""
     n, m = xs.shape[0], ys.shape[0]
     if n == m:
         gaps = (xs - ys).abs()
@@ -239,53 +212,34 @@ def _directions(dim: int, n_projections: int, generator: torch.Generator, device
 
 
 def _sort_columns(p: torch.Tensor) -> torch.Tensor:
-    """``p`` [N, P] with each column sorted in ascending order (``torch.sort(p, dim=0).values``, the same values:
-    sorting is exact). On the CPU through numpy's sort, whose SIMD kernels sort float64 several times faster."""
+    """``p`` [N, P] with each column sorted (on the CPU through numpy's faster SIMD sort; the same values)."""
     if p.device.type != "cpu":
         return torch.sort(p, dim=0).values
     return torch.from_numpy(np.sort(p.numpy(), axis=0))
 
 
-def _sliced(xs: torch.Tensor, ys: torch.Tensor, s: float, p: int) -> float:
-    """``SW_p`` from the sorted projections of ``x / s`` and ``y / s`` (see ``sliced_wasserstein``)."""
-    wpp, M = _quantile_w(xs, ys, float(p))
-    return s * M * float(wpp.mean() ** (1.0 / p))
-
-
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256,
                        generator: torch.Generator | None = None, p: int = 1) -> float:
-    """Sliced Wasserstein distance ``SW_p = (E_theta W_p^p(theta^T x, theta^T y))^(1/p)`` over directions
-    ``theta`` uniform on the unit sphere (``n_projections`` Monte-Carlo draws).
-
-    Each 1-D ``W_p`` is exact for the empirical measures (any ``N`` and ``M``). For ``p = 1`` and ``y = x + d``
-    it equals ``||d|| E|theta_1|``. ``generator=None`` uses a fixed seed (0), so the result is reproducible.
-    Computed as ``s M (E_theta W_p^p / (s M)^p)^(1/p)`` (``s`` a power of two scaling the inputs, ``M`` the largest
-    1-D gap), finite for any ``p``. To score many sample sets against one ``y`` with the same directions,
-    ``ReferenceSlicedWasserstein`` projects and sorts ``y`` once.
-    """
+    """Sliced Wasserstein distance ``SW_p = (E_theta W_p^p(theta^T x, theta^T y))^(1/p)`` over ``n_projections``
+    directions ``theta`` uniform on the unit sphere (``generator=None``: seed 0). Each 1-D ``W_p`` is exact for
+    the empirical measures (any ``N`` and ``M``); for ``p = 1`` and ``y = x + d`` it is ``||d|| E|theta_1|``."""
     xf, yf = _pair(x, y)
-    n_projections = check_int("n_projections", n_projections, 1)
-    p = check_int("p", p, 1)
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    theta = _directions(xf.shape[1], n_projections, generator, xf.device)
-    s = pow2_scale(xf, yf)
-    xs = _sort_columns((xf / s) @ theta)
-    ys = _sort_columns((yf / s) @ theta)
-    return _sliced(xs, ys, s, p)
+    return ReferenceSlicedWasserstein(yf, n_projections, p=p, generator=generator)(xf)
 
 
 class ReferenceSlicedWasserstein:
     """``sliced_wasserstein(x, reference, n_projections, Generator().manual_seed(seed), p)`` for any number of
-    sample sets ``x``, the same numbers, with the directions and the reference's sorted projections computed
-    once instead of at every call."""
+    sample sets ``x``, the directions and the reference's sorted projections computed once. Computed as
+    ``s M (E_theta W_p^p / (s M)^p)^(1/p)`` (``s`` a power of two scaling the inputs, ``M`` the largest 1-D gap):
+    finite for any ``p``."""
 
-    def __init__(self, reference: torch.Tensor, n_projections: int = 256, seed: int = 0, p: int = 1):
+    def __init__(self, reference: torch.Tensor, n_projections: int = 256, seed: int = 0, p: int = 1,
+                 generator: torch.Generator | None = None):
         self.reference = _flat("reference", reference)
+        n_projections = check_int("n_projections", n_projections, 1)
         self.p = check_int("p", p, 1)
-        gen = torch.Generator().manual_seed(check_int("seed", seed))
-        self.theta = _directions(self.reference.shape[1], check_int("n_projections", n_projections, 1), gen,
-                                 self.reference.device)
+        gen = torch.Generator().manual_seed(check_int("seed", seed)) if generator is None else generator
+        self.theta = _directions(self.reference.shape[1], n_projections, gen, self.reference.device)
         self.s_ref = pow2_scale(self.reference)
         self.sorted_ref = _sort_columns((self.reference / self.s_ref) @ self.theta)
 
@@ -294,26 +248,15 @@ class ReferenceSlicedWasserstein:
         xf, yf = _pair(x, self.reference, names=("x", "reference"))
         s = pow2_scale(xf, yf)
         xs = _sort_columns((xf / s) @ self.theta.to(xf.device))
-        # the projections of y / s are those of y / s_ref times s_ref / s, a power of two: exactly, and the
-        # order is the same
-        ys = self.sorted_ref.to(xf.device) * (self.s_ref / s)
-        return _sliced(xs, ys, s, self.p)
+        # y / s projects to y / s_ref's projections times s_ref / s, a power of two: exact, in the same order
+        wpp, M = _quantile_w(xs, self.sorted_ref.to(xf.device) * (self.s_ref / s), float(self.p))
+        return s * M * float(wpp.mean() ** (1.0 / self.p))
 
 
 def mean_log_likelihood(x: torch.Tensor, mixture: GaussianMixture) -> float:
     """``(1/N) sum_i log p(x_i)`` with ``p`` the exact density of the true ``mixture`` (``x`` [N, D])."""
-    check_type("mixture", mixture, GaussianMixture)
-    xf = _flat("x", x)
-    if xf.shape[1] != mixture.dim:
-        raise ValueError(f"x must have {mixture.dim} features per sample for this {mixture.dim}-D mixture, "
-                         f"got shape {tuple(x.shape)}")
-    return float(mixture.log_prob(xf.cpu()).mean())
-
-
-def _sqrt_psd(s: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a symmetric PSD matrix by ``eigh`` (negative round-off eigenvalues -> 0)."""
-    evals, evecs = torch.linalg.eigh((s + s.T) / 2)
-    return (evecs * evals.clamp(min=0).sqrt()) @ evecs.T
+    xf = _mixture_samples(x, mixture)
+    return float(mixture.log_prob(xf).mean())
 
 
 def gaussian_frechet_distance(mu1, cov1, mu2, cov2) -> float:
@@ -335,7 +278,8 @@ def gaussian_frechet_distance(mu1, cov1, mu2, cov2) -> float:
 
 def _frechet(mu1, cov1, mu2, cov2) -> float:
     """``gaussian_frechet_distance`` over checked float64 arguments (clipped at 0 against round-off)."""
-    root1 = _sqrt_psd(cov1)
+    evals, evecs = torch.linalg.eigh((cov1 + cov1.T) / 2)  # S1^(1/2), negative round-off eigenvalues -> 0
+    root1 = (evecs * evals.clamp(min=0).sqrt()) @ evecs.T
     inner = root1 @ cov2 @ root1
     tr_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
     d = (mu1 - mu2).pow(2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * tr_sqrt
@@ -359,14 +303,12 @@ def _gaussian_fit(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def gaussian_fit(features: torch.Tensor, name: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """``(mu, S)``: the mean [F] and unbiased covariance [F, F] (float64) of ``features`` [N, F] (N >= 2), the
-    Gaussian that ``frechet_distance`` fits; fit a fixed reference once and pass it to
-    ``gaussian_frechet_distance``."""
+    Gaussian ``frechet_distance`` fits (fit a fixed reference once for ``gaussian_frechet_distance``)."""
     return _gaussian_fit(_flat(name, features, min_n=2))
 
 
 def frechet_distance(feat_x: torch.Tensor, feat_y: torch.Tensor) -> float:
-    """Squared Frechet distance between Gaussians fitted to ``feat_x`` [N, F] and ``feat_y`` [M, F]
-    (sample means and unbiased covariances, float64); see ``gaussian_frechet_distance`` for the formula."""
+    """``gaussian_frechet_distance`` between Gaussians fitted to ``feat_x`` [N, F] and ``feat_y`` [M, F]."""
     fx, fy = _pair(feat_x, feat_y, min_n=2, names=("feat_x", "feat_y"))
     s = pow2_scale(fx, fy)  # fit on features / s (exact) so that huge features do not overflow the covariance
     return _scaled_back(_frechet(*_gaussian_fit(fx / s), *_gaussian_fit(fy / s)), s, "feat_x and feat_y")
@@ -374,15 +316,13 @@ def frechet_distance(feat_x: torch.Tensor, feat_y: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------------- spread, modes and the two-sided verdicts
 def _scaled_trace(f: torch.Tensor) -> tuple[float, float]:
-    """``(tr Cov(f / s), s)`` of a float64 matrix [N, F] with ``s`` a power of two (``tr Cov(f) = s^2`` times the
-    first): exact scaling, so huge samples do not overflow the squares."""
+    """``(tr Cov(f / s), s)`` of a float64 matrix [N, F], ``s`` a power of two (exact) so squares do not overflow."""
     s = pow2_scale(f)
     return float((f / s).var(dim=0).sum()), s
 
 
 def _reference_trace(name: str, reference, d: int) -> tuple[float, float]:
-    """``tr Cov`` of the reference as ``_scaled_trace`` gives it: exact for a ``GaussianMixture`` (scale 1), the
-    unbiased sample value for a tensor."""
+    """``_scaled_trace`` of the reference: exact for a ``GaussianMixture`` (scale 1), else the sample value."""
     if isinstance(reference, GaussianMixture):
         if reference.dim != d:
             raise ValueError(f"{name} is a {reference.dim}-D mixture but the samples have {d} features")
@@ -394,10 +334,8 @@ def _reference_trace(name: str, reference, d: int) -> tuple[float, float]:
 
 
 def std_ratio(x: torch.Tensor, reference) -> float:
-    """``sqrt(tr Cov(x) / tr Cov(reference))``: the spread of samples ``x`` [N, ...] over the spread of the
-    reference (data draws [M, ...], or a ``GaussianMixture`` for its exact covariance). A ratio of standard
-    deviations (not of variances): 1 is right, below 1 the samples are too tight, above 1 too diffuse.
-    Unbiased covariances, float64."""
+    """``sqrt(tr Cov(x) / tr Cov(reference))`` of samples ``x`` [N, ...] against data draws [M, ...] or a
+    ``GaussianMixture`` (its exact covariance): 1 is right, below 1 too tight, above 1 too diffuse."""
     xf = _flat("x", x, min_n=2)
     tr_x, s_x = _scaled_trace(xf)
     tr_r, s_r = _reference_trace("reference", reference, xf.shape[1])
@@ -406,23 +344,20 @@ def std_ratio(x: torch.Tensor, reference) -> float:
     return s_x / s_r * math.sqrt(tr_x / tr_r)
 
 
-def _mixture_samples(x, mixture: GaussianMixture, min_n: int = 1) -> torch.Tensor:
+def _mixture_samples(x, mixture: GaussianMixture, min_n: int = 1, name: str = "x") -> torch.Tensor:
     check_type("mixture", mixture, GaussianMixture)
-    xf = _flat("x", x, min_n=min_n)
+    xf = _flat(name, x, min_n=min_n)
     if xf.shape[1] != mixture.dim:
-        raise ValueError(f"x must have {mixture.dim} features per sample for this {mixture.dim}-D mixture, "
+        raise ValueError(f"{name} must have {mixture.dim} features per sample for this {mixture.dim}-D mixture, "
                          f"got shape {tuple(x.shape)}")
     return xf.cpu()
 
 
 @dataclass(frozen=True)
 class ModeCoverage:
-    """Which component each sample belongs to (the most responsible one under the true mixture).
-
-    ``counts`` [M] samples per component, ``shares = counts / n`` [M], the mixture's ``weights`` [M] and the
-    total variation distance ``tv = (1/2) sum_i |shares_i - weights_i|``: 0 when every mode gets its weight,
-    ``1 - w_i`` when all samples fall in mode i. ``tv_noise`` is what exact samples of this size score on
-    average (``coverage_noise``): a smaller difference than that is sampling noise."""
+    """Samples per component (the most responsible one): ``counts`` [M], ``shares = counts / n``, the
+    ``weights`` and ``tv = (1/2) sum_i |shares_i - weights_i|`` (0: every mode gets its weight); ``tv_noise``:
+    what exact samples of this size score on average (``coverage_noise``)."""
 
     counts: torch.Tensor
     shares: torch.Tensor
@@ -447,12 +382,9 @@ def coverage_noise(weights, n: int) -> float:
 
 
 def mode_coverage(x: torch.Tensor, mixture: GaussianMixture) -> ModeCoverage:
-    """Assign each sample ``x_n`` [N, D] to ``argmax_i r_i(x_n)`` (``r_i``: the responsibilities of the true
-    ``mixture``) and compare the shares of the components with their weights (``ModeCoverage``).
-
-    A hard assignment: for well-separated components (ring8, grid25) exact samples score ``tv`` near 0 (within
-    ``tv_noise``); where components overlap, part of one mode's samples is counted in its neighbour, so even
-    exact samples score above ``tv_noise`` (score a second data draw the same way for the floor)."""
+    """Assign each sample ``x_n`` [N, D] to ``argmax_i r_i(x_n)`` under the true ``mixture`` and compare the
+    components' shares with their weights (``ModeCoverage``). Where components overlap even exact samples score
+    above ``tv_noise``: score a second data draw the same way for the floor."""
     xf = _mixture_samples(x, mixture)
     labels = mixture.responsibilities(xf, 1.0).argmax(dim=1)
     counts = torch.bincount(labels, minlength=mixture.n_components)
@@ -467,19 +399,12 @@ SPREAD_AXES = ("principal", "radial")
 
 @dataclass(frozen=True)
 class ModeSpread:
-    """Within-mode spread of samples against the true components, along chosen axes of each component.
-
-    ``axes`` [M, D, A]: unit vectors (columns) per component; ``axis_names`` [A]. Per component i and axis u:
-
-    - ``ratio[i, a] = sqrt(u^T C_i u / u^T S_i u)``: the std ratio within mode i (1 is right, below 1 too tight,
-      above 1 too wide), ``C_i`` the responsibility-weighted sample covariance, ``S_i`` the true covariance;
-    - ``offset[i, a] = u^T (m_i - mu_i)``: where the mode's samples sit against the true mean (data units);
-    - ``se[i, a]``: the ratio's standard error, ``ratio / sqrt(2 (n_eff - 1))`` (Gaussian samples), with
-      ``n_eff = (sum_n r_in)^2 / sum_n r_in^2``.
-
-    ``mass[i] = sum_n r_in``. ``pooled[a] = sqrt(sum_i mass_i u^T C_i u / sum_i mass_i u^T S_i u)`` pools the
-    modes (one number per axis) and ``pooled_offset[a]`` is the mass-weighted mean offset; ``pooled_se[a]`` uses
-    the summed ``n_eff``. A component with ``n_eff < 2`` has NaN entries (and is left out of the pools)."""
+    """Within-mode spread along unit axes ``axes`` [M, D, A] (``axis_names`` [A]) of each true component: per
+    component i and axis u, ``ratio[i, a] = sqrt(u^T C_i u / u^T S_i u)`` (1 is right), ``offset[i, a] = u^T
+    (m_i - mu_i)`` and ``se[i, a] = ratio / sqrt(2 (n_eff - 1))``, ``n_eff = (sum_n r_in)^2 / sum_n r_in^2``;
+    ``mass[i] = sum_n r_in``. ``pooled[a] = sqrt(sum_i mass_i u^T C_i u / sum_i mass_i u^T S_i u)``, the
+    mass-weighted ``pooled_offset`` and ``pooled_se`` (summed ``n_eff``) pool the components with ``n_eff >= 2``
+    (the others hold NaN)."""
 
     axes: torch.Tensor
     axis_names: tuple
@@ -521,12 +446,9 @@ def within_mode_spread(x: torch.Tensor, mixture: GaussianMixture, axes: str = "p
         C_i = sum_n r_in (x_n - m_i)(x_n - m_i)^T / (V1 - V2 / V1),   V1 = sum_n r_in, V2 = sum_n r_in^2,
 
     compared with the component's ``N(mu_i, S_i)`` along ``axes``: ``"principal"`` (the eigenvectors of each
-    ``S_i``, narrowest first) or ``"radial"`` (2-D: from the mixture's mean out through ``mu_i``, and the
-    tangent; for ring8 the radial and tangential spread). See ``ModeSpread``.
-
-    The samples' total std ratio mixes the spread between modes with the spread within them (for ring8 the
-    radius dominates it); this separates them. Meant for well-separated components: where components overlap
-    the soft weighting trims each mode's tails, so compare with a data draw scored the same way."""
+    ``S_i``, narrowest first) or ``"radial"`` (2-D: out from the mixture's mean through ``mu_i``, and the tangent).
+    See ``ModeSpread``. It separates the spread within modes from the spread between them, which dominates the
+    total std ratio; meant for well-separated components (compare with a data draw scored the same way)."""
     xf = _mixture_samples(x, mixture, min_n=2)
     U, names = _spread_axes(mixture, axes)
     r = mixture.responsibilities(xf, 1.0)                                  # [N, M]
@@ -559,17 +481,12 @@ MAD_SE = 1.166
 
 @dataclass(frozen=True)
 class RobustSpread:
-    """Within-mode spread of each mode's core, by the median absolute deviation (MAD), and the samples off
-    every mode.
-
-    A sample is off every mode when its Mahalanobis distance to every component exceeds ``k``; exact draws of
-    well-separated components have the share ``off_expected = P(chi^2_D > k^2)`` of them. The others form the
-    cores: each is assigned to its most responsible component i, projected on the component's axes ``u`` and
-    standardised, ``z = u^T (x - mu_i) / sqrt(u^T S_i u)``. Then, per component and axis,
-    ``ratio[i, a] = MAD_TO_STD * median |z - median z|`` (1 is right, below 1 too tight, above 1 too wide),
-    ``n[i]`` the core's size, and ``pooled[a]`` the same over every core's deviations from its own median,
-    with the standard error ``pooled_se = MAD_SE pooled / sqrt(n)`` (Gaussian samples). A component with fewer
-    than 2 core samples has NaN ratios."""
+    """Within-mode spread of each mode's core by the median absolute deviation (MAD), and the samples off every
+    mode (Mahalanobis distance above ``k`` from every component; exact draws have the share ``off_expected =
+    P(chi^2_D > k^2)``). A core sample, assigned to its most responsible component i and standardised on its
+    axes, ``z = u^T (x - mu_i) / sqrt(u^T S_i u)``, gives ``ratio[i, a] = MAD_TO_STD * median |z - median z|``
+    (1 is right), ``n[i]`` the core's size; ``pooled[a]``: the same over every core's deviations, with
+    ``pooled_se = MAD_SE pooled / sqrt(n)``. Fewer than 2 core samples: NaN ratios."""
 
     axes: torch.Tensor
     axis_names: tuple
@@ -598,11 +515,9 @@ def _mahalanobis2(xf: torch.Tensor, mixture: GaussianMixture) -> torch.Tensor:
 
 def robust_mode_spread(x: torch.Tensor, mixture: GaussianMixture, axes: str = "principal",
                        k: float = 4.0) -> RobustSpread:
-    """The MAD-based within-mode spread of samples ``x`` [N, D] on the true ``mixture``'s components, after the
-    samples farther than ``k`` (Mahalanobis) from every component are set apart as off every mode (see
-    ``RobustSpread``; ``axes`` as in ``within_mode_spread``). ``within_mode_spread``'s std counts every sample
-    by its responsibility, so a few samples between two modes widen both; the median of the core ignores them.
-    Meant for well-separated components."""
+    """``RobustSpread`` of samples ``x`` [N, D] on the true ``mixture``'s components (``axes`` as in
+    ``within_mode_spread``): unlike its responsibility-weighted std, a few samples between two modes do not
+    widen the median of the cores."""
     xf = _mixture_samples(x, mixture, min_n=2).double()
     k = check_float("k", k, 0.0, low_open=True)
     U, names = _spread_axes(mixture, axes)
@@ -636,10 +551,8 @@ def robust_mode_spread(x: torch.Tensor, mixture: GaussianMixture, axes: str = "p
 
 @dataclass(frozen=True)
 class LogLikGap:
-    """``gap = mean log p(samples) - mean log p(data)`` under the true density, with its standard error
-    ``se = sqrt(Var log p(x) / N + Var log p(y) / M)``. The target is 0: a positive gap means the samples sit
-    closer to the modes than data does (too tight), a negative one that they are too diffuse or off the modes.
-    A higher log-likelihood is NOT better beyond the data's own value."""
+    """``gap = mean log p(samples) - mean log p(data)`` under the true density, ``se = sqrt(Var log p(x) / N +
+    Var log p(y) / M)``. Target 0: positive is too tight, negative too diffuse or off the modes."""
 
     gap: float
     se: float
@@ -655,19 +568,13 @@ def loglik_gap(x: torch.Tensor, reference: torch.Tensor, mixture: GaussianMixtur
     """The signed gap between the mean exact log-density of samples ``x`` [N, D] and of data draws
     ``reference`` [M, D] under the true ``mixture`` (see ``LogLikGap``)."""
     lx = mixture.log_prob(_mixture_samples(x, mixture, min_n=2))
-    ry = _flat("reference", reference, min_n=2)
-    if ry.shape[1] != mixture.dim:
-        raise ValueError(f"reference must have {mixture.dim} features per sample for this {mixture.dim}-D "
-                         f"mixture, got shape {tuple(reference.shape)}")
-    ly = mixture.log_prob(ry.cpu())
+    ly = mixture.log_prob(_mixture_samples(reference, mixture, min_n=2, name="reference"))
     se = math.sqrt(float(lx.var()) / lx.numel() + float(ly.var()) / ly.numel())
     return LogLikGap(gap=float(lx.mean() - ly.mean()), se=se, samples=float(lx.mean()), data=float(ly.mean()))
 
 
-# The value each scored quantity should have. A comparison judges a quantity by its distance to this target,
-# |value - target|: being too low and being too high both count. For the distances to the data (MMD^2, sliced
-# W1, FD, coverage TV) the target is 0 and the distance is the value itself (lower is better). The raw mean
-# log-likelihood has no fixed target (the data's own value depends on the data): judge ``loglik_gap``.
+# The value each scored quantity should have: a comparison judges |value - target|, too low and too high both
+# count. The raw mean log-likelihood has no fixed target (it depends on the data): judge ``loglik_gap``.
 TARGETS = {"mmd": 0.0, "sw": 0.0, "fd": 0.0, "coverage_tv": 0.0, "std_ratio": 1.0, "loglik_gap": 0.0,
            "spread_radial": 1.0, "spread_tangential": 1.0, "spread_radial_mad": 1.0, "spread_tangential_mad": 1.0,
            "off_mode_share": 0.0}
@@ -684,15 +591,13 @@ def _check_metric(metric: str) -> str:
 
 
 def target_distance(metric: str, value: float) -> float:
-    """``|value - TARGETS[metric]|``: how far a scored quantity is from what it should be (two-sided). A missing
-    value (NaN) gives NaN, which ``stats.verdict`` turns into "undetermined"."""
+    """``|value - TARGETS[metric]|`` (NaN for a missing value, which ``stats.verdict`` calls "undetermined")."""
     return abs(check_real("value", value) - TARGETS[_check_metric(metric)])
 
 
 def reading(metric: str, value: float, tolerance: float = 0.0) -> str:
-    """Which side of its target a quantity lies on, in words: ``"too tight"`` / ``"too diffuse"`` for the
-    spread ratios (below / above 1) and the log-likelihood gap (above / below 0), ``"on target"`` within
-    ``tolerance``."""
+    """Which side of its target a spread ratio or the log-likelihood gap lies on: ``"too tight"``, ``"too
+    diffuse"`` or ``"on target"`` within ``tolerance``."""
     if _check_metric(metric) not in _TIGHT_BELOW:
         raise ValueError(f"metric must be one of {sorted(_TIGHT_BELOW)} for a reading, got {metric!r}")
     tolerance = check_float("tolerance", tolerance, 0.0)
