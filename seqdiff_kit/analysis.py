@@ -72,9 +72,8 @@ def gaussian_quadratics(var: float, K: int, schedule: Schedule):
 
 
 def gaussian_sa_objective(a, var: float, K: int, lam: float, schedule: Schedule) -> LossOutput:
-    """The exact population losses of ``eps_theta(x, t) = a_t x`` on ``x0 ~ N(0, var)``:
-    ``L_simple(a) = (1/T) sum_t (1 - 2 a_t c_t + a_t^2 q_t)``, ``L_sa(a) = a^T A_sa a - 2 b_sa^T a + c_sa``,
-    ``total = L_simple + lam L_sa`` (float64 scalars)."""
+    """The exact population losses ``simple``, ``sa`` and ``total = L_simple + lam L_sa`` (float64 scalars) of
+    ``eps_theta(x, t) = a_t x`` on ``x0 ~ N(0, var)`` (the quadratics of the module docstring)."""
     lam = check_float("lam", lam, 0.0)
     schedule = check_type("schedule", schedule, Schedule)
     a = _check_a(a, schedule)
@@ -89,10 +88,8 @@ def gaussian_sa_objective(a, var: float, K: int, lam: float, schedule: Schedule)
 
 
 def gaussian_sa_optimum(var: float, K: int, lam: float, schedule: Schedule) -> torch.Tensor:
-    """``argmin_a L_simple(a) + lam L_sa(a)`` for ``x0 ~ N(0, var)`` and ``eps_theta(x, t) = a_t x``: the solution
-    of ``(A_simple + lam A_sa) a = b_simple + lam b_sa`` (a banded T x T system, solved in float64); [T].
-
-    With ``lam = 0`` this is ``a_t = sqrt(1 - ab_t) / (ab_t var + 1 - ab_t)``."""
+    """``argmin_a L_simple(a) + lam L_sa(a)`` [T] (float64): the solution of ``(A_simple + lam A_sa) a = b_simple
+    + lam b_sa``; with ``lam = 0``, ``a_t = sqrt(1 - ab_t) / (ab_t var + 1 - ab_t)``."""
     lam = check_float("lam", lam, 0.0)
     (A1, b1, _), (A2, b2, _) = gaussian_quadratics(var, K, schedule)
     a = torch.linalg.solve(A1 + lam * A2, b1 + lam * b2)
@@ -103,13 +100,11 @@ def gaussian_sa_optimum(var: float, K: int, lam: float, schedule: Schedule) -> t
 
 def linear_sampler_variances(a, var: float, schedule: Schedule, steps: int, eta: float = 0.0,
                              spacing: str = "trailing", variance: str = "small") -> torch.Tensor:
-    """Exact ``Var[x]`` along the generalized sampler driven by ``eps_theta(x, t) = a_t x`` from ``x_T ~ N(0, 1)``.
-
-    A step t -> s is ``x_s = m x_t + sigma z`` with ``g = (1 - sqrt(1 - ab_t) a_t) / sqrt(ab_t)`` (x0_pred = g x_t),
-    ``m = sqrt(ab_s) g + sqrt(1 - ab_s - sigma_eta^2) a_t`` and fresh ``z``, so ``V_s = m^2 V_t + sigma^2``
-    (sigma_eta = eta sqrt((1 - ab_t/ab_s)(1 - ab_s)/(1 - ab_t)); the noise sigma is sqrt(1 - ab_t/ab_s) for
-    ``variance="large"``). Returns [steps + 1] float64: V at every visited timestep, then at the end (ab_{-1} = 1).
-    ``var`` only checks its argument here; it does not enter the propagation."""
+    """Exact ``Var[x]`` [steps + 1] (float64) along the generalized sampler driven by ``eps_theta(x, t) = a_t x``
+    from ``x_T ~ N(0, 1)``: at every visited timestep, then at the end. A step t -> s is ``x_s = m x_t + sigma z``
+    with ``g = (1 - sqrt(1 - ab_t) a_t) / sqrt(ab_t)`` (x0_pred = g x_t), ``m = sqrt(ab_s) g + sqrt(1 - ab_s -
+    sigma_eta^2) a_t`` and the sampler's noise ``sigma`` (``samplers.sigmas``), so ``V_s = m^2 V_t + sigma^2``
+    (``var`` is only checked: it does not enter the propagation)."""
     check_float("var", var, 0.0, low_open=True)
     schedule = check_type("schedule", schedule, Schedule)
     a = _check_a(a, schedule)
@@ -132,28 +127,23 @@ def linear_sampler_variances(a, var: float, schedule: Schedule, steps: int, eta:
 
 def linear_sampler_std_ratio(a, var: float, schedule: Schedule, steps: int, eta: float = 0.0,
                              spacing: str = "trailing", variance: str = "small") -> float:
-    """``std(x_final) / sqrt(var)`` for the sampler driven by ``eps_theta(x, t) = a_t x`` (exact; see
-    ``linear_sampler_variances``). Below 1: the sampler shrinks the distribution; above 1: it over-disperses."""
+    """``std(x_final) / sqrt(var)`` of ``linear_sampler_variances`` (below 1: the sampler shrinks the data)."""
     V = linear_sampler_variances(a, var, schedule, steps, eta=eta, spacing=spacing, variance=variance)
     return math.sqrt(float(V[-1]) / float(var))
 
 
 def optimum_ratio(var: float, K: int, lam: float, schedule: Schedule) -> torch.Tensor:
-    """``a_t / a*_t`` [T]: the SA loss's population optimum (``gaussian_sa_optimum(var, K, lam)``) over the
-    exact ``a*_t = sqrt(1 - ab_t) / (ab_t var + 1 - ab_t)`` (lam = 0). Below 1 the optimum predicts a smaller
-    noise than eps*, so its ``x0_pred = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)`` lies farther out: wider samples."""
+    """``a_t / a*_t`` [T]: the SA loss's population optimum over the exact ``a*`` (lam = 0). Below 1 it predicts a
+    smaller noise than eps*, so its ``x0_pred`` lies farther out: wider samples."""
     return gaussian_sa_optimum(var, K, lam, schedule) / gaussian_sa_optimum(var, 1, 0.0, schedule)
 
 
 @dataclass(frozen=True)
 class ScaledIdealLosses:
-    """The losses of the scaled ideal denoiser ``eps_c = c eps*`` as exact quadratics per batch of draws:
-    ``L_b(c) = A_b c^2 - 2 B_b c + C_b`` for the simple term (``simple``) and the SA term (``sa``), each [3, R]
-    holding (A, B, C) of R independent batches. ``K``, ``lam`` as in the loss.
-
-    ``total(c)`` = ``simple(c) + lam sa(c)`` averaged over batches; ``argmin(part)`` the minimiser ``B / A`` of
-    the batch-averaged quadratic and ``argmin_se(part)`` its standard error from the spread of the R per-batch
-    minimisers; ``difference(c1, c2)`` the mean and standard error of ``total(c1) - total(c2)`` over batches."""
+    """The losses of the scaled ideal denoiser ``eps_c = c eps*`` as exact quadratics ``L_b(c) = A_b c^2 - 2 B_b c
+    + C_b`` per batch: ``simple`` and ``sa`` [3, R] hold (A, B, C) of R batches. ``argmin(part)``: ``B / A`` of the
+    batch-averaged quadratic, ``argmin_se`` its standard error over the per-batch minimisers; ``difference(c1,
+    c2)``: mean and standard error of ``L(c1) - L(c2)`` over batches."""
 
     simple: torch.Tensor
     sa: torch.Tensor
@@ -189,12 +179,10 @@ class ScaledIdealLosses:
 
 def scaled_ideal_losses(mixture, schedule: Schedule, K: int = 2, lam: float = 1.0, *, n: int = 4096,
                         batches: int = 8, generator: torch.Generator | None = None) -> ScaledIdealLosses:
-    """Is eps* the minimiser of ``L_simple + lam L_sa``? Evaluate the real losses (``losses.sequence_aware_loss``)
-    of ``eps_c(x, t) = c eps*(x, t)`` on ``batches`` batches of ``n`` draws ``x0 ~ mixture``, with ``t`` and the
-    K independent noises drawn once per batch and shared by every c. Each loss is a quadratic in c, so its three
-    coefficients per batch follow exactly from c = 0, 1 and -1: ``A = (L(1) + L(-1)) / 2 - L(0)``,
-    ``B = (L(-1) - L(1)) / 4``, ``C = L(0)``. ``L_simple`` is minimised by c = 1 (eps* = E[eps | x_t]); with
-    independent eps_k, ``L_sa`` is not (see ``ScaledIdealLosses``)."""
+    """Is eps* the minimiser of ``L_simple + lam L_sa``? The real losses (``losses.sequence_aware_loss``) of
+    ``c eps*`` on ``batches`` batches of ``n`` draws ``x0 ~ mixture`` (``t`` and the K noises shared by every c):
+    each is quadratic in c, so ``A = (L(1) + L(-1)) / 2 - L(0)``, ``B = (L(-1) - L(1)) / 4``, ``C = L(0)``.
+    ``L_simple`` is minimised by c = 1 (eps* = E[eps | x_t]); with independent eps_k, ``L_sa`` is not."""
     check_type("mixture", mixture, GaussianMixture)
     schedule = check_type("schedule", schedule, Schedule)
     K = check_int("K", K, 1, schedule.T)

@@ -1,16 +1,7 @@
-"""The statistics of every comparison table: the Student-t interval of a mean, the interval of a paired
-difference, and the verdict rule. The experiment grid, the seed study and the few-step grid all call these.
-
-- ``mean_ci(values)``: ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` with the sample standard deviation ``s``
-  (Student's t quantile from ``scipy.special.stdtrit``), over the finite entries of ``values``;
-- ``paired(a, b)``: ``mean_ci`` of ``d_k = a_k - b_k`` over the pairs present in both (the keys of two dicts, e.g.
-  seeds, or the positions of two equally long sequences);
-- ``mean_band(values, n)``: where the mean of ``n`` new draws like ``values`` falls (a Student-t prediction
-  interval): a mean over ``n`` seeds is judged against it, not against the spread of single draws;
-- ``verdict(low, high)``: "better" / "worse" / "no clear difference" / "undetermined" from an interval on
-  ``target_distance(A) - target_distance(B)``;
-- ``distance_difference(metric, a, b)``: the paired interval of the distances to the metric's target
-  (``metrics.target_distance``, two-sided) with its verdict: the comparison every table makes.
+"""The statistics of every comparison table (the experiment grid, the seed study, the few-step grid): the
+Student-t interval of a mean (``mean_ci``), of a paired difference (``paired``), where a mean of new draws falls
+(``mean_band``), and the verdict rule on the difference of two results' distances to the metric's target
+(``verdict``, ``distance_difference``; ``compare`` also for a quantity without a target).
 """
 from __future__ import annotations
 
@@ -18,16 +9,15 @@ import math
 from typing import Mapping, Sequence
 
 from ._validate import check_float, check_int, check_real
-from .metrics import target_distance
+from .metrics import TARGETS, target_distance
 
 LEVEL = 0.95
 VERDICTS = ("better", "worse", "no clear difference", "undetermined")
 
 
 def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
-    """Mean and two-sided ``level`` t-interval of the finite entries of ``values``:
-
-    ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)``, ``s^2 = sum (v - mean)^2 / (n - 1)``.
+    """Mean and two-sided ``level`` t-interval ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` of the finite entries
+    of ``values`` (``s`` the sample standard deviation; Student's t quantile from ``scipy.special.stdtrit``).
     Returns ``n, mean, sd, sem, t, half_width, low, high`` (interval entries NaN when n < 2)."""
     level = check_float("level", level, 0.0, 1.0, low_open=True, high_open=True)
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
@@ -46,11 +36,9 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> dict:
 
 
 def mean_band(values: Sequence[float], n: int, level: float = LEVEL) -> dict:
-    """The ``level`` prediction interval of the mean of ``n`` new draws from the distribution of ``values`` (the
-    finite entries, ``m`` of them): ``mean +- t_{(1+level)/2, m-1} s sqrt(1/n + 1/m)``, ``s`` their sample
-    standard deviation (a normal approximation: a mean of draws is closer to normal than one draw). ``n = 1``
-    is the band of a single draw; a mean of ``n`` is about ``sqrt(n)`` narrower. Returns ``n, m, mean, sd,
-    half_width, low, high`` (interval entries NaN when m < 2)."""
+    """The ``level`` prediction interval of the mean of ``n`` new draws like the ``m`` finite ``values``:
+    ``mean +- t_{(1+level)/2, m-1} s sqrt(1/n + 1/m)``; a mean over ``n`` seeds is judged against it, not against
+    the spread of single draws (about ``sqrt(n)`` wider). Returns ``n, m, mean, sd, half_width, low, high``."""
     n = check_int("n", n, 1)
     ci = mean_ci(values, level)
     half = ci["t"] * ci["sd"] * math.sqrt(1 / n + 1 / ci["n"]) if ci["n"] >= 2 else math.nan
@@ -107,3 +95,8 @@ def raw_difference(a, b, level: float = LEVEL) -> dict:
     ci = paired(a, b, level)
     word = verdict(ci["low"], ci["high"])
     return {**ci, "verdict": {"better": "smaller", "worse": "larger"}.get(word, word)}
+
+
+def compare(metric: str, a, b, level: float = LEVEL) -> dict:
+    """``distance_difference`` for a quantity with a target (``metrics.TARGETS``), else ``raw_difference``."""
+    return distance_difference(metric, a, b, level) if metric in TARGETS else raw_difference(a, b, level)
