@@ -1,48 +1,21 @@
-"""Fixing few-step sampling from both sides: better solvers and exact reverse variances beside the SA loss,
-judged against the exact ground truth of a Gaussian mixture.
+"""Fixing few-step sampling from both sides, judged against the exact ground truth of a Gaussian mixture.
 
 A *cell* is (model, fix, spacing, steps, seed). ``model``: a learned network (the shipped simple-loss, SA and Input
-Perturbation networks: two training-side fixes beside the plain loss) or ``ideal``, the exact eps*
-(``IdealDenoiser``), whose errors are the sampler's alone. ``fix``: a solver of ``solvers.SOLVERS``;
-``analytic_dpm`` gets Gamma estimated from that model on fresh data draws (``solvers.analytic_gamma``),
-``exact_cov`` the mixture's exact posterior covariance (the ideal denoiser only, unless asked). ``<solver>+es``
-(``ES_FIXES``; ``ddim+es`` in ``FIXES``) is that deterministic solver with Epsilon Scaling (Ning et al., ICLR
-2024), a sampling-side fix: the model's output times a constant ``c`` fitted per (model, solver, spacing, steps)
-by ``drift.fit_eps_scale`` on starting points held apart from every evaluation seed (``ES_FIT_SEED``): the ``c`` of
-``ES_CANDIDATES`` whose samples end closest to the exact probability-flow endpoint of those points. Not the
-paper's published ``lambda_t = b + k t``: its constants were tuned by FID on images and say nothing about a 2-D
-ring. The fitted factors are in ``settings["eps_scales"]``. All cells of one seed start from the same ``x_T`` [n,
-D]; the stochastic fixes share the per-step noise of each (spacing, steps).
+Perturbation networks) or ``ideal``, the exact eps*, whose errors are the sampler's alone. ``fix``: a solver of
+``solvers.SOLVERS`` (``analytic_dpm`` with Gamma estimated from that model on fresh data draws, ``exact_cov`` the
+mixture's exact posterior covariance, the ideal denoiser only unless asked), or ``<solver>+es`` (``ES_FIXES``):
+that deterministic solver with Epsilon Scaling (Ning et al., ICLR 2024), a constant ``c`` of ``ES_CANDIDATES``
+fitted per (model, solver, spacing, steps) by ``drift.fit_eps_scale`` on starting points held apart from every
+evaluation seed (``ES_FIT_SEED``), kept in ``settings["eps_scales"]`` (not the paper's ``lambda_t = b + k t``,
+tuned by FID on images). All cells of one seed start from the same ``x_T``; the stochastic fixes share the per-step
+noise of each (spacing, steps).
 
-Metrics (``metrics``' two-sided rule: each is judged by its distance to its target, ``metrics.TARGETS``):
-
-Every sample set is scored by ``evaluate.Scorer`` against that seed's reference draw (so the rows hold every
-metric of ``evaluate.METRICS`` that applies); the tables show these (``REPORTED``):
-
-- ``mmd``: unbiased MMD^2 against n fresh data draws with the bandwidths of ``evaluate.mmd_bandwidths`` (fixed
-  per dataset, so every row and every data draw uses the same kernel); target 0;
-- ``loglik_gap``: ``metrics.loglik_gap``, mean log p(samples) - mean log p(reference) under the exact density;
-  target 0. Positive: too concentrated on the modes; negative: mass between them or too spread;
-- ``std_ratio``: ``metrics.std_ratio`` against the reference draw; target 1;
-- ``coverage_tv``: ``metrics.mode_coverage``'s total variation between the modes' shares and their weights;
-  target 0;
-- ``spread_radial_mad``, ``spread_tangential_mad`` (2-D rings): ``metrics.robust_mode_spread`` pooled over the
-  modes, the within-mode spread across and along the ring from the median absolute deviation of each mode's
-  core; target 1. The judged spread: a few samples between two modes do not widen it;
-- ``spread_radial``, ``spread_tangential`` (reported, not judged): ``metrics.within_mode_spread``, the same
-  ratios as responsibility-weighted standard deviations, which those few samples do widen;
-- ``off_mode_share`` (reported, not judged): the samples farther than 4 (Mahalanobis) from every mode;
-- ``tail_share`` (reported, not judged): the share of samples whose ``log p`` falls below the data's 1% quantile
-  of ``log p`` (0.01 for data): the points left between the modes, which dominate a negative ``loglik_gap``;
-- ``model_calls``: model evaluations of the run (Heun: ``2 steps - 1``).
-
-The data's own level: the same metrics for a fresh draw of n data points against the reference, repeated
-``data_draws`` times. A cell is *within the data's level* on a metric when its mean over its k seeds lies in the
-95% interval of a mean of k such data draws (``stats.mean_band``: a mean is compared with where a mean falls, not
-with the spread of single draws, which is about sqrt(k) wider); for ``mmd``, ``coverage_tv`` and the off-mode
-share, which data draws push only upwards, below that interval's upper end. The cell chosen as closest to the data
-on the grid's own seeds is flattered by the choice: ``rerun`` samples it again on fresh seeds, and the tables call
-it within only when it is within on those (``closest_markdown``).
+Every sample set is scored by ``evaluate.Scorer`` against that seed's reference draw; the tables show
+``REPORTED``, each judged two-sided by its distance to its target (``metrics.TARGETS``) where it has one
+(``JUDGED``). The data's own level: the same metrics for ``data_draws`` fresh data draws against the reference. A
+cell is *within the data's level* when its mean over its k seeds lies in the band of a mean of k data draws
+(``stats.mean_band``), for ``ONE_SIDED`` quantities below its upper end. The cell closest to the data on the
+grid's own seeds is flattered by the choice: ``rerun`` samples it on fresh seeds, and only that counts as within.
 """
 from __future__ import annotations
 
@@ -64,10 +37,11 @@ from ._validate import check_choice, check_int, check_type
 from .data import CHECKPOINT_DIR, GaussianMixture, ring8
 from .denoisers import IdealDenoiser
 from .drift import exact_flow, fit_eps_scale, reference_distance  # exact_flow: notebook 07 imports it from here
-from .evaluate import METRICS, TAIL, Scorer, applicable, mmd_bandwidths
+from .evaluate import METRICS, TAIL, Scorer, applicable, mmd_bandwidths  # TAIL: notebook 07 reads it here
 from .metrics import target_distance
 from .recipes import load_shipped
 from .samplers import make_noise
+from .seed_study import format_interval, format_value
 from .schedule import SPACINGS, Schedule
 from .solvers import SOLVERS, STOCHASTIC, model_calls, options_from_data, sample
 from .stats import distance_difference, mean_band, mean_ci
@@ -114,9 +88,8 @@ def es_key(model: str, fix: str, spacing: str, steps: int) -> str:
 def _fit_scales(all_models: Mapping[str, Callable], fixes, grids: Mapping[tuple, torch.Tensor],
                 mixture: GaussianMixture, schedule: Schedule, n_points: int, given: Mapping[str, float] | None,
                 say: Callable[[str], None]) -> dict[str, float]:
-    """``{es_key: c}`` for every ``+es`` fix, model and (spacing, steps): taken from ``given`` where it holds the
-    key, else fitted (``drift.fit_eps_scale``: the factor of ``ES_CANDIDATES`` whose runs end closest to the exact
-    flow's end) on ``n_points`` starting points drawn from ``ES_FIT_SEED``."""
+    """``{es_key: c}`` for every ``+es`` fix, model and (spacing, steps): from ``given``, else fitted to the exact
+    flow's end on ``n_points`` starting points drawn from ``ES_FIT_SEED``."""
     keys = [(name, fix, sp, n) for name in all_models for fix in fixes if fix.endswith(ES) for sp, n in grids]
     out = {es_key(*k): float(given[es_key(*k)]) for k in keys if given and es_key(*k) in given}
     todo = [k for k in keys if es_key(*k) not in out]
@@ -133,12 +106,10 @@ def _fit_scales(all_models: Mapping[str, Callable], fixes, grids: Mapping[tuple,
 # ---------------------------------------------------------------------- the grid
 @dataclass
 class FixGrid:
-    """Everything ``run_grid`` measured.
-
-    ``rows``: one dict per cell (``model, fix, spacing, steps, seed, model_calls`` and the metrics). ``data``:
-    the data's own draws (``data_level``). ``trajectories[(model, fix, spacing, steps)]``: the runs of the first
-    seed when kept (``x_T`` is theirs). ``settings``: the grid's arguments.
-    """
+    """Everything ``run_grid`` measured: ``rows`` (one dict per cell and seed: its key, ``model_calls`` and the
+    metrics), ``data`` (``data_level``'s draws), ``trajectories[(model, fix, spacing, steps)]`` (the first seed's
+    runs when kept, from ``x_T``) and ``settings`` (the grid's arguments). A stored grid (``load_grid``) holds
+    ``finals`` and ``flow`` instead of runs."""
 
     rows: list
     data: list
@@ -155,7 +126,7 @@ class FixGrid:
 
     @classmethod
     def from_rows(cls, rows: list, data: list, settings: dict | None = None) -> "FixGrid":
-        """The tables of a grid saved as JSON rows (``rows``, ``data``): no samples, no reference."""
+        """The tables of a grid saved as JSON rows: no samples, no reference."""
         return cls(rows=list(rows), data=list(data), settings=dict(settings or {}))
 
     @property
@@ -174,8 +145,7 @@ class FixGrid:
     def flow_distance(self, mixture: GaussianMixture, fixes: Sequence[str] = FLOW_FIXES,
                       spacing: str = "trailing") -> dict[tuple, torch.Tensor]:
         """``{(model, fix, steps): d}``: ``drift.reference_distance`` of each kept run of ``fixes`` at ``spacing``
-        from the exact probability-flow path of ``x_T`` (``exact_flow`` at the runs' timesteps), at every state;
-        computed once and kept in ``flow``, the path's end in ``flow_end`` (a stored grid brings both along)."""
+        from the exact flow of ``x_T`` at the runs' timesteps; kept in ``flow``, the flow's end in ``flow_end``."""
         keys = [(m, f, n) for (m, f, sp, n) in self.trajectories if f in fixes and sp == spacing]
         missing = [k for k in keys if (*k, spacing) not in self.flow]
         if missing:
@@ -193,11 +163,8 @@ class FixGrid:
 
     def cells(self, steps: int | None = None) -> list[tuple]:
         """The distinct ``(model, fix, spacing)`` of the grid (at ``steps`` when given), in run order."""
-        seen = {}
-        for r in self.rows:
-            if steps is None or r["steps"] == steps:
-                seen.setdefault((r["model"], r["fix"], r["spacing"]), None)
-        return list(seen)
+        return list(dict.fromkeys((r["model"], r["fix"], r["spacing"]) for r in self.rows
+                                  if steps is None or r["steps"] == steps))
 
     def values(self, metric: str, model: str, fix: str, spacing: str, steps: int) -> dict[int, float]:
         """``{seed: value}`` of one metric in one cell."""
@@ -205,26 +172,23 @@ class FixGrid:
                 if (r["model"], r["fix"], r["spacing"], r["steps"]) == (model, fix, spacing, steps)}
 
     def level(self, metric: str, n: int = 1, level: float = 0.95) -> dict:
-        """The data's own band of a metric for a mean over ``n`` seeds: where the mean of ``n`` fresh data draws
-        falls (``stats.mean_band`` of the draws; ``low = -inf`` for the one-sided ``ONE_SIDED``), with ``mean``
-        (the draws' mean) and ``n``."""
+        """The data's own band for a mean over ``n`` seeds (``stats.mean_band`` of the draws; ``low = -inf`` for
+        ``ONE_SIDED``), with the draws' ``mean`` and ``n``."""
         band = mean_band([d[metric] for d in self.data], n, level)
         low = -math.inf if metric in ONE_SIDED else band["low"]
         return {"low": low, "high": band["high"], "mean": band["mean"], "n": n}
 
     @property
     def n_seeds(self) -> int:
-        """How many seeds the grid ran (its cells' means are over this many)."""
         return len({r["seed"] for r in self.rows})
 
     @property
     def metrics(self) -> list[str]:
-        """The ``REPORTED`` metrics the rows hold (the spreads only for a ring)."""
+        """The ``REPORTED`` metrics the rows hold (the spreads only for a ring); ``judged``: those of ``JUDGED``."""
         return [m for m in REPORTED if self.rows and m in self.rows[0]]
 
     @property
     def judged(self) -> list[str]:
-        """The metrics with a target (``metrics.TARGETS``) that the rows hold."""
         return [m for m in JUDGED if m in self.metrics]
 
     def cell(self, model: str, fix: str, spacing: str, steps: int) -> dict[str, dict]:
@@ -236,15 +200,11 @@ class FixGrid:
         return rows
 
     def summary(self, level: float = 0.95) -> list[dict]:
-        """Per cell, step count and metric: ``n, mean, low, high`` (Student-t interval over seeds, ``mean_ci``)
-        and ``within``: the mean over the ``n`` seeds lies in the band of a mean of ``n`` data draws
-        (``level(metric, n)``; never within when no seed gave a value)."""
+        """Per cell, step count and metric: ``n, mean, low, high`` (``mean_ci`` over seeds), ``within`` (the mean
+        lies in ``level(metric, n)``; never when no seed gave a value), ``distance`` and ``model_calls``."""
         key = (level, len(self.rows))
-        if self._summary is None or self._summary[0] != key:
-            self._summary = (key, self._summarize(level))
-        return self._summary[1]
-
-    def _summarize(self, level: float) -> list[dict]:
+        if self._summary is not None and self._summary[0] == key:
+            return self._summary[1]
         out = []
         for steps in self.steps:
             for model, fix, spacing in self.cells(steps):
@@ -257,12 +217,12 @@ class FixGrid:
                                 "within": ci["n"] > 0 and band["low"] <= ci["mean"] <= band["high"],
                                 "distance": target_distance(metric, ci["mean"]) if metric in JUDGED else math.nan,
                                 "model_calls": model_calls(base_solver(fix), steps)})
+        self._summary = (key, out)
         return out
 
     def closest(self, steps: int, metric: str, models: Sequence[str] | None = None) -> dict:
-        """The summary row at ``steps`` whose mean is closest to the metric's target (``metrics.target_distance``),
-        among ``models`` (default: all). A cell whose metric is undefined (NaN: the MAD spreads when every sample
-        is off the modes) is never the closest unless every cell's is."""
+        """The summary row at ``steps`` whose mean is closest to the metric's target, among ``models`` (default:
+        all); an undefined (NaN) mean only when every cell's is."""
         check_choice("metric", metric, self.judged)
         rows = [r for r in self.summary() if r["steps"] == steps and r["metric"] == metric
                 and (models is None or r["model"] in models)]
@@ -271,20 +231,10 @@ class FixGrid:
         return min(rows, key=lambda r: (math.isnan(r["distance"]), r["distance"]))
 
     def paired(self, metric: str, a: tuple, b: tuple, steps: int, level: float = 0.95) -> dict:
-        """``a`` minus ``b`` (each ``(model, fix, spacing)``) in the distance to the metric's target
-        (``metrics.target_distance``), paired by seed: ``stats.distance_difference`` (negative: ``a`` is
-        closer)."""
+        """``a`` minus ``b`` (each ``(model, fix, spacing)``) in the distance to the target, paired by seed
+        (``stats.distance_difference``; negative: ``a`` is closer)."""
         check_choice("metric", metric, self.judged)
         return distance_difference(metric, self.values(metric, *a, steps), self.values(metric, *b, steps), level)
-
-
-def _check_fixes(fixes) -> tuple[str, ...]:
-    fixes = tuple(fixes)
-    if not fixes:
-        raise ValueError("fixes must name at least one solver")
-    for f in fixes:
-        check_choice("fixes", f, (*SOLVERS, *ES_FIXES))
-    return fixes
 
 
 def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule: Schedule, *,
@@ -295,23 +245,21 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
              log: Callable[[str], None] | None = None) -> FixGrid:
     """Sample every (model, fix, spacing, steps) for every seed and score it (see the module docstring).
 
-    ``models``: name -> learned model (``ideal`` adds ``IdealDenoiser(mixture, schedule)``). ``exact_cov`` runs
-    only for the models named in ``exact_cov_models``. Randomness, from each seed: ``x_T``, the reference draw
-    and then the noise of each (spacing, steps) in order; Gamma's data and noise from a generator of the same
-    seed, restarted for every model (so the models' Gamma share their draws). ``keep_trajectories`` keeps the
-    first seed's runs (every step recorded). The ``+es`` fixes use the factor of ``eps_scales`` (``{es_key:
-    c}``, e.g. another grid's ``settings["eps_scales"]``) where it has one, else fit it (``drift.fit_eps_scale``, on
-    ``n_points`` starting points from ``ES_FIT_SEED``, which must then not be among ``seeds``)."""
+    ``models``: name -> learned model (``ideal`` adds the ideal denoiser); ``exact_cov`` runs only for
+    ``exact_cov_models``. Randomness, from each seed: ``x_T``, the reference draw, then the noise of each
+    (spacing, steps); Gamma's draws from a generator of the same seed, restarted for every model.
+    ``keep_trajectories`` keeps the first seed's runs. ``eps_scales`` (``{es_key: c}``): given Epsilon Scaling
+    factors, the others fitted (``ES_FIT_SEED`` must then not be among ``seeds``)."""
     check_type("mixture", mixture, GaussianMixture)
     check_type("schedule", schedule, Schedule)
     if not isinstance(models, Mapping):
         raise TypeError(f"models must be a dict of name -> model, got {type(models).__name__}")
     steps = tuple(sorted({check_int("steps", s, 1, schedule.T) for s in steps}))
-    fixes = _check_fixes(fixes)
+    fixes = tuple(check_choice("fixes", f, (*SOLVERS, *ES_FIXES)) for f in fixes)
     spacings = tuple(check_choice("spacings", s, SPACINGS) for s in spacings)
     seeds = tuple(check_int("seeds", s) for s in seeds)
-    if not steps or not spacings or not seeds:
-        raise ValueError("steps, spacings and seeds must each hold at least one value")
+    if not steps or not fixes or not spacings or not seeds:
+        raise ValueError("steps, fixes, spacings and seeds must each hold at least one value")
     if ES_FIT_SEED in seeds and any(f.endswith(ES) for f in fixes):
         raise ValueError(f"seeds must not hold {ES_FIT_SEED} (ES_FIT_SEED): the Epsilon Scaling fixes are fitted on "
                          f"its starting points, which no evaluation may use")
@@ -370,12 +318,9 @@ def closest_cells(grid: FixGrid, metrics: Sequence[str] | None = None,
                   models: Sequence[str] | None = None) -> list[tuple]:
     """The distinct ``(model, fix, spacing, steps)`` that ``FixGrid.closest`` picks (among ``models``) at each
     step count for each judged metric (default: all the grid holds), in the order first picked."""
-    seen = {}
-    for steps in grid.steps:
-        for m in (grid.judged if metrics is None else metrics):
-            best = grid.closest(steps, m, models=models)
-            seen.setdefault((best["model"], best["fix"], best["spacing"], steps), None)
-    return list(seen)
+    metrics = grid.judged if metrics is None else metrics
+    best = [grid.closest(steps, m, models=models) for steps in grid.steps for m in metrics]
+    return list(dict.fromkeys((b["model"], b["fix"], b["spacing"], b["steps"]) for b in best))
 
 
 def fresh_seeds(grid: FixGrid, count: int = 3) -> tuple[int, ...]:
@@ -393,11 +338,9 @@ def rerun(grid: FixGrid, models: Mapping[str, Callable], mixture: GaussianMixtur
           cells: Sequence[tuple], *, seeds: Sequence[int] | None = None, scorer: Scorer | None = None,
           log: Callable[[str], None] | None = None) -> FixGrid:
     """``cells`` (``(model, fix, spacing, steps)``, e.g. ``closest_cells(grid)``) sampled again on ``seeds``
-    (default ``fresh_seeds(grid)``), which must be seeds the grid did not use: new ``x_T``, noise, reference and
-    Gamma draws, with the grid's ``n_points``, ``n_gamma`` and Epsilon Scaling factors. The result holds those
-    rows and the grid's data draws, so its ``summary`` judges each cell's fresh mean by the same data level: a
-    cell picked as the closest on the grid's seeds is within the data's level only if it is within here.
-    ``models``: the learned networks by the grid's names; ``scorer``: a template (e.g. one metric, for speed)."""
+    (default ``fresh_seeds(grid)``) the grid did not use, with its ``n_points``, ``n_gamma`` and Epsilon Scaling
+    factors. The result holds those rows and the grid's data draws, so its ``summary`` judges each fresh mean by
+    the same data level. ``models``: the learned networks by the grid's names; ``scorer``: a template."""
     seeds = fresh_seeds(grid) if seeds is None else tuple(check_int("seeds", s) for s in seeds)
     used = sorted({r["seed"] for r in grid.rows} & set(seeds))
     if used:
@@ -417,8 +360,8 @@ def rerun(grid: FixGrid, models: Mapping[str, Callable], mixture: GaussianMixtur
 
 def confirmed(grid: FixGrid, fresh: FixGrid | None, steps: int, metric: str,
               models: Sequence[str] | None = None) -> dict | None:
-    """The summary row on ``fresh``'s seeds (``rerun``) of the cell ``grid.closest(steps, metric, models)``
-    picked, or None when ``fresh`` did not re-run it."""
+    """The summary row on ``fresh``'s seeds of the cell ``grid.closest(steps, metric, models)`` picked (None when
+    ``fresh`` did not re-run it)."""
     best = grid.closest(steps, metric, models=models)
     key = (best["model"], best["fix"], best["spacing"], steps)
     if fresh is None or key[:3] not in fresh.cells(steps):
@@ -445,11 +388,10 @@ def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
 
 def grid_call(models: Mapping[str, torch.nn.Module], mixture: GaussianMixture, schedule: Schedule,
               **kwargs) -> dict:
-    """What a grid is computed from, as JSON: each learned network's and the mixture's ``_digest``, the
-    schedule's config, the scorer's metrics and MMD bandwidths (to 9 digits), and ``run_grid``'s other arguments.
-    Two calls with equal ``grid_call`` give the same grid, to float rounding. What is computed (a named schedule's
-    betas, the bandwidths) is described by its definition or rounded: its last bits differ between CPU kernels
-    (``ATEN_CPU_CAPABILITY``), and the stored grid holds on every one of them."""
+    """What a grid is computed from, as JSON: the networks' and the mixture's ``_digest``, the schedule's config,
+    the scorer's metrics and MMD bandwidths and ``run_grid``'s other arguments: equal calls give the same grid.
+    Computed values (a named schedule's betas, the bandwidths) enter by definition or rounded to 9 digits, since
+    their last bits differ between CPU kernels (``ATEN_CPU_CAPABILITY``)."""
     mix = {"weights": mixture.weights, "means": mixture.means, "covariances": mixture.covariances}
     named = schedule.config()
     return json.loads(json.dumps({
@@ -460,9 +402,8 @@ def grid_call(models: Mapping[str, torch.nn.Module], mixture: GaussianMixture, s
 
 
 def save_grid(grid: FixGrid, stem, call: dict, mixture: GaussianMixture) -> tuple[Path, Path]:
-    """Write a grid run with ``keep_trajectories``: ``<stem>.json`` (``call``, from ``grid_call``; settings,
-    rows, data draws) and ``<stem>.safetensors`` (``x_T``, every kept cell's final samples, the flow distances
-    of ``FixGrid.flow_distance`` and the flow's end)."""
+    """Write a grid run with ``keep_trajectories``: ``<stem>.json`` (``call`` from ``grid_call``, settings, rows,
+    data draws) and ``<stem>.safetensors`` (``x_T``, each kept cell's final samples, the flow distances and end)."""
     if not grid.trajectories:
         raise ValueError("grid must hold its runs (run_grid(..., keep_trajectories=True)) to be saved")
     flow = grid.flow_distance(mixture)
@@ -478,8 +419,7 @@ def save_grid(grid: FixGrid, stem, call: dict, mixture: GaussianMixture) -> tupl
 
 
 def load_grid(stem) -> FixGrid:
-    """A grid written by ``save_grid``: its tables, ``x_T``, ``finals``, ``flow`` and ``flow_end`` (no runs, no
-    scorer)."""
+    """A grid written by ``save_grid``: tables, ``x_T``, ``finals``, ``flow`` and ``flow_end`` (no runs, no scorer)."""
     meta = json.loads(Path(f"{stem}.json").read_text(encoding="utf-8"))
     tensors = safetensors_load(Path(f"{stem}.safetensors").read_bytes())
     grid = FixGrid.from_rows(meta["rows"], meta["data"], meta["settings"])
@@ -495,11 +435,9 @@ def load_grid(stem) -> FixGrid:
 
 def lesson_grid(models: Mapping[str, torch.nn.Module], mixture: GaussianMixture, schedule: Schedule, *,
                 stem=LESSON_GRID, **kwargs) -> FixGrid:
-    """``run_grid(models, mixture, schedule, **kwargs)``, or the grid stored at ``stem`` when it was computed
-    from the same ``grid_call`` (the same networks, data, schedule and arguments, so the same numbers): notebook
-    07's one-seed fast path is the same for every student, and ``scripts/make_lesson_grid.py`` computes it once.
-    A stored grid holds no runs: each cell's final samples (``FixGrid.final``), the flow distances
-    (``FixGrid.flow_distance``) and the flow's end (``FixGrid.flow_end``) instead."""
+    """``run_grid(models, mixture, schedule, **kwargs)``, or the grid stored at ``stem`` when it was computed from
+    the same ``grid_call`` (so the same numbers): notebook 07's fast path, which ``scripts/make_lesson_grid.py``
+    computes once."""
     path = Path(f"{stem}.json")
     if path.is_file() and json.loads(path.read_text(encoding="utf-8"))["call"] == grid_call(
             models, mixture, schedule, **kwargs):
@@ -564,29 +502,26 @@ def run_study(out, *, steps: Sequence[int] = STEPS, fixes: Sequence[str] = FIXES
 
 
 # ---------------------------------------------------------------------- tables
-def _fmt(v: float) -> str:
-    if not isinstance(v, (int, float)) or not math.isfinite(v):
-        return "n/a"
-    if v == 0:
-        return "0"
-    return f"{v:.1e}" if abs(v) < 1e-3 else f"{v:.3g}"
+def _bold(row: dict) -> str:
+    """``mean [low, high]`` of a summary row, in bold when it is within the data's band."""
+    return f"**{format_interval(row)}**" if row["within"] else format_interval(row)
 
 
-def _cell(row: dict) -> str:
-    text = f"{_fmt(row['mean'])} [{_fmt(row['low'])}, {_fmt(row['high'])}]"
-    return f"**{text}**" if row["within"] else text
+def _band(lv: dict) -> str:
+    high = format_value(lv["high"])
+    return f"< {high}" if lv["low"] == -math.inf else f"[{format_value(lv['low'])}, {high}]"
 
 
 def grid_markdown(grid: FixGrid, steps: int, metrics: Sequence[str] | None = None) -> str:
     """One step count as a Markdown table: per (model, fix, spacing) the model calls and each metric's mean over
-    seeds with its 95% interval (default: every metric the grid holds), in bold when the mean lies within the
-    data's own band; the band last."""
+    seeds with its 95% interval (default: every metric the grid holds), bold when within the data's band; the
+    band last."""
     metrics = grid.metrics if metrics is None else list(metrics)
     summ = {(r["model"], r["fix"], r["spacing"], r["metric"]): r for r in grid.summary() if r["steps"] == steps}
     head = "| model | fix | spacing | model calls | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " |"
     lines = [head, "|" + "---|" * (4 + len(metrics))]
     for model, fix, spacing in grid.cells(steps):
-        cells = [_cell(summ[(model, fix, spacing, m)]) for m in metrics]
+        cells = [_bold(summ[(model, fix, spacing, m)]) for m in metrics]
         lines.append(f"| {model} | {fix} | {spacing} | {model_calls(base_solver(fix), steps)} | "
                      + " | ".join(cells) + " |")
     k = grid.n_seeds
@@ -595,17 +530,12 @@ def grid_markdown(grid: FixGrid, steps: int, metrics: Sequence[str] | None = Non
     return "\n".join(lines) + "\n"
 
 
-def _band(lv: dict) -> str:
-    return f"< {_fmt(lv['high'])}" if lv["low"] == -math.inf else f"[{_fmt(lv['low'])}, {_fmt(lv['high'])}]"
-
-
 def closest_markdown(grid: FixGrid, baseline: tuple, metrics: Sequence[str] | None = None,
                      models: Sequence[str] | None = None, fresh: FixGrid | None = None) -> str:
     """Per step count and judged metric (default: all the grid holds), the cell closest to its target (among
-    ``models``, default all), its mean [95% CI] and the data's band for that mean, whether it is within on the
-    seeds that picked it, its mean on ``fresh`` seeds (``rerun``) and whether it is within there, the only
-    "within" the docs may quote, and how much closer to the target it is than ``baseline`` ((model, fix,
-    spacing), paired by seed)."""
+    ``models``), its mean [95% CI], the data's band for that mean, whether it is within on the seeds that picked
+    it and on ``fresh`` seeds (``rerun``; the only "within" the docs may quote), and its distance to the target
+    minus ``baseline``'s ((model, fix, spacing), paired by seed)."""
     metrics = grid.judged if metrics is None else list(metrics)
     lines = ["| steps | metric | closest (model, fix, spacing) | mean [95% CI] | data's band | within (picking "
              "seeds) | fresh seeds: mean [95% CI], within | distance minus the baseline's [95% CI] |",
@@ -615,10 +545,8 @@ def closest_markdown(grid: FixGrid, baseline: tuple, metrics: Sequence[str] | No
             best = grid.closest(steps, m, models=models)
             d = grid.paired(m, (best["model"], best["fix"], best["spacing"]), baseline, steps)
             again = confirmed(grid, fresh, steps, m, models)
-            check = "not re-run" if again is None else (f"{_fmt(again['mean'])} [{_fmt(again['low'])}, "
-                                                        f"{_fmt(again['high'])}], {'yes' if again['within'] else 'no'}")
+            check = "not re-run" if again is None else f"{format_interval(again)}, {'yes' if again['within'] else 'no'}"
             lines.append(f"| {steps} | {METRIC_TITLES[m]} | {best['model']}, {best['fix']}, {best['spacing']} | "
-                         f"{_fmt(best['mean'])} [{_fmt(best['low'])}, {_fmt(best['high'])}] | "
-                         f"{_band(grid.level(m, max(best['n'], 1)))} | {'yes' if best['within'] else 'no'} | "
-                         f"{check} | {_fmt(d['mean'])} [{_fmt(d['low'])}, {_fmt(d['high'])}] |")
+                         f"{format_interval(best)} | {_band(grid.level(m, max(best['n'], 1)))} | "
+                         f"{'yes' if best['within'] else 'no'} | {check} | {format_interval(d)} |")
     return "\n".join(lines) + "\n"

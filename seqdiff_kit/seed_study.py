@@ -1,36 +1,18 @@
-"""The lessons' multi-seed study on ring8: the simple loss, the SA loss, Input Perturbation and the ideal
-denoiser over several training seeds, with intervals, stored as JSON next to the shipped checkpoints.
+"""The lessons' multi-seed study on ring8 (the simple loss, SA, Input Perturbation and the ideal denoiser over
+training seeds), the digits comparison over training seeds, and the interval format of every comparison table.
 
-One seed ``s``: train an MLP with each loss of ``STUDY_MODELS`` (``recipes.train`` of ``study_recipe``: the
-shipped ``RING8`` recipe, all its updates, weights and data drawn from ``s``; seed 0 is the shipped networks'
-recipe), then from ``x_T``, reference and second data draws of ``Generator(s)``:
+One seed ``s`` (``measure_seed``): an MLP trained with each loss of ``STUDY_MODELS`` (``study_recipe``: the shipped
+``RING8`` recipe with seed ``s``; seed 0 is the shipped networks' recipe), then from ``x_T``, reference and second
+data draws of ``Generator(s)``, per model and DDIM step count: every metric of ``evaluate.METRICS`` that applies
+(``SAMPLE_METRICS``), against the ideal path from the same ``x_T`` (``drift.step_drift``: ``drift_final``, the
+estimation error, and ``local_sum``, the summed local errors), against the exact probability-flow endpoint
+(``total_final``, the total error); per model the paper's estimation gap from ``t = 100`` (``gap_from_100``); and a
+second data draw scored like a model (``data``). ``SeedStudy`` reads the stored JSON: means with t-intervals over
+seeds and paired differences (``stats.compare``: by the distance to the target where there is one).
 
-- per model (and the ideal denoiser) and DDIM step count, the sample metrics of ``evaluate.Scorer`` against the
-  reference draws (``SAMPLE_METRICS``: every metric of ``evaluate.METRICS`` that applies to ring8: MMD^2, the
-  sliced Wasserstein distance, the mean log-likelihood and the signed ``loglik_gap``, the std ratio, the mode
-  coverage's total variation distance, the within-mode radial and tangential spread by std and by MAD (the
-  robust one, which the tables judge when the stored study holds it), the off-mode share, the mean radial
-  offset and the share of samples in the data's 1% tail of ``log p``);
-- per learned model and step count, against the ideal path from the same ``x_T`` (``drift.step_drift``): the
-  final mean distance ``drift_final`` (the estimation error) and the sum of the per-step local errors
-  ``local_sum``;
-- per model (the ideal denoiser too) and step count, against the exact probability-flow endpoint from the same
-  ``x_T`` (``drift.exact_flow``): the mean final distance ``total_final`` (the total error; the ideal
-  denoiser's is the sampler's discretisation error);
-- per model, the paper's estimation gap from ``t = 100`` (``drift.estimation_gap``, same ``x0``, ``eps`` and
-  noise for every model): ``gap_from_100``, the mean final ``|e|``;
-- a second data draw scored like a model (``data``): the data's own noise level.
-
-``SeedStudy`` reads the stored JSON and gives per-cell means with t-intervals over seeds and paired differences
-between two models (``"SA"`` or ``"IP"`` against ``"simple"``), judged by ``stats.distance_difference`` where
-the quantity has a target; within-mode spread is judged by its robust (MAD) measure.
-``scripts/measure_seed_study.py`` runs it; the notebooks and the README load the stored file (the fast path).
-
-The digits comparison over training seeds (simple vs SA, K = 2, lam = 1, the ``recipes.DIGITS`` recipe):
-``measure_digit_seeds`` scores every network with the one digits evaluation (``evaluate.steps_table``: FD
-against real half A and the confident share, DDIM at 5-100 steps from one seeded ``x_T``), and ``DigitSeeds``
-reads the stored ``data/checkpoints/digits_seeds.json`` (``scripts/train_digits.py seeds`` writes it): per-seed
-values, t-intervals over seeds and SA - simple paired by training seed.
+The digits (simple vs SA, ``recipes.DIGITS``): ``measure_digit_seeds`` scores every network with
+``evaluate.steps_table`` (FD against real half A and the confident share), ``DigitSeeds`` reads the stored
+``data/checkpoints/digits_seeds.json`` with SA - simple paired by training seed.
 """
 from __future__ import annotations
 
@@ -38,8 +20,9 @@ import json
 import multiprocessing as mp
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
@@ -58,7 +41,7 @@ from .metrics import TARGETS
 from .recipes import IP, RING8, SA, Recipe, train
 from .solvers import sample
 from .schedule import Schedule
-from .stats import LEVEL, distance_difference, mean_ci, paired, raw_difference
+from .stats import LEVEL, compare, mean_ci, paired
 
 STUDY_PATH = CHECKPOINT_DIR / "ring8_seeds.json"
 STUDY_STEPS = (5, 10, 20, 50, 100)
@@ -76,11 +59,8 @@ GAP_START = 100
 def measure_seed(models: dict, mixture: GaussianMixture, schedule: Schedule, seed: int,
                  steps: Sequence[int] = STUDY_STEPS, n_points: int = 1000) -> dict:
     """Everything one seed contributes: ``{name: {"steps": {S: metrics}, "gap_from_100": float}}`` for each
-    model in ``models`` and the ideal denoiser, and ``{"data": metrics}`` for a second data draw. ``total_final``
-    is measured against one ``exact_flow`` endpoint per seed.
-
-    Randomness from ``Generator(seed)``, in order: ``x_T`` [n_points, 2], the reference draws, the second data
-    draw, the estimation gap's ``x0``; the gap's ``eps`` and noise from ``Generator(seed)`` afresh per model."""
+    model and the ideal denoiser, and ``{"data": metrics}``. Randomness from ``Generator(seed)``, in order:
+    ``x_T``, the reference, the second data draw, the gap's ``x0``; the gap's noise afresh per model."""
     gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn(n_points, 2, generator=gen)
     ref = mixture.sample(n_points, generator=gen)
@@ -110,16 +90,15 @@ def measure_seed(models: dict, mixture: GaussianMixture, schedule: Schedule, see
 
 
 def study_recipe(loss: Loss, seed: int, train_steps: int | None = None) -> Recipe:
-    """The shipped ring8 recipe (``recipes.RING8``) with ``loss`` and ``seed``: with ``seed = 0`` and the
-    shipped losses it is the recipe of ``recipes.SHIPPED``'s ring8 networks (only the name differs).
-    ``train_steps`` (default: the recipe's) shortens it for quick checks; the cosine decay spans the updates."""
+    """``recipes.RING8`` with ``loss`` and ``seed`` (seed 0: the shipped ring8 networks' recipe but for the name);
+    ``train_steps`` shortens it for quick checks."""
     recipe = RING8.replace(name="ring8_seed_study", loss=loss, seed=seed)
     return recipe if train_steps is None else recipe.replace(steps=train_steps)
 
 
 def study_seed(seed: int, train_steps: int | None, n_points: int, steps: Sequence[int], threads: int) -> dict:
-    """One seed of ``run_study``: train every model of ``STUDY_MODELS`` and ``measure_seed`` them. Returns
-    ``{"results": ..., "train_cpu": {name: s}, "cpu": s}`` (process CPU seconds of this seed's work)."""
+    """One seed of ``run_study``: train every model of ``STUDY_MODELS`` and ``measure_seed`` them, with the
+    process CPU seconds (``train_cpu`` per network, ``cpu`` in all)."""
     set_threads(threads)  # a pool worker starts with torch's default
     cpu0 = time.process_time()
     base = study_recipe(Loss(), seed, train_steps)
@@ -135,10 +114,8 @@ def study_seed(seed: int, train_steps: int | None, n_points: int, steps: Sequenc
 def run_study(seeds: Sequence[int] = (0, 1, 2, 3, 4), train_steps: int | None = None, *, n_points: int = 1000,
               steps: Sequence[int] = STUDY_STEPS, threads: int = 1, jobs: int = 1,
               log: Callable | None = None) -> dict:
-    """Train and measure every seed (``study_seed``), ``jobs`` seeds at a time in spawned processes (every seed
-    draws from its own generators, so ``jobs`` does not change the results); returns the JSON-able study
-    (settings, per-seed results, the wall time, the process CPU seconds of the seeds' work and of each
-    network's training, the load average at the start)."""
+    """Train and measure every seed (``study_seed``), ``jobs`` seeds at a time in spawned processes (which does
+    not change the results); returns the JSON-able study with its costs and the load average at the start."""
     seeds = [check_int("seeds[i]", s, 0) for s in seeds]
     if len(set(seeds)) < 3:
         raise ValueError(f"seeds must hold at least 3 distinct seeds for an interval, got {seeds}")
@@ -147,19 +124,13 @@ def run_study(seeds: Sequence[int] = (0, 1, 2, 3, 4), train_steps: int | None = 
     say = log or (lambda msg: None)
     base = study_recipe(Loss(), seeds[0], train_steps)
     t0, load = time.perf_counter(), os.getloadavg()[0]
-    args = (train_steps, n_points, list(steps), threads)
+    work = partial(study_seed, train_steps=train_steps, n_points=n_points, steps=list(steps), threads=threads)
     done: dict = {}
-    if jobs == 1:
-        for seed in seeds:
-            done[seed] = study_seed(seed, *args)
-            say(f"seed {seed} done after {time.perf_counter() - t0:.0f} s (training CPU s: {done[seed]['train_cpu']})")
-    else:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(study_seed, seed, *args): seed for seed in seeds}
-            for f in as_completed(futures):
-                done[futures[f]] = f.result()
-                say(f"seed {futures[f]} done after {time.perf_counter() - t0:.0f} s "
-                    f"(training CPU s: {done[futures[f]]['train_cpu']})")
+    # the pool starts no process until it is given work, and jobs = 1 runs the seeds here
+    with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=mp.get_context("spawn")) as pool:
+        for seed, result in zip(seeds, pool.map(work, seeds) if jobs > 1 else map(work, seeds)):
+            done[seed] = result
+            say(f"seed {seed} done after {time.perf_counter() - t0:.0f} s (training CPU s: {result['train_cpu']})")
     recipe = {k: v for k, v in base.config().items() if k not in ("loss", "seed")}  # per model and per seed
     return {"dataset": "ring8", "schedule": base.make_schedule().config(),
             "sampler": "DDIM (eta = 0), trailing spacing",
@@ -319,15 +290,12 @@ class SeedStudy(StoredStudy):
 
     def paired(self, metric: str, steps: int | None = None, a: str = "SA", b: str = "simple",
                level: float = LEVEL) -> dict:
-        """``a`` against ``b``, paired by seed. ``diff``: the t-interval of ``m_a - m_b``. For a quantity with a
-        target (``metrics.TARGETS``) also ``distance``: the interval of ``|m_a - target| - |m_b - target|``,
-        and ``verdict`` (``stats.verdict``: "better" means ``a`` is closer to the target); otherwise the
-        verdict says whether ``a`` is ``"larger"`` or ``"smaller"``."""
+        """``a`` against ``b``, paired by seed: ``diff``, the t-interval of ``m_a - m_b``, and ``stats.compare``'s
+        verdict; for a quantity with a target also ``distance``, the interval of the distances' difference."""
         va, vb = self.values(a, metric, steps), self.values(b, metric, steps)
+        d = compare(metric, va, vb, level)
         if metric in TARGETS:
-            d = distance_difference(metric, va, vb, level)
             return {"diff": paired(va, vb, level), "distance": d, "verdict": d["verdict"]}
-        d = raw_difference(va, vb, level)
         return {"diff": d, "verdict": d["verdict"]}
 
 
@@ -337,17 +305,20 @@ METRIC_TITLES = {**{m: METRICS[m].title for m in SAMPLE_METRICS}, "drift_final":
                  "gap_from_100": "estimation gap from t = 100"}
 
 
+def format_value(v) -> str:
+    """A number of a comparison table: three significant digits (``n/a`` where there is none)."""
+    return format_number(v, "{:.3g}", "n/a")
+
+
 def format_interval(ci: dict) -> str:
-    """``mean [low, high]``, three significant digits each (``n/a`` where there is no interval)."""
-    return " ".join([format_number(ci["mean"], "{:.3g}", "n/a"),
-                     f"[{format_number(ci['low'], '{:.3g}', 'n/a')}, {format_number(ci['high'], '{:.3g}', 'n/a')}]"])
+    """``mean [low, high]`` of an interval (``stats.mean_ci``), the one cell format of every comparison table."""
+    return f"{format_value(ci['mean'])} [{format_value(ci['low'])}, {format_value(ci['high'])}]"
 
 
 def summary_markdown(study: SeedStudy, metrics: Sequence[str] | None = None,
                      models: Sequence[str] | None = None) -> str:
-    """A Markdown table: one row per (steps, model) plus the data row, each cell the mean [95% interval] over
-    seeds. Default ``metrics``: MMD^2, std ratio, the spreads (``study.spread_metrics``), the off-mode share
-    where held, log-lik gap, coverage TV."""
+    """A Markdown table: the data row, then one row per (steps, model), each cell the mean [95% interval] over
+    seeds. Default ``metrics``: MMD^2, std ratio, the judged spreads, the off-mode share, log-lik gap, coverage."""
     if metrics is None:
         off = ("off_mode_share",) if "off_mode_share" in study.sample_metrics else ()
         metrics = ("mmd", "std_ratio", *study.spread_metrics, *off, "loglik_gap", "coverage_tv")
@@ -365,11 +336,9 @@ def summary_markdown(study: SeedStudy, metrics: Sequence[str] | None = None,
 
 def paired_markdown(study: SeedStudy, metrics: Sequence[str] | None = None, a: str = "SA",
                     b: str = "simple") -> str:
-    """A Markdown table of ``a - b`` paired by seed per step count: for a quantity with a target the difference
-    of the distances to it (``|m_a - target| - |m_b - target|``) and the verdict, otherwise the raw difference
-    and whether ``a`` is larger. The MMD^2 column's title carries the data's own level (a second data draw).
-    Default ``metrics``: MMD^2, std ratio, the radial spread (``study.spread_metrics``: the robust one where
-    held), log-lik gap, ``drift_final``, ``total_final`` (where held), ``local_sum``."""
+    """A Markdown table of ``a - b`` paired by seed (``SeedStudy.paired``: the distance interval where there is a
+    target) per step count; the MMD^2 column's title carries the data's own level. Default ``metrics``: MMD^2,
+    std ratio, the judged radial spread, log-lik gap and the path metrics."""
     if metrics is None:
         metrics = ("mmd", "std_ratio", study.spread_metrics[0], "loglik_gap", *study.path_metrics)
     titles = {**METRIC_TITLES, "mmd": f"MMD^2 (data's own: {format_interval(study.interval(DATA, 'mmd'))})"}
@@ -386,9 +355,8 @@ def paired_markdown(study: SeedStudy, metrics: Sequence[str] | None = None, a: s
 
 
 def gap_markdown(study: SeedStudy, b: str = "simple") -> str:
-    """A one-row Markdown table of the estimation gap from t = 100 (``gap_from_100``): each model's mean [95%
-    interval] over seeds, and every other learned model ``a`` minus ``b`` paired by seed, with whether ``a``'s
-    is larger."""
+    """A one-row Markdown table of ``gap_from_100``: each model's mean [95% interval] over seeds, and every other
+    learned model minus ``b`` paired by seed."""
     others = [n for n in study.models if n not in (b, IDEAL)]
     names = [b, *others, IDEAL]
     pairs = [study.paired("gap_from_100", None, a, b) for a in others]
@@ -413,12 +381,10 @@ def digit_network_name(loss: str, seed: int) -> str:
 
 def measure_digit_seeds(networks: dict, schedule: Schedule, steps: Sequence[int] = STUDY_STEPS, *,
                         n_points: int = 1000, seed: int = 0, level: float = LEVEL, device="cpu") -> dict:
-    """The digits comparison over training seeds, in its stored form (``DigitSeeds``).
-
-    ``networks``: ``{loss: {training seed: model}}`` with the losses of ``DIGITS_LOSSES`` and the same seeds for
-    each (at least 2). Every network is scored by one ``evaluate.steps_table`` call: the same ``x_T`` (from
-    ``seed``), the same real half A, DDIM (eta = 0) at each of ``steps``, final images clamped; FD and the
-    confident share per step count. ``paired`` holds ``DigitSeeds.paired`` for every metric and step count."""
+    """The digits comparison over training seeds in its stored form (``DigitSeeds``): ``networks`` (``{loss:
+    {training seed: model}}``, the losses of ``DIGITS_LOSSES``, the same seeds for each, at least 2) scored by one
+    ``evaluate.steps_table`` call (one ``x_T`` from ``seed``, real half A, DDIM at each of ``steps``), with
+    ``DigitSeeds.paired`` of every metric and step count."""
     if not isinstance(networks, dict) or set(networks) != set(DIGITS_LOSSES):
         raise ValueError(f"networks must be a dict with the keys {sorted(DIGITS_LOSSES)}, got "
                          f"{sorted(networks) if isinstance(networks, dict) else type(networks).__name__}")
@@ -462,8 +428,7 @@ def _check_digit_seeds(data) -> None:
 
 @dataclass
 class DigitSeeds(StoredStudy):
-    """The stored digits comparison over training seeds (``measure_digit_seeds``'s dict): per-seed FD and
-    confident share, their t-intervals over seeds, and SA - simple paired by training seed."""
+    """The stored digits comparison over training seeds (``measure_digit_seeds``'s dict)."""
 
     PATH: ClassVar[Path] = DIGITS_SEEDS_PATH
     SCRIPT: ClassVar[str] = "scripts/train_digits.py seeds"
@@ -486,12 +451,9 @@ class DigitSeeds(StoredStudy):
         return mean_ci(list(self.values(loss, metric, steps).values()), level)
 
     def paired(self, metric: str, steps: int, level: float = LEVEL) -> dict:
-        """SA - simple paired by training seed: ``stats.paired``'s t-interval of the differences (``n - 1``
-        degrees of freedom) and a verdict: for FD (target 0, ``stats.distance_difference``) "better" when the
-        interval lies below 0; for the confident share (no target) "larger" / "smaller"."""
+        """SA - simple paired by training seed: ``stats.paired``'s t-interval and ``stats.compare``'s verdict."""
         a, b = self.values("sa", metric, steps), self.values("simple", metric, steps)
-        d = distance_difference(metric, a, b, level) if metric in TARGETS else raw_difference(a, b, level)
-        return {**paired(a, b, level), "verdict": d["verdict"]}
+        return {**paired(a, b, level), "verdict": compare(metric, a, b, level)["verdict"]}
 
     def paired_table(self, level: float = LEVEL) -> dict:
         """``{metric: {str(steps): paired(metric, steps)}}``: what the stored file holds under ``paired``."""
@@ -499,8 +461,8 @@ class DigitSeeds(StoredStudy):
 
 
 def digit_seeds_markdown(study: DigitSeeds, metrics: Sequence[str] = DIGIT_METRICS) -> str:
-    """A Markdown table per step count: each loss's mean [95% interval] over training seeds and SA - simple
-    paired by seed (mean [interval], verdict) for each of ``metrics``; the floor below."""
+    """A Markdown table per step count: each loss's mean [95% interval] over training seeds and SA - simple paired
+    by seed for each of ``metrics``; the floor below."""
     head = "| DDIM steps | " + " | ".join(f"{DIGIT_TITLES[m]} simple | {DIGIT_TITLES[m]} SA | SA - simple"
                                           for m in metrics) + " |"
     lines = [head, "|---:|" + "---:|---:|---|" * len(metrics)]
