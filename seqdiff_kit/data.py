@@ -114,25 +114,17 @@ class GaussianMixture:
         return (x, labels) if return_labels else x
 
     # ------------------------------------------------------------------ exact quantities at alpha_bar
-    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+    def _components(self, x: torch.Tensor, alpha_bar):
+        """Per-component pieces at noise level a (a scalar or [B]), for x [B, D] (all float64):
+        z = U^T (x - sqrt(a) mu)  [B, M, D], var = a l + 1 - a  [B, M, D], log N_i(x)  [B, M]."""
         check_tensor("x", x, ndim=2, dtypes="real")
         if x.shape[1] != self.dim:
             raise ValueError(f"x must have shape [B, {self.dim}] for this {self.dim}-D mixture, got {tuple(x.shape)}")
-        return x
-
-    def _alpha_bar_like(self, alpha_bar, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float64)
         a = check_values("alpha_bar", alpha_bar, low=0.0, high=1.0).to(x.device)
-        if a.ndim == 0:
-            a = a.expand(x.shape[0])
+        a = a.expand(x.shape[0]) if a.ndim == 0 else a
         if a.shape != (x.shape[0],):
             raise ValueError(f"alpha_bar must be a scalar or have shape [B] = [{x.shape[0]}], got {tuple(a.shape)}")
-        return a
-
-    def _components(self, x: torch.Tensor, alpha_bar):
-        """Per-component pieces at noise level a, for x [B, D] (all float64):
-        z = U^T (x - sqrt(a) mu)  [B, M, D], var = a l + 1 - a  [B, M, D], log N_i(x)  [B, M]."""
-        x = self._check_x(x).to(torch.float64)
-        a = self._alpha_bar_like(alpha_bar, x)
         sa = a.sqrt()[:, None, None]
         diff = x[:, None, :] - sa * self.means[None]                               # [B, M, D]
         z = einsum(self._evecs, diff, "m d k, b m d -> b m k")                     # U^T diff
@@ -227,12 +219,9 @@ def two_moons(n_per_moon: int = 8, std_along: float = 0.18, std_across: float = 
     """A two-moons-like mixture: elongated Gaussians (full covariances) tangent to two interleaved arcs."""
     n_per_moon = check_int("n_per_moon", n_per_moon, 2)
     s = torch.linspace(0, math.pi, n_per_moon, dtype=torch.float64)
-    upper = torch.stack([s.cos(), s.sin()], 1)
-    lower = torch.stack([1 - s.cos(), 0.5 - s.sin()], 1)
-    tangent_u = torch.stack([-s.sin(), s.cos()], 1)
-    tangent_l = torch.stack([s.sin(), -s.cos()], 1)
+    upper, lower = torch.stack([s.cos(), s.sin()], 1), torch.stack([1 - s.cos(), 0.5 - s.sin()], 1)
     means = torch.cat([upper, lower]) - torch.tensor([0.5, 0.25], dtype=torch.float64)
-    tangents = torch.cat([tangent_u, tangent_l])
+    tangents = torch.cat([torch.stack([-s.sin(), s.cos()], 1), torch.stack([s.sin(), -s.cos()], 1)])
     normals = torch.stack([-tangents[:, 1], tangents[:, 0]], 1)
     covs = (std_along**2 * einsum(tangents, tangents, "m i, m j -> m i j")
             + std_across**2 * einsum(normals, normals, "m i, m j -> m i j"))

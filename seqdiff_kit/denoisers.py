@@ -38,9 +38,8 @@ def _check_params(cls: str, config: dict, n_params: int) -> None:
 
 
 def _check_call(x: torch.Tensor, t, T: int, model: nn.Module | None = None) -> torch.Tensor:
-    """Check a denoiser's ``(x, t)``; return ``t`` as a LongTensor [B]. ``x`` is a floating-point tensor, of the
-    dtype and on the device of ``model``'s parameters when given (a network computes in its own dtype). Values
-    are the caller's to check (the sampler and the losses check theirs once per run or batch)."""
+    """Check a denoiser's ``(x, t)`` (``x`` in the dtype and on the device of ``model``'s parameters when given);
+    return ``t`` as a LongTensor [B]."""
     if model is None:
         check_tensor("x", x, min_ndim=1, dtypes="floating")
     else:
@@ -71,8 +70,7 @@ class IdealDenoiser(nn.Module):
 
 
 def _in_dtype_of(what: str, value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A float64 result cast to ``x``'s dtype, or a ValueError when it does not fit there (float16 tops out at
-    65504)."""
+    """A float64 result cast to ``x``'s dtype, or a ValueError when it does not fit there."""
     out = value.to(x.dtype)
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"{what} does not fit in x's dtype {dtype_name(x.dtype)}: its largest magnitude is "
@@ -109,11 +107,10 @@ EQUAL_T_ROWS = 8
 
 
 def distinct_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | slice | None]:
-    """``(t_u, index)`` with ``t == gather_rows(t_u, index)``: a per-timestep quantity (the time embedding) is
-    computed for the rows of ``t_u`` and gathered to the batch by ``gather_rows``. Every t equal (a sampler
-    step): ``t_u`` is ``EQUAL_T_ROWS`` copies and ``index`` the slice of its first row (broadcast over the
-    batch); every t distinct, or a batch of at most ``EQUAL_T_ROWS``: ``t_u = t`` and ``index`` None; otherwise
-    ``t_u`` holds each distinct timestep once and ``index`` [B] points into it."""
+    """``(t_u, index)`` with ``t == gather_rows(t_u, index)``, so that the time embedding is computed once per
+    row of ``t_u``: every t equal (a sampler step): ``EQUAL_T_ROWS`` copies and the slice of the first row; every
+    t distinct, or at most ``EQUAL_T_ROWS`` of them: ``t`` and None; otherwise each distinct t once and an
+    index [B] into them."""
     if t.numel() <= EQUAL_T_ROWS:
         return t, None
     if bool((t == t[0]).all()):
@@ -125,8 +122,7 @@ def distinct_timesteps(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | sl
 
 
 def gather_rows(v: torch.Tensor, index: torch.Tensor | slice | None) -> torch.Tensor:
-    """``v[index]`` (a row per point, or one row broadcast over the batch), or ``v`` itself when ``index`` is None
-    (see ``distinct_timesteps``)."""
+    """``v[index]``, or ``v`` itself when ``index`` is None (``distinct_timesteps``)."""
     return v if index is None else v[index]
 
 
@@ -184,8 +180,7 @@ class _ResBlock(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """``emb`` [U, emb_dim] holds one row per distinct timestep, gathered to the batch by ``index``
-        (``distinct_timesteps``); with ``index`` None it is [B, emb_dim] or a single row broadcast to all."""
+        """``emb`` [U, emb_dim]: a row per distinct timestep, gathered to the batch by ``index``."""
         h = self.conv1(self.act(self.norm1(x)))
         h = h + rearrange(gather_rows(self.temb(emb), index), "b c -> b c 1 1")
         h = self.conv2(self.act(self.norm2(h)))
@@ -245,8 +240,7 @@ _SEED_LOCK = threading.Lock()
 
 def seeded_model(build, seed: int, **kwargs) -> nn.Module:
     """``build(**kwargs)`` with its initial weights drawn from ``torch.manual_seed(seed)``, leaving the global
-    random state as it was (so building a model never changes what other code draws). Thread-safe: builds
-    in other threads of this process wait, so each draws from its own seed."""
+    random state as it was. Thread-safe: builds in other threads wait, so each draws from its own seed."""
     seed = check_int("seed", seed)
     if not callable(build):
         raise TypeError(f"build must be callable (a model class or factory), got {type(build).__name__}")

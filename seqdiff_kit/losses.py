@@ -113,13 +113,9 @@ def simple_loss(model: Callable, x0: torch.Tensor, schedule: Schedule, *, t=None
     """``L_simple = (1/B) sum_b || eps_b - eps_theta(sqrt(abar_{t_b}) x0_b + sqrt(1 - abar_{t_b}) eps_b, t_b) ||^2``.
 
     ``t`` [B] and ``noise`` ([B, ...] or [1, B, ...]) are drawn from ``generator`` when not given (t first).
-    Returns ``LossOutput(total=simple, simple, sa=0)``."""
-    _check_common(model, x0, schedule)
-    t = _resolve_t(t, x0, schedule, generator, antithetic)
-    noise = _resolve_noise(noise, x0, 1, generator)
-    r, _ = _residuals(model, x0, schedule, 1, t, noise)
-    simple = _sq_norm(r[0]).mean()
-    return LossOutput(total=simple, simple=simple, sa=torch.zeros((), dtype=simple.dtype, device=simple.device))
+    Returns ``LossOutput(total=simple, simple, sa=0)``: ``input_perturbation_loss`` with ``gamma = 0``."""
+    return input_perturbation_loss(model, x0, schedule, 0.0, t=t, noise=noise, generator=generator,
+                                   antithetic=antithetic)
 
 
 def sequence_aware_loss(model: Callable, x0: torch.Tensor, schedule: Schedule, K: int = 2, lam: float = 1.0, *,
@@ -212,13 +208,12 @@ class Loss:
 
     def __call__(self, model: Callable, x0: torch.Tensor, schedule: Schedule,
                  generator: torch.Generator | None = None) -> LossOutput:
-        if self.name == "simple":
-            return simple_loss(model, x0, schedule, generator=generator, antithetic=self.antithetic)
-        if self.name == "ip":
-            return input_perturbation_loss(model, x0, schedule, self.gamma, generator=generator,
-                                           antithetic=self.antithetic)
-        return sequence_aware_loss(model, x0, schedule, self.K, self.lam, generator=generator,
-                                   antithetic=self.antithetic)
+        if self.name == "sa":
+            return sequence_aware_loss(model, x0, schedule, self.K, self.lam, generator=generator,
+                                       antithetic=self.antithetic)
+        # the simple loss is Input Perturbation with gamma = 0, bit for bit
+        return input_perturbation_loss(model, x0, schedule, self.gamma or 0.0, generator=generator,
+                                       antithetic=self.antithetic)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Loss) and self.config == other.config
@@ -227,8 +222,5 @@ class Loss:
         return hash(tuple(sorted(self.config.items())))
 
     def __repr__(self) -> str:
-        if self.name == "simple":
-            return "Loss('simple')"
-        if self.name == "ip":
-            return f"Loss('ip', gamma={self.gamma})"
-        return f"Loss('sa', K={self.K}, lam={self.lam})"
+        args = {"simple": "", "ip": f", gamma={self.gamma}", "sa": f", K={self.K}, lam={self.lam}"}[self.name]
+        return f"Loss({self.name!r}{args})"

@@ -68,33 +68,23 @@ def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise TypeError(f"rows[{i}] must be a dict, got {type(row).__name__}")
-    if columns is None:
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-    else:
-        columns = list(columns)
+    columns = list(dict.fromkeys(k for row in rows for k in row) if columns is None else columns)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = []
-    for row in rows:
-        cells = []
-        for c in columns:
-            v = row.get(c, "")
-            cls = ' class="num"' if align_numbers and _is_number(v) else ""
-            cells.append(f"<td{cls}>{html.escape(format_number(v, float_format))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+
+    def cell(v) -> str:
+        cls = ' class="num"' if align_numbers and _is_number(v) else ""
+        return f"<td{cls}>{html.escape(format_number(v, float_format))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(row.get(c, "")) for c in columns) + "</tr>" for row in rows)
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return (f'<table class="data">{cap}<thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+            f'<tbody>{body}</tbody></table>')
 
 
 def _prose_html(text: str) -> str:
     """Plain text to paragraphs: escaped, blank lines split paragraphs, `code` spans kept."""
     paras = [p.strip() for p in re.split(r"\n\s*\n", text or "") if p.strip()]
-    out = []
-    for p in paras:
-        esc = html.escape(p)
-        esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc)
-        out.append(f"<p>{esc}</p>")
-    return "\n".join(out)
+    return "\n".join("<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(p)) + "</p>" for p in paras)
 
 
 def _slug(title: str, used: set[str]) -> str:

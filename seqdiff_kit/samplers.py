@@ -10,9 +10,8 @@ A step from ``t`` to ``s < t`` (``s = -1`` is the end, ``alpha_bar_{-1} = 1``), 
 keeps DDPM's posterior mean (eta = 1) but draws the noise with DDPM's larger variance ``1 - a_t / a_s``
 (``beta_t`` for consecutive steps). The last step adds no noise. No clipping unless ``clip_x0`` is given.
 
-The package's ``sample``/``sample_iter`` are ``solvers``' (``solver="ddim"`` runs this step, with ``eta`` and
-``variance``); this module keeps the step, the argument checks, the loop ``run_steps`` and ``record``, which turns
-any solver's steps into a ``Trajectory``.
+The package's ``sample`` is ``solvers``' (``solver="ddim"`` runs this step); this module keeps the step, the
+argument checks, the loop ``run_steps`` and ``record``, which turns any solver's steps into a ``Trajectory``.
 """
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ class StepOutput:
 
     def as_dict(self) -> dict:
         """The callback's dict: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
-        return {"i": self.i, "t": self.t, "s": self.s, "x_t": self.x_t, "eps_pred": self.eps_pred,
-                "x0_pred": self.x0_pred, "x_s": self.x_s}
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -97,11 +95,6 @@ def sigmas(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str = "sm
     if variance != "large":
         return sig_mean, sig_mean
     return sig_mean, torch.where(a_s < 1, (1 - a_t / a_s).clamp(min=0).sqrt(), torch.zeros_like(a_s))
-
-
-def step_sigma(schedule: Schedule, t, s, eta: float = 0.0) -> torch.Tensor:
-    """``sigma = eta sqrt((1 - a_t/a_s)(1 - a_s)/(1 - a_t))`` (float64; zero when ``s = -1``)."""
-    return sigmas(schedule.alpha_bar(torch.as_tensor(t)), schedule.alpha_bar(torch.as_tensor(s)), eta)[0]
 
 
 @dataclass
@@ -164,6 +157,13 @@ def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedul
     run."""
     c = step_coefficients(_abar(schedule, t, x), _abar(schedule, s, x), eta, variance, x.dtype, x.device)
     return apply_step(x, eps, c, noise, clip_x0)
+
+
+def draw_z(noise: torch.Tensor | None, i: int, x: torch.Tensor, generator) -> torch.Tensor:
+    """The ``z`` of step ``i``: ``noise[i]`` when given, else a fresh draw from ``generator``."""
+    if noise is not None:
+        return noise[i]
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
 
 
 def make_noise(steps: int, shape, generator: torch.Generator | None = None, dtype=torch.float32,
@@ -253,9 +253,7 @@ def run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0
     for i in range(n):
         t, s = steps[i], nxt[i]
         eps = call_model(model, x, t, f"step {i} (t={t})")
-        z = None
-        if stochastic and s >= 0:
-            z = noise[i] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        z = draw_z(noise, i, x, generator) if stochastic and s >= 0 else None
         prev, x0 = apply_step(x, eps, coefs[i], z, clip_x0)
         if not bool(torch.isfinite(prev).all()):
             raise ValueError(f"the sampler's state is not finite (NaN or inf) after step {i} (t={t}): x_T's dtype "

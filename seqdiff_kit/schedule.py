@@ -13,6 +13,7 @@ import torch
 
 from ._validate import check_choice, check_float, check_int, check_tensor, check_timesteps, check_values
 
+NAMES = ("linear", "cosine", "quadratic", "sigmoid")
 SPACINGS = ("leading", "uniform", "trailing", "linspace", "quad", "karras")
 KARRAS_RHO = 7.0
 # the smallest beta_0 with 1 - beta_0 < 1 in float64 for sure (every step divides by sqrt(1 - alpha_bar_t))
@@ -52,25 +53,30 @@ class Schedule:
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """DDPM's linear schedule: ``beta_t = beta_start + (beta_end - beta_start) t / (T - 1)``."""
-        T = check_int("T", T, 1, MAX_T)
-        beta_start, beta_end = _check_betas(beta_start, beta_end)
-        return _built(cls, torch.linspace(beta_start, beta_end, T, dtype=torch.float64), "linear", T, beta_end)
+        return cls._from_range("linear", T, beta_start, beta_end)
 
     @classmethod
     def quadratic(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """``beta_t = (sqrt(beta_start) + (sqrt(beta_end) - sqrt(beta_start)) t / (T - 1))^2``."""
-        T = check_int("T", T, 1, MAX_T)
-        beta_start, beta_end = _check_betas(beta_start, beta_end)
-        root = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
-        return _built(cls, root**2, "quadratic", T, beta_end)
+        return cls._from_range("quadratic", T, beta_start, beta_end)
 
     @classmethod
     def sigmoid(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """``beta_t = beta_start + (beta_end - beta_start) sigmoid(-6 + 12 t / (T - 1))``."""
+        return cls._from_range("sigmoid", T, beta_start, beta_end)
+
+    @classmethod
+    def _from_range(cls, name: str, T: int, beta_start: float, beta_end: float) -> "Schedule":
         T = check_int("T", T, 1, MAX_T)
-        beta_start, beta_end = _check_betas(beta_start, beta_end)
-        s = torch.sigmoid(torch.linspace(-6.0, 6.0, T, dtype=torch.float64))
-        return _built(cls, beta_start + (beta_end - beta_start) * s, "sigmoid", T, beta_end)
+        lo = check_float("beta_start", beta_start, MIN_BETA, 1.0, high_open=True)
+        hi = check_float("beta_end", beta_end, 0.0, 1.0, low_open=True, high_open=True)
+        if name == "linear":
+            betas = torch.linspace(lo, hi, T, dtype=torch.float64)
+        elif name == "quadratic":
+            betas = torch.linspace(math.sqrt(lo), math.sqrt(hi), T, dtype=torch.float64) ** 2
+        else:
+            betas = lo + (hi - lo) * torch.sigmoid(torch.linspace(-6.0, 6.0, T, dtype=torch.float64))
+        return _built(cls, betas, name, T, hi)
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "Schedule":
@@ -87,12 +93,12 @@ class Schedule:
     @classmethod
     def from_name(cls, name: str, T: int = 1000) -> "Schedule":
         """Build one of the named schedules with its default parameters."""
-        check_choice("schedule", name, ("linear", "cosine", "quadratic", "sigmoid"))
+        check_choice("schedule", name, NAMES)
         return getattr(cls, name)(T)
 
     def config(self) -> dict:
         """A JSON-able description that ``from_config`` turns back into an equal schedule."""
-        if self.name in ("linear", "cosine", "quadratic", "sigmoid") and torch.equal(
+        if self.name in NAMES and torch.equal(
                 self.betas, Schedule.from_name(self.name, self.T).betas):
             return {"name": self.name, "T": self.T}
         return {"name": "custom", "betas": self.betas.tolist()}
@@ -207,32 +213,25 @@ class Schedule:
         - ``linspace``: ``round(linspace(T-1, 0, steps))`` (both ends)
         - ``quad``: ``round((T-1) u^2)`` for ``u`` uniform in [0, 1], then nudged apart so that the small,
           crowded timesteps stay distinct (``range(0, T, T // N)`` and naive rounding get the count wrong).
-        - ``karras``: Karras et al.'s (2022) placement with ``rho = 7`` between ``sigma_max = sigma(T-1)`` and
-          ``sigma_min = sigma(0)``, ``sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) -
-          sigma_max^(1/rho)))^rho``, each mapped to the nearest timestep in log-SNR (``t_from_sigma``, rounded),
-          then nudged apart like ``quad`` where several land on the same small t.
+        - ``karras``: Karras et al.'s (2022) placement (``karras_sigmas`` with ``rho = 7``), each sigma mapped to
+          the nearest timestep in log-SNR (``t_from_sigma``, rounded), then nudged apart like ``quad``.
         """
         steps = check_int("steps", steps, 1, self.T)
         check_choice("spacing", spacing, SPACINGS)
-        T = self.T
-        i = torch.arange(steps, dtype=torch.float64)
+        T, i = self.T, torch.arange(steps, dtype=torch.float64)
         if spacing in ("leading", "uniform"):
             t = (i * (T // steps)).long()
         elif spacing == "trailing":
             t = torch.round(T - i * T / steps).long() - 1
+        elif steps == 1:  # linspace, quad and karras start at T - 1
+            t = torch.tensor([T - 1])
         elif spacing == "linspace":
-            t = torch.round(torch.linspace(0, T - 1, steps, dtype=torch.float64)).long() if steps > 1 \
-                else torch.tensor([T - 1])
+            t = torch.round(torch.linspace(0, T - 1, steps, dtype=torch.float64)).long()
         elif spacing == "quad":
-            u = i / max(steps - 1, 1)
-            t = torch.round((T - 1) * u**2).long() if steps > 1 else torch.tensor([T - 1])
-            t = _make_distinct(t, T)
+            t = _make_distinct(torch.round((T - 1) * (i / (steps - 1)) ** 2).long(), T)
         else:  # karras
-            t = torch.round(self.t_from_sigma(self.karras_sigmas(steps))).long() if steps > 1 \
-                else torch.tensor([T - 1])
-            t = _make_distinct(torch.sort(t).values, T)
-        t = torch.sort(t).values
-        return t.flip(0).contiguous()
+            t = _make_distinct(torch.sort(torch.round(self.t_from_sigma(self.karras_sigmas(steps))).long()).values, T)
+        return torch.sort(t).values.flip(0).contiguous()
 
 
 def forward_noise(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -263,8 +262,3 @@ def _built(cls, betas: torch.Tensor, name: str, T: int, beta_max: float, beta_ma
     except ValueError as err:
         raise ValueError(f"T = {T} and {beta_max_name} = {beta_max:.6g} give an unusable {name} schedule: "
                          f"{err}") from None
-
-
-def _check_betas(beta_start, beta_end):
-    return (check_float("beta_start", beta_start, MIN_BETA, 1.0, high_open=True),
-            check_float("beta_end", beta_end, 0.0, 1.0, low_open=True, high_open=True))

@@ -7,13 +7,12 @@ Every solver is a flat function (k-diffusion's style) with one shared signature,
 
 ``timesteps`` descending in [0, T-1] (the run ends at ``t = -1``, the data); ``noise`` [steps, *x_T.shape] the
 ``z`` of every step of a stochastic solver (shared between models), else drawn from ``generator``. Each yields
-one ``samplers.StepOutput`` per step (``eps_pred``/``x0_pred``: the model at ``x_t``), so ``samplers.record``,
-``drift.trajectory_drift`` and the callback work with any of them. Arguments are checked at the call.
+one ``samplers.StepOutput`` per step, so ``samplers.record`` and ``drift`` work with any of them.
 
 Notation: ``a = alpha_bar``, ``alpha = sqrt(a)``, ``sigma = sqrt(1 - a)``, ``lambda = log(alpha / sigma)``,
 ``D = x0_pred`` (the data prediction), a step goes from ``t`` to ``s`` (``a_{-1} = 1``).
 
-- ``ddim``, ``ddpm``: ``samplers.generalized_step`` with ``eta = 0`` / ``eta = 1`` (today's sampler, unchanged).
+- ``ddim``, ``ddpm``: ``samplers.generalized_step`` with ``eta = 0`` / ``eta = 1``.
 - ``dpmpp_2m``: DPM-Solver++(2M) (Lu et al. 2022), multistep on the data prediction. With ``h = lambda_s -
   lambda_t`` and ``r = h_prev / h``:
 
@@ -27,15 +26,8 @@ Notation: ``a = alpha_bar``, ``alpha = sqrt(a)``, ``sigma = sqrt(1 - a)``, ``lam
       x~' = x~_t + (sigma~_s - sigma~_t) eps_t,   x~_s = x~_t + (sigma~_s - sigma~_t) (eps_t + eps(x', s)) / 2
 
   The last step (to ``sigma~ = 0``) is the Euler step, which is DDIM. ``2 N - 1`` model calls for N steps.
-- ``analytic_dpm``: the generalized step's mean with Analytic-DPM's optimal isotropic variance (Bao et al. 2022).
-  With ``lam^2 = eta^2 (1 - a_t/a_s)(1 - a_s)/(1 - a_t)`` (``eta = 1``: DDPM's posterior variance),
-  ``mu = sqrt(a_s) D + sqrt(1 - a_s - lam^2) eps`` and its coefficient on x0
-  ``c = sqrt(a_s) - sqrt(1 - a_s - lam^2) sqrt(a_t / (1 - a_t))``,
-
-      sigma*^2 = lam^2 + c^2 (1 - a_t) / a_t (1 - Gamma_t),   Gamma_t = E_{q(x_t)} ||eps_theta(x_t, t)||^2 / d,
-
-  because ``E tr Cov[x0 | x_t] / d = (1 - a_t) / a_t (1 - E||eps*(x_t)||^2 / d)``. ``Gamma_t`` is a Monte-Carlo
-  mean over noised data (``analytic_gamma``), clipped to [0, 1] (the paper's bounds on sigma*^2).
+- ``analytic_dpm``: the generalized step's mean with Analytic-DPM's optimal isotropic variance (Bao et al. 2022;
+  ``analytic_variance``, ``Gamma_t`` a Monte-Carlo mean over noised data, ``analytic_gamma``).
 - ``exact_cov``: the same mean with the exact covariance of a Gaussian mixture's posterior,
   ``Sigma = lam^2 I + c^2 Cov[x0 | x_t]`` (``GaussianMixture.posterior_covariance``): with the ideal denoiser the
   best Gaussian reverse step, a yardstick no learned variance can beat.
@@ -49,9 +41,6 @@ option of ``sample``/``sample_iter`` for every solver, not a solver: ``eps_scale
 (``scaled_model``) so that every call returns ``eps_theta(x_t, t) / lambda_t``, the paper's
 ``lambda_t = b + k t`` (``EpsScale(b, k)``; ``k = 0`` the constant schedule), or ``c eps_theta`` for a plain
 number ``c`` (``c = 1 / lambda``, the factor of the kit's ``c eps*`` scan in ``analysis``).
-
-This module builds on ``samplers`` (the step's vocabulary, the argument checks, ``record`` and the generalized
-step that ``ddim``/``ddpm`` are); ``samplers`` never imports it.
 """
 from __future__ import annotations
 
@@ -64,7 +53,7 @@ import torch
 
 from ._validate import check_choice, check_float, check_int, check_real, check_tensor, check_type
 from .data import GaussianMixture
-from .samplers import (StepOutput, Trajectory, call_model, check_sampler_args, record, resolve_timesteps,
+from .samplers import (StepOutput, Trajectory, call_model, check_sampler_args, draw_z, record, resolve_timesteps,
                        run_steps, sigmas)
 from .schedule import Schedule
 
@@ -72,23 +61,15 @@ SHARED = ("noise", "generator", "clip_x0")
 
 
 # ---------------------------------------------------------------------- shared pieces
-def _check(x_T, schedule, timesteps, noise, clip_x0) -> tuple[torch.Tensor, float | None]:
-    """The shared arguments of every solver, checked by the generalized sampler's own checks."""
-    _, ts, clip_x0 = check_sampler_args(x_T, schedule, 1, 0.0, "small", "trailing", _given(timesteps), noise,
-                                        clip_x0)
-    return ts, clip_x0
-
-
-def _given(timesteps):
-    """``timesteps`` unless it is None (a solver runs over given timesteps; ``sample`` resolves them)."""
+def _check(x_T, schedule, timesteps, noise, clip_x0, eta=0.0, variance="small"):
+    """``(eta, timesteps, clip_x0)`` checked by the generalized sampler's own checks."""
     if timesteps is None:
         raise TypeError("timesteps must be given to a solver (a descending sequence of ints in [0, T-1]); "
                         "sample() resolves them from steps and spacing")
-    return timesteps
+    return check_sampler_args(x_T, schedule, 1, eta, variance, "trailing", timesteps, noise, clip_x0)
 
 
 def _abar(schedule: Schedule, t: int) -> float:
-    """``alpha_bar_t`` as a float64 Python number (``t = -1`` gives 1)."""
     return float(schedule.alpha_bar(t))
 
 
@@ -102,33 +83,21 @@ def _predict(model, x, t: int, a_t: float, clip_x0, where: str) -> tuple[torch.T
     return eps, x0
 
 
-def _z(noise, i: int, x: torch.Tensor, generator) -> torch.Tensor:
-    """The ``z`` of step ``i``: ``noise[i]`` when given, else a fresh draw from ``generator``."""
-    if noise is not None:
-        return noise[i]
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-
-
-def _pairs(ts: torch.Tensor):
-    """``(i, t, s)`` over a run: ``s`` is the next timestep, -1 at the last step."""
+def _pairs(schedule: Schedule, ts: torch.Tensor):
+    """``(i, t, s, a_t, a_s)`` over a run: ``s`` is the next timestep, -1 at the last step."""
     n = ts.numel()
     for i in range(n):
-        yield i, int(ts[i]), int(ts[i + 1]) if i + 1 < n else -1
+        t, s = int(ts[i]), int(ts[i + 1]) if i + 1 < n else -1
+        yield i, t, s, _abar(schedule, t), _abar(schedule, s)
 
 
-def _where(i: int, t: int) -> str:
-    return f"step {i} (t={t})"
-
-
-# ---------------------------------------------------------------------- DDIM / DDPM
+# ---------------------------------------------------------------------- the solvers
 def ddim(model: Callable, x_T: torch.Tensor, schedule: Schedule, timesteps, *, noise: torch.Tensor | None = None,
          generator: torch.Generator | None = None, clip_x0: float | None = None, eta: float = 0.0,
          variance: str = "small") -> Iterator[StepOutput]:
-    """The generalized step ``x_s = sqrt(a_s) D + sqrt(1 - a_s - sigma^2) eps + sigma z`` (``samplers``):
-    DDIM with ``eta = 0`` (any ``eta`` in [0, 1]: 1 is DDPM's posterior variance), ``variance="large"`` (with
-    ``eta = 1``) DDPM's larger variance ``1 - a_t / a_s``; see ``samplers``' module docstring."""
-    eta, ts, clip_x0 = check_sampler_args(x_T, schedule, 1, eta, variance, "trailing",
-                                          _given(timesteps), noise, clip_x0)
+    """The generalized step of ``samplers`` with any ``eta`` in [0, 1] (0: DDIM, 1: DDPM's posterior variance;
+    ``variance="large"`` with ``eta = 1``: DDPM's larger variance ``1 - a_t / a_s``)."""
+    eta, ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0, eta, variance)
     return run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0)
 
 
@@ -140,13 +109,11 @@ def ddpm(model: Callable, x_T: torch.Tensor, schedule: Schedule, timesteps, *, n
                 variance=variance)
 
 
-# ---------------------------------------------------------------------- DPM-Solver++(2M)
 def dpmpp_2m(model: Callable, x_T: torch.Tensor, schedule: Schedule, timesteps, *,
              noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
              clip_x0: float | None = None) -> Iterator[StepOutput]:
-    """DPM-Solver++(2M): the second-order multistep solver of the probability-flow ODE on the data prediction
-    (see the module docstring). Deterministic: ``noise`` and ``generator`` are accepted and unused."""
-    ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0)
+    """DPM-Solver++(2M) (module docstring). Deterministic: ``noise`` and ``generator`` are accepted and unused."""
+    _, ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0)
     return _dpmpp_2m(model, x_T, schedule, ts, clip_x0)
 
 
@@ -157,16 +124,13 @@ def _lambda(a: float) -> float:
 
 def _dpmpp_2m(model, x_T, schedule, ts, clip_x0) -> Iterator[StepOutput]:
     x, d_prev, h_prev = x_T, None, None
-    for i, t, s in _pairs(ts):
-        a_t, a_s = _abar(schedule, t), _abar(schedule, s)
-        eps, d = _predict(model, x, t, a_t, clip_x0, _where(i, t))
-        if s < 0:
-            out = d  # lambda_s = inf: the first-order step lands on the data prediction
-        else:
+    for i, t, s, a_t, a_s in _pairs(schedule, ts):
+        eps, d = _predict(model, x, t, a_t, clip_x0, f"step {i} (t={t})")
+        out = d  # lambda_s = inf at the last step: the first-order step lands on the data prediction
+        if s >= 0:
             h = _lambda(a_s) - _lambda(a_t)
-            if d_prev is None:
-                d_mix = d
-            else:
+            d_mix = d
+            if d_prev is not None:
                 r = h_prev / h
                 d_mix = (1 + 1 / (2 * r)) * d - (1 / (2 * r)) * d_prev
             out = math.sqrt((1 - a_s) / (1 - a_t)) * x + (math.sqrt(a_s) * -math.expm1(-h)) * d_mix
@@ -175,24 +139,20 @@ def _dpmpp_2m(model, x_T, schedule, ts, clip_x0) -> Iterator[StepOutput]:
         x, d_prev = out, d
 
 
-# ---------------------------------------------------------------------- Heun
 def heun(model: Callable, x_T: torch.Tensor, schedule: Schedule, timesteps, *, noise: torch.Tensor | None = None,
          generator: torch.Generator | None = None, clip_x0: float | None = None) -> Iterator[StepOutput]:
-    """Heun's second-order method on the probability-flow ODE in ``(x / alpha, sigma / alpha)`` (Karras et al.
-    2022; see the module docstring): ``2 N - 1`` model calls. Deterministic: ``noise`` and ``generator`` are
-    accepted and unused."""
-    ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0)
+    """Heun's method on the probability-flow ODE (module docstring): ``2 N - 1`` model calls. Deterministic:
+    ``noise`` and ``generator`` are accepted and unused."""
+    _, ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0)
     return _heun(model, x_T, schedule, ts, clip_x0)
 
 
 def _heun(model, x_T, schedule, ts, clip_x0) -> Iterator[StepOutput]:
     x = x_T
-    for i, t, s in _pairs(ts):
-        a_t, a_s = _abar(schedule, t), _abar(schedule, s)
-        eps, d = _predict(model, x, t, a_t, clip_x0, _where(i, t))
-        if s < 0:
-            out = d  # the Euler step to sigma~ = 0
-        else:
+    for i, t, s, a_t, a_s in _pairs(schedule, ts):
+        eps, d = _predict(model, x, t, a_t, clip_x0, f"step {i} (t={t})")
+        out = d  # the Euler step to sigma~ = 0
+        if s >= 0:
             sig_t, sig_s = math.sqrt((1 - a_t) / a_t), math.sqrt((1 - a_s) / a_s)
             x_tilde = x / math.sqrt(a_t)
             euler = math.sqrt(a_s) * (x_tilde + (sig_s - sig_t) * eps)
@@ -217,10 +177,11 @@ def reverse_step_coefficients(a_t: float, a_s: float, eta: float) -> tuple[float
 def analytic_variance(a_t: float, a_s: float, gamma: float, eta: float = 1.0) -> float:
     """Analytic-DPM's optimal isotropic variance of the step ``t -> s`` (Bao et al. 2022, Theorem 1):
 
-        sigma*^2 = lam^2 + c^2 (1 - a_t) / a_t (1 - Gamma_t),   Gamma_t clipped to [0, 1],
+        sigma*^2 = lam^2 + c^2 (1 - a_t) / a_t (1 - Gamma_t),   Gamma_t = E_{q(x_t)} ||eps_theta(x_t, t)||^2 / d,
 
-    with ``lam^2`` and ``c`` of ``reverse_step_coefficients`` and ``Gamma_t = E ||eps_theta(x_t, t)||^2 / d``.
-    The clipping keeps ``sigma*^2`` within the paper's bounds ``[lam^2, lam^2 + c^2 (1 - a_t) / a_t]``."""
+    with ``lam^2`` and ``c`` of ``reverse_step_coefficients`` (``eta = 1``: DDPM's posterior variance), because
+    ``E tr Cov[x0 | x_t] / d = (1 - a_t) / a_t (1 - E||eps*(x_t)||^2 / d)``. ``Gamma_t`` is clipped to [0, 1],
+    which keeps ``sigma*^2`` within the paper's bounds ``[lam^2, lam^2 + c^2 (1 - a_t) / a_t]``."""
     lam2, _, c = reverse_step_coefficients(a_t, a_s, eta)
     g = min(max(float(gamma), 0.0), 1.0)
     return lam2 + c * c * (1 - a_t) / a_t * (1 - g)
@@ -236,7 +197,6 @@ def analytic_gamma(model: Callable, x0: torch.Tensor, schedule: Schedule, timest
     batch_size = check_int("batch_size", batch_size, 1)
     ts = torch.arange(schedule.T - 1, -1, -1) if timesteps is None else resolve_timesteps(schedule, 1, "trailing",
                                                                                            timesteps)
-    d = x0[0].numel()
     out = torch.full((schedule.T,), math.nan, dtype=torch.float64)
     for t in ts.tolist():
         e = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
@@ -245,25 +205,19 @@ def analytic_gamma(model: Callable, x0: torch.Tensor, schedule: Schedule, timest
         for lo in range(0, x0.shape[0], batch_size):
             eps = call_model(model, x_t[lo:lo + batch_size], t, f"t={t}")
             total += float(eps.double().pow(2).sum())
-        out[t] = total / (x0.shape[0] * d)
+        out[t] = total / (x0.shape[0] * x0[0].numel())
     return out
-
-
-def _check_variance_args(eta, final_noise) -> float:
-    eta = check_float("eta", eta, 0.0, 1.0)
-    check_type("final_noise", final_noise, bool)
-    return eta
 
 
 def analytic_dpm(model: Callable, x_T: torch.Tensor, schedule: Schedule, timesteps, *,
                  noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  clip_x0: float | None = None, gamma: torch.Tensor, eta: float = 1.0,
                  final_noise: bool = True) -> Iterator[StepOutput]:
-    """The generalized step's mean with Analytic-DPM's variance ``analytic_variance`` (see the module docstring):
-    ``x_s = mu + sigma* z``. ``gamma`` [T]: ``analytic_gamma`` of this model (finite at every visited t);
-    ``eta`` picks ``lam`` (1: Analytic-DDPM, 0: Analytic-DDIM)."""
-    ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0)
-    eta = _check_variance_args(eta, final_noise)
+    """The generalized step's mean with Analytic-DPM's variance: ``x_s = mu + sigma* z``. ``gamma`` [T]:
+    ``analytic_gamma`` of this model (finite at every visited t); ``eta`` picks ``lam`` (1: Analytic-DDPM, 0:
+    Analytic-DDIM)."""
+    eta, ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0, eta)
+    check_type("final_noise", final_noise, bool)
     check_tensor("gamma", gamma, ndim=1)
     if gamma.shape != (schedule.T,):
         raise ValueError(f"gamma must hold one value per timestep, shape [T] = [{schedule.T}], got "
@@ -272,10 +226,9 @@ def analytic_dpm(model: Callable, x_T: torch.Tensor, schedule: Schedule, timeste
     if missing:
         raise ValueError(f"gamma has no finite estimate at the timesteps {missing[:8]} of this run "
                          f"(estimate them with analytic_gamma(model, x0, schedule, timesteps))")
-    steps = [analytic_variance(_abar(schedule, t), _abar(schedule, s), float(gamma[t]), eta)
-             for _, t, s in _pairs(ts)]
+    steps = [analytic_variance(a_t, a_s, float(gamma[t]), eta) for _, t, _, a_t, a_s in _pairs(schedule, ts)]
 
-    def scale(i, s, x, x0, z):
+    def scale(i, a_t, a_s, x, z):
         return math.sqrt(steps[i]) * z
 
     return _gaussian_steps(model, x_T, schedule, ts, noise, generator, clip_x0, eta, final_noise, scale)
@@ -285,23 +238,20 @@ def exact_cov(model: Callable, x_T: torch.Tensor, schedule: Schedule, timesteps,
               noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
               clip_x0: float | None = None, mixture: GaussianMixture, eta: float = 1.0,
               final_noise: bool = True) -> Iterator[StepOutput]:
-    """The generalized step's mean with the exact posterior covariance of ``mixture``:
-    ``x_s = mu + L z``, ``L L^T = lam^2 I + c^2 Cov[x0 | x_t]`` (Cholesky, float64). ``x_T`` [B, D] points of
-    the mixture's dimension. With ``IdealDenoiser(mixture, schedule)`` this is the moment-matched Gaussian
-    approximation of ``q(x_s | x_t)``."""
-    ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0)
-    eta = _check_variance_args(eta, final_noise)
+    """The generalized step's mean with the exact posterior covariance of ``mixture``: ``x_s = mu + L z``,
+    ``L L^T = lam^2 I + c^2 Cov[x0 | x_t]`` (Cholesky, float64); ``x_T`` [B, D] in the mixture's dimension. With
+    ``IdealDenoiser(mixture, schedule)`` this is the moment-matched Gaussian approximation of ``q(x_s | x_t)``."""
+    eta, ts, clip_x0 = _check(x_T, schedule, timesteps, noise, clip_x0, eta)
+    check_type("final_noise", final_noise, bool)
     check_type("mixture", mixture, GaussianMixture)
     if x_T.ndim != 2 or x_T.shape[1] != mixture.dim:
         raise ValueError(f"x_T must have shape [B, {mixture.dim}] for this {mixture.dim}-D mixture, "
                          f"got {tuple(x_T.shape)}")
     eye = torch.eye(mixture.dim, dtype=torch.float64)
 
-    def scale(i, s, x, x0, z):
-        a_t, a_s = _abar(schedule, int(ts[i])), _abar(schedule, s)
+    def scale(i, a_t, a_s, x, z):
         lam2, _, c = reverse_step_coefficients(a_t, a_s, eta)
-        cov = lam2 * eye + c * c * mixture.posterior_covariance(x, a_t)          # [B, D, D]
-        chol = torch.linalg.cholesky(cov)
+        chol = torch.linalg.cholesky(lam2 * eye + c * c * mixture.posterior_covariance(x, a_t))  # [B, D, D]
         return torch.einsum("bij,bj->bi", chol, z.double()).to(x.dtype)
 
     return _gaussian_steps(model, x_T, schedule, ts, noise, generator, clip_x0, eta, final_noise, scale)
@@ -309,15 +259,13 @@ def exact_cov(model: Callable, x_T: torch.Tensor, schedule: Schedule, timesteps,
 
 def _gaussian_steps(model, x_T, schedule, ts, noise, generator, clip_x0, eta, final_noise,
                     scale) -> Iterator[StepOutput]:
-    """``x_s = mu(x_t) + scale(i, s, x_t, D, z)`` with the generalized step's mean ``mu`` (``eta``)."""
+    """``x_s = mu(x_t) + scale(i, a_t, a_s, x_t, z)`` with the generalized step's mean ``mu`` (``eta``)."""
     x = x_T
-    for i, t, s in _pairs(ts):
-        a_t, a_s = _abar(schedule, t), _abar(schedule, s)
-        eps, d = _predict(model, x, t, a_t, clip_x0, _where(i, t))
-        _, k_eps, _ = reverse_step_coefficients(a_t, a_s, eta)
-        out = math.sqrt(a_s) * d + k_eps * eps
+    for i, t, s, a_t, a_s in _pairs(schedule, ts):
+        eps, d = _predict(model, x, t, a_t, clip_x0, f"step {i} (t={t})")
+        out = math.sqrt(a_s) * d + reverse_step_coefficients(a_t, a_s, eta)[1] * eps
         if s >= 0 or final_noise:
-            out = out + scale(i, s, x, d, _z(noise, i, x, generator))
+            out = out + scale(i, a_t, a_s, x, draw_z(noise, i, x, generator))
         yield StepOutput(i, t, s, x, eps, d, out)
         x = out
 
@@ -381,14 +329,9 @@ class EpsScale:
         check_float("b", self.b, 0.0, low_open=True)
         check_float("k", self.k)
 
-    def factor(self, t: torch.Tensor) -> torch.Tensor:
-        """``1 / lambda_t`` (float64) at the timesteps ``t``."""
-        return 1.0 / (self.b + self.k * t.to(torch.float64))
-
 
 class ScaledModel:
-    """``model`` with its output scaled: ``c * model(x, t)`` for a number ``c``, ``model(x, t) * (1 /
-    lambda_t)`` for an ``EpsScale``. Built by ``scaled_model``."""
+    """``c * model(x, t)`` for a number ``c``, ``model(x, t) / lambda_t`` for an ``EpsScale`` (``scaled_model``)."""
 
     def __init__(self, model: Callable, scale: float | EpsScale):
         self.model, self.scale = model, scale
@@ -399,8 +342,8 @@ class ScaledModel:
             return eps  # the caller's output check names what came back
         if not isinstance(self.scale, EpsScale):
             return self.scale * eps
-        f = self.scale.factor(t.reshape(-1)).to(device=eps.device, dtype=eps.dtype)
-        return eps * f.reshape(-1, *([1] * (eps.ndim - 1)))
+        f = 1.0 / (self.scale.b + self.scale.k * t.reshape(-1).to(torch.float64))
+        return eps * f.to(device=eps.device, dtype=eps.dtype).reshape(-1, *([1] * (eps.ndim - 1)))
 
 
 def scaled_model(model: Callable, eps_scale, schedule: Schedule | None = None) -> Callable:
@@ -419,7 +362,9 @@ def scaled_model(model: Callable, eps_scale, schedule: Schedule | None = None) -
     return ScaledModel(model, check_float("eps_scale", eps_scale, 0.0, low_open=True))
 
 
-def _check_options(solver: str, options: dict) -> None:
+def _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, eps_scale,
+           options) -> tuple[Iterator[StepOutput], torch.Tensor]:
+    """The checked run of ``sample_iter`` and its timesteps."""
     allowed = solver_options(solver)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -428,13 +373,6 @@ def _check_options(solver: str, options: dict) -> None:
     missing = [k for k, v in allowed.items() if v is inspect.Parameter.empty and k not in options]
     if missing:
         raise TypeError(f"solver {solver!r} needs the option(s) {missing}")
-
-
-def _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, eps_scale,
-           options) -> tuple[Iterator[StepOutput], torch.Tensor]:
-    """The checked run of ``sample_iter`` and its timesteps."""
-    check_choice("solver", solver, SOLVERS)
-    _check_options(solver, options)
     check_type("schedule", schedule, Schedule)
     model = scaled_model(model, eps_scale, schedule)
     ts = resolve_timesteps(schedule, steps, spacing, timesteps)
@@ -448,9 +386,8 @@ def sample_iter(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: i
                 eps_scale: float | EpsScale | None = None, **options) -> Iterator[StepOutput]:
     """Run the solver named ``solver`` (a key of ``SOLVERS``) from ``x_T`` over ``timesteps`` (default:
     ``schedule.timesteps(steps, spacing)``), yielding a ``StepOutput`` per step. ``options`` go to the solver
-    (``eta``/``variance`` of ``ddim``, ``gamma`` of ``analytic_dpm``, ``mixture`` of ``exact_cov``, ...:
-    ``solver_options(name)``); ``solver="ddim"`` with ``eta``/``variance`` is the generalized step
-    (``samplers``). ``eps_scale``: Epsilon Scaling of the model's output (``scaled_model``; the recorded
+    (``solver_options(name)``: ``eta``/``variance`` of ``ddim``, ``gamma`` of ``analytic_dpm``, ``mixture`` of
+    ``exact_cov``). ``eps_scale``: Epsilon Scaling of the model's output (``scaled_model``; the recorded
     ``eps_pred`` is the scaled one). The arguments are checked at the call, before the first step."""
     return _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, eps_scale,
                   options)[0]
@@ -461,9 +398,8 @@ def sample(model: Callable, x_T: torch.Tensor, schedule: Schedule, steps: int = 
            generator: torch.Generator | None = None, record_every: int = 1,
            callback: Callable[[dict], None] | None = None, clip_x0: float | None = None,
            eps_scale: float | EpsScale | None = None, **options) -> Trajectory:
-    """Sample with the solver named ``solver`` and record a ``Trajectory`` (see ``sample_iter``): the package's
-    one ``sample``. ``record_every = k`` keeps every k-th step (and the last) to save memory on long runs;
-    ``callback`` receives ``StepOutput.as_dict()`` per step: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
+    """The package's one ``sample``: ``sample_iter``'s run recorded as a ``Trajectory`` (``samplers.record``:
+    every ``record_every``-th step and the last; ``callback`` gets each step's ``StepOutput.as_dict()``)."""
     record_every = check_int("record_every", record_every, 1)
     run, ts = _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, eps_scale,
                      options)

@@ -9,7 +9,7 @@ from seqdiff_kit.denoisers import IdealDenoiser, MLPDenoiser
 from seqdiff_kit.drift import (distribution_drift, estimation_gap, gap_coefficients, paired_trajectories, paths_drift,
                                step_drift, total_std, variance_ratio)
 from seqdiff_kit.metrics import mmd, std_ratio
-from seqdiff_kit.samplers import step_sigma
+from seqdiff_kit.samplers import sigmas
 from seqdiff_kit.schedule import Schedule
 
 SCHED = Schedule.linear(200)
@@ -60,7 +60,7 @@ class TinyNet(nn.Module):
 def step_coeffs(schedule, t, s, eta):
     """x_s = p x_t + q eps + sigma z for the generalized step."""
     a_t, a_s = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(s))
-    sig = float(step_sigma(schedule, t, s, eta))
+    sig = float(sigmas(schedule.alpha_bar(t), schedule.alpha_bar(s), eta)[0])
     p = math.sqrt(a_s / a_t)
     q = math.sqrt(max(1 - a_s - sig**2, 0.0)) - math.sqrt(a_s) * math.sqrt(1 - a_t) / math.sqrt(a_t)
     return p, q, sig
