@@ -6,10 +6,6 @@ whose imports flow one way, foundation -> core -> tools -> presentation -> appli
 """
 from ._runtime import __version__, set_threads
 
-__all__ = ["Schedule", "GaussianMixture", "digits", "grid25", "preset", "ring8", "two_moons", "IdealDenoiser",
-           "MLPDenoiser", "TinyUNet", "Loss", "LossOutput", "sequence_aware_loss", "simple_loss", "Trajectory",
-           "generalized_step", "make_noise", "sample", "sample_iter", "SOLVERS", "set_threads"]
-
 # The core's names are imported on first use (PEP 562), so that importing the package (the `seqdiff` command
 # does, before it knows what it will run) does not import torch.
 _CORE = {"Schedule": "schedule", "GaussianMixture": "data", "digits": "data", "grid25": "data", "preset": "data",
@@ -18,6 +14,7 @@ _CORE = {"Schedule": "schedule", "GaussianMixture": "data", "digits": "data", "g
          "simple_loss": "losses", "Trajectory": "samplers", "generalized_step": "samplers",
          "make_noise": "samplers", "SOLVERS": "solvers", "sample": "solvers",  # the one public sample, with solver=
          "sample_iter": "solvers"}
+__all__ = [*_CORE, "set_threads"]
 
 
 def __getattr__(name: str):

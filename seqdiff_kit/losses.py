@@ -42,8 +42,7 @@ class LossOutput:
 
     def item(self) -> dict:
         """The three values as plain floats (for logs and JSON)."""
-        return {"total": float(self.total.detach()), "simple": float(self.simple.detach()),
-                "sa": float(self.sa.detach())}
+        return {k: float(getattr(self, k).detach()) for k in ("total", "simple", "sa")}
 
 
 # ---------------------------------------------------------------------- argument handling
@@ -66,11 +65,10 @@ def _resolve_noise(noise, x0: torch.Tensor, K: int, generator, name: str = "nois
     """The K independent noise draws [K, B, ...]. Drawn in the order eps_0, then eps_1..eps_{K-1}, so that
     the SA loss's simple term sees exactly the draws ``simple_loss`` would see with the same generator."""
     if noise is None:
-        eps0 = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        eps0 = torch.randn((1, *x0.shape), generator=generator, dtype=x0.dtype).to(x0.device)
         if K == 1:
-            return rearrange(eps0, "... -> 1 ...")
-        rest = torch.randn((K - 1, *x0.shape), generator=generator, dtype=x0.dtype).to(x0.device)
-        return torch.cat([rearrange(eps0, "... -> 1 ..."), rest])
+            return eps0
+        return torch.cat([eps0, torch.randn((K - 1, *x0.shape), generator=generator, dtype=x0.dtype).to(x0.device)])
     check_tensor(name, noise, finite=True, dtypes="floating")
     if K == 1 and noise.shape == x0.shape:  # the simple loss also takes a plain [B, ...] noise
         noise = rearrange(noise, "... -> 1 ...")
@@ -183,8 +181,7 @@ class Loss:
         elif gamma is not None:
             raise ValueError(f"gamma belongs to name='ip' (Input Perturbation), got gamma={gamma!r} with "
                              f"name={name!r}")
-        if not isinstance(antithetic, bool):
-            raise TypeError(f"antithetic must be a bool, got {antithetic!r}")
+        check_type("antithetic", antithetic, bool)
         self.name, self.K, self.lam, self.antithetic, self.gamma = name, K, lam, antithetic, gamma
 
     @property
@@ -203,8 +200,7 @@ class Loss:
         unknown = set(d) - {"name", "K", "lam", "antithetic", "gamma"}
         if unknown:
             raise ValueError(f"config has unknown keys {sorted(unknown)}; allowed: name, K, lam, antithetic, gamma")
-        return cls(d.get("name", "simple"), d.get("K", 1), d.get("lam", 0.0), d.get("antithetic", False),
-                   d.get("gamma"))
+        return cls(**d)
 
     def __call__(self, model: Callable, x0: torch.Tensor, schedule: Schedule,
                  generator: torch.Generator | None = None) -> LossOutput:

@@ -69,10 +69,6 @@ def _check(x_T, schedule, timesteps, noise, clip_x0, eta=0.0, variance="small"):
     return check_sampler_args(x_T, schedule, 1, eta, variance, "trailing", timesteps, noise, clip_x0)
 
 
-def _abar(schedule: Schedule, t: int) -> float:
-    return float(schedule.alpha_bar(t))
-
-
 def _predict(model, x, t: int, a_t: float, clip_x0, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(eps, x0_pred)`` at ``(x, t)``; with ``clip_x0`` the clipped x0 and the eps consistent with it."""
     eps = call_model(model, x, t, where)
@@ -84,11 +80,11 @@ def _predict(model, x, t: int, a_t: float, clip_x0, where: str) -> tuple[torch.T
 
 
 def _pairs(schedule: Schedule, ts: torch.Tensor):
-    """``(i, t, s, a_t, a_s)`` over a run: ``s`` is the next timestep, -1 at the last step."""
+    """``(i, t, s, a_t, a_s)`` over a run (float64 alpha_bars): ``s`` is the next timestep, -1 at the last step."""
     n = ts.numel()
     for i in range(n):
         t, s = int(ts[i]), int(ts[i + 1]) if i + 1 < n else -1
-        yield i, t, s, _abar(schedule, t), _abar(schedule, s)
+        yield i, t, s, float(schedule.alpha_bar(t)), float(schedule.alpha_bar(s))
 
 
 # ---------------------------------------------------------------------- the solvers
