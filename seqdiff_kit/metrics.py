@@ -88,18 +88,15 @@ def _kernel_block(d2: torch.Tensor, gamma: list[float]) -> torch.Tensor:
     total, prev_g, k = None, None, None
     for g in sorted(gamma):  # widest kernel first
         # a zero gamma (h/s past float64's range: the kernel is 1) has no ratio to the next one
-        squarings = _squarings(g / prev_g) if prev_g else None
-        if squarings is None:
+        mantissa, exponent = math.frexp(g / prev_g) if prev_g else (0.0, 0)
+        if mantissa == 0.5 and 2 <= exponent <= 17:  # g / prev_g == 2^j exactly, 1 <= j <= 16: square j times
+            for _ in range(exponent - 1):
+                k.square_()
+        else:
             # gamma is inf for h below ~1e-154, where exp(-inf * 0) would be NaN: k = 1 at distance 0, else 0
             k = (d2 == 0).to(d2.dtype) if math.isinf(g) else torch.mul(d2, -g).exp_()
-        else:
-            for _ in range(squarings):
-                k.square_()
         prev_g = g
-        if total is None:
-            total = k.clone()
-        else:
-            total.add_(k)
+        total = k.clone() if total is None else total.add_(k)
     return total
 
 
@@ -127,12 +124,6 @@ def _kernel_total(a: torch.Tensor, b: torch.Tensor | None, gamma: list[float]) -
         else:
             total += k.sum()
     return total
-
-
-def _squarings(ratio: float) -> int | None:
-    """``j`` when ``ratio == 2^j`` exactly for an integer ``1 <= j <= 16``, else None."""
-    mantissa, exponent = math.frexp(ratio)
-    return exponent - 1 if mantissa == 0.5 and 2 <= exponent <= 17 else None
 
 
 def _gamma(h: torch.Tensor, s: float) -> list[float]:

@@ -147,23 +147,6 @@ def save_study(study: dict, path=STUDY_PATH) -> Path:
 
 
 # ---------------------------------------------------------------------- reading
-def _read_study(cls, path, script: str):
-    """``cls(data)`` of the JSON at ``path``; FileNotFoundError naming ``script`` when it is absent, ValueError
-    naming the file (and the key) when it is not a study."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"seed study not found at {str(path)!r}; run {script}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise ValueError(f"seed study {str(path)!r} is not valid UTF-8 JSON ({' '.join(str(err).split())[:120]})"
-                         ) from None
-    try:
-        return cls(data)
-    except ValueError as err:
-        raise ValueError(f"seed study {str(path)!r}: {err}") from None
-
-
 def _need(ok: bool, key: str, what: str, got) -> None:
     """A stored study's check: ValueError naming ``key``, what it must be and (the start of) what it is."""
     if not ok:
@@ -200,25 +183,31 @@ def _check_study(data) -> None:
 
 @dataclass
 class StoredStudy:
-    """A study stored as JSON over training seeds: ``data``, checked by the class's ``check``; ``load`` reads the
-    file (default ``PATH``; ``SCRIPT`` writes it)."""
+    """A study stored as JSON over training seeds: ``data``, checked by the subclass's ``check``."""
 
     data: dict
     PATH: ClassVar[Path]
-    SCRIPT: ClassVar[str]
+    SCRIPT: ClassVar[str]  # what writes the file at PATH
 
     def __post_init__(self):
         self.check(self.data)
 
-    @staticmethod
-    def check(data) -> None:
-        raise NotImplementedError
-
     @classmethod
     def load(cls, path=None):
-        """The study stored at ``path`` (default ``PATH``); a ValueError naming the file and the key when it is
-        not one."""
-        return _read_study(cls, cls.PATH if path is None else path, cls.SCRIPT)
+        """The study stored at ``path`` (default ``PATH``): FileNotFoundError naming ``SCRIPT`` when it is absent,
+        ValueError naming the file (and the key) when it is not a study."""
+        path = Path(cls.PATH if path is None else path)
+        if not path.is_file():
+            raise FileNotFoundError(f"seed study not found at {str(path)!r}; run {cls.SCRIPT}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise ValueError(f"seed study {str(path)!r} is not valid UTF-8 JSON "
+                             f"({' '.join(str(err).split())[:120]})") from None
+        try:
+            return cls(data)
+        except ValueError as err:
+            raise ValueError(f"seed study {str(path)!r}: {err}") from None
 
     @property
     def seeds(self) -> list[int]:
@@ -374,11 +363,6 @@ DIGIT_METRICS = ("fd", "confident")
 DIGIT_TITLES = {"fd": "FD", "confident": "confident share"}
 
 
-def digit_network_name(loss: str, seed: int) -> str:
-    """The row name of the network of ``loss`` and training ``seed`` in the evaluation: ``"<loss>_s<seed>"``."""
-    return f"{check_choice('loss', loss, DIGITS_LOSSES)}_s{check_int('seed', seed, 0)}"
-
-
 def measure_digit_seeds(networks: dict, schedule: Schedule, steps: Sequence[int] = STUDY_STEPS, *,
                         n_points: int = 1000, seed: int = 0, level: float = LEVEL, device="cpu") -> dict:
     """The digits comparison over training seeds in its stored form (``DigitSeeds``): ``networks`` (``{loss:
@@ -392,7 +376,7 @@ def measure_digit_seeds(networks: dict, schedule: Schedule, steps: Sequence[int]
     if sorted(networks["sa"]) != seeds or len(seeds) < 2:
         raise ValueError(f"networks must hold the same training seeds (at least 2) for each loss, got "
                          f"{ {k: sorted(v) for k, v in networks.items()} }")
-    models = {digit_network_name(loss, s): networks[loss][s] for loss in DIGITS_LOSSES for s in seeds}
+    models = {f"{loss}_s{s}": networks[loss][s] for loss in DIGITS_LOSSES for s in seeds}
     t0 = time.perf_counter()
     table = steps_table(models, schedule, steps, n=n_points, seed=seed, device=device)
     record = {"dataset": "digits8x8", "schedule": schedule.config(), "seeds": seeds, "steps": list(table.steps),
@@ -402,8 +386,7 @@ def measure_digit_seeds(networks: dict, schedule: Schedule, steps: Sequence[int]
                              "sampler": f"DDIM (eta = {table.eta}), trailing spacing", "confidence": CONFIDENCE,
                              "reference": "half A of the real digits (evaluate.real_halves(0))",
                              "clamp": list(PIXEL_RANGE), "seconds": round(time.perf_counter() - t0, 1)},
-              "networks": {loss: {str(s): {"fd": table.fd[digit_network_name(loss, s)],
-                                           "confident": table.confident[digit_network_name(loss, s)]}
+              "networks": {loss: {str(s): {"fd": table.fd[f"{loss}_s{s}"], "confident": table.confident[f"{loss}_s{s}"]}
                                   for s in seeds} for loss in DIGITS_LOSSES}}
     record["paired"] = DigitSeeds(record).paired_table(level)
     return record
