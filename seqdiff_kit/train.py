@@ -114,16 +114,9 @@ def ema_decay_at(step: int, ema_decay: float) -> float:
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """``theta_ema <- decay theta_ema + (1 - decay) theta`` for every parameter; buffers are copied."""
-    _ema_step(list(ema.parameters()), [p.detach() for p in model.parameters()], decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
-@torch.no_grad()
 def _ema_step(ema_params: list, params: list, decay: float) -> None:
-    # one multi-tensor kernel per operation instead of two small ones per parameter (the same arithmetic)
+    """``theta_ema <- decay theta_ema + (1 - decay) theta``: one multi-tensor kernel per operation instead of two
+    small ones per parameter (the same arithmetic)."""
     torch._foreach_mul_(ema_params, decay)
     torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
 
@@ -193,13 +186,8 @@ def _dataset_name(data) -> str:
 # ---------------------------------------------------------------------- optimizer state <-> flat tensors
 def _optim_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """Adam's per-parameter state as flat names ``optim.<param index>.<key>``."""
-    out = {}
-    for idx, st in opt.state_dict()["state"].items():
-        for key, val in st.items():
-            if not isinstance(val, torch.Tensor):
-                val = torch.tensor(val)
-            out[f"optim.{idx}.{key}"] = val
-    return out
+    return {f"optim.{idx}.{key}": torch.as_tensor(val) for idx, st in opt.state_dict()["state"].items()
+            for key, val in st.items()}
 
 
 def _load_optim(opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor]) -> None:
@@ -229,9 +217,7 @@ def history_from_tensor(table: torch.Tensor, step: int, where: str = "checkpoint
         row = int((~torch.isfinite(table)).any(1).nonzero()[0])
         raise ValueError(f"{where}: extra.history holds NaN or inf (row {row}); training stops before a step whose "
                          f"loss or gradient is not finite, so a history of real steps is finite")
-    rows = [dict(zip(HISTORY_KEYS, r)) for r in table.tolist()]
-    for r in rows:
-        r["step"] = int(r["step"])
+    rows = [dict(zip(HISTORY_KEYS, r), step=int(r[0])) for r in table.tolist()]
     steps = [r["step"] for r in rows]
     if rows and steps != list(range(step - len(rows) + 1, step + 1)):
         raise ValueError(f"{where}: extra.history must hold consecutive steps ending at step {step}, got steps "
@@ -257,45 +243,6 @@ def _resume_step(checkpoint, meta: dict) -> int:
 
 
 # ---------------------------------------------------------------------- the loop
-def _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_decay, grad_clip, warmup,
-                checkpoint, checkpoint_every, resume, shards, device):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_type("schedule", schedule, Schedule)
-    if not isinstance(loss, Loss):
-        raise TypeError(f"loss must be a seqdiff_kit.losses.Loss (e.g. Loss('simple') or Loss('sa', K=2, lam=1.0)), "
-                        f"got {type(loss).__name__}")
-    if not isinstance(data, GaussianMixture):
-        if not isinstance(data, torch.Tensor):
-            raise TypeError(f"data must be a GaussianMixture or a Tensor [N, ...], got {type(data).__name__}")
-        check_tensor("data", data, min_ndim=1, nonempty=True, finite=True)
-        if not data.is_floating_point():
-            raise TypeError(f"data must be a floating-point tensor, got dtype {data.dtype}")
-    out = dict(steps=check_int("steps", steps, 0), batch_size=check_int("batch_size", batch_size, 1),
-               lr=check_float("lr", lr, 0.0, low_open=True), seed=check_int("seed", seed, 0, MAX_SEED),
-               ema_decay=check_float("ema_decay", ema_decay, 0.0, 1.0),
-               grad_clip=None if grad_clip is None else check_float("grad_clip", grad_clip, 0.0, low_open=True),
-               warmup=check_int("warmup", warmup, 0), device=check_device_arg("device", device))
-    rank, size = world()
-    out["shards"] = size if shards is None else check_int("shards", shards, 1)
-    if size > 1 and out["shards"] != size:
-        raise ValueError(f"shards must equal the number of processes ({size}) under torchrun, got {out['shards']}")
-    if out["batch_size"] % out["shards"]:
-        raise ValueError(f"batch_size must be divisible by the number of shards ({out['shards']}; under torchrun the "
-                         f"number of processes), each drawing batch_size / shards samples: got batch_size="
-                         f"{out['batch_size']}")
-    if checkpoint_every is not None:
-        check_int("checkpoint_every", checkpoint_every, 1)
-        if checkpoint is None:
-            raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint path, got checkpoint=None")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs a checkpoint path, got checkpoint=None")
-    if checkpoint is not None:
-        checkpoint_paths(checkpoint)  # refuses pickle-style names early
-        model_spec(model)             # the model must be rebuildable from JSON before we spend time training
-    return out
-
-
 def train_iter(model: nn.Module, data, schedule: Schedule, loss: Loss, *, steps: int, batch_size: int = 256,
                lr: float = 2e-3, seed: int = 0, ema_decay: float = 0.999, grad_clip: float | None = 1.0,
                warmup: int = 0, cosine_decay: bool = False, checkpoint=None, checkpoint_every: int | None = None,
@@ -313,11 +260,40 @@ def train_iter(model: nn.Module, data, schedule: Schedule, loss: Loss, *, steps:
     request without CUDA is a ValueError here). ``shards``: the batch's data-parallel shards (module docstring;
     default: the processes of an initialized torch.distributed group, 1 without one); ``batch_size`` must be a
     multiple."""
-    # validate now, not at the first next(): a generator function would report bad arguments late
-    args = _check_args(model, data, schedule, loss, steps, batch_size, lr, seed, ema_decay, grad_clip, warmup,
-                       checkpoint, checkpoint_every, resume, shards, device)
-    if threads is not None:
-        check_int("threads", threads, 1)
+    # validated now, not at the first next(): a generator function would report bad arguments late
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_type("schedule", schedule, Schedule)
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a seqdiff_kit.losses.Loss (e.g. Loss('simple') or Loss('sa', K=2, lam=1.0)), "
+                        f"got {type(loss).__name__}")
+    if not isinstance(data, GaussianMixture):
+        if not isinstance(data, torch.Tensor):
+            raise TypeError(f"data must be a GaussianMixture or a Tensor [N, ...], got {type(data).__name__}")
+        check_tensor("data", data, min_ndim=1, nonempty=True, finite=True, dtypes="floating")
+    args = dict(steps=check_int("steps", steps, 0), batch_size=check_int("batch_size", batch_size, 1),
+                lr=check_float("lr", lr, 0.0, low_open=True), seed=check_int("seed", seed, 0, MAX_SEED),
+                ema_decay=check_float("ema_decay", ema_decay, 0.0, 1.0),
+                grad_clip=None if grad_clip is None else check_float("grad_clip", grad_clip, 0.0, low_open=True),
+                warmup=check_int("warmup", warmup, 0), device=check_device_arg("device", device))
+    size = world()[1]
+    args["shards"] = size if shards is None else check_int("shards", shards, 1)
+    if size > 1 and args["shards"] != size:
+        raise ValueError(f"shards must equal the number of processes ({size}) under torchrun, got {args['shards']}")
+    if args["batch_size"] % args["shards"]:
+        raise ValueError(f"batch_size must be divisible by the number of shards ({args['shards']}; under torchrun "
+                         f"the number of processes), each drawing batch_size / shards samples: got batch_size="
+                         f"{args['batch_size']}")
+    for name, value in (("checkpoint_every", checkpoint_every), ("threads", threads)):
+        if value is not None:
+            check_int(name, value, 1)
+    if checkpoint_every is not None and checkpoint is None:
+        raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint path, got checkpoint=None")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path, got checkpoint=None")
+    if checkpoint is not None:
+        checkpoint_paths(checkpoint)  # refuses pickle-style names early
+        model_spec(model)             # the model must be rebuildable from JSON before we spend time training
     return _loop(model, data, schedule, loss, args, cosine_decay=cosine_decay, checkpoint=checkpoint,
                  checkpoint_every=checkpoint_every, resume=resume, progress=progress, threads=threads,
                  dataset_name=dataset_name)
@@ -396,7 +372,7 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
                 raise NonFiniteLossError(_nonfinite_msg(f"gradient norm is {grad_norm}", i + 1, out, checkpoint,
                                                         last_saved))
             opt.step()
-            _ema_step(ema_params, params, ema_decay_at(i, ema_decay))  # ema_update on the lists made once
+            _ema_step(ema_params, params, ema_decay_at(i, ema_decay))
             for b_ema, b in ema_buffers:
                 b_ema.copy_(b)
             state = TrainState(step=i + 1, loss=value, simple=simple, sa=sa, lr=lr_i, grad_norm=grad_norm,
@@ -536,13 +512,10 @@ def _check_resume(checkpoint, meta: dict, run_cfg: dict) -> None:
     if old.get("shards", 1) != new.get("shards", 1):
         bad.append(f"train.shards: checkpoint {old.get('shards', 1)!r} != now {new.get('shards', 1)!r} (resume with "
                    f"as many processes, or shards, as the run had)")
-    for k, v in new.items():
-        if k == "shards":
-            continue  # compared above, with 1 for a checkpoint that does not say
-        if k == "steps" and not new["cosine_decay"]:
-            continue  # extending a constant-lr run is fine; a cosine schedule depends on the total
-        if old.get(k) != v:
-            bad.append(f"train.{k}: checkpoint {old.get(k)!r} != now {v!r}")
+    # shards: compared above; steps: extending a constant-lr run is fine, a cosine schedule depends on the total
+    skip = ("shards",) if new["cosine_decay"] else ("shards", "steps")
+    bad += [f"train.{k}: checkpoint {old.get(k)!r} != now {v!r}" for k, v in new.items()
+            if k not in skip and old.get(k) != v]
     if bad:
         raise ValueError(f"cannot resume from {str(checkpoint)!r}: the run differs from the checkpointed one ("
                          + "; ".join(bad) + ")")
