@@ -6,7 +6,7 @@ import os
 import stat
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 try:  # POSIX
@@ -48,21 +48,15 @@ def atomic_write(target, data: bytes | str, mode: int = 0o644) -> Path:
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
-    try:  # make the rename itself durable; not every platform can open a folder
+    with suppress(OSError):  # make the rename itself durable; not every platform can open a folder
         dfd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return target
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     return target
 
 
@@ -106,11 +100,9 @@ def remove_stale_temp_files(target) -> list[Path]:
         else:
             continue  # not one of ours
         if stale:
-            try:
+            with suppress(OSError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
-            except OSError:
-                pass
     return removed
 
 
@@ -203,29 +195,26 @@ def _lock_fd(path: Path, folder: Path) -> int:
 
 @contextmanager
 def locked_folder(folder):
-    """Hold an exclusive lock on ``folder`` (created if needed) while the block runs.
+    """Hold an exclusive lock on ``folder`` (created if needed) while the block runs; a second holder, in this
+    process or another, gets ``FolderLockedError`` at once instead of waiting.
 
-    The lock is the operating system's (``flock`` on ``<folder>/.seqdiff.lock``), so it is released when the
-    process ends however it ends, kill -9 included: a lock file left behind by a killed holder is never stale,
-    only reused. A holder that ends normally removes the file while it still holds the lock, so a finished
-    folder holds only its results; a contender that locked the removed file sees (by device and inode) that the
-    name no longer leads to it and opens the name again.
-    A second holder, in this process or another, gets ``FolderLockedError`` at once instead of waiting.
-    The lock file is opened without following links and must be a plain file of its own (else ValueError); its
-    text, the holder's pid, is rewritten only when it already is a pid (or empty), so no other file is changed,
-    and only such a file is removed on release (a file of someone's notes at that name stays)."""
+    The lock is the OS's ``flock`` on ``<folder>/.seqdiff.lock``, released however the process ends (kill -9
+    included), so a lock file left by a killed holder is reused, never stale. A holder that ends normally removes
+    the file while it still holds the lock; a contender that locked the removed file sees (by device and inode)
+    that the name no longer leads to it and opens the name again. The file is opened without following links and
+    must be a plain file of its own (else ValueError); its text, the holder's pid, is rewritten and removed only
+    when it already is a pid (or empty), so no other file is changed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     fd = _lock_fd(path, folder)
     try:
-        try:  # who holds it, for the message above; the lock itself is the flock, not this text
-            if _read_pid(fd) is not None:
+        # who holds it, for the message above; the lock itself is the flock, not this text
+        if _read_pid(fd) is not None:
+            with suppress(OSError):
                 os.ftruncate(fd, 0)
                 os.lseek(fd, 0, os.SEEK_SET)
                 os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-        except OSError:
-            pass
         yield path
     finally:
         _release(fd, path)

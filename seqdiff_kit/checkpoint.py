@@ -12,9 +12,7 @@ it, and sizes that cannot fit in memory are refused before they are allocated.
 Pickle is never used: ``torch.load`` and ``pickle`` are never called, files named ``.pt``/``.pkl``/``.pth``/
 ``.ckpt`` are refused, and so is any file whose bytes look like a pickle (a ``0x80`` protocol marker) or a zip
 archive (``torch.save``'s format, which holds a ``data.pkl``). Models are rebuilt only from an allowlist of
-class names in :mod:`seqdiff_kit.denoisers`.
-
-Both files are written atomically: a temporary file in the same folder, ``fsync``, then ``os.replace``.
+class names in :mod:`seqdiff_kit.denoisers`. Both files are written atomically (``_io.atomic_write``).
 """
 from __future__ import annotations
 
@@ -38,6 +36,7 @@ from torch import nn
 from ._runtime import __version__
 from ._io import atomic_write
 from ._validate import FLOATING
+from . import denoisers
 from .denoisers import ARG_LIMITS
 from .schedule import MAX_T
 from . import _limits
@@ -50,10 +49,7 @@ MODEL_PREFIX, EMA_PREFIX, EXTRA_PREFIX = "model.", "ema.", "extra."
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 MAX_JSON_BYTES = 256 * 1024 * 1024  # a custom schedule of MAX_T betas is about 25 MB of JSON
 SCHEDULE_NAMES = ("linear", "cosine", "quadratic", "sigmoid")  # the named schedules Schedule.from_config builds
-# Upper bounds on the integer constructor arguments a checkpoint may ask for: the constructors' own (depth bounds
-# the time it takes to build the network on the meta device and count its parameters; the parameter count is
-# then checked against the memory available).
-MODEL_ARG_LIMITS = ARG_LIMITS
+MODEL_ARG_LIMITS = ARG_LIMITS  # the bounds on a checkpoint's constructor arguments: the constructors' own
 _UNBOUND_KEYS = ("weights_file", "weights_sha256")  # the JSON's own keys, not part of the config bound to the weights
 _RUN_KEYS = ("dataset", "schedule", "loss", "seed", "model", "train")  # what makes two checkpoints one run
 
@@ -116,13 +112,9 @@ def _cpu_tensors(prefix: str, tensors: dict) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path, model: nn.Module, config: dict, ema: nn.Module | None = None,
                     extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``<stem>.safetensors`` (tensors) and ``<stem>.json`` (config), each atomically.
-
-    Tensors are stored as ``model.<name>`` (the state dict), ``ema.<name>`` and ``extra.<name>`` (e.g. the
-    optimizer moments and the generator state ``torch.Generator.get_state()``, a uint8 tensor).
-    The JSON is ``config`` plus ``model = {"class", "args"}``, the format tag, the library and torch versions
-    and ``weights_sha256``, the SHA-256 of the tensor file (so a mismatched pair is detected on load).
-    The tensor file is replaced first, then the JSON."""
+    """Write ``<stem>.safetensors`` and then ``<stem>.json`` (the module docstring): the tensors as
+    ``model.<name>`` (the state dict), ``ema.<name>`` and ``extra.<name>`` (e.g. the optimizer moments and the
+    generator state, a uint8 tensor); the JSON is ``config`` plus the model spec, format, versions and hash."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(config, dict):
@@ -220,20 +212,17 @@ def _parse_safetensors(path: Path, data: bytes) -> tuple[dict[str, torch.Tensor]
     return tensors, embedded if isinstance(embedded, dict) else None
 
 
-def _parse_json(path: Path, data: bytes):
-    _refuse_if_pickle(path, data)
-    try:
-        return _loads(data.decode("utf-8"), f"config {str(path)!r}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"corrupt checkpoint config {str(path)!r}: not valid UTF-8 JSON ({err})") from None
-
-
 def read_json_file(path):
     """The JSON value of a config file beside a tensor file, read as a checkpoint's JSON is: at most
     ``MAX_JSON_BYTES``, a pickle refused, bad UTF-8, bad JSON or nesting that exhausts the stack a ValueError
     naming the file (FileNotFoundError when it is missing). The caller checks what the value holds."""
     path = Path(path)
-    return _parse_json(path, _read_bytes(path, MAX_JSON_BYTES))
+    data = _read_bytes(path, MAX_JSON_BYTES)
+    _refuse_if_pickle(path, data)
+    try:
+        return _loads(data.decode("utf-8"), f"config {str(path)!r}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"corrupt checkpoint config {str(path)!r}: not valid UTF-8 JSON ({err})") from None
 
 
 def read_tensor_file(path) -> dict[str, torch.Tensor]:
@@ -260,22 +249,17 @@ def _bad(where: str, key: str, message: str) -> ValueError:
 def check_model_spec(spec, where: str = "model spec") -> dict:
     """Raise ValueError naming the key unless ``spec`` is ``{"class": <allowed class>, "args": {...}}`` whose
     arguments are integers the class takes, within ``MODEL_ARG_LIMITS``, and whose parameters fit in memory."""
-    from . import denoisers  # the module, so that classes added later (TinyUNet) are found
-
     if not isinstance(spec, dict):
         raise _bad(where, "model", f"must be a dict {{'class': str, 'args': dict}}, got {spec!r:.80}")
     name = spec.get("class")
     if name not in ALLOWED_MODELS:
         raise ValueError(f"model class must be one of {list(ALLOWED_MODELS)}, got {name!r:.80} (key 'model.class' "
                          f"in {where})")
-    cls = getattr(denoisers, name, None)
-    if cls is None:
-        raise ValueError(f"model class {name!r} is allowed but not defined in seqdiff_kit.denoisers "
-                         f"in this version ({__version__})")
+    cls = getattr(denoisers, name)
     args = spec.get("args")
     if not isinstance(args, dict):
         raise _bad(where, "model.args", f"must be a dict of {name}'s constructor arguments, got {args!r:.80}")
-    allowed = [p for p in inspect.signature(cls).parameters]
+    allowed = list(inspect.signature(cls).parameters)
     for key, value in args.items():
         if key not in allowed:
             raise _bad(where, f"model.args.{key}", f"is not an argument of {name} (allowed: {allowed})")
@@ -317,8 +301,6 @@ def check_schedule_config(config, where: str = "schedule config") -> dict:
 def _check_same_T(spec: dict, schedule: dict, where: str) -> None:
     """The network embeds t in [0, T) of its own T: a schedule of another length would feed it timesteps it was
     not trained on (or out of its range)."""
-    from . import denoisers
-
     T = schedule["T"] if schedule["name"] != "custom" else len(schedule["betas"])
     param = inspect.signature(getattr(denoisers, spec["class"])).parameters.get("T")
     if param is None:
@@ -364,20 +346,11 @@ def check_config(meta, where: str = "config") -> dict:
 
 
 # ---------------------------------------------------------------------- reading
-def _same_run(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in _RUN_KEYS)
-
-
 def read_checkpoint(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint pair safely: ``(tensors, config)`` with every stored tensor by its full name
-    (``model.*``, ``ema.*``, ``extra.*``) on ``device``.
-
-    The JSON is checked against its schema first (``check_config``). Then the pair must be bound: the JSON's
-    ``weights_sha256`` is the SHA-256 of the tensor file and the config embedded in the tensor file equals the
-    JSON (less ``weights_file`` and ``weights_sha256``). One mismatch is recovered from, with a warning: a save
-    interrupted between its two renames, where the tensor file holds a later step of the same run (same
-    dataset, schedule, loss, seed, model and training settings); its embedded config is then used. Any other
-    mismatch (files of different runs, an edited JSON, corrupted weights) raises ValueError."""
+    (``model.*``, ``ema.*``, ``extra.*``) on ``device``. The JSON is checked against its schema, then the pair's
+    binding (module docstring): an interrupted save (the tensor file holds a later step of the same ``_RUN_KEYS``)
+    is read, with a warning, from the config embedded in the tensor file; any other mismatch is a ValueError."""
     st_path, js_path = checkpoint_paths(path)
     meta = check_config(read_json_file(js_path), str(js_path))
     st_bytes = _read_bytes(st_path)
@@ -393,7 +366,8 @@ def read_checkpoint(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
             raise ValueError(f"{str(js_path)!r} was edited after it was saved: {why}; restore it or save the "
                              f"checkpoint again")
     else:
-        stale = (isinstance(embedded, dict) and embedded != stripped and _same_run(embedded, stripped)
+        stale = (isinstance(embedded, dict) and embedded != stripped
+                 and all(embedded.get(k) == stripped.get(k) for k in _RUN_KEYS)
                  and _is_int(embedded.get("step", 0)) and embedded.get("step", 0) >= stripped.get("step", 0))
         if not stale:
             why = ("has no weights_sha256" if meta.get("weights_sha256") is None
@@ -410,8 +384,6 @@ def read_checkpoint(path, device="cpu") -> tuple[dict[str, torch.Tensor], dict]:
 def build_model(spec: dict) -> nn.Module:
     """Rebuild a network from ``{"class": name, "args": {...}}``; only classes in the allowlist, with arguments
     checked by ``check_model_spec``."""
-    from . import denoisers
-
     check_model_spec(spec)
     return getattr(denoisers, spec["class"])(**spec["args"])
 

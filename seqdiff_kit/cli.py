@@ -22,6 +22,7 @@ import io
 import json
 import os
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from ._io import FolderLockedError, atomic_write, one_line, os_error_line, shorten
@@ -458,10 +459,8 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         # the reader went away (`seqdiff demo | head -1`): stop quietly, as a program ended by SIGPIPE does, and
         # point stdout at /dev/null so that the interpreter's last flush does not fail again
-        try:
+        with suppress(OSError, ValueError, AttributeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
         return SIGPIPE_STATUS
 
 

@@ -1,15 +1,6 @@
-"""Data-parallel training: the batch shards and their seeds, the process group of a torchrun launch, and the
-launcher behind ``seqdiff train --nproc N``.
-
-The global batch of ``B`` samples is split into ``W`` shards of ``B / W``. Shard ``r`` draws its data, timesteps
-and noise from its own generator, seeded with ``shard_seed(seed, r)``; shard 0's seed is ``seed`` itself, so
-``W = 1`` is the single-process run. Under torchrun (``W`` processes, ``DistributedDataParallel``) rank ``r``
-computes shard ``r`` and DDP averages the gradients over the ranks; one process can emulate the same ``W`` shards
-(``train.fit(..., shards=W)``): the mean of the shard losses, one backward. Both give the gradient of
-
-    L = (1/W) sum_r L_r,    L_r the loss of shard r,
-
-so their weights agree to float32 rounding. Backends: gloo on the CPU, nccl on CUDA (one GPU per rank).
+"""Data-parallel training: the batch shards' seeds, the process group of a torchrun launch (gloo on the CPU, nccl
+on CUDA, one GPU per rank), and the launcher behind ``seqdiff train --nproc N``. How the W shards of a batch make
+one loss ``L = (1/W) sum_r L_r``, in W processes or emulated in one: the ``train`` module docstring.
 """
 from __future__ import annotations
 
@@ -21,6 +12,7 @@ import sys
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from unittest import mock
 
 import torch
 import torch.distributed as dist
@@ -80,14 +72,8 @@ def init_process_group(device: torch.device, launch: Launch) -> torch.device:
                              f"CUDA device(s) are visible; start at most that many processes per machine")
         device = torch.device("cuda", launch.local_rank)
         torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        backend = "gloo"
-    store = _loopback_rank_store(launch)
-    if store is None:
-        dist.init_process_group(backend, rank=launch.rank, world_size=launch.world)
-    else:
-        dist.init_process_group(backend, store=store, rank=launch.rank, world_size=launch.world)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=_loopback_rank_store(launch),
+                            rank=launch.rank, world_size=launch.world)
     return device
 
 
@@ -162,14 +148,14 @@ class LaunchFailed(RuntimeError):
 @contextmanager
 def _quiet_elastic():
     """torchrun's agent logs every start and stop at WARNING; the CLI states the outcome itself."""
-    loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.launcher")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
+    names = ("torch.distributed.elastic", "torch.distributed.launcher")
+    levels = {lg: lg.level for lg in map(logging.getLogger, names)}
+    for lg in levels:
         lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in levels.items():
             lg.setLevel(level)
 
 
@@ -205,22 +191,10 @@ def _loopback_listener(port: int) -> tuple[int, int]:
     return sock.detach(), port
 
 
-@contextmanager
-def _loopback_gloo():
-    """The ranks' environment (they inherit it): gloo's connections on the loopback interface (else it listens on
-    the address the host name resolves to, which may face a network), and each launch's ranks host their own
-    store (``_loopback_rank_store``) instead of the launcher's shared one, which listens on every address."""
-    names = {"GLOO_SOCKET_IFNAME": "lo", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-    old = {k: os.environ.get(k) for k in names}
-    os.environ.update(names)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+# The ranks' environment (they inherit it, for the launch only): gloo's connections on the loopback interface (else
+# it listens on the address the host name resolves to, which may face a network), and each launch's ranks host
+# their own store (``_loopback_rank_store``) instead of the launcher's shared one, which listens on every address.
+LOOPBACK_ENV = {"GLOO_SOCKET_IFNAME": "lo", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
 def launch(nproc: int, argv: list[str], module: str = "seqdiff_kit.cli") -> None:
@@ -234,7 +208,7 @@ def launch(nproc: int, argv: list[str], module: str = "seqdiff_kit.cli") -> None
 
     nproc = check_int("nproc", nproc, 1)
     try:
-        with _quiet_elastic(), _loopback_store() as port, _loopback_gloo():
+        with _quiet_elastic(), _loopback_store() as port, mock.patch.dict(os.environ, LOOPBACK_ENV):
             config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                                   run_id=f"seqdiff-{uuid.uuid4().hex}", rdzv_backend="c10d",
                                   rdzv_endpoint=f"127.0.0.1:{port}", rdzv_configs={"is_host": True},

@@ -6,12 +6,10 @@ in one process, in N data-parallel processes, or as one rank of a torchrun launc
     trained = run.load()                         # the EMA network and its config (recipes.Trained)
 
 An existing run is replaced only with ``overwrite=True`` and continued only with ``resume=True``; one process
-at a time writes a folder (``_io.locked_folder``), killed writers' temporary files are swept up; ``history.json``
-is rewritten at every checkpoint from the history the checkpoint stores. ``nproc = N > 1`` starts N processes
-(``ddp.launch``) running ``python -m seqdiff_kit.runs SPEC`` (``main``), one rank each; under torchrun
-``train_run`` is a rank itself; rank 0 alone holds the folder, writes and reports. Messages name the arguments as
-``names`` says (the CLI passes its options). Every command's ``--out`` is checked (``check_out_path``) and written
-under its lock (``writing``) here.
+at a time writes a folder (``_io.locked_folder``); ``history.json`` is rewritten at every checkpoint.
+``nproc = N > 1`` starts N ranks (``ddp.launch`` of ``main``); under torchrun ``train_run`` is a rank itself; rank
+0 alone holds the folder, writes and reports. Every command's ``--out`` is checked (``check_out_path``) and
+written under its lock (``writing``) here.
 """
 from __future__ import annotations
 
@@ -80,28 +78,17 @@ class RankFailed(RuntimeError):
 
 
 # ---------------------------------------------------------------------- output paths and folders
-def _exists(p) -> bool:
-    return os.path.lexists(p)  # False for names the OS refuses (too long), instead of raising
+def _pathconf(where, key: str, default: int) -> int:
+    try:
+        return int(os.pathconf(where, key))
+    except (OSError, ValueError, AttributeError):
+        return default
 
 
-def _fs_limits(p: Path) -> tuple[int, int]:
-    """(longest name, longest path) in bytes on the file system of ``p``'s nearest existing ancestor."""
-    anc = p
-    while not os.path.isdir(anc) and anc != anc.parent:
-        anc = anc.parent
-    limits = []
-    for key, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
-        try:
-            limits.append(int(os.pathconf(anc if os.path.isdir(anc) else ".", key)))
-        except (OSError, ValueError, AttributeError):
-            limits.append(default)
-    return limits[0], limits[1]
-
-
-def _check_lengths(option: str, text: str, p: Path, folder: bool, files) -> None:
-    """Refuse a name or path too long for the file system, counting the temporary file written first and, for a
-    folder, the ``files`` written in it."""
-    name_max, path_max = _fs_limits(p)
+def _check_lengths(option: str, text: str, p: Path, folder: bool, files, where) -> None:
+    """Refuse a name or path too long for the file system of the folder ``where``, counting the temporary file
+    written first and, for a folder, the ``files`` written in it."""
+    name_max, path_max = _pathconf(where, "PC_NAME_MAX", 255), _pathconf(where, "PC_PATH_MAX", 4096)
     for part in p.parts:
         n = len(os.fsencode(part))
         if n > name_max:
@@ -125,14 +112,13 @@ def check_out_path(option: str, path, *, folder: bool, files=()) -> Path:
     text = os.fspath(path) if isinstance(path, os.PathLike) else path
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{option} must name an output {what}, got {text!r}")
-    p = Path(text)
-    _check_lengths(option, text, p, folder, files)
-    anc = p
-    while not _exists(anc) and anc != anc.parent:
+    p = anc = Path(text)
+    while not os.path.lexists(anc) and anc != anc.parent:  # lexists: False for a name too long, not an error
         anc = anc.parent
-    if _exists(anc) and anc != p and not os.path.isdir(anc):
+    _check_lengths(option, text, p, folder, files, anc if os.path.isdir(anc) else anc.parent)
+    if os.path.lexists(anc) and anc != p and not os.path.isdir(anc):
         raise ValueError(f"{option} {shorten(text)}: {shorten(anc)} is a file, so nothing can be created under it")
-    if _exists(p) and os.path.isdir(p) != folder:
+    if os.path.lexists(p) and os.path.isdir(p) != folder:
         raise ValueError(f"{option} {shorten(text)} is a {'file' if folder else 'folder'}; give a {what}")
     for f in files if folder else ():
         if os.path.isdir(p / f):
@@ -190,15 +176,12 @@ def train_run(recipe: Recipe, out, *, resume: bool = False, overwrite: bool = Fa
               device="cpu", nproc: int = 1, on_step: Callable | None = None, names: Names = Names(),
               note: Callable[[str], None] | None = None) -> Run:
     """Train ``recipe`` (``recipes.train``) into the folder ``out``: ``out/model.safetensors`` + ``model.json``
-    (the weights, EMA, optimiser and random state, written every ``checkpoint_every`` steps and at the end) and
-    ``out/history.json``; returns a ``Run`` (``run.load()`` gives the network).
+    (written every ``checkpoint_every`` steps and at the end) and ``out/history.json``; returns a ``Run``.
 
-    An existing run in ``out`` is refused unless ``resume`` (continue it; nothing there: a new run, said through
-    ``note``) or ``overwrite`` (replace it). ``nproc = N > 1`` trains on N data-parallel processes of this
-    machine (the batch split into N shards; see the module docstring). ``on_step(state)`` is called with every
-    ``train.TrainState`` in this process (not with ``nproc > 1``). ``note(text)`` receives remarks (default: a
-    warning). Every check runs before training starts; the arguments' before the folder is created, the folder's
-    content's under its lock."""
+    ``resume`` with nothing to resume starts a new run, said through ``note(text)`` (default: a warning).
+    ``on_step(state)`` is called with every ``train.TrainState`` in this process (not with ``nproc > 1``).
+    ``names``: how messages name the arguments (the CLI passes its options). Every check runs before training
+    starts; the arguments' before the folder is created, the folder's content's under its lock."""
     check_type("recipe", recipe, Recipe)
     env = launch_env()
     nproc = check_int("nproc", nproc, 1)
