@@ -15,7 +15,7 @@ argument checks, the loop ``run_steps`` and ``record``, which turns any solver's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Iterator
 
 import torch
@@ -88,9 +88,8 @@ def _abar(schedule: Schedule, t, like: torch.Tensor) -> torch.Tensor:
 
 
 def sigmas(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str = "small"):
-    """``(sigma_mean, sigma_noise)`` of a step from alpha_bar tensors: ``sigma_mean = eta sqrt((1 - a_t/a_s)
-    (1 - a_s)/(1 - a_t))`` enters the mean; the noise uses it too, or ``sqrt(1 - a_t/a_s)`` (0 at the end) for
-    ``variance="large"``. Pass float64 alpha_bars: in float16 ``1 - a`` rounds to 0 near the data."""
+    """``(sigma_mean, sigma_noise)`` of a step from float64 alpha_bar tensors: the module docstring's ``sigma``,
+    in the mean and the noise, or for ``variance="large"`` the noise ``sqrt(1 - a_t/a_s)`` (0 at the end)."""
     sig_mean = eta * ((1 - a_t / a_s) * (1 - a_s) / (1 - a_t)).clamp(min=0).sqrt()
     if variance != "large":
         return sig_mean, sig_mean
@@ -112,16 +111,14 @@ class StepCoefficients:
 
     def __getitem__(self, i: int) -> "StepCoefficients":
         """Step ``i``'s coefficients (0-dim tensors) of coefficients computed for every step of a run."""
-        return StepCoefficients(self.sqrt_1m_a_t[i], self.sqrt_a_t[i], self.sqrt_a_s[i], self.eps_coef[i],
-                                self.sigma_noise[i], self.noisy[i])
+        return StepCoefficients(*(getattr(self, f.name)[i] for f in fields(self)))
 
 
 def step_coefficients(a_t: torch.Tensor, a_s: torch.Tensor, eta: float, variance: str, dtype,
                       device="cpu") -> StepCoefficients:
     """The ``StepCoefficients`` of steps from float64 ``alpha_bar`` tensors ``a_t`` and ``a_s`` (of one shape),
-    computed in float64 and cast to ``dtype``, so float16 and bfloat16 runs keep ``1 - a_t`` (which rounds to 0
-    in float16 near the data). Every operation is elementwise: the coefficients of a whole run computed at
-    once are those of its steps computed one by one, bit for bit."""
+    computed in float64 (in float16 ``1 - a_t`` rounds to 0 near the data) and cast to ``dtype``. Elementwise:
+    a whole run's coefficients at once are those of its steps one by one, bit for bit."""
     def cast(c: torch.Tensor) -> torch.Tensor:
         return c.to(device=device, dtype=dtype)
 
@@ -149,12 +146,8 @@ def apply_step(x: torch.Tensor, eps: torch.Tensor, c: StepCoefficients, noise: t
 def generalized_step(x: torch.Tensor, eps: torch.Tensor, t, s, schedule: Schedule, *, eta: float = 0.0,
                      variance: str = "small", noise: torch.Tensor | None = None,
                      clip_x0: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step ``x_t -> x_s``; returns ``(x_s, x0_pred)``.
-
-    ``t`` and ``s`` are ints or LongTensors [B] (a batch may sit at different timesteps). ``noise`` is the
-    ``z`` of the step (needed when sigma > 0). The coefficients are computed in float64 and cast to ``x``'s
-    dtype (``step_coefficients``). The arguments are not checked here: the sampler's entries check them once per
-    run."""
+    """One step ``x_t -> x_s``; returns ``(x_s, x0_pred)``. ``t`` and ``s``: ints or LongTensors [B]; ``noise``:
+    the step's ``z`` (needed when sigma > 0). Unchecked: the sampler's entries check their arguments once."""
     c = step_coefficients(_abar(schedule, t, x), _abar(schedule, s, x), eta, variance, x.dtype, x.device)
     return apply_step(x, eps, c, noise, clip_x0)
 
@@ -199,11 +192,8 @@ def check_step_args(eta, variance: str, clip_x0=None) -> tuple[float, float | No
 
 def check_sampler_args(x_T, schedule, steps, eta, variance, spacing, timesteps, noise,
                         clip_x0) -> tuple[float, torch.Tensor, float | None]:
-    """The sampler's argument checks; returns ``(eta, timesteps, clip_x0)``.
-
-    ``x_T`` is a finite floating-point tensor (float16 and bfloat16 too: the step's coefficients are computed
-    in float64) whose dtype can hold every coefficient of the run; ``noise`` a finite floating-point tensor on
-    ``x_T``'s device."""
+    """The sampler's argument checks; returns ``(eta, timesteps, clip_x0)``. ``x_T``: a finite floating-point
+    tensor whose dtype can hold every coefficient of the run; ``noise``: finite, floating, on ``x_T``'s device."""
     check_tensor("x_T", x_T, min_ndim=1, nonempty=True, finite=True, dtypes="floating")
     check_type("schedule", schedule, Schedule)
     eta, clip_x0 = check_step_args(eta, variance, clip_x0)
@@ -239,19 +229,15 @@ def call_model(model: Callable, x: torch.Tensor, t: int, where: str) -> torch.Te
 
 
 def run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0) -> Iterator[StepOutput]:
-    """The sampler loop over arguments already checked by ``check_sampler_args`` (``solvers.ddim`` runs it); for
-    callers that check once and sample several times. ``noise`` [steps, *x_T.shape] gives the ``z`` of every
-    step (so two models can share randomness); otherwise ``z`` is drawn from ``generator`` when a step needs it."""
+    """The sampler loop over arguments already checked by ``check_sampler_args`` (``solvers.ddim`` runs it), for
+    callers that check once and sample several times; ``z`` is ``noise[i]`` (shared randomness), else drawn."""
     stochastic = eta > 0 or variance == "large"
-    n = ts.numel()
     steps = ts.tolist()
     nxt = steps[1:] + [-1]
-    # every step's coefficients at once (the same numbers as step by step)
     coefs = step_coefficients(schedule.alpha_bar(ts), schedule.alpha_bar(torch.tensor(nxt)), eta, variance,
                               x_T.dtype, x_T.device)
     x = x_T
-    for i in range(n):
-        t, s = steps[i], nxt[i]
+    for i, (t, s) in enumerate(zip(steps, nxt)):
         eps = call_model(model, x, t, f"step {i} (t={t})")
         z = draw_z(noise, i, x, generator) if stochastic and s >= 0 else None
         prev, x0 = apply_step(x, eps, coefs[i], z, clip_x0)
@@ -266,8 +252,7 @@ def run_steps(model, x_T, schedule, ts, eta, variance, noise, generator, clip_x0
 def record(steps: Iterator[StepOutput], x_T: torch.Tensor, timesteps: torch.Tensor, record_every: int = 1,
            callback: Callable[[dict], None] | None = None) -> Trajectory:
     """Collect the ``StepOutput``s of a run over ``timesteps`` into a ``Trajectory``, keeping every
-    ``record_every``-th step and the last (to save memory on long runs). ``callback`` receives
-    ``StepOutput.as_dict()`` per step: ``i, t, s, x_t, eps_pred, x0_pred, x_s``."""
+    ``record_every``-th step and the last; ``callback`` receives each step's ``StepOutput.as_dict()``."""
     n = timesteps.numel()
     kept = [i for i in range(n) if i % record_every == 0 or i == n - 1]
     slot = {i: j for j, i in enumerate(kept)}

@@ -24,10 +24,8 @@ MAX_T = 1_000_000
 
 
 class Schedule:
-    """A discrete variance schedule ``beta_0, ..., beta_{T-1}``.
-
-    ``alpha_t = 1 - beta_t`` and ``alpha_bar_t = prod_{s <= t} alpha_s``.
-    """
+    """A discrete variance schedule ``beta_0, ..., beta_{T-1}``; ``alpha_t = 1 - beta_t``, ``alpha_bar_t = prod_{s <=
+    t} alpha_s``."""
 
     def __init__(self, betas, name: str = "custom"):
         betas = check_values("betas", betas).flatten().cpu()
@@ -150,22 +148,18 @@ class Schedule:
         return torch.sigmoid(check_values("log_snr", log_snr))
 
     def t_from_log_snr(self, log_snr) -> torch.Tensor:
-        """Continuous ``t`` whose log-SNR is ``log_snr``, by linear interpolation (clamped to [0, T-1]).
-
-        Round it to get the nearest discrete timestep."""
+        """Continuous ``t`` whose log-SNR is ``log_snr``, interpolated linearly in [0, T-1] (round it for the
+        nearest timestep)."""
         return self._t_from_log_snr(check_values("log_snr", log_snr))
 
     def _t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
-        table = self.log_snr(torch.arange(self.T))  # strictly decreasing in t
         if self.T == 1:
             return torch.zeros_like(lam)
-        # searchsorted wants an increasing table: flip it
-        inc = table.flip(0)
-        idx = torch.searchsorted(inc, lam.clamp(inc[0], inc[-1]).contiguous()).clamp(1, self.T - 1)
+        inc = self.log_snr(torch.arange(self.T)).flip(0)  # increasing, as searchsorted wants
+        lam = lam.clamp(inc[0], inc[-1]).contiguous()
+        idx = torch.searchsorted(inc, lam).clamp(1, self.T - 1)
         lo, hi = inc[idx - 1], inc[idx]
-        frac = ((lam.clamp(inc[0], inc[-1]) - lo) / (hi - lo)).clamp(0, 1)
-        pos = (idx - 1).to(torch.float64) + frac  # position in the flipped table
-        return (self.T - 1) - pos
+        return (self.T - 1) - ((idx - 1).to(torch.float64) + ((lam - lo) / (hi - lo)).clamp(0, 1))
 
     def t_from_alpha_bar(self, alpha_bar) -> torch.Tensor:
         """Continuous ``t`` with the given ``alpha_bar`` (interpolated in log-SNR)."""

@@ -36,11 +36,8 @@ Both variance solvers apply their formula at the last step too (``final_noise=Tr
 Sigma)``, ``Sigma`` then the posterior covariance of x0 itself); ``final_noise=False`` ends with the mean like
 ``ddpm``. ``sample``/``sample_iter`` pick a solver by name from ``SOLVERS``.
 
-Epsilon Scaling (Ning et al., "Elucidating the Exposure Bias in Diffusion Models", ICLR 2024) is a sampling-side
-option of ``sample``/``sample_iter`` for every solver, not a solver: ``eps_scale`` wraps the model
-(``scaled_model``) so that every call returns ``eps_theta(x_t, t) / lambda_t``, the paper's
-``lambda_t = b + k t`` (``EpsScale(b, k)``; ``k = 0`` the constant schedule), or ``c eps_theta`` for a plain
-number ``c`` (``c = 1 / lambda``, the factor of the kit's ``c eps*`` scan in ``analysis``).
+Epsilon Scaling (Ning et al., "Elucidating the Exposure Bias in Diffusion Models", ICLR 2024) is an option of
+``sample`` for every solver, not a solver: ``eps_scale`` wraps the model (``scaled_model``, ``EpsScale``).
 """
 from __future__ import annotations
 
@@ -314,9 +311,9 @@ def options_from_data(solver: str, model: Callable, data, schedule: Schedule, ti
 # ---------------------------------------------------------------------- Epsilon Scaling
 @dataclass(frozen=True)
 class EpsScale:
-    """Epsilon Scaling's schedule (Ning et al., ICLR 2024): at sampling the network's output is divided by
-    ``lambda_t = b + k t``, ``t`` the timestep of the call (0-based here: the paper counts from 1, which shifts
-    ``b`` by ``k``). ``k = 0`` is the constant schedule; ``lambda_t > 1`` shrinks the predicted noise."""
+    """Epsilon Scaling's schedule: at sampling the network's output is divided by ``lambda_t = b + k t``, ``t`` the
+    timestep of the call (0-based here: the paper counts from 1, which shifts ``b`` by ``k``). ``k = 0`` is the
+    constant schedule; ``lambda_t > 1`` shrinks the predicted noise."""
 
     b: float = 1.0
     k: float = 0.0
@@ -343,9 +340,9 @@ class ScaledModel:
 
 
 def scaled_model(model: Callable, eps_scale, schedule: Schedule | None = None) -> Callable:
-    """``model`` under Epsilon Scaling: ``eps_scale`` a number ``c > 0`` (output times ``c``) or an ``EpsScale``
-    (output over ``lambda_t``, which must be positive at every timestep of ``schedule`` when it is given);
-    ``None`` returns ``model`` itself."""
+    """``model`` under Epsilon Scaling: ``eps_scale`` a number ``c > 0`` (output times ``c``, ``c = 1 / lambda``: the
+    factor of ``analysis``' ``c eps*`` scan) or an ``EpsScale`` (output over ``lambda_t``, positive at every
+    timestep of ``schedule`` when given); ``None`` returns ``model`` itself."""
     if eps_scale is None:
         return model
     if isinstance(eps_scale, EpsScale):
