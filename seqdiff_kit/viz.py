@@ -1,21 +1,13 @@
 """Plotly figure builders: densities, sampling paths with a step slider, curves, digit grids, schedules.
 
-Every builder takes library objects or tensors and returns a ``plotly.graph_objects.Figure``; nothing here
-computes a result that the figure alone would hold (the numbers come from the core modules). The core modules
-never import plotly; this one does.
+Builders take library objects or tensors and return a ``go.Figure``; the numbers come from the core modules,
+which never import plotly. The report's figures also come as ``*_spec`` functions returning a plain dict
+``{"data": [...], "layout": {...}[, "frames": [...]]}``: ``go.Figure(spec)`` is the figure and
+``plotly_json(spec)`` its JSON, made without plotly's validated objects (they cost far more than the numbers);
+a spec is written in the form plotly's validation leaves unchanged (titles as ``{"text": ...}``).
 
-The builders of the report's figures (densities, sampling paths, curves) also come as ``*_spec`` functions that
-return the figure as a plain dict ``{"data": [...], "layout": {...}[, "frames": [...]]}`` (a figure spec):
-``go.Figure(spec)`` is the figure, and ``plotly_json(spec)`` is the JSON plotly writes for that figure, made
-without plotly's validated objects (building them, and importing the modules they need, costs far more than
-the figure's numbers). A spec is written in the form plotly's validation leaves unchanged (titles as
-``{"text": ...}``, the template by name).
-
-One model keeps one look in every figure of every lesson: ``ROLE_STYLES`` is the single table, and
-``series_styles`` gives the series of one figure their styles: a series whose name says its role (simple, SA,
-ideal, data) takes that role's colour, other series take the colours no role uses, and a series whose colour
-is already taken in the figure gets the next dash (lines) or marker symbol (points), so no two series of a
-figure are drawn alike.
+``ROLE_STYLES`` is the one style table of every lesson (simple, SA, ideal, data); ``series_styles`` styles the
+series of one figure so that no two are drawn alike.
 """
 from __future__ import annotations
 
@@ -67,8 +59,7 @@ FONT = dict(family="Inter, 'Segoe UI', Helvetica, Arial, sans-serif", size=13)
 
 
 def role_of(name: str) -> str | None:
-    """The role a series name states (``"simple"``, ``"sa"``, ``"ideal"``, ``"data"``) or None: the first
-    role word of the name, as a whole word ("samples" is not SA)."""
+    """The role (``"simple"``, ``"sa"``, ``"ideal"``, ``"data"``) of the name's first whole role word, or None."""
     m = _ROLE_WORDS.search(str(name).lower())
     return _ROLE_OF_WORD[m.group(1)] if m else None
 
@@ -96,25 +87,19 @@ def series_styles(names: Sequence[str]) -> list[Style]:
 
 
 def color_for(name: str, index: int = 0) -> str:
-    """The colour of a series on its own: its role's colour when the name states one, else
-    ``OTHER_COLORS[index % len(OTHER_COLORS)]``. For the series of one figure use ``series_styles``."""
+    """A lone series' colour: its role's, else ``OTHER_COLORS[index % len(OTHER_COLORS)]``."""
     role = role_of(name)
     return ROLE_STYLES[role].color if role is not None else OTHER_COLORS[index % len(OTHER_COLORS)]
 
 
 def tint(hex_color: str, alpha: float) -> str:
     """``hex_color`` at opacity ``alpha`` as an ``rgba(...)`` colour (a faint version of a series' colour)."""
-    return _rgba(hex_color, alpha)
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
 
 
 def line_style(style: Style, width: float = 2.2) -> dict:
-    """plotly ``line`` of a series drawn as a line."""
     return dict(color=style.color, dash=style.dash, width=width)
 
 
@@ -127,16 +112,14 @@ def marker_style(style: Style, size: float, opacity: float, *, edge: bool = True
 
 
 def nan_to_none(z: np.ndarray) -> list:
-    """A 2-D array as nested lists with None where it is NaN. A FigureWidget sends 2-D arrays (heatmap z) as
-    JSON, where NaN is not allowed; None becomes null, which plotly draws as a gap."""
+    """A 2-D array as nested lists with None (JSON null, a gap) for NaN, which JSON does not allow."""
     z = np.asarray(z, dtype=np.float64)
     return [[None if math.isnan(v) else v for v in row] for row in z.tolist()]
 
 
 def layout_spec(title: str | None, *, margin: dict | None = None, legend_bg: bool = True, **kw) -> dict:
-    """The shared look as plotly layout properties: template, font, title top left (none when ``title`` is
-    empty); ``margin`` overrides some of the default margins, ``legend_bg`` gives the legend a translucent white
-    background; ``kw``: more layout properties."""
+    """The shared look as layout properties: template, font, title top left; ``margin`` overrides some default
+    margins, ``legend_bg``: a translucent white legend; ``kw``: more layout properties."""
     if legend_bg:
         kw["legend"] = dict(bgcolor="rgba(255,255,255,0.8)")
     out = dict(template=TEMPLATE, font=dict(FONT))
@@ -159,10 +142,8 @@ def style_layout(fig: go.Figure, title: str | None, *, margin: dict | None = Non
 
 @functools.lru_cache(maxsize=None)
 def _template_json(name: str) -> dict:
-    """The layout template ``name`` as plotly's JSON. A built-in template: the file plotly loads it from, read
-    directly (``pio.templates[name]`` builds plotly objects from that file first, which costs far more); any
-    other (a registered or a combined one): ``pio.templates[name].to_plotly_json()``. Cached: callers copy it
-    (``plotly_json``)."""
+    """The template ``name`` as JSON: a built-in one read from plotly's file (``pio.templates`` would build
+    plotly objects first, far slower), else ``pio.templates[name]``. Cached: callers copy it."""
     try:
         raw = pkgutil.get_data("plotly", f"package_data/templates/{name}.json") if "+" not in name else None
     except OSError:  # not a built-in template
@@ -181,9 +162,8 @@ TYPED_ARRAYS = int(plotly.__version__.split(".")[0]) >= 6
 
 
 def _json_ready(v, key=None):
-    """``v`` with every dict and list copied and the leaves made JSON-ready as plotly writes them: float64 arrays
-    as typed arrays ``{"dtype": "f8", "bdata": base64, "shape": "r, c"}`` (``TYPED_ARRAYS``), other arrays and
-    numpy scalars as plain values, NaN and infinities as None."""
+    """A copy of ``v`` with leaves as plotly writes them: float64 arrays as typed arrays (``TYPED_ARRAYS``),
+    other arrays and numpy scalars as plain values, NaN and infinities as None."""
     if isinstance(v, dict) or isinstance(v, Mapping):  # a dict first: the abstract check costs more
         return {k: _json_ready(x, k) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -203,10 +183,8 @@ def _json_ready(v, key=None):
 
 
 def plotly_json(spec: Mapping) -> dict:
-    """The figure of a spec as the JSON-ready dict plotly writes for ``go.Figure(spec)`` (see the module
-    docstring), without building the figure: a copy of the spec with the layout's template expanded from its
-    name (plotly's default template when it names none) and the leaves made JSON-ready (``_json_ready``).
-    ``spec`` is left as it was."""
+    """The JSON-ready dict plotly writes for ``go.Figure(spec)``, without building it: a copy of ``spec`` with
+    the template expanded from its name (plotly's default when it names none)."""
     check_figure_spec("spec", spec)
     out = _json_ready(spec)
     layout = out.setdefault("layout", {})
@@ -223,8 +201,7 @@ def plotly_json(spec: Mapping) -> dict:
 
 
 def check_figure_spec(name: str, spec) -> Mapping:
-    """``spec`` as a figure spec: a dict with a list of trace dicts under ``"data"``, optionally a ``"layout"``
-    dict and a list of frame dicts under ``"frames"``, nothing else; a TypeError naming ``name`` otherwise."""
+    """``spec`` if it is a figure spec, else a TypeError naming ``name``."""
     ok = (isinstance(spec, Mapping) and set(spec) <= {"data", "layout", "frames"}
           and isinstance(spec.get("data"), (list, tuple)) and all(isinstance(t, Mapping) for t in spec["data"])
           and isinstance(spec.get("layout", {}), Mapping)
@@ -237,8 +214,19 @@ def check_figure_spec(name: str, spec) -> Mapping:
     return spec
 
 
+def _figure_of(spec_builder):
+    """The ``*_figure`` twin of a ``*_spec`` builder: the same arguments, the spec as a plotly Figure."""
+
+    @functools.wraps(spec_builder)
+    def figure(*args, **kwargs) -> go.Figure:
+        return go.Figure(spec_builder(*args, **kwargs))
+
+    figure.__name__ = figure.__qualname__ = spec_builder.__name__.replace("_spec", "_figure")
+    return figure
+
+
 def to_numpy(name: str, value, ndim: int | None = None) -> np.ndarray:
-    """A tensor, array or sequence as a float64 numpy array, with a clear error naming the argument."""
+    """A tensor, array or sequence as a float64 numpy array (errors name the argument ``name``)."""
     if isinstance(value, torch.Tensor):
         arr = value.detach().cpu().to(torch.float64).numpy()
     else:
@@ -261,8 +249,7 @@ def _check_mapping(name: str, value, allow_empty: bool = False) -> Mapping:
 
 
 def subsample_index(n: int, max_points: int) -> np.ndarray:
-    """Evenly spaced indices keeping at most ``max_points`` of ``n``
-    (the same ones for every path, so pairs stay paired)."""
+    """Evenly spaced indices keeping at most ``max_points`` of ``n``."""
     if n <= max_points:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
@@ -294,6 +281,39 @@ def mixture_bounds(mixture: GaussianMixture, pad_std: float = 3.5) -> tuple[floa
     return _square_box(mu.min(0) - pad_std * spread, mu.max(0) + pad_std * spread)
 
 
+def cloud_bounds(points: np.ndarray, mixture: GaussianMixture | None, q: float = 0.002):
+    """``square_bounds`` of ``points`` that also holds every cluster of ``mixture`` whole: the outer clusters
+    are where over-dispersion shows, so they are never clipped."""
+    return square_bounds(points, q, include=mixture_bounds(mixture) if mixture is not None else None)
+
+
+def check_mixture_2d(name: str, mixture, optional: bool = False) -> GaussianMixture | None:
+    """``mixture`` if it is a 2-D ``GaussianMixture`` (or None when ``optional``), else an error naming it."""
+    if mixture is None and optional:
+        return None
+    check_type(name, mixture, GaussianMixture)
+    if mixture.dim != 2:
+        raise ValueError(f"{name} must be 2-D, got dim={mixture.dim}")
+    return mixture
+
+
+def square_axes(bounds, suffix: str = "") -> dict:
+    """Layout of fixed square axes ``bounds`` for subplot ``suffix`` ("", "2", ...): the plot area shrinks to
+    the square instead of the range growing or being cut, and frames never autorange."""
+    return {f"xaxis{suffix}": dict(title=dict(text="x<sub>1</sub>"), range=[bounds[0], bounds[1]],
+                                   autorange=False, constrain="domain"),
+            f"yaxis{suffix}": dict(title=dict(text="x<sub>2</sub>"), range=[bounds[2], bounds[3]],
+                                   autorange=False, constrain="domain", scaleanchor=f"x{suffix}", scaleratio=1)}
+
+
+def cloud_layout(title: str | None, bounds, **kw) -> dict:
+    """``layout_spec`` of a 2-D point-cloud figure: fixed square axes ``bounds``, the legend in a row on top."""
+    layout = layout_spec(title, **kw)
+    layout.setdefault("legend", {}).update(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom")
+    layout.update(square_axes(bounds))
+    return layout
+
+
 def log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_bar: float = 1.0):
     """``log p_t`` on a ``grid_size x grid_size`` grid: returns (xs, ys, z [ny, nx])."""
     xs = np.linspace(bounds[0], bounds[1], grid_size)
@@ -319,14 +339,6 @@ def _density_trace(xs, ys, z, floor: float, showscale: bool, name: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- density
-def density_figure(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] | None = None, *,
-                   alpha_bar: float = 1.0, grid_size: int = 120, bounds=None, max_points: int = 2000,
-                   floor: float = 12.0, title: str | None = None, marker_size: float = 4.0) -> go.Figure:
-    """``density_spec`` (same arguments) as a plotly Figure."""
-    return go.Figure(density_spec(mixture, samples, alpha_bar=alpha_bar, grid_size=grid_size, bounds=bounds,
-                                  max_points=max_points, floor=floor, title=title, marker_size=marker_size))
-
-
 def density_spec(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] | None = None, *,
                  alpha_bar: float = 1.0, grid_size: int = 120, bounds=None, max_points: int = 2000,
                  floor: float = 12.0, title: str | None = None, marker_size: float = 4.0) -> dict:
@@ -336,10 +348,7 @@ def density_spec(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] |
     at ``a = alpha_bar`` (1 is the clean data), clipped below at ``max log p - floor`` for contrast.
     ``samples`` maps a name to an [N, 2] tensor; at most ``max_points`` of each are drawn.
     Traces: one contour, then one scatter per entry of ``samples`` (in order)."""
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
-    if mixture.dim != 2:
-        raise ValueError(f"mixture must be 2-D to draw its density, got dim={mixture.dim}")
+    check_mixture_2d("mixture", mixture)
     alpha_bar = check_float("alpha_bar", alpha_bar, 0.0, 1.0, low_open=True)
     grid_size = check_int("grid_size", grid_size, 8, 1000)
     max_points = check_int("max_points", max_points, 1)
@@ -353,12 +362,8 @@ def density_spec(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] |
         clouds[name] = to_numpy(f"samples[{name!r}]", x)
     if bounds is None:
         b = mixture_bounds(mixture.noised(alpha_bar) if alpha_bar < 1 else mixture)
-        if clouds:  # widen the box to hold (almost) every sample: stray samples are the interesting ones
-            pts = np.concatenate(list(clouds.values()))
-            lo = np.minimum([b[0], b[2]], np.quantile(pts, 0.002, axis=0))
-            hi = np.maximum([b[1], b[3]], np.quantile(pts, 0.998, axis=0))
-            b = _square_box(lo, hi, 1.08)
-        bounds = b
+        # widen the box to hold (almost) every sample: stray samples are the interesting ones
+        bounds = square_bounds(np.concatenate(list(clouds.values())), pad=1.08, include=b) if clouds else b
     else:
         bounds = tuple(float(b) for b in bounds)
         if len(bounds) != 4 or bounds[0] >= bounds[1] or bounds[2] >= bounds[3]:
@@ -371,12 +376,10 @@ def density_spec(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] |
                          marker=marker_style(style, marker_size, 0.75)))
     if title is None:
         title = f"{mixture.name}: exact log-density" + (f" at alpha_bar={alpha_bar:.3g}" if alpha_bar < 1 else "")
-    layout = layout_spec(title, margin=dict(t=90), width=620, height=560)
-    layout["legend"].update(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom")
-    layout["xaxis"] = dict(title=dict(text="x<sub>1</sub>"), range=[bounds[0], bounds[1]], constrain="domain")
-    layout["yaxis"] = dict(title=dict(text="x<sub>2</sub>"), range=[bounds[2], bounds[3]], scaleanchor="x",
-                           scaleratio=1, constrain="domain")
-    return dict(data=data, layout=layout)
+    return dict(data=data, layout=cloud_layout(title, bounds, margin=dict(t=90), width=620, height=560))
+
+
+density_figure = _figure_of(density_spec)
 
 
 # ---------------------------------------------------------------------------------------------- trajectories
@@ -394,78 +397,47 @@ def segments_xy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return rearrange(np.stack([a, b, gap], axis=-2), "... p k d -> ... (p k) d")
 
 
-class PreparedPaths(NamedTuple):
-    names: list            # the paths' names, in order
-    keep: np.ndarray       # the sample indices drawn (the same in every path, so pairs stay paired)
-    paths: dict            # name -> [R+1, P, 2] float64 numpy array of the kept samples
-    pair: bool             # exactly two paths of the same batch, and pair lines asked for
-    t: list                # the recorded timestep of each state (-1: the final sample)
-
-
-def prepare_paths(trajectories: Mapping[str, Trajectory], max_points: int, pair_lines: bool) -> PreparedPaths:
-    """Check a non-empty dict of 2-D ``Trajectory`` recording the same number of states and keep at most
-    ``max_points`` evenly spaced samples of each (the same indices in every path)."""
-    names = list(trajectories)
+def prepare_paths(trajectories: Mapping[str, Trajectory], max_points: int, pair_lines: bool):
+    """Check a non-empty dict of 2-D ``Trajectory`` recording the same number of states; returns (names,
+    {name: [R+1, P, 2] array of at most ``max_points`` evenly spaced samples, the same in every path}, whether
+    to pair them (two paths of one batch and ``pair_lines``), the recorded timesteps (-1: the final sample))."""
+    names, first = list(trajectories), next(iter(trajectories.values()), None)
     for name, tr in trajectories.items():
-        if not isinstance(tr, Trajectory):
-            raise TypeError(f"trajectories[{name!r}] must be a Trajectory (samplers.Trajectory), "
-                            f"got {type(tr).__name__}")
+        check_type(f"trajectories[{name!r}]", tr, Trajectory)
         if tr.x.ndim != 3 or tr.x.shape[-1] != 2:
             raise ValueError(f"trajectories[{name!r}].x must have shape [R+1, B, 2] (2-D points), "
                              f"got {tuple(tr.x.shape)}")
-    first = trajectories[names[0]]
-    n_states = first.x.shape[0]
-    for name in names[1:]:
-        if trajectories[name].x.shape[0] != n_states:
+        if tr.x.shape[0] != first.x.shape[0]:
             raise ValueError(f"trajectories must all record the same number of states for one slider; "
-                             f"{names[0]!r} has {n_states}, {name!r} has {trajectories[name].x.shape[0]}")
+                             f"{names[0]!r} has {first.x.shape[0]}, {name!r} has {tr.x.shape[0]}")
     B = min(trajectories[n].x.shape[1] for n in names)
     keep = subsample_index(B, max_points)
-    paths = {n: to_numpy(f"trajectories[{n!r}].x", trajectories[n].x[:, keep]) for n in names}  # [R+1, P, 2]
+    paths = {n: to_numpy(f"trajectories[{n!r}].x", trajectories[n].x[:, keep]) for n in names}
     pair = pair_lines and len(names) == 2 and all(trajectories[n].x.shape[1] == B for n in names)
-    return PreparedPaths(names, keep, paths, pair, [int(t) for t in first.t])
-
-
-def trajectory_slider_figure(trajectories: Mapping[str, Trajectory], max_points: int = 300, *,
-                             mixture: GaussianMixture | None = None, schedule: Schedule | None = None,
-                             pair_lines: bool = True, grid_size: int = 60, title: str | None = None,
-                             marker_size: float = 5.0) -> go.Figure:
-    """``trajectory_slider_spec`` (same arguments) as a plotly Figure."""
-    return go.Figure(trajectory_slider_spec(trajectories, max_points, mixture=mixture, schedule=schedule,
-                                            pair_lines=pair_lines, grid_size=grid_size, title=title,
-                                            marker_size=marker_size))
+    return names, paths, pair, [int(t) for t in first.t]
 
 
 def trajectory_slider_spec(trajectories: Mapping[str, Trajectory], max_points: int = 300, *,
                            mixture: GaussianMixture | None = None, schedule: Schedule | None = None,
                            pair_lines: bool = True, grid_size: int = 60, title: str | None = None,
                            marker_size: float = 5.0) -> dict:
-    """Point clouds of each sampling path at every recorded step, with a slider (and play button) over the step,
-    as a figure spec.
+    """Point clouds of each sampling path at every recorded state, with a slider and play button, as a spec.
 
-    Frame ``j`` shows ``x`` at the ``j``-th recorded state of every path (the last frame is the final sample).
-    With exactly two paths of the same batch (e.g. learned and ideal from the same ``x_T`` and noise), thin
-    segments join paired points: their length is the per-sample drift ``||x_learned - x_ideal||``.
-    ``mixture`` draws its log-density behind the points; with ``schedule`` too, each frame shows the exact
-    noised marginal ``p_t`` at that frame's timestep (the cloud should match it). At most ``max_points``
-    samples (the same indices in every path) are drawn.
-    Traces: [density], [pair segments], one scatter per path; one frame and one slider step per recorded state."""
+    Two paths of one batch (learned and ideal from the same ``x_T``) are joined point by point by segments whose
+    length is the per-sample drift. ``mixture`` draws its log-density behind; with ``schedule`` too, each frame
+    shows the noised marginal ``p_t`` at its timestep. At most ``max_points`` samples of each path are drawn.
+    Traces: [density], [pair segments], one scatter per path; one frame per recorded state."""
     trajectories = _check_mapping("trajectories", trajectories)
     max_points = check_int("max_points", max_points, 1)
     grid_size = check_int("grid_size", grid_size, 8, 1000)
-    names, _, paths, pair, t_labels = prepare_paths(trajectories, max_points, pair_lines)
+    names, paths, pair, t_labels = prepare_paths(trajectories, max_points, pair_lines)
     n_states = len(t_labels)
-    if mixture is not None and not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be a GaussianMixture or None, got {type(mixture).__name__}")
-    if mixture is not None and mixture.dim != 2:
-        raise ValueError(f"mixture must be 2-D, got dim={mixture.dim}")
-    if schedule is not None and not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a Schedule or None, got {type(schedule).__name__}")
+    check_mixture_2d("mixture", mixture, optional=True)
+    check_type("schedule", schedule, (Schedule, type(None)))
     if schedule is not None and mixture is None:
         raise ValueError("schedule needs mixture: it is used to draw the noised marginal p_t of the mixture")
 
-    bounds = square_bounds(np.concatenate([p.reshape(-1, 2) for p in paths.values()]),
-                           include=mixture_bounds(mixture) if mixture is not None else None)
+    bounds = cloud_bounds(np.concatenate(list(paths.values()), axis=1), mixture)
     styles = series_styles(names)
     segs = segments_xy(paths[names[0]], paths[names[1]]) if pair else None  # [R+1, 3P, 2]
 
@@ -498,15 +470,12 @@ def trajectory_slider_spec(trajectories: Mapping[str, Trajectory], max_points: i
     redraw = schedule is not None  # contour changes need a full redraw; scatter-only frames animate cheaply
     if title is None:
         title = "Sampling paths" + (" (segments join paired samples)" if pair else "")
-    layout = layout_spec(title, margin=dict(b=110, t=90), width=640, height=660)
+    layout = cloud_layout(title, bounds, margin=dict(b=110, t=90), width=640, height=660)
     layout.update(_step_slider([_step_label(t) for t in t_labels], redraw))
-    layout["legend"].update(orientation="h", x=0, y=1.01, xanchor="left", yanchor="bottom")
-    # fixed axes: frames do not autorange, and a moving frame would hide the contraction of the cloud
-    layout["xaxis"] = dict(title=dict(text="x<sub>1</sub>"), range=[bounds[0], bounds[1]], autorange=False,
-                           constrain="domain")
-    layout["yaxis"] = dict(title=dict(text="x<sub>2</sub>"), range=[bounds[2], bounds[3]], autorange=False,
-                           scaleanchor="x", scaleratio=1, constrain="domain")
     return dict(data=data, layout=layout, frames=frames)
+
+
+trajectory_slider_figure = _figure_of(trajectory_slider_spec)
 
 
 def _step_slider(labels: Sequence[str], redraw: bool) -> dict:
@@ -527,14 +496,6 @@ def _step_slider(labels: Sequence[str], redraw: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- curves
-def curves_figure(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabel: str = "", ylabel: str = "",
-                  bands: Mapping[str, object] | None = None, *, log_x: bool = False, log_y: bool = False,
-                  reverse_x: bool = False, reference: float | None = None, markers: bool = True) -> go.Figure:
-    """``curves_spec`` (same arguments) as a plotly Figure."""
-    return go.Figure(curves_spec(x, curves, title, xlabel, ylabel, bands, log_x=log_x, log_y=log_y,
-                                 reverse_x=reverse_x, reference=reference, markers=markers))
-
-
 def curves_spec(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabel: str = "", ylabel: str = "",
                 bands: Mapping[str, object] | None = None, *, log_x: bool = False, log_y: bool = False,
                 reverse_x: bool = False, reference: float | None = None, markers: bool = True) -> dict:
@@ -578,7 +539,7 @@ def curves_spec(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabe
             # one closed polygon: along the upper edge, back along the lower edge
             data.append(dict(type="scatter", x=np.concatenate([xv, xv[::-1]]),
                              y=np.concatenate([upper, lower[::-1]]), fill="toself",
-                             fillcolor=_rgba(style.color, 0.18), line=dict(width=0), hoverinfo="skip",
+                             fillcolor=tint(style.color, 0.18), line=dict(width=0), hoverinfo="skip",
                              showlegend=False, legendgroup=str(name), name=f"{name} band"))
         data.append(dict(type="scatter", x=xv, y=yv, mode="lines+markers" if markers else "lines", name=str(name),
                          legendgroup=str(name), line=line_style(style, 2.2 + 1.8 * wider),
@@ -605,6 +566,9 @@ def curves_spec(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabe
             yaxis.update(range=[math.log10(lo) - pad, math.log10(hi) + pad], tickvals=ticks,
                          ticktext=[f"{v:g}" for v in ticks])
     return dict(data=data, layout=layout)
+
+
+curves_figure = _figure_of(curves_spec)
 
 
 # a log x axis labels every value used (step counts) up to this many, else 1-2-5 ticks

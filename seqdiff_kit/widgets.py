@@ -1,33 +1,13 @@
-"""ipywidgets dashboards for the notebooks: sliders that switch precomputed frames in the browser.
+"""ipywidgets dashboards of the lessons: sliders that switch precomputed frames in the browser.
 
-Every dashboard computes everything it can show in its constructor (with the core modules), keeps it as
-numpy arrays, and builds one ``frontend.FigureWidget``. All its frames then travel to the browser once, as one
-float32 buffer (``frontend.load_frames``), with every caption; the slider's index is jslinked to the figure and
-the caption, so an arrow key or a drag redraws in the page without waiting for the kernel, however busy it is
-(``tests/browser/test_dashboards.py`` prints the time from the key press to the redrawn plot). The kernel
-follows: the slider's observer calls ``update(j)``, which keeps ``fig.data`` equal to what is shown. Each
-dashboard exposes ``fig`` (the FigureWidget), ``slider`` (the control), ``label`` (the caption; its ``value`` is
-the caption shown), ``widget`` (the box to display), ``frame(j)`` (frame j's arrays) and ``update(j)``. The
-browser plumbing (the front-end code, the frame encoding, reload safety) is ``frontend``'s.
-
-Slider readouts name the frame (``t = 250``, ``20 steps``), never an index.
-
-- ``NoisingDashboard``: the forward process ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` on 2-D points and
-  on a digit, with a slider over t (notebook 01).
-- ``ScoreFieldDashboard``: the exact score ``grad log p_t(x) = -eps*(x, t) / sqrt(1 - abar_t)`` of a mixture
-  as arrows over the noised density, with a slider over t (notebook 02).
-- ``PathDashboard``: one or two sampling paths with a slider over the step; two paths of the same batch are
-  joined point by point by segments (their length is the drift) (notebooks 02-04, and the explorer page).
-- ``LiveLossPlot``: a loss curve fed from ``train.train_iter`` while it runs, over the ideal loss (03).
-- ``StepCountDashboard``: final samples of several models for a slider over the number of sampling steps, one
-  panel per model (02, 05).
-- ``SAControls``: K and lam controls and a button that calls back to (re)train, with a training state (05).
-- ``DigitGridDashboard``: digit sample grids of several models for a slider over the number of steps (06).
-- ``SolverDashboard``: final samples of several models for a slider over the number of steps and a choice of
-  solver (07).
-
-``FigureWidget`` and ``replace_figure`` (from ``frontend``) are importable from here too: the lessons use them
-beside the dashboards. This module imports plotly and ipywidgets; the core modules never do.
+Every dashboard computes all it can show in its constructor and builds one ``frontend.FigureWidget``; every
+frame and caption then travels to the browser once (``frontend.load_frames``) and the slider's index is
+jslinked to the figure and the caption, so a key press redraws in the page however busy the kernel is. The
+kernel follows: the slider's observer calls ``update(j)``, which keeps ``fig.data`` equal to what is shown.
+Each dashboard exposes ``fig``, ``slider``, ``label`` (the caption; ``value`` is the one shown), ``widget``
+(the box to display), ``frame(j)`` (frame j's arrays) and ``update(j)``. Slider readouts name the frame
+(``t = 250``, ``20 steps``), never an index. ``FigureWidget`` and ``replace_figure`` (``frontend``) are
+importable from here too. The core modules never import plotly or ipywidgets.
 """
 from __future__ import annotations
 
@@ -65,41 +45,26 @@ def steps_label(n: int) -> str:
     return f"{n} sampling step" + ("" if n == 1 else "s")
 
 
-def _cloud_layout(fig: go.Figure, bounds, suffix: str = "") -> None:
-    """Fixed square axes ``bounds`` (of the subplot ``suffix``: "", "2", ...) that keep their range: the plot
-    area shrinks to the square instead of the range growing or being cut."""
-    fig.update_layout({f"xaxis{suffix}": dict(range=[bounds[0], bounds[1]], autorange=False, constrain="domain"),
-                       f"yaxis{suffix}": dict(range=[bounds[2], bounds[3]], autorange=False, constrain="domain",
-                                              scaleanchor=f"x{suffix}", scaleratio=1)})
+def _timesteps(ts: Sequence[int], low: int, schedule: Schedule) -> list[int]:
+    ts = [int(t) for t in ts]
+    if not ts or min(ts) < low or max(ts) > schedule.T - 1 or len(set(ts)) != len(ts):
+        raise ValueError(f"ts must be a non-empty list of distinct timesteps in [{low}, {schedule.T - 1}], "
+                         f"got {ts[:6]}")
+    return ts
 
 
 def _density_background(mixture: GaussianMixture, bounds, grid_size: int = 50) -> go.Heatmap:
-    """The mixture's clean log-density on ``bounds`` as a heatmap smoothed by the browser's image scaling
-    (``zsmooth="fast"``): plotly redraws every trace when a slider moves, and this costs far less than contour
-    lines or plotly's own ("best") smoothing (docs/performance.md)."""
+    """The mixture's clean log-density as a heatmap smoothed by the browser (``zsmooth="fast"``): far cheaper
+    to redraw on every slider move than contours or plotly's own smoothing (docs/performance.md)."""
     xs, ys, z = viz.log_density_grid(mixture, bounds, grid_size)
     return go.Heatmap(x=xs, y=ys, z=viz.clip_tails(z), colorscale=viz.DENSITY_SCALE, showscale=False,
                       zsmooth="fast", hoverinfo="skip", name="log p")
 
 
 def _cloud_figure(mixture: GaussianMixture | None, bounds, title: str | None) -> go.Figure:
-    """The base of a 2-D point-cloud dashboard: the mixture's density (or nothing) on fixed square axes
-    ``bounds``, with a horizontal legend on top. The caller adds its scatter traces after the background."""
-    fig = go.Figure([_density_background(mixture, bounds)] if mixture is not None else [])
-    viz.style_layout(fig, title, margin=dict(l=50, b=40, t=90), legend_bg=False, width=620, height=600)
-    fig.update_xaxes(title="x<sub>1</sub>")
-    fig.update_yaxes(title="x<sub>2</sub>")
-    _cloud_layout(fig, bounds)
-    fig.update_layout(legend=dict(orientation="h", x=0, y=1.0, xanchor="left", yanchor="bottom"))
-    return fig
-
-
-def _bounds(clouds: np.ndarray, mixture: GaussianMixture | None,
-            q: float = 0.002) -> tuple[float, float, float, float]:
-    """Square bounds holding the central ``1 - 2q`` of the points of ``clouds`` [..., 2] in each coordinate and
-    every cluster of ``mixture`` whole: the outer clusters are where over-dispersion shows, so they are never
-    clipped."""
-    return viz.square_bounds(clouds, q, include=viz.mixture_bounds(mixture) if mixture is not None else None)
+    """A 2-D point-cloud dashboard's base: the mixture's density (or nothing) on fixed square axes."""
+    layout = viz.cloud_layout(title, bounds, margin=dict(l=50, b=40, t=90), legend_bg=False, width=620, height=600)
+    return go.Figure([_density_background(mixture, bounds)] if mixture is not None else [], layout)
 
 
 def _square_union(a, b) -> tuple[float, float, float, float]:
@@ -111,34 +76,27 @@ def _square_union(a, b) -> tuple[float, float, float, float]:
     return (cx - half, cx + half, cy - half, cy + half)
 
 
-def _unique_labels(labels: list[str], what: str) -> list[str]:
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"{what} must be distinct (one slider position each), got {labels}")
-    return labels
-
-
-
-
 class _SliderDashboard(ShowsWidget):
-    """Shared plumbing: a slider over ``n_frames`` precomputed frames. Every frame (``frame(j, page)``, the
-    traces' arrays) and caption (``caption(j, page)``) goes to the browser once (``load_frames``); the slider's
-    index is jslinked to the figure and the caption, so moving it redraws in the browser without the kernel.
-    The kernel still follows: the slider's observer calls ``update(j)``, which keeps ``fig.data`` equal to what
-    is shown. Its readout shows ``frame_labels()`` (t or a step count). ``n_pages`` > 1: pages of frames picked
-    by a toggle (``SolverDashboard``'s solvers)."""
+    """A slider over ``n_frames`` precomputed frames (see the module docstring). Subclasses define
+    ``frame_labels()`` (the readouts), ``caption(j, page)`` and ``frame(j, page)`` (the traces' arrays);
+    ``n_pages`` > 1: pages of frames picked by a toggle (``SolverDashboard``'s solvers)."""
 
     n_frames: int
     n_pages: int = 1
     page: int = 0
     fig: FigureWidget
 
+    def _options(self) -> list:
+        labels = self.frame_labels()
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"the frames' labels must be distinct (one slider position each), got {labels}")
+        return list(zip(labels, range(len(labels))))
+
     def _wire(self, description: str) -> None:
-        labels = _unique_labels(self.frame_labels(), "the frames' labels")
-        self.slider = W.SelectionSlider(options=list(zip(labels, range(len(labels)))), value=0,
-                                        description=description,
-                                        # a drag redraws as it moves: the frames switch in the page
-                                        continuous_update=True,
-                                        layout=W.Layout(width="420px"), style={"description_width": "initial"})
+        # continuous_update: a drag redraws as it moves, the frames switch in the page
+        self.slider = W.SelectionSlider(options=self._options(), value=0, description=description,
+                                        continuous_update=True, layout=W.Layout(width="420px"),
+                                        style={"description_width": "initial"})
         self.label = FrameCaption(layout=W.Layout(min_width="300px", flex="1 1 auto"))
         self._links = [W.jslink((self.slider, "index"), (self.fig, "_seqdiff_frame")),
                        W.jslink((self.slider, "index"), (self.label, "frame"))]
@@ -147,7 +105,6 @@ class _SliderDashboard(ShowsWidget):
         self.widget = W.VBox([W.HBox([self.slider, self.label]), self.fig])
 
     def _load_frames(self) -> None:
-        """Send every frame and caption to the browser (at construction and after new data)."""
         pages, frames = range(self.n_pages), range(self.n_frames)
         load_frames(self.fig, [self.frame(j, p) for p in pages for j in frames], self.n_frames)
         with self.label.hold_sync():
@@ -156,28 +113,16 @@ class _SliderDashboard(ShowsWidget):
 
     def _new_frames(self) -> None:
         """After new data (a retrain, another setting): new slider positions, frames and captions; frame 0."""
-        labels = _unique_labels(self.frame_labels(), "the frames' labels")
+        options = self._options()
         self._load_frames()
         with self.slider.hold_trait_notifications():
-            self.slider.options = list(zip(labels, range(len(labels))))
+            self.slider.options = options
             self.slider.value = 0
         self.update(0)
 
-    def frame_labels(self) -> list[str]:  # overridden
-        return [str(j) for j in range(self.n_frames)]
-
-    def caption(self, j: int, page: int = 0) -> str:  # overridden
-        return ""
-
-    def frame(self, j: int, page: int = 0) -> Changes:  # overridden: the traces' arrays of frame j
-        return {}
-
-    def _check_frame(self, j) -> int:
-        return check_int("j", j, 0, self.n_frames - 1)
-
     def update(self, j: int) -> None:
         """Show frame ``j``: moves the slider (the browser redraws from the frames it holds) and ``fig.data``."""
-        j = self._check_frame(j)
+        j = check_int("j", j, 0, self.n_frames - 1)
         if self.slider.value != j:
             self.slider.value = j  # its observer calls update(j) again
             return
@@ -216,9 +161,9 @@ class NoisingDashboard(_SliderDashboard):
         x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps      (the same eps for every t, so a point moves smoothly)
 
     ``points`` [N, 2] clean 2-D data; ``images`` [M, 1, H, W] clean images in [-1, 1] (optional), tiled in a row.
-    ``ts`` the timesteps of the frames (default: 41 evenly spaced from 0 to T-1, plus the clean data t=-1
-    first). The noise is drawn once from ``generator``. ``add_noise(x0, t, noise, schedule)``: the function that
-    noises (default ``schedule.add_noise``; a student's own from the coding exercise "01-add-noise")."""
+    ``ts``: the frames' timesteps (default: the clean data t=-1, then 41 evenly spaced from 0 to T-1). The
+    noise is drawn once from ``generator``. ``add_noise(x0, t, noise, schedule)``: the function that noises
+    (default ``schedule.add_noise``; a student's own from the exercise "01-add-noise")."""
 
     def __init__(self, points: torch.Tensor, schedule: Schedule, images: torch.Tensor | None = None, *,
                  ts: Sequence[int] | None = None, generator: torch.Generator | None = None,
@@ -229,12 +174,7 @@ class NoisingDashboard(_SliderDashboard):
             raise ValueError(f"points must have shape [N, 2], got {tuple(points.shape)}")
         check_type("schedule", schedule, Schedule)
         max_points = check_int("max_points", max_points, 1)
-        if ts is None:
-            ts = [-1] + viz.subsample_index(schedule.T, 41).tolist()
-        ts = [int(t) for t in ts]
-        if not ts or min(ts) < -1 or max(ts) > schedule.T - 1 or len(set(ts)) != len(ts):
-            raise ValueError(f"ts must be a non-empty list of distinct timesteps in [-1, {schedule.T - 1}], "
-                             f"got {ts[:6]}...")
+        ts = _timesteps([-1] + viz.subsample_index(schedule.T, 41).tolist() if ts is None else ts, -1, schedule)
         self.schedule, self.ts, self.n_frames = schedule, ts, len(ts)
         t = torch.tensor(ts)                                                                 # [S]
         S = len(ts)
@@ -323,12 +263,7 @@ class ScoreFieldDashboard(_SliderDashboard):
         density_grid = check_int("density_grid", density_grid, 8, 300)
         bound = check_float("bound", bound, 0.0, low_open=True)
         arrow_scale = check_float("arrow_scale", arrow_scale, 0.0, low_open=True)
-        if ts is None:
-            ts = [0, 20, 50, 100, 150, 200, 300, 400, 500, 600, 800, 999]
-        ts = [int(t) for t in ts]
-        if not ts or min(ts) < 0 or max(ts) > schedule.T - 1 or len(set(ts)) != len(ts):
-            raise ValueError(f"ts must be a non-empty list of distinct timesteps in [0, {schedule.T - 1}], "
-                             f"got {ts}")
+        ts = _timesteps([0, 20, 50, 100, 150, 200, 300, 400, 500, 600, 800, 999] if ts is None else ts, 0, schedule)
         self.ts, self.n_frames = ts, len(ts)
         g = torch.linspace(-bound, bound, grid_size, dtype=torch.float64)
         pts = rearrange(torch.stack(torch.meshgrid(g, g, indexing="xy"), -1), "a b d -> (a b) d")
@@ -378,40 +313,34 @@ class ScoreFieldDashboard(_SliderDashboard):
 
 # ---------------------------------------------------------------------------------------------- paths
 class PathDashboard(_SliderDashboard):
-    """Sampling paths with a slider over the recorded step.
+    """Sampling paths (``{name: Trajectory}`` of 2-D points) with a slider over the recorded state.
 
-    ``trajectories`` maps a name to a ``Trajectory`` of 2-D points; all must record the same number of states.
-    Frame ``j`` shows ``x`` at state ``j`` of every path (the last frame is the final sample). With exactly two
-    paths of the same batch size (e.g. a learned and the ideal path from the same ``x_T`` and noise), segments
-    join paired points: their length is the per-sample distance ``||x_a - x_b||``, and the caption reports its
-    mean. ``mixture`` draws the clean data density behind the points. At most ``max_points`` points (the same
-    indices in every path) are drawn; the axes hold every cluster of ``mixture`` whole."""
+    Two paths of one batch (a learned and the ideal path from the same ``x_T``) are joined point by point by
+    segments whose length is the distance ``||x_a - x_b||``; the caption gives its mean. ``mixture`` draws the
+    clean density behind the points. At most ``max_points`` points of each path are drawn."""
 
     def __init__(self, trajectories: Mapping[str, Trajectory], *, mixture: GaussianMixture | None = None,
                  max_points: int = 200, pair_lines: bool = True, title: str | None = None):
         if not isinstance(trajectories, Mapping) or len(trajectories) == 0:
             raise TypeError(f"trajectories must be a non-empty dict of name -> Trajectory, got {trajectories!r}")
-        max_points = check_int("max_points", max_points, 1)
-        self.mixture, self.max_points, self.pair_lines = mixture, max_points, pair_lines
+        self.mixture, self.max_points = mixture, check_int("max_points", max_points, 1)
+        self.pair_lines = pair_lines
         self._load(trajectories)
-        fig = self._figure(title or "Sampling paths")
-        self.fig = FigureWidget(fig)
+        self.fig = FigureWidget(self._figure(title or "Sampling paths"))
         self._wire("sampling")
 
     def _load(self, trajectories: Mapping[str, Trajectory]) -> None:
-        names, _, self.paths, self.pair, self.t = viz.prepare_paths(trajectories, self.max_points,
-                                                                    self.pair_lines)
+        names, self.paths, self.pair, self.t = viz.prepare_paths(trajectories, self.max_points, self.pair_lines)
         self.names, self.n_frames = names, len(self.t)                                      # paths: [S, P, 2]
         if self.pair:
-            a, b = self.paths[names[0]], self.paths[names[1]]
-            self.segments = segments_xy(a, b)                                               # [S, 3P, 2]
+            self.segments = segments_xy(self.paths[names[0]], self.paths[names[1]])        # [S, 3P, 2]
             # the caption's mean distance uses every point, not only the drawn ones
             full = trajectories[names[0]].x - trajectories[names[1]].x
             self.mean_distance = viz.to_numpy("mean_distance",
                                               torch.linalg.vector_norm(full.double(), dim=-1).mean(dim=1))
 
     def _figure(self, title: str, keep=None) -> go.Figure:
-        bounds = _bounds(np.concatenate(list(self.paths.values()), axis=1), self.mixture)
+        bounds = viz.cloud_bounds(np.concatenate(list(self.paths.values()), axis=1), self.mixture)
         self.bounds = bounds if keep is None else _square_union(keep, bounds)
         fig = _cloud_figure(self.mixture, self.bounds, title)
         self._first = len(fig.data)
@@ -450,15 +379,8 @@ class PathDashboard(_SliderDashboard):
         return text
 
     def frame(self, j: int, page: int = 0) -> Changes:
-        k, changes = self._first, {}
-        if self.pair:
-            changes[k] = {"x": self.segments[j, :, 0], "y": self.segments[j, :, 1]}
-            k += 1
-        for n in self.names:
-            p = self.paths[n][j]
-            changes[k] = {"x": p[:, 0], "y": p[:, 1]}
-            k += 1
-        return changes
+        shown = ([self.segments[j]] if self.pair else []) + [self.paths[n][j] for n in self.names]
+        return {self._first + k: {"x": p[:, 0], "y": p[:, 1]} for k, p in enumerate(shown)}
 
 
 # ---------------------------------------------------------------------------------------------- 03: live loss
@@ -533,74 +455,80 @@ class StepCountDashboard(_StepCountDashboard):
     same ``x_T``). ``mixture`` draws the true density behind them. ``panels``: one panel per model side by side
     (default when there is more than one model: overlaid clouds hide each other), else one shared panel."""
 
+    bounds_quantile = 0.002  # the share of points (per side and coordinate) the axes may leave out
+
     def __init__(self, steps: Sequence[int], finals: Mapping[str, Sequence[torch.Tensor]], *,
                  mixture: GaussianMixture | None = None, max_points: int = 250, panels: bool | None = None,
                  title: str | None = "Final samples against the number of sampling steps"):
         self.mixture, self.max_points, self.title = mixture, check_int("max_points", max_points, 1), title
         self.panels = panels
-        self._load(steps, finals)
+        self._load(steps, self._pages(finals))
         self.fig = FigureWidget(self._figure())
         self._wire("steps")
 
-    def _load(self, steps, finals) -> None:
-        if not isinstance(finals, Mapping) or not finals:
-            raise TypeError(f"finals must be a non-empty dict of name -> list of [N, 2] samples, got {finals!r}")
-        self._set_steps(steps, finals)
-        self.clouds = {}
-        for n, lst in finals.items():
-            if len(lst) != len(self.steps):
-                raise ValueError(f"finals[{n!r}] must hold one sample per step count ({len(self.steps)}), "
-                                 f"got {len(lst)}")
-            self.clouds[n] = np.stack([viz.to_numpy(f"finals[{n!r}]", x[:self.max_points]) for x in lst])
+    @staticmethod
+    def _pages(finals) -> dict:
+        return {"": finals}  # one page of frames
 
-    bounds_quantile = 0.002  # the share of points (per side and coordinate) the axes may leave out
+    def _load(self, steps, pages: Mapping[str, Mapping]) -> None:
+        """``pages[page]``: the ``finals`` of one page of frames (one per solver of ``SolverDashboard``)."""
+        self.pages = {}
+        for page, finals in pages.items():
+            if not isinstance(finals, Mapping) or not finals:
+                raise TypeError(f"finals must be a non-empty dict of [solver ->] model name -> list of [N, 2] "
+                                f"samples, got {finals!r}")
+            if self.pages and list(finals) != self.names:
+                raise ValueError(f"finals[{page!r}] must hold the models {self.names}, got {list(finals)}")
+            self._set_steps(steps, finals)
+            self.pages[page] = {}
+            for n, lst in finals.items():
+                if len(lst) != len(self.steps):
+                    raise ValueError(f"finals[{n!r}] must hold one sample per step count ({len(self.steps)}), "
+                                     f"got {len(lst)}")
+                self.pages[page][n] = np.stack([viz.to_numpy(f"finals[{n!r}]", x[:self.max_points]) for x in lst])
+        self.n_pages = len(self.pages)
 
     def _figure(self) -> go.Figure:
-        bounds = _bounds(np.concatenate(list(self.clouds.values()), axis=1), self.mixture, self.bounds_quantile)
-        panels = len(self.names) > 1 if self.panels is None else bool(self.panels)
-        styles = viz.series_styles(self.names)
-        if not panels:
-            fig = _cloud_figure(self.mixture, bounds, self.title)
-            self._traces = {}
-            for n, style in zip(self.names, styles):
-                self._traces[n] = len(fig.data)
-                p = self.clouds[n][0]
-                fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
-                                         marker=viz.marker_style(style, 4, 0.7, edge=False), hoverinfo="skip"))
-            return fig
+        # the bounds hold every page's samples, so a switch of page never moves the axes
+        clouds = np.concatenate([c for page in self.pages.values() for c in page.values()], axis=1)
+        bounds = viz.cloud_bounds(clouds, self.mixture, self.bounds_quantile)
         m = len(self.names)
-        fig = make_subplots(rows=1, cols=m, subplot_titles=self.names, horizontal_spacing=0.03)
-        if self.mixture is not None:
-            background = _density_background(self.mixture, bounds)
-            for c in range(m):
-                fig.add_trace(background, row=1, col=c + 1)
+        panels = m > 1 if self.panels is None else bool(self.panels)
+        if panels:
+            fig = make_subplots(rows=1, cols=m, subplot_titles=self.names, horizontal_spacing=0.03)
+            for c in range(m if self.mixture is not None else 0):
+                fig.add_trace(_density_background(self.mixture, bounds), row=1, col=c + 1)
+        else:
+            fig = _cloud_figure(self.mixture, bounds, self.title)
         self._traces = {}
-        for c, (n, style) in enumerate(zip(self.names, styles)):
+        for c, (n, style) in enumerate(zip(self.names, viz.series_styles(self.names))):
             self._traces[n] = len(fig.data)
-            p = self.clouds[n][0]
-            fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
-                                     marker=viz.marker_style(style, 4, 0.7, edge=False), hoverinfo="skip"), row=1, col=c + 1)
+            p = next(iter(self.pages.values()))[n][0]
+            fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n, hoverinfo="skip",
+                                     marker=viz.marker_style(style, 4, 0.7, edge=False)),
+                          **(dict(row=1, col=c + 1) if panels else {}))
+        if not panels:
+            return fig
         # no fixed width: the panels share the output's width (a notebook's is about 850 px at 1280 px)
         viz.style_layout(fig, self.title, **_LOOK, height=420, autosize=True)
         fig.update_layout(legend=dict(orientation="h", x=0, y=-0.02, xanchor="left", yanchor="top"))
         for c in range(m):
             suffix = "" if c == 0 else str(c + 1)
-            _cloud_layout(fig, bounds, suffix)
+            x, y = viz.square_axes(bounds, suffix).values()
             # every panel says which coordinate it shows; the shared y title sits on the first panel only
-            fig.update_layout({f"xaxis{suffix}": dict(showticklabels=False, title="x<sub>1</sub>"),
-                               f"yaxis{suffix}": dict(showticklabels=c == 0,
-                                                      title="x<sub>2</sub>" if c == 0 else None)})
+            fig.update_layout({f"xaxis{suffix}": {**x, "showticklabels": False},
+                               f"yaxis{suffix}": {**y, "showticklabels": c == 0, "title": y["title"] if c == 0 else None}})
         return fig
 
     def set_samples(self, steps: Sequence[int], finals: Mapping[str, Sequence[torch.Tensor]]) -> None:
         """Show new samples (e.g. after a retrain): the figure is rebuilt, the slider keeps its widget."""
-        self._load(steps, finals)
+        self._load(steps, self._pages(finals))
         replace_figure(self.fig, self._figure())
         self._new_frames()
 
     def frame(self, j: int, page: int = 0) -> Changes:
-        return {self._traces[n]: {"x": self.clouds[n][j][:, 0], "y": self.clouds[n][j][:, 1]}
-                for n in self.names}
+        clouds = list(self.pages.values())[page]
+        return {self._traces[n]: {"x": clouds[n][j][:, 0], "y": clouds[n][j][:, 1]} for n in self.names}
 
 
 # lam values a class can try: 0 (the simple loss alone) up to 10
@@ -700,46 +628,35 @@ class DigitGridDashboard(_StepCountDashboard):
 
 # ---------------------------------------------------------------------------------------------- 07: solvers
 class SolverDashboard(StepCountDashboard):
-    """``StepCountDashboard`` with a toggle over the solver: final samples of several models under several
-    solvers, one frame per number of sampling steps.
-
-    ``finals[solver][name][k]`` is the [N, 2] final sample of model ``name`` run by ``solver`` with ``steps[k]``
-    steps (all from the same ``x_T``); every solver must hold the same models. ``select(solver)`` and
-    ``update(j)`` only swap precomputed arrays into the traces. The axes hold 98% of all the solvers' points
-    in each coordinate (and the clusters whole): a few points thrown far out by one solver at few steps fall
-    outside rather than shrinking every panel's clusters to a dot."""
+    """``StepCountDashboard`` with a toggle over the solver: ``finals[solver][name][k]`` is the [N, 2] final
+    sample of model ``name`` run by ``solver`` with ``steps[k]`` steps (all from the same ``x_T``); every solver
+    holds the same models. The axes hold 98% of all the solvers' points in each coordinate (and the clusters
+    whole): a few points thrown far out by one solver at few steps fall outside rather than shrinking every
+    panel's clusters to a dot."""
 
     bounds_quantile = 0.01
 
     def __init__(self, steps: Sequence[int], finals: Mapping[str, Mapping[str, Sequence[torch.Tensor]]], *,
                  mixture: GaussianMixture | None = None, max_points: int = 250, panels: bool | None = None,
                  title: str | None = "Final samples: solver and number of steps"):
-        if not isinstance(finals, Mapping) or not finals or not all(isinstance(v, Mapping) and v
-                                                                    for v in finals.values()):
-            raise TypeError("finals must be a non-empty dict of solver -> {model name -> list of [N, 2] samples}")
-        self.mixture, self.max_points, self.title = mixture, check_int("max_points", max_points, 1), title
-        self.panels = panels
-        self.solvers = [str(k) for k in finals]
-        self._clouds = {}
-        for solver, by_model in finals.items():
-            self._load(steps, by_model)
-            if self._clouds and self.names != list(next(iter(finals.values()))):
-                raise ValueError(f"finals[{solver!r}] must hold the models {list(next(iter(finals.values())))}, "
-                                 f"got {self.names}")
-            self._clouds[str(solver)] = self.clouds
-        self.n_pages = len(self.solvers)
-        # the figure's bounds hold every solver's samples, so a switch never moves the axes
-        self.clouds = {n: np.concatenate([self._clouds[s][n] for s in self.solvers], axis=1) for n in self.names}
-        self.fig = FigureWidget(self._figure())
-        self.clouds = self._clouds[self.solvers[0]]
-        self._wire("steps")
+        super().__init__(steps, finals, mixture=mixture, max_points=max_points, panels=panels, title=title)
         self.toggle = W.ToggleButtons(options=self.solvers, value=self.solvers[0], description="solver",
                                       style={"button_width": "auto", "description_width": "initial"})
         self._links += [W.jslink((self.toggle, "index"), (self.fig, "_seqdiff_page")),
                         W.jslink((self.toggle, "index"), (self.label, "page"))]
         self.toggle.observe(lambda change: self.select(change["new"]), names="value")
         self.widget = W.VBox([self.toggle, self.widget])
-        self.update(0)
+
+    @staticmethod
+    def _pages(finals) -> dict:
+        if not isinstance(finals, Mapping) or not finals:
+            raise TypeError(f"finals must be a non-empty dict of solver -> {{model name -> list of [N, 2] samples}}, "
+                            f"got {finals!r}")
+        return {str(k): v for k, v in finals.items()}
+
+    @property
+    def solvers(self) -> list[str]:
+        return list(self.pages)
 
     @property
     def solver(self) -> str:
@@ -749,15 +666,11 @@ class SolverDashboard(StepCountDashboard):
     def caption(self, j: int, page: int = 0) -> str:
         return f"<b>{steps_label(self.steps[j])}</b>, solver {self.solvers[page]}"
 
-    def frame(self, j: int, page: int = 0) -> Changes:
-        clouds = self._clouds[self.solvers[page]]
-        return {self._traces[n]: {"x": clouds[n][j][:, 0], "y": clouds[n][j][:, 1]} for n in self.names}
-
     def select(self, solver: str) -> None:
         """Show ``solver``'s samples at the current step count."""
-        if solver not in self._clouds:
+        if solver not in self.pages:
             raise ValueError(f"solver must be one of {self.solvers}, got {solver!r}")
-        self.page, self.clouds = self.solvers.index(solver), self._clouds[solver]
+        self.page = self.solvers.index(solver)
         if self.toggle.value != solver:
             self.toggle.value = solver  # its observer calls select(solver) again
             return
