@@ -1,16 +1,12 @@
-"""The no-code explorer of ``make app`` (``app/explorer.ipynb``, served by Voila): an application page that
-finds the shipped 2-D checkpoints and those trained earlier in the server's session, trains missing settings
-from a ``recipes.Recipe``, samples the learned and the ideal paths and scores the final samples, drawn with the
-lessons' ``PathDashboard`` and ``viz``'s curves.
+"""The no-code explorer page of ``make app`` (``app/explorer.ipynb``, served by Voila).
 
-This module imports only ipywidgets at the top: the page's controls show at once, in a loading state, and the
-work (torch, the checkpoints, the first paths: ``explorer_engine``) starts once the browser has drawn them.
+Only ipywidgets is imported at the top: the controls show at once, in a loading state, and the work (torch,
+the checkpoints, the first paths: ``explorer_engine``) starts once the browser has drawn them.
 """
 from __future__ import annotations
 
 import html
 import os
-import tempfile
 import threading
 from numbers import Integral
 from pathlib import Path
@@ -27,7 +23,7 @@ START_ANYWAY_S = 20.0
 
 
 def glossary_note() -> str:
-    """The page's pointer to the glossary (every metric, its target and its reading), where the toolkit has it."""
+    """The page's pointer to the glossary (each metric, its target, its reading), where the toolkit has it."""
     if not (Path(__file__).resolve().parent.parent / GLOSSARY).is_file():
         return ""
     return (f"<span style='font-size:12px'>What each score means, its target and how to read it: the glossary, "
@@ -44,19 +40,15 @@ def _count(name: str, value, low: int = 1) -> int:
 
 
 class Explorer:
-    """The no-code explorer of ``make app`` (``app/explorer.ipynb`` served by Voila): controls for the
-    dataset, the loss (simple or SA with K and lam), the solver and the number of sampling steps; the learned
-    and the ideal paths from the same ``x_T`` (with a slider over the step), the drift from the ideal path
-    step by step, and the final samples' two-sided scores against fresh data beside the data's own level.
+    """Controls for the dataset, the loss (simple, or SA with K and lam), the solver and the number of steps;
+    the learned and the ideal paths from one ``x_T`` (``widgets.PathDashboard``), the drift from the ideal path
+    step by step, and the final samples' two-sided scores beside the data's own level.
 
-    The controls show at once, disabled, with a loading note; the work starts when the browser has drawn them
-    (``start()``; ``wait()`` starts it and waits for it). Models: every 2-D checkpoint shipped in
-    ``checkpoint_dir`` (ring8 with the simple loss and with SA K = 2, lam = 1), and every setting trained by an
-    earlier page of the same server (kept in ``cache_dir``/server-<pid>-<start>; ``cache_dir=None``: a temporary
-    folder of this page). Any other setting is trained on a click from ``recipe`` (a ``recipes.Recipe`` or the
-    name of one in ``RECIPES``; only its network and fit settings are used, with the chosen dataset and loss and
-    ``quick_steps`` updates), after a training-time estimate measured on the spot. Each setting's paths and
-    scores are computed once and kept. SA with lam = 0 is the simple loss, and the page says so."""
+    The work starts when the browser has drawn the controls (``start()``; ``wait()`` starts it and waits).
+    Models: every 2-D checkpoint in ``checkpoint_dir`` (default: the shipped ones), and every setting trained by
+    an earlier page of the same server (in ``cache_dir``/server-<pid>-<start>; None: a temporary folder). Any
+    other setting trains on a click from ``recipe`` (a ``recipes.Recipe`` or a name in ``RECIPES``: its network
+    and fit settings, the chosen dataset and loss, ``quick_steps`` updates) after a measured time estimate."""
 
     DATASETS = ("ring8", "grid25", "two_moons")
     STEP_CHOICES = (5, 10, 20, 50, 100)
@@ -79,7 +71,6 @@ class Explorer:
         self.checkpoint_dir, self.cache_dir, self.precompute = checkpoint_dir, cache_dir, bool(precompute)
         self.engine = self.paths = self.drift_fig = self.shown = self.error = None
         self.scores: dict[str, dict] = {}
-        self._temp: tempfile.TemporaryDirectory | None = None
         self._build_controls()
         self._started, self._ready = threading.Event(), threading.Event()
         self._lock = threading.Lock()
@@ -250,8 +241,7 @@ class Explorer:
         self._show(key)
 
     def train(self) -> None:
-        """Train the controls' missing model (``quick_steps`` updates, progress bar) through the engine
-        (``runs.train_run``), into the server's session folder, then show it."""
+        """Train the controls' missing model (``Engine.train``, with a progress bar), then show it."""
         key = self.setting()
         if key in self.engine.models or self.engine.recipe is None:
             return self.refresh()
@@ -264,19 +254,11 @@ class Explorer:
         self.progress.layout.display, self.progress.value, self.progress.max = None, 0, self.quick_steps
         self.status.value = f"<i>training {self._model_name(key)} on {key[0]}...</i>"
         try:
-            self.engine.train(key, self.session_folder(), on_step=step)
+            self.engine.train(key, on_step=step)
         finally:
             self.train_button.disabled = False
             self.progress.layout.display = "none"
         self.refresh()
-
-    def session_folder(self):
-        """Where this page trains: the server's session folder (``engine.folder``), or a temporary one."""
-        if self.engine.folder is not None:
-            return self.engine.folder
-        if self._temp is None:
-            self._temp = tempfile.TemporaryDirectory(prefix="seqdiff-explorer-")
-        return self._temp.name
 
     def _show(self, key: tuple) -> None:
         from . import viz

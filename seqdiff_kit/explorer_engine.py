@@ -1,7 +1,6 @@
-"""What the explorer page (``explorer``) computes, apart from the page so that the page shows before torch loads:
-the models of each setting (the shipped 2-D checkpoints, and those trained in this server's session), the
-learned and the ideal paths with their drift curves and scores for one setting, cached per setting, measured
-training-time estimates, and the two-sided score table.
+"""What the explorer page (``explorer``) computes, kept apart so that the page shows before torch loads: the
+models of each setting, the learned and ideal paths with their drift curves and scores (cached per setting),
+measured training-time estimates, and the two-sided score table.
 """
 from __future__ import annotations
 
@@ -10,15 +9,15 @@ import inspect
 import json
 import math
 import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
 from ._format import format_number
-from ._validate import check_int, check_type
 from .schedule import Schedule
 from .data import CHECKPOINT_DIR, PRESETS
 from .denoisers import IdealDenoiser
@@ -44,10 +43,9 @@ NO_SPLIT = ("{solver} shows the accumulated drift without its split: the split i
 
 
 def solver_options() -> list[tuple[str, dict]]:
-    """The samplers the explorer offers, read from ``seqdiff_kit.solvers`` when called: the generalized step
-    as DDIM (eta = 0) and DDPM (eta = 1), then every further deterministic solver of ``solvers.SOLVERS`` that
-    needs nothing from the data (DPM-Solver++(2M), Heun), each as ``(label, keyword arguments of
-    solvers.sample)``. The stochastic ones would need the learned and the ideal path to share their noise."""
+    """``(label, keyword arguments of solvers.sample)`` of each sampler offered: DDIM (eta = 0), DDPM (eta = 1),
+    then every deterministic solver of ``solvers.SOLVERS`` that needs nothing from the data (a stochastic one
+    would need the learned and the ideal path to share their noise)."""
     out = [("DDIM (eta = 0, deterministic)", {"eta": 0.0}), ("DDPM (eta = 1, random)", {"eta": 1.0})]
     for name in solvers.SOLVERS:
         needs = [v for v in solvers.solver_options(name).values() if v is inspect.Parameter.empty]
@@ -57,9 +55,8 @@ def solver_options() -> list[tuple[str, dict]]:
 
 
 def session_folder(base) -> Path:
-    """The folder of this server's session under ``base``: one per process that started this kernel (its pid
-    and start time), so every page load of one Voila server (a new kernel each) finds the models trained on
-    the earlier ones, and a restarted server starts afresh."""
+    """The folder under ``base`` of the process that started this kernel (pid and start time): every page of
+    one Voila server (a kernel each) finds the models trained by the earlier ones; a restarted server starts afresh."""
     parent = os.getppid()
     try:  # the parent's start time in clock ticks since boot (proc(5), field 22): a reused pid is a new server
         started = "-" + Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -69,10 +66,9 @@ def session_folder(base) -> Path:
 
 
 def score_table(scores: dict[str, dict]) -> str:
-    """The two-sided score table (HTML) of ``scores`` (``{row: {metric: value}}``, the last row the data's own
-    second draw): a target row (``metrics.TARGETS``), then each row's values; a quantity with a side
-    (std ratio, log-likelihood gap) reads ``too tight`` / ``too diffuse`` / ``on target`` (``metrics.reading``)
-    with the data's own distance from the target (one draw) as the tolerance."""
+    """The HTML table of ``scores`` (``{row: {metric: value}}``, the last row the data's own second draw): the
+    targets (``metrics.TARGETS``), then each row; a sided quantity reads as ``metrics.reading`` says, with the
+    data's own distance from the target as the tolerance."""
     *models, data = scores
     level = {m: target_distance(m, scores[data][m]) for m in TABLE}
 
@@ -96,8 +92,7 @@ def score_table(scores: dict[str, dict]) -> str:
 
 @dataclass(frozen=True)
 class View:
-    """What the page shows for one setting: the learned and the ideal paths, the drift curves, the timesteps
-    each step reaches, the scores (``{row: {metric: value}}``) and whether the drift is split."""
+    """One setting's paths, drift curves, timesteps reached, scores and whether the drift is split."""
 
     learned: object
     reference: object
@@ -108,16 +103,13 @@ class View:
 
 
 class Engine:
-    """The models and results behind the explorer page (see ``explorer.Explorer`` for the arguments).
-
-    ``key``: ``(dataset, loss name, K, lam)`` with SA at lam = 0 as the simple loss. ``view(key, solver, steps)``
-    is computed once per setting and kept (a control that returns to a setting only picks it up again)."""
+    """The models and results behind the explorer page (arguments: ``explorer.Explorer``). A setting's ``key``
+    is ``(dataset, loss name, K, lam)`` (SA at lam = 0 is the simple loss); its ``view`` is computed once, kept."""
 
     def __init__(self, *, recipe: Recipe | str | None, n_points: int, n_reference: int, quick_steps: int,
                  seed: int, checkpoint_dir=None, cache_dir=None):
+        # checked by the page (explorer.Explorer): a Recipe, the name of one, or None
         self.recipe = getattr(recipes, recipe) if isinstance(recipe, str) else recipe
-        if self.recipe is not None:
-            check_type("recipe", self.recipe, Recipe)
         self.n_points, self.n_reference = n_points, n_reference
         self.quick_steps, self.seed = quick_steps, seed
         self.schedule = Schedule.linear()
@@ -132,11 +124,12 @@ class Engine:
             raise ValueError(f"checkpoint_dir {str(shipped)!r} holds no finished checkpoint of {sorted(self.mixtures)} "
                              f"and recipe is None, so the page has nothing to show; give a folder of `seqdiff train` "
                              f"checkpoints or a recipe to train from")
-        self.folder = None if cache_dir is None else session_folder(cache_dir)
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            for run in sorted(p for p in self.folder.iterdir() if p.is_dir()):
-                self._add_folder(run, "trained earlier in this session")
+        # where this page trains: the server's session folder, or a temporary one of this page
+        self._temp = tempfile.TemporaryDirectory(prefix="seqdiff-explorer-") if cache_dir is None else None
+        self.folder = Path(self._temp.name) if cache_dir is None else session_folder(cache_dir)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for run in sorted(p for p in self.folder.iterdir() if p.is_dir()):
+            self._add_folder(run, "trained earlier in this session")
         self._scorers: dict[str, Scorer] = {}
         self._views: dict[tuple, View] = {}
         self._lock = threading.Lock()  # the page's thread and its precomputing one share the scorers
@@ -148,8 +141,8 @@ class Engine:
         return (dataset, "sa", int(K), float(lam))
 
     def _add_folder(self, folder, how: str) -> None:
-        """Every finished 2-D checkpoint in ``folder`` by its setting (a session run only once it reached
-        ``quick_steps``: another page may still be training it)."""
+        """Every finished 2-D checkpoint in ``folder`` (a session's only at ``quick_steps``: another page may
+        still be training it)."""
         for js in sorted(Path(folder).glob("*.json")):
             if not checkpoint_exists(js.with_suffix("")):  # a JSON without weights (e.g. a study's results)
                 continue
@@ -182,17 +175,16 @@ class Engine:
         """Seconds the quick training of ``key`` takes here now, measured (``recipes.estimate_seconds``)."""
         return estimate_seconds(self.setting_recipe(key))
 
-    def train(self, key: tuple, folder, on_step: Callable | None = None) -> float:
-        """Train ``key``'s model into ``folder``/<setting> through ``runs.train_run``; returns the seconds."""
-        run = train_run(self.setting_recipe(key), Path(folder) / "_".join(str(v) for v in key), overwrite=True,
+    def train(self, key: tuple, on_step: Callable | None = None) -> float:
+        """Train ``key``'s model into ``self.folder``/<setting> through ``runs.train_run``; returns the seconds."""
+        run = train_run(self.setting_recipe(key), self.folder / "_".join(str(v) for v in key), overwrite=True,
                         progress=False, on_step=on_step)
         self.models[key] = run.load().model
         self.sources[key] = f"trained here ({self.quick_steps} updates, {run.seconds:.0f} s)"
         return run.seconds
 
     def scorer(self, dataset: str) -> Scorer:
-        """The scorer of ``dataset``'s final samples: ``evaluate.Scorer`` (the tables' metrics and MMD bandwidths)
-        against ``n_reference`` fresh draws, with a second draw for the data's own level; one per dataset."""
+        """``dataset``'s ``evaluate.Scorer`` against ``n_reference`` fresh draws (one per dataset)."""
         if dataset not in self._scorers:
             self._scorers[dataset] = Scorer.draw(self.mixtures[dataset], self.n_reference, seed=self.seed + 2,
                                                  metrics=TABLE)
@@ -212,9 +204,8 @@ class Engine:
         return (key, solver, steps) in self._views
 
     def paths(self, mixture, model, steps: int, kwargs: dict):
-        """The learned and the ideal paths from one seeded ``x_T``, and the drift curves between them: the
-        accumulated drift split into local and propagated error for the generalized step, the distance alone
-        for another solver (``NO_SPLIT`` says why). Returns ``(learned, reference, curves, timesteps reached)``."""
+        """``(learned, ideal path, drift curves, timesteps reached)`` from one seeded ``x_T``: the drift split
+        into local and propagated error for the generalized step, unsplit for another solver (``NO_SPLIT``)."""
         ideal = IdealDenoiser(mixture, self.schedule)
         x_T = torch.randn(self.n_points, 2, generator=torch.Generator().manual_seed(self.seed))
         with torch.no_grad():

@@ -1,21 +1,10 @@
 """The browser side of the dashboards: figures whose frames switch in the page, without the kernel.
 
-- ``FigureWidget``: plotly's FigureWidget whose 5 MB front-end module travels once per kernel and is parsed once
-  per page (``_LOADER_ESM``, the only JavaScript of the package that runs in the browser besides
-  ``FrameCaption``'s).
-- ``load_frames``: every frame's arrays of a figure sent at once as one float32 buffer; a slider jslinked to
-  ``fig._seqdiff_frame`` (a toggle to ``fig._seqdiff_page``) then switches frames in the page. ``decode_frame``
-  reads a frame back as the browser does; ``show_frame`` keeps ``fig.data`` in Python equal to what is shown.
-- ``FrameCaption``: a caption that follows the same slider in the browser.
-- ``update_traces`` / ``replace_figure``: edits that keep the widget's saved state (what a reloaded page draws)
-  equal to what is shown.
-- ``ShowsWidget``: a mixin that displays an object's ``widget`` at the end of a notebook cell.
-
-Reload-safe: a page reloaded while the kernel runs redraws a FigureWidget from the widget's saved state (its
-first frame), then shows the frame its saved index names from the frames it holds.
-
-The dashboards (``widgets``) and the explorer page (``explorer``) are built on this module; it imports plotly,
-ipywidgets and anywidget, and nothing of the package but the argument checks.
+``FigureWidget`` is plotly's, with its 5 MB front-end module sent once per kernel and parsed once per page
+(``_LOADER_ESM``). ``load_frames`` sends every frame at once; a slider jslinked to ``fig._seqdiff_frame`` (a
+toggle to ``fig._seqdiff_page``) and to a ``FrameCaption`` then switches frames in the page. ``show_frame``,
+``update_traces`` and ``replace_figure`` keep ``fig.data`` and the widget's saved state (what a reloaded page
+draws, then showing the frame its saved index names) equal to what is shown.
 """
 from __future__ import annotations
 
@@ -236,13 +225,9 @@ class FigureWidget(go.FigureWidget):
 
 # ---------------------------------------------------------------------------------------------- figure state
 def update_traces(fig: go.FigureWidget, changes: Mapping[int, Mapping[str, object]]) -> None:
-    """Set properties of some traces of ``fig`` (``{trace index: {property: value}}``) in ONE message to the
-    browser, which redraws only those traces' data, and keep the widget's saved state equal to what is shown.
-
-    plotly.py syncs a FigureWidget's state (``_widget_data``) to the browser only when it is assigned whole (on
-    display); later edits travel as messages that the saved state never sees, so a page reloaded with the
-    kernel running would redraw the first frame. The new values are written into that state in place, which
-    sends nothing more: the message above already carried them."""
+    """Set properties of some traces (``{trace index: {property: value}}``) in one message to the browser, and
+    in the widget's saved state: plotly.py syncs that state only when it is assigned whole, so a reloaded page
+    would draw the first values. Writing it in place sends nothing more."""
     with fig.batch_update():
         for k, props in changes.items():
             fig.data[k].update(props)
@@ -257,12 +242,10 @@ Changes = Mapping[int, Mapping[str, object]]  # {trace index: {property: array}}
 
 
 def load_frames(fig: FigureWidget, frames: Sequence[Changes], n_frames: int) -> None:
-    """Send every frame of ``fig`` to the browser at once, so that a slider jslinked to ``fig._seqdiff_frame``
-    (and a toggle to ``fig._seqdiff_page``) switches frames there, without a round trip to the kernel.
+    """Send every frame of ``fig`` to the browser at once, as one float32 buffer (NaN stays a gap).
 
-    ``frames[page * n_frames + j]`` is frame ``j`` of page ``page``: the arrays (1-D, or 2-D such as a
-    heatmap's ``z``) that the frame puts into the traces; every frame sets the same properties with the same
-    shapes. They travel once as one float32 buffer (NaN stays a gap); a frame is then a view into it."""
+    ``frames[page * n_frames + j]`` is frame ``j`` of page ``page``: the 1-D or 2-D arrays it puts into the
+    traces; every frame sets the same properties with the same shapes."""
     check_type("fig", fig, FigureWidget)
     n_frames = check_int("n_frames", n_frames, 1)
     frames = list(frames)
@@ -312,11 +295,9 @@ def decode_frame(fig: FigureWidget, j: int, page: int = 0) -> dict[int, dict[str
 
 
 def show_frame(fig: FigureWidget, j: int, page: int, changes: Changes, *, move: bool = True) -> None:
-    """Show frame ``j`` of ``page`` (sent by ``load_frames``): the browser switches to it (one small message,
-    or none when a jslinked slider already moved it there), and ``fig.data`` in Python takes ``changes``, the
-    frame's arrays, without sending them again. ``move=False``: ``fig.data`` only, for a move the browser made
-    itself (its jslinks already told the figure, and a kernel that lags behind a fast hand would send back a
-    frame the browser has left)."""
+    """Show frame ``j`` of ``page``: the browser switches to it (one small message) and ``fig.data`` takes
+    ``changes``, the frame's arrays, without sending them. ``move=False``: ``fig.data`` only, for a move the
+    browser made itself (a lagging kernel would send back a frame the browser has left)."""
     for k, props in changes.items():
         fig._perform_plotly_restyle({key: [value] for key, value in props.items()}, [k])
     if not move:
@@ -358,8 +339,7 @@ class FrameCaption(anywidget.AnyWidget):
 
 
 def _changed(old: dict, new: dict) -> dict:
-    """The entries of ``new`` that differ from ``old`` (arrays compared by value; anything that cannot be compared
-    counts as changed)."""
+    """The entries of ``new`` that differ from ``old`` (what cannot be compared counts as changed)."""
     out = {}
     for key, value in new.items():
         if key == "type":
@@ -378,11 +358,8 @@ def _changed(old: dict, new: dict) -> dict:
 
 
 def replace_figure(fig: go.FigureWidget, new: go.Figure) -> None:
-    """Make ``fig`` show ``new`` (its traces and layout), e.g. after a retrain or another setting of a page.
-
-    When ``new`` has the same kinds of traces, only the properties that differ are overwritten in place: one
-    update message, which plotly.js applies in one redraw of what changed (removing and adding the traces
-    costs a redraw each, and sends the unchanged ones, such as a density background, again)."""
+    """Make ``fig`` show ``new`` (e.g. after a retrain). With the same kinds of traces only the properties that
+    differ are overwritten, in one message and one redraw (re-adding traces resends a density background)."""
     check_type("fig", fig, go.FigureWidget)
     check_type("new", new, go.Figure)
     same = len(fig.data) == len(new.data) and all(a.type == b.type for a, b in zip(fig.data, new.data))

@@ -111,6 +111,13 @@ def marker_style(style: Style, size: float, opacity: float, *, edge: bool = True
     return out
 
 
+def cloud_trace(points: np.ndarray, name, style: Style, size: float, opacity: float, *, edge: bool = False,
+                **kw) -> dict:
+    """A scatter trace of the points [N, 2] as markers in ``style`` (``marker_style``); ``kw``: more properties."""
+    return dict(type="scatter", x=points[:, 0], y=points[:, 1], mode="markers", name=str(name),
+                marker=marker_style(style, size, opacity, edge=edge), **kw)
+
+
 def nan_to_none(z: np.ndarray) -> list:
     """A 2-D array as nested lists with None (JSON null, a gap) for NaN, which JSON does not allow."""
     z = np.asarray(z, dtype=np.float64)
@@ -325,8 +332,7 @@ def log_density_grid(mixture: GaussianMixture, bounds, grid_size: int, alpha_bar
 
 
 def clip_tails(z: np.ndarray, floor: float = 12.0) -> np.ndarray:
-    """``max(z, z.max() - floor)``: log p falls like -|x|^2, and a linear colour scale over that whole range
-    hides the modes, so the far tails are clipped."""
+    """``max(z, z.max() - floor)``: log p falls like -|x|^2; a colour scale over all of it would hide the modes."""
     return np.maximum(z, z.max() - floor)
 
 
@@ -345,9 +351,8 @@ def density_spec(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] |
     """Contours of the exact 2-D mixture log-density with sample clouds on top, as a figure spec.
 
     The background is ``log p_t(x) = logsumexp_i (log pi_i + log N(x; sqrt(a) mu_i, a S_i + (1 - a) I))``
-    at ``a = alpha_bar`` (1 is the clean data), clipped below at ``max log p - floor`` for contrast.
-    ``samples`` maps a name to an [N, 2] tensor; at most ``max_points`` of each are drawn.
-    Traces: one contour, then one scatter per entry of ``samples`` (in order)."""
+    at ``a = alpha_bar``, clipped below at ``max log p - floor``. ``samples``: name -> [N, 2] tensor (at most
+    ``max_points`` of each drawn). Traces: one contour, then one scatter per sample cloud."""
     check_mixture_2d("mixture", mixture)
     alpha_bar = check_float("alpha_bar", alpha_bar, 0.0, 1.0, low_open=True)
     grid_size = check_int("grid_size", grid_size, 8, 1000)
@@ -371,9 +376,7 @@ def density_spec(mixture: GaussianMixture, samples: Mapping[str, torch.Tensor] |
     xs, ys, z = log_density_grid(mixture, bounds, grid_size, alpha_bar)
     data = [_density_trace(xs, ys, z, floor, True, "log p")]
     for (name, x), style in zip(clouds.items(), series_styles(list(clouds))):
-        x = x[subsample_index(len(x), max_points)]
-        data.append(dict(type="scatter", x=x[:, 0], y=x[:, 1], mode="markers", name=str(name),
-                         marker=marker_style(style, marker_size, 0.75)))
+        data.append(cloud_trace(x[subsample_index(len(x), max_points)], name, style, marker_size, 0.75, edge=True))
     if title is None:
         title = f"{mixture.name}: exact log-density" + (f" at alpha_bar={alpha_bar:.3g}" if alpha_bar < 1 else "")
     return dict(data=data, layout=cloud_layout(title, bounds, margin=dict(t=90), width=620, height=560))
@@ -383,13 +386,8 @@ density_figure = _figure_of(density_spec)
 
 
 # ---------------------------------------------------------------------------------------------- trajectories
-def _step_label(t: int) -> str:
-    return "end" if t < 0 else f"t={t}"
-
-
 def segments_xy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Segments joining ``a[i]`` to ``b[i]`` ([P, 2] each) as one polyline ``[a1, b1, nan, a2, b2, nan, ...]``
-    of shape [3P, 2], so a single trace draws them all. Works on stacks [S, P, 2] -> [S, 3P, 2] too."""
+    """Segments ``a[i]`` -> ``b[i]`` ([..., P, 2] each) as one polyline ``[a1, b1, nan, a2, ...]`` [..., 3P, 2]."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.shape[-1] != 2:
         raise ValueError(f"a and b must have the same shape [..., P, 2], got {a.shape} and {b.shape}")
@@ -441,25 +439,20 @@ def trajectory_slider_spec(trajectories: Mapping[str, Trajectory], max_points: i
     styles = series_styles(names)
     segs = segments_xy(paths[names[0]], paths[names[1]]) if pair else None  # [R+1, 3P, 2]
 
-    def density_at(t: int):
-        a = 1.0 if schedule is None else float(schedule.alpha_bar(t))
-        xs, ys, z = log_density_grid(mixture, bounds, grid_size, a)
-        return _density_trace(xs, ys, z, 12.0, False, "log p" if schedule is None else "log p_t")
-
     def traces_at(j: int, static: bool) -> list:
         """The traces shown at state j; ``static`` adds a background that never changes (drawn once)."""
         out = []
         if mixture is not None and (schedule is not None or static):
-            out.append(density_at(t_labels[j]))
+            a = 1.0 if schedule is None else float(schedule.alpha_bar(t_labels[j]))
+            out.append(_density_trace(*log_density_grid(mixture, bounds, grid_size, a), 12.0, False,
+                                      "log p" if schedule is None else "log p_t"))
         if pair:
             seg = segs[j]  # one trace of x: [a1, b1, nan, a2, b2, nan, ...] draws every segment
             out.append(dict(type="scatter", x=seg[:, 0], y=seg[:, 1], mode="lines", name="pairing",
                             line=dict(width=0.7, color="rgba(80,80,80,0.45)"), hoverinfo="skip"))
         for n, style in zip(names, styles):
-            p = paths[n][j]
-            out.append(dict(type="scatter", x=p[:, 0], y=p[:, 1], mode="markers", name=str(n),
-                            marker=marker_style(style, marker_size, 0.8),
-                            hovertemplate=f"{n}<br>x=%{{x:.3f}}<br>y=%{{y:.3f}}<extra></extra>"))
+            out.append(cloud_trace(paths[n][j], n, style, marker_size, 0.8, edge=True,
+                                   hovertemplate=f"{n}<br>x=%{{x:.3f}}<br>y=%{{y:.3f}}<extra></extra>"))
         return out
 
     data = traces_at(0, static=True)
@@ -471,7 +464,7 @@ def trajectory_slider_spec(trajectories: Mapping[str, Trajectory], max_points: i
     if title is None:
         title = "Sampling paths" + (" (segments join paired samples)" if pair else "")
     layout = cloud_layout(title, bounds, margin=dict(b=110, t=90), width=640, height=660)
-    layout.update(_step_slider([_step_label(t) for t in t_labels], redraw))
+    layout.update(_step_slider(["end" if t < 0 else f"t={t}" for t in t_labels], redraw))
     return dict(data=data, layout=layout, frames=frames)
 
 
@@ -499,16 +492,12 @@ def _step_slider(labels: Sequence[str], redraw: bool) -> dict:
 def curves_spec(x, curves: Mapping[str, Sequence[float]], title: str = "", xlabel: str = "", ylabel: str = "",
                 bands: Mapping[str, object] | None = None, *, log_x: bool = False, log_y: bool = False,
                 reverse_x: bool = False, reference: float | None = None, markers: bool = True) -> dict:
-    """Line plot of several named curves over a shared ``x`` (drift versus step, variance ratio, metric versus steps),
-    as a figure spec.
+    """Named curves over a shared ``x`` (drift per step, a metric against steps) as a figure spec.
 
-    ``bands[name]`` is either ``(lower, upper)`` arrays or one array ``s`` drawn as ``y +- s`` (e.g. a standard
-    error), as a shaded area in the curve's colour. ``reference`` adds a dashed horizontal line (e.g. a variance
-    ratio of 1). ``reverse_x`` runs the axis from high to low (timesteps T-1 -> 0, as a sampler does).
-    Each curve's colour and dash come from ``series_styles`` (no two alike). A log x axis is ticked at the x
-    values used (up to ``MAX_LABELLED_X`` of them, e.g. step counts), a log y axis at 1-2-5 values, all labelled
-    in full; on a log y axis values of 0 or less are left out (a gap, not a plunge to the bottom).
-    Traces: for each curve, its band (if any) and then its line."""
+    ``bands[name]``: ``(lower, upper)`` arrays, or one array ``s`` drawn as ``y +- s``, shaded in the curve's
+    colour. ``reference``: a dashed horizontal line. ``reverse_x``: the axis runs high to low (T-1 -> 0, as a
+    sampler does). A log x axis is ticked at the x values used (up to ``MAX_LABELLED_X``), a log y axis at
+    ``log_ticks``; values <= 0 are gaps on a log y axis. Traces: per curve, its band (if any), then its line."""
     xv = to_numpy("x", x, ndim=1)
     curves = _check_mapping("curves", curves)
     bands = _check_mapping("bands", bands if bands is not None else {}, allow_empty=True)
@@ -576,10 +565,9 @@ MAX_LABELLED_X = 12
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
-    """Tick values for a log axis from ``lo`` to ``hi`` (both > 0), labelled in full (a plotly log axis labels
-    its minor ticks "2", "5" without the decade): the 1-2-5 values in range, thinned to 1-3, then to whole
-    decades, then to every k-th decade until at most ``max_ticks`` remain; a range narrower than one such
-    value gets four values spaced evenly in log, rounded to two significant digits."""
+    """Log-axis ticks from ``lo`` to ``hi`` (> 0), to label in full (plotly writes minor ticks as a bare "2"):
+    the 1-2-5 values in range, thinned to 1-3, to decades, then to every k-th decade until at most
+    ``max_ticks`` remain; a range holding fewer than two gets four log-spaced values (two digits)."""
     if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"lo and hi must be positive and finite, got {lo} and {hi}")
     lo, hi = min(lo, hi), max(lo, hi)
@@ -617,8 +605,8 @@ def _band(name, band, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------- images
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tensor:
-    """Tile ``images`` [N, 1, H, W] (or [N, H, W]) into one [rows (H + pad) - pad, nrow (W + pad) - pad] array,
-    row-major (image ``k`` at row ``k // nrow``, column ``k % nrow``); gaps and missing cells are NaN."""
+    """Tile ``images`` [N, 1, H, W] (or [N, H, W]) row-major, ``nrow`` to a row, into one 2-D array whose gaps
+    and missing cells are NaN."""
     check_tensor("images", images)
     if images.ndim == 4:
         if images.shape[1] != 1:
@@ -640,9 +628,7 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> torch.Tenso
 
 def image_grid_figure(images: torch.Tensor, nrow: int = 8, *, pad: int = 1, value_range=(-1.0, 1.0),
                       title: str | None = None, cell_px: int = 8) -> go.Figure:
-    """A grid of greyscale images (8x8 digits in [-1, 1]) as one heatmap, white ink on black like the data.
-
-    Pixel values map linearly from ``value_range`` to black -> white. Traces: one heatmap."""
+    """Greyscale images (digits in [-1, 1]) tiled as one heatmap, ``value_range`` mapped to black -> white."""
     grid = image_grid(images, nrow, pad).numpy()
     lo, hi = (float(v) for v in value_range)
     if not lo < hi:
@@ -660,9 +646,8 @@ def image_grid_figure(images: torch.Tensor, nrow: int = 8, *, pad: int = 1, valu
 
 # ---------------------------------------------------------------------------------------------- schedules
 def schedule_figure(schedules: Mapping[str, Schedule], *, title: str | None = "Noise schedules") -> go.Figure:
-    """``alpha_bar_t`` (left) and the log-SNR ``lambda_t = log(alpha_bar_t / (1 - alpha_bar_t))`` (right) against t.
-
-    Traces: two per schedule (alpha_bar, then log-SNR), sharing a legend group."""
+    """``alpha_bar_t`` (left) and the log-SNR ``log(alpha_bar_t / (1 - alpha_bar_t))`` (right) against t; two
+    traces per schedule."""
     schedules = _check_mapping("schedules", schedules)
     from plotly.subplots import make_subplots  # imports plotly's validated objects: only where they are built
 

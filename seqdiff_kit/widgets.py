@@ -197,9 +197,7 @@ class NoisingDashboard(_SliderDashboard):
         cols = 2 if self.images is not None else 1
         base = make_subplots(rows=1, cols=cols, column_widths=[0.5, 0.5][:cols], horizontal_spacing=0.08,
                              subplot_titles=("2-D points", "digits")[:cols])
-        style = viz.series_styles(["x_t"])[0]
-        base.add_trace(go.Scatter(x=self.xy[0, :, 0], y=self.xy[0, :, 1], mode="markers", name="x_t",
-                                  marker=viz.marker_style(style, 4, 0.7, edge=False)), row=1, col=1)
+        base.add_trace(viz.cloud_trace(self.xy[0], "x_t", viz.series_styles(["x_t"])[0], 4, 0.7), row=1, col=1)
         if self.images is not None:
             base.add_trace(go.Heatmap(z=self.images[0], zmin=-1.5, zmax=1.5, colorscale="gray", showscale=False,
                                       name="digits", hoverinfo="skip"), row=1, col=2)
@@ -231,9 +229,8 @@ class NoisingDashboard(_SliderDashboard):
 
 # ---------------------------------------------------------------------------------------------- 02: score field
 def _arrowheads(tail: np.ndarray, tip: np.ndarray, size: float, half_angle: float = 0.45) -> np.ndarray:
-    """Filled triangles at the tips of the arrows ``tail -> tip`` ([P, 2] each), as one polyline
-    ``[left, tip, right, left, nan, ...]`` of shape [5P, 2]; each head is ``size`` long (shorter on short
-    arrows: at most half the arrow) and opens by ``half_angle`` radians on each side."""
+    """Triangles at the tips of the arrows ``tail -> tip`` ([P, 2] each) as one polyline ``[left, tip, right,
+    left, nan, ...]`` [5P, 2]; a head is ``size`` long (at most half its arrow), ``half_angle`` to each side."""
     v = tip - tail
     length = np.linalg.norm(v, axis=1, keepdims=True)
     unit = np.divide(v, length, out=np.zeros_like(v), where=length > 0)
@@ -249,15 +246,13 @@ class ScoreFieldDashboard(_SliderDashboard):
 
         s(x, t) = grad_x log p_t(x) = -eps*(x, t) / sqrt(1 - abar_t)
 
-    Arrows point where probability increases. Their lengths are divided by the frame's largest score norm
-    (times ``arrow_scale`` grid cells), so every frame is readable; the caption gives that largest norm.
-    The density is a heatmap (one small image per frame: far cheaper to redraw than contours)."""
+    Arrows point where probability increases; each frame's longest is ``arrow_scale`` grid cells (the caption
+    gives its norm). The density is a heatmap: far cheaper to redraw than contours."""
 
     def __init__(self, mixture: GaussianMixture, schedule: Schedule, ts: Sequence[int] | None = None, *,
                  grid_size: int = 15, density_grid: int = 50, bound: float = 3.0, arrow_scale: float = 0.9,
                  title: str | None = "The score field grad log p_t (arrows) over log p_t"):
-        if not isinstance(mixture, GaussianMixture) or mixture.dim != 2:
-            raise TypeError(f"mixture must be a 2-D GaussianMixture, got {mixture!r}")
+        viz.check_mixture_2d("mixture", mixture)
         check_type("schedule", schedule, Schedule)
         grid_size = check_int("grid_size", grid_size, 2, 100)
         density_grid = check_int("density_grid", density_grid, 8, 300)
@@ -272,8 +267,7 @@ class ScoreFieldDashboard(_SliderDashboard):
         arrows, heads, dens, peak = [], [], [], []
         for a in self.abar.tolist():
             score = mixture.score(pts, a)                                   # = -eps*/sqrt(1 - abar)
-            norm = torch.linalg.vector_norm(score, dim=1)
-            top = float(norm.max())
+            top = float(torch.linalg.vector_norm(score, dim=1).max())
             tip = pts + arrow_scale * cell * score / max(top, 1e-12)
             arrows.append(segments_xy(pts.numpy(), tip.numpy()))
             heads.append(_arrowheads(pts.numpy(), tip.numpy(), 0.3 * cell))
@@ -292,9 +286,7 @@ class ScoreFieldDashboard(_SliderDashboard):
                        fill="toself", fillcolor=ink, line=dict(color=ink, width=0.5), hoverinfo="skip",
                        legendgroup="score", showlegend=False)])
         viz.style_layout(fig, title, **_LOOK, width=560, height=560, showlegend=False)
-        fig.update_xaxes(range=[-bound * 1.05, bound * 1.05], title="x<sub>1</sub>", constrain="domain")
-        fig.update_yaxes(range=[-bound * 1.05, bound * 1.05], scaleanchor="x", title="x<sub>2</sub>",
-                         constrain="domain")
+        fig.update_layout(viz.square_axes([-bound * 1.05, bound * 1.05] * 2))
         self.fig = FigureWidget(fig)
         self._wire("timestep")
 
@@ -349,9 +341,7 @@ class PathDashboard(_SliderDashboard):
                                      name="pairing", line=dict(width=0.7, color="rgba(80,80,80,0.5)"),
                                      hoverinfo="skip", showlegend=False))
         for n, style in zip(self.names, viz.series_styles(self.names)):
-            p = self.paths[n][0]
-            fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n,
-                                     marker=viz.marker_style(style, 5, 0.8, edge=False), hoverinfo="skip"))
+            fig.add_trace(viz.cloud_trace(self.paths[n][0], n, style, 5, 0.8, hoverinfo="skip"))
         return fig
 
     def set_paths(self, trajectories: Mapping[str, Trajectory], *, title: str | None = None,
@@ -385,12 +375,9 @@ class PathDashboard(_SliderDashboard):
 
 # ---------------------------------------------------------------------------------------------- 03: live loss
 class LiveLossPlot(ShowsWidget):
-    """A loss curve that grows while a training loop runs.
-
-    ``append(step, **values)`` stores numbers (e.g. ``loss=state.loss``); ``flush()`` pushes them into the
-    figure, together with a running mean over ``window`` steps (the raw per-batch loss is noisy). Call
-    ``flush`` every few dozen steps: redrawing costs far more than a training step. ``floor`` draws a dashed
-    line at a loss no network can beat (the ideal denoiser's), named ``floor_name``."""
+    """A loss curve that grows while a training loop runs: ``append(step, **values)`` stores numbers,
+    ``flush()`` (every few dozen steps: a redraw costs far more than a step) draws them with their running mean
+    over ``window`` steps. ``floor``: a dashed line at a loss no network beats (the ideal denoiser's)."""
 
     def __init__(self, names: Sequence[str] = ("loss",), *, window: int = 50, title: str | None = "Training loss",
                  log_y: bool = True, floor: float | None = None,
@@ -503,9 +490,7 @@ class StepCountDashboard(_StepCountDashboard):
         self._traces = {}
         for c, (n, style) in enumerate(zip(self.names, viz.series_styles(self.names))):
             self._traces[n] = len(fig.data)
-            p = next(iter(self.pages.values()))[n][0]
-            fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name=n, hoverinfo="skip",
-                                     marker=viz.marker_style(style, 4, 0.7, edge=False)),
+            fig.add_trace(viz.cloud_trace(next(iter(self.pages.values()))[n][0], n, style, 4, 0.7, hoverinfo="skip"),
                           **(dict(row=1, col=c + 1) if panels else {}))
         if not panels:
             return fig
@@ -516,8 +501,8 @@ class StepCountDashboard(_StepCountDashboard):
             suffix = "" if c == 0 else str(c + 1)
             x, y = viz.square_axes(bounds, suffix).values()
             # every panel says which coordinate it shows; the shared y title sits on the first panel only
-            fig.update_layout({f"xaxis{suffix}": {**x, "showticklabels": False},
-                               f"yaxis{suffix}": {**y, "showticklabels": c == 0, "title": y["title"] if c == 0 else None}})
+            y.update(showticklabels=c == 0, title=y["title"] if c == 0 else None)
+            fig.update_layout({f"xaxis{suffix}": {**x, "showticklabels": False}, f"yaxis{suffix}": y})
         return fig
 
     def set_samples(self, steps: Sequence[int], finals: Mapping[str, Sequence[torch.Tensor]]) -> None:
@@ -536,13 +521,9 @@ LAM_CHOICES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0)
 
 
 class SAControls(ShowsWidget):
-    """K and lam controls for the sequence-aware loss and a button that calls ``on_train(K, lam)``.
-
-    The callback does the (slow) work, e.g. retrain and refresh the figures; whatever it prints or displays
-    goes into ``output``, which is cleared first. While it runs the button is disabled and reads "training...",
-    and ``status`` says what is being trained; then how long it took (or that it failed). Training takes
-    seconds to minutes, so it runs on a click, never on a slider move. ``lams`` are the lam choices (0, the
-    simple loss alone, included)."""
+    """K and lam controls for the sequence-aware loss and a button that calls ``on_train(K, lam)`` (the slow
+    work, so on a click, never on a slider move), its output in ``output`` (cleared first). While it runs the
+    button is disabled and ``status`` says what is trained; then how long it took, or that it failed."""
 
     def __init__(self, on_train: Callable[[int, float], object], *, K: int = 2, lam: float = 1.0,
                  K_max: int = 8, lams: Sequence[float] = LAM_CHOICES, label: str = "train simple and SA"):
@@ -570,7 +551,7 @@ class SAControls(ShowsWidget):
         return int(self.K.value), float(self.lam.value)
 
     def run(self):
-        """Call ``on_train(K, lam)`` with the widgets' values, capturing its output; returns its result."""
+        """Call ``on_train(K, lam)`` with the widgets' values; returns its result."""
         K, lam = self.values
         self.output.clear_output()
         self.button.disabled, self.button.description, self.button.icon = True, "training...", "hourglass-half"
@@ -592,11 +573,8 @@ class SAControls(ShowsWidget):
 
 # ---------------------------------------------------------------------------------------------- 06: digits
 class DigitGridDashboard(_StepCountDashboard):
-    """Grids of digit samples from several models side by side, one frame per number of sampling steps.
-
-    ``grids[name]`` is [S, N, 1, 8, 8] (``evaluate.sample_grids``): model ``name`` run with ``steps[k]``
-    steps from the same ``x_T``. Each frame is tiled once here (``viz.image_grid``; its gaps become None, so
-    the JSON sent to the browser holds no NaN); moving the slider only swaps the precomputed grids in."""
+    """Grids of digit samples from several models side by side, one frame per number of sampling steps:
+    ``grids[name]`` [S, N, 1, 8, 8] (``evaluate.sample_grids``), model ``name`` with ``steps[k]`` steps."""
 
     def __init__(self, steps: Sequence[int], grids: Mapping[str, torch.Tensor], *, nrow: int = 6,
                  title: str | None = "Samples against the number of sampling steps (same x_T)"):
