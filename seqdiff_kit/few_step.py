@@ -118,7 +118,6 @@ class FixGrid:
     x_T: torch.Tensor | None = None
     trajectories: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
-    seconds: float = 0.0
     finals: dict = field(default_factory=dict)
     flow: dict = field(default_factory=dict)
     flow_end: torch.Tensor | None = None
@@ -310,7 +309,7 @@ def run_grid(models: Mapping[str, Callable], mixture: GaussianMixture, schedule:
                 "schedule": f"{schedule.name}, T={schedule.T}", "mixture": mixture.name,
                 "exact_cov_models": list(exact_cov_models), "eps_scales": scales}
     return FixGrid(rows=rows, data=data, scorer=scorer, schedule=schedule, x_T=first_x_T, trajectories=kept,
-                   settings=settings, seconds=time.perf_counter() - t0)
+                   settings=settings)
 
 
 # ---------------------------------------------------------------------- the closest cell, confirmed on fresh seeds
