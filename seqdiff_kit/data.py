@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from einops import einsum, rearrange
 
-from ._validate import check_dtype_arg, check_float, check_int, check_tensor, check_values
+from ._validate import check_choice, check_dtype_arg, check_float, check_int, check_tensor, check_values
 
 # Bound on |means| and |covariances| entries: the mixture squares them (E[x x^T], Mahalanobis distances), and
 # the squares must stay inside float64's range (about 1.8e308).
@@ -234,9 +234,7 @@ PRESETS = {"ring8": ring8, "grid25": grid25, "two_moons": two_moons}
 
 def preset(name: str) -> GaussianMixture:
     """One of the 2-D presets by name: ``ring8``, ``grid25`` or ``two_moons``."""
-    if name not in PRESETS:
-        raise ValueError(f"dataset must be one of {sorted(PRESETS)}, got {name!r}")
-    return PRESETS[name]()
+    return PRESETS[check_choice("dataset", name, PRESETS)]()
 
 
 def gauss1d(var: float = 0.25) -> GaussianMixture:

@@ -31,6 +31,7 @@ import plotly.offline
 import torch
 
 from ._format import format_number
+from ._runtime import __version__
 from ._io import atomic_write
 from .viz import check_figure_spec, plotly_json
 
@@ -214,13 +215,10 @@ def render_report(sections: Sequence, *, title: str = "seqdiff_kit report", subt
     secs = [_coerce_section(i, s) for i, s in enumerate(sections)]
     if settings is not None and not isinstance(settings, Mapping):
         raise TypeError(f"settings must be a dict of name -> value, got {type(settings).__name__}")
-    from ._runtime import __version__
-
     env = {"seqdiff_kit": __version__, "torch": torch.__version__, "plotly": plotly.__version__}
     if timestamp:
         env["generated"] = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    rows = [{"setting": k, "value": v} for k, v in (settings or {}).items()]
-    rows += [{"setting": k, "value": v} for k, v in env.items()]
+    rows = [{"setting": k, "value": v} for k, v in [*(settings or {}).items(), *env.items()]]
     settings_sec = _coerce_section(len(secs), Section(
         "Settings", "The run's settings and the library versions that produced this report.", table=rows))
     secs.append(settings_sec)

@@ -54,9 +54,6 @@ from .samplers import (StepOutput, Trajectory, call_model, check_sampler_args, d
                        run_steps, sigmas)
 from .schedule import Schedule
 
-SHARED = ("noise", "generator", "clip_x0")
-
-
 # ---------------------------------------------------------------------- shared pieces
 def _check(x_T, schedule, timesteps, noise, clip_x0, eta=0.0, variance="small"):
     """``(eta, timesteps, clip_x0)`` checked by the generalized sampler's own checks."""
@@ -275,7 +272,7 @@ def solver_options(solver: str) -> dict:
     for a required one, e.g. ``gamma`` of ``analytic_dpm``)."""
     fn = SOLVERS[check_choice("solver", solver, SOLVERS)]
     return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name not in SHARED}
+            if p.kind is p.KEYWORD_ONLY and p.name not in ("noise", "generator", "clip_x0")}
 
 
 def model_calls(solver: str, steps: int) -> int:
@@ -323,22 +320,6 @@ class EpsScale:
         check_float("k", self.k)
 
 
-class ScaledModel:
-    """``c * model(x, t)`` for a number ``c``, ``model(x, t) / lambda_t`` for an ``EpsScale`` (``scaled_model``)."""
-
-    def __init__(self, model: Callable, scale: float | EpsScale):
-        self.model, self.scale = model, scale
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        eps = self.model(x, t)
-        if not isinstance(eps, torch.Tensor):
-            return eps  # the caller's output check names what came back
-        if not isinstance(self.scale, EpsScale):
-            return self.scale * eps
-        f = 1.0 / (self.scale.b + self.scale.k * t.reshape(-1).to(torch.float64))
-        return eps * f.to(device=eps.device, dtype=eps.dtype).reshape(-1, *([1] * (eps.ndim - 1)))
-
-
 def scaled_model(model: Callable, eps_scale, schedule: Schedule | None = None) -> Callable:
     """``model`` under Epsilon Scaling: ``eps_scale`` a number ``c > 0`` (output times ``c``, ``c = 1 / lambda``: the
     factor of ``analysis``' ``c eps*`` scan) or an ``EpsScale`` (output over ``lambda_t``, positive at every
@@ -349,10 +330,20 @@ def scaled_model(model: Callable, eps_scale, schedule: Schedule | None = None) -
         if schedule is not None and min(eps_scale.b, eps_scale.b + eps_scale.k * (schedule.T - 1)) <= 0:
             raise ValueError(f"eps_scale={eps_scale} gives lambda_t = b + k t <= 0 at some t in [0, "
                              f"{schedule.T - 1}]; lambda_t must stay positive")
-        return ScaledModel(model, eps_scale)
-    if isinstance(eps_scale, torch.Tensor):
-        eps_scale = check_real("eps_scale", eps_scale)
-    return ScaledModel(model, check_float("eps_scale", eps_scale, 0.0, low_open=True))
+    else:
+        eps_scale = check_real("eps_scale", eps_scale) if isinstance(eps_scale, torch.Tensor) else eps_scale
+        eps_scale = check_float("eps_scale", eps_scale, 0.0, low_open=True)
+
+    def scaled(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        eps = model(x, t)
+        if not isinstance(eps, torch.Tensor):
+            return eps  # the caller's output check names what came back
+        if not isinstance(eps_scale, EpsScale):
+            return eps_scale * eps
+        f = 1.0 / (eps_scale.b + eps_scale.k * t.reshape(-1).to(torch.float64))
+        return eps * f.to(device=eps.device, dtype=eps.dtype).reshape(-1, *([1] * (eps.ndim - 1)))
+
+    return scaled
 
 
 def _start(model, x_T, schedule, steps, solver, spacing, timesteps, noise, generator, clip_x0, eps_scale,
