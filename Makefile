@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	args=$$($(PY) scripts/torch_index.py $(TORCH_INDEX) --cpu-index $(TORCH_CPU_INDEX)) && $(PY) -m pip install --quiet $(TORCH) $$args
 	$(PY) -m pip install --quiet -e ".[test,lab,teach]"
+	# an editable install skips pyproject's data-files: link the JupyterLab extension that redraws widgets a
+	# reloaded page lost to a race (labextension/, see docs/architecture.md) where JupyterLab looks
+	mkdir -p $(VENV)/share/jupyter/labextensions
+	ln -sfn $(CURDIR)/labextension $(VENV)/share/jupyter/labextensions/seqdiff-kit-reload
 	# nbgrader's JupyterLab and server extensions off: the course is made with its command line, and JupyterLab
 	# (and its browser tests) should look as they do without the teach extra
 	$(VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader @jupyter-notebook/lab-extension

@@ -78,3 +78,22 @@ def test_pyproject_reads_without_a_setuptools_deprecation_warning():
         warnings.simplefilter("error")
         dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
     assert dist.metadata.license_expression == "MIT"
+
+
+def test_the_lab_extension_is_installed_by_pip_and_by_make():
+    """labextension/ (the redraw after a reload's race, tests/browser/test_dashboards.py) reaches JupyterLab's
+    extension folder: pyproject's data-files for a plain install (a wheel, conda's environment), a link in the
+    Makefile for the editable one, which skips data-files; the extension's own name and load path agree."""
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    dest = "share/jupyter/labextensions/seqdiff-kit-reload"
+    files = dict(apply_configuration(Distribution(), ROOT / "pyproject.toml").data_files)
+    meta = json.loads((ROOT / "labextension" / "package.json").read_text())
+    assert meta["name"] == "seqdiff-kit-reload" and meta["jupyterlab"]["_build"]["extension"] == "./extension"
+    load = Path(meta["jupyterlab"]["_build"]["load"])
+    assert files[dest] == ["labextension/package.json"]
+    assert files[f"{dest}/{load.parent}"] == [f"labextension/{load}"]
+    assert all((ROOT / src).is_file() for srcs in files.values() for src in srcs)
+    assert f"ln -sfn $(CURDIR)/labextension $(VENV)/{dest}" in (ROOT / "Makefile").read_text()
+    assert "- .\n" in (ROOT / "environment.yml").read_text() and "-e ." not in (ROOT / "environment.yml").read_text()
