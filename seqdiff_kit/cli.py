@@ -290,9 +290,8 @@ def _train_recipe(args):
     from .recipes import recipe_for
 
     recipe = recipe_for(args.dataset)  # refuses an unknown dataset first
-    model_kind = args.model or ("unet" if args.dataset == "digits" else "mlp")
-    if (args.dataset == "digits") != (model_kind == "unet"):
-        raise ValueError(f"model must be 'unet' for digits and 'mlp' for the 2-D datasets, got --model {model_kind} "
+    if args.model is not None and (args.dataset == "digits") != (args.model == "unet"):
+        raise ValueError(f"model must be 'unet' for digits and 'mlp' for the 2-D datasets, got --model {args.model} "
                          f"with --dataset {args.dataset}")
     if args.loss == "simple":
         if (args.K not in (None, 1)) or (args.lam not in (None, 0.0)):

@@ -79,8 +79,7 @@ class TrainState:
 
     def as_dict(self) -> dict:
         """The scalars (for a history list or a log)."""
-        return {"step": self.step, "loss": self.loss, "simple": self.simple, "sa": self.sa, "lr": self.lr,
-                "grad_norm": self.grad_norm}
+        return {k: getattr(self, k) for k in HISTORY_KEYS}
 
 
 @dataclass
@@ -175,12 +174,6 @@ class _Batches:
             raise ValueError(f"tensor 'extra.data_perm' must be a permutation of the data's {n} indices, got "
                              f"{perm.dtype} {list(perm.shape)}")
         self.pos, self.perm = pos, None if perm is None else perm.long()
-
-
-def _dataset_name(data) -> str:
-    if isinstance(data, GaussianMixture):
-        return data.name
-    return f"tensor{list(data.shape)}"
 
 
 # ---------------------------------------------------------------------- optimizer state <-> flat tensors
@@ -318,7 +311,8 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
     steps, batch_size, lr, seed, ema_decay, grad_clip, warmup, shards, device = (args[k] for k in (
         "steps", "batch_size", "lr", "seed", "ema_decay", "grad_clip", "warmup", "shards", "device"))
     cosine_decay = bool(cosine_decay)
-    dataset = dataset_name if dataset_name is not None else _dataset_name(data)
+    if dataset_name is None:
+        dataset_name = data.name if isinstance(data, GaussianMixture) else f"tensor{list(data.shape)}"
     rank, size = world()
     local = [rank] if size > 1 else list(range(shards))  # the shards this process computes
 
@@ -330,7 +324,7 @@ def _loop(model, data, schedule, loss, args, *, cosine_decay, checkpoint, checkp
     batches = [_Batches(data, batch_size // shards, g, device) for g in generators]
     params = list(model.parameters())
     opt = _adam(params, lr)
-    run_cfg = _run_config(model, schedule, loss, args, cosine_decay, dataset, checkpoint)
+    run_cfg = _run_config(model, schedule, loss, args, cosine_decay, dataset_name, checkpoint)
 
     start, ema, history = 0, None, []
     if resume and checkpoint_exists(checkpoint):
