@@ -123,13 +123,9 @@ def _ddpm_drift() -> str:
 def _k1_ratio(lam: float) -> float:
     """``L_sa(K=1) = L_simple``, so ``total = (1 + lam) L_simple``: the ratio measured on a random linear model."""
     w = torch.randn(2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-
-    def model(x, t):
-        return x @ w
-
     x0 = ring8().sample(256, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    sa = sequence_aware_loss(model, x0, _LINEAR, K=1, lam=lam, generator=torch.Generator().manual_seed(2))
-    return float(sa.total / simple_loss(model, x0, _LINEAR, generator=torch.Generator().manual_seed(2)).total)
+    out = sequence_aware_loss(lambda x, t: x @ w, x0, _LINEAR, K=1, lam=lam, generator=torch.Generator().manual_seed(2))
+    return float(out.total / out.simple)
 
 
 def _sa_std_ratio(var, K, lam, steps, schedule) -> float:
@@ -681,8 +677,7 @@ def _path(c, pairs, restart=False):
     xs = [c.x_T]
     for t, s in pairs:
         x = c.x_T if restart else xs[-1]
-        xs.append(_ddim(x, c.model(x, torch.full((x.shape[0],), t)), float(c.schedule.alpha_bar(t)),
-                        float(c.schedule.alpha_bar(s))))
+        xs.append(generalized_step(x, c.model(x, torch.full((x.shape[0],), t)), t, s, c.schedule)[0])
     return torch.stack(xs)
 
 
