@@ -115,13 +115,11 @@ def save_checkpoint(path, model: nn.Module, config: dict, ema: nn.Module | None 
     """Write ``<stem>.safetensors`` and then ``<stem>.json`` (the module docstring): the tensors as
     ``model.<name>`` (the state dict), ``ema.<name>`` and ``extra.<name>`` (e.g. the optimizer moments and the
     generator state, a uint8 tensor); the JSON is ``config`` plus the model spec, format, versions and hash."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    spec = model_spec(model)  # a network a checkpoint can rebuild, else a TypeError naming model
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
     st_path, js_path = checkpoint_paths(path)
-    meta = _jsonable(dict(config), "config")
-    meta["model"] = model_spec(model)
+    meta = {**_jsonable(dict(config), "config"), "model": spec}
     tensors = _cpu_tensors(MODEL_PREFIX, model.state_dict())
     if ema is not None:
         if type(ema) is not type(model):
