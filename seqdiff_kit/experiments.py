@@ -1,31 +1,18 @@
-"""The paper's comparison at toy scale: simple loss versus sequence-aware (SA) loss, over seeds, sampling steps,
-eta and datasets, with 95% t-intervals, equal-steps and equal-compute budgets, and the 1-D closed form.
+"""The paper's comparison at toy scale: simple loss versus sequence-aware (SA) loss over datasets, seeds, training
+budgets, sampling steps and eta, with 95% t-intervals (``stats``) and the 1-D closed form.
 
-The grid. For every dataset, loss, seed and training budget one model is trained (a *train cell*); each is
-then sampled at every (sampling steps, eta) pair (an *eval cell*) from an ``x_T`` and noise that depend only on
-(dataset, seed, steps, eta), so the models of one seed are compared on the very same randomness.
+For every dataset, loss, seed and training budget one model is trained (a *train cell*, ``recipes.train`` of the
+dataset's ``Recipe``), then scored by ``evaluate`` at every (sampling steps, eta) pair (an *eval cell*) from an
+``x_T`` and noise that depend only on (dataset, seed, steps, eta): the losses of one seed are paired on the same
+randomness. SA(K) evaluates the network K times per training sample, so besides *equal steps* the grid trains the
+simple loss for ``K n`` updates: *equal compute*.
 
-Budgets. SA(K) evaluates the network K times per training sample, so besides *equal steps* (both losses
-``n`` updates) the grid trains the simple loss for ``K n`` updates: *equal compute* (model evaluations).
-
-Intervals. Over the ``n`` seeds, ``mean +- t_{(1+level)/2, n-1} s / sqrt(n)`` with the sample standard deviation
-``s`` (``stats.mean_ci``). Comparisons pair the two losses by seed:
-``d_i = m_SA,i - m_simple,i`` and the same interval on the ``d_i``.
-
-Each model is trained by ``recipes.train`` from its dataset's ``Recipe`` (loss, seed and number of updates set
-per cell) and scored by ``evaluate.evaluate`` (``evaluate_model``).
-
-On disk (``out/``): ``models/.../*.safetensors + .json`` (checkpoint.py), ``rows.jsonl`` (one JSON line per
-eval cell; read back on the next run, so finished cells are never recomputed), ``rows.csv``,
-``summary.csv``, ``comparison.csv`` and ``report.html``. Work runs in a local process pool (spawn context) with
-one torch thread per worker, or on an existing Dask cluster (``scheduler="tcp://HOST:8786"``, the optional
-``dist`` extra) through ``Client.get_executor()``: the same loop over a ``concurrent.futures`` executor either
-way. Workers train and write the checkpoints (so with Dask ``out`` must be a folder every worker sees at the same
-path); the client alone appends the result rows, each key once.
-
-The grid and the runner never import plotly: the HTML report (``write_experiment_report``) imports
-``viz``/``report`` when it is written, so worker processes start without them. ``seqdiff experiment`` (cli.py)
-runs a grid from the command line.
+On disk (``out/``): the checkpoints under ``models/``, ``rows.jsonl`` (one line per eval cell, read back on the
+next run, so finished cells are never recomputed), ``rows.csv``, ``summary.csv``, ``comparison.csv``,
+``results.md`` and ``report.html``. The jobs run in this process, a local spawn-context pool (one torch thread
+per worker) or on a Dask cluster (``Client.get_executor()``, the ``dist`` extra; ``out`` must then be a folder
+every worker sees at the same path); the client alone appends the rows, each key once. Plotly is imported only
+when the report is written.
 """
 from __future__ import annotations
 
@@ -67,25 +54,19 @@ from .stats import LEVEL, distance_difference, mean_ci
 CONNECT_TIMEOUT = 10.0
 MAX_CONNECT_TIMEOUT = 3600.0
 
-# The quantities a comparison judges, each by its distance to its target (``metrics.target_distance``: two-sided,
-# so a std ratio above 1 counts as much as one below). "std_dev" = |std_ratio - 1|. The raw log-likelihood is
-# reported but not judged: a too-tight sampler beats the data's own value; its signed gap to the data is judged.
+# The quantities a comparison judges, each by its distance to its target (``metrics.target_distance``: two-sided).
+# "std_dev" = |std_ratio - 1|. The raw log-likelihood is not judged (a too-tight sampler beats the data's value).
 JUDGED = ("mmd", "sw", "loglik_gap", "fd", "std_dev")
+# every metric a row may hold, in the tables' order
+ROW_METRICS = ("mmd", "sw", "loglik", "loglik_gap", "fd", "std_ratio", "std_ratio_closed_form")
 
 
 # ====================================================================== configuration
-# the metrics of an eval cell besides std_ratio: the 1-D Gaussian is judged by its spread (and the closed form)
-ROW_METRICS = {"digits": ("fd",), "gauss1d": ()}
-MIXTURE_METRICS = ("mmd", "sw", "loglik", "loglik_gap")
-
-
 @dataclass
 class DatasetSpec:
-    """One dataset of the grid: the ``Recipe`` of its models (dataset, network, schedule, fit settings; the
-    loss, the seed and the number of updates are set per cell), the losses and the evaluation settings.
-
-    ``losses``: ``Loss.config`` dicts; the first must be the simple loss. ``equal_compute``: also train the
-    simple loss for ``K * steps`` for each SA(K)."""
+    """One dataset of the grid: the ``Recipe`` of its models (the loss, the seed and the number of updates are set
+    per cell), the losses (``Loss.config`` dicts, the simple loss first) and the evaluation settings.
+    ``equal_compute``: also train the simple loss for ``K * steps`` for each SA(K)."""
 
     recipe: Recipe
     losses: list
@@ -112,7 +93,8 @@ class DatasetSpec:
 
     @property
     def metrics(self) -> tuple:
-        return ROW_METRICS.get(self.name, MIXTURE_METRICS)
+        """The metrics of an eval cell besides the std ratio: the 1-D Gaussian is judged by its spread alone."""
+        return {"digits": ("fd",), "gauss1d": ()}.get(self.name, ("mmd", "sw", "loglik", "loglik_gap"))
 
     def to_dict(self) -> dict:
         return {"recipe": self.recipe.config(), "losses": self.losses, "sampling_steps": list(self.sampling_steps),
@@ -121,8 +103,7 @@ class DatasetSpec:
 
 @dataclass
 class ExperimentConfig:
-    """The whole grid: datasets (each with its own recipe and schedule) and seeds (at least 2; the grids of
-    ``GRIDS`` use 3)."""
+    """The whole grid: datasets (each with its own recipe) and seeds (at least 2)."""
 
     datasets: list
     seeds: tuple = (0, 1, 2)
@@ -145,13 +126,10 @@ class ExperimentConfig:
 
 
 def _fit(**kw) -> dict:
-    base = dict(batch_size=256, lr=2e-3, warmup=0, cosine_decay=False, ema_decay=0.995, grad_clip=1.0)
-    base.update(kw)
-    return base
+    return {**dict(batch_size=256, lr=2e-3, warmup=0, cosine_decay=False, ema_decay=0.995, grad_clip=1.0), **kw}
 
 
-def _mlp(name: str, dataset: str, fit: dict, **args) -> Recipe:
-    return Recipe(name, dataset, "MLPDenoiser", args, fit)
+SIMPLE_SA = [{"name": "simple"}, {"name": "sa", "K": 2, "lam": 1.0}]
 
 
 def grid_config(name: str) -> ExperimentConfig:
@@ -163,15 +141,13 @@ def grid_config(name: str) -> ExperimentConfig:
 
 
 def _fast() -> ExperimentConfig:
-    sa = {"name": "sa", "K": 2, "lam": 1.0}
     return ExperimentConfig(name="fast", seeds=(0, 1, 2), datasets=[
-        DatasetSpec(_mlp("fast", "ring8", _fit(steps=60, batch_size=128, lr=3e-3), dim=2, width=32, depth=2,
-                         time_dim=16), [{"name": "simple"}, sa], sampling_steps=(5, 20), etas=(0.0,), n_eval=256),
+        DatasetSpec(Recipe("fast", "ring8", "MLPDenoiser", dict(dim=2, width=32, depth=2, time_dim=16),
+                           _fit(steps=60, batch_size=128, lr=3e-3)), SIMPLE_SA, sampling_steps=(5, 20), n_eval=256),
         DatasetSpec(Recipe("fast", "digits", "TinyUNet", dict(channels=8, time_dim=16),
-                           _fit(steps=8, batch_size=32, lr=2e-3)),
-                    [{"name": "simple"}, sa], sampling_steps=(5, 20), etas=(0.0,), n_eval=64),
-        DatasetSpec(_mlp("fast", "gauss1d", _fit(steps=60, batch_size=256, lr=3e-3), dim=1, width=16, depth=2,
-                         time_dim=16), [{"name": "simple"}, sa], sampling_steps=(5, 20), etas=(0.0,), n_eval=1000,
+                           _fit(steps=8, batch_size=32)), SIMPLE_SA, sampling_steps=(5, 20), n_eval=64),
+        DatasetSpec(Recipe("fast", "gauss1d", "MLPDenoiser", dict(dim=1, width=16, depth=2, time_dim=16),
+                           _fit(steps=60, lr=3e-3)), SIMPLE_SA, sampling_steps=(5, 20), n_eval=1000,
                     equal_compute=False),
     ])
 
@@ -180,15 +156,13 @@ def _paper_toy() -> ExperimentConfig:
     lr_schedule = dict(warmup=100, cosine_decay=True, ema_decay=0.995)
     return ExperimentConfig(name="paper-toy", seeds=(0, 1, 2), datasets=[
         # the ring8 network with 3000 updates instead of RING8's 8000, so that 3 seeds x 3 budgets fit on 2 cores
-        DatasetSpec(RING8.replace(name="paper-toy", fit=_fit(steps=3000, batch_size=256, **lr_schedule)),
-                    [{"name": "simple"}, {"name": "sa", "K": 2, "lam": 1.0}],
+        DatasetSpec(RING8.replace(name="paper-toy", fit=_fit(steps=3000, **lr_schedule)), SIMPLE_SA,
                     sampling_steps=(5, 10, 20, 50, 100, 200), etas=(0.0, 1.0), n_eval=2000),
         DatasetSpec(Recipe("paper-toy", "digits", "TinyUNet", dict(channels=16, time_dim=32),
-                           _fit(steps=1200, batch_size=128, **lr_schedule)),
-                    [{"name": "simple"}, {"name": "sa", "K": 2, "lam": 1.0}],
+                           _fit(steps=1200, batch_size=128, **lr_schedule)), SIMPLE_SA,
                     sampling_steps=(5, 10, 20, 50, 100), etas=(0.0, 1.0), n_eval=500),
-        DatasetSpec(_mlp("paper-toy", "gauss1d", _fit(steps=2000, batch_size=512, **lr_schedule), dim=1, width=64,
-                         depth=2, time_dim=32),
+        DatasetSpec(Recipe("paper-toy", "gauss1d", "MLPDenoiser", dict(dim=1, width=64, depth=2, time_dim=32),
+                           _fit(steps=2000, batch_size=512, **lr_schedule)),
                     [{"name": "simple"}, {"name": "sa", "K": 2, "lam": 0.5}, {"name": "sa", "K": 2, "lam": 1.0},
                      {"name": "sa", "K": 3, "lam": 1.0}],
                     sampling_steps=(5, 10, 20, 50, 100, 200, 1000), etas=(0.0, 1.0), n_eval=10000,
@@ -214,15 +188,10 @@ def evals_per_sample(cfg: dict) -> int:
     return 1 if cfg["name"] == "simple" else int(cfg["K"])
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
-
-
 @dataclass(frozen=True)
 class TrainCell:
     """One trained model: (dataset, loss, seed, number of updates). ``recipe`` hashes everything else that
-    shapes the weights (network, optimiser settings, schedule, data variance), so a changed recipe never
-    reuses a stale checkpoint."""
+    shapes the weights, so a changed recipe never reuses a stale checkpoint."""
 
     dataset: str
     loss: str          # JSON of the Loss config (hashable)
@@ -243,41 +212,28 @@ class TrainCell:
         return out / "models" / self.dataset / f"{label}_n{self.train_steps}_s{self.seed}_{self.recipe}"
 
 
-def _recipe(ds: DatasetSpec) -> str:
-    """The digest of what shapes a cell's weights besides its loss, seed and number of updates."""
-    cfg = ds.recipe.config()
-    return _digest({"dataset": cfg["dataset"], "model": cfg["model"], "schedule": cfg["schedule"],
-                    "train": {k: v for k, v in cfg["fit"].items() if k != "steps"}})
-
-
 def train_cells(config: ExperimentConfig) -> list[TrainCell]:
     """Every model the grid needs: each loss at ``steps`` updates and, with ``equal_compute``, the simple loss
     at ``K * steps`` for every SA(K) (duplicates removed), for every seed."""
     cells = []
     for ds in config.datasets:
-        n = ds.recipe.steps
-        recipe = _recipe(ds)
-        budgets = [(cfg, n) for cfg in ds.losses]
+        n, cfg = ds.recipe.steps, ds.recipe.config()
+        shaping = {"dataset": cfg["dataset"], "model": cfg["model"], "schedule": cfg["schedule"],
+                   "train": {k: v for k, v in cfg["fit"].items() if k != "steps"}}
+        recipe = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
+        budgets = [(loss, n) for loss in ds.losses]
         if ds.equal_compute:
-            budgets += [(ds.losses[0], n * evals_per_sample(cfg)) for cfg in ds.losses if cfg["name"] == "sa"]
-        seen = set()
-        for cfg, steps in budgets:
+            budgets += [(ds.losses[0], n * evals_per_sample(loss)) for loss in ds.losses if loss["name"] == "sa"]
+        for loss, steps in budgets:
             for seed in config.seeds:
-                cell = TrainCell(ds.name, json.dumps(cfg, sort_keys=True), seed, steps, recipe)
-                if cell not in seen:
-                    seen.add(cell)
+                cell = TrainCell(ds.name, json.dumps(loss, sort_keys=True), seed, steps, recipe)
+                if cell not in cells:
                     cells.append(cell)
     return cells
 
 
 def eval_key(cell: TrainCell, steps: int, eta: float, n_eval: int) -> str:
     return f"{cell.key}|steps{steps}|eta{eta:g}|N{n_eval}"
-
-
-def _eval_seed(dataset: str, seed: int, steps: int, eta: float, tag: str = "") -> int:
-    """A seed that depends only on (dataset, seed, steps, eta): every loss of one seed sees the same x_T and
-    noise (paired comparisons). crc32, not hash(): Python salts str hashes per process."""
-    return zlib.crc32(f"{dataset}|{seed}|{steps}|{eta:g}|{tag}".encode())
 
 
 # ====================================================================== worker side
@@ -290,29 +246,24 @@ def _closed_form_a(var: float, K: int, lam: float, schedule_json: str) -> torch.
 
 def evaluate_model(model, ds: DatasetSpec, data, schedule: Schedule, seed: int, steps: int, eta: float,
                    loss_cfg: dict | None = None) -> dict:
-    """One eval cell: ``evaluate`` the model alone (``ds.n_eval`` samples, ``steps`` sampler steps, ``eta``;
-    ``x_T`` and noise from ``_eval_seed(dataset, seed, steps, eta)``, so every loss of one seed sees the same
-    randomness) and keep the metrics of ``ds.metrics``; plus:
-
-    ``std_ratio = sqrt(tr Cov(samples) / tr Cov(data))`` against the exact law of the data, and its value at
-    every sampler step ``path_std_ratio`` (at the timesteps ``path_t``); gauss1d also
-    ``std_ratio_closed_form``, the exact ratio of the SA population optimum's linear sampler."""
+    """One eval cell: ``evaluate`` the model alone (``ds.n_eval`` samples; ``x_T`` and noise seeded by (dataset,
+    seed, steps, eta) through crc32, not ``hash()``, which Python salts per process) and keep ``ds.metrics``
+    with the data's own level (``data_<metric>``); plus ``std_ratio`` against the data's exact law, its value
+    ``path_std_ratio`` at every sampler step (timesteps ``path_t``) and, on gauss1d, ``std_ratio_closed_form``:
+    the exact ratio of the SA population optimum's linear sampler."""
     from .analysis import linear_sampler_std_ratio
 
-    name = "model"
     try:
-        ev = evaluate({name: model}, data, schedule, (steps,), n_points=ds.n_eval,
-                      seed=_eval_seed(ds.name, seed, steps, eta), ideal=False, eta=eta, drift_steps=(steps,),
+        ev = evaluate({"model": model}, data, schedule, (steps,), n_points=ds.n_eval, ideal=False, eta=eta,
+                      seed=zlib.crc32(f"{ds.name}|{seed}|{steps}|{eta:g}|".encode()), drift_steps=(steps,),
                       metrics=ds.metrics, dataset=ds.name)
     except ValueError as err:  # a diverged sampler (non-finite eps) is a result, not a crash of the grid
         return {"error": str(err)[:300]}
-    row = next(r for r in ev.rows if r["model"] == name)
-    ratio = ev.std_ratio[name][steps]
+    row, ratio = ev.rows[1], ev.std_ratio["model"][steps]
     out = {k: row[k] for k in ds.metrics}
-    # the data's own level beside every score: a second data draw scored the same way (the same per seed)
     out.update({f"data_{k}": v for k, v in ev.data_row().items() if k in ds.metrics})
     out["std_ratio"] = float(ratio[-1])
-    out["path_t"] = ev.trajectories[name][steps].t.tolist()
+    out["path_t"] = ev.trajectories["model"][steps].t.tolist()
     out["path_std_ratio"] = [round(float(v), 6) for v in ratio]
     if ds.name == "gauss1d":
         var = float(data.covariance()[0, 0])
@@ -323,8 +274,7 @@ def evaluate_model(model, ds: DatasetSpec, data, schedule: Schedule, seed: int, 
 
 
 def _checkpoint_done(stem: Path, steps: int) -> bool:
-    """Whether the JSON at ``stem`` says its training reached ``steps`` (whether the pair loads is learnt when
-    it is loaded: ``_load_or_train``)."""
+    """Whether the JSON at ``stem`` says its training reached ``steps`` (whether it loads is learnt on loading)."""
     if not checkpoint_exists(stem):
         return False
     try:
@@ -336,21 +286,18 @@ def _checkpoint_done(stem: Path, steps: int) -> bool:
 
 def _load_or_train(recipe: Recipe, stem: Path, steps: int) -> tuple:
     """``(model, trained, seconds, note)``: the finished checkpoint at ``stem``, else a training that resumes a
-    partial one. A checkpoint that cannot be loaded or resumed (damaged files) is trained again from scratch and
-    ``note`` says so in one line: left as it was, it would fail every rerun of the grid."""
-    damage = None
-    if _checkpoint_done(stem, steps):
-        try:
-            return load_checkpoint(stem, use_ema=True)[0], False, 0.0, None
-        except ValueError as err:
-            damage = err
+    partial one. A checkpoint that cannot be loaded or resumed is trained again from scratch and ``note`` says
+    so in one line: left as it was, it would fail every rerun of the grid."""
     kwargs = dict(checkpoint=stem, checkpoint_every=max(1, steps // 4), progress=False, threads=1)
-    if damage is None and checkpoint_exists(stem):
-        try:
+    damage = None
+    try:
+        if _checkpoint_done(stem, steps):
+            return load_checkpoint(stem, use_ema=True)[0], False, 0.0, None
+        if checkpoint_exists(stem):
             res = train(recipe, resume=True, **kwargs)
             return res.model, True, res.seconds, None
-        except ValueError as err:
-            damage = err
+    except ValueError as err:
+        damage = err
     res = train(recipe, resume=False, **kwargs)
     note = None if damage is None else (f"its checkpoint {stem.name} could not be used "
                                         f"({' '.join(str(damage).split())[:200]}); trained it again from scratch")
@@ -358,16 +305,14 @@ def _load_or_train(recipe: Recipe, stem: Path, steps: int) -> tuple:
 
 
 def _run_job(job: dict) -> dict:
-    """Worker: load the finished model or train it (resuming a partial checkpoint), then run the missing
-    eval cells. Returns ``{"key", "trained", "train_seconds", "rows", "eval_seconds", "note"}`` (``note``: a
-    damaged checkpoint trained again, else None)."""
+    """Worker: load the finished model or train it, then run the missing eval cells. Returns ``{"key",
+    "trained", "train_seconds", "rows", "eval_seconds", "note"}``."""
     torch.set_num_threads(int(job.get("threads", 1)))
     ds, cell = job["dataset"], job["cell"]
     loss_cfg = json.loads(cell["loss"])
     recipe = ds.recipe.replace(loss=Loss.from_config(loss_cfg), seed=cell["seed"], steps=cell["train_steps"])
     data, schedule = recipe.data(), recipe.make_schedule()
-    stem = Path(job["stem"])
-    model, trained, t_train, note = _load_or_train(recipe, stem, cell["train_steps"])
+    model, trained, t_train, note = _load_or_train(recipe, Path(job["stem"]), cell["train_steps"])
     model.eval()
     rows = []
     t0 = time.perf_counter()
@@ -390,9 +335,8 @@ class JobsFailedError(RuntimeError):
 
 @dataclass
 class ExperimentResult:
-    """``rows``: one dict per (train cell, steps, eta) and seed; ``summary``: mean and t-interval per group and
-    metric; ``comparison``: paired SA - simple differences per budget; ``stats``: what this run did;
-    ``paths``: the files written."""
+    """``rows``: one dict per eval cell; ``summary``: mean and t-interval per group and metric; ``comparison``:
+    paired SA - simple differences per budget; ``stats``: what this run did; ``paths``: the files written."""
 
     rows: list
     summary: list
@@ -404,27 +348,24 @@ class ExperimentResult:
 def _read_rows(path: Path) -> dict:
     """Rows of ``rows.jsonl`` by key; a torn last line (a crash mid-write) is skipped."""
     rows = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "key" in row:
-                rows[row["key"]] = row
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "key" in row:
+            rows[row["key"]] = row
     return rows
 
 
 def _append_rows(path: Path, rows: list) -> None:
-    """Append ``rows`` as JSON lines in one write, then fsync: a crash leaves at most one torn last line, which
-    ``_read_rows`` skips."""
+    """Append ``rows`` as JSON lines in one write, then fsync: a crash leaves at most one torn last line."""
     if not rows:
         return
-    # a torn last line (a crash mid-write) must not swallow the next row: start on a fresh line
+    # a torn last line must not swallow the next row: start on a fresh line
     torn = path.is_file() and path.stat().st_size > 0 and path.read_bytes()[-1:] != b"\n"
-    text = ("\n" if torn else "") + "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
+        f.write(("\n" if torn else "") + "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
         f.flush()
         os.fsync(f.fileno())
 
@@ -441,7 +382,7 @@ def plan_jobs(config: ExperimentConfig, out: Path, done_keys) -> list[dict]:
         trained = _checkpoint_done(stem, cell.train_steps)
         if not missing and trained:
             continue
-        cost = cell.train_steps * evals_per_sample(cell.loss_config) * (0 if trained else 1)
+        cost = 0 if trained else cell.train_steps * evals_per_sample(cell.loss_config)
         # an absolute stem: a Dask worker runs in its own working folder
         jobs.append({"dataset": ds, "cell": {**asdict(cell), "key": cell.key}, "stem": str(stem.absolute()),
                      "evals": missing, "cost": cost * (20 if ds.name == "digits" else 1)})
@@ -451,6 +392,11 @@ def plan_jobs(config: ExperimentConfig, out: Path, done_keys) -> list[dict]:
 
 
 # ====================================================================== Dask
+def _unreachable(address: str, why: str) -> ValueError:
+    return ValueError(f"scheduler {address!r} is not a reachable Dask scheduler ({why}); start one with "
+                      f"`dask scheduler` and give its tcp://HOST:PORT")
+
+
 def connect_scheduler(address: str, timeout: float = CONNECT_TIMEOUT):
     """A ``distributed.Client`` of the Dask scheduler at ``address`` (``"tcp://HOST:PORT"``) once at least one
     worker has joined it. A ValueError naming the address when dask.distributed is not installed (the ``dist``
@@ -472,8 +418,7 @@ def connect_scheduler(address: str, timeout: float = CONNECT_TIMEOUT):
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, ValueError, TypeError) as err:  # TimeoutError is an OSError
-        raise ValueError(f"scheduler {address!r} is not a reachable Dask scheduler ({' '.join(str(err).split())}); "
-                         f"start one with `dask scheduler` and give its tcp://HOST:PORT") from None
+        raise _unreachable(address, " ".join(str(err).split())) from None
     try:
         client.wait_for_workers(1, timeout=timeout)
     except (OSError, TimeoutError) as err:
@@ -506,9 +451,7 @@ def _scheduler_identity(address: str, timeout: float) -> dict:
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(asyncio.run, bounded()).result()
     except Exception as err:  # noqa: BLE001 - whatever the address or the peer did, it is not a scheduler we can use
-        why = " ".join(str(err).split()) or f"no Dask answer after {timeout:g} s"
-        raise ValueError(f"scheduler {address!r} is not a reachable Dask scheduler ({why}); start one with "
-                         f"`dask scheduler` and give its tcp://HOST:PORT") from None
+        raise _unreachable(address, " ".join(str(err).split()) or f"no Dask answer after {timeout:g} s") from None
     return answer if isinstance(answer, dict) else {"type": type(answer).__name__}
 
 
@@ -519,8 +462,7 @@ def worker_probe(path: str) -> dict:
 
 def check_workers(client, out: Path) -> dict:
     """Refuse a cluster whose workers cannot run the jobs: they must import this version of seqdiff_kit and see
-    the output folder ``out`` (where they write the checkpoints) at the same path. Returns the probe answers by
-    worker address."""
+    ``out`` (where they write the checkpoints) at the same path. Returns the probe answers by worker address."""
     probe = out / f".seqdiff-probe-{os.getpid()}-{time.time_ns()}"
     probe.write_bytes(b"")
     try:
@@ -547,22 +489,16 @@ def check_workers(client, out: Path) -> dict:
 def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, scheduler: str | None = None,
                    connect_timeout: float = CONNECT_TIMEOUT, progress: bool = True, report: bool = True,
                    level: float = LEVEL) -> ExperimentResult:
-    """Run (or resume) the grid into folder ``out`` and write ``rows.csv``, ``summary.csv``, ``comparison.csv``
-    and (``report=True``) ``report.html``.
+    """Run (or resume) the grid ``config`` (an ``ExperimentConfig`` or a preset name) into folder ``out``: train
+    and score the missing cells, write the tables and (``report=True``) ``report.html``.
 
-    ``config``: an ``ExperimentConfig`` or a preset name. Finished train cells (a checkpoint at its last step)
-    and eval cells (a line in ``rows.jsonl``) are read back, not recomputed. ``workers > 1`` runs the jobs in
-    a spawn-context process pool with one torch thread each; ``workers = 1`` runs them in this process.
-
-    ``scheduler``: the address of a Dask scheduler (``"tcp://HOST:PORT"``); the jobs run on its workers instead
-    (``workers`` is then unused). It is reached before anything is written (``connect_scheduler``, within
-    ``connect_timeout`` seconds), and its workers must see ``out`` at the same path (``check_workers``). A job
-    whose worker dies is run again on another worker by Dask (up to the scheduler's
-    ``distributed.scheduler.allowed-failures``, then it counts as failed); a retried training resumes the
-    checkpoint its first attempt left. Whatever the executor, this process alone appends the rows, each
-    key once, and it holds ``out``'s lock (``_io.locked_folder``) meanwhile: a second run on the same folder
-    gets ``FolderLockedError`` at once. A checkpoint of the grid that cannot be loaded or resumed is trained
-    again (one line on stderr, ``stats["retrained"]``)."""
+    ``workers > 1``: a spawn-context process pool, one torch thread each; ``workers = 1``: this process.
+    ``scheduler``: a Dask scheduler's ``"tcp://HOST:PORT"``, reached before anything is written
+    (``connect_scheduler``) and whose workers must see ``out`` at the same path (``check_workers``); a job whose
+    worker dies is run again by Dask (up to ``distributed.scheduler.allowed-failures``), resuming the
+    checkpoint the first attempt left. This process holds ``out``'s lock (``_io.locked_folder``: a second run
+    gets ``FolderLockedError``). A grid checkpoint that cannot be loaded or resumed is trained again (one line on
+    stderr, ``stats["retrained"]``)."""
     if isinstance(config, str):
         config = grid_config(config)
     if not isinstance(config, ExperimentConfig):
@@ -571,8 +507,6 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, sch
     workers = check_int("workers", workers, 1)
     client = connect_scheduler(scheduler, connect_timeout) if scheduler is not None else None
     try:
-        # one client per folder (FolderLockedError for a second): two would each train every model and append
-        # every row
         with locked_folder(out):
             return _run(config, Path(out), workers, client, progress, report, level)
     finally:
@@ -580,33 +514,18 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, sch
             client.close()
 
 
-def _executor(workers: int, client, n_jobs: int):
-    """A ``concurrent.futures`` executor for the jobs: the Dask cluster's, or a local spawn-context pool."""
-    if client is not None:
-        return client.get_executor(pure=False)  # pure=False: every submit is a new task, never a cached one
-    # each job sets its own torch thread count (_run_job)
-    return ProcessPoolExecutor(max_workers=min(workers, n_jobs), mp_context=mp.get_context("spawn"),
-                               initializer=_ignore_sigint)
-
-
 def _ignore_sigint() -> None:
-    """A local worker's start: Ctrl-C reaches the whole process group, and the parent alone answers it (it ends
-    the workers, ``_end_pool``); a worker would otherwise report it as its job's error and take the next job.
-    tqdm's lock made a thread lock: its default is a named semaphore, which a worker ended by ``_end_pool``
-    would leave behind (and Python would warn of it at exit)."""
+    """A local worker's start: Ctrl-C reaches the whole process group and the parent alone answers it (ending
+    the workers, ``_end_pool``). tqdm's lock becomes a thread lock: its default, a named semaphore, would be
+    left behind by a worker that ``_end_pool`` ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tqdm.set_lock(threading.RLock())
 
 
 def _end_pool(pool: ProcessPoolExecutor) -> None:
-    """End a local pool now (an interrupted run): the jobs not started are dropped and the running ones stopped,
-    instead of waiting minutes for them. What finished is already in rows.jsonl; a stopped training left its
-    last checkpoint, which a rerun resumes."""
+    """End a local pool now (an interrupted run): drop the jobs not started and stop the running ones. What
+    finished is in rows.jsonl; a stopped training left its last checkpoint, which a rerun resumes."""
     # concurrent.futures has no public way to stop running workers before Python 3.14 (terminate_workers)
-    stop = getattr(pool, "terminate_workers", None)
-    if stop is not None:
-        stop()
-        return
     procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
@@ -625,9 +544,8 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
     done = _read_rows(store)
     jobs = plan_jobs(config, out, set(done))
     stats = {"jobs": len(jobs), "trained": 0, "loaded": 0, "evaluated": 0, "reused_rows": 0, "errors": [],
-             "retrained": [],
-             "train_seconds": 0.0, "executor": "dask" if client is not None else "local",
-             "workers": len(answers) if client is not None else min(workers, max(len(jobs), 1))}
+             "retrained": [], "train_seconds": 0.0, "executor": "local" if client is None else "dask",
+             "workers": min(workers, max(len(jobs), 1)) if client is None else len(answers)}
     t0 = time.perf_counter()
     # the jobs done so far, refreshed every second on a terminal (a job takes minutes); a line per job anyway
     bar = tqdm(total=len(jobs), unit="job", desc="jobs done", file=sys.stderr, leave=False,
@@ -642,8 +560,7 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
         # each key is written once, by this process alone, whatever the executor delivered
         new = [row for row in res["rows"] if row["key"] not in done]
         _append_rows(store, new)
-        for row in new:
-            done[row["key"]] = row
+        done.update((row["key"], row) for row in new)
         stats["trained" if res["trained"] else "loaded"] += 1
         stats["evaluated"] += len(new)
         stats["train_seconds"] += res["train_seconds"]
@@ -661,9 +578,9 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
     finally:
         bar.close()
     stats["seconds"] = time.perf_counter() - t0
-
-    wanted = {eval_key(c, s, e, d.n_eval) for d in config.datasets for c in train_cells(config)
-              if c.dataset == d.name for s in d.sampling_steps for e in d.etas}
+    specs = {d.name: d for d in config.datasets}
+    wanted = {eval_key(c, s, e, specs[c.dataset].n_eval) for c in train_cells(config)
+              for s in specs[c.dataset].sampling_steps for e in specs[c.dataset].etas}
     rows = [done[k] for k in sorted(wanted) if k in done]
     stats["reused_rows"] = len(rows) - stats["evaluated"]
     summary, comparison = summarize(rows, level), compare(rows, config, level)
@@ -678,7 +595,7 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
     atomic_write(out / "stats.json", json.dumps(stats, indent=2) + "\n")
     if stats["errors"]:
         raise JobsFailedError(f"{len(stats['errors'])} job(s) failed (the others are saved in {str(out)!r}; rerun to "
-                           f"retry only the missing cells): " + "; ".join(stats["errors"][:3]))
+                              f"retry only the missing cells): " + "; ".join(stats["errors"][:3]))
     return result
 
 
@@ -686,7 +603,9 @@ def _run_jobs(jobs: list, workers: int, client, record, errors: list, bar) -> No
     """Run ``jobs`` (in this process, a local pool or on Dask), ``record(result, i)`` each as it finishes; a failed
     job goes to ``errors`` and the others go on. Ctrl-C (KeyboardInterrupt) stops at once: the pool's workers
     are ended (a Dask cluster cancels the tasks), what finished stays recorded."""
-    if jobs and workers == 1 and client is None:
+    if not jobs:
+        return
+    if workers == 1 and client is None:
         before = torch.get_num_threads()
         try:
             for i, job in enumerate(jobs, 1):
@@ -697,9 +616,11 @@ def _run_jobs(jobs: list, workers: int, client, record, errors: list, bar) -> No
         finally:
             torch.set_num_threads(before)
         return
-    if not jobs:
-        return
-    pool = _executor(workers, client, len(jobs))
+    if client is not None:
+        pool = client.get_executor(pure=False)  # pure=False: every submit is a new task, never a cached one
+    else:  # each job sets its own torch thread count (_run_job)
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                   initializer=_ignore_sigint)
     futures, ended = {}, False
     try:
         futures = {pool.submit(_run_job, job): job for job in jobs}
@@ -726,51 +647,32 @@ def _run_jobs(jobs: list, workers: int, client, record, errors: list, bar) -> No
 
 
 # ====================================================================== tables
-def _metric_names(rows) -> list:
-    names = []
-    for row in rows:
-        for k in ("mmd", "sw", "loglik", "loglik_gap", "fd", "std_ratio", "std_ratio_closed_form"):
-            if k in row and k not in names:
-                names.append(k)
-    return names
-
-
 GROUP = ("dataset", "loss", "K", "lam", "train_steps", "compute", "steps", "eta")
 
 
 def summarize(rows: Sequence[dict], level: float = LEVEL) -> list[dict]:
     """The tidy table: one row per (dataset, loss, train_steps, steps, eta, metric) with ``n``, ``mean``,
-    ``sd``, ``ci_low``, ``ci_high`` (the t-interval of ``mean_ci``) and the seeds used."""
+    ``sd``, ``ci_low``, ``ci_high`` (``stats.mean_ci``) and the seeds used."""
     groups: dict = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in GROUP), []).append(row)
     out = []
     for key, members in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0][:2]) + kv[0][2:]):
         members = sorted(members, key=lambda r: r["seed"])
-        for metric in _metric_names(members):
-            vals = [r.get(metric, math.nan) for r in members]
-            ci = mean_ci(vals, level)
+        for metric in [m for m in ROW_METRICS if any(m in r for r in members)]:
+            ci = mean_ci([r.get(metric, math.nan) for r in members], level)
             out.append({**dict(zip(GROUP, key)), "metric": metric, "n": ci["n"], "mean": ci["mean"], "sd": ci["sd"],
                         "ci_low": ci["low"], "ci_high": ci["high"], "level": level,
                         "seeds": " ".join(str(r["seed"]) for r in members if math.isfinite(r.get(metric, math.nan)))})
     return out
 
 
-def _score(row: dict, metric: str) -> float:
-    """The judged quantity of a row: its distance to the target (``std_dev``: the std ratio's)."""
-    name = "std_ratio" if metric == "std_dev" else metric
-    return target_distance(name, row.get(name, math.nan))
-
-
 def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level: float = LEVEL) -> list[dict]:
     """SA against simple, paired by seed: for each SA loss, budget (``equal_steps``: the simple model with as
-    many updates; ``equal_compute``: the one with K times as many), steps, eta and metric, the differences
-    ``d_i = m_SA,i - m_simple,i`` of the distances to the target (``JUDGED``; ``metrics.target_distance``) with
-    their mean and t-interval, and a verdict (``stats.distance_difference``): ``SA better`` / ``SA worse`` when the
-    interval excludes 0, else ``no clear difference``."""
-    by = {}
-    for row in rows:
-        by[(row["dataset"], row["loss"], row["train_steps"], row["steps"], row["eta"], row["seed"])] = row
+    many updates; ``equal_compute``: K times as many), steps, eta and metric of ``JUDGED``, the differences
+    ``d_i = m_SA,i - m_simple,i`` of the distances to the target with their t-interval and verdict
+    (``stats.distance_difference``)."""
+    by = {(r["dataset"], r["loss"], r["train_steps"], r["steps"], r["eta"], r["seed"]): r for r in rows}
     out = []
     sa_groups = sorted({(r["dataset"], r["loss"], r["K"], r["train_steps"], r["steps"], r["eta"])
                         for r in rows if r["loss_name"] == "sa"}, key=str)
@@ -785,7 +687,8 @@ def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level:
                 name = "std_ratio" if metric == "std_dev" else metric
                 ci = distance_difference(name, {s: r.get(name, math.nan) for s, r in sa.items()},
                                          {s: r.get(name, math.nan) for s, r in simple.items()}, level)
-                means = [mean_ci([_score(rs[s], metric) for s in ci["keys"]], level)["mean"] for rs in (simple, sa)]
+                means = [mean_ci([target_distance(name, rs[s].get(name, math.nan)) for s in ci["keys"]],
+                                 level)["mean"] for rs in (simple, sa)]
                 own = mean_ci([target_distance(name, sa[s][f"data_{name}"]) for s in ci["keys"]
                                if f"data_{name}" in sa[s]], level)["mean"]
                 out.append({"dataset": dataset, "sa_loss": loss, "budget": budget, "sa_train_steps": n,
@@ -797,69 +700,61 @@ def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level:
     return out
 
 
+# the CSV's columns: these first, in this order (the same rows give the same file), then the rest sorted
 _COLUMN_ORDER = ("dataset", "loss", "sa_loss", "loss_name", "K", "lam", "budget", "seed", "train_steps", "compute",
                  "sa_train_steps", "simple_train_steps", "steps", "eta", "n_eval", "metric", "n", "mean", "sd",
                  "ci_low", "ci_high", "level", "simple_mean", "sa_mean", "data_mean", "diff_mean", "diff_low",
-                 "diff_high", "verdict", "seeds", "mmd", "sw", "loglik", "loglik_gap", "fd", "std_ratio",
-                 "std_ratio_closed_form", "error", "key")
+                 "diff_high", "verdict", "seeds", *ROW_METRICS, "error", "key")
 
 
 def write_csv(path, rows: Sequence[dict]) -> Path:
-    """Write ``rows`` (dicts) as CSV with the union of their scalar keys as columns (list values, such as the
-    per-step path, are left to ``rows.jsonl``); written atomically."""
-    path = Path(path)
+    """``rows`` as CSV, written atomically; list values (the per-step path) are left to ``rows.jsonl``."""
     keys = {k for r in rows for k, v in r.items() if not isinstance(v, (list, dict))}
-    # a fixed column order (known columns first, then the rest sorted): the same rows give the same file
     cols = [k for k in _COLUMN_ORDER if k in keys] + sorted(keys - set(_COLUMN_ORDER))
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in cols})
+    w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
     return atomic_write(path, buf.getvalue())
 
 
 _fmt = functools.partial(format_number, float_format="{:.3g}", nonfinite="n/a")  # the tables' precision
 
 
+def _interval(r: dict) -> str:
+    return f"{_fmt(r['diff_mean'])} [{_fmt(r['diff_low'])}, {_fmt(r['diff_high'])}]"
+
+
 def comparison_markdown(comparison: Sequence[dict], metrics=("mmd", "fd", "std_dev")) -> str:
-    """A Markdown table of the paired comparisons, both budgets side by side: per dataset, eta, sampling steps
-    and metric, the simple and SA means, the data's own level (a second data draw scored the same way; ``-``
-    where the metric has none, such as the std ratio against the exact law), ``SA - simple`` with its t-interval
-    and the verdict."""
-    rows = [r for r in comparison if r["metric"] in metrics]
+    """The paired comparisons as Markdown, both budgets side by side: per dataset, eta, steps and metric, the
+    simple and SA means, the data's own level (``-`` where the metric has none), ``SA - simple`` with its
+    t-interval and the verdict."""
     by = {}
-    for r in rows:
-        by.setdefault((r["dataset"], r["sa_loss"], r["eta"], r["metric"], r["steps"]), {})[r["budget"]] = r
+    for r in comparison:
+        if r["metric"] in metrics:
+            by.setdefault((r["dataset"], r["sa_loss"], r["eta"], r["metric"], r["steps"]), {})[r["budget"]] = r
     head = ("| dataset | SA loss | eta | steps | metric | simple, n updates | SA | data's own | SA - simple [95% CI] "
-            "| verdict "
-            "| simple, K n updates | SA - simple [95% CI] | verdict |")
+            "| verdict | simple, K n updates | SA - simple [95% CI] | verdict |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for (ds, loss, eta, metric, steps), b in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
-                                                                                 kv[0][3], kv[0][4])):
+    for (ds, loss, eta, metric, steps), b in sorted(by.items()):
         e, c = b.get("equal_steps"), b.get("equal_compute")
-        cells = [ds, loss, f"{eta:g}", str(steps), metric]
         own = (e or c).get("data_mean", math.nan)
+        cells = [ds, loss, f"{eta:g}", str(steps), metric]
         cells += [_fmt(e["simple_mean"]), _fmt(e["sa_mean"]), _fmt(own) if math.isfinite(own) else "-",
-                  f"{_fmt(e['diff_mean'])} [{_fmt(e['diff_low'])}, {_fmt(e['diff_high'])}]",
-                  e["verdict"]] if e else ["", "", "", "", ""]
-        cells += [_fmt(c["simple_mean"]), f"{_fmt(c['diff_mean'])} [{_fmt(c['diff_low'])}, {_fmt(c['diff_high'])}]",
-                  c["verdict"]] if c else ["-", "-", "-"]
+                  _interval(e), e["verdict"]] if e else ["", "", "", "", ""]
+        cells += [_fmt(c["simple_mean"]), _interval(c), c["verdict"]] if c else ["-", "-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def closed_form_markdown(summary: Sequence[dict]) -> str:
     """The 1-D study as Markdown: measured std ratio (mean [95% CI] over seeds) against the closed form."""
-    meas = {(r["loss"], r["eta"], r["steps"]): r for r in summary
-            if r["dataset"] == "gauss1d" and r["metric"] == "std_ratio"}
-    exact = {(r["loss"], r["eta"], r["steps"]): r["mean"] for r in summary
-             if r["dataset"] == "gauss1d" and r["metric"] == "std_ratio_closed_form"}
+    gauss = {(r["loss"], r["eta"], r["steps"], r["metric"]): r for r in summary if r["dataset"] == "gauss1d"}
     lines = ["| loss | eta | steps | measured std ratio [95% CI] | closed form |", "|---|---|---|---|---|"]
-    for key in sorted(meas, key=lambda k: (k[0] != "simple", k[0], k[1], k[2])):
-        m = meas[key]
+    for key in sorted({k[:3] for k in gauss if k[3] == "std_ratio"}, key=lambda k: (k[0] != "simple", *k)):
+        m, exact = gauss[(*key, "std_ratio")], gauss.get((*key, "std_ratio_closed_form"), {"mean": math.nan})
         lines.append(f"| {key[0]} | {key[1]:g} | {key[2]} | {_fmt(m['mean'])} [{_fmt(m['ci_low'])}, "
-                     f"{_fmt(m['ci_high'])}] | {_fmt(exact.get(key, math.nan))} |")
+                     f"{_fmt(m['ci_high'])}] | {_fmt(exact['mean'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -872,16 +767,11 @@ def write_experiment_report(path, result: ExperimentResult, config: ExperimentCo
     from .viz import closed_form_figure, seeds_path_figure, seeds_summary_figure
 
     summary, rows = result.summary, result.rows
-    secs = []
-    intro = (f"Simple loss against the sequence-aware (SA) loss, {len(config.seeds)} seeds "
-             f"({', '.join(map(str, config.seeds))}). Bands are 95% Student-t intervals over seeds. "
-             "Each SA model is compared with a simple model of as many updates (equal steps) and with one of K "
-             "times as many updates (equal compute: SA evaluates the network K times per sample).")
-    secs.append(Section("The experiment", intro))
+    secs = [Section("The experiment", f"Simple loss against the sequence-aware (SA) loss, {len(config.seeds)} seeds "
+                    f"({', '.join(map(str, config.seeds))}). Bands are 95% Student-t intervals over seeds. Each SA "
+                    "model is compared with a simple model of as many updates (equal steps) and with one of K times "
+                    "as many updates (equal compute: SA evaluates the network K times per sample).")]
     for ds in config.datasets:
-        figs = []
-        metrics = [m for m in _metric_names([r for r in rows if r["dataset"] == ds.name])
-                   if m != "std_ratio_closed_form"]
         if ds.name == "gauss1d":
             figs = [closed_form_figure(summary, eta) for eta in ds.etas]
             var = float(ds.recipe.data().covariance()[0, 0])
@@ -890,15 +780,13 @@ def write_experiment_report(path, result: ExperimentResult, config: ExperimentCo
                      "L_simple + lam L_sa (`analysis.gaussian_sa_optimum`). Below 1 the sampler shrinks the "
                      "distribution, above 1 it over-disperses.")
         else:
-            for metric in metrics:
-                for eta in ds.etas:
-                    figs.append(seeds_summary_figure(summary, ds.name, metric, eta,
-                                                     f"{ds.name}: {metric} vs sampling steps (eta={eta:g})"))
-            for eta in ds.etas:
-                for steps in (min(ds.sampling_steps), max(ds.sampling_steps)):
-                    fig = seeds_path_figure(rows, ds.name, eta, steps)
-                    if fig is not None:
-                        figs.append(fig)
+            mine = [r for r in rows if r["dataset"] == ds.name]
+            figs = [seeds_summary_figure(summary, ds.name, metric, eta,
+                                         f"{ds.name}: {metric} vs sampling steps (eta={eta:g})")
+                    for metric in ROW_METRICS[:-1] if any(metric in r for r in mine) for eta in ds.etas]
+            paths = [seeds_path_figure(rows, ds.name, eta, steps) for eta in ds.etas
+                     for steps in (min(ds.sampling_steps), max(ds.sampling_steps))]
+            figs += [fig for fig in paths if fig is not None]
             r = ds.recipe
             prose = (f"{ds.name}: {r.model} {r.model_args}, {r.steps} updates (batch {r.fit.get('batch_size')}), "
                      f"{ds.n_eval} samples per evaluation.")
