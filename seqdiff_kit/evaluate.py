@@ -2,44 +2,23 @@
 grid, the seed study, the few-step grid, the explorer, the digits tables and the notebooks all score through
 ``Scorer``, and compare models through ``evaluate``.
 
-``Scorer(data, reference, own=...)`` scores samples against a reference draw with the metrics of the one
-registry ``METRICS`` that apply to the data, and scores a second data draw the same way (``data_level``: the
-floor sampling noise allows, shown beside every score). The metrics (``N`` samples):
+``Scorer(data, reference, own=...)`` scores samples against a reference draw with every metric of the one
+registry ``METRICS`` that applies to the data (docs/glossary.md tells what each measures and its target), and
+scores a second data draw the same way (``data_level``: the floor sampling noise allows, shown beside every
+score). The MMD is a sum of RBF kernels at ``mmd_bandwidths(data)``, fixed per dataset so that every table's MMD
+is comparable; the sliced Wasserstein distance uses 256 directions from the seed.
 
-- ``mmd``: unbiased squared MMD to the reference, a sum of RBF kernels of the bandwidths ``mmd_bandwidths(data)``:
-  the median pairwise distance of the data and its halvings down to the data's 1% quantile of pairwise distances
-  (about one mode's width), fixed per dataset so every table's MMD is comparable; docs/performance.md has the
-  measurement behind the rule;
-- ``sw``: sliced 1-Wasserstein distance to the reference (256 directions from the seed);
-- ``loglik``: ``(1/N) sum_i log p(x_i)`` under the true mixture (mixtures); its target is the data's own value,
-  not "as high as possible": a sampler whose modes are too tight scores above the data;
-- ``loglik_gap``: ``loglik`` minus the reference draws' own (``metrics.loglik_gap``; mixtures): 0 is right,
-  above 0 too tight, below 0 too diffuse;
-- ``fd``: Frechet distance of digit-classifier features to the reference (images);
-- ``confident``: the share of samples the digit classifier labels with confidence >= 0.9 (images);
-- ``std_ratio``: ``sqrt(tr Cov(samples) / tr Cov(reference))`` (< 1 shrinks, > 1 over-disperses);
-- ``coverage_tv``: ``metrics.mode_coverage``'s total variation between the modes' shares and weights (mixtures);
-- ``spread_radial``, ``spread_tangential``, ``radial_offset`` (2-D rings): ``metrics.within_mode_spread``
-  pooled over the modes: the within-mode std ratio across and along the ring, the mean radial offset;
-- ``spread_radial_mad``, ``spread_tangential_mad`` (2-D rings): ``metrics.robust_mode_spread``, the same ratios
-  from the median absolute deviation of each mode's core, which a few samples between the modes do not widen
-  (the verdicts on spread use these; the std ones stay beside them);
-- ``off_mode_share`` (mixtures): ``metrics.robust_mode_spread``'s share of samples farther than 4 (Mahalanobis)
-  from every component (exact draws: ``P(chi^2_D > 16)``, 3.4e-4 in 2-D);
-- ``tail_share`` (mixtures): the share of samples whose ``log p`` falls below the data's 1% quantile of ``log p``.
-
-The reference. Mixtures: ``N`` fresh draws of the data. Images: half A of a fixed split of the data set into two
-halves (``real_halves``: a permutation from seed 0), the reference of the shipped digits tables in the README;
-it does not depend on the evaluation's seed, so every digits number in the project is against the same images.
-The ``data`` row scores a second draw (mixtures) or the other half (images) the same way. Image samples are
-clamped to the pixel range [-1, 1] before they are scored.
+The reference. Mixtures: ``N`` fresh draws of the data. Images: half A of a fixed split of the real digits into
+two halves (``real_halves``: a permutation from seed 0), whatever the evaluation's seed, so every digits number
+in the project is against the same images. The ``data`` row scores a second draw (mixtures) or the other half
+(images). Image samples are clamped to the pixel range [-1, 1] before they are scored.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -53,7 +32,7 @@ from .classifier import (confidence_share, digit_feature_stats, digit_features, 
 from .checkpoint import read_checkpoint
 from .data import CHECKPOINT_DIR, GaussianMixture, digits, sample_shape
 from .denoisers import IdealDenoiser
-from .drift import (DistributionDrift, PairedTrajectories, StepDrift, TwoReferences, distribution_drift, exact_flow,
+from .drift import (DistributionDrift, PairedTrajectories, TwoReferences, distribution_drift, exact_flow,
                     measure_references, paths_drift, trajectory_drift)
 from .metrics import (ReferenceMMD, ReferenceSlicedWasserstein, frechet_distance, loglik_gap, mean_log_likelihood,
                       mode_coverage, robust_mode_spread, std_ratio, within_mode_spread)
@@ -69,11 +48,21 @@ CONFIDENCE = 0.9
 TAIL, TAIL_DRAWS = 0.01, 100_000
 
 
+def _check_data(data) -> None:
+    if not isinstance(data, (GaussianMixture, torch.Tensor)):
+        raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples, got {type(data).__name__}")
+
+
+def _check_models(models) -> None:
+    if not isinstance(models, dict) or not models:
+        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+
+
 # ---------------------------------------------------------------------- the digits reference
 def real_halves(seed: int = 0, data: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Two disjoint halves of the real digits (or of ``data`` [N, ...]): ``data[perm[:N // 2]]`` and
-    ``data[perm[N // 2:]]`` (898 + 899 of the 1797 digits), ``perm`` from ``Generator().manual_seed(seed)``.
-    With seed 0 the first is the reference of every digits score (the module docstring)."""
+    ``data[perm[N // 2:]]``, ``perm`` from ``Generator().manual_seed(seed)``. With seed 0 the first is the
+    reference of every digits score."""
     x = digits()[0] if data is None else data
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(check_int("seed", seed)))
     half = x.shape[0] // 2
@@ -81,9 +70,8 @@ def real_halves(seed: int = 0, data: torch.Tensor | None = None) -> tuple[torch.
 
 
 def frechet_floor(seed: int = 0, classifier=None) -> float:
-    """``FD(half B, half A)``: the digit Frechet distance between two disjoint halves of the real digits.
-
-    No model scores reliably below it at this sample size (the estimate's own noise and bias)."""
+    """``FD(half B, half A)``: the digit Frechet distance between two disjoint halves of the real digits, below
+    which no model scores reliably at this sample size."""
     a, b = real_halves(seed)
     return digit_frechet_distance(b, a, classifier)
 
@@ -91,8 +79,7 @@ def frechet_floor(seed: int = 0, classifier=None) -> float:
 @dataclass(frozen=True)
 class FloorSpread:
     """``frechet_floor`` over several random halvings: ``values[j]`` for ``seeds[j]``, their mean, sample
-    standard deviation, minimum and maximum. The spread is the digit FD's own noise at this sample size:
-    differences between models smaller than it are not effects."""
+    standard deviation, minimum and maximum: the digit FD's own noise at this sample size."""
 
     seeds: tuple
     values: tuple
@@ -103,48 +90,34 @@ class FloorSpread:
 
 
 def frechet_floor_spread(seeds=tuple(range(8)), classifier=None) -> FloorSpread:
-    """``frechet_floor(seed)`` for every seed in ``seeds`` (at least 5 for a spread): the classifier features
-    of the 1797 real digits are computed once and re-split by each seed's ``real_halves`` permutation."""
+    """``frechet_floor(seed)`` for every seed in ``seeds`` (at least 5), from the classifier features of the real
+    digits computed once and re-split by each seed's ``real_halves`` permutation."""
     seeds = tuple(check_int("seeds[i]", s, 0) for s in seeds)
     if len(set(seeds)) < 5:
         raise ValueError(f"seeds must hold at least 5 distinct seeds for a spread, got {list(seeds)}")
-    x = digits()[0]
-    feats = digit_features(x, classifier)
+    feats = digit_features(digits()[0], classifier)
     values = []
     for seed in seeds:
         a, b = real_halves(seed, feats)  # the same permutation as the images' halves
         values.append(frechet_distance(b, a))
     v = torch.tensor(values, dtype=torch.float64)
-    return FloorSpread(seeds=seeds, values=tuple(values), mean=float(v.mean()), sd=float(v.std()),
-                       low=float(v.min()), high=float(v.max()))
+    return FloorSpread(seeds, tuple(values), float(v.mean()), float(v.std()), float(v.min()), float(v.max()))
 
 
 # ---------------------------------------------------------------------- the MMD kernel
 BANDWIDTH_POINTS = 1000
 BANDWIDTH_QUANTILE = 0.01
-
-
-def data_key(data) -> str:
-    """A digest of a dataset's content (a mixture's parameters, or the samples): what the per-dataset
-    constants below are cached by."""
-    if isinstance(data, GaussianMixture):
-        parts = [data.weights, data.means, data.covariances]
-    elif isinstance(data, torch.Tensor):
-        parts = [data]
-    else:
-        raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples, got {type(data).__name__}")
-    h = hashlib.sha256()
-    for t in parts:
-        h.update(str((tuple(t.shape), t.dtype)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 _CACHE: dict = {}
 
 
 def _cached(kind: str, data, compute: Callable):
-    key = (kind, data_key(data))
+    """``compute()`` once per ``kind`` and dataset content (a mixture's parameters, or the samples)."""
+    _check_data(data)
+    h = hashlib.sha256()
+    for t in [data.weights, data.means, data.covariances] if isinstance(data, GaussianMixture) else [data]:
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    key = (kind, h.hexdigest())
     if key not in _CACHE:
         _CACHE[key] = compute()
     return _CACHE[key]
@@ -153,25 +126,22 @@ def _cached(kind: str, data, compute: Callable):
 def mmd_bandwidths(data) -> list[float]:
     """The MMD kernel's bandwidths of a dataset, one rule for every table (docs/performance.md measures it):
     the median pairwise distance and its halvings down to the ``BANDWIDTH_QUANTILE`` quantile of the pairwise
-    distances, both over a fixed set of ``BANDWIDTH_POINTS`` data points (a mixture's draws from
-    ``Generator().manual_seed(0)``; the first rows of a tensor of clean samples). The median sees the layout of
-    the modes; the small quantile is about the width of one mode (pairs inside one mode), where a sampler's
-    errors show. The same for every seed, sample size and table (computed once per dataset)."""
-    return list(_cached("bandwidths", data, lambda: _bandwidths(data)))
+    distances, both over ``BANDWIDTH_POINTS`` fixed data points (a mixture's draws from
+    ``Generator().manual_seed(0)``; the first rows of a tensor of samples). The median sees the layout of the
+    modes; the small quantile is about one mode's width, where a sampler's errors show."""
+    def compute() -> tuple[float, ...]:
+        if isinstance(data, GaussianMixture):
+            z = data.sample(BANDWIDTH_POINTS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        else:
+            z = data[:BANDWIDTH_POINTS].flatten(1).double().cpu()
+        iu = torch.triu_indices(len(z), len(z), offset=1)
+        d = torch.cdist(z, z)[iu[0], iu[1]]
+        out, narrow = [float(d.median())], float(d.kthvalue(max(1, round(BANDWIDTH_QUANTILE * d.numel()))).values)
+        while out[-1] / 2 >= narrow:
+            out.append(out[-1] / 2)
+        return tuple(out)
 
-
-def _bandwidths(data) -> tuple[float, ...]:
-    if isinstance(data, GaussianMixture):
-        z = data.sample(BANDWIDTH_POINTS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    else:
-        z = data[:BANDWIDTH_POINTS].flatten(1).double().cpu()
-    iu = torch.triu_indices(len(z), len(z), offset=1)
-    d = torch.cdist(z, z)[iu[0], iu[1]]
-    k = max(1, round(BANDWIDTH_QUANTILE * d.numel()))
-    out, narrow = [float(d.median())], float(d.kthvalue(k).values)
-    while out[-1] / 2 >= narrow:
-        out.append(out[-1] / 2)
-    return tuple(out)
+    return list(_cached("bandwidths", data, compute))
 
 
 # ---------------------------------------------------------------------- the metrics and the scorer
@@ -198,8 +168,9 @@ def _robust(scorer: "Scorer", x: torch.Tensor, k: int | None = None) -> float:
     return spread.off_share if k is None else float(spread.pooled[k])
 
 
-# The one registry of scored quantities: every table path (evaluate, the experiment grid, the seed study, the
-# few-step grid, the explorer) scores through ``Scorer``, which computes the entries that apply to its data.
+# The one registry of scored quantities (docs/glossary.md): every table path scores through ``Scorer``, which
+# computes the entries that apply to its data. The spread verdicts use the MAD ratios (a few samples between the
+# modes do not widen them); off-mode: farther than 4 (Mahalanobis) from every component.
 METRICS: dict[str, Metric] = {
     "mmd": Metric("MMD^2", "all", lambda s, x: s.mmd_reference(x)),
     "sw": Metric("sliced W1", "all", lambda s, x: s.sw_reference(x)),
@@ -237,23 +208,18 @@ def applicable(data, metrics: Sequence[str] | None = None) -> tuple[str, ...]:
 
 
 class Scorer:
-    """The one scorer of samples against a dataset: every table (the demo, ``seqdiff compare``, the experiment
-    grid, the seed study, the few-step grid, the explorer, the notebooks) calls it.
+    """The one scorer of samples against a dataset (the module docstring).
 
-    ``Scorer(data, reference, own=...)``: ``data`` a ``GaussianMixture`` or clean images [M, ...];
-    ``reference`` the draw samples are scored against; ``own`` a second draw of the data, whose score
-    (``data_level``) is the level sampling noise alone reaches, shown beside every score. ``metrics``: names of
-    ``METRICS`` (default all), kept where they apply to ``data`` (``applicable``). The MMD's bandwidths are
-    ``mmd_bandwidths(data)``, the same for every reference draw, seed and sample size; the sliced Wasserstein's
-    directions come from ``seed``. Image samples are clamped to ``PIXEL_RANGE`` before they are scored.
-    ``Scorer.draw`` draws the reference and ``own`` the way every table does; ``against`` re-uses everything
-    but the draws."""
+    ``data``: a ``GaussianMixture`` or clean images [M, ...]; ``reference``: the draw samples are scored against;
+    ``own``: a second draw of the data, whose score (``data_level``) is the level sampling noise alone reaches.
+    ``metrics``: names of ``METRICS`` (default all), kept where they apply (``applicable``). ``seed``: the sliced
+    Wasserstein's directions. ``Scorer.draw`` draws the reference and ``own`` the way every table does;
+    ``against`` re-uses everything but the draws."""
 
     def __init__(self, data, reference: torch.Tensor, *, own: torch.Tensor | None = None,
                  metrics: Sequence[str] | None = None, seed: int = 0, classifier=None, bandwidths=None,
                  tail_log_p: float | None = None):
-        if not isinstance(data, (GaussianMixture, torch.Tensor)):
-            raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples, got {type(data).__name__}")
+        _check_data(data)
         self.data, self.reference, self.own, self.seed = data, reference, own, check_int("seed", seed)
         self.metrics = applicable(data, metrics)
         self.is_mixture = isinstance(data, GaussianMixture)
@@ -271,7 +237,7 @@ class Scorer:
              device="cpu", **kwargs) -> "Scorer":
         """A scorer against fresh draws: a mixture's ``reference`` and ``own`` are two draws of ``n_points``
         from ``generator`` (default ``Generator().manual_seed(seed)``), in that order; images' are halves A and B
-        of ``real_halves(0, data)``, whatever the seed (every digits score is against the same images)."""
+        of ``real_halves(0, data)``, whatever the seed."""
         n_points = check_int("n_points", n_points, 2)
         if isinstance(data, GaussianMixture):
             gen = generator if generator is not None else torch.Generator().manual_seed(check_int("seed", seed))
@@ -281,8 +247,7 @@ class Scorer:
         return cls(data, ref.to(device), own=own.to(device), seed=seed, **kwargs)
 
     def against(self, reference: torch.Tensor, own: torch.Tensor | None = None, seed: int | None = None) -> "Scorer":
-        """The same scorer (metrics, bandwidths, classifier, tail; ``seed`` unless given) against another
-        reference draw."""
+        """The same scorer (``seed`` unless given) against another reference draw."""
         return Scorer(self.data, reference, own=own, metrics=self.metrics, seed=self.seed if seed is None else seed,
                       classifier=self.classifier, bandwidths=self.bandwidths, tail_log_p=self._tail_log_p)
 
@@ -328,16 +293,13 @@ class Scorer:
 class Evaluation:
     """Everything ``evaluate`` measured.
 
-    ``rows``: one dict per (model, steps) plus the ``data`` row (the table). ``trajectories[name][steps]``:
-    the sampled paths (``x`` [steps+1, N, ...]). ``reference``: the draw every row is scored against;
-    ``own``: a second draw (the data row); ``bandwidths``: the MMD kernel widths used throughout.
-    ``drift[name][steps]``: ``StepDrift`` against the ideal path (mixtures and ``solver="ddim"`` only: its
-    one-step local error is the generalized step's). ``references[name][steps]``: ``drift.TwoReferences``, the
-    same runs against both references, the ideal path (estimation error) and the exact probability-flow path
-    ``flow`` from ``x_T`` (total error), with the ideal run's own discretisation error (mixtures, deterministic
-    samplers only). ``std_ratio[name][steps]``: the per-step ``sqrt(tr Cov(x_t) / tr Cov(q(x_t)))`` [steps+1],
-    exact for the data's law.
-    """
+    ``rows``: one dict per (model, steps) after the ``data`` row. ``trajectories[name][steps]``: the sampled
+    paths (``x`` [steps+1, N, ...]); ``reference``, ``own``, ``bandwidths``: the ``Scorer``'s.
+    ``drift[name][steps]``: ``StepDrift`` against the ideal path (mixtures and ``solver="ddim"``).
+    ``references[name][steps]``: ``drift.TwoReferences``, the same runs against the ideal path (estimation error)
+    and the exact probability-flow path ``flow`` from ``x_T`` (total error; mixtures, deterministic samplers).
+    ``std_ratio[name][steps]``: the per-step ``sqrt(tr Cov(x_t) / tr Cov(q(x_t)))`` [steps+1], exact for the data's
+    law."""
 
     dataset: str
     data: object
@@ -382,9 +344,8 @@ class Evaluation:
         return next(r for r in self.rows if r["model"] == DATA_ROW)
 
     def reference_rows(self) -> list[dict]:
-        """Per learned model and drift step count, the mean over points of the final samples' distances: to the
-        ideal run (``estimation``), to the exact flow's end (``total``), the ideal run's own distance to it
-        (``discretisation``) and the mean ``cross`` term (``drift.TwoReferences``)."""
+        """Per learned model and drift step count, the mean over points of the final samples' distances (the
+        tables of ``drift.TwoReferences``: estimation, total, discretisation and the cross term)."""
         return [{"model": name, "steps": s, **{k: float(r.final(k).mean()) for k in TwoReferences.TABLES}}
                 for name, by_steps in self.references.items() for s, r in by_steps.items()]
 
@@ -406,15 +367,14 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
              dataset: str | None = None, log: Callable | None = None, device="cpu") -> Evaluation:
     """Sample every model from one shared ``x_T ~ N(0, I)`` [n_points, ...] at each step count and score them.
 
-    ``data``: a ``GaussianMixture`` (adds the ideal denoiser when ``ideal``) or clean images [M, 1, 8, 8] (no
-    ideal path). ``metrics``: names of ``METRICS`` to compute (default: every one that applies to ``data``); the
-    rows are ``Scorer.score`` of each model's samples, the data row ``Scorer.data_level``. ``solver``: a name of
-    ``solvers.SOLVERS`` (``eta`` belongs to ``ddim``, the generalized step; the options a solver needs from the
-    data come from ``solvers.options_from_data``, seeded by ``seed``). With ``eta > 0`` or a stochastic solver
-    all models share the per-step noise of each step count. ``drift_steps`` (default: the smallest and the largest
-    step count; ``()`` for none) get the per-step drift against the ideal path and the per-step spread ratio.
-    Randomness, in order, from ``seed``: ``x_T``, the reference draws (mixtures), the data row's draws
-    (mixtures), the noise."""
+    ``data``: a ``GaussianMixture`` (adds the ideal denoiser when ``ideal``) or clean images [M, 1, 8, 8].
+    ``metrics``: names of ``METRICS`` (default: every one that applies); the rows are ``Scorer.score`` of each
+    model's samples, the data row ``Scorer.data_level``. ``solver``: a name of ``solvers.SOLVERS`` (``eta``
+    belongs to ``ddim``, the generalized step; a solver's options from the data come from
+    ``solvers.options_from_data``, seeded by ``seed``). With ``eta > 0`` or a stochastic solver all models share
+    the per-step noise of each step count. ``drift_steps`` (default: the smallest and the largest step count;
+    ``()`` for none) get the per-step drift and spread. Randomness, in order, from ``seed``: ``x_T``, the
+    reference draws (mixtures), the data row's draws (mixtures), the noise."""
     n_points, seed = check_int("n_points", n_points, 2), check_int("seed", seed)
     eta = check_float("eta", eta, 0.0, 1.0)
     check_choice("solver", solver, SOLVERS)
@@ -430,8 +390,7 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
     missing = sorted(set(drift_steps) - set(steps)) + ([slider_steps] if slider_steps not in steps else [])
     if missing:
         raise ValueError(f"drift_steps and slider_steps must be among steps {list(steps)}, got {missing}")
-    if not isinstance(data, (GaussianMixture, torch.Tensor)):
-        raise TypeError(f"data must be a GaussianMixture or a tensor of clean samples, got {type(data).__name__}")
+    _check_data(data)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n_points, *sample_shape(data)), generator=gen).to(device)
@@ -454,9 +413,19 @@ def evaluate(models: Mapping[str, Callable], data, schedule: Schedule, steps: Se
                         **({"eta": eta} if solver == "ddim" else {}), **opts)
             ev.trajectories[name][s] = tr
             ev.rows.append({"model": name, "steps": s, **scorer.score(tr.final)})
-        (log or (lambda msg: None))(f"sampled {len(all_models)} models at {s} steps")
+        if log:
+            log(f"sampled {len(all_models)} models at {s} steps")
     _measure_drift(ev, all_models, noises, solver, device)
-    ev.settings = _settings(ev, all_models, solver, spacing, n_points)
+    ev.settings = {"dataset": ev.dataset, "models": ", ".join(all_models),
+                   "sampler": solver if solver != "ddim" else f"DDIM (eta={eta})" if eta == 0
+                   else f"generalized DDIM (eta={eta})",
+                   "timestep spacing": spacing, "steps": ", ".join(map(str, steps)), "points": n_points,
+                   "seed": seed, "schedule": f"{schedule.name}, T={schedule.T}",
+                   "MMD bandwidths": ", ".join(f"{b:.3g}" for b in ev.bandwidths),
+                   "drift steps": ", ".join(map(str, drift_steps)), "slider steps": slider_steps}
+    if not isinstance(data, GaussianMixture):
+        ev.settings["reference"] = (f"half A of the real images ({ev.reference.shape[0]} of {data.shape[0]}, a "
+                                    f"fixed split); samples clamped to {list(PIXEL_RANGE)}")
     ev.seconds = time.perf_counter() - t0
     return ev
 
@@ -465,37 +434,21 @@ def _measure_drift(ev: Evaluation, models: dict, noises: dict, solver: str, devi
     """``ev.drift``, ``ev.references`` and ``ev.std_ratio`` at ``ev.drift_steps``, from the paths sampled (nothing
     sampled again; the exact flow is solved once, recording every timestep of those runs)."""
     is_mixture = isinstance(ev.data, GaussianMixture)
-    if is_mixture and IDEAL in models and ev.drift_steps and not any(n is not None for n in noises.values()):
+    paired = is_mixture and IDEAL in models
+    if paired and ev.drift_steps and all(n is None for n in noises.values()):
         runs = [ev.trajectories[IDEAL][s] for s in ev.drift_steps]
         ts = sorted({int(t) for tr in runs for t in tr.timesteps}, reverse=True)
         ev.flow = exact_flow(ev.data, ev.schedule, ev.x_T.cpu(), timesteps=ts)
-        for name in models:
-            if name != IDEAL:
-                ev.references[name] = {s: measure_references(ev.trajectories[name][s], ev.trajectories[IDEAL][s],
-                                                             ev.flow) for s in ev.drift_steps}
+        ev.references = {name: {s: measure_references(ev.trajectories[name][s], ev.trajectories[IDEAL][s], ev.flow)
+                                for s in ev.drift_steps} for name in models if name != IDEAL}
     for s in ev.drift_steps:
         for name, model in models.items():
-            if is_mixture and IDEAL in models and name != IDEAL and solver == "ddim":  # paths_drift's step
+            if paired and name != IDEAL and solver == "ddim":  # paths_drift's step is the generalized one
                 paths = PairedTrajectories(ev.trajectories[name][s], ev.trajectories[IDEAL][s], noises[s])
                 ev.drift.setdefault(name, {})[s] = paths_drift(model, paths, ev.schedule, eta=ev.eta)
             dd = trajectory_drift(ev.trajectories[name][s], ev.data if is_mixture else ev.data.to(device),
                                   ev.schedule, with_mmd=False)
             ev.std_ratio.setdefault(name, {})[s] = dd.std_ratio
-
-
-def _settings(ev: Evaluation, models: dict, solver: str, spacing: str, n_points: int) -> dict:
-    eta = ev.eta
-    settings = {"dataset": ev.dataset, "models": ", ".join(models),
-                "sampler": (f"DDIM (eta={eta})" if eta == 0 else f"generalized DDIM (eta={eta})") if solver == "ddim"
-                else solver,
-                "timestep spacing": spacing, "steps": ", ".join(map(str, ev.steps)), "points": n_points,
-                "seed": ev.seed, "schedule": f"{ev.schedule.name}, T={ev.schedule.T}",
-                "MMD bandwidths": ", ".join(f"{b:.3g}" for b in ev.bandwidths),
-                "drift steps": ", ".join(map(str, ev.drift_steps)), "slider steps": ev.slider_steps}
-    if not isinstance(ev.data, GaussianMixture):
-        settings["reference"] = (f"half A of the real images ({ev.reference.shape[0]} of {ev.data.shape[0]}, a fixed "
-                                 f"split); samples clamped to {list(PIXEL_RANGE)}")
-    return settings
 
 
 # ---------------------------------------------------------------------- tables
@@ -504,21 +457,11 @@ TABLE_METRICS = ("mmd", "sw", "loglik", "loglik_gap", "fd", "confident", "std_ra
 COLUMN_TITLES = {"model": "model", "steps": "steps", **{m: METRICS[m].title for m in TABLE_METRICS}}
 
 
-def table_columns(rows: Sequence[dict]) -> list[str]:
-    return [c for c in COLUMN_TITLES if any(c in r for r in rows)]
-
-
 def display_rows(rows: Sequence[dict]) -> list[dict]:
-    """Rows keyed by the column titles (numbers kept as numbers; the data row's steps shown as "-").
-    The report formats numbers with 4 significant digits, as ``format_table`` does."""
-    cols = table_columns(rows)
-    out = []
-    for r in rows:
-        d = {COLUMN_TITLES[c]: r[c] for c in cols}
-        if r["model"] == DATA_ROW:
-            d["steps"] = "-"
-        out.append(d)
-    return out
+    """Rows keyed by the column titles (numbers kept as numbers; the data row's steps shown as "-")."""
+    cols = [c for c in COLUMN_TITLES if any(c in r for r in rows)]
+    return [{**{COLUMN_TITLES[c]: r[c] for c in cols}, **({"steps": "-"} if r["model"] == DATA_ROW else {})}
+            for r in rows]
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -526,11 +469,11 @@ def format_table(rows: Sequence[dict]) -> str:
     shown = [{k: format_number(v) for k, v in r.items()} for r in display_rows(rows)]
     heads = list(shown[0]) if shown else []
     widths = [max(len(h), *(len(r[h]) for r in shown)) for h in heads]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    out = [line(heads), line(["-" * w for w in widths])]
-    out += [line([r[h] for h in heads]) for r in shown]
-    return "\n".join(out)
+
+    def line(cells) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line([r[h] for h in heads]) for r in shown])
 
 
 def write_metrics_json(path, evaluation: Evaluation) -> Path:
@@ -542,9 +485,8 @@ def write_metrics_json(path, evaluation: Evaluation) -> Path:
 @dataclass
 class StepsTable:
     """Digit Frechet distance (against real half A) and confidence share per model and step count: the form
-    the shipped digits checkpoints record (``config["evaluation"]``).
-
-    ``fd[name][j]`` and ``confident[name][j]`` belong to ``steps[j]``; ``floor = FD(half B, half A)``."""
+    the shipped digits checkpoints record (``config["evaluation"]``). ``fd[name][j]`` and
+    ``confident[name][j]`` belong to ``steps[j]``; ``floor = FD(half B, half A)``."""
 
     steps: tuple
     fd: dict = field(default_factory=dict)
@@ -554,16 +496,8 @@ class StepsTable:
     seed: int = 0
     eta: float = 0.0
 
-    @classmethod
-    def from_evaluation(cls, ev: Evaluation) -> "StepsTable":
-        fd, conf = ev.table("fd"), ev.table("confident")
-        return cls(steps=ev.steps, fd={n: list(v.values()) for n, v in fd.items()},
-                   confident={n: list(v.values()) for n, v in conf.items()}, floor=ev.data_row()["fd"],
-                   n=ev.x_T.shape[0], seed=ev.seed, eta=ev.eta)
-
     def as_dict(self) -> dict:
-        return {"steps": list(self.steps), "fd": self.fd, "confident": self.confident, "floor": self.floor,
-                "n": self.n, "seed": self.seed, "eta": self.eta}
+        return {**asdict(self), "steps": list(self.steps)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "StepsTable":
@@ -574,14 +508,11 @@ class StepsTable:
         """A Markdown table: one row per step count, FD and confidence share per model, the floor below."""
         names = list(self.fd)
         head = "| steps | " + " | ".join(f"FD {m} | conf>=0.9 {m}" for m in names) + " |"
-        rule = "|---:|" + "---:|---:|" * len(names)
-        rows = []
-        for j, s in enumerate(self.steps):
-            cells = " | ".join(f"{self.fd[m][j]:.2f} | {100 * self.confident[m][j]:.1f}%" for m in names)
-            rows.append(f"| {s} | {cells} |")
-        foot = (f"\nFloor (two disjoint halves of the real digits): FD = {self.floor:.2f}. "
-                f"{self.n} samples per cell, seed {self.seed}, eta = {self.eta}.")
-        return "\n".join([head, rule, *rows]) + "\n" + foot
+        rows = ["| {} | {} |".format(s, " | ".join(f"{self.fd[m][j]:.2f} | {100 * self.confident[m][j]:.1f}%"
+                                                   for m in names)) for j, s in enumerate(self.steps)]
+        return "\n".join([head, "|---:|" + "---:|---:|" * len(names), *rows]) + (
+            f"\n\nFloor (two disjoint halves of the real digits): FD = {self.floor:.2f}. "
+            f"{self.n} samples per cell, seed {self.seed}, eta = {self.eta}.")
 
 
 def shipped_table(names: Sequence[str] = ("simple", "sa")) -> StepsTable:
@@ -589,8 +520,7 @@ def shipped_table(names: Sequence[str] = ("simple", "sa")) -> StepsTable:
     cell), read from their JSON (``config["evaluation"]``); its columns are ``names``."""
     table = None
     for name in names:
-        _, cfg = read_checkpoint(CHECKPOINT_DIR / f"digits_{name}")
-        ev = StepsTable.from_dict(cfg["evaluation"])
+        ev = StepsTable.from_dict(read_checkpoint(CHECKPOINT_DIR / f"digits_{name}")[1]["evaluation"])
         if table is None:
             table = StepsTable(steps=ev.steps, floor=ev.floor, n=ev.n, seed=ev.seed, eta=ev.eta)
         if ev.steps != table.steps:
@@ -604,20 +534,21 @@ def steps_table(models: dict, schedule: Schedule, steps=DEFAULT_STEPS, *, n: int
                 eta: float = 0.0, classifier=None, device="cpu") -> StepsTable:
     """The digits table of ``evaluate`` on the real digits: for each model and step count, ``FD(samples, real
     half A)`` and the confidence share; the floor ``FD(real half B, real half A)``."""
-    if not isinstance(models, dict) or not models:
-        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+    _check_models(models)
     ev = evaluate(models, digits()[0], schedule, steps, n_points=n, seed=seed, eta=eta, drift_steps=(),
                   metrics=("fd", "confident"), classifier=classifier, dataset="digits", device=device)
-    return StepsTable.from_evaluation(ev)
+    fd, conf = ev.table("fd"), ev.table("confident")
+    return StepsTable(steps=ev.steps, fd={k: list(v.values()) for k, v in fd.items()},
+                      confident={k: list(v.values()) for k, v in conf.items()}, floor=ev.data_row()["fd"],
+                      n=ev.x_T.shape[0], seed=ev.seed, eta=ev.eta)
 
 
 # ---------------------------------------------------------------------- sampling helpers for the notebooks
 def start_noise(shape: Sequence[int], n: int, seed: int = 0, device="cpu") -> torch.Tensor:
-    """``x_T`` [n, *shape]: standard normal draws from ``torch.Generator().manual_seed(seed)`` (on the CPU, so
-    every device sees the same numbers); the ``x_T`` of ``evaluate`` with the same seed."""
-    n = check_int("n", n, 1)
+    """``x_T`` [n, *shape]: standard normal draws from ``torch.Generator().manual_seed(seed)`` on the CPU (every
+    device sees the same numbers)."""
     g = torch.Generator().manual_seed(check_int("seed", seed))
-    return torch.randn((n, *shape), generator=g).to(device)
+    return torch.randn((check_int("n", n, 1), *shape), generator=g).to(device)
 
 
 def sample_images(model, schedule: Schedule, n: int = 1000, steps: int = 50, *, seed: int = 0, eta: float = 0.0,
@@ -625,24 +556,16 @@ def sample_images(model, schedule: Schedule, n: int = 1000, steps: int = 50, *, 
                   device="cpu") -> torch.Tensor:
     """``n`` samples [n, *shape] after ``steps`` generalized-sampler steps (``eta = 0``: DDIM) from
     ``x_T = start_noise(shape, n, seed)``; stochastic steps draw ``z`` from ``Generator().manual_seed(seed + 1)``.
-
-    No clipping of ``x0_pred`` inside the sampler; ``clamp`` maps the final images to ``PIXEL_RANGE``, as any
-    conversion to pixels does. Runs in chunks of ``batch_size`` (memory)."""
-    n = check_int("n", n, 1)
+    ``clamp`` maps the final images to ``PIXEL_RANGE``, as any conversion to pixels does (nothing is clipped inside
+    the sampler). Runs in chunks of ``batch_size`` (memory)."""
     steps = check_int("steps", steps, 1, schedule.T)
     batch_size = check_int("batch_size", batch_size, 1)
     eta = check_float("eta", eta, 0.0, 1.0)
     x_T = start_noise(shape, n, seed, device)
-    noise = None
-    if eta > 0:
-        noise = make_noise(steps, x_T.shape, torch.Generator().manual_seed(seed + 1), device=device)
-    out = []
-    for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
-        z = noise[:, sl] if noise is not None else None
-        traj = sample(model, x_T[sl], schedule, steps, eta=eta, spacing=spacing, noise=z, record_every=steps)
-        out.append(traj.final)
-    x = torch.cat(out)
+    noise = make_noise(steps, x_T.shape, torch.Generator().manual_seed(seed + 1), device=device) if eta > 0 else None
+    x = torch.cat([sample(model, x_T[i:i + batch_size], schedule, steps, eta=eta, spacing=spacing,
+                          noise=None if noise is None else noise[:, i:i + batch_size], record_every=steps).final
+                   for i in range(0, len(x_T), batch_size)])
     return x.clamp(*PIXEL_RANGE) if clamp else x
 
 
@@ -650,8 +573,7 @@ def sample_grids(models: dict, schedule: Schedule, steps=DEFAULT_STEPS, *, n: in
                  eta: float = 0.0, device="cpu") -> dict[str, torch.Tensor]:
     """``{name: images [len(steps), n, 1, 8, 8]}``: the same ``x_T`` sampled by every model at every step
     count (a slider over steps then only indexes this array)."""
-    if not isinstance(models, dict) or not models:
-        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
+    _check_models(models)
     return {name: torch.stack([sample_images(m, schedule, n, s, seed=seed, eta=eta, device=device).cpu()
                                for s in steps]) for name, m in models.items()}
 
@@ -660,14 +582,11 @@ def image_drift(models: dict, schedule: Schedule, steps: int = 20, *, n: int = 2
                 eta: float = 0.0, with_mmd: bool = True, n_reference: int | None = None,
                 device="cpu") -> dict[str, DistributionDrift]:
     """Per-step distribution drift of each model's ``x_t`` against ``q(x_t)`` of the real digits
-    (``drift.distribution_drift``: MMD and ``std_ratio = sqrt(tr Cov(x_t^model) / tr Cov(q(x_t)))``),
-    every model from the same ``x_T = start_noise((1, 8, 8), n, seed)`` and the same reference draws
-    (``n_reference`` real digits per step, default all 1797)."""
-    if not isinstance(models, dict) or not models:
-        raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
-    data, _ = digits()
-    x_T = start_noise((1, 8, 8), n, seed, device)
-    return {name: distribution_drift(m, data.to(device), schedule, steps, x_T=x_T, eta=eta, with_mmd=with_mmd,
-                                     n_reference=n_reference,
-                                     generator=torch.Generator().manual_seed(seed + 2), device=device)
+    (``drift.distribution_drift``), every model from the same ``x_T = start_noise((1, 8, 8), n, seed)`` and the
+    same reference draws (``n_reference`` real digits per step, default all)."""
+    _check_models(models)
+    data, x_T = digits()[0].to(device), start_noise((1, 8, 8), n, seed, device)
+    return {name: distribution_drift(m, data, schedule, steps, x_T=x_T, eta=eta, with_mmd=with_mmd,
+                                     n_reference=n_reference, generator=torch.Generator().manual_seed(seed + 2),
+                                     device=device)
             for name, m in models.items()}
