@@ -1,11 +1,9 @@
 """The demo and the comparison jobs (``seqdiff demo`` and ``seqdiff compare``): load or train the models,
 ``evaluate`` them, print the table, write ``report.html`` and ``metrics.json``.
 
-``run_demo`` loads the two shipped ring8 MLPs (simple loss; SA loss with K = 2, lam = 1), samples them and the
-ideal denoiser ``eps*(x, t) = -sqrt(1 - alpha_bar_t) grad log p_t(x)`` with DDIM (eta = 0) at 5, 10, 20, 50 and
-100 steps from one shared ``x_T``, scores the samples against fresh data draws (``evaluate`` describes the
-metrics), measures how far each learned path drifts from the ideal one, and writes a standalone HTML report.
-``compare_checkpoints`` does the same for any checkpoints of one dataset.
+``run_demo`` samples the two shipped ring8 MLPs (simple loss; SA loss with K = 2, lam = 1) and the ideal denoiser
+with DDIM at ``DEMO_STEPS`` from one shared ``x_T``; ``compare_checkpoints`` does the same for any checkpoints of
+one dataset.
 """
 from __future__ import annotations
 
@@ -36,90 +34,81 @@ EVAL_THREADS = 1
 # ---------------------------------------------------------------------- the report
 def _sample_sections(ev: Evaluation, Section) -> list:
     """The report's samples: on the data density and along the paths (2-D), or as image grids."""
-    # figure specs (plain dicts) where they exist: the report writes them without plotly's validated objects
+    # figure specs (plain dicts): the report writes them without plotly's validated objects
     from .viz import density_spec, image_grid_figure, trajectory_slider_spec
 
-    is_mixture, names, sections = isinstance(ev.data, GaussianMixture), ev.names, []
-    few, many = ev.steps[0], ev.steps[-1]
-    if is_mixture and ev.data.dim == 2:
-        figs = [density_spec(ev.data, {f"{n}": ev.samples(n, s) for n in names}, max_points=1000,
-                             title=f"{s} DDIM steps: samples on the exact data density", marker_size=3.5)
-                for s in sorted({few, many})]
-        sections.append(Section(
-            "Data and samples",
-            f"The grey background is the exact log-density of {ev.dataset}. Each cloud is {ev.x_T.shape[0]} samples "
-            f"from the same x_T, with the fewest ({few}) and the most ({many}) sampling steps.", figure=figs))
-        k = ev.slider_steps
-        sections.append(Section(
-            "Sampling paths",
-            f"The learned and the ideal paths at {k} steps from the same x_T. Drag the slider over the sampling "
-            f"step (or press play): the background is the exact noised marginal p_t at that step, which the cloud "
-            f"should match.",
-            figure=trajectory_slider_spec({n: ev.trajectories[n][k] for n in names}, max_points=300,
-                                          mixture=ev.data, schedule=ev.schedule,
-                                          title=f"Sampling paths, {k} DDIM steps")))
-    elif not is_mixture:  # images; a 1-D mixture's samples show in the curves below
+    few, many, k = ev.steps[0], ev.steps[-1], ev.slider_steps
+    if not isinstance(ev.data, GaussianMixture):
         figs = [image_grid_figure(ev.samples(n, s)[:32], nrow=8, title=f"{n}, {s} steps")
-                for s in sorted({few, many}) for n in names]
-        sections.append(Section("Samples", f"The first 32 samples of each model from the same x_T, "
-                                           f"at {few} and {many} steps.", figure=figs))
+                for s in sorted({few, many}) for n in ev.names]
+        return [Section("Samples", f"The first 32 samples of each model from the same x_T, at {few} and {many} "
+                                   f"steps.", figure=figs)]
+    if ev.data.dim != 2:  # a 1-D mixture's samples show in the curves
+        return []
+    figs = [density_spec(ev.data, {n: ev.samples(n, s) for n in ev.names}, max_points=1000,
+                         title=f"{s} DDIM steps: samples on the exact data density", marker_size=3.5)
+            for s in sorted({few, many})]
+    slider = trajectory_slider_spec({n: ev.trajectories[n][k] for n in ev.names}, max_points=300, mixture=ev.data,
+                                    schedule=ev.schedule, title=f"Sampling paths, {k} DDIM steps")
+    return [Section("Data and samples", f"The grey background is the exact log-density of {ev.dataset}. Each cloud "
+                    f"is {ev.x_T.shape[0]} samples from the same x_T, with the fewest ({few}) and the most ({many}) "
+                    f"sampling steps.", figure=figs),
+            Section("Sampling paths", f"The learned and the ideal paths at {k} steps from the same x_T. Drag the "
+                    f"slider over the sampling step (or press play): the background is the exact noised marginal p_t "
+                    f"at that step, which the cloud should match.", figure=slider)]
 
-    return sections
+
+def _drift_figures(ev: Evaluation, curves_spec) -> list:
+    figs = []
+    for s in ev.drift_steps:
+        curves = {n: by[s].mean("drift") for n, by in ev.drift.items()}
+        quantiles = {n: ev.drift[n][s].quantile("drift") for n in curves}
+        bands = {n: (q[:, 0], q[:, -1]) for n, q in quantiles.items()}
+        fig = curves_spec(list(range(1, s + 1)), curves, title=f"Distance from the ideal path, {s} steps",
+                          xlabel="sampling step", ylabel="mean ||x_learned - x_ideal||", bands=bands)
+        # plotly gives short traces markers by default: keep the quantile bands as plain shaded areas
+        for trace in fig["data"]:
+            if trace.get("fill") == "toself":
+                trace["mode"] = "lines"
+        figs.append(fig)
+    return figs
 
 
 def _curve_sections(ev: Evaluation, Section) -> list:
     """The report's curves: drift from the ideal path and spread per step, each metric against the steps."""
     from .viz import curves_spec
 
-    is_mixture, names, sections = isinstance(ev.data, GaussianMixture), ev.names, []
-    learned = [n for n in names if n != IDEAL]
+    sections = []
     if ev.drift:
-        figs = []
-        for s in ev.drift_steps:
-            curves = {n: ev.drift[n][s].mean("drift") for n in learned if n in ev.drift}
-            quantiles = {n: ev.drift[n][s].quantile("drift") for n in curves}
-            bands = {n: (q[:, 0], q[:, -1]) for n, q in quantiles.items()}
-            x = list(range(1, s + 1))
-            fig = curves_spec(x, curves, title=f"Distance from the ideal path, {s} steps",
-                              xlabel="sampling step", ylabel="mean ||x_learned - x_ideal||", bands=bands)
-            # plotly gives short traces markers by default: keep the quantile bands as plain shaded areas
-            for trace in fig["data"]:
-                if trace.get("fill") == "toself":
-                    trace["mode"] = "lines"
-            figs.append(fig)
         sections.append(Section(
             "Drift from the ideal path",
             "After every step: the distance between a learned path and the ideal path started from the same x_T "
             "(mean over points; the band spans the 10% to 90% quantiles). The last step's value is the distance "
-            "between the final samples.", figure=figs))
-    sections += _reference_sections(ev, Section)
+            "between the final samples.", figure=_drift_figures(ev, curves_spec)))
+    sections += _reference_sections(ev, Section, curves_spec)
     if ev.std_ratio:
-        figs = []
-        for s in ev.drift_steps:
-            curves = {n: ev.std_ratio[n][s] for n in names if s in ev.std_ratio.get(n, {})}
-            figs.append(curves_spec(list(range(0, s + 1)), curves, title=f"Spread relative to q(x_t), {s} steps",
-                                    xlabel="sampling step (0 = x_T)", ylabel="std ratio", reference=1.0))
+        figs = [curves_spec(list(range(0, s + 1)), {n: ev.std_ratio[n][s] for n in ev.names
+                                                     if s in ev.std_ratio.get(n, {})},
+                            title=f"Spread relative to q(x_t), {s} steps", xlabel="sampling step (0 = x_T)",
+                            ylabel="std ratio", reference=1.0) for s in ev.drift_steps]
         sections.append(Section(
             "Spread: variance ratio per step",
             "sqrt(tr Cov(x_t) / tr Cov(q(x_t))) after every step: 1 is right, below 1 the sampler shrinks the "
             "distribution, above 1 it over-disperses it.", figure=figs))
-
-    metric_specs = [("mmd", "MMD^2 to the data (lower is better)", True),
-                    ("sw", "sliced Wasserstein to the data (lower is better)", True)]
-    metric_specs.append(("loglik_gap", "log-likelihood gap to the data (0 is right; above 0: too tight, below: too "
-                                        "diffuse)", False) if is_mixture
-                        else ("fd", "digit Frechet distance (lower is better)", True))
-    data_row = ev.data_row()
-    figs = []
-    for key, label, log_y in metric_specs:
-        curves = {n: ev.column(n, key) for n in names}
+    gap = ("loglik_gap", "log-likelihood gap to the data (0 is right; above 0: too tight, below: too diffuse)", False)
+    specs = [("mmd", "MMD^2 to the data (lower is better)", True),
+             ("sw", "sliced Wasserstein to the data (lower is better)", True),
+             gap if isinstance(ev.data, GaussianMixture) else ("fd", "digit Frechet distance (lower is better)", True)]
+    own, figs = ev.data_row(), []
+    for key, label, log_y in specs:
+        curves = {n: ev.column(n, key) for n in ev.names}
         # an unbiased MMD can be slightly negative: then a log axis would lie, so fall back to a linear one
         log_y = log_y and all(v > 0 for c in curves.values() for v in c)
-        ref = data_row[key] if (not log_y or data_row[key] > 0) else None
-        if ref is None:  # the data's own score is 0 or below: a log axis cannot draw it, so the title gives it
-            label += f" (the data's own: {data_row[key]:.2g}, not drawable on a log axis)"
-        figs.append(curves_spec(list(ev.steps), curves, title=label, xlabel="DDIM steps",
-                                ylabel=COLUMN_TITLES.get(key, key), log_x=True, log_y=log_y, reference=ref))
+        ref = own[key] if (not log_y or own[key] > 0) else None
+        if ref is None:  # a log axis cannot draw the data's own score: the title gives it
+            label += f" (the data's own: {own[key]:.2g}, not drawable on a log axis)"
+        figs.append(curves_spec(list(ev.steps), curves, title=label, xlabel="DDIM steps", ylabel=COLUMN_TITLES[key],
+                                log_x=True, log_y=log_y, reference=ref))
     sections.append(Section("Metrics versus the number of steps",
                             "Each metric against the number of sampling steps; the dashed line is the data's own "
                             "score (a second draw of the data, scored the same way). Where that score is 0 or "
@@ -127,11 +116,9 @@ def _curve_sections(ev: Evaluation, Section) -> list:
     return sections
 
 
-def _reference_sections(ev: Evaluation, Section) -> list:
+def _reference_sections(ev: Evaluation, Section, curves_spec) -> list:
     """The two references (issue 23): each learned run's distance from the exact probability-flow path (the total
     error) after every step, beside the ideal run's own (its discretisation error), and the final distances."""
-    from .viz import curves_spec
-
     if not ev.references:
         return []
     figs = []
@@ -166,14 +153,12 @@ def build_report(evaluation: Evaluation, path, *, title: str = "seqdiff_kit comp
     sections += _sample_sections(ev, Section) + _curve_sections(ev, Section)
     sections.append(Section("Table", "Every row scores N samples against N fresh data draws; `data (own)` is a "
                                      "second data draw (the floor of each metric).", table=display_rows(ev.rows)))
-    shown = [c for c in READINGS if any(c in r for r in ev.rows)]
     sections.append(Section(
         "Reading the numbers", "Each metric of this report, its target and how to read it (every metric of the "
         "project: docs/glossary.md, beside the lessons).",
-        table=[{"metric": COLUMN_TITLES[c], "target": READINGS[c][0], "reading": READINGS[c][1]} for c in shown]))
-    settings = dict(ev.settings)
-    settings.update(extra_settings or {})
-    settings["evaluation seconds"] = round(ev.seconds, 1)
+        table=[{"metric": COLUMN_TITLES[c], "target": target, "reading": reading}
+               for c, (target, reading) in READINGS.items() if any(c in r for r in ev.rows)]))
+    settings = {**ev.settings, **(extra_settings or {}), "evaluation seconds": round(ev.seconds, 1)}
     return write_report(path, sections, title=title, subtitle=subtitle, settings=settings)
 
 
@@ -227,6 +212,10 @@ def _publish(ev: Evaluation, out: Path, say: Callable[[str], None], t0: float | 
     return DemoResult(evaluation=ev, report=report, metrics=metrics, table=table, seconds=seconds)
 
 
+def _quiet(msg: str) -> None:
+    """``echo=None``: print nothing."""
+
+
 def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINTS, seed: int = 0,
              progress: bool = True, train_steps: int | None = None, checkpoint_dir=CHECKPOINT_DIR,
              threads: int | None = None, echo: Callable[[str], None] | None = print) -> DemoResult:
@@ -234,16 +223,12 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
     ``evaluate`` on ring8 at ``DEMO_STEPS``, a printed table, ``out/report.html`` and ``out/metrics.json``.
     ``threads``: torch's thread count (``None``: ``EVAL_THREADS`` to evaluate, ``SEQDIFF_THREADS`` or 1 to train)."""
     t0 = time.perf_counter()
-    points = check_int("points", points, 2)
-    seed = check_int("seed", seed)
-    say = echo or (lambda msg: None)
-    out = Path(out)
-    if train_steps is not None:
-        train_steps = check_int("train_steps", train_steps, 1)
+    points, seed, say, out = check_int("points", points, 2), check_int("seed", seed), echo or _quiet, Path(out)
+    changes = {} if train_steps is None else {"steps": check_int("train_steps", train_steps, 1)}
     models = {}
     for name, stem in DEMO_MODELS.items():
         if retrain:
-            recipe = SHIPPED[stem].replace(seed=seed, **({} if train_steps is None else {"steps": train_steps}))
+            recipe = SHIPPED[stem].replace(seed=seed, **changes)
             say(f"training {name} ({recipe.loss!r}) from scratch")
             trained = train(recipe, progress=progress, threads=threads)
             save_checkpoint(out / "checkpoints" / stem, trained.model, trained.config)  # EMA only: small files
@@ -255,60 +240,48 @@ def run_demo(out="runs/demo", *, retrain: bool = False, points: int = DEMO_POINT
                else f"checkpoints in {checkpoint_dir}")
     source = f"retrained (seed {seed}), saved in {out / 'checkpoints'}" if retrain else shipped
     set_threads(threads or EVAL_THREADS)
-    mixture, schedule = preset(DEMO_DATASET), trained.schedule
-    ev = evaluate(models, mixture, schedule, DEMO_STEPS, n_points=points, seed=seed, dataset=DEMO_DATASET,
-                  log=say if progress else None)
+    ev = evaluate(models, preset(DEMO_DATASET), trained.schedule, DEMO_STEPS, n_points=points, seed=seed,
+                  dataset=DEMO_DATASET, log=say if progress else None)
     return _publish(ev, out, say, t0, title="seqdiff demo: simple versus sequence-aware loss on ring8",
                     subtitle="Nguyen et al., On Inference Stability for Diffusion Models (AAAI 2024)",
                     intro=DEMO_INTRO, extra_settings={"models from": source,
                                                       "torch threads": torch.get_num_threads()})
 
 
-def _checkpoint_name(path, paths: Sequence) -> str:
-    """The name ``compare`` shows for a checkpoint: the run folder's name the user gave (a run keeps its checkpoint
-    as FOLDER/model), else the checkpoint's stem; the path as given where two of ``paths`` share that name."""
-    def name(p) -> str:
-        stem = resolve_checkpoint(p)
-        return stem.parent.name if stem.name == "model" and stem.parent.name else stem.name
-
-    mine = name(path)
-    return str(path) if sum(name(q) == mine for q in paths) > 1 else mine
+def _checkpoint_name(path) -> str:
+    """The run folder's name the user gave (a run keeps its checkpoint as FOLDER/model), else the stem."""
+    stem = resolve_checkpoint(path)
+    return stem.parent.name if stem.name == "model" and stem.parent.name else stem.name
 
 
 def compare_checkpoints(paths: Sequence, steps: Sequence[int] = DEMO_STEPS, out="runs/compare", *,
                         points: int = 1000, seed: int = 0, eta: float = 0.0, solver: str = "ddim",
                         threads: int | None = EVAL_THREADS, echo: Callable | None = print):
     """Compare checkpoints of one dataset: ``evaluate`` them with ``solver`` (plus the ideal path on 2-D data),
-    print the table, write ``out/report.html`` and ``out/metrics.json``. Names: the run folders' names (made
-    unique) and the loss."""
+    print the table, write ``out/report.html`` and ``out/metrics.json``. Names: the run folders' names (the path
+    as given where two share one) and the loss."""
     if isinstance(paths, (str, Path)) or len(paths) < 1:
         raise ValueError(f"paths must be a list of at least one checkpoint, got {paths!r}")
-    say = echo or (lambda msg: None)
     set_threads(threads)
-    models, datasets, schedules = {}, set(), []
-    for p in paths:
-        loaded = load_for_sampling(p)
-        meta = loaded.config
-        loss = meta.get("loss", {})
-        label = _checkpoint_name(p, paths)
-        if isinstance(loss, dict) and loss.get("name") == "sa":
-            label += f" [SA K={loss.get('K')}, lam={loss.get('lam')}]"
-        elif isinstance(loss, dict) and loss.get("name") == "simple":
-            label += " [simple]"
+    models, loaded = {}, [load_for_sampling(p) for p in paths]
+    names = [_checkpoint_name(p) for p in paths]
+    for p, name, run in zip(paths, names, loaded):
+        loss = run.config.get("loss", {})
+        label = str(p) if names.count(name) > 1 else name
+        if isinstance(loss, dict) and loss.get("name") in ("sa", "simple"):
+            label += f" [SA K={loss.get('K')}, lam={loss.get('lam')}]" if loss["name"] == "sa" else " [simple]"
         base, k = label, 2
         while label in models:
             label, k = f"{base} #{k}", k + 1
-        models[label] = loaded.model
-        datasets.add(meta.get("dataset"))
-        schedules.append(loaded.schedule)
+        models[label] = run.model
+    datasets = {run.config.get("dataset") for run in loaded}
     if len(datasets) != 1:
         raise ValueError(f"checkpoints must all be trained on one dataset to be compared, "
                          f"got {sorted(map(str, datasets))}")
     name = datasets.pop()
-    if any(s.config() != schedules[0].config() for s in schedules[1:]):
+    if any(run.schedule.config() != loaded[0].schedule.config() for run in loaded[1:]):
         raise ValueError("checkpoints must share one noise schedule to be compared from the same x_T")
-    data = dataset(name)
-    ev = evaluate(models, data, schedules[0], steps, n_points=points, seed=seed, eta=eta, solver=solver,
-                  dataset=name)
-    return _publish(ev, Path(out), say, None, title=f"seqdiff compare: {name}",
+    ev = evaluate(models, dataset(name), loaded[0].schedule, steps, n_points=points, seed=seed, eta=eta,
+                  solver=solver, dataset=name)
+    return _publish(ev, Path(out), echo or _quiet, None, title=f"seqdiff compare: {name}",
                     extra_settings={"checkpoints": ", ".join(map(str, paths))})
