@@ -1,14 +1,7 @@
 """Recipes: what makes a trained model (dataset, network, schedule, loss, fit settings, seed), training one, and
-the shipped models.
+the shipped models (``SHIPPED``: the recipe of every checkpoint in ``CHECKPOINT_DIR``, ``load_shipped``).
 
-    from seqdiff_kit.recipes import SHIPPED, load_shipped, train
-    trained = train(SHIPPED["ring8_sa"].replace(steps=500))  # the EMA network, its checkpoint JSON, the history
-    shipped = load_shipped("ring8_sa")                        # the network the full recipe made, from data/
-    trained.model, trained.config, trained.schedule
-
-A ``Recipe`` keeps its parts apart: ``model`` + ``model_args`` build the network, ``fit`` holds the keyword
-arguments of ``train.fit`` (``FIT_KEYS``), ``loss`` and ``schedule`` the objective, ``seed`` the initial weights
-and every draw of the training run. ``SHIPPED`` names the recipe of every checkpoint in ``CHECKPOINT_DIR``.
+    trained = train(SHIPPED["ring8_sa"].replace(steps=500))  # trained.model (EMA), .config (JSON), .history
 """
 from __future__ import annotations
 
@@ -25,13 +18,8 @@ from .denoisers import seeded_model
 from .losses import Loss
 from .schedule import Schedule
 from . import train as training
-from .train import fit
 
 FIT_KEYS = ("steps", "batch_size", "lr", "warmup", "cosine_decay", "ema_decay", "grad_clip")
-
-
-def _linear_schedule() -> dict:
-    return Schedule.linear(1000).config()
 
 
 @dataclass(frozen=True)
@@ -39,7 +27,7 @@ class Recipe:
     """Everything that shapes a trained model. ``name`` is recorded in the checkpoint (``train.recipe``);
     ``dataset`` is a ``data.DATASETS`` name; ``model`` a class of ``denoisers`` (``checkpoint.ALLOWED_MODELS``)
     built with ``model_args``; ``fit`` the keyword arguments of ``train.fit`` (``FIT_KEYS``, ``steps`` required);
-    ``schedule`` a ``Schedule.config()`` dict."""
+    ``schedule`` a ``Schedule.config()`` dict; ``seed`` the initial weights and every draw of the training."""
 
     name: str
     dataset: str
@@ -47,7 +35,7 @@ class Recipe:
     model_args: dict
     fit: dict
     loss: Loss = field(default_factory=Loss)
-    schedule: dict = field(default_factory=_linear_schedule)
+    schedule: dict = field(default_factory=Schedule.linear(1000).config)
     seed: int = 0
 
     def __post_init__(self):
@@ -119,15 +107,12 @@ class Trained:
 
 def train(recipe: Recipe, *, progress: bool = True, threads: int | None = None, device="cpu", checkpoint=None,
           checkpoint_every: int | None = None, resume: bool = False, on_step=None) -> Trained:
-    """Build ``recipe``'s network and train it with ``train.fit`` on its data, loss and schedule.
-
-    ``checkpoint``, ``checkpoint_every``, ``resume`` and ``on_step`` (called with every ``TrainState``) are
-    ``fit``'s (a checkpoint there holds the raw weights, the EMA, the optimiser and the random state); the
-    returned ``config`` is the JSON of a small EMA-only checkpoint (``checkpoint.save_checkpoint(path,
-    trained.model, trained.config)``), with no wall time so that the files stay reproducible. A run in an output
-    folder, with its lock, resume rules and history file: ``runs.train_run``."""
+    """Build ``recipe``'s network and train it with ``train.fit`` on its data, loss and schedule (``checkpoint``,
+    ``checkpoint_every``, ``resume`` and ``on_step`` are ``fit``'s). The returned ``config`` is the JSON of a small
+    EMA-only checkpoint (``checkpoint.save_checkpoint(path, trained.model, trained.config)``), without wall time so
+    that the files stay reproducible. A run in an output folder: ``runs.train_run``."""
     check_type("recipe", recipe, Recipe)
-    res = fit(recipe.build_model(), recipe.data(), recipe.make_schedule(), recipe.loss, seed=recipe.seed,
+    res = training.fit(recipe.build_model(), recipe.data(), recipe.make_schedule(), recipe.loss, seed=recipe.seed,
               progress=progress, threads=threads, device=device, checkpoint=checkpoint,
               checkpoint_every=checkpoint_every, resume=resume, dataset_name=recipe.dataset, on_step=on_step,
               **recipe.fit)
@@ -141,7 +126,7 @@ def train(recipe: Recipe, *, progress: bool = True, threads: int | None = None, 
 
 def estimate_seconds(recipe: Recipe, *, probe_steps: int = 20, threads: int | None = None, device="cpu") -> float:
     """About how many seconds ``train(recipe)`` takes on this machine at its present load, from ``probe_steps``
-    timed updates of its network (``train.estimate_seconds``): say it before a long training starts."""
+    timed updates (``train.estimate_seconds``)."""
     check_type("recipe", recipe, Recipe)
     return training.estimate_seconds(recipe.build_model(), recipe.data(), recipe.make_schedule(), recipe.loss,
                         seed=recipe.seed, probe_steps=probe_steps, threads=threads, device=device, **recipe.fit)
@@ -151,15 +136,12 @@ def estimate_seconds(recipe: Recipe, *, probe_steps: int = 20, threads: int | No
 SA = Loss("sa", K=2, lam=1.0)
 # Input Perturbation (Ning et al., ICML 2023) with the paper's gamma: the second train-side fix beside SA
 IP = Loss("ip", gamma=0.1)
-# ring8 (and every 2-D dataset): an MLP 128 x 3, Adam with warm-up and cosine decay; docs/performance.md tells
-# why 8000 updates
+# ring8: an MLP 128 x 3, Adam with warm-up and cosine decay; docs/performance.md tells why 8000 updates
 RING8 = Recipe("ring8", "ring8", "MLPDenoiser", {"dim": 2, "width": 128, "depth": 3},
                {"steps": 8000, "batch_size": 256, "lr": 2e-3, "warmup": 100, "cosine_decay": True,
                 "ema_decay": 0.999, "grad_clip": 1.0})
-# new 2-D trainings (`seqdiff train`, notebook 3, the explorer): an MLP 64 x 3 with batches of 2048 at lr 1e-2
-# and a cosine decay over 3000 updates: within 30 CPU-seconds of one thread, where an update's fixed cost makes
-# a large batch cheap and its low gradient noise beats more, smaller updates (docs/performance.md); the shipped
-# ring8 models keep RING8, recorded in their JSON
+# new 2-D trainings (`seqdiff train`, notebook 3, the explorer): large batches are cheap on a CPU and their low
+# gradient noise beats more, smaller updates (docs/performance.md); the shipped ring8 models keep RING8
 RING8_FAST = Recipe("ring8_fast", "ring8", "MLPDenoiser", {"dim": 2, "width": 64, "depth": 3},
                     {"steps": 3000, "batch_size": 2048, "lr": 1e-2, "warmup": 200, "cosine_decay": True,
                      "ema_decay": 0.999, "grad_clip": 1.0})
@@ -204,8 +186,8 @@ def resolve_checkpoint(path) -> Path:
     if p.is_dir():
         p = p / "model"
     st, js = checkpoint_paths(p)
-    if not js.is_file() or not st.is_file():
-        missing = [str(f) for f in (js, st) if not f.is_file()]
+    missing = [str(f) for f in (js, st) if not f.is_file()]
+    if missing:
         raise FileNotFoundError(f"checkpoint not found: {str(path)!r} (missing {', '.join(missing)})")
     return st.with_suffix("")
 
