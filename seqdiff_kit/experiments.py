@@ -1,18 +1,12 @@
 """The paper's comparison at toy scale: simple loss versus sequence-aware (SA) loss over datasets, seeds, training
 budgets, sampling steps and eta, with 95% t-intervals (``stats``) and the 1-D closed form.
 
-For every dataset, loss, seed and training budget one model is trained (a *train cell*, ``recipes.train`` of the
-dataset's ``Recipe``), then scored by ``evaluate`` at every (sampling steps, eta) pair (an *eval cell*) from an
-``x_T`` and noise that depend only on (dataset, seed, steps, eta): the losses of one seed are paired on the same
-randomness. SA(K) evaluates the network K times per training sample, so besides *equal steps* the grid trains the
-simple loss for ``K n`` updates: *equal compute*.
-
-On disk (``out/``): the checkpoints under ``models/``, ``rows.jsonl`` (one line per eval cell, read back on the
-next run, so finished cells are never recomputed), ``rows.csv``, ``summary.csv``, ``comparison.csv``,
-``results.md`` and ``report.html``. The jobs run in this process, a local spawn-context pool (one torch thread
-per worker) or on a Dask cluster (``Client.get_executor()``, the ``dist`` extra; ``out`` must then be a folder
-every worker sees at the same path); the client alone appends the rows, each key once. Plotly is imported only
-when the report is written.
+For every dataset, loss, seed and training budget one model is trained (a *train cell*, ``recipes.train``), then
+scored by ``evaluate`` at every (sampling steps, eta) pair (an *eval cell*) from an ``x_T`` and noise that depend
+only on (dataset, seed, steps, eta), so the losses of one seed are paired. SA(K) evaluates the network K times
+per sample, so besides *equal steps* the simple loss also gets ``K n`` updates: *equal compute*. Finished cells
+(checkpoints under ``out/models``, lines of ``out/rows.jsonl``) are read back, never recomputed. Plotly is
+imported only when the report is written.
 """
 from __future__ import annotations
 
@@ -97,8 +91,7 @@ class DatasetSpec:
         return {"digits": ("fd",), "gauss1d": ()}.get(self.name, ("mmd", "sw", "loglik", "loglik_gap"))
 
     def to_dict(self) -> dict:
-        return {"recipe": self.recipe.config(), "losses": self.losses, "sampling_steps": list(self.sampling_steps),
-                "etas": list(self.etas), "n_eval": self.n_eval, "equal_compute": self.equal_compute}
+        return {**vars(self), "recipe": self.recipe.config()}  # JSON turns the tuples into lists
 
 
 @dataclass
@@ -335,8 +328,8 @@ class JobsFailedError(RuntimeError):
 
 @dataclass
 class ExperimentResult:
-    """``rows``: one dict per eval cell; ``summary``: mean and t-interval per group and metric; ``comparison``:
-    paired SA - simple differences per budget; ``stats``: what this run did; ``paths``: the files written."""
+    """``rows`` (one per eval cell), ``summary`` (``summarize``), ``comparison`` (``compare``), ``stats`` (what
+    this run did) and ``paths`` (the files written)."""
 
     rows: list
     summary: list
@@ -490,15 +483,12 @@ def run_experiment(config: ExperimentConfig | str, out, *, workers: int = 1, sch
                    connect_timeout: float = CONNECT_TIMEOUT, progress: bool = True, report: bool = True,
                    level: float = LEVEL) -> ExperimentResult:
     """Run (or resume) the grid ``config`` (an ``ExperimentConfig`` or a preset name) into folder ``out``: train
-    and score the missing cells, write the tables and (``report=True``) ``report.html``.
+    and score the missing cells; write ``rows.csv``, ``summary.csv``, ``comparison.csv``, ``results.md`` and
+    (``report=True``) ``report.html``. This process alone appends the rows, each key once, holding ``out``'s lock.
 
     ``workers > 1``: a spawn-context process pool, one torch thread each; ``workers = 1``: this process.
-    ``scheduler``: a Dask scheduler's ``"tcp://HOST:PORT"``, reached before anything is written
-    (``connect_scheduler``) and whose workers must see ``out`` at the same path (``check_workers``); a job whose
-    worker dies is run again by Dask (up to ``distributed.scheduler.allowed-failures``), resuming the
-    checkpoint the first attempt left. This process holds ``out``'s lock (``_io.locked_folder``: a second run
-    gets ``FolderLockedError``). A grid checkpoint that cannot be loaded or resumed is trained again (one line on
-    stderr, ``stats["retrained"]``)."""
+    ``scheduler``: a Dask scheduler's ``"tcp://HOST:PORT"`` (``connect_scheduler``), whose workers must see
+    ``out`` at the same path (``check_workers``); Dask reruns a job whose worker dies, resuming its checkpoint."""
     if isinstance(config, str):
         config = grid_config(config)
     if not isinstance(config, ExperimentConfig):
