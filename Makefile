@@ -15,15 +15,17 @@ export SEQDIFF_THREADS ?= 1
 
 .PHONY: demo test test-fast test-portable lab app bench bench-peers clean-venv
 
-$(STAMP): pyproject.toml
+LABEXT := $(VENV)/share/jupyter/labextensions/seqdiff-kit-reload
+
+$(STAMP): pyproject.toml labextension/package.json labextension/static/remoteEntry.js
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	args=$$($(PY) scripts/torch_index.py $(TORCH_INDEX) --cpu-index $(TORCH_CPU_INDEX)) && $(PY) -m pip install --quiet $(TORCH) $$args
 	$(PY) -m pip install --quiet -e ".[test,lab,teach]"
-	# an editable install skips pyproject's data-files: link the JupyterLab extension that redraws widgets a
-	# reloaded page lost to a race (labextension/, see docs/architecture.md) where JupyterLab looks
-	mkdir -p $(VENV)/share/jupyter/labextensions
-	ln -sfn $(CURDIR)/labextension $(VENV)/share/jupyter/labextensions/seqdiff-kit-reload
+	# an editable install skips pyproject's data-files: copy the JupyterLab extension that redraws widgets a
+	# reloaded page lost to a race (labextension/, see docs/architecture.md) where JupyterLab looks (a copy,
+	# not a link: Voila refuses to serve a file whose real path is outside that folder)
+	rm -rf $(LABEXT) && mkdir -p $(LABEXT) && cp -R labextension/. $(LABEXT)
 	# nbgrader's JupyterLab and server extensions off: the course is made with its command line, and JupyterLab
 	# (and its browser tests) should look as they do without the teach extra
 	$(VENV)/bin/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader @jupyter-notebook/lab-extension
