@@ -53,12 +53,6 @@ class Section:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _is_number(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return value.numel() == 1
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
                float_format: str = "{:.4g}", caption: str | None = None, align_numbers: bool = True) -> str:
     """An HTML ``<table>`` from a list of dicts (one row each). ``columns`` fixes the order (default: keys in order
@@ -73,7 +67,8 @@ def table_html(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
 
     def cell(v) -> str:
-        cls = ' class="num"' if align_numbers and _is_number(v) else ""
+        number = v.numel() == 1 if isinstance(v, torch.Tensor) else isinstance(v, Real) and not isinstance(v, bool)
+        cls = ' class="num"' if align_numbers and number else ""
         return f"<td{cls}>{html.escape(format_number(v, float_format))}</td>"
 
     body = "".join("<tr>" + "".join(cell(row.get(c, "")) for c in columns) + "</tr>" for row in rows)
