@@ -54,6 +54,7 @@ from .samplers import (StepOutput, Trajectory, call_model, check_sampler_args, d
                        run_steps, sigmas)
 from .schedule import Schedule
 
+
 # ---------------------------------------------------------------------- shared pieces
 def _check(x_T, schedule, timesteps, noise, clip_x0, eta=0.0, variance="small"):
     """``(eta, timesteps, clip_x0)`` checked by the generalized sampler's own checks."""
