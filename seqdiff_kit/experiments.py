@@ -437,12 +437,9 @@ def _scheduler_identity(address: str, timeout: float) -> dict:
         finally:
             comm.abort()
 
-    async def bounded():
-        return await asyncio.wait_for(ask(), timeout)
-
     try:  # a thread of its own: the caller may be running an event loop (a notebook)
         with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(asyncio.run, bounded()).result()
+            answer = pool.submit(asyncio.run, asyncio.wait_for(ask(), timeout)).result()
     except Exception as err:  # noqa: BLE001 - whatever the address or the peer did, it is not a scheduler we can use
         raise _unreachable(address, " ".join(str(err).split()) or f"no Dask answer after {timeout:g} s") from None
     return answer if isinstance(answer, dict) else {"type": type(answer).__name__}
@@ -573,7 +570,7 @@ def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bo
               for s in specs[c.dataset].sampling_steps for e in specs[c.dataset].etas}
     rows = [done[k] for k in sorted(wanted) if k in done]
     stats["reused_rows"] = len(rows) - stats["evaluated"]
-    summary, comparison = summarize(rows, level), compare(rows, config, level)
+    summary, comparison = summarize(rows, level), compare(rows, level)
     paths = {"rows": write_csv(out / "rows.csv", rows), "summary": write_csv(out / "summary.csv", summary),
              "comparison": write_csv(out / "comparison.csv", comparison)}
     paths["markdown"] = atomic_write(out / "results.md",
@@ -657,7 +654,7 @@ def summarize(rows: Sequence[dict], level: float = LEVEL) -> list[dict]:
     return out
 
 
-def compare(rows: Sequence[dict], config: ExperimentConfig | None = None, level: float = LEVEL) -> list[dict]:
+def compare(rows: Sequence[dict], level: float = LEVEL) -> list[dict]:
     """SA against simple, paired by seed: for each SA loss, budget (``equal_steps``: the simple model with as
     many updates; ``equal_compute``: K times as many), steps, eta and metric of ``JUDGED``, the differences
     ``d_i = m_SA,i - m_simple,i`` of the distances to the target with their t-interval and verdict
