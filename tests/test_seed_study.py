@@ -364,3 +364,25 @@ def test_the_stored_seed_0_rows_match_the_shipped_checkpoints_own_evaluation(los
     assert study.floor == pytest.approx(ev["floor"], rel=1e-5)
     assert row["fd"] == pytest.approx(next(iter(ev["fd"].values())), rel=5e-3)
     assert row["confident"] == pytest.approx(next(iter(ev["confident"].values())), abs=0.0025)
+
+
+def test_total_final_is_the_distance_from_the_exact_flow_of_two_references():
+    """The study's ``total_final`` (the final distance from the exact flow's end, solved once to t = -1) is
+    ``drift.two_references``' total error at the last step for the networks and its discretisation error for the
+    ideal denoiser (a flow recorded at every sampler timestep). The two flows take other RK4 sub-steps and
+    keep float32 states, so they agree to about 1e-9 here; 1e-6 leaves room for float32 rounding."""
+    from seqdiff_kit.checkpoint import load_checkpoint
+    from seqdiff_kit.drift import two_references
+    from seqdiff_kit.losses import Loss
+
+    recipe = ss.study_recipe(Loss(), 0)
+    mixture, schedule = recipe.data(), recipe.make_schedule()
+    model, _ = load_checkpoint(CHECKPOINT_DIR / "ring8_simple")
+    out = ss.measure_seed({"simple": model}, mixture, schedule, 3, steps=(5, 20), n_points=300)
+    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(3))  # measure_seed's first draw
+    for steps in (5, 20):
+        refs = two_references(model, mixture, schedule, x_T, steps)
+        assert out["simple"]["steps"][str(steps)]["total_final"] == pytest.approx(float(refs.total[-1].mean()),
+                                                                                   abs=1e-6)
+        assert out[ss.IDEAL]["steps"][str(steps)]["total_final"] == pytest.approx(
+            float(refs.discretisation[-1].mean()), abs=1e-6)
