@@ -14,6 +14,8 @@ process CPU seconds of every training and the load average at the start.
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 
 from seqdiff_kit import set_threads
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="seeds measured at once, each in its own process")
     parser.add_argument("--out", type=Path, default=STUDY_PATH)
     args = parser.parse_args(argv)
+    # `kill` unwinds like Ctrl-C, so run_study's pool ends its workers (left running otherwise)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     set_threads(args.threads)
     study = run_study(args.seeds, args.train_steps, n_points=args.points, threads=args.threads, jobs=args.jobs,
                       log=print)

@@ -21,7 +21,9 @@ import argparse
 import io
 import json
 import os
+import signal
 import sys
+import threading
 from contextlib import suppress
 from pathlib import Path
 
@@ -451,8 +453,17 @@ COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "compare
 SIGPIPE_STATUS = 141  # 128 + SIGPIPE: the status a shell shows for a writer whose reader has gone
 
 
+def _terminated(signum, frame):
+    """SIGTERM (`kill`, a batch system's stop) ends a command the way Ctrl-C does: an exception that unwinds it,
+    so an experiment's pool ends its workers and what finished stays written."""
+    sys.stderr.write(f"{PROG}: terminated\n")
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``seqdiff`` console script; returns the exit status."""
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, _terminated) if on_main_thread else None
     try:
         return _main(argv)
     except BrokenPipeError:
@@ -461,6 +472,9 @@ def main(argv=None) -> int:
         with suppress(OSError, ValueError, AttributeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return SIGPIPE_STATUS
+    finally:
+        if previous is not None:  # None: not the main thread, or a handler set outside Python (left as it is)
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv) -> int:

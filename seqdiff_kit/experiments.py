@@ -24,6 +24,7 @@ import threading
 import time
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -522,6 +523,29 @@ def _end_pool(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True)  # the pool's own thread sees its workers gone and frees its queues
 
 
+@contextmanager
+def local_pool(workers: int):
+    """A pool of ``workers`` spawned processes that ignore Ctrl-C (``_ignore_sigint``). Any exception out of the
+    ``with`` block (Ctrl-C, SIGTERM turned into SystemExit by ``cli.main``) ends the workers at once
+    (``_end_pool``) instead of waiting for their jobs; otherwise the pool is shut down normally."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_ignore_sigint)
+    try:
+        yield pool
+    except BaseException:
+        _end_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+@contextmanager
+def _dask_pool(client):
+    pool = client.get_executor(pure=False)  # pure=False: every submit is a new task, never a cached one
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False)  # the cluster cancels what is running
+
+
 def _run(config: ExperimentConfig, out: Path, workers: int, client, progress: bool, report: bool,
          level: float) -> ExperimentResult:
     out.mkdir(parents=True, exist_ok=True)
@@ -603,34 +627,24 @@ def _run_jobs(jobs: list, workers: int, client, record, errors: list, bar) -> No
         finally:
             torch.set_num_threads(before)
         return
-    if client is not None:
-        pool = client.get_executor(pure=False)  # pure=False: every submit is a new task, never a cached one
-    else:  # each job sets its own torch thread count (_run_job)
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                                   initializer=_ignore_sigint)
-    futures, ended = {}, False
-    try:
-        futures = {pool.submit(_run_job, job): job for job in jobs}
-        pending, i = set(futures), 0
-        while pending:
-            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                i += 1
-                try:
-                    record(fut.result(), i)
-                except Exception as err:  # a failed job (on Dask also one whose workers kept dying)
-                    errors.append(f"{futures[fut]['cell']['key']}: {type(err).__name__}: {err}")
-            bar.refresh()  # the elapsed time moves while a long job runs
-    except BaseException:
-        if client is None:
-            _end_pool(pool)
-            ended = True
-        raise
-    finally:  # drop what has not started (a Dask cluster also cancels what is running)
-        for fut in futures:
-            fut.cancel()
-        if not ended:
-            pool.shutdown(wait=client is None)
+    # each job sets its own torch thread count (_run_job)
+    with local_pool(min(workers, len(jobs))) if client is None else _dask_pool(client) as pool:
+        futures = {}
+        try:
+            futures = {pool.submit(_run_job, job): job for job in jobs}
+            pending, i = set(futures), 0
+            while pending:
+                finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i += 1
+                    try:
+                        record(fut.result(), i)
+                    except Exception as err:  # a failed job (on Dask also one whose workers kept dying)
+                        errors.append(f"{futures[fut]['cell']['key']}: {type(err).__name__}: {err}")
+                bar.refresh()  # the elapsed time moves while a long job runs
+        finally:  # drop what has not started
+            for fut in futures:
+                fut.cancel()
 
 
 # ====================================================================== tables

@@ -17,10 +17,8 @@ The digits (simple vs SA, ``recipes.DIGITS``): ``measure_digit_seeds`` scores ev
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,6 +34,7 @@ from .data import CHECKPOINT_DIR, GaussianMixture, ring8
 from .denoisers import IdealDenoiser
 from .drift import estimation_gap, exact_flow, step_drift
 from .evaluate import CONFIDENCE, METRICS, PIXEL_RANGE, Scorer, applicable, steps_table
+from .experiments import local_pool
 from .losses import Loss
 from .metrics import TARGETS
 from .recipes import IP, RING8, SA, Recipe, train
@@ -126,8 +125,9 @@ def run_study(seeds: Sequence[int] = (0, 1, 2, 3, 4), train_steps: int | None = 
     t0, load = time.perf_counter(), os.getloadavg()[0]
     work = partial(study_seed, train_steps=train_steps, n_points=n_points, steps=list(steps), threads=threads)
     done: dict = {}
-    # the pool starts no process until it is given work, and jobs = 1 runs the seeds here
-    with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=mp.get_context("spawn")) as pool:
+    # the pool starts no process until it is given work, and jobs = 1 runs the seeds here; Ctrl-C or SIGTERM
+    # ends the workers too (experiments.local_pool)
+    with local_pool(min(jobs, len(seeds))) as pool:
         for seed, result in zip(seeds, pool.map(work, seeds) if jobs > 1 else map(work, seeds)):
             done[seed] = result
             say(f"seed {seed} done after {time.perf_counter() - t0:.0f} s (training CPU s: {result['train_cpu']})")

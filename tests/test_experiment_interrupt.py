@@ -1,4 +1,4 @@
-"""`seqdiff experiment` shows its progress and stops at once on Ctrl-C, keeping what finished.
+"""`seqdiff experiment` shows its progress and stops at once on Ctrl-C or SIGTERM, keeping what finished.
 
 The run is a process (as a user starts it) in its own process group, so that the SIGINT reaches the parent and
 its pool's workers together, as Ctrl-C in a terminal does. The grid has one quick job and one that would train
@@ -39,7 +39,11 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_the_run_at_once_and_keeps_the_finished_job(tmp_path):
+@pytest.mark.parametrize("how, signum, status, message", [
+    ("group", signal.SIGINT, 130, "seqdiff: interrupted"),  # Ctrl-C in a terminal: the whole process group
+    ("parent", signal.SIGTERM, 143, "seqdiff: terminated"),  # `kill PID`: the parent alone ends its workers
+])
+def test_ctrl_c_ends_the_run_at_once_and_keeps_the_finished_job(tmp_path, how, signum, status, message):
     out = tmp_path / "grid"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, "experiment", "--preset", "interrupt", "--out", str(out),
@@ -64,7 +68,10 @@ def test_ctrl_c_ends_the_run_at_once_and_keeps_the_finished_job(tmp_path):
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert workers, "the pool's workers should be running the long job"
         t0 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole group
+        if how == "group":
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
         rc = proc.wait(timeout=30)
         seconds = time.monotonic() - t0
     finally:
@@ -73,10 +80,10 @@ def test_ctrl_c_ends_the_run_at_once_and_keeps_the_finished_job(tmp_path):
             proc.wait()
     rest = "".join(iter(lambda: feed.get(timeout=10), ""))
     # the workers end in well under a second; the rest is three interpreters with torch exiting on busy cores
-    assert seconds < 10, f"the run took {seconds:.1f} s to stop after Ctrl-C"
-    assert rc == 130, (rc, rest)
+    assert seconds < 10, f"the run took {seconds:.1f} s to stop after {signal.Signals(signum).name}"
+    assert rc == status, (rc, rest)
     *late, last = rest.strip().splitlines()
-    assert last == "seqdiff: interrupted", rest  # one line, no traceback from any process
+    assert last == message, rest  # one line, no traceback from any process
     assert all("jobs done]" in line for line in late), rest  # at most the other quick job, finished meanwhile
     reported = [line for line in lines + late if "jobs done]" in line]
     assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "workers left behind"
