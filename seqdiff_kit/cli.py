@@ -473,7 +473,9 @@ def main(argv=None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return SIGPIPE_STATUS
     finally:
-        if previous is not None:  # None: not the main thread, or a handler set outside Python (left as it is)
+        # None: not the main thread (nothing was set), or an earlier handler from outside Python, which cannot be
+        # put back (ours stays)
+        if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
